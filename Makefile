@@ -1,0 +1,45 @@
+# llmdock — every install step lives here, so a fresh clone on a fresh machine needs nothing else.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt 2>/dev/null | sha1sum | cut -c1-12)
+NPROC := $(shell nproc)
+PYTEST_ARGS ?=
+
+.PHONY: install system-deps serve test test-fast lint bench clean
+
+$(STAMP):
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU build of torch lies on this machine's disk; asking for it first keeps pip from pulling a
+	# multi-GB CUDA build when sentence-transformers asks for torch.
+	$(PY) -m pip install -q torch==2.13.0
+	# llama-cpp-python compiles from source the first time (about 7 minutes on 2 cores); pip caches the wheel.
+	CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) $(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+serve: install
+	$(VENV)/bin/llmdock serve
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
+
+test: install system-deps lint
+	LLMDOCK_REQUIRE_SERVICES=1 bash scripts/pytest.sh $(PYTEST_ARGS)
+
+# The fast tier: no real model, no database server, no server process.
+test-fast: install
+	bash scripts/pytest.sh -m "not model and not postgres and not server" $(PYTEST_ARGS)
+
+bench: install
+	$(PY) bench/serve_tokens.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+from llmdock.cli.main import main
+
+main()

@@ -1,0 +1,190 @@
+"""The Backend base class and the request/response types every backend speaks.
+
+A backend turns a prepared request into text. ``prepare`` renders the prompt and counts its tokens with the
+model's own tokenizer (the pre-process stage calls it, so the context-window check happens before any
+generation); ``generate`` and ``stream`` produce the answer; ``embed`` turns texts into vectors.
+Backends raise only :mod:`llmdock.errors` exceptions, never HTTP ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+from pydantic import ValidationError as PydanticValidationError
+
+from llmdock.config import ModelConfig, Settings, config_error_from_pydantic
+from llmdock.errors import ContextWindowExceeded, InvalidRequest, Overloaded
+
+Operation = Literal["chat", "completion"]
+
+
+@dataclass(slots=True)
+class SamplingParams:
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+    def with_defaults(self, defaults: dict[str, Any]) -> SamplingParams:
+        """Fill unset values from a model's configured defaults."""
+        for name, value in defaults.items():
+            if getattr(self, name, None) is None:
+                setattr(self, name, value)
+        return self
+
+
+@dataclass(slots=True)
+class GenerationRequest:
+    """What the generate stage asks of a backend. ``prepare`` fills in the prompt fields."""
+
+    operation: Operation
+    params: SamplingParams
+    messages: list[dict[str, Any]] | None = None
+    prompt: str | None = None
+    # Filled by Backend.prepare:
+    prompt_text: str = ""
+    prompt_tokens: list[int] | None = None
+    n_prompt_tokens: int = 0
+    stop: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str = "stop"
+
+
+@dataclass(slots=True)
+class StreamChunk:
+    text: str
+    finish_reason: str | None = None
+
+
+@dataclass(slots=True)
+class EmbeddingResult:
+    vectors: list[list[float]]
+    prompt_tokens: int
+
+
+class BackendParams(BaseModel):
+    """Base for a backend's own parameters (the extra keys of a model's config entry)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Backend(ABC):
+    """One configured model served by one kind of backend.
+
+    Subclasses set ``kind`` (the name used in config) and ``Params`` (their parameter model), and implement
+    what their task needs. ``slots`` bounds how many requests may run or wait at once; past it the backend
+    answers :class:`Overloaded` (HTTP 503 with Retry-After) instead of queueing without bound.
+    """
+
+    kind: ClassVar[str]
+    Params: ClassVar[type[BackendParams]] = BackendParams
+
+    def __init__(self, name: str, config: ModelConfig, settings: Settings) -> None:
+        self.name = name
+        self.config = config
+        self.settings = settings
+        try:
+            self.params = self.Params.model_validate(config.backend_params())
+        except PydanticValidationError as exc:
+            raise config_error_from_pydantic(exc, settings._source, ("models", name)) from None
+        self.context_window = config.context_window or 0
+        self._in_flight = 0
+        self._limit = 1 + config.max_queue
+        self.loaded = False
+
+    @property
+    def task(self) -> str:
+        return self.config.task
+
+    async def start(self) -> None:
+        """Load what the backend needs (called once at start unless the model is lazy)."""
+        self.loaded = True
+
+    async def ensure_started(self) -> None:
+        if not self.loaded:
+            await self.start()
+
+    async def close(self) -> None:
+        return None
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "id": self.name,
+            "backend": self.kind,
+            "task": self.task,
+            "context_window": self.context_window,
+            "loaded": self.loaded,
+            "description": self.config.description,
+        }
+
+    # --- admission -------------------------------------------------------------------------------------
+    def admit(self) -> None:
+        """Take a slot or raise Overloaded. Pair with :meth:`release`."""
+        if self._in_flight >= self._limit:
+            raise Overloaded(
+                f"model {self.name!r} is at capacity ({self._in_flight} requests running or queued)",
+                headers={"Retry-After": "1"},
+            )
+        self._in_flight += 1
+
+    def release(self) -> None:
+        self._in_flight -= 1
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    # --- generation ------------------------------------------------------------------------------------
+    def prepare(self, req: GenerationRequest) -> None:
+        """Render the prompt and count its tokens; raise ContextWindowExceeded if it cannot fit."""
+        raise InvalidRequest(f"model {self.name!r} does not support {req.operation} requests")
+
+    def check_window(self, req: GenerationRequest) -> None:
+        window = self.context_window
+        if not window:
+            return
+        wanted = req.n_prompt_tokens + (req.params.max_tokens or 0)
+        if req.n_prompt_tokens >= window or wanted > window:
+            raise ContextWindowExceeded(
+                f"This model's maximum context length is {window} tokens. However, you requested {wanted} "
+                f"tokens ({req.n_prompt_tokens} in the prompt, {req.params.max_tokens or 0} in the "
+                "completion). Please reduce the prompt or max_tokens.",
+                param="messages" if req.operation == "chat" else "prompt",
+                extra={"context_window": window, "prompt_tokens": req.n_prompt_tokens},
+            )
+
+    async def generate(self, req: GenerationRequest) -> Generation:
+        raise InvalidRequest(f"model {self.name!r} does not support {req.operation} requests")
+
+    def stream(self, req: GenerationRequest) -> AsyncIterator[StreamChunk]:
+        raise InvalidRequest(f"model {self.name!r} does not support streaming {req.operation} requests")
+
+    async def embed(self, texts: list[str]) -> EmbeddingResult:
+        raise InvalidRequest(f"model {self.name!r} is not an embedding model")
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text`` by this model's tokenizer (an estimate where the backend has none)."""
+        return max(1, len(text) // 4)
+
+
+class Cancelled(Exception):
+    """Raised inside a generation thread when the client went away."""
+
+
+async def run_blocking(executor: Any, fn: Any, *args: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)

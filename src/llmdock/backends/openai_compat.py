@@ -1,0 +1,171 @@
+"""Any OpenAI-compatible server as a backend: vLLM, Ollama, a hosted provider, or another llmdock.
+
+One pooled keep-alive ``httpx.AsyncClient`` per model. Upstream failures become llmdock errors:
+connection problems and timeouts -> BackendUnavailable (503), 5xx -> BackendError (502), 429 ->
+RateLimited with the upstream's Retry-After, other 4xx -> InvalidRequest with the upstream's message.
+Token counts come from the upstream's ``usage`` when it reports one, else an estimate (4 chars a token).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+from pydantic import Field
+
+from llmdock.backends.base import (
+    Backend,
+    BackendParams,
+    EmbeddingResult,
+    Generation,
+    GenerationRequest,
+    StreamChunk,
+)
+from llmdock.errors import BackendError, BackendUnavailable, InvalidRequest, LlmdockError, RateLimited
+
+
+class OpenAICompatParams(BackendParams):
+    base_url: str = Field(description="e.g. http://127.0.0.1:8001/v1")
+    upstream_model: str | None = Field(default=None, description="model name upstream; default = ours")
+    api_key: str | None = None
+    api_key_env: str | None = Field(default=None, description="read the key from this env variable")
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    timeout_s: float = Field(default=600.0, gt=0)
+    max_connections: int = Field(default=100, gt=0)
+    defaults: dict[str, Any] = Field(default_factory=dict)
+
+
+class OpenAICompatBackend(Backend):
+    kind = "openai_compat"
+    Params = OpenAICompatParams
+    params: OpenAICompatParams
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        key = self.params.api_key or (
+            os.environ.get(self.params.api_key_env, "") if self.params.api_key_env else ""
+        )
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._client = httpx.AsyncClient(
+            base_url=self.params.base_url.rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(self.params.timeout_s, connect=self.params.connect_timeout_s),
+            limits=httpx.Limits(
+                max_connections=self.params.max_connections,
+                max_keepalive_connections=self.params.max_connections,
+            ),
+        )
+        self.upstream_model = self.params.upstream_model or self.name
+        self.loaded = True
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    def prepare(self, req: GenerationRequest) -> None:
+        if req.operation == "chat":
+            req.prompt_text = "\n".join(str(m.get("content") or "") for m in req.messages or [])
+        else:
+            req.prompt_text = req.prompt or ""
+        req.n_prompt_tokens = self.count_tokens(req.prompt_text)
+        req.stop = list(req.params.stop)
+        req.params.with_defaults(self.params.defaults)
+        self.check_window(req)
+
+    def _body(self, req: GenerationRequest, stream: bool) -> dict[str, Any]:
+        p = req.params
+        body: dict[str, Any] = {"model": self.upstream_model, "stream": stream}
+        if req.operation == "chat":
+            body["messages"] = req.messages
+        else:
+            body["prompt"] = req.prompt
+        for name in ("max_tokens", "temperature", "top_p", "seed", "presence_penalty", "frequency_penalty"):
+            value = getattr(p, name)
+            if value is not None:
+                body[name] = value
+        if req.stop:
+            body["stop"] = req.stop
+        body.update(req.extra)
+        return body
+
+    def _path(self, req: GenerationRequest) -> str:
+        return "/chat/completions" if req.operation == "chat" else "/completions"
+
+    def _error(self, status: int, text: str, headers: httpx.Headers) -> LlmdockError:
+        try:
+            message = orjson.loads(text)["error"]["message"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            message = text[:300]
+        where = f"upstream {self.params.base_url}"
+        if status == 429:
+            return RateLimited(message, where=where, headers={"Retry-After": headers.get("retry-after", "1")})
+        if status >= 500:
+            return BackendError(f"upstream answered {status}: {message}", where=where)
+        return InvalidRequest(f"upstream rejected the request ({status}): {message}", where=where)
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            resp = await self._client.post(path, content=orjson.dumps(body))
+        except httpx.TimeoutException:
+            raise BackendUnavailable("upstream timed out", where=f"upstream {self.params.base_url}") from None
+        except httpx.TransportError as exc:
+            raise BackendUnavailable(
+                f"upstream unreachable: {exc}", where=f"upstream {self.params.base_url}"
+            ) from None
+        if resp.status_code != 200:
+            raise self._error(resp.status_code, resp.text, resp.headers)
+        data: dict[str, Any] = orjson.loads(resp.content)
+        return data
+
+    async def generate(self, req: GenerationRequest) -> Generation:
+        data = await self._post(self._path(req), self._body(req, stream=False))
+        choice = data["choices"][0]
+        text = choice["message"]["content"] if req.operation == "chat" else choice["text"]
+        usage = data.get("usage") or {}
+        return Generation(
+            text=text or "",
+            prompt_tokens=int(usage.get("prompt_tokens", req.n_prompt_tokens)),
+            completion_tokens=int(usage.get("completion_tokens", self.count_tokens(text or ""))),
+            finish_reason=choice.get("finish_reason") or "stop",
+        )
+
+    async def stream(self, req: GenerationRequest) -> AsyncIterator[StreamChunk]:
+        where = f"upstream {self.params.base_url}"
+        try:
+            async with self._client.stream(
+                "POST", self._path(req), content=orjson.dumps(self._body(req, stream=True))
+            ) as resp:
+                if resp.status_code != 200:
+                    raise self._error(
+                        resp.status_code, (await resp.aread()).decode(errors="replace"), resp.headers
+                    )
+                async for line in resp.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    payload = line[5:].strip()
+                    if payload == "[DONE]":
+                        break
+                    event = orjson.loads(payload)
+                    if "error" in event:
+                        raise BackendError(f"upstream stream error: {event['error']}", where=where)
+                    if not event.get("choices"):
+                        continue
+                    choice = event["choices"][0]
+                    text = (
+                        (choice.get("delta") or {}).get("content")
+                        if req.operation == "chat"
+                        else choice.get("text")
+                    )
+                    yield StreamChunk(text or "", choice.get("finish_reason"))
+        except httpx.TimeoutException:
+            raise BackendUnavailable("upstream timed out", where=where) from None
+        except httpx.TransportError as exc:
+            raise BackendUnavailable(f"upstream unreachable: {exc}", where=where) from None
+
+    async def embed(self, texts: list[str]) -> EmbeddingResult:
+        data = await self._post("/embeddings", {"model": self.upstream_model, "input": texts})
+        vectors = [item["embedding"] for item in sorted(data["data"], key=lambda d: d["index"])]
+        usage = data.get("usage") or {}
+        return EmbeddingResult(vectors, int(usage.get("prompt_tokens", 0)))

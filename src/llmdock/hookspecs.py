@@ -1,0 +1,32 @@
+"""The plugin hooks. Built-in backends and stages register through these same hooks (see plugins.py).
+
+A third-party package adds a backend or a stage with one module and one entry point in the
+``llmdock.plugins`` group; nothing in llmdock's core changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from llmdock.backends.base import Backend
+    from llmdock.config import Settings
+    from llmdock.pipeline.stages import Stage
+
+hookspec = pluggy.HookspecMarker("llmdock")
+hookimpl = pluggy.HookimplMarker("llmdock")
+
+StageFactory = Callable[["Settings"], "Stage"]
+
+
+class LlmdockSpec:
+    @hookspec
+    def llmdock_backends(self) -> list[type[Backend]]:  # type: ignore[empty-body]
+        """Backend classes this plugin provides; each is known by its ``kind``."""
+
+    @hookspec
+    def llmdock_stages(self) -> dict[str, StageFactory]:  # type: ignore[empty-body]
+        """Pipeline stages by name: a factory taking the Settings and returning the stage."""

@@ -1,0 +1,55 @@
+"""The RequestContext that flows through the pipeline's stages."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from llmdock.backends.base import Backend, EmbeddingResult, Generation, GenerationRequest
+from llmdock.store.traces import SpanRecord
+
+OperationName = Literal["chat", "completion", "embedding"]
+
+
+def new_trace_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """Everything one request carries from stage to stage.
+
+    ``request`` is set for chat and completion, ``inputs`` for embeddings. The generate stage fills
+    ``generation`` or ``embedding``; a stage may instead short-circuit by setting ``generation`` before
+    generate runs. ``attributes`` end up on the trace; ``annotate`` adds to the current stage's span.
+    """
+
+    operation: OperationName
+    model: str
+    backend: Backend
+    request: GenerationRequest | None = None
+    inputs: list[str] = field(default_factory=list)
+    stream: bool = False
+    trace_id: str = field(default_factory=new_trace_id)
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started: float = field(default_factory=time.perf_counter)
+    generation: Generation | None = None
+    embedding: EmbeddingResult | None = None
+    spans: list[SpanRecord] = field(default_factory=list)
+    attributes: dict[str, Any] = field(default_factory=dict)
+    status: str = "ok"
+    http_status: int = 200
+    error: str = ""
+    source: str = "gateway"
+    _span_attrs: dict[str, Any] = field(default_factory=dict)
+
+    def annotate(self, **attrs: Any) -> None:
+        """Add attributes to the span of the stage now running."""
+        self._span_attrs.update(attrs)
+
+    @property
+    def output_text(self) -> str:
+        return self.generation.text if self.generation else ""

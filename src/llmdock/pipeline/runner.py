@@ -1,0 +1,155 @@
+"""The Pipeline runner: runs the configured stages in order, records a span per stage, finishes the trace.
+
+The same Pipeline object serves the gateway, the CLI and (later) batch jobs and evaluations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime
+
+from llmdock.backends.base import Generation, StreamChunk
+from llmdock.errors import LlmdockError
+from llmdock.pipeline.context import RequestContext
+from llmdock.pipeline.stages import GenerateStage, Stage, StreamWrappingStage
+from llmdock.store.traces import SpanRecord
+
+TraceSink = Callable[[RequestContext], None]
+
+
+class Pipeline:
+    def __init__(self, stages: Sequence[Stage], sink: TraceSink | None = None) -> None:
+        self.stages = list(stages)
+        self.sink = sink
+        gen_index = next((i for i, s in enumerate(self.stages) if isinstance(s, GenerateStage)), None)
+        if gen_index is None:
+            raise ValueError("a pipeline needs a generate stage")
+        self._generate: GenerateStage = self.stages[gen_index]  # type: ignore[assignment]
+        self._before = self.stages[:gen_index]
+        self._after = self.stages[gen_index + 1 :]
+
+    @property
+    def stage_names(self) -> list[str]:
+        return [s.name for s in self.stages]
+
+    async def _run_stage(self, stage: Stage, ctx: RequestContext) -> RequestContext:
+        started_at = datetime.now(UTC)
+        t0 = time.perf_counter()
+        ctx._span_attrs = {}
+        status = "ok"
+        try:
+            return await stage(ctx)
+        except LlmdockError as exc:
+            status = "error"
+            ctx._span_attrs["error.type"] = exc.code
+            raise
+        except asyncio.CancelledError:
+            status = "cancelled"
+            raise
+        finally:
+            ctx.spans.append(
+                SpanRecord(stage.name, started_at, (time.perf_counter() - t0) * 1000, status, ctx._span_attrs)
+            )
+
+    async def run(self, ctx: RequestContext) -> RequestContext:
+        """Run every stage; on error the trace records it and the error propagates to the caller."""
+        try:
+            for stage in self.stages:
+                ctx = await self._run_stage(stage, ctx)
+        except LlmdockError as exc:
+            self._fail(ctx, exc)
+            raise
+        except asyncio.CancelledError:
+            ctx.status = "cancelled"
+            self.finish(ctx)
+            raise
+        self.finish(ctx)
+        return ctx
+
+    async def prepare_stream(self, ctx: RequestContext) -> AsyncIterator[StreamChunk]:
+        """Run the stages before generate, then return the stream of chunks.
+
+        Errors before the first chunk (bad input, context window) raise here, so the caller can still
+        answer with a proper HTTP error; errors after it end the stream.
+        """
+        try:
+            for stage in self._before:
+                ctx = await self._run_stage(stage, ctx)
+        except LlmdockError as exc:
+            self._fail(ctx, exc)
+            raise
+        return self._stream(ctx)
+
+    async def _stream(self, ctx: RequestContext) -> AsyncIterator[StreamChunk]:
+        started_at = datetime.now(UTC)
+        t0 = time.perf_counter()
+        parts: list[str] = []
+        finish_reason = "stop"
+        first_token_ms: float | None = None
+        chunks: AsyncIterator[StreamChunk] = self._generate.open_stream(ctx)
+        wrappers = [s for s in self._after if isinstance(s, StreamWrappingStage)]
+        for stage in wrappers:
+            chunks = stage.wrap_stream(ctx, chunks)
+        status = "ok"
+        try:
+            async for chunk in chunks:
+                if first_token_ms is None:
+                    first_token_ms = (time.perf_counter() - ctx.started) * 1000
+                parts.append(chunk.text)
+                if chunk.finish_reason:
+                    finish_reason = chunk.finish_reason
+                yield chunk
+        except LlmdockError as exc:
+            status = "error"
+            self._record_stream_span(ctx, started_at, t0, status, first_token_ms)
+            self._fail(ctx, exc)
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            status = "cancelled"
+            ctx.status = "cancelled"
+            ctx.error = "client disconnected during the stream"
+            ctx.generation = Generation(
+                "".join(parts), ctx.request.n_prompt_tokens if ctx.request else 0, 0, "cancelled"
+            )
+            ctx.generation.completion_tokens = ctx.backend.count_tokens(ctx.generation.text)
+            self._record_stream_span(ctx, started_at, t0, status, first_token_ms)
+            self.finish(ctx)
+            raise
+        finally:
+            close = getattr(chunks, "aclose", None)
+            if close is not None and status != "ok":
+                await close()
+        ctx.generation = Generation(
+            "".join(parts), ctx.request.n_prompt_tokens if ctx.request else 0, 0, finish_reason
+        )
+        self._record_stream_span(ctx, started_at, t0, status, first_token_ms)
+        try:
+            for after in self._after:
+                if not isinstance(after, StreamWrappingStage):
+                    ctx = await self._run_stage(after, ctx)
+        except LlmdockError as exc:
+            self._fail(ctx, exc)
+            raise
+        self.finish(ctx)
+
+    def _record_stream_span(
+        self, ctx: RequestContext, started_at: datetime, t0: float, status: str, first_token_ms: float | None
+    ) -> None:
+        attrs: dict[str, object] = {"stream": True}
+        if first_token_ms is not None:
+            attrs["llmdock.time_to_first_token_ms"] = round(first_token_ms, 3)
+        if ctx.generation is not None:
+            attrs["gen_ai.response.finish_reasons"] = [ctx.generation.finish_reason]
+        ctx.spans.append(SpanRecord("generate", started_at, (time.perf_counter() - t0) * 1000, status, attrs))
+
+    def _fail(self, ctx: RequestContext, exc: LlmdockError) -> None:
+        ctx.status = "error"
+        ctx.http_status = exc.status
+        ctx.error = f"{exc.code}: {exc.one_line()}"
+        self.finish(ctx)
+
+    def finish(self, ctx: RequestContext) -> None:
+        if self.sink is not None:
+            self.sink(ctx)

@@ -1,0 +1,148 @@
+"""The Stage contract and the built-in stages: pre-process, generate, post-process.
+
+A stage is an object with a ``name`` and ``async __call__(ctx) -> ctx``. Streaming adds two optional
+methods: the generate stage *opens* the stream (``open_stream``), and stages after it may *wrap* it
+(``wrap_stream``); stages after generate without ``wrap_stream`` run once the stream has ended, on the
+complete text. Stages are listed by name in the settings, and registered through the plugin hooks.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import AsyncIterator
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from llmdock.backends.base import Generation, StreamChunk
+from llmdock.config import Settings
+from llmdock.pipeline.context import RequestContext
+
+
+@runtime_checkable
+class Stage(Protocol):
+    name: str
+
+    async def __call__(self, ctx: RequestContext) -> RequestContext: ...
+
+
+@runtime_checkable
+class StreamWrappingStage(Stage, Protocol):
+    def wrap_stream(
+        self, ctx: RequestContext, chunks: AsyncIterator[StreamChunk]
+    ) -> AsyncIterator[StreamChunk]: ...
+
+
+def _normalize_content(content: Any, form: Literal["NFC", "NFD", "NFKC", "NFKD"]) -> Any:
+    if isinstance(content, str):
+        return unicodedata.normalize(form, content)
+    if isinstance(content, list):
+        return [
+            {**part, "text": unicodedata.normalize(form, part["text"])}
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+            else part
+            for part in content
+        ]
+    return content
+
+
+def flatten_content(content: Any) -> str:
+    """OpenAI content may be a string or a list of parts; templates want text."""
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return "" if content is None else str(content)
+
+
+class PreprocessStage:
+    """Normalizes Unicode, renders the prompt, counts tokens with the model's tokenizer, checks the window."""
+
+    name = "preprocess"
+
+    def __init__(self, settings: Settings) -> None:
+        self.form = settings.unicode_normalization
+
+    async def __call__(self, ctx: RequestContext) -> RequestContext:
+        if ctx.operation == "embedding":
+            if self.form != "none":
+                ctx.inputs = [unicodedata.normalize(self.form, t) for t in ctx.inputs]
+            ctx.annotate(input_texts=len(ctx.inputs))
+            return ctx
+        req = ctx.request
+        assert req is not None
+        if req.messages is not None:
+            req.messages = [
+                {
+                    **m,
+                    "content": flatten_content(
+                        _normalize_content(m.get("content"), self.form)
+                        if self.form != "none"
+                        else m.get("content")
+                    ),
+                }
+                for m in req.messages
+            ]
+        if req.prompt is not None and self.form != "none":
+            req.prompt = unicodedata.normalize(self.form, req.prompt)
+        await ctx.backend.ensure_started()
+        ctx.backend.prepare(req)
+        ctx.annotate(
+            **{
+                "gen_ai.usage.input_tokens": req.n_prompt_tokens,
+                "llmdock.context_window": ctx.backend.context_window,
+                "gen_ai.request.max_tokens": req.params.max_tokens,
+            }
+        )
+        return ctx
+
+
+class GenerateStage:
+    """Asks the backend for the answer (or opens its stream)."""
+
+    name = "generate"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def __call__(self, ctx: RequestContext) -> RequestContext:
+        if ctx.operation == "embedding":
+            ctx.embedding = await ctx.backend.embed(ctx.inputs)
+            ctx.annotate(**{"gen_ai.usage.input_tokens": ctx.embedding.prompt_tokens})
+            return ctx
+        if ctx.generation is not None:  # an earlier stage answered (cache, guard)
+            ctx.annotate(skipped=True)
+            return ctx
+        assert ctx.request is not None
+        ctx.generation = await ctx.backend.generate(ctx.request)
+        self._annotate(ctx, ctx.generation)
+        return ctx
+
+    def open_stream(self, ctx: RequestContext) -> AsyncIterator[StreamChunk]:
+        assert ctx.request is not None
+        return ctx.backend.stream(ctx.request)
+
+    @staticmethod
+    def _annotate(ctx: RequestContext, gen: Generation) -> None:
+        ctx.annotate(
+            **{
+                "gen_ai.usage.output_tokens": gen.completion_tokens,
+                "gen_ai.response.finish_reasons": [gen.finish_reason],
+            }
+        )
+
+
+class PostprocessStage:
+    """Normalizes the answer's Unicode and settles its token count with the model's own tokenizer."""
+
+    name = "postprocess"
+
+    def __init__(self, settings: Settings) -> None:
+        self.form = settings.unicode_normalization
+
+    async def __call__(self, ctx: RequestContext) -> RequestContext:
+        gen = ctx.generation
+        if gen is None:
+            return ctx
+        if self.form != "none":
+            gen.text = unicodedata.normalize(self.form, gen.text)
+        if not gen.completion_tokens and gen.text:
+            gen.completion_tokens = ctx.backend.count_tokens(gen.text)
+        ctx.annotate(**{"gen_ai.usage.output_tokens": gen.completion_tokens, "output_chars": len(gen.text)})
+        return ctx

@@ -1,0 +1,150 @@
+"""Turns finished requests into trace records (store) and OpenTelemetry spans (OTLP, when configured).
+
+Attribute names follow the OpenTelemetry GenAI semantic conventions (``gen_ai.*``). OTLP export is on
+when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set; spans are batched
+by the SDK's BatchSpanProcessor, off the request path.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from llmdock.pipeline.context import RequestContext
+from llmdock.store.traces import TraceRecord, TraceWriter
+
+
+def trace_record(ctx: RequestContext, *, store_bodies: bool = True) -> TraceRecord:
+    req = ctx.request
+    gen = ctx.generation
+    params = req.params if req else None
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": "text_completion" if ctx.operation == "completion" else ctx.operation,
+        "gen_ai.request.model": ctx.model,
+        "gen_ai.provider.name": ctx.backend.kind,
+        "llmdock.source": ctx.source,
+        **ctx.attributes,
+    }
+    if params is not None:
+        for name in ("temperature", "top_p", "max_tokens", "seed", "presence_penalty", "frequency_penalty"):
+            value = getattr(params, name)
+            if value is not None:
+                attributes[f"gen_ai.request.{name}"] = value
+        if params.stop:
+            attributes["gen_ai.request.stop_sequences"] = list(params.stop)
+    inputs: dict[str, Any] = {}
+    if store_bodies:
+        if req is not None and req.messages is not None:
+            inputs["messages"] = req.messages
+        elif req is not None:
+            inputs["prompt"] = req.prompt
+        elif ctx.inputs:
+            inputs["input"] = ctx.inputs
+    prompt_tokens = req.n_prompt_tokens if req else (ctx.embedding.prompt_tokens if ctx.embedding else 0)
+    return TraceRecord(
+        id=ctx.trace_id,
+        created_at=ctx.created_at,
+        operation=ctx.operation,
+        model=ctx.model,
+        backend=ctx.backend.kind,
+        status=ctx.status,
+        http_status=ctx.http_status,
+        stream=ctx.stream,
+        duration_ms=(time.perf_counter() - ctx.started) * 1000,
+        prompt_tokens=gen.prompt_tokens if gen and gen.prompt_tokens else prompt_tokens,
+        completion_tokens=gen.completion_tokens if gen else 0,
+        finish_reason=gen.finish_reason if gen else "",
+        error=ctx.error,
+        input=inputs,
+        output=(gen.text if gen else "") if store_bodies else "",
+        attributes=attributes,
+        spans=list(ctx.spans),
+    )
+
+
+class OtlpExporter:
+    """Re-creates each finished trace as OpenTelemetry spans (one root, one child per stage)."""
+
+    def __init__(self) -> None:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        self.provider = TracerProvider(resource=Resource.create({"service.name": "llmdock"}))
+        self.provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        self.tracer = self.provider.get_tracer("llmdock")
+
+    def export(self, rec: TraceRecord) -> None:
+        from opentelemetry import trace as otel_trace
+
+        start_ns = int(rec.created_at.timestamp() * 1e9)
+        root = self.tracer.start_span(
+            f"{rec.attributes.get('gen_ai.operation.name', rec.operation)} {rec.model}",
+            start_time=start_ns,
+            attributes=_otel_attrs(
+                {
+                    **rec.attributes,
+                    "gen_ai.usage.input_tokens": rec.prompt_tokens,
+                    "gen_ai.usage.output_tokens": rec.completion_tokens,
+                    "llmdock.trace_id": rec.id,
+                    "llmdock.status": rec.status,
+                }
+            ),
+        )
+        parent = otel_trace.set_span_in_context(root)
+        for span in rec.spans:
+            s_start = int(span.started_at.timestamp() * 1e9)
+            child = self.tracer.start_span(
+                f"llmdock.stage {span.name}",
+                context=parent,
+                start_time=s_start,
+                attributes=_otel_attrs(span.attributes),
+            )
+            if span.status != "ok":
+                child.set_status(otel_trace.Status(otel_trace.StatusCode.ERROR, span.status))
+            child.end(end_time=s_start + int(span.duration_ms * 1e6))
+        if rec.status == "error":
+            root.set_status(otel_trace.Status(otel_trace.StatusCode.ERROR, rec.error[:200]))
+        root.end(end_time=start_ns + int(rec.duration_ms * 1e6))
+
+    def shutdown(self) -> None:
+        self.provider.force_flush()
+        self.provider.shutdown()
+
+
+def _otel_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in attrs.items():
+        if isinstance(value, str | bool | int | float) or (
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ):
+            out[key] = value
+        elif value is not None:
+            out[key] = str(value)
+    return out
+
+
+def otlp_configured() -> bool:
+    return bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+
+
+class TraceSink:
+    """The pipeline's sink: store the trace (batched, off the hot path) and export it over OTLP if set."""
+
+    def __init__(
+        self, writer: TraceWriter | None, *, store_bodies: bool = True, otlp: OtlpExporter | None = None
+    ):
+        self.writer = writer
+        self.store_bodies = store_bodies
+        self.otlp = otlp
+
+    def __call__(self, ctx: RequestContext) -> None:
+        rec = trace_record(ctx, store_bodies=self.store_bodies)
+        if self.writer is not None:
+            self.writer.submit(rec)
+        if self.otlp is not None:
+            self.otlp.export(rec)

@@ -1,0 +1,53 @@
+"""Plugin loading, and llmdock's own built-ins registered through the same hooks as any plugin."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pluggy
+
+from llmdock.backends.base import Backend
+from llmdock.hookspecs import LlmdockSpec, StageFactory, hookimpl
+
+
+@hookimpl
+def llmdock_backends() -> list[type[Backend]]:
+    from llmdock.backends.fake import FakeBackend
+    from llmdock.backends.llamacpp import LlamaCppBackend
+    from llmdock.backends.openai_compat import OpenAICompatBackend
+    from llmdock.backends.sentence_transformers import SentenceTransformersBackend
+
+    return [LlamaCppBackend, OpenAICompatBackend, FakeBackend, SentenceTransformersBackend]
+
+
+@hookimpl
+def llmdock_stages() -> dict[str, StageFactory]:
+    from llmdock.pipeline.stages import GenerateStage, PostprocessStage, PreprocessStage
+
+    return {"preprocess": PreprocessStage, "generate": GenerateStage, "postprocess": PostprocessStage}
+
+
+@dataclass(frozen=True)
+class Plugins:
+    backends: dict[str, type[Backend]]
+    stages: dict[str, StageFactory]
+    names: list[str]
+
+
+def load_plugins(entry_points: bool = True) -> Plugins:
+    """Built-ins first (under the name ``builtin``), then every ``llmdock.plugins`` entry point."""
+    import llmdock.plugins as builtin
+
+    pm = pluggy.PluginManager("llmdock")
+    pm.add_hookspecs(LlmdockSpec)
+    pm.register(builtin, name="builtin")
+    if entry_points:
+        pm.load_setuptools_entrypoints("llmdock.plugins")
+    backends: dict[str, type[Backend]] = {}
+    for group in reversed(pm.hook.llmdock_backends()):
+        backends.update({cls.kind: cls for cls in group})
+    stages: dict[str, StageFactory] = {}
+    for stage_group in reversed(pm.hook.llmdock_stages()):
+        stages.update(stage_group)
+    names = [name for name, _ in pm.list_name_plugin()]
+    return Plugins(backends=backends, stages=stages, names=names)

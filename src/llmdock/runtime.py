@@ -1,0 +1,122 @@
+"""The Runtime: settings turned into live objects (backends, pipeline, store, trace writer).
+
+The gateway and the CLI both build one; batch jobs and evaluations will too, so they all run the same
+pipeline over the same backends.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from llmdock.backends.base import Backend
+from llmdock.config import Settings
+from llmdock.errors import ConfigError, LlmdockError, ModelNotFound
+from llmdock.pipeline.runner import Pipeline
+from llmdock.pipeline.telemetry import OtlpExporter, TraceSink, otlp_configured
+from llmdock.plugins import Plugins, load_plugins
+from llmdock.store.engine import Store
+from llmdock.store.traces import TraceWriter
+
+log = logging.getLogger("llmdock")
+
+
+def build_backends(settings: Settings, plugins: Plugins) -> dict[str, Backend]:
+    backends: dict[str, Backend] = {}
+    for name, cfg in settings.all_models().items():
+        cls = plugins.backends.get(cfg.backend)
+        if cls is None:
+            known = ", ".join(sorted(plugins.backends))
+            raise ConfigError(
+                f"unknown backend {cfg.backend!r} (known: {known})",
+                where=settings.where(("models", name, "backend")),
+            )
+        backends[name] = cls(name, cfg, settings)
+    for field in ("default_model", "default_embedding_model"):
+        value = getattr(settings, field)
+        if value and value not in backends:
+            raise ConfigError(f"model {value!r} is not configured", where=settings.where((field,)))
+    return backends
+
+
+def build_pipeline(settings: Settings, plugins: Plugins, sink: TraceSink | None) -> Pipeline:
+    stages = []
+    for i, name in enumerate(settings.pipeline):
+        factory = plugins.stages.get(name)
+        if factory is None:
+            known = ", ".join(sorted(plugins.stages))
+            raise ConfigError(
+                f"unknown stage {name!r} (known: {known})", where=settings.where(("pipeline", i))
+            )
+        stages.append(factory(settings))
+    try:
+        return Pipeline(stages, sink)
+    except ValueError as exc:
+        raise ConfigError(str(exc), where=settings.where(("pipeline",))) from None
+
+
+class Runtime:
+    def __init__(self, settings: Settings, *, with_store: bool = True) -> None:
+        self.settings = settings
+        self.plugins = load_plugins()
+        self.backends = build_backends(settings, self.plugins)
+        self.store: Store | None = None
+        self.writer: TraceWriter | None = None
+        self.store_error = ""
+        if with_store and settings.trace.enabled:
+            self._open_store()
+        self.otlp = OtlpExporter() if otlp_configured() else None
+        self.sink = TraceSink(self.writer, store_bodies=settings.trace.store_bodies, otlp=self.otlp)
+        self.pipeline = build_pipeline(settings, self.plugins, self.sink)
+
+    def _open_store(self) -> None:
+        url = self.settings.resolved_database_url()
+        try:
+            self.store = Store(url)
+        except LlmdockError as exc:
+            # Requests are still served; traces wait in memory until the store comes back.
+            self.store_error = exc.one_line()
+            log.warning("store not ready, traces will be kept in memory: %s", self.store_error)
+            self.store = Store(url, migrate=False)
+        t = self.settings.trace
+        self.writer = TraceWriter(
+            self.store, batch_size=t.batch_size, flush_interval_s=t.flush_interval_s, max_buffer=t.max_buffer
+        )
+
+    def backend(self, model: str) -> Backend:
+        backend = self.backends.get(model)
+        if backend is None:
+            known = ", ".join(sorted(self.backends))
+            raise ModelNotFound(f"The model {model!r} does not exist. Known models: {known}", param="model")
+        return backend
+
+    async def start(self) -> None:
+        """Load every model that is not lazy, so the first request does not pay for it."""
+        for backend in self.backends.values():
+            if not getattr(backend.params, "lazy", False):
+                await backend.start()
+
+    def readiness(self) -> dict[str, Any]:
+        models = {name: b.loaded for name, b in self.backends.items() if not getattr(b.params, "lazy", False)}
+        store: dict[str, Any] = {"ok": False, "error": "traces disabled"}
+        if self.store is not None:
+            try:
+                if not self.store.migrated:
+                    self.store.migrate()
+                self.store.ping()
+                store = {"ok": True}
+            except LlmdockError as exc:
+                store = {"ok": False, "error": exc.one_line()}
+        writer = self.writer.status() if self.writer else {}
+        ready = all(models.values()) and store["ok"] and writer.get("ok", True)
+        return {"ready": ready, "models": models, "store": store, "trace_writer": writer}
+
+    async def close(self) -> None:
+        for backend in self.backends.values():
+            await backend.close()
+        if self.writer is not None:
+            self.writer.close()
+        if self.otlp is not None:
+            self.otlp.shutdown()
+        if self.store is not None:
+            self.store.close()

@@ -1,0 +1,206 @@
+"""Trace records, their batched writer, and the queries the CLI uses.
+
+The gateway never waits for the database: finished traces go into a bounded in-memory buffer that a
+background thread flushes in batches. When the store is unreachable the writer keeps the traces, retries
+with backoff, and reports the failure (``status()``, shown on ``/ready``); it drops the oldest traces only
+once ``max_buffer`` is exceeded, and counts what it dropped.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from llmdock.errors import NotFound
+from llmdock.store.engine import Store, _short
+from llmdock.store.models import Span, Trace
+
+log = logging.getLogger("llmdock.traces")
+
+
+@dataclass(slots=True)
+class SpanRecord:
+    name: str
+    started_at: datetime
+    duration_ms: float
+    status: str = "ok"
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class TraceRecord:
+    id: str
+    created_at: datetime
+    operation: str
+    model: str
+    status: str
+    duration_ms: float
+    backend: str = ""
+    http_status: int = 200
+    stream: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = ""
+    error: str = ""
+    input: dict[str, Any] = field(default_factory=dict)
+    output: str = ""
+    attributes: dict[str, Any] = field(default_factory=dict)
+    spans: list[SpanRecord] = field(default_factory=list)
+
+
+def write_traces(store: Store, records: list[TraceRecord]) -> None:
+    """Insert traces and their spans in one transaction."""
+    trace_rows = []
+    span_rows: list[dict[str, Any]] = []
+    for rec in records:
+        row = asdict(rec)
+        spans = row.pop("spans")
+        row["stream"] = int(rec.stream)
+        trace_rows.append(row)
+        span_rows.extend({"trace_id": rec.id, "seq": i, **s} for i, s in enumerate(spans))
+    with store.engine.begin() as conn:
+        conn.execute(insert(Trace), trace_rows)
+        if span_rows:
+            conn.execute(insert(Span), span_rows)
+
+
+class TraceWriter:
+    """Buffers finished traces and writes them in batches from a background thread."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        batch_size: int = 256,
+        flush_interval_s: float = 0.2,
+        max_buffer: int = 100_000,
+    ) -> None:
+        self.store = store
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self._buffer: collections.deque[TraceRecord] = collections.deque(maxlen=max_buffer)
+        self._cond = threading.Condition()
+        self._stop = False
+        self._busy = False
+        self.written = 0
+        self.dropped = 0
+        self.last_error = ""
+        self.failing_since: float | None = None
+        self._thread = threading.Thread(target=self._run, name="llmdock-trace-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, record: TraceRecord) -> None:
+        """Queue a finished trace. Never blocks on the database."""
+        with self._cond:
+            if len(self._buffer) == self._buffer.maxlen:
+                self.dropped += 1
+            self._buffer.append(record)
+            if len(self._buffer) >= self.batch_size:
+                self._cond.notify()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "ok": self.failing_since is None,
+            "pending": len(self._buffer),
+            "written": self.written,
+            "dropped": self.dropped,
+            "last_error": self.last_error,
+        }
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything submitted so far is written; False if that did not happen in time."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._cond.notify()
+        while time.monotonic() < deadline:
+            with self._cond:
+                if not self._buffer and not self._busy:
+                    return True
+            time.sleep(0.01)
+        return False
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.flush(timeout)
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        backoff = self.flush_interval_s
+        while True:
+            with self._cond:
+                if not self._buffer and not self._stop:
+                    self._cond.wait(timeout=self.flush_interval_s)
+                if self._stop and (not self._buffer or self.failing_since is not None):
+                    return
+                batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
+                self._busy = bool(batch)
+            if not batch:
+                continue
+            try:
+                write_traces(self.store, batch)
+            except SQLAlchemyError as exc:
+                with self._cond:
+                    # Put the batch back at the front, oldest first; the deque's bound drops the oldest.
+                    overflow = len(self._buffer) + len(batch) - (self._buffer.maxlen or 0)
+                    self.dropped += max(0, overflow)
+                    self._buffer.extendleft(reversed(batch))
+                    self._busy = False
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
+                    log.warning("trace store unreachable, keeping traces in memory: %s", _short(exc))
+                self.last_error = _short(exc)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                if self._stop:
+                    return
+                continue
+            with self._cond:
+                self._busy = False
+            if self.failing_since is not None:
+                log.warning("trace store reachable again; %d traces pending", len(self._buffer))
+            self.failing_since = None
+            self.last_error = ""
+            backoff = self.flush_interval_s
+            self.written += len(batch)
+
+
+def list_traces(store: Store, *, limit: int = 20, model: str | None = None) -> list[Trace]:
+    with store.session() as s:
+        q = select(Trace).order_by(Trace.created_at.desc()).limit(limit)
+        if model:
+            q = q.where(Trace.model == model)
+        return list(s.scalars(q))
+
+
+def get_trace(store: Store, trace_id: str) -> tuple[Trace, list[Span]]:
+    """A trace by id or unique id prefix, with its spans in stage order."""
+    with store.session() as s:
+        matches = list(s.scalars(select(Trace).where(Trace.id.startswith(trace_id)).limit(2)))
+        if not matches:
+            raise NotFound(f"no trace with id {trace_id!r}")
+        if len(matches) > 1:
+            raise NotFound(f"trace id prefix {trace_id!r} is ambiguous; give more characters")
+        trace = matches[0]
+        spans = list(s.scalars(select(Span).where(Span.trace_id == trace.id).order_by(Span.seq)))
+        return trace, spans
+
+
+def count_traces(store: Store) -> int:
+    with store.session() as s:
+        return int(s.scalar(select(func.count()).select_from(Trace)) or 0)
+
+
+def delete_all_traces(store: Store) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(delete(Span))
+        conn.execute(delete(Trace))
