@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pluggy
@@ -34,8 +35,8 @@ class Plugins:
     names: list[str]
 
 
-def load_plugins(entry_points: bool = True) -> Plugins:
-    """Built-ins first (under the name ``builtin``), then every ``llmdock.plugins`` entry point."""
+def load_plugins(entry_points: bool = True, extra: Sequence[object] = ()) -> Plugins:
+    """Built-ins first (under the name ``builtin``), then every ``llmdock.plugins`` entry point, then ``extra``."""
     import llmdock.plugins as builtin
 
     pm = pluggy.PluginManager("llmdock")
@@ -43,6 +44,8 @@ def load_plugins(entry_points: bool = True) -> Plugins:
     pm.register(builtin, name="builtin")
     if entry_points:
         pm.load_setuptools_entrypoints("llmdock.plugins")
+    for plugin in extra:
+        pm.register(plugin)
     backends: dict[str, type[Backend]] = {}
     for group in reversed(pm.hook.llmdock_backends()):
         backends.update({cls.kind: cls for cls in group})

@@ -56,9 +56,11 @@ def build_pipeline(settings: Settings, plugins: Plugins, sink: TraceSink | None)
 
 
 class Runtime:
-    def __init__(self, settings: Settings, *, with_store: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, *, with_store: bool = True, plugins: Plugins | None = None
+    ) -> None:
         self.settings = settings
-        self.plugins = load_plugins()
+        self.plugins = plugins or load_plugins()
         self.backends = build_backends(settings, self.plugins)
         self.store: Store | None = None
         self.writer: TraceWriter | None = None

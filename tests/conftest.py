@@ -1,0 +1,86 @@
+"""Shared fixtures: settings on a temp home, an in-process gateway on the fake backend, free ports."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from llmdock.config import ModelConfig, Settings
+from llmdock.gateway import create_app
+from llmdock.runtime import Runtime
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fake_settings(home: Path, **overrides: Any) -> Settings:
+    """Settings that serve only fake models (no real weights), storing in ``home``."""
+    models = overrides.pop("models", None) or {
+        "fake": ModelConfig(backend="fake"),
+        "fake-embed": ModelConfig(backend="fake", task="embedding"),
+    }
+    values: dict[str, Any] = {
+        "home": home,
+        "include_builtin_models": False,
+        "models": models,
+        "default_model": "fake",
+        "default_embedding_model": "fake-embed" if "fake-embed" in models else "",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        return fake_settings(tmp_path, **overrides)
+
+    return make
+
+
+class Gateway:
+    """An in-process gateway (ASGI transport, no sockets) and its runtime."""
+
+    def __init__(self, runtime: Runtime, client: httpx.AsyncClient) -> None:
+        self.runtime = runtime
+        self.client = client
+
+    def flush_traces(self) -> None:
+        assert self.runtime.writer is not None
+        assert self.runtime.writer.flush(10)
+
+
+@pytest.fixture
+async def gateway_factory() -> AsyncIterator[Callable[[Settings], Any]]:
+    opened: list[Gateway] = []
+
+    async def make(settings: Settings) -> Gateway:
+        runtime = Runtime(settings)
+        await runtime.start()
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(runtime)), base_url="http://gw"
+        )
+        gw = Gateway(runtime, client)
+        opened.append(gw)
+        return gw
+
+    yield make
+    for gw in opened:
+        await gw.client.aclose()
+        await gw.runtime.close()
+
+
+@pytest.fixture
+async def gateway(
+    gateway_factory: Callable[[Settings], Any], make_settings: Callable[..., Settings]
+) -> Gateway:
+    gw: Gateway = await gateway_factory(make_settings())
+    return gw
