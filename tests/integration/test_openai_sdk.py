@@ -26,7 +26,9 @@ def test_chat_completion_answers_with_usage(client: openai.OpenAI) -> None:
     resp = client.chat.completions.create(model="smollm2", messages=QUESTION, max_tokens=40, temperature=0)  # type: ignore[arg-type]
     text = resp.choices[0].message.content or ""
     assert "Rome" in text
-    assert resp.usage is not None and resp.usage.prompt_tokens > 10 and resp.usage.completion_tokens > 0
+    assert resp.usage is not None
+    assert resp.usage.prompt_tokens > 10
+    assert resp.usage.completion_tokens > 0
     assert resp.choices[0].finish_reason in ("stop", "length")
 
 
@@ -65,7 +67,8 @@ def test_legacy_completion_on_gemma_base(client: openai.OpenAI) -> None:
         model="gemma3-270m", prompt="The capital of France is", max_tokens=8, temperature=0
     )
     assert resp.choices[0].text.strip()
-    assert resp.usage is not None and resp.usage.completion_tokens > 0
+    assert resp.usage is not None
+    assert resp.usage.completion_tokens > 0
 
 
 def test_embeddings_place_related_texts_closer(client: openai.OpenAI) -> None:
@@ -125,4 +128,5 @@ def test_client_disconnect_stops_generation_and_marks_the_trace(
             time.sleep(0.2)
     assert trace.status == "cancelled"
     assert 0 < trace.completion_tokens < 200
-    assert spans[-1].name == "generate" and spans[-1].status == "cancelled"
+    assert spans[-1].name == "generate"
+    assert spans[-1].status == "cancelled"

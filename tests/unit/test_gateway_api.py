@@ -132,7 +132,8 @@ async def test_unknown_model_is_404_listing_known_models(gateway: Gateway) -> No
     assert resp.status_code == 404
     err = resp.json()["error"]
     assert err["code"] == "model_not_found"
-    assert "fake" in err["message"] and "fake-embed" in err["message"]
+    assert "fake" in err["message"]
+    assert "fake-embed" in err["message"]
 
 
 async def test_body_over_limit_is_413(
@@ -226,5 +227,6 @@ async def test_a_failed_request_is_traced_with_its_error(
     gw.flush_traces()
     assert gw.runtime.store is not None
     trace, spans = get_trace(gw.runtime.store, resp.headers.get("x-llmdock-trace-id") or "")
-    assert trace.status == "error" and trace.http_status == 400
+    assert trace.status == "error"
+    assert trace.http_status == 400
     assert spans[0].status == "error"
