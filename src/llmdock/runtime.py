@@ -9,34 +9,56 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from llmdock.backends.base import Backend
-from llmdock.config import Settings
+from llmdock.config import ModelConfig, Settings
 from llmdock.errors import ConfigError, LlmdockError, ModelNotFound
 from llmdock.pipeline.runner import Pipeline
 from llmdock.pipeline.telemetry import OtlpExporter, TraceSink, otlp_configured
 from llmdock.plugins import Plugins, load_plugins
+from llmdock.routing.router import ModelRoute, build_route
 from llmdock.store.engine import Store
 from llmdock.store.traces import TraceWriter
 
 log = logging.getLogger("llmdock")
 
 
-def build_backends(settings: Settings, plugins: Plugins) -> dict[str, Backend]:
-    backends: dict[str, Backend] = {}
-    for name, cfg in settings.all_models().items():
-        cls = plugins.backends.get(cfg.backend)
-        if cls is None:
-            known = ", ".join(sorted(plugins.backends))
-            raise ConfigError(
-                f"unknown backend {cfg.backend!r} (known: {known})",
-                where=settings.where(("models", name, "backend")),
-            )
-        backends[name] = cls(name, cfg, settings)
+def build_backends(settings: Settings, plugins: Plugins) -> dict[str, ModelRoute]:
+    """One routed backend per model name, with fallbacks resolved and checked for cycles."""
+    models = settings.all_models()
+    routes = {name: build_route(name, cfg, settings, plugins.backends) for name, cfg in models.items()}
+    for name, cfg in models.items():
+        for i, fallback in enumerate(cfg.fallbacks):
+            where = settings.where(("models", name, "fallbacks", i))
+            if fallback not in routes:
+                raise ConfigError(f"fallback {fallback!r} is not a configured model", where=where)
+            if routes[fallback].task != routes[name].task:
+                raise ConfigError(
+                    f"fallback {fallback!r} is a {routes[fallback].task} model, not {cfg.task}", where=where
+                )
+            routes[name].fallbacks.append(routes[fallback])
+    for name in models:
+        _check_no_cycle(name, models, settings)
     for field in ("default_model", "default_embedding_model"):
         value = getattr(settings, field)
-        if value and value not in backends:
+        if value and value not in routes:
             raise ConfigError(f"model {value!r} is not configured", where=settings.where((field,)))
-    return backends
+    return routes
+
+
+def _check_no_cycle(start: str, models: dict[str, ModelConfig], settings: Settings) -> None:
+    path = [start]
+
+    def visit(name: str) -> None:
+        for i, nxt in enumerate(models[name].fallbacks):
+            if nxt in path:
+                cycle = " -> ".join([*path[path.index(nxt) :], nxt])
+                raise ConfigError(
+                    f"fallbacks form a cycle: {cycle}", where=settings.where(("models", name, "fallbacks", i))
+                )
+            path.append(nxt)
+            visit(nxt)
+            path.pop()
+
+    visit(start)
 
 
 def build_pipeline(settings: Settings, plugins: Plugins, sink: TraceSink | None) -> Pipeline:
@@ -85,7 +107,7 @@ class Runtime:
             self.store, batch_size=t.batch_size, flush_interval_s=t.flush_interval_s, max_buffer=t.max_buffer
         )
 
-    def backend(self, model: str) -> Backend:
+    def backend(self, model: str) -> ModelRoute:
         backend = self.backends.get(model)
         if backend is None:
             known = ", ".join(sorted(self.backends))
@@ -94,12 +116,12 @@ class Runtime:
 
     async def start(self) -> None:
         """Load every model that is not lazy, so the first request does not pay for it."""
-        for backend in self.backends.values():
-            if not getattr(backend.params, "lazy", False):
-                await backend.start()
+        for route in self.backends.values():
+            if not route.lazy:
+                await route.start()
 
     def readiness(self) -> dict[str, Any]:
-        models = {name: b.loaded for name, b in self.backends.items() if not getattr(b.params, "lazy", False)}
+        models = {name: r.loaded for name, r in self.backends.items() if not r.lazy}
         store: dict[str, Any] = {"ok": False, "error": "traces disabled"}
         if self.store is not None:
             try:

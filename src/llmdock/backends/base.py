@@ -17,8 +17,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict
 from pydantic import ValidationError as PydanticValidationError
 
-from llmdock.config import ModelConfig, Settings, config_error_from_pydantic
-from llmdock.errors import ContextWindowExceeded, InvalidRequest, Overloaded
+from llmdock.config import Settings, config_error_from_pydantic
+from llmdock.errors import BackendUnavailable, ContextWindowExceeded, InvalidRequest, Overloaded
 
 Operation = Literal["chat", "completion"]
 
@@ -54,7 +54,8 @@ class GenerationRequest:
     prompt_tokens: list[int] | None = None
     n_prompt_tokens: int = 0
     stop: list[str] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # extra body fields passed to an upstream as-is
+    route: dict[str, Any] = field(default_factory=dict)  # the router's bookkeeping; never sent anywhere
 
 
 @dataclass(slots=True)
@@ -83,6 +84,19 @@ class BackendParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+@dataclass(slots=True)
+class BackendSpec:
+    """What a backend instance is built from: one deployment of one model name."""
+
+    name: str
+    task: str = "chat"
+    params: dict[str, Any] = field(default_factory=dict)
+    context_window: int | None = None
+    max_queue: int = 64
+    description: str = ""
+    where: tuple[str | int, ...] = ()  # config path of the deployment, for error messages
+
+
 class Backend(ABC):
     """One configured model served by one kind of backend.
 
@@ -94,22 +108,31 @@ class Backend(ABC):
     kind: ClassVar[str]
     Params: ClassVar[type[BackendParams]] = BackendParams
 
-    def __init__(self, name: str, config: ModelConfig, settings: Settings) -> None:
-        self.name = name
-        self.config = config
+    def __init__(self, spec: BackendSpec, settings: Settings) -> None:
+        self.spec = spec
+        self.name = spec.name
         self.settings = settings
         try:
-            self.params = self.Params.model_validate(config.backend_params())
+            self.params = self.Params.model_validate(spec.params)
         except PydanticValidationError as exc:
-            raise config_error_from_pydantic(exc, settings._source, ("models", name)) from None
-        self.context_window = config.context_window or 0
+            raise config_error_from_pydantic(exc, settings._source, spec.where) from None
+        self.context_window = spec.context_window or 0
         self._in_flight = 0
-        self._limit = 1 + config.max_queue
+        self._limit = 1 + spec.max_queue
         self.loaded = False
 
     @property
     def task(self) -> str:
-        return self.config.task
+        return self.spec.task
+
+    def where(self, field: str) -> str:
+        """Config location of one of this backend's parameters, for error messages."""
+        return self.settings.where((*self.spec.where, field))
+
+    async def health(self) -> None:
+        """Raise a BackendError subclass if the backend cannot serve now (active health checks)."""
+        if not self.loaded:
+            raise BackendUnavailable(f"{self.name} is not loaded")
 
     async def start(self) -> None:
         """Load what the backend needs (called once at start unless the model is lazy)."""
@@ -129,7 +152,7 @@ class Backend(ABC):
             "task": self.task,
             "context_window": self.context_window,
             "loaded": self.loaded,
-            "description": self.config.description,
+            "description": self.spec.description,
         }
 
     # --- admission -------------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ class LlamaCppBackend(Backend):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.context_window = self.config.context_window or self.params.n_ctx
+        self.context_window = self.spec.context_window or self.params.n_ctx
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llamacpp-{self.name}")
         self._llm: Any = None
         self._formatter: Any = None
@@ -82,7 +82,7 @@ class LlamaCppBackend(Backend):
     def _load(self) -> None:
         from llama_cpp import Llama, llama_chat_format
 
-        where = self.settings.where(("models", self.name, "model_path"))
+        where = self.where("model_path")
         path = resolve_model_path(self.params.model_path, self.settings.home, where=where)
         threads = self.params.n_threads or self.settings.n_threads or os.cpu_count() or 1
         try:

@@ -64,6 +64,15 @@ class OpenAICompatBackend(Backend):
     async def close(self) -> None:
         await self._client.aclose()
 
+    async def health(self) -> None:
+        where = f"upstream {self.params.base_url}"
+        try:
+            resp = await self._client.get("/models", timeout=self.params.connect_timeout_s)
+        except httpx.HTTPError as exc:
+            raise BackendUnavailable(f"health check failed: {exc!r}", where=where) from None
+        if resp.status_code >= 500:
+            raise BackendError(f"health check answered {resp.status_code}", where=where)
+
     def prepare(self, req: GenerationRequest) -> None:
         if req.operation == "chat":
             req.prompt_text = "\n".join(str(m.get("content") or "") for m in req.messages or [])

@@ -44,7 +44,7 @@ class SentenceTransformersBackend(Backend):
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
-        where = self.settings.where(("models", self.name, "model_path"))
+        where = self.where("model_path")
         path = resolve_model_path(self.params.model_path, self.settings.home, where=where)
         self._model = SentenceTransformer(str(path), device="cpu")
         self.context_window = int(self._model.max_seq_length or 0)

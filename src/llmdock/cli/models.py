@@ -31,6 +31,6 @@ def list_models(
             backend.kind,
             backend.task,
             str(backend.context_window or "-"),
-            backend.config.description,
+            backend.spec.description,
         )
     Console().print(table)

@@ -105,25 +105,22 @@ def create_app(runtime: Runtime) -> FastAPI:
         return RequestContext(operation, body.model, backend, request=req, stream=body.stream)  # type: ignore[arg-type]
 
     async def _run(ctx: RequestContext, body: ChatCompletionBody | CompletionBody) -> Response:
-        backend = ctx.backend
-        backend.admit()
         headers = {"x-llmdock-trace-id": ctx.trace_id}
         if not body.stream:
-            try:
-                await runtime.pipeline.run(ctx)
-            finally:
-                backend.release()
+            await runtime.pipeline.run(ctx)
             return JSONResponse(_full_response(ctx), headers=headers)
-        try:
-            chunks = await runtime.pipeline.prepare_stream(ctx)
-        except BaseException:
-            backend.release()
-            raise
+        chunks = await runtime.pipeline.prepare_stream(ctx)
+        # Wait for the first chunk before answering 200: until then the router may still fail over, and if
+        # every deployment fails the client gets a real HTTP error rather than an error event.
+        first = await anext(chunks, None)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return SSEResponse(_sse(ctx, chunks, include_usage), headers=headers)
+        return SSEResponse(_sse(ctx, first, chunks, include_usage), headers=headers)
 
     async def _sse(
-        ctx: RequestContext, chunks: AsyncIterator[StreamChunk], include_usage: bool
+        ctx: RequestContext,
+        first: StreamChunk | None,
+        chunks: AsyncIterator[StreamChunk],
+        include_usage: bool,
     ) -> AsyncIterator[bytes]:
         chat = ctx.operation == "chat"
         base = {
@@ -132,6 +129,13 @@ def create_app(runtime: Runtime) -> FastAPI:
             "created": int(time.time()),
             "model": ctx.model,
         }
+
+        async def every_chunk() -> AsyncIterator[StreamChunk]:
+            if first is not None:
+                yield first
+            async for chunk in chunks:
+                yield chunk
+
         try:
             if chat:
                 yield sse_event(
@@ -142,7 +146,7 @@ def create_app(runtime: Runtime) -> FastAPI:
                         ],
                     }
                 )
-            async for chunk in chunks:
+            async for chunk in every_chunk():
                 if chat:
                     choice: dict[str, Any] = {
                         "index": 0,
@@ -159,7 +163,7 @@ def create_app(runtime: Runtime) -> FastAPI:
             # Headers are gone already: the error travels as an SSE event, then the stream ends.
             yield sse_event(exc.to_body())
         finally:
-            ctx.backend.release()
+            await chunks.aclose()  # type: ignore[attr-defined]
 
     def _full_response(ctx: RequestContext) -> dict[str, Any]:
         gen = ctx.generation
@@ -201,11 +205,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         if backend.task != "embedding":
             raise InvalidRequest(f"model {body.model!r} is not an embedding model", param="model")
         ctx = RequestContext("embedding", body.model, backend, inputs=body.texts())
-        backend.admit()
-        try:
-            await runtime.pipeline.run(ctx)
-        finally:
-            backend.release()
+        await runtime.pipeline.run(ctx)
         assert ctx.embedding is not None
         data = []
         for i, vector in enumerate(ctx.embedding.vectors):

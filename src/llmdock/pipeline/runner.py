@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from llmdock.backends.base import Generation, StreamChunk
 from llmdock.errors import LlmdockError
 from llmdock.pipeline.context import RequestContext
-from llmdock.pipeline.stages import GenerateStage, Stage, StreamWrappingStage
+from llmdock.pipeline.stages import GenerateStage, Stage, StreamWrappingStage, record_route
 from llmdock.store.traces import SpanRecord
 
 TraceSink = Callable[[RequestContext], None]
@@ -142,6 +142,8 @@ class Pipeline:
             attrs["llmdock.time_to_first_token_ms"] = round(first_token_ms, 3)
         if ctx.generation is not None:
             attrs["gen_ai.response.finish_reasons"] = [ctx.generation.finish_reason]
+        ctx._span_attrs = attrs
+        record_route(ctx)
         ctx.spans.append(SpanRecord("generate", started_at, (time.perf_counter() - t0) * 1000, status, attrs))
 
     def _fail(self, ctx: RequestContext, exc: LlmdockError) -> None:

@@ -112,6 +112,7 @@ class GenerateStage:
         assert ctx.request is not None
         ctx.generation = await ctx.backend.generate(ctx.request)
         self._annotate(ctx, ctx.generation)
+        record_route(ctx)
         return ctx
 
     def open_stream(self, ctx: RequestContext) -> AsyncIterator[StreamChunk]:
@@ -126,6 +127,23 @@ class GenerateStage:
                 "gen_ai.response.finish_reasons": [gen.finish_reason],
             }
         )
+
+
+def record_route(ctx: RequestContext) -> None:
+    """Put where the router sent the request (deployment, attempts, fallback, cost) on span and trace."""
+    info = ctx.request.route.get("served") if ctx.request else None
+    if not info:
+        return
+    attrs = {
+        "llmdock.deployment": info["deployment"],
+        "llmdock.attempts": info["attempts"],
+        "llmdock.served_by_model": info["model"],
+        "gen_ai.provider.name": info["backend"],
+    }
+    if "cost" in info:
+        attrs["llmdock.cost"] = info["cost"]
+    ctx.annotate(**attrs)
+    ctx.attributes.update(attrs)
 
 
 class PostprocessStage:

@@ -22,7 +22,7 @@ def trace_record(ctx: RequestContext, *, store_bodies: bool = True) -> TraceReco
     attributes: dict[str, Any] = {
         "gen_ai.operation.name": "text_completion" if ctx.operation == "completion" else ctx.operation,
         "gen_ai.request.model": ctx.model,
-        "gen_ai.provider.name": ctx.backend.kind,
+        "gen_ai.provider.name": _provider(ctx),
         "llmdock.source": ctx.source,
         **ctx.attributes,
     }
@@ -47,7 +47,7 @@ def trace_record(ctx: RequestContext, *, store_bodies: bool = True) -> TraceReco
         created_at=ctx.created_at,
         operation=ctx.operation,
         model=ctx.model,
-        backend=ctx.backend.kind,
+        backend=str(attributes["gen_ai.provider.name"]),
         status=ctx.status,
         http_status=ctx.http_status,
         stream=ctx.stream,
@@ -61,6 +61,12 @@ def trace_record(ctx: RequestContext, *, store_bodies: bool = True) -> TraceReco
         attributes=attributes,
         spans=list(ctx.spans),
     )
+
+
+def _provider(ctx: RequestContext) -> str:
+    """The kind of backend that served (or would have served) the request."""
+    deployments = getattr(ctx.backend, "deployments", None)
+    return deployments[0].backend.kind if deployments else ctx.backend.kind
 
 
 class OtlpExporter:
