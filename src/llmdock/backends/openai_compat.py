@@ -24,7 +24,15 @@ from llmdock.backends.base import (
     GenerationRequest,
     StreamChunk,
 )
-from llmdock.errors import BackendError, BackendUnavailable, InvalidRequest, LlmdockError, RateLimited
+from llmdock.errors import (
+    BackendError,
+    BackendUnavailable,
+    ContextWindowExceeded,
+    GuardBlocked,
+    InvalidRequest,
+    LlmdockError,
+    RateLimited,
+)
 
 
 class OpenAICompatParams(BackendParams):
@@ -104,10 +112,16 @@ class OpenAICompatBackend(Backend):
 
     def _error(self, status: int, text: str, headers: httpx.Headers) -> LlmdockError:
         try:
-            message = orjson.loads(text)["error"]["message"]
+            err = orjson.loads(text)["error"]
+            message = str(err["message"])
+            code = f"{err.get('code') or ''} {err.get('type') or ''}"
         except (orjson.JSONDecodeError, KeyError, TypeError):
-            message = text[:300]
+            message, code = text[:300], ""
         where = f"upstream {self.params.base_url}"
+        if "context_length_exceeded" in code:
+            return ContextWindowExceeded(f"upstream: {message}", where=where)
+        if "content_filter" in code or "content_policy" in code:
+            return GuardBlocked(f"upstream refused on content policy: {message}", where=where)
         if status == 429:
             return RateLimited(message, where=where, headers={"Retry-After": headers.get("retry-after", "1")})
         if status >= 500:

@@ -245,6 +245,13 @@ def create_app(runtime: Runtime) -> FastAPI:
         runtime.backend(model_id)
         return JSONResponse(_model_card(model_id))
 
+    @app.get("/v1/deployments")
+    async def deployments() -> Response:
+        """Each model's deployments: breaker state, in-flight, latency, limits (admin; auth comes with keys)."""
+        return JSONResponse(
+            {"object": "list", "data": [route.snapshot() for route in runtime.backends.values()]}
+        )
+
     @app.get("/health")
     async def health() -> Response:
         return JSONResponse({"status": "ok", "version": __version__})

@@ -1,0 +1,115 @@
+"""A controllable OpenAI-compatible upstream on a real loopback socket, for routing tests.
+
+Each instance runs uvicorn in a thread. ``mode`` decides how it answers: ``ok`` (a chat completion whose
+text names the upstream), ``500``, ``429`` (with Retry-After), ``policy`` (content-filter refusal),
+``context`` (context_length_exceeded), ``slow`` (``delay`` seconds then ok). ``stop()`` closes the socket,
+so later requests get connection refused, as from a crashed server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Upstream:
+    def __init__(self, name: str, mode: str = "ok", delay: float = 0.0) -> None:
+        self.name = name
+        self.mode = mode
+        self.delay = delay
+        self.hits = 0
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
+            ]
+        )
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"upstream {name} did not start")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+    async def _models(self, _: Request) -> Response:
+        if self.mode == "500":
+            return Response(status_code=500)
+        return Response(orjson.dumps({"object": "list", "data": [{"id": "m", "object": "model"}]}))
+
+    def _error(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+        body = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
+        return Response(
+            orjson.dumps(body), status_code=status, headers=headers, media_type="application/json"
+        )
+
+    async def _chat(self, request: Request) -> Response:
+        self.hits += 1
+        body = orjson.loads(await request.body())
+        mode = self.mode
+        if mode == "500":
+            return self._error(500, "server_error", f"{self.name} is broken")
+        if mode == "429":
+            return self._error(429, "rate_limit_exceeded", f"{self.name} is busy", {"Retry-After": "30"})
+        if mode == "policy":
+            return self._error(400, "content_filter", f"{self.name} refuses this content")
+        if mode == "context":
+            return self._error(400, "context_length_exceeded", f"{self.name}: prompt too long")
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        text = f"reply from {self.name}"
+        if body.get("stream"):
+            return StreamingResponse(self._stream(text), media_type="text/event-stream")
+        return Response(
+            orjson.dumps(
+                {
+                    "id": "x",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": "m",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6},
+                }
+            ),
+            media_type="application/json",
+        )
+
+    async def _stream(self, text: str):  # type: ignore[no-untyped-def]
+        for i, word in enumerate(text.split(" ")):
+            chunk = {
+                "choices": [
+                    {"index": 0, "delta": {"content": word if i == 0 else " " + word}, "finish_reason": None}
+                ]
+            }
+            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+        yield b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+        yield b"data: [DONE]\n\n"
