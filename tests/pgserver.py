@@ -38,22 +38,29 @@ class PgUnavailable(RuntimeError):
 def find_bindir() -> Path:
     """The newest ``/usr/lib/postgresql/<version>/bin`` holding initdb, pg_ctl and pg_isready."""
     explicit = os.environ.get("LLMDOCK_PG_BINDIR")
-    candidates = [explicit] if explicit else []
 
     def version(path: str) -> tuple[int, ...]:
         m = re.search(r"/postgresql/([\d.]+)/bin", path)
         return tuple(int(p) for p in m.group(1).split(".") if p) if m else ()
 
-    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True)
-    on_path = shutil.which("initdb")
-    if on_path:
-        candidates.append(str(Path(on_path).parent))
+    if explicit:
+        candidates = [explicit]
+    else:
+        candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True)
+        on_path = shutil.which("initdb")
+        if on_path:
+            candidates.append(str(Path(on_path).parent))
     for cand in candidates:
         d = Path(cand)
-        if all((d / tool).is_file() and os.access(d / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "pg_isready")):
+        if all(
+            (d / tool).is_file() and os.access(d / tool, os.X_OK)
+            for tool in ("initdb", "pg_ctl", "pg_isready")
+        ):
             return d
     raise PgUnavailable(
-        "PostgreSQL server binaries not found (looked in /usr/lib/postgresql/*/bin and PATH; "
+        f"PostgreSQL server binaries (initdb, pg_ctl, pg_isready) not found in {explicit} (LLMDOCK_PG_BINDIR)"
+        if explicit
+        else "PostgreSQL server binaries not found (looked in /usr/lib/postgresql/*/bin and PATH; "
         "install Debian's postgresql package or set LLMDOCK_PG_BINDIR)"
     )
 
@@ -73,7 +80,9 @@ class PgServer:
         self.as_root = os.geteuid() == 0
         if self.as_root:
             if shutil.which("runuser") is None:
-                raise PgUnavailable("running as root but runuser is missing, so initdb cannot run as postgres")
+                raise PgUnavailable(
+                    "running as root but runuser is missing, so initdb cannot run as postgres"
+                )
             try:
                 import pwd
 
@@ -190,7 +199,9 @@ class PgServer:
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server; ``fast`` ends open connections, as a crash or restart of the database would."""
-        res = self._run("pg_ctl", "stop", "-D", str(self.datadir), "-m", mode, "-w", timeout=STOP_TIMEOUT_S + 10)
+        res = self._run(
+            "pg_ctl", "stop", "-D", str(self.datadir), "-m", mode, "-w", timeout=STOP_TIMEOUT_S + 10
+        )
         if res.returncode != 0 and self._postmaster_pid() is not None:
             raise RuntimeError(f"pg_ctl stop failed:\n{res.stdout}\n{res.stderr}\n{self.log_tail()}")
         self.running = False

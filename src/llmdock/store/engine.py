@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -52,16 +53,22 @@ class Store:
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.migrated = False
+        # /ready (a worker thread) and the trace writer's thread may both migrate a store opened while
+        # the database was down; two concurrent upgrades of one database fail, so they take turns.
+        self._migrate_lock = threading.Lock()
         if migrate:
             self.migrate()
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (idempotent)."""
-        try:
-            command.upgrade(alembic_config(self.engine), "head")
-        except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"cannot migrate the store: {_short(exc)}", where=self.safe_url) from None
-        self.migrated = True
+        with self._migrate_lock:
+            try:
+                command.upgrade(alembic_config(self.engine), "head")
+            except SQLAlchemyError as exc:
+                raise StoreUnavailable(
+                    f"cannot migrate the store: {_short(exc)}", where=self.safe_url
+                ) from None
+            self.migrated = True
 
     def session(self) -> Session:
         return self.sessions()

@@ -17,9 +17,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
-from llmdock.errors import NotFound
+from llmdock.errors import NotFound, StoreUnavailable
 from llmdock.store.engine import Store, _short
 from llmdock.store.models import Span, Trace
 
@@ -90,6 +90,7 @@ class TraceWriter:
         self._cond = threading.Condition()
         self._stop = False
         self._busy = False
+        self._in_flight = 0  # traces taken from the buffer by the batch being written
         self.written = 0
         self.dropped = 0
         self.last_error = ""
@@ -107,13 +108,14 @@ class TraceWriter:
                 self._cond.notify()
 
     def status(self) -> dict[str, Any]:
-        return {
-            "ok": self.failing_since is None,
-            "pending": len(self._buffer),
-            "written": self.written,
-            "dropped": self.dropped,
-            "last_error": self.last_error,
-        }
+        with self._cond:  # one consistent snapshot: the writer thread updates these under the same lock
+            return {
+                "ok": self.failing_since is None,
+                "pending": len(self._buffer) + self._in_flight,
+                "written": self.written,
+                "dropped": self.dropped,
+                "last_error": self.last_error,
+            }
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything submitted so far is written; False if that did not happen in time."""
@@ -144,34 +146,86 @@ class TraceWriter:
                     return
                 batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
                 self._busy = bool(batch)
+                self._in_flight = len(batch)
             if not batch:
                 continue
             try:
-                write_traces(self.store, batch)
-            except SQLAlchemyError as exc:
+                self._write(batch)
+            except Exception as exc:  # the store is unreachable (or broken): keep the traces, retry later
+                error = exc.message if isinstance(exc, StoreUnavailable) else _short(exc)
                 with self._cond:
-                    # Put the batch back at the front, oldest first; the deque's bound drops the oldest.
+                    # Put what is left of the batch back at the front, oldest first; the deque's bound
+                    # drops the oldest.
                     overflow = len(self._buffer) + len(batch) - (self._buffer.maxlen or 0)
                     self.dropped += max(0, overflow)
                     self._buffer.extendleft(reversed(batch))
                     self._busy = False
-                if self.failing_since is None:
-                    self.failing_since = time.monotonic()
-                    log.warning("trace store unreachable, keeping traces in memory: %s", _short(exc))
-                self.last_error = _short(exc)
+                    self._in_flight = 0
+                    newly_failing = self.failing_since is None
+                    if newly_failing:
+                        self.failing_since = time.monotonic()
+                    self.last_error = error
+                if newly_failing:
+                    log.warning("trace store unreachable, keeping traces in memory: %s", error)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 if self._stop:
                     return
                 continue
             with self._cond:
+                # Updated with _busy so that once flush() returns True, status() says so too.
                 self._busy = False
-            if self.failing_since is not None:
-                log.warning("trace store reachable again; %d traces pending", len(self._buffer))
-            self.failing_since = None
-            self.last_error = ""
+                self._in_flight = 0
+                recovered = self.failing_since is not None
+                self.failing_since = None
+                self.last_error = ""
+                pending = len(self._buffer)
+            if recovered:
+                log.warning("trace store reachable again; %d traces pending", pending)
             backoff = self.flush_interval_s
-            self.written += len(batch)
+
+    def _write(self, batch: list[TraceRecord]) -> None:
+        """Store ``batch``, emptying it. Raises if the store fails, leaving in ``batch`` what is not stored."""
+        if not self.store.migrated:
+            # The store was unreachable when it was opened: create the schema before the first write.
+            self.store.migrate()
+        try:
+            write_traces(self.store, batch)
+        except Exception as exc:
+            if not _refused(exc):
+                raise
+        else:
+            with self._cond:
+                self.written += len(batch)
+            batch.clear()
+            return
+        # The database refused something in the batch (a NUL character or a NaN for PostgreSQL, a duplicate
+        # id, a value that is not JSON): write the traces one by one and drop only those it refuses, so that
+        # one bad trace cannot hold back every trace after it.
+        while batch:
+            try:
+                write_traces(self.store, batch[:1])
+            except Exception as exc:
+                if not _refused(exc):
+                    raise
+                log.warning("trace %s refused by the store and dropped: %s", batch[0].id, _short(exc))
+                with self._cond:
+                    self.dropped += 1
+            else:
+                with self._cond:
+                    self.written += 1
+            del batch[0]
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the error comes from what the traces hold (retrying them cannot help), not from the store."""
+    if isinstance(exc, DataError | IntegrityError):
+        return True
+    if isinstance(exc, SQLAlchemyError | StoreUnavailable):
+        # Other database errors (connection lost, timeouts, missing tables) are the store's; but an error
+        # SQLAlchemy raised while preparing parameters, before reaching the database, is the record's.
+        return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)
+    return isinstance(exc, TypeError | ValueError)
 
 
 def list_traces(store: Store, *, limit: int = 20, model: str | None = None) -> list[Trace]:
@@ -185,7 +239,10 @@ def list_traces(store: Store, *, limit: int = 20, model: str | None = None) -> l
 def get_trace(store: Store, trace_id: str) -> tuple[Trace, list[Span]]:
     """A trace by id or unique id prefix, with its spans in stage order."""
     with store.session() as s:
-        matches = list(s.scalars(select(Trace).where(Trace.id.startswith(trace_id)).limit(2)))
+        # autoescape: a '%' or '_' the user typed is a character of the id, not a LIKE wildcard.
+        matches = list(
+            s.scalars(select(Trace).where(Trace.id.startswith(trace_id, autoescape=True)).limit(2))
+        )
         if not matches:
             raise NotFound(f"no trace with id {trace_id!r}")
         if len(matches) > 1:
