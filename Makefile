@@ -36,7 +36,7 @@ test: install system-deps lint
 
 # The fast tier: no real model, no database server, no server process.
 test-fast: install
-	bash scripts/pytest.sh -m "not model and not postgres and not server" $(PYTEST_ARGS)
+	bash scripts/pytest.sh -m "not model and not postgres and not redis and not server" $(PYTEST_ARGS)
 
 bench: install
 	$(PY) bench/serve_tokens.py

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Debian packages the test suite needs: PostgreSQL (a throwaway server the tests start themselves).
+# Debian packages the test suite needs: PostgreSQL and Redis (throwaway servers the tests start themselves).
 set -euo pipefail
 need=()
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "system-deps: missing ${need[*]}; install them with: sudo apt-get install -y ${need[*]}" >&2

@@ -97,6 +97,7 @@ class ModelConfig(BaseModel):
     )
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     health_check_interval_s: float = Field(default=0.0, ge=0, description="0 = no active health checks")
+    cache: dict[str, Any] = Field(default_factory=dict, description="overrides of the global cache settings")
 
     @model_validator(mode="after")
     def _backend_or_deployments(self) -> ModelConfig:
@@ -148,6 +149,21 @@ def builtin_models() -> dict[str, ModelConfig]:
     }
 
 
+class CacheSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    exact: bool = Field(default=True, description="answer repeated identical requests from the cache")
+    deterministic_only: bool = Field(
+        default=True, description="exact cache only for temperature 0 or a fixed seed"
+    )
+    semantic: bool = Field(default=False, description="answer requests close in meaning from the cache")
+    similarity_threshold: float = Field(
+        default=0.95, gt=0, le=1, description="cosine similarity for a semantic hit"
+    )
+    ttl_s: float = Field(default=3600.0, gt=0)
+    max_entries: int = Field(default=10_000, gt=0, description="per process (memory) and per semantic scope")
+
+
 class TraceSettings(BaseModel):
     enabled: bool = True
     batch_size: int = Field(default=256, gt=0)
@@ -172,11 +188,13 @@ class Settings(BaseSettings):
     default_embedding_model: str = "all-minilm-l6-v2"
     include_builtin_models: bool = True
     models: dict[str, ModelConfig] = Field(default_factory=dict)
-    pipeline: list[str] = Field(default_factory=lambda: ["preprocess", "generate", "postprocess"])
+    pipeline: list[str] = Field(default_factory=lambda: ["preprocess", "cache", "generate", "postprocess"])
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     unicode_normalization: Literal["NFC", "NFKC", "NFD", "NFKD", "none"] = "NFC"
     n_threads: int = Field(default=0, ge=0, description="Threads for local inference; 0 = all cores.")
     trace: TraceSettings = Field(default_factory=TraceSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    redis_url: str = Field(default="", description="redis://host:port/db for state shared by gateway workers")
 
     @field_validator("home")
     @classmethod

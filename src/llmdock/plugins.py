@@ -23,9 +23,15 @@ def llmdock_backends() -> list[type[Backend]]:
 
 @hookimpl
 def llmdock_stages() -> dict[str, StageFactory]:
+    from llmdock.cache import CacheStage
     from llmdock.pipeline.stages import GenerateStage, PostprocessStage, PreprocessStage
 
-    return {"preprocess": PreprocessStage, "generate": GenerateStage, "postprocess": PostprocessStage}
+    return {
+        "preprocess": PreprocessStage,
+        "cache": CacheStage,
+        "generate": GenerateStage,
+        "postprocess": PostprocessStage,
+    }
 
 
 @dataclass(frozen=True)

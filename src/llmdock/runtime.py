@@ -15,16 +15,21 @@ from llmdock.pipeline.runner import Pipeline
 from llmdock.pipeline.telemetry import OtlpExporter, TraceSink, otlp_configured
 from llmdock.plugins import Plugins, load_plugins
 from llmdock.routing.router import ModelRoute, build_route
+from llmdock.shared_state import SharedState
 from llmdock.store.engine import Store
 from llmdock.store.traces import TraceWriter
 
 log = logging.getLogger("llmdock")
 
 
-def build_backends(settings: Settings, plugins: Plugins) -> dict[str, ModelRoute]:
+def build_backends(
+    settings: Settings, plugins: Plugins, shared: SharedState | None = None
+) -> dict[str, ModelRoute]:
     """One routed backend per model name, with fallbacks resolved and checked for cycles."""
     models = settings.all_models()
-    routes = {name: build_route(name, cfg, settings, plugins.backends) for name, cfg in models.items()}
+    routes = {
+        name: build_route(name, cfg, settings, plugins.backends, shared) for name, cfg in models.items()
+    }
     for name, cfg in models.items():
         for i, fallback in enumerate(cfg.fallbacks):
             where = settings.where(("models", name, "fallbacks", i))
@@ -83,7 +88,8 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.plugins = plugins or load_plugins()
-        self.backends = build_backends(settings, self.plugins)
+        self.shared = SharedState.connect(settings)
+        self.backends = build_backends(settings, self.plugins, self.shared)
         self.store: Store | None = None
         self.writer: TraceWriter | None = None
         self.store_error = ""
@@ -92,6 +98,10 @@ class Runtime:
         self.otlp = OtlpExporter() if otlp_configured() else None
         self.sink = TraceSink(self.writer, store_bodies=settings.trace.store_bodies, otlp=self.otlp)
         self.pipeline = build_pipeline(settings, self.plugins, self.sink)
+        for stage in self.pipeline.stages:
+            bind = getattr(stage, "bind", None)
+            if bind is not None:
+                bind(self)
 
     def _open_store(self) -> None:
         url = self.settings.resolved_database_url()
@@ -133,7 +143,10 @@ class Runtime:
                 store = {"ok": False, "error": exc.one_line()}
         writer = self.writer.status() if self.writer else {}
         ready = all(models.values()) and store["ok"] and writer.get("ok", True)
-        return {"ready": ready, "models": models, "store": store, "trace_writer": writer}
+        state = {"ready": ready, "models": models, "store": store, "trace_writer": writer}
+        if self.shared is not None:
+            state["redis"] = self.shared.status()  # degraded Redis is reported, but the worker still serves
+        return state
 
     async def close(self) -> None:
         for backend in self.backends.values():
@@ -144,3 +157,5 @@ class Runtime:
             self.otlp.shutdown()
         if self.store is not None:
             self.store.close()
+        if self.shared is not None:
+            await self.shared.close()

@@ -47,7 +47,9 @@ async def gw(
         "remote-missing": remote(upstream.v1, "no-such-model"),
         "remote-down": remote(f"http://127.0.0.1:{free_port()}/v1", connect_timeout_s=1),
     }
-    gateway: Gateway = await gateway_factory(make_settings(models=models, default_model="remote", default_embedding_model=""))
+    gateway: Gateway = await gateway_factory(
+        make_settings(models=models, default_model="remote", default_embedding_model="")
+    )
     return gateway
 
 
@@ -65,7 +67,9 @@ async def test_chat_goes_through_the_upstream(gw: Gateway) -> None:
 async def test_streaming_goes_through_the_upstream(gw: Gateway) -> None:
     resp = await gw.client.post("/v1/chat/completions", json={**CHAT, "stream": True})
     events = sse_events(resp.text)
-    text = "".join(e["choices"][0]["delta"].get("content", "") for e in events if e != "[DONE]" and e["choices"])
+    text = "".join(
+        e["choices"][0]["delta"].get("content", "") for e in events if e != "[DONE]" and e["choices"]
+    )
     assert text == "fake answer to: over the wire"
 
 
@@ -86,7 +90,7 @@ async def test_unreachable_upstream_is_503_naming_it(gw: Gateway) -> None:
     resp = await gw.client.post("/v1/chat/completions", json={**CHAT, "model": "remote-down"})
     assert resp.status_code == 503
     assert "upstream" in resp.json()["error"]["message"]
-    streamed = await gw.client.post("/v1/chat/completions", json={**CHAT, "model": "remote-down", "stream": True})
+    streamed = await gw.client.post(
+        "/v1/chat/completions", json={**CHAT, "model": "remote-down", "stream": True}
+    )
     assert "upstream unreachable" in streamed.text
-
-

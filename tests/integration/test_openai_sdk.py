@@ -19,7 +19,14 @@ QUESTION = [{"role": "user", "content": "What is the capital of Italy? Answer in
 
 @pytest.fixture(scope="module")
 def client(server: Server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.v1, api_key="unused", max_retries=0, timeout=120)
+    # Caching off: these tests are about the model's own behaviour, not the cache's.
+    return openai.OpenAI(
+        base_url=server.v1,
+        api_key="unused",
+        max_retries=0,
+        timeout=120,
+        default_headers={"Cache-Control": "no-cache"},
+    )
 
 
 def test_chat_completion_answers_with_usage(client: openai.OpenAI) -> None:

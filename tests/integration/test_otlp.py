@@ -71,6 +71,7 @@ async def test_a_request_is_exported_as_one_root_span_and_one_child_per_stage(
     assert set(by_name) == {
         "chat fake",
         "llmdock.stage preprocess",
+        "llmdock.stage cache",
         "llmdock.stage generate",
         "llmdock.stage postprocess",
     }

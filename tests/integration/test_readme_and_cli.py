@@ -32,7 +32,9 @@ def test_the_readme_has_curl_examples() -> None:
 @pytest.mark.parametrize("command", readme_curl_commands())
 def test_readme_curl_example_works(server: Server, command: str) -> None:
     cmd = command.replace("http://127.0.0.1:8000", server.url)
-    proc = subprocess.run(["bash", "-c", cmd + " -w '\\n%{http_code}'"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        ["bash", "-c", cmd + " -w '\\n%{http_code}'"], capture_output=True, text=True, timeout=120
+    )
     body, _, status = proc.stdout.rpartition("\n")
     assert status == "200", proc.stdout + proc.stderr
     if '"stream": true' in command:
@@ -43,12 +45,24 @@ def test_readme_curl_example_works(server: Server, command: str) -> None:
 
 def llmdock(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "llmdock", *args], capture_output=True, text=True, timeout=180, env=server.env()
+        [sys.executable, "-m", "llmdock", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=server.env(),
     )
 
 
 def test_cli_chat_streams_an_answer_and_leaves_a_trace(server: Server) -> None:
-    chat = llmdock(server, "chat", "What is the capital of Italy? Answer in one sentence.", "--max-tokens", "30", "--temperature", "0")
+    chat = llmdock(
+        server,
+        "chat",
+        "What is the capital of Italy? Answer in one sentence.",
+        "--max-tokens",
+        "30",
+        "--temperature",
+        "0",
+    )
     assert chat.returncode == 0, chat.stderr
     assert "Rome" in chat.stdout
 
@@ -56,7 +70,7 @@ def test_cli_chat_streams_an_answer_and_leaves_a_trace(server: Server) -> None:
     assert listing.returncode == 0, listing.stderr
     assert "cli" in listing.stdout
     shown = json.loads(llmdock(server, "traces", "show", "--json", _newest_cli_trace(server)).stdout)
-    assert [s["name"] for s in shown["spans"]] == ["preprocess", "generate", "postprocess"]
+    assert [s["name"] for s in shown["spans"]] == ["preprocess", "cache", "generate", "postprocess"]
     assert "Rome" in shown["output"]
 
     human = llmdock(server, "traces", "show", shown["id"][:10])
@@ -72,7 +86,17 @@ def _newest_cli_trace(server: Server) -> str:
 
 
 def test_cli_chat_against_the_gateway(server: Server) -> None:
-    chat = llmdock(server, "chat", "What is the capital of Italy? Answer in one sentence.", "--max-tokens", "30", "--temperature", "0", "--url", server.v1)
+    chat = llmdock(
+        server,
+        "chat",
+        "What is the capital of Italy? Answer in one sentence.",
+        "--max-tokens",
+        "30",
+        "--temperature",
+        "0",
+        "--url",
+        server.v1,
+    )
     assert chat.returncode == 0, chat.stderr
     assert "Rome" in chat.stdout
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import struct
 import time
@@ -47,6 +48,12 @@ COMPLETION_BODY = {
 EMBEDDING_BODY = {
     "requestBody": {"content": {"application/json": {"schema": EmbeddingBody.model_json_schema()}}}
 }
+
+
+def tenant_namespace(request: Request) -> str:
+    """Who is asking, for cache scoping: a hash of the bearer credential (keys proper come with auth)."""
+    auth = request.headers.get("authorization", "")
+    return hashlib.sha256(auth.encode()).hexdigest()[:16] if auth else ""
 
 
 def _usage(ctx: RequestContext) -> dict[str, int]:
@@ -94,7 +101,9 @@ def create_app(runtime: Runtime) -> FastAPI:
         log.exception("unexpected error")
         return error_response(LlmdockError(f"internal error ({type(exc).__name__}); see the server log"))
 
-    def _context(body: ChatCompletionBody | CompletionBody, operation: str) -> RequestContext:
+    def _context(
+        request: Request, body: ChatCompletionBody | CompletionBody, operation: str
+    ) -> RequestContext:
         backend = runtime.backend(body.model)
         if isinstance(body, ChatCompletionBody):
             req = GenerationRequest(
@@ -102,14 +111,19 @@ def create_app(runtime: Runtime) -> FastAPI:
             )
         else:
             req = GenerationRequest("completion", body.sampling(), prompt=body.prompt_text())
-        return RequestContext(operation, body.model, backend, request=req, stream=body.stream)  # type: ignore[arg-type]
+        ctx = RequestContext(operation, body.model, backend, request=req, stream=body.stream)  # type: ignore[arg-type]
+        ctx.cache_control = request.headers.get("cache-control", "").lower()
+        ctx.namespace = tenant_namespace(request)
+        return ctx
 
     async def _run(ctx: RequestContext, body: ChatCompletionBody | CompletionBody) -> Response:
         headers = {"x-llmdock-trace-id": ctx.trace_id}
         if not body.stream:
             await runtime.pipeline.run(ctx)
+            headers["x-llmdock-cache"] = str(ctx.attributes.get("llmdock.cache", "off"))
             return JSONResponse(_full_response(ctx), headers=headers)
         chunks = await runtime.pipeline.prepare_stream(ctx)
+        headers["x-llmdock-cache"] = str(ctx.attributes.get("llmdock.cache", "off"))
         # Wait for the first chunk before answering 200: until then the router may still fail over, and if
         # every deployment fails the client gets a real HTTP error rather than an error event.
         first = await anext(chunks, None)
@@ -191,12 +205,12 @@ def create_app(runtime: Runtime) -> FastAPI:
     @app.post("/v1/chat/completions", openapi_extra=CHAT_BODY)
     async def chat_completions(request: Request) -> Response:
         body = parse_body(await read_body(request, limit), ChatCompletionBody)
-        return await _run(_context(body, "chat"), body)
+        return await _run(_context(request, body, "chat"), body)
 
     @app.post("/v1/completions", openapi_extra=COMPLETION_BODY)
     async def completions(request: Request) -> Response:
         body = parse_body(await read_body(request, limit), CompletionBody)
-        return await _run(_context(body, "completion"), body)
+        return await _run(_context(request, body, "completion"), body)
 
     @app.post("/v1/embeddings", openapi_extra=EMBEDDING_BODY)
     async def embeddings(request: Request) -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -44,6 +45,9 @@ class RequestContext:
     http_status: int = 200
     error: str = ""
     source: str = "gateway"
+    namespace: str = ""  # tenant scope (API key); caches never cross it
+    cache_control: str = ""  # the request's Cache-Control header ("no-cache" bypasses caches)
+    on_success: list[Callable[[RequestContext], None]] = field(default_factory=list)
     _span_attrs: dict[str, Any] = field(default_factory=dict)
 
     def annotate(self, **attrs: Any) -> None:

@@ -6,6 +6,7 @@ The same Pipeline object serves the gateway, the CLI and (later) batch jobs and 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
@@ -17,6 +18,14 @@ from llmdock.pipeline.stages import GenerateStage, Stage, StreamWrappingStage, r
 from llmdock.store.traces import SpanRecord
 
 TraceSink = Callable[[RequestContext], None]
+log = logging.getLogger("llmdock.pipeline")
+
+
+async def _replay(gen: Generation) -> AsyncIterator[StreamChunk]:
+    """Stream an answer a stage already has (a cache hit), word by word."""
+    words = gen.text.split(" ")
+    for i, word in enumerate(words):
+        yield StreamChunk(word if i == 0 else " " + word, gen.finish_reason if i == len(words) - 1 else None)
 
 
 class Pipeline:
@@ -88,7 +97,9 @@ class Pipeline:
         parts: list[str] = []
         finish_reason = "stop"
         first_token_ms: float | None = None
-        chunks: AsyncIterator[StreamChunk] = self._generate.open_stream(ctx)
+        chunks: AsyncIterator[StreamChunk] = (
+            _replay(ctx.generation) if ctx.generation is not None else self._generate.open_stream(ctx)
+        )
         wrappers = [s for s in self._after if isinstance(s, StreamWrappingStage)]
         for stage in wrappers:
             chunks = stage.wrap_stream(ctx, chunks)
@@ -153,5 +164,11 @@ class Pipeline:
         self.finish(ctx)
 
     def finish(self, ctx: RequestContext) -> None:
+        if ctx.status == "ok":
+            for callback in ctx.on_success:
+                try:
+                    callback(ctx)
+                except Exception:  # a side effect (cache write) must never fail the request
+                    log.exception("on_success callback failed for trace %s", ctx.trace_id)
         if self.sink is not None:
             self.sink(ctx)

@@ -1,7 +1,8 @@
-"""Requests- and tokens-per-minute limits per deployment, in process (sliding one-minute window).
+"""Requests- and tokens-per-minute limits per deployment.
 
-The interface is small (``try_acquire``, ``add_tokens``, ``retry_after``) so a Redis-backed limiter shared
-across gateway workers can stand in for it.
+:class:`MinuteLimiter` counts in process over a sliding minute; :class:`SharedMinuteLimiter` counts in Redis
+over fixed minutes, so every gateway worker sees the same totals, and falls back to the in-process one
+while Redis is unreachable.
 """
 
 from __future__ import annotations
@@ -9,6 +10,10 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llmdock.shared_state import SharedState
 
 
 class MinuteLimiter:
@@ -26,7 +31,7 @@ class MinuteLimiter:
         while self._tokens and now - self._tokens[0][0] >= 60:
             self._token_sum -= self._tokens.popleft()[1]
 
-    def try_acquire(self, expected_tokens: int = 0) -> bool:
+    async def try_acquire(self, expected_tokens: int = 0) -> bool:
         """Count one request if it fits both limits; False (and nothing counted) if not."""
         if self.rpm is None and self.tpm is None:
             return True
@@ -39,7 +44,7 @@ class MinuteLimiter:
         self._requests.append(now)
         return True
 
-    def add_tokens(self, tokens: int) -> None:
+    async def add_tokens(self, tokens: int) -> None:
         if self.tpm is None or tokens <= 0:
             return
         self._tokens.append((self.clock(), tokens))
@@ -65,4 +70,59 @@ class MinuteLimiter:
             "tpm": self.tpm,
             "requests_last_minute": len(self._requests),
             "tokens_last_minute": self._token_sum,
+        }
+
+
+class SharedMinuteLimiter:
+    def __init__(self, shared: SharedState, key: str, local: MinuteLimiter) -> None:
+        self.shared = shared
+        self.key = key
+        self.local = local
+        self.rpm = local.rpm
+        self.tpm = local.tpm
+
+    def _keys(self) -> tuple[str, str]:
+        minute = int(time.time() // 60)
+        return f"llmdock:rl:{self.key}:{minute}:r", f"llmdock:rl:{self.key}:{minute}:t"
+
+    async def _redis_acquire(self, expected_tokens: int) -> bool:
+        rkey, tkey = self._keys()
+        async with self.shared.client.pipeline(transaction=True) as pipe:
+            pipe.incr(rkey)
+            pipe.expire(rkey, 120)
+            pipe.get(tkey)
+            count, _, tokens = await pipe.execute()
+        over_rpm = self.rpm is not None and int(count) > self.rpm
+        over_tpm = self.tpm is not None and int(tokens or 0) + expected_tokens > self.tpm
+        if over_rpm or over_tpm:
+            await self.shared.client.decr(rkey)
+            return False
+        return True
+
+    async def try_acquire(self, expected_tokens: int = 0) -> bool:
+        if self.rpm is None and self.tpm is None:
+            return True
+        return await self.shared.run(
+            lambda: self._redis_acquire(expected_tokens), lambda: self.local.try_acquire(expected_tokens)
+        )
+
+    async def _redis_add(self, tokens: int) -> None:
+        _, tkey = self._keys()
+        async with self.shared.client.pipeline(transaction=True) as pipe:
+            pipe.incrby(tkey, tokens)
+            pipe.expire(tkey, 120)
+            await pipe.execute()
+
+    async def add_tokens(self, tokens: int) -> None:
+        if self.tpm is None or tokens <= 0:
+            return
+        await self.shared.run(lambda: self._redis_add(tokens), lambda: self.local.add_tokens(tokens))
+
+    def retry_after(self) -> float:
+        return 60 - time.time() % 60 if self.shared.usable() else self.local.retry_after()
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            **self.local.snapshot(),
+            "shared": "redis" if self.shared.usable() else "degraded to in-process",
         }

@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from llmdock.backends.base import (
     Backend,
@@ -37,8 +37,11 @@ from llmdock.errors import (
     RateLimited,
 )
 from llmdock.routing.breaker import CircuitBreaker
-from llmdock.routing.limits import MinuteLimiter
+from llmdock.routing.limits import MinuteLimiter, SharedMinuteLimiter
 from llmdock.routing.strategies import STRATEGIES
+
+if TYPE_CHECKING:
+    from llmdock.shared_state import SharedState
 
 log = logging.getLogger("llmdock.router")
 T = TypeVar("T")
@@ -55,7 +58,7 @@ class Deployment:
     backend: Backend
     config: DeploymentConfig
     breaker: CircuitBreaker
-    limiter: MinuteLimiter
+    limiter: MinuteLimiter | SharedMinuteLimiter
     in_flight: int = 0
     latency_ms: float | None = None
     requests: int = 0
@@ -256,7 +259,7 @@ class ModelRoute(Backend):
     ) -> T:
         if not dep.has_room():  # checked before anything is counted
             raise _Skip(Overloaded(f"deployment {dep.id} is at max_in_flight", headers={"Retry-After": "1"}))
-        if not dep.limiter.try_acquire(tokens):
+        if not await dep.limiter.try_acquire(tokens):
             retry = max(1, int(dep.limiter.retry_after() + 0.999))
             raise _Skip(
                 RateLimited(
@@ -367,13 +370,13 @@ class ModelRoute(Backend):
     # --- the Backend interface -----------------------------------------------------------------------
     async def generate(self, req: GenerationRequest) -> Generation:
         result, dep, route = await self._route(req, lambda b: b.generate(req), req.n_prompt_tokens)
-        dep.limiter.add_tokens(result.prompt_tokens + result.completion_tokens)
+        await dep.limiter.add_tokens(result.prompt_tokens + result.completion_tokens)
         req.route["served"]["cost"] = dep.config.price.cost(result.prompt_tokens, result.completion_tokens)
         return result
 
     async def embed(self, texts: list[str]) -> EmbeddingResult:
         result, dep, _ = await self._route(None, lambda b: b.embed(texts))
-        dep.limiter.add_tokens(result.prompt_tokens)
+        await dep.limiter.add_tokens(result.prompt_tokens)
         return result
 
     async def stream(self, req: GenerationRequest) -> AsyncIterator[StreamChunk]:
@@ -417,7 +420,11 @@ class ModelRoute(Backend):
 
 
 def build_route(
-    name: str, config: ModelConfig, settings: Settings, backend_classes: dict[str, type[Backend]]
+    name: str,
+    config: ModelConfig,
+    settings: Settings,
+    backend_classes: dict[str, type[Backend]],
+    shared: SharedState | None = None,
 ) -> ModelRoute:
     from llmdock.errors import ConfigError
 
@@ -453,7 +460,9 @@ def build_route(
                 breaker=CircuitBreaker(
                     failures=b.failures, window_s=b.window_s, cooldown_s=b.cooldown_s, probes=b.probes
                 ),
-                limiter=MinuteLimiter(dcfg.rpm, dcfg.tpm),
+                limiter=SharedMinuteLimiter(shared, dep_id, MinuteLimiter(dcfg.rpm, dcfg.tpm))
+                if shared is not None
+                else MinuteLimiter(dcfg.rpm, dcfg.tpm),
             )
         )
     return ModelRoute(name, config, deployments, settings)

@@ -1,0 +1,105 @@
+"""State shared through a real redis-server: the exact cache and rpm limits across gateway workers."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from llmdock.config import ModelConfig, Settings
+from tests.conftest import Gateway, free_port
+from tests.integration.conftest import start_server, stop_server
+from tests.redisserver import RedisServer, redis_server_or_skip
+
+pytestmark = pytest.mark.redis
+MakeGateway = Callable[[Settings], Any]
+ASK = {"model": "fake", "messages": [{"role": "user", "content": "shared?"}], "temperature": 0}
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    yield from redis_server_or_skip()
+
+
+async def test_two_workers_share_the_exact_cache(
+    redis_server: RedisServer, gateway_factory: MakeGateway, make_settings: Callable[..., Settings]
+) -> None:
+    one: Gateway = await gateway_factory(make_settings(redis_url=redis_server.url))
+    two: Gateway = await gateway_factory(make_settings(redis_url=redis_server.url))
+    assert (await one.client.post("/v1/chat/completions", json=ASK)).headers["x-llmdock-cache"] == "miss"
+    for _ in range(50):  # the write to Redis happens off the response path
+        resp = await two.client.post("/v1/chat/completions", json=ASK)
+        if resp.headers["x-llmdock-cache"] == "hit":
+            break
+        await asyncio.sleep(0.02)
+    assert resp.headers["x-llmdock-cache"] == "hit"
+
+
+async def test_redis_going_away_degrades_to_in_process_state(
+    redis_server: RedisServer, gateway_factory: MakeGateway, make_settings: Callable[..., Settings]
+) -> None:
+    models = {"fake": ModelConfig(backend="fake", rpm=100)}
+    gw: Gateway = await gateway_factory(
+        make_settings(redis_url=redis_server.url, models=models, default_embedding_model="")
+    )
+    assert (await gw.client.post("/v1/chat/completions", json=ASK)).status_code == 200
+    redis_server.stop()
+    resp = await gw.client.post("/v1/chat/completions", json={**ASK, "seed": 1})
+    assert resp.status_code == 200
+    ready = await gw.client.get("/ready")
+    assert ready.status_code == 200  # still serving
+    assert ready.json()["redis"]["ok"] is False
+    assert ready.json()["redis"]["degraded_to"] == "in-process state"
+
+
+def test_unreachable_redis_at_start_is_a_one_line_config_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "llmdock.yaml"
+    cfg.write_text(
+        f"include_builtin_models: false\ndefault_model: ''\ndefault_embedding_model: ''\nredis_url: redis://127.0.0.1:{free_port()}/0\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "llmdock", "serve", "--config", str(cfg), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1
+    assert f"{cfg}:4: redis_url" in proc.stderr
+    assert "Redis unreachable" in proc.stderr
+
+
+@pytest.mark.server
+def test_rpm_limit_holds_across_two_worker_processes(redis_server: RedisServer, tmp_path: Path) -> None:
+    config = f"""
+include_builtin_models: false
+default_model: fake
+default_embedding_model: ''
+redis_url: {redis_server.url}
+models:
+  fake:
+    deployments:
+      - {{backend: fake, rpm: 4}}
+"""
+    servers = []
+    try:
+        for name in ("w1", "w2"):
+            home = tmp_path / name
+            home.mkdir()
+            (home / "llmdock.yaml").write_text(config)
+            servers.append(start_server(home, "--config", str(home / "llmdock.yaml")))
+        codes = []
+        for _ in range(3):
+            for srv in servers:
+                body = {**ASK, "temperature": 0.5}  # not cached: every request reaches the limiter
+                codes.append(httpx.post(srv.v1 + "/chat/completions", json=body, timeout=10).status_code)
+        assert sorted(codes) == [200, 200, 200, 200, 429, 429]
+    finally:
+        for srv in servers:
+            stop_server(srv)
