@@ -142,7 +142,7 @@ def test_migrations_to_head_are_idempotent(db_url: str) -> None:
         second.migrate()
         assert count_traces(second) == 1
         with second.engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]
         tables = set(inspect(second.engine).get_table_names())
         assert {"traces", "spans", "alembic_version"} <= tables
         indexes = {ix["name"] for ix in inspect(second.engine).get_indexes("spans")}

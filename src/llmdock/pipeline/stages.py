@@ -140,8 +140,6 @@ def record_route(ctx: RequestContext) -> None:
         "llmdock.served_by_model": info["model"],
         "gen_ai.provider.name": info["backend"],
     }
-    if "cost" in info:
-        attrs["llmdock.cost"] = info["cost"]
     ctx.annotate(**attrs)
     ctx.attributes.update(attrs)
 

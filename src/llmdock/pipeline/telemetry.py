@@ -42,6 +42,15 @@ def trace_record(ctx: RequestContext, *, store_bodies: bool = True) -> TraceReco
         elif ctx.inputs:
             inputs["input"] = ctx.inputs
     prompt_tokens = req.n_prompt_tokens if req else (ctx.embedding.prompt_tokens if ctx.embedding else 0)
+    if gen and gen.prompt_tokens:
+        prompt_tokens = gen.prompt_tokens
+    completion_tokens = gen.completion_tokens if gen else 0
+    served = req.route.get("served", {}) if req else {}
+    cache = str(ctx.attributes.get("llmdock.cache", ""))
+    price = served.get("price")
+    cost = price.cost(prompt_tokens, completion_tokens) if price is not None and "hit" not in cache else 0.0
+    if cost:
+        attributes["llmdock.cost"] = cost
     return TraceRecord(
         id=ctx.trace_id,
         created_at=ctx.created_at,
@@ -52,13 +61,16 @@ def trace_record(ctx: RequestContext, *, store_bodies: bool = True) -> TraceReco
         http_status=ctx.http_status,
         stream=ctx.stream,
         duration_ms=(time.perf_counter() - ctx.started) * 1000,
-        prompt_tokens=gen.prompt_tokens if gen and gen.prompt_tokens else prompt_tokens,
-        completion_tokens=gen.completion_tokens if gen else 0,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
         finish_reason=gen.finish_reason if gen else "",
         error=ctx.error,
         input=inputs,
         output=(gen.text if gen else "") if store_bodies else "",
         attributes=attributes,
+        deployment=str(served.get("deployment", "")),
+        cost=cost,
+        cache=cache,
         spans=list(ctx.spans),
     )
 

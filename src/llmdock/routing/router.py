@@ -317,6 +317,7 @@ class ModelRoute(Backend):
                     "deployment": dep.id,
                     "backend": dep.backend.kind,
                     "attempts": attempts,
+                    "price": dep.config.price,
                 }
             return result, dep, route
         if isinstance(last, TimeoutError) or last is None:
@@ -371,7 +372,6 @@ class ModelRoute(Backend):
     async def generate(self, req: GenerationRequest) -> Generation:
         result, dep, route = await self._route(req, lambda b: b.generate(req), req.n_prompt_tokens)
         await dep.limiter.add_tokens(result.prompt_tokens + result.completion_tokens)
-        req.route["served"]["cost"] = dep.config.price.cost(result.prompt_tokens, result.completion_tokens)
         return result
 
     async def embed(self, texts: list[str]) -> EmbeddingResult:

@@ -57,6 +57,9 @@ class Trace(Base):
     input: Mapped[dict[str, Any]] = mapped_column(default=dict)
     output: Mapped[str] = mapped_column(Text, default="")
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    deployment: Mapped[str] = mapped_column(String(200), default="")
+    cost: Mapped[float] = mapped_column(Float, default=0.0)
+    cache: Mapped[str] = mapped_column(String(16), default="")
 
 
 class Span(Base):

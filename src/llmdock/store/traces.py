@@ -53,6 +53,9 @@ class TraceRecord:
     input: dict[str, Any] = field(default_factory=dict)
     output: str = ""
     attributes: dict[str, Any] = field(default_factory=dict)
+    deployment: str = ""
+    cost: float = 0.0
+    cache: str = ""
     spans: list[SpanRecord] = field(default_factory=list)
 
 
