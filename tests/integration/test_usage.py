@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -72,18 +73,16 @@ async def test_usage_cli_prints_the_summary(
         )
     gw.flush_traces()
     env = {**os.environ, "LLMDOCK_HOME": str(tmp_path), "COLUMNS": "200"}
-    out = subprocess.run(
-        [sys.executable, "-m", "llmdock", "usage", "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+
+    def llmdock(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "llmdock", *args], capture_output=True, text=True, env=env, timeout=60
+        )
+
+    out = await asyncio.to_thread(llmdock, "usage", "--json")
     assert out.returncode == 0, out.stderr
     (row,) = json.loads(out.stdout)
     assert (row["model"], row["deployment"], row["requests"]) == ("fake", "fake", 3)
-    table = subprocess.run(
-        [sys.executable, "-m", "llmdock", "usage"], capture_output=True, text=True, env=env, timeout=60
-    )
+    table = await asyncio.to_thread(llmdock, "usage")
     assert "deployment" in table.stdout
     assert "total" in table.stdout
