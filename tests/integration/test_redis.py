@@ -103,3 +103,21 @@ models:
     finally:
         for srv in servers:
             stop_server(srv)
+
+
+@pytest.mark.server
+def test_serve_with_two_workers_answers_from_both(redis_server: RedisServer, tmp_path: Path) -> None:
+    config = f"include_builtin_models: false\ndefault_model: fake\ndefault_embedding_model: ''\nredis_url: {redis_server.url}\nmodels:\n  fake: {{backend: fake}}\n"
+    (tmp_path / "llmdock.yaml").write_text(config)
+    srv = start_server(tmp_path, "--config", str(tmp_path / "llmdock.yaml"), "--workers", "2")
+    try:
+        pids = set()
+        for _ in range(60):
+            with httpx.Client() as client:  # a new connection each time, so the kernel spreads them
+                pids.add(client.get(srv.url + "/health").json()["pid"])
+                assert client.post(srv.v1 + "/chat/completions", json=ASK).status_code == 200
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2
+    finally:
+        stop_server(srv)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from llmdock.config import load_settings
+from llmdock.config import find_config_file, load_settings
 
 
 def serve(
@@ -18,6 +20,7 @@ def serve(
     port: int | None = typer.Option(None, help="Port to listen on [8000]"),
     default_model: str | None = typer.Option(None, "--model", help="Default chat model"),
     log_level: str | None = typer.Option(None, help="debug, info, warning or error"),
+    workers: int = typer.Option(1, min=1, help="Worker processes; share state through redis_url"),
 ) -> None:
     """Start the gateway (OpenAI-compatible API under /v1)."""
     import uvicorn
@@ -25,19 +28,33 @@ def serve(
     from llmdock.gateway import create_app
     from llmdock.runtime import Runtime
 
-    settings = load_settings(config, host=host, port=port, default_model=default_model, log_level=log_level)
+    flags = {"host": host, "port": port, "default_model": default_model, "log_level": log_level}
+    settings = load_settings(config, **flags)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    runtime = Runtime(settings)
-    app = create_app(runtime)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
-        timeout_graceful_shutdown=5,
-    )
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": False,
+        "loop": "uvloop",
+        "http": "httptools",
+        "timeout_graceful_shutdown": 5,
+    }
+    if workers == 1:
+        uvicorn.run(create_app(Runtime(settings)), **common)
+        return
+    # Each worker process builds its own runtime: hand it the same sources (file and flags) via the env.
+    # The settings were validated above, so a bad config still stops here with one line, before forking.
+    config_file = find_config_file(config)
+    if config_file is not None:
+        os.environ["LLMDOCK_CONFIG"] = str(config_file.resolve())
+    for name, value in flags.items():
+        if value is not None:
+            os.environ[f"LLMDOCK_{name.upper()}"] = str(value)
+    if not settings.redis_url:
+        logging.getLogger("llmdock").warning(
+            "%d workers without redis_url: caches and rate limits are per worker", workers
+        )
+    uvicorn.run("llmdock.gateway.asgi:app_from_env", factory=True, workers=workers, **common)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import os
 import logging
 import struct
 import time
@@ -268,7 +269,7 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.get("/health")
     async def health() -> Response:
-        return JSONResponse({"status": "ok", "version": __version__})
+        return JSONResponse({"status": "ok", "version": __version__, "pid": os.getpid()})
 
     @app.get("/ready")
     async def ready() -> Response:
