@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import os
 import logging
+import os
 import struct
 import time
 from collections.abc import AsyncIterator
