@@ -6,13 +6,16 @@ The gateway serves the embedded chat model "smollm2" (SmolLM2-135M-Instruct Q4_1
 1. **Raw llama-cpp-python**: the same GGUF loaded in this process with the gateway's settings (n_ctx 2048,
    n_threads = n_threads_batch = ``--threads``, n_batch 512), asked ``create_chat_completion`` with the
    benchmark's messages at temperature 0. Generated tokens/s (completion tokens from ``usage`` divided by
-   the call's wall time) is the ceiling the gateway can reach. The model is then closed and collected so
-   it does not compete with the server for memory or CPU.
+   the call's wall time) is the ceiling the gateway can reach. The model is closed and collected before
+   the server starts, so the two never compete for memory or CPU; the raw run is done once before the
+   gateway and once after the server has stopped, and the baseline is the median of both, so a machine
+   that gets busier or quieter during the run does not bias the ratio.
 2. **The gateway**: ``llmdock serve`` as a subprocess on a free port, with a throw-away ``LLMDOCK_HOME``
    and ``LLMDOCK_N_THREADS=--threads``:
    * seconds from process start until ``/ready`` answers 200, and until the first chat completion
      (a short one, ``FIRST_ANSWER_MAX_TOKENS``) comes back: what a restart costs a client;
-   * the raw run's request over HTTP (non-streaming), one at a time and ``CONCURRENCY`` at a time
+   * the raw run's request over HTTP (non-streaming, ``Cache-Control: no-cache`` so the gateway's response
+     cache cannot answer it), one at a time and ``CONCURRENCY`` at a time
      (aggregate tokens/s = completion tokens of a round / the round's wall time): the cost of HTTP, the
      pipeline and the worker thread, and whether concurrent clients keep the model busy;
    * one streaming request at a time: time to first content and tokens/s. The prompt is the same every
@@ -70,6 +73,9 @@ MESSAGES: list[dict[str, str]] = [
     },
 ]
 CONCURRENCY = 4
+# Identical temperature-0 requests would be answered by the gateway's exact response cache; this asks
+# every request to bypass it (the cache stage still runs its check), so each answer is generated.
+NO_RESPONSE_CACHE = {"cache-control": "no-cache"}
 FIRST_ANSWER_MAX_TOKENS = 16  # startup latency, not generation length, is what that figure is about
 READY_POLL_S = 0.05
 
@@ -105,8 +111,9 @@ class Series:
 
 @dataclass
 class Results:
-    raw_load_s: float = float("nan")
-    raw_tok_s: Series = field(default_factory=Series)
+    raw_load_s: Series = field(default_factory=Series)
+    raw_tok_s: Series = field(default_factory=Series)  # before and after the gateway, pooled
+    raw_phases: dict[str, Series] = field(default_factory=dict)
     ready_s: float = float("nan")
     first_answer_s: float = float("nan")
     c1_tok_s: Series = field(default_factory=Series)
@@ -158,7 +165,7 @@ def raw_chat(llm: Any, max_tokens: int) -> tuple[int, float]:
     return int(out["usage"]["completion_tokens"]), time.perf_counter() - t0
 
 
-def bench_raw(args: argparse.Namespace, res: Results) -> None:
+def bench_raw(args: argparse.Namespace, res: Results, phase: str) -> None:
     from llama_cpp import Llama
 
     path = importlib.resources.files(GGUF_PACKAGE) / GGUF_FILE
@@ -171,9 +178,11 @@ def bench_raw(args: argparse.Namespace, res: Results) -> None:
         n_batch=N_BATCH,
         verbose=False,
     )
-    res.raw_load_s = time.perf_counter() - t0
+    res.raw_load_s.samples.append(time.perf_counter() - t0)
     try:
+        series = res.raw_phases.setdefault(phase, Series())
         for n, elapsed in repeat(args.reps, partial(raw_chat, llm, args.max_tokens)):
+            series.samples.append(n / elapsed)
             res.raw_tok_s.samples.append(n / elapsed)
             res.note_tokens("raw", n)
     finally:
@@ -263,12 +272,20 @@ def chat_body(max_tokens: int, *, stream: bool = False) -> dict[str, Any]:
     return body
 
 
+def check_generated(r: httpx.Response) -> None:
+    """Raise unless the answer came from the model (the requests ask to bypass the response cache)."""
+    r.raise_for_status()
+    state = r.headers.get("x-llmdock-cache", "off")
+    if "hit" in state:
+        raise RuntimeError(f"answered from the gateway's response cache ({state}), not generated")
+
+
 def chat(client: httpx.Client, max_tokens: int) -> tuple[int, float]:
     """One non-streaming chat completion: (completion tokens, wall seconds)."""
     t0 = time.perf_counter()
     r = client.post("/v1/chat/completions", json=chat_body(max_tokens))
     elapsed = time.perf_counter() - t0
-    r.raise_for_status()
+    check_generated(r)
     return int(r.json()["usage"]["completion_tokens"]), elapsed
 
 
@@ -278,7 +295,7 @@ def chat_stream(client: httpx.Client, max_tokens: int) -> tuple[int, float, floa
     first: float | None = None
     tokens = chunks = 0
     with client.stream("POST", "/v1/chat/completions", json=chat_body(max_tokens, stream=True)) as r:
-        r.raise_for_status()
+        check_generated(r)
         for line in r.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
@@ -316,7 +333,9 @@ def bench_gateway(args: argparse.Namespace, res: Results, home: Path) -> None:
         timeout = httpx.Timeout(args.timeout, connect=5.0)
         limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
         with (
-            httpx.Client(base_url=server.base_url, timeout=timeout, limits=limits) as client,
+            httpx.Client(
+                base_url=server.base_url, timeout=timeout, limits=limits, headers=NO_RESPONSE_CACHE
+            ) as client,
             ThreadPoolExecutor(max_workers=CONCURRENCY, thread_name_prefix="bench-client") as pool,
         ):
             res.ready_s = wait_ready(server, client, args.startup_timeout)
@@ -382,6 +401,12 @@ def report(args: argparse.Namespace, res: Results, busy_before: float, load_afte
     table.add_column("target", justify="right")
     table.add_column("result", justify="center")
     table.add_row("raw llama-cpp-python", rate(res.raw_tok_s), "baseline", "")
+    table.add_row(
+        "  before / after the gateway",
+        " / ".join(f"{s.median:.1f}" for s in res.raw_phases.values()) + " tok/s",
+        "",
+        "",
+    )
     table.add_row("gateway c=1", rate(res.c1_tok_s), "", "")
     table.add_row(
         "  ratio to raw", f"{ratio:.0%}", f"≥ {TARGET_RATIO:.0%}", verdict(checks["gateway_c1_ratio"])
@@ -425,8 +450,9 @@ def report(args: argparse.Namespace, res: Results, busy_before: float, load_afte
         "cpus": os.cpu_count(),
         "machine_busy_before": busy_before,
         "loadavg_after": load_after,
-        "raw_load_s": res.raw_load_s,
+        "raw_load_s": asdict(res.raw_load_s),
         "raw_tok_s": asdict(res.raw_tok_s),
+        "raw_tok_s_by_phase": {phase: asdict(s) for phase, s in res.raw_phases.items()},
         "gateway_c1_tok_s": asdict(res.c1_tok_s),
         "gateway_c1_ratio": ratio,
         f"gateway_c{CONCURRENCY}_tok_s": asdict(res.cn_tok_s),
@@ -485,9 +511,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="llmdock-bench-") as tmp:
             with console.status("raw llama-cpp-python…"):
-                bench_raw(args, res)
+                bench_raw(args, res, "before")
             with console.status("gateway…"):
                 bench_gateway(args, res, Path(tmp))
+            with console.status("raw llama-cpp-python again…"):
+                bench_raw(args, res, "after")
     except KeyboardInterrupt:
         console.print("[yellow]interrupted; the server was stopped[/yellow]")
         return 130
