@@ -41,6 +41,37 @@ async def test_two_workers_share_the_exact_cache(
     assert resp.headers["x-llmdock-cache"] == "hit"
 
 
+async def test_two_workers_share_the_semantic_cache_within_a_tenant(
+    redis_server: RedisServer, gateway_factory: MakeGateway, make_settings: Callable[..., Settings]
+) -> None:
+    models = {
+        "fake": ModelConfig(backend="fake"),
+        "fake-embed": ModelConfig(backend="fake", task="embedding"),
+    }
+    settings = {"redis_url": redis_server.url, "models": models, "cache": {"exact": False, "semantic": True}}
+    one: Gateway = await gateway_factory(make_settings(**settings))
+    two: Gateway = await gateway_factory(make_settings(**settings))
+    body = {**ASK, "temperature": 0.7}
+    key_a = {"authorization": "Bearer tenant-a"}
+    assert (await one.client.post("/v1/chat/completions", json=body, headers=key_a)).headers[
+        "x-llmdock-cache"
+    ] == "miss"
+    import redis
+
+    probe = redis.Redis.from_url(redis_server.url)
+    for _ in range(100):  # the push to Redis happens off the response path
+        if probe.keys("llmdock:sem:n:*"):
+            break
+        await asyncio.sleep(0.01)
+    # The first request on the other worker: a hit can only come from what the first worker shared.
+    resp = await two.client.post("/v1/chat/completions", json=body, headers=key_a)
+    assert resp.headers["x-llmdock-cache"] == "semantic-hit"
+    other = await two.client.post(
+        "/v1/chat/completions", json=body, headers={"authorization": "Bearer tenant-b"}
+    )
+    assert other.headers["x-llmdock-cache"] == "miss"
+
+
 async def test_redis_going_away_degrades_to_in_process_state(
     redis_server: RedisServer, gateway_factory: MakeGateway, make_settings: Callable[..., Settings]
 ) -> None:

@@ -7,9 +7,11 @@ scope never sees another scope's entries, so one tenant never receives another's
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -69,3 +71,57 @@ class SemanticIndex:
 
     def size(self) -> int:
         return sum(s.used for s in self._scopes.values())
+
+
+def pack_entry(vector: np.ndarray, value: bytes, expires_at: float) -> bytes:
+    """One shared entry: dims (uint32), the float32 vector, expiry (wall-clock float64), the value."""
+    v = vector.astype(np.float32)
+    return struct.pack("<I", v.shape[0]) + v.tobytes() + struct.pack("<d", expires_at) + value
+
+
+def unpack_entry(raw: bytes) -> tuple[np.ndarray, bytes, float]:
+    (dims,) = struct.unpack_from("<I", raw)
+    end = 4 + 4 * dims
+    vector = np.frombuffer(raw[4:end], dtype=np.float32)
+    (expires_at,) = struct.unpack_from("<d", raw, end)
+    return vector, raw[end + 8 :], expires_at
+
+
+class SharedSemanticLog:
+    """Shares semantic entries between gateway workers through Redis.
+
+    Each scope is a Redis list of the newest ``max_entries`` packed entries plus a counter of all entries
+    ever pushed. A worker pulls only what it has not seen (one GET when nothing is new) into its local
+    index before a lookup, so the search itself stays a local matrix product.
+    """
+
+    def __init__(self, client: Any, max_entries: int, prefix: str = "llmdock:sem:") -> None:
+        self.client = client
+        self.max_entries = max_entries
+        self.prefix = prefix
+        self._seen: dict[str, int] = {}
+
+    async def push(self, scope: str, vector: np.ndarray, value: bytes, ttl_s: float) -> None:
+        key, counter = self.prefix + scope, self.prefix + "n:" + scope
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, pack_entry(vector, value, time.time() + ttl_s))
+            pipe.ltrim(key, -self.max_entries, -1)
+            pipe.expire(key, int(ttl_s) + 1)
+            pipe.incr(counter)
+            pipe.expire(counter, int(ttl_s) + 1)
+            total = (await pipe.execute())[3]
+        if int(total) == self._seen.get(scope, 0) + 1:
+            self._seen[scope] = int(total)  # our own entry, already in the local index
+
+    async def pull(self, scope: str, index: SemanticIndex) -> None:
+        total = int(await self.client.get(self.prefix + "n:" + scope) or 0)
+        new = total - self._seen.get(scope, 0)
+        if new <= 0:
+            return
+        entries = await self.client.lrange(self.prefix + scope, -min(new, self.max_entries), -1)
+        now = time.time()
+        for raw in entries:
+            vector, value, expires_at = unpack_entry(raw)
+            if expires_at > now:
+                index.add(scope, vector, value, expires_at - now)
+        self._seen[scope] = total

@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 
 from llmdock.backends.base import Generation
-from llmdock.cache.semantic import SemanticIndex
+from llmdock.cache.semantic import SemanticIndex, SharedSemanticLog
 from llmdock.cache.stores import CacheStore, MemoryLRU
 from llmdock.config import CacheSettings, Settings
 from llmdock.errors import LlmdockError
@@ -96,12 +97,14 @@ class CacheStage:
         self.runtime: Runtime | None = None
         self._configs: dict[str, CacheSettings] = {}
         self._pending: set[asyncio.Task[None]] = set()
+        self.shared_semantic: SharedSemanticLog | None = None
 
     def bind(self, runtime: Runtime) -> None:
         """Called once the runtime exists: the semantic cache embeds with the runtime's embedding model."""
         self.runtime = runtime
         if runtime.shared is not None:
             self.store = runtime.shared.cache_store(self.store)
+            self.shared_semantic = SharedSemanticLog(runtime.shared.client, self.settings.cache.max_entries)
 
     def config_for(self, model: str) -> CacheSettings:
         cfg = self._configs.get(model)
@@ -147,6 +150,7 @@ class CacheStage:
         if cfg.semantic:
             scope, text = _semantic_parts(ctx)
             vector = await self._embed(text)
+            await self._pull(scope)
             found = (
                 self.semantic.lookup(scope, vector, cfg.similarity_threshold) if vector is not None else None
             )
@@ -175,17 +179,33 @@ class CacheStage:
         value = _encode(gen)
         if scope is not None and vector is not None:
             self.semantic.add(scope, vector, value, cfg.ttl_s)
+            if self.shared_semantic is not None:
+                self._background(self._push(scope, vector, value, cfg.ttl_s))
         if key is not None and isinstance(self.store, MemoryLRU):
             self.store.put(key, value, cfg.ttl_s)
         elif key is not None:  # a network store: write in the background, off the response path
-            task = asyncio.get_running_loop().create_task(self._set(key, value, cfg.ttl_s))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            self._background(self.store.set(key, value, cfg.ttl_s))
 
-    async def _set(self, key: str, value: bytes, ttl_s: float) -> None:
-        await self.store.set(key, value, ttl_s)
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _pull(self, scope: str) -> None:
+        shared, log_ = (self.runtime.shared if self.runtime else None), self.shared_semantic
+        if shared is not None and log_ is not None:
+            await shared.run(lambda: log_.pull(scope, self.semantic), _nothing)
+
+    async def _push(self, scope: str, vector: np.ndarray, value: bytes, ttl_s: float) -> None:
+        shared, log_ = (self.runtime.shared if self.runtime else None), self.shared_semantic
+        if shared is not None and log_ is not None:
+            await shared.run(lambda: log_.push(scope, vector, value, ttl_s), _nothing)
 
     @staticmethod
     def _mark(ctx: RequestContext, state: str, **extra: Any) -> None:
         ctx.attributes["llmdock.cache"] = state
         ctx.annotate(**{"llmdock.cache": state, **{f"llmdock.cache.{k}": v for k, v in extra.items()}})
+
+
+async def _nothing() -> None:
+    return None
