@@ -152,3 +152,40 @@ def test_serve_with_two_workers_answers_from_both(redis_server: RedisServer, tmp
         assert len(pids) == 2
     finally:
         stop_server(srv)
+
+
+async def test_a_breaker_opened_by_one_worker_is_adopted_by_the_other(
+    redis_server: RedisServer, gateway_factory: MakeGateway, make_settings: Callable[..., Settings]
+) -> None:
+    from tests.upstream import Upstream
+
+    flaky, steady = Upstream("flaky", "500"), Upstream("steady")
+    try:
+
+        def dep(up: Upstream, priority: int) -> dict[str, Any]:
+            return {
+                "backend": "openai_compat",
+                "base_url": up.url,
+                "upstream_model": "m",
+                "priority": priority,
+            }
+
+        model = ModelConfig(
+            deployments=[dep(flaky, 0), dep(steady, 1)], breaker={"failures": 2, "cooldown_s": 30}
+        )
+        settings = {"redis_url": redis_server.url, "models": {"fake": model}, "default_embedding_model": ""}
+        one: Gateway = await gateway_factory(make_settings(**settings))
+        two: Gateway = await gateway_factory(make_settings(**settings))
+        body = {**ASK, "temperature": 0.7}
+        for _ in range(2):
+            assert (await one.client.post("/v1/chat/completions", json=body)).status_code == 200
+        assert flaky.hits == 2  # worker one's breaker is now open
+        await asyncio.sleep(0.8)  # worker two syncs breaker state every 0.5 s
+        state = (await two.client.get("/v1/deployments")).json()["data"][0]["deployments"][0]
+        assert state["breaker"]["state"] == "open"
+        resp = await two.client.post("/v1/chat/completions", json=body)
+        assert resp.json()["choices"][0]["message"]["content"] == "reply from steady"
+        assert flaky.hits == 2  # worker two never tried the dead deployment
+    finally:
+        flaky.stop()
+        steady.stop()

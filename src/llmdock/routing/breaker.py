@@ -34,6 +34,7 @@ class CircuitBreaker:
         self._probes_in_flight = 0
         self._probe_successes = 0
         self.last_error = ""
+        self.on_trip: Callable[[], None] | None = None  # e.g. tell the other workers (Redis)
 
     @property
     def state(self) -> State:
@@ -82,6 +83,19 @@ class CircuitBreaker:
         self._opened_at = now
         self._recent.clear()
         self._probes_in_flight = 0
+        if self.on_trip is not None:
+            self.on_trip()
+
+    def opened_for(self) -> float | None:
+        """Seconds since the breaker opened, or None if it is not open."""
+        return self.clock() - self._opened_at if self.state == "open" else None
+
+    def adopt_open(self, opened_s_ago: float) -> None:
+        """Open because another worker's breaker for the same deployment did (without re-announcing it)."""
+        if self._state == "closed" and opened_s_ago < self.cooldown_s:
+            self._state = "open"
+            self._opened_at = self.clock() - opened_s_ago
+            self._recent.clear()
 
     def snapshot(self) -> dict[str, object]:
         state = self.state

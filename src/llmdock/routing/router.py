@@ -10,6 +10,7 @@ chunk; after that an error ends the stream.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import random
@@ -44,6 +45,18 @@ if TYPE_CHECKING:
     from llmdock.shared_state import SharedState
 
 log = logging.getLogger("llmdock.router")
+BREAKER_KEY = "llmdock:breaker:"
+BREAKER_SYNC_S = 0.5
+
+
+async def _none() -> None:
+    return None
+
+
+async def _no_values() -> list[Any]:
+    return []
+
+
 T = TypeVar("T")
 
 # Errors after which the next deployment (or the same one, later) may succeed.
@@ -98,7 +111,12 @@ class ModelRoute(Backend):
     kind = "router"
 
     def __init__(
-        self, name: str, config: ModelConfig, deployments: list[Deployment], settings: Settings
+        self,
+        name: str,
+        config: ModelConfig,
+        deployments: list[Deployment],
+        settings: Settings,
+        shared: SharedState | None = None,
     ) -> None:
         # A route has no parameters of its own: it does not go through Backend's parameter validation.
         self.spec = BackendSpec(
@@ -113,6 +131,12 @@ class ModelRoute(Backend):
         self.rng = random.Random()
         self._turns = itertools.count()
         self._health_task: asyncio.Task[None] | None = None
+        self.shared = shared
+        self._sync_task: asyncio.Task[None] | None = None
+        self._announcing: set[asyncio.Task[None]] = set()
+        if shared is not None:
+            for dep in deployments:
+                dep.breaker.on_trip = functools.partial(self._announce_trip, dep)
         self.loaded = False
         self._in_flight = 0
         self._limit = 1 << 30
@@ -129,12 +153,45 @@ class ModelRoute(Backend):
         interval = self.model_config.health_check_interval_s
         if interval > 0 and self._health_task is None:
             self._health_task = asyncio.create_task(self._health_loop(interval))
+        if self.shared is not None and self._sync_task is None:
+            self._sync_task = asyncio.create_task(self._breaker_sync_loop(BREAKER_SYNC_S))
 
     async def close(self) -> None:
-        if self._health_task is not None:
-            self._health_task.cancel()
+        for task in (self._health_task, self._sync_task):
+            if task is not None:
+                task.cancel()
         for dep in self.deployments:
             await dep.backend.close()
+
+    # --- breaker state shared between workers (Redis) ------------------------------------------------------
+    def _announce_trip(self, dep: Deployment) -> None:
+        shared = self.shared
+        if shared is None:
+            return
+        key, ttl_ms = BREAKER_KEY + dep.id, int(dep.breaker.cooldown_s * 1000)
+
+        async def announce() -> None:
+            await shared.run(lambda: shared.client.set(key, repr(time.time()), px=ttl_ms), _none)
+
+        try:
+            task = asyncio.get_running_loop().create_task(announce())
+        except RuntimeError:  # no loop (a breaker tripped outside serving): nothing to tell
+            return
+        self._announcing.add(task)
+        task.add_done_callback(self._announcing.discard)
+
+    async def _breaker_sync_loop(self, interval: float) -> None:
+        """Adopt breakers other workers opened, so a dead deployment is avoided by all within ``interval``."""
+        shared = self.shared
+        assert shared is not None
+        keys = [BREAKER_KEY + d.id for d in self.deployments]
+        while True:
+            await asyncio.sleep(interval)
+            values = await shared.run(lambda: shared.client.mget(keys), _no_values)
+            now = time.time()
+            for dep, value in zip(self.deployments, values or [], strict=False):
+                if value is not None:
+                    dep.breaker.adopt_open(max(0.0, now - float(value)))
 
     async def _health_loop(self, interval: float) -> None:
         while True:
@@ -465,4 +522,4 @@ def build_route(
                 else MinuteLimiter(dcfg.rpm, dcfg.tpm),
             )
         )
-    return ModelRoute(name, config, deployments, settings)
+    return ModelRoute(name, config, deployments, settings, shared)
