@@ -25,7 +25,7 @@ def serve(
     """Start the gateway (OpenAI-compatible API under /v1)."""
     import uvicorn
 
-    from llmdock.gateway import create_app
+    from llmdock.gateway import create_app, quiet_http_client_logs
     from llmdock.runtime import Runtime
 
     flags = {"host": host, "port": port, "default_model": default_model, "log_level": log_level}
@@ -33,6 +33,7 @@ def serve(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    quiet_http_client_logs()
     common: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,

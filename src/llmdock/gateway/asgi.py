@@ -8,7 +8,7 @@ import logging
 from fastapi import FastAPI
 
 from llmdock.config import load_settings
-from llmdock.gateway.app import create_app
+from llmdock.gateway.app import create_app, quiet_http_client_logs
 from llmdock.runtime import Runtime
 
 
@@ -17,4 +17,5 @@ def app_from_env() -> FastAPI:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    quiet_http_client_logs()
     return create_app(Runtime(settings))
