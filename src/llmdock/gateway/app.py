@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import hashlib
 import logging
 import os
@@ -78,6 +79,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
+        # Everything loaded so far (models, libraries, settings) lives as long as the process: keep it out
+        # of the cyclic GC's generations, so full collections under load stay short (P99 latency).
+        gc.freeze()
         log.info("llmdock %s ready: models %s", __version__, ", ".join(runtime.backends))
         yield
         await runtime.close()
