@@ -40,6 +40,8 @@ test-fast: install
 
 bench: install
 	$(PY) bench/serve_tokens.py
+	bash bench/gateway_overhead.sh
+	$(PY) bench/cache_latency.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -14,6 +14,7 @@
 #
 # Environment (all optional):
 #   DURATION=10                  seconds per measured wrk run (passed to run_peer.sh)
+#   TWO_WORKERS=1                also measure `llmdock serve --workers 2` (0 = skip)
 #   PORT=18900                   port llmdock listens on during the run
 #   LITELLM_VENV=/tmp/venv_litellm   LiteLLM's own venv; created if missing
 #   LITELLM_VERSION=1.106.2      version pinned when the venv is created
@@ -104,6 +105,10 @@ LLMDOCK_CMD="'$LLMDOCK_BIN' serve --config '$CONFIG' --port $PORT"
 LLMDOCK_TARGET="llmdock|http://127.0.0.1:$PORT/v1/chat/completions|fake|sk-bench|$LLMDOCK_CMD"
 # shellcheck disable=SC2206
 targets=($LITELLM_TARGETS "$LLMDOCK_TARGET")
+# llmdock with two worker processes (TWO_WORKERS=0 to skip): target >= 1.6x one worker's RPS at c=32
+if [ "${TWO_WORKERS:-1}" = 1 ]; then
+  targets+=("llmdock-2w|http://127.0.0.1:$PORT/v1/chat/completions|fake|sk-bench|$LLMDOCK_CMD --workers 2")
+fi
 
 # ---------------------------------------------------------------- run the harness
 # run_peer.sh's watchdog (default 900 s) must not cut a long run short: scale it with the work to do
@@ -142,6 +147,9 @@ for lt in $LITELLM_TARGETS; do
       l, n, b, (b > 0 ? l / b : 0), r, r * b, (l >= r * b ? "MET" : "MISSED") }'
 done
 [ -z "$LITELLM_TARGETS" ] && echo "  RPS at c=32:       llmdock $l_rps (no LiteLLM target in this run)"
+w2_rps="$(field llmdock-2w 32 rps)"
+[ -n "$w2_rps" ] && awk -v a="$w2_rps" -v b="$l_rps" 'BEGIN {
+  printf "  --workers 2:       %.1f RPS at c=32 = %.2fx one worker  target >= 1.6x  -> %s\n", a, a / b, (a >= 1.6 * b ? "MET" : "MISSED") }'
 awk -F'\t' -v w="${OTHER_WARN:-10}" 'NR > 1 && $9 + 0 > w { printf "  caution: %s c=%s ran while other processes used %s%% CPU - figures are contended\n", $1, $2, $9 }' "$RESULTS"
 for c in ${CONCURRENCY:-1 32}; do
   cpu="$(field llmdock "$c" gw_cpu_pct)"; rps="$(field llmdock "$c" rps)"

@@ -15,17 +15,19 @@ The gateway serves the embedded chat model "smollm2" (SmolLM2-135M-Instruct Q4_1
    * seconds from process start until ``/ready`` answers 200, and until the first chat completion
      (a short one, ``FIRST_ANSWER_MAX_TOKENS``) comes back: what a restart costs a client;
    * the raw run's request over HTTP (non-streaming, ``Cache-Control: no-cache`` so the gateway's response
-     cache cannot answer it), one at a time and ``CONCURRENCY`` at a time
-     (aggregate tokens/s = completion tokens of a round / the round's wall time): the cost of HTTP, the
-     pipeline and the worker thread, and whether concurrent clients keep the model busy;
+     cache cannot answer it), one at a time and ``CONCURRENCY`` at a time (aggregate tokens/s = completion
+     tokens of a round / the round's wall time): the cost of HTTP, the pipeline and the worker thread,
+     and whether concurrent clients keep the model busy;
    * one streaming request at a time: time to first content and tokens/s. The prompt is the same every
      time, so llama.cpp reuses its KV cache and the time to first token is mostly gateway latency;
    * resident memory (VmRSS of the server and any children) once the model is loaded and has served.
 
-Wall-clock tokens/s on a small shared machine swings with whatever else runs: llama.cpp's threads spin
-at their barriers, so a core taken by another process slows every thread. Every figure is therefore the
-median of ``--reps`` repetitions after one warm-up (the best is shown beside it), and how busy the
-machine was just before the run is printed under the table: read a run on a busy machine with care.
+Each figure is the median of ``--reps`` repetitions after one warm-up (the best is shown beside it).
+On a small shared machine, tokens/s swings with whatever else runs: llama.cpp's threads spin at their
+barriers, so a core taken by another process slows all of them, often several-fold. So beside each
+figure the table shows the *other load*: the share of all CPUs used by processes other than this script
+and its server while that figure was measured (from /proc/stat and /proc/<pid>/stat). A figure taken
+under more than ``NOISY_LOAD`` of other load is marked and should be measured again.
 
 The script reports figures and whether they meet their targets; it fails only on errors.
 
@@ -78,6 +80,7 @@ CONCURRENCY = 4
 NO_RESPONSE_CACHE = {"cache-control": "no-cache"}
 FIRST_ANSWER_MAX_TOKENS = 16  # startup latency, not generation length, is what that figure is about
 READY_POLL_S = 0.05
+NOISY_LOAD = 0.10  # other processes' share of all CPUs above which a figure is marked as disturbed
 
 TARGET_RATIO = 0.90  # gateway c=1 tok/s over raw tok/s
 TARGET_FIRST_ANSWER_S = 5.0
@@ -85,7 +88,7 @@ TARGET_RSS_MIB = 1024.0
 
 console = Console()
 if not console.is_terminal:  # keep the table on one line per row in logs and pipes
-    console.width = max(console.width, 100)
+    console.width = max(console.width, 110)
 T = TypeVar("T")
 
 
@@ -111,8 +114,8 @@ class Series:
 
 @dataclass
 class Results:
-    raw_load_s: Series = field(default_factory=Series)
-    raw_phases: dict[str, Series] = field(default_factory=dict)  # "before" and "after" the gateway
+    raw: dict[str, Series] = field(default_factory=dict)  # tok/s "before" and "after" the gateway
+    raw_load_s: list[float] = field(default_factory=list)
     ready_s: float = float("nan")
     first_answer_s: float = float("nan")
     c1_tok_s: Series = field(default_factory=Series)
@@ -120,12 +123,13 @@ class Results:
     stream_tok_s: Series = field(default_factory=Series)
     stream_ttft_ms: Series = field(default_factory=Series)
     rss_mib: float = float("nan")
+    other_load: dict[str, float] = field(default_factory=dict)  # per phase, share of all CPUs
     completion_tokens: dict[str, list[int]] = field(default_factory=dict)
 
     @property
-    def raw_baseline(self) -> Series:
-        """The raw phase with the higher median (the less disturbed one)."""
-        return max(self.raw_phases.values(), key=lambda s: s.median, default=Series())
+    def raw_phase(self) -> str:
+        """The raw phase with the higher median: the less disturbed one, used as the baseline."""
+        return max(self.raw, key=lambda phase: self.raw[phase].median, default="before")
 
     def note_tokens(self, phase: str, n: int) -> None:
         self.completion_tokens.setdefault(phase, []).append(n)
@@ -137,28 +141,56 @@ def repeat(reps: int, once: Callable[[], T]) -> list[T]:
     return [once() for _ in range(reps)]
 
 
-def loadavg() -> str:
+# --- other load: CPU used by processes other than this bench and its server --------------------------------
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    todo += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def process_ticks(pid: int) -> int:
+    """User + system CPU of one process, all its threads, in clock ticks."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def cpu_snapshot() -> tuple[int, int, int]:
+    """(busy ticks of the machine, all ticks of the machine, ticks of this process tree)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    total = sum(values)
+    own = 0
+    for pid in tree_pids(os.getpid()):
+        with contextlib.suppress(OSError):
+            own += process_ticks(pid)
+    return total - values[3] - values[4], total, own  # values[3:5] = idle, iowait
+
+
+class OtherLoad:
+    """Measures, from its creation on, the share of all CPUs used by processes outside this tree."""
+
+    def __init__(self) -> None:
+        self.start = cpu_snapshot()
+
+    def share(self) -> float:
+        (busy0, total0, own0), (busy1, total1, own1) = self.start, cpu_snapshot()
+        return max(0, (busy1 - busy0) - (own1 - own0)) / max(1, total1 - total0)
+
+
+@contextlib.contextmanager
+def other_load(res: Results, phase: str) -> Iterator[None]:
+    """Record in ``res.other_load[phase]`` the other processes' share of all CPUs during the block."""
+    meter = OtherLoad()
     try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
-
-
-def machine_busy(seconds: float = 1.0) -> float:
-    """Fraction of all CPUs busy over ``seconds`` (from /proc/stat), before the bench adds its own load."""
-
-    def sample() -> tuple[int, int]:
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        idle = values[3] + values[4]  # idle + iowait
-        return sum(values) - idle, sum(values)
-
-    try:
-        busy0, total0 = sample()
-        time.sleep(seconds)
-        busy1, total1 = sample()
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-    return (busy1 - busy0) / max(1, total1 - total0)
+        yield
+    finally:
+        res.other_load[phase] = meter.share()
 
 
 # --- 1. raw llama-cpp-python -------------------------------------------------------------------------------
@@ -182,12 +214,13 @@ def bench_raw(args: argparse.Namespace, res: Results, phase: str) -> None:
         n_batch=N_BATCH,
         verbose=False,
     )
-    res.raw_load_s.samples.append(time.perf_counter() - t0)
+    res.raw_load_s.append(time.perf_counter() - t0)
     try:
-        series = res.raw_phases.setdefault(phase, Series())
-        for n, elapsed in repeat(args.reps, partial(raw_chat, llm, args.max_tokens)):
-            series.samples.append(n / elapsed)
-            res.note_tokens("raw", n)
+        series = res.raw.setdefault(phase, Series())
+        with other_load(res, f"raw {phase}"):
+            for n, elapsed in repeat(args.reps, partial(raw_chat, llm, args.max_tokens)):
+                series.samples.append(n / elapsed)
+                res.note_tokens("raw", n)
     finally:
         llm.close()
         del llm
@@ -210,16 +243,12 @@ def server_command(port: int) -> list[str]:
 
 def process_tree_rss_mib(pid: int) -> float:
     """VmRSS of ``pid`` and all its descendants, in MiB."""
-    total_kib, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
+    total_kib = 0
+    for p in tree_pids(pid):
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total_kib += int(line.split()[1])
-            for task in Path(f"/proc/{p}/task").iterdir():
-                with contextlib.suppress(OSError):
-                    todo += [int(c) for c in (task / "children").read_text().split()]
     return total_kib / 1024
 
 
@@ -331,6 +360,7 @@ def wait_ready(server: Server, client: httpx.Client, timeout: float) -> float:
 
 
 def bench_gateway(args: argparse.Namespace, res: Results, home: Path) -> None:
+    startup = OtherLoad()
     server = Server(args.threads, home)
     try:
         timeout = httpx.Timeout(args.timeout, connect=5.0)
@@ -344,10 +374,12 @@ def bench_gateway(args: argparse.Namespace, res: Results, home: Path) -> None:
             res.ready_s = wait_ready(server, client, args.startup_timeout)
             chat(client, FIRST_ANSWER_MAX_TOKENS)
             res.first_answer_s = time.perf_counter() - server.started
+            res.other_load["startup"] = startup.share()
 
-            for n, elapsed in repeat(args.reps, partial(chat, client, args.max_tokens)):
-                res.c1_tok_s.samples.append(n / elapsed)
-                res.note_tokens("gateway c=1", n)
+            with other_load(res, "c=1"):
+                for n, elapsed in repeat(args.reps, partial(chat, client, args.max_tokens)):
+                    res.c1_tok_s.samples.append(n / elapsed)
+                    res.note_tokens("gateway c=1", n)
 
             def concurrent_round() -> tuple[list[int], float]:
                 t0 = time.perf_counter()
@@ -355,15 +387,17 @@ def bench_gateway(args: argparse.Namespace, res: Results, home: Path) -> None:
                 counts = [f.result(timeout=args.timeout * CONCURRENCY)[0] for f in futures]
                 return counts, time.perf_counter() - t0
 
-            for counts, elapsed in repeat(args.reps, concurrent_round):
-                res.cn_tok_s.samples.append(sum(counts) / elapsed)
-                for n in counts:
-                    res.note_tokens(f"gateway c={CONCURRENCY}", n)
+            with other_load(res, f"c={CONCURRENCY}"):
+                for counts, elapsed in repeat(args.reps, concurrent_round):
+                    res.cn_tok_s.samples.append(sum(counts) / elapsed)
+                    for n in counts:
+                        res.note_tokens(f"gateway c={CONCURRENCY}", n)
 
-            for n, first, elapsed in repeat(args.reps, partial(chat_stream, client, args.max_tokens)):
-                res.stream_tok_s.samples.append(n / elapsed)
-                res.stream_ttft_ms.samples.append(first * 1000)
-                res.note_tokens("gateway stream", n)
+            with other_load(res, "stream"):
+                for n, first, elapsed in repeat(args.reps, partial(chat_stream, client, args.max_tokens)):
+                    res.stream_tok_s.samples.append(n / elapsed)
+                    res.stream_ttft_ms.samples.append(first * 1000)
+                    res.note_tokens("gateway stream", n)
 
             server.check_alive()
             res.rss_mib = process_tree_rss_mib(server.proc.pid)
@@ -384,59 +418,78 @@ def rate(s: Series) -> str:
     return f"{s.median:.1f} tok/s (best {s.highest:.1f})"
 
 
-def report(args: argparse.Namespace, res: Results, busy_before: float, load_after: str) -> dict[str, Any]:
-    raw, c1, cn = res.raw_baseline.median, res.c1_tok_s.median, res.cn_tok_s.median
-    ratio = c1 / raw if raw else float("nan")
+def load_text(*shares: float) -> str:
+    text = " / ".join(f"{share:.0%}" for share in shares)
+    return f"[yellow]{text} noisy[/yellow]" if any(share > NOISY_LOAD for share in shares) else text
+
+
+def report(args: argparse.Namespace, res: Results) -> dict[str, Any]:
+    raw = res.raw.get(res.raw_phase, Series())
+    c1, cn = res.c1_tok_s.median, res.cn_tok_s.median
+    ratio = c1 / raw.median if raw.median else float("nan")
     checks = {
         "gateway_c1_ratio": ratio >= TARGET_RATIO,
         f"gateway_c{CONCURRENCY}_aggregate": cn >= c1,
         "startup_to_first_answer": res.first_answer_s <= TARGET_FIRST_ANSWER_S,
         "rss": res.rss_mib <= TARGET_RSS_MIB,
     }
+    load = res.other_load
     table = Table(
         title=f"llmdock serving: {MODEL}, {args.threads} threads, max_tokens {args.max_tokens}, "
         f"median of {args.reps}",
-        caption=f"{os.cpu_count()} CPUs, {busy_before:.0%} busy just before the run; "
-        f"load average after {load_after}",
+        caption=f"other load: share of the machine's {os.cpu_count()} CPUs used by other processes while "
+        f"a figure was measured; above {NOISY_LOAD:.0%} the figure is disturbed, measure again",
     )
     table.add_column("figure")
     table.add_column("value", justify="right")
+    table.add_column("other load", justify="right")
     table.add_column("target", justify="right")
     table.add_column("result", justify="center")
-    table.add_row("raw llama-cpp-python", rate(res.raw_baseline), "baseline", "")
+    table.add_row(
+        f"raw llama-cpp-python ({res.raw_phase} the gateway)",
+        rate(raw),
+        load_text(load[f"raw {res.raw_phase}"]),
+        "baseline",
+        "",
+    )
     table.add_row(
         "  medians before / after the gateway",
-        " / ".join(f"{s.median:.1f}" for s in res.raw_phases.values()) + " tok/s",
+        " / ".join(f"{s.median:.1f}" for s in res.raw.values()) + " tok/s",
+        load_text(*(load[f"raw {phase}"] for phase in res.raw)),
         "",
         "",
     )
-    table.add_row("gateway c=1", rate(res.c1_tok_s), "", "")
+    table.add_row("gateway c=1", rate(res.c1_tok_s), load_text(load["c=1"]), "", "")
     table.add_row(
-        "  ratio to raw", f"{ratio:.0%}", f"≥ {TARGET_RATIO:.0%}", verdict(checks["gateway_c1_ratio"])
+        "  ratio to raw", f"{ratio:.0%}", "", f"≥ {TARGET_RATIO:.0%}", verdict(checks["gateway_c1_ratio"])
     )
     table.add_row(
         f"gateway c={CONCURRENCY} aggregate",
         rate(res.cn_tok_s),
+        load_text(load[f"c={CONCURRENCY}"]),
         f"≥ c=1 ({c1:.1f})",
         verdict(checks[f"gateway_c{CONCURRENCY}_aggregate"]),
     )
-    table.add_row("gateway stream c=1", rate(res.stream_tok_s), "", "")
+    table.add_row("gateway stream c=1", rate(res.stream_tok_s), load_text(load["stream"]), "", "")
     table.add_row(
         "  time to first token",
         f"{res.stream_ttft_ms.median:.0f} ms (best {res.stream_ttft_ms.lowest:.0f})",
         "",
         "",
+        "",
     )
-    table.add_row("start → /ready", f"{res.ready_s:.2f} s", "", "")
+    table.add_row("start → /ready", f"{res.ready_s:.2f} s", load_text(load["startup"]), "", "")
     table.add_row(
         f"start → first answer ({FIRST_ANSWER_MAX_TOKENS} tokens)",
         f"{res.first_answer_s:.2f} s",
+        "",
         f"≤ {TARGET_FIRST_ANSWER_S:.0f} s",
         verdict(checks["startup_to_first_answer"]),
     )
     table.add_row(
         "server RSS, model loaded",
         f"{res.rss_mib:.0f} MiB",
+        "",
         f"≤ {TARGET_RSS_MIB:.0f} MiB",
         verdict(checks["rss"]),
     )
@@ -451,11 +504,9 @@ def report(args: argparse.Namespace, res: Results, busy_before: float, load_afte
         "reps": args.reps,
         "concurrency": CONCURRENCY,
         "cpus": os.cpu_count(),
-        "machine_busy_before": busy_before,
-        "loadavg_after": load_after,
-        "raw_load_s": asdict(res.raw_load_s),
-        "raw_tok_s": asdict(res.raw_baseline),
-        "raw_tok_s_by_phase": {phase: asdict(s) for phase, s in res.raw_phases.items()},
+        "raw_load_s": res.raw_load_s,
+        "raw_baseline_phase": res.raw_phase,
+        "raw_tok_s": {phase: asdict(s) for phase, s in res.raw.items()},
         "gateway_c1_tok_s": asdict(res.c1_tok_s),
         "gateway_c1_ratio": ratio,
         f"gateway_c{CONCURRENCY}_tok_s": asdict(res.cn_tok_s),
@@ -466,6 +517,7 @@ def report(args: argparse.Namespace, res: Results, busy_before: float, load_afte
         "first_answer_s": res.first_answer_s,
         "first_answer_max_tokens": FIRST_ANSWER_MAX_TOKENS,
         "rss_mib": res.rss_mib,
+        "other_load": res.other_load,
         "completion_tokens": res.completion_tokens,
         "targets": {
             "gateway_c1_ratio": TARGET_RATIO,
@@ -510,7 +562,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     res = Results()
-    busy_before = machine_busy()
     try:
         with sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="llmdock-bench-") as tmp:
             with console.status("raw llama-cpp-python…"):
@@ -522,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("[yellow]interrupted; the server was stopped[/yellow]")
         return 130
-    figures = report(args, res, busy_before, loadavg())
+    figures = report(args, res)
     if args.json is not None:
         args.json.write_text(json.dumps(figures, indent=2, ensure_ascii=False) + "\n")
         console.print(f"[dim]figures written to {args.json}[/dim]")
