@@ -2,7 +2,8 @@
 
 Each instance runs uvicorn in a thread. ``mode`` decides how it answers: ``ok`` (a chat completion whose
 text names the upstream), ``500``, ``429`` (with Retry-After), ``policy`` (content-filter refusal),
-``context`` (context_length_exceeded), ``slow`` (``delay`` seconds then ok). ``stop()`` closes the socket,
+``context`` (context_length_exceeded), ``slow`` (``delay`` seconds then ok), ``cut`` (a stream that dies
+after its first token). ``stop()`` closes the socket,
 so later requests get connection refused, as from a crashed server.
 """
 
@@ -111,5 +112,8 @@ class Upstream:
                 ]
             }
             yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+            if self.mode == "cut":  # the upstream dies after its first token
+                await asyncio.sleep(0.05)
+                raise ConnectionResetError("upstream died mid-stream")
         yield b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
         yield b"data: [DONE]\n\n"

@@ -299,6 +299,22 @@ async def test_stream_fails_over_before_the_first_token(
     assert broken.hits == 1
 
 
+async def test_an_error_after_the_first_token_ends_the_stream_with_an_error_event(
+    upstreams: Callable[..., Upstream], gateway_factory: MakeGateway, make_settings: Callable[..., Settings]
+) -> None:
+    dying, spare = upstreams("dying", "cut"), upstreams("spare")
+    gw = await gateway(
+        gateway_factory, make_settings, m=model(dep(dying, priority=0), dep(spare, priority=1))
+    )
+    resp = await gw.client.post("/v1/chat/completions", json=ask(stream=True))
+    assert resp.status_code == 200  # the first token was already on its way
+    events = sse_events(resp.text)
+    assert events[1]["choices"][0]["delta"]["content"] == "reply"
+    assert "error" in events[-1]
+    assert "[DONE]" not in events
+    assert spare.hits == 0  # no failover once the client has tokens: it would repeat them
+
+
 async def test_stream_with_every_deployment_down_is_an_http_error(
     gateway_factory: MakeGateway, make_settings: Callable[..., Settings]
 ) -> None:
