@@ -437,8 +437,8 @@ def report(args: argparse.Namespace, res: Results) -> dict[str, Any]:
     table = Table(
         title=f"llmdock serving: {MODEL}, {args.threads} threads, max_tokens {args.max_tokens}, "
         f"median of {args.reps}",
-        caption=f"other load: share of the machine's {os.cpu_count()} CPUs used by other processes while "
-        f"a figure was measured; above {NOISY_LOAD:.0%} the figure is disturbed, measure again",
+        caption=f"other load: other processes' share of the {os.cpu_count()} CPUs while the figure was "
+        f"measured; above {NOISY_LOAD:.0%} it is disturbed",
     )
     table.add_column("figure")
     table.add_column("value", justify="right")
@@ -446,7 +446,7 @@ def report(args: argparse.Namespace, res: Results) -> dict[str, Any]:
     table.add_column("target", justify="right")
     table.add_column("result", justify="center")
     table.add_row(
-        f"raw llama-cpp-python ({res.raw_phase} the gateway)",
+        f"raw llama-cpp-python ({res.raw_phase})",
         rate(raw),
         load_text(load[f"raw {res.raw_phase}"]),
         "baseline",

@@ -285,6 +285,9 @@ class ModelRoute(Backend):
 
     # --- routing -------------------------------------------------------------------------------------
     def candidates(self) -> list[Deployment]:
+        if len(self.deployments) == 1:  # the common case: nothing to rank
+            only = self.deployments[0]
+            return [only] if only.breaker.allows() else []
         turn = next(self._turns)
         allowed = [d for d in self.deployments if d.breaker.allows()]
         ordered: list[Deployment] = []
