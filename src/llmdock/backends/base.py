@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 from pydantic import ValidationError as PydanticValidationError
@@ -21,6 +22,7 @@ from llmdock.config import Settings, config_error_from_pydantic
 from llmdock.errors import BackendUnavailable, ContextWindowExceeded, InvalidRequest, Overloaded
 
 Operation = Literal["chat", "completion"]
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -205,9 +207,33 @@ class Backend(ABC):
         return max(1, len(text) // 4)
 
 
-class Cancelled(Exception):
-    """Raised inside a generation thread when the client went away."""
+class InProcessBackend(Backend):
+    """A model run inside the gateway process, on one worker thread of its own.
 
+    One thread per model: the libraries (llama.cpp contexts, torch modules) are not safe to call from
+    several threads at once, and the event loop must never block on them. ``start`` loads the model on
+    that thread once, however many requests ask for it at the same time.
+    """
 
-async def run_blocking(executor: Any, fn: Any, *args: Any) -> Any:
-    return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+    def __init__(self, spec: BackendSpec, settings: Settings) -> None:
+        super().__init__(spec, settings)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.kind}-{self.name}")
+        self._start_lock = asyncio.Lock()
+
+    def _load(self) -> None:
+        """Load the model (runs on the worker thread)."""
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        async with self._start_lock:
+            if self.loaded:
+                return
+            await self.run(self._load)
+            self.loaded = True
+
+    def run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Run ``fn(*args)`` on the model's thread."""
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

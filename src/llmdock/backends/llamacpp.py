@@ -12,16 +12,15 @@ import asyncio
 import os
 import threading
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pydantic import Field
 
 from llmdock.backends.base import (
-    Backend,
     BackendParams,
     Generation,
     GenerationRequest,
+    InProcessBackend,
     StreamChunk,
 )
 from llmdock.backends.model_files import resolve_model_path
@@ -58,7 +57,7 @@ class LlamaCppParams(BackendParams):
     lazy: bool = False
 
 
-class LlamaCppBackend(Backend):
+class LlamaCppBackend(InProcessBackend):
     kind = "llamacpp"
     Params = LlamaCppParams
     params: LlamaCppParams
@@ -66,18 +65,10 @@ class LlamaCppBackend(Backend):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.context_window = self.spec.context_window or self.params.n_ctx
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llamacpp-{self.name}")
         self._llm: Any = None
         self._formatter: Any = None
-        self._start_lock = asyncio.Lock()
 
     # --- loading --------------------------------------------------------------------------------------
-    async def start(self) -> None:
-        async with self._start_lock:
-            if self.loaded:
-                return
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
-            self.loaded = True
 
     def _load(self) -> None:
         from llama_cpp import Llama, llama_chat_format
@@ -114,7 +105,7 @@ class LlamaCppBackend(Backend):
         self._llm = llm
 
     async def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        await super().close()
         llm, self._llm = self._llm, None
         if llm is not None:
             llm.close()
@@ -187,8 +178,7 @@ class LlamaCppBackend(Backend):
 
     async def generate(self, req: GenerationRequest) -> Generation:
         await self.ensure_started()
-        loop = asyncio.get_running_loop()
-        result: Generation = await loop.run_in_executor(self._executor, self._generate_sync, req)
+        result: Generation = await self.run(self._generate_sync, req)
         return result
 
     def _stream_sync(
@@ -223,7 +213,7 @@ class LlamaCppBackend(Backend):
         def emit(item: StreamChunk | BaseException | None) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
-        future = loop.run_in_executor(self._executor, self._stream_sync, req, emit, cancelled)
+        future = self.run(self._stream_sync, req, emit, cancelled)
         try:
             while True:
                 item = await queue.get()

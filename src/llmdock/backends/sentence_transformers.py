@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pydantic import Field
 
-from llmdock.backends.base import Backend, BackendParams, EmbeddingResult
+from llmdock.backends.base import BackendParams, EmbeddingResult, InProcessBackend
 from llmdock.backends.model_files import resolve_model_path
 
 
@@ -25,23 +23,14 @@ class SentenceTransformersParams(BackendParams):
     lazy: bool = False
 
 
-class SentenceTransformersBackend(Backend):
+class SentenceTransformersBackend(InProcessBackend):
     kind = "sentence_transformers"
     Params = SentenceTransformersParams
     params: SentenceTransformersParams
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"embed-{self.name}")
         self._model: Any = None
-        self._start_lock = asyncio.Lock()
-
-    async def start(self) -> None:
-        async with self._start_lock:
-            if self.loaded:
-                return
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
-            self.loaded = True
 
     def _load(self) -> None:
         # The files are local; make sure no library tries to reach a hub.
@@ -77,10 +66,5 @@ class SentenceTransformersBackend(Backend):
 
     async def embed(self, texts: list[str]) -> EmbeddingResult:
         await self.ensure_started()
-        result: EmbeddingResult = await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._embed_sync, texts
-        )
+        result: EmbeddingResult = await self.run(self._embed_sync, texts)
         return result
-
-    async def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
