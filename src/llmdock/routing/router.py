@@ -16,7 +16,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from llmdock.backends.base import (
@@ -27,7 +27,7 @@ from llmdock.backends.base import (
     GenerationRequest,
     StreamChunk,
 )
-from llmdock.config import DeploymentConfig, ModelConfig, Settings
+from llmdock.config import ModelConfig, Settings
 from llmdock.errors import (
     BackendError,
     BackendUnavailable,
@@ -38,6 +38,7 @@ from llmdock.errors import (
     RateLimited,
 )
 from llmdock.routing.breaker import CircuitBreaker
+from llmdock.routing.deployment import Deployment
 from llmdock.routing.limits import MinuteLimiter, SharedMinuteLimiter
 from llmdock.routing.strategies import STRATEGIES
 
@@ -63,40 +64,6 @@ T = TypeVar("T")
 RETRYABLE = (BackendError, RateLimited, TimeoutError)
 # Errors that no deployment of this model can fix, but another model might.
 FALLBACK_ONLY = (ContextWindowExceeded, GuardBlocked)
-
-
-@dataclass(eq=False)
-class Deployment:
-    id: str
-    backend: Backend
-    config: DeploymentConfig
-    breaker: CircuitBreaker
-    limiter: MinuteLimiter | SharedMinuteLimiter
-    in_flight: int = 0
-    latency_ms: float | None = None
-    requests: int = 0
-    failures: int = 0
-
-    def observe_latency(self, ms: float) -> None:
-        self.latency_ms = ms if self.latency_ms is None else 0.8 * self.latency_ms + 0.2 * ms
-
-    def has_room(self) -> bool:
-        return self.config.max_in_flight is None or self.in_flight < self.config.max_in_flight
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "backend": self.backend.kind,
-            "weight": self.config.weight,
-            "priority": self.config.priority,
-            "in_flight": self.in_flight,
-            "latency_ms_ewma": None if self.latency_ms is None else round(self.latency_ms, 3),
-            "requests": self.requests,
-            "failures": self.failures,
-            "breaker": self.breaker.snapshot(),
-            "limits": self.limiter.snapshot(),
-            "price": self.config.price.model_dump(),
-        }
 
 
 class _Skip(Exception):

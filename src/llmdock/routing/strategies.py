@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from llmdock.routing.router import Deployment
+    from llmdock.routing.deployment import Deployment
 
 Order = Callable[[Sequence["Deployment"], random.Random, int], list["Deployment"]]
 
