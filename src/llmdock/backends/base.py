@@ -167,6 +167,10 @@ class Backend(ABC):
             )
         self._in_flight += 1
 
+    def hold(self) -> None:
+        """Count a request that was already admitted once (a stream keeping its slot). Pair with release."""
+        self._in_flight += 1
+
     def release(self) -> None:
         self._in_flight -= 1
 

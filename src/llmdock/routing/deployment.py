@@ -18,13 +18,17 @@ class Deployment:
     config: DeploymentConfig
     breaker: CircuitBreaker
     limiter: MinuteLimiter | SharedMinuteLimiter
-    in_flight: int = 0
     latency_ms: float | None = None
     requests: int = 0
     failures: int = 0
 
     def observe_latency(self, ms: float) -> None:
         self.latency_ms = ms if self.latency_ms is None else 0.8 * self.latency_ms + 0.2 * ms
+
+    @property
+    def in_flight(self) -> int:
+        """Requests running or queued here: the backend's own admission count, never kept twice."""
+        return self.backend.in_flight
 
     def has_room(self) -> bool:
         return self.config.max_in_flight is None or self.in_flight < self.config.max_in_flight

@@ -302,7 +302,6 @@ class ModelRoute(Backend):
             dep.backend.admit()
         except Overloaded as exc:  # the backend's own queue is full
             raise _Skip(exc) from None
-        dep.in_flight += 1
         dep.requests += 1
         dep.breaker.on_start()
         t0 = time.perf_counter()
@@ -318,7 +317,6 @@ class ModelRoute(Backend):
                 dep.breaker.record_failure(str(exc) or type(exc).__name__)
             raise
         finally:
-            dep.in_flight -= 1
             dep.backend.release()
         dep.observe_latency((time.perf_counter() - t0) * 1000)
         dep.breaker.record_success()
@@ -426,8 +424,7 @@ class ModelRoute(Backend):
         first, dep, _ = await self._route(req, open_first, req.n_prompt_tokens)
         chunks: AsyncIterator[StreamChunk] = opened["chunks"]
         # The stream holds its deployment's slot until it ends (_attempt released it at the first chunk).
-        dep.in_flight += 1
-        dep.backend._in_flight += 1
+        dep.backend.hold()
         try:
             if first is not None:
                 yield first
@@ -438,7 +435,6 @@ class ModelRoute(Backend):
             dep.breaker.record_failure(str(exc))
             raise
         finally:
-            dep.in_flight -= 1
             dep.backend.release()
             await chunks.aclose()  # type: ignore[attr-defined]
 
