@@ -58,6 +58,12 @@ def quiet_http_client_logs() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+def unexpected_error_response(exc: Exception) -> Response:
+    """A bug, not the client's fault: logged with its traceback, answered 500 without internals."""
+    log.exception("unexpected error", exc_info=exc)
+    return error_response(LlmdockError(f"internal error ({type(exc).__name__}); see the server log"))
+
+
 def tenant_namespace(request: Request) -> str:
     """Who is asking, for cache scoping: a hash of the bearer credential (keys proper come with auth)."""
     auth = request.headers.get("authorization", "")
@@ -109,8 +115,7 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> Response:
-        log.exception("unexpected error")
-        return error_response(LlmdockError(f"internal error ({type(exc).__name__}); see the server log"))
+        return unexpected_error_response(exc)
 
     def _context(
         request: Request, body: ChatCompletionBody | CompletionBody, operation: str
@@ -318,8 +323,5 @@ class HotRoutes:
         except LlmdockError as exc:
             response = error_response(exc)
         except Exception as exc:
-            log.exception("unexpected error")
-            response = error_response(
-                LlmdockError(f"internal error ({type(exc).__name__}); see the server log")
-            )
+            response = unexpected_error_response(exc)
         await response(scope, receive, send)
