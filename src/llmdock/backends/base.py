@@ -56,6 +56,9 @@ class GenerationRequest:
     prompt_tokens: list[int] | None = None
     n_prompt_tokens: int = 0
     stop: list[str] = field(default_factory=list)
+    # A GBNF grammar the output must follow (set by structured-output handling). Backends that can
+    # constrain decoding (llamacpp) enforce it; others ignore it and the post-process stage validates.
+    grammar: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # extra body fields passed to an upstream as-is
     route: dict[str, Any] = field(default_factory=dict)  # the router's bookkeeping; never sent anywhere
 

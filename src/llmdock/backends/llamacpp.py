@@ -162,6 +162,10 @@ class LlamaCppBackend(InProcessBackend):
         }
         if p.seed is not None:
             kwargs["seed"] = p.seed
+        if req.grammar:
+            from llama_cpp import LlamaGrammar
+
+            kwargs["grammar"] = LlamaGrammar.from_string(req.grammar, verbose=False)
         return kwargs
 
     # --- generation ----------------------------------------------------------------------------------
