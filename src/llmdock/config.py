@@ -174,6 +174,40 @@ class TraceSettings(BaseModel):
     store_bodies: bool = Field(default=True, description="Keep request and response text on traces.")
 
 
+# What PII detection looks for unless privacy.entities says otherwise (Presidio entity names). PERSON
+# (names, from spaCy's NER) is not in it: NER costs several times the pattern recognizers (bench/pii_redaction.py).
+DEFAULT_PII_ENTITIES = (
+    "CREDIT_CARD",
+    "CRYPTO",
+    "EMAIL_ADDRESS",
+    "IBAN_CODE",
+    "IP_ADDRESS",
+    "PHONE_NUMBER",
+    "US_SSN",
+)
+
+# Regions whose national phone formats are recognised (numbers written +<country code> are, in any case).
+DEFAULT_PHONE_REGIONS = ("US", "GB")
+
+
+class PrivacySettings(BaseModel):
+    """PII redaction before anything is persisted, and encryption at rest (docs/configuration.md#privacy)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pii: Literal["off", "mask", "pseudonymize"] = Field(
+        default="off", description="what happens to PII in traces, shared cache entries and logs"
+    )
+    entities: list[str] = Field(default_factory=lambda: list(DEFAULT_PII_ENTITIES))
+    score_threshold: float = Field(default=0.4, ge=0, le=1, description="Presidio score needed to redact")
+    phone_regions: list[str] = Field(default_factory=lambda: list(DEFAULT_PHONE_REGIONS))
+    pseudonym_key_env: str = Field(default="LLMDOCK_PSEUDONYM_KEY", description="HMAC key for pseudonyms")
+    pseudonym_key_file: Path | None = None
+    encrypt_bodies: bool = Field(default=False, description="encrypt trace input/output text at rest")
+    encryption_key_env: str = Field(default="LLMDOCK_ENCRYPTION_KEY")
+    encryption_key_file: Path | None = None
+
+
 class Settings(BaseSettings):
     """All of llmdock's settings. Every field can be set in llmdock.yaml or as LLMDOCK_<FIELD> (nested: __)."""
 
@@ -195,6 +229,7 @@ class Settings(BaseSettings):
     trace: TraceSettings = Field(default_factory=TraceSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     redis_url: str = Field(default="", description="redis://host:port/db for state shared by gateway workers")
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
 
     @field_validator("home")
     @classmethod
