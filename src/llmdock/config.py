@@ -207,6 +207,11 @@ class PrivacySettings(BaseModel):
     encryption_key_env: str = Field(default="LLMDOCK_ENCRYPTION_KEY")
     encryption_key_file: Path | None = None
 
+    @field_validator("pii", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
+
 
 class Settings(BaseSettings):
     """All of llmdock's settings. Every field can be set in llmdock.yaml or as LLMDOCK_<FIELD> (nested: __)."""

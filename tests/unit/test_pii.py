@@ -54,6 +54,10 @@ def test_text_without_pii_is_left_alone(engine: PiiEngine) -> None:
     assert engine.redact(text) == text
 
 
+def test_loopback_addresses_are_not_personal(engine: PiiEngine) -> None:
+    assert engine.find("Uvicorn running on http://127.0.0.1:8000 and 0.0.0.0:9000") == []
+
+
 def test_mask_replaces_each_value_by_its_entity_name(engine: PiiEngine) -> None:
     assert engine.redact(f"card {CARD} mail ana@example.org") == "card <CREDIT_CARD> mail <EMAIL_ADDRESS>"
 

@@ -4,6 +4,7 @@ while the client's answer is unchanged."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -160,3 +161,21 @@ async def test_a_trace_that_cannot_be_prepared_is_dropped_not_stored_in_the_clea
     with runtime.store.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM traces WHERE output LIKE '%boom%'")).scalar() == 0
     await runtime.close()
+
+
+async def test_presidio_logging_inside_a_redaction_does_not_deadlock_the_log_redactor(
+    gateway_factory: MakeGateway, make_settings: Callable[..., Settings]
+) -> None:
+    gw: Gateway = await gateway_factory(make_settings(privacy={"pii": "mask"}))
+    presidio = logging.getLogger("presidio-analyzer")
+    level = presidio.level
+    presidio.setLevel(logging.DEBUG)  # Presidio logs a dozen debug lines per analysis
+    try:
+        result: list[str] = []
+        worker = threading.Thread(target=lambda: result.append(gw.runtime.privacy.redact(PROMPT)))
+        worker.start()
+        worker.join(30)
+        assert not worker.is_alive(), "redaction deadlocked on its own log records"
+        assert result == ["I am <EMAIL_ADDRESS>, my card <CREDIT_CARD> was charged twice"]
+    finally:
+        presidio.setLevel(level)

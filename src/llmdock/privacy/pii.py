@@ -36,6 +36,8 @@ TOKEN_HEX = 8
 # A pseudonym this module wrote: <ENTITY_hex>.
 PSEUDONYM_RE = re.compile(rf"<[A-Z][A-Z0-9_]*_[0-9a-f]{{{TOKEN_HEX}}}>")
 _SEPARATOR = "\n\n"
+# Addresses that name this machine, not a person (the server logs "running on http://127.0.0.1:8000").
+ALLOW_LIST = ("127.0.0.1", "0.0.0.0", "::1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +173,9 @@ class PiiEngine:
         try:
             registry.load_predefined_recognizers(languages=[language], nlp_engine=nlp_engine)
         finally:
-            presidio_log.setLevel(level)
+            presidio_log.setLevel(max(level, logging.WARNING))
+        # Presidio's debug lines (a dozen per call) say nothing about the text: keep them out of llmdock's log.
+        logging.getLogger("presidio-anonymizer").setLevel(logging.WARNING)
         patterns = [r for r in registry.recognizers if not isinstance(r, SpacyRecognizer)]
         known = NER_ENTITIES.union(*(r.supported_entities for r in patterns))
         unknown = [e for e in self.entities if e not in known]
@@ -191,17 +195,27 @@ class PiiEngine:
         )
         self._anonymizer = AnonymizerEngine()  # type: ignore[no-untyped-call]
         self._lock = threading.Lock()  # spaCy's Language is not documented as thread-safe
+        self._inside = threading.local()
+
+    def running_here(self) -> bool:
+        """Whether this thread is inside :meth:`find` (log redaction must not re-enter it: it would deadlock)."""
+        return bool(getattr(self._inside, "on", False))
 
     def find(self, text: str) -> list[PiiFinding]:
         if not text:
             return []
         with self._lock:
-            results = self._analyzer.analyze(
-                text=text,
-                language=self.language,
-                entities=list(self.entities),
-                score_threshold=self.score_threshold,
-            )
+            self._inside.on = True
+            try:
+                results = self._analyzer.analyze(
+                    text=text,
+                    language=self.language,
+                    entities=list(self.entities),
+                    score_threshold=self.score_threshold,
+                    allow_list=list(ALLOW_LIST),
+                )
+            finally:
+                self._inside.on = False
         return sorted(
             (PiiFinding(r.entity_type, r.start, r.end, float(r.score)) for r in results),
             key=lambda f: (f.start, -f.end),

@@ -198,8 +198,9 @@ class RedactingLogRecords:
 
     def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
         record = self.previous(*args, **kwargs)
-        if getattr(self._busy, "on", False):
-            return record
+        engine = self.policy.engine
+        if getattr(self._busy, "on", False) or (engine is not None and engine.running_here()):
+            return record  # logged by Presidio itself, about its own work
         self._busy.on = True
         try:
             message = record.getMessage()
