@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from llmdock.cli import chat, models, serve, traces, usage
+from llmdock.cli import access, audit, chat, data, models, serve, traces, usage
 from llmdock.errors import LlmdockError
 
 app = typer.Typer(
@@ -21,6 +21,11 @@ app.command("chat")(chat.chat)
 app.add_typer(models.app, name="models")
 app.add_typer(traces.app, name="traces")
 app.command("usage")(usage.usage)
+app.add_typer(access.keys_app, name="keys")
+app.add_typer(access.users_app, name="users")
+app.add_typer(access.teams_app, name="teams")
+app.add_typer(audit.app, name="audit")
+app.add_typer(data.app, name="data")
 
 
 def main() -> None:
