@@ -215,3 +215,23 @@ async def test_budget_per_key(
     gw.runtime.auth._spend.clear()
     again = await gw.client.post("/v1/chat/completions", json=CHAT, headers=bearer(key))
     assert again.status_code == 402
+
+
+def test_a_changed_configuration_is_audited_once(make_settings: Callable[..., Settings]) -> None:
+    from llmdock.auth import audit
+    from llmdock.store import Store
+
+    first = make_settings(auth={"secret": "s3cr3t-value"})
+    store = Store(first.resolved_database_url())
+    assert audit.record_config(store, first, "gateway", "host")
+    assert not audit.record_config(store, make_settings(auth={"secret": "s3cr3t-value"}), "gateway", "host")
+    changed = make_settings(auth={"secret": "s3cr3t-value"}, cache={"exact": False})
+    assert audit.record_config(store, changed, "gateway", "host")
+    rows = audit.list_rows(store, action="config.change")
+    assert [r.target for r in rows] == ["cache", "initial"]
+    assert rows[0].before == {"cache": audit.config_snapshot(first)["cache"]}
+    assert rows[0].after is not None
+    assert rows[0].after["cache"]["exact"] is False
+    assert "s3cr3t-value" not in str(rows[0].after)
+    assert rows[0].after["auth"]["secret"] == "***"
+    assert audit.verify(store).ok

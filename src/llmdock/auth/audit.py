@@ -175,3 +175,51 @@ def row_view(row: AuditRow) -> dict[str, Any]:
         "after": row.after,
         "hash": row.hash,
     }
+
+
+SECRET_WORDS = ("key", "secret", "password", "token")
+
+
+def config_snapshot(settings: Any) -> dict[str, Any]:
+    """The settings as JSON, with every value whose name looks secret replaced by ``***``."""
+
+    def mask(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {
+                k: "***" if any(w in k.lower() for w in SECRET_WORDS) and v not in ("", None) else mask(v)
+                for k, v in value.items()
+            }
+        if isinstance(value, list):
+            return [mask(v) for v in value]
+        return value
+
+    data: dict[str, Any] = mask(json.loads(settings.model_dump_json()))
+    return data
+
+
+def record_config(store: Store, settings: Any, actor: str, source: str) -> bool:
+    """Audit the configuration a gateway starts with when it differs from the last one audited.
+
+    Policies (routes, limits, caches, guards…) live in the config file, so a change of policy shows up as
+    a ``config.change`` row with the sections before → after. Returns whether a row was written.
+    """
+    current = config_snapshot(settings)
+    with store.session() as s:
+        last = s.scalar(
+            select(AuditRow).where(AuditRow.action == "config.change").order_by(AuditRow.seq.desc()).limit(1)
+        )
+    previous: dict[str, Any] = (last.after or {}) if last is not None else {}
+    if previous == current:
+        return False
+    changed = sorted(k for k in current.keys() | previous.keys() if current.get(k) != previous.get(k))
+    before = {k: previous.get(k) for k in changed} if last is not None else None
+    append(
+        store,
+        "config.change",
+        actor=actor,
+        source=source,
+        target=",".join(changed)[:200] if last is not None else "initial",
+        before=before,
+        after=current,
+    )
+    return True

@@ -105,6 +105,19 @@ def bind_principal(
     ctx.on_success.append(account)
 
 
+def audit_config(runtime: Runtime) -> None:
+    """A changed configuration (policies included) is an audited event."""
+    import socket
+
+    from llmdock.auth.audit import record_config
+
+    assert runtime.store is not None
+    try:
+        record_config(runtime.store, runtime.settings, "gateway", socket.gethostname())
+    except LlmdockError as exc:
+        log.warning("cannot audit the configuration: %s", exc.one_line())
+
+
 async def retention_loop(runtime: Runtime) -> None:
     """Delete traces older than ``retention.traces_days``, now and every ``retention.interval_s``."""
     from llmdock.auth.gdpr import purge_older_than
@@ -127,6 +140,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
+        if runtime.store is not None:
+            await asyncio.to_thread(audit_config, runtime)
         retention = (
             asyncio.create_task(retention_loop(runtime)) if runtime.settings.retention.traces_days else None
         )
