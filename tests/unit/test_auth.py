@@ -71,7 +71,8 @@ async def authed(gateway_factory: Callable[[Settings], Any], make_settings: Call
     return gw, keys
 
 
-async def test_authorization_matrix(authed: Any) -> None:
+async def test_authorization_matrix(authed: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")
     gw, keys = authed
     real = keys["admin"]
     bad = {
@@ -105,6 +106,8 @@ async def test_authorization_matrix(authed: Any) -> None:
     # Every refusal looks the same: nothing tells which part of the key was wrong.
     assert len(bodies) == 1, bodies
     assert real not in "".join(bodies)
+    secrets_part = [k.split("_", 2)[2] for k in keys.values()]
+    assert not [s for s in secrets_part if s in caplog.text]
 
 
 async def test_admin_api_key_lifecycle_and_model_scope(authed: Any) -> None:
@@ -235,3 +238,39 @@ def test_a_changed_configuration_is_audited_once(make_settings: Callable[..., Se
     assert "s3cr3t-value" not in str(rows[0].after)
     assert rows[0].after["auth"]["secret"] == "***"
     assert audit.verify(store).ok
+
+
+async def test_the_gateway_applies_the_retention_period(make_settings: Callable[..., Settings]) -> None:
+    import datetime as dt
+
+    from llmdock.gateway.app import retention_loop
+    from llmdock.runtime import Runtime
+    from llmdock.store.traces import TraceRecord, count_traces, write_traces
+
+    runtime = Runtime(make_settings(retention={"traces_days": 30, "interval_s": 3600}))
+    assert runtime.store is not None
+    now = dt.datetime.now(dt.UTC)
+    records = [
+        TraceRecord(
+            id=f"t{age}",
+            created_at=now - dt.timedelta(days=age),
+            operation="chat",
+            model="fake",
+            status="ok",
+            duration_ms=1,
+        )
+        for age in (1, 29, 31, 400)
+    ]
+    write_traces(runtime.store, records)
+    from llmdock.auth import audit
+
+    task = asyncio.create_task(retention_loop(runtime))
+    for _ in range(300):  # the purge runs in a thread; its audit row is written after the deletes
+        if audit.list_rows(runtime.store, action="retention.purge"):
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    assert count_traces(runtime.store) == 2
+    purge = audit.list_rows(runtime.store, action="retention.purge")
+    assert purge[0].after == {"older_than_days": 30, "traces_deleted": 2}
+    await runtime.close()
