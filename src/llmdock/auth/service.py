@@ -77,6 +77,11 @@ class Principal:
     quotas: list[Quota] = field(default_factory=list)
 
     @property
+    def counted(self) -> bool:
+        """Whether finished requests must be added to a token limit or a budget."""
+        return any(q.tpm is not None or q.budget is not None for q in self.quotas)
+
+    @property
     def actor(self) -> str:
         return f"key:{self.prefix} ({self.user})"
 

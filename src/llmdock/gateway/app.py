@@ -97,6 +97,8 @@ def bind_principal(
     runtime.auth.check_model(principal, ctx.model)
     ctx.subject = user or principal.user_id
     ctx.api_key_id, ctx.team_id = principal.key_id, principal.team_id
+    if not principal.counted:
+        return
 
     def account(done: RequestContext) -> None:
         prompt, completion = token_counts(done)
