@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -174,6 +182,28 @@ class TraceSettings(BaseModel):
     store_bodies: bool = Field(default=True, description="Keep request and response text on traces.")
 
 
+class AuthSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: Literal["auto", "on", "off"] = Field(
+        default="auto", description="auto = on as soon as an unrevoked admin key exists"
+    )
+    secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="key for hashing API keys; empty = a random one kept in <home>/auth.secret",
+    )
+    cache_ttl_s: float = Field(
+        default=5.0, ge=0, description="how long a worker trusts a verified key before reading it again"
+    )
+
+
+class RetentionSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    traces_days: int | None = Field(default=None, gt=0, description="delete traces older than this")
+    interval_s: float = Field(default=3600.0, gt=0, description="how often the gateway applies it")
+
+
 # What PII detection looks for unless privacy.entities says otherwise (Presidio entity names). PERSON
 # (names, from spaCy's NER) is not in it: NER costs several times the pattern recognizers (bench/pii_redaction.py).
 DEFAULT_PII_ENTITIES = (
@@ -234,6 +264,9 @@ class Settings(BaseSettings):
     trace: TraceSettings = Field(default_factory=TraceSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     redis_url: str = Field(default="", description="redis://host:port/db for state shared by gateway workers")
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
 
     @field_validator("home")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from llmdock.auth.service import AuthService
 from llmdock.config import ModelConfig, Settings
 from llmdock.errors import ConfigError, LlmdockError, ModelNotFound
 from llmdock.pipeline.runner import Pipeline
@@ -95,8 +96,9 @@ class Runtime:
         self.store: Store | None = None
         self.writer: TraceWriter | None = None
         self.store_error = ""
-        if with_store and settings.trace.enabled:
+        if with_store:
             self._open_store()
+        self.auth = AuthService(settings, self.store, self.shared)
         self.otlp = OtlpExporter() if otlp_configured() else None
         self.sink = TraceSink(self.writer, store_bodies=settings.trace.store_bodies, otlp=self.otlp)
         self.pipeline = build_pipeline(settings, self.plugins, self.sink)
@@ -119,6 +121,8 @@ class Runtime:
             log.warning("store not ready, traces will be kept in memory: %s", self.store_error)
             self.store = Store(url, migrate=False, keyring=self.privacy.keyring)
         t = self.settings.trace
+        if not t.enabled:
+            return
         self.writer = TraceWriter(
             self.store,
             batch_size=t.batch_size,

@@ -58,6 +58,9 @@ class TraceRecord:
     deployment: str = ""
     cost: float = 0.0
     cache: str = ""
+    subject: str = ""
+    api_key_id: str = ""
+    team_id: str = ""
     spans: list[SpanRecord] = field(default_factory=list)
     prepared: bool = False  # the writer's ``prepare`` hook (privacy) has run on it
 
