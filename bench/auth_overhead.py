@@ -74,7 +74,7 @@ async def in_process(n: int) -> tuple[float, float]:
 
 def redaction_row() -> tuple[str, str, str, str] | None:
     try:
-        from llmdock.privacy.pii import measure_redaction  # type: ignore[attr-defined]
+        from pii_redaction import measure_redaction
     except ImportError:
         return None
     result = measure_redaction(200)

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from llmdock.config import ModelConfig, Settings
 from llmdock.errors import ConfigError
@@ -23,6 +23,7 @@ from llmdock.runtime import Runtime
 from llmdock.store import Store, TraceRecord, get_trace, write_traces
 from llmdock.store.secrets import Secret, get_secret, list_secrets, secret_context, set_secret
 from tests.conftest import Gateway
+from tests.pgserver import pg_server_or_skip
 from tests.upstream import Upstream
 
 MakeGateway = Callable[[Settings], Any]
@@ -125,30 +126,42 @@ def seed(store: Store, keyring: Keyring, secrets: int, traces: int) -> dict[str,
     return values
 
 
-def key_ids(db: Path) -> dict[str, int]:
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT value FROM secrets UNION ALL SELECT output FROM traces").fetchall()
+def key_ids(store: Store) -> dict[str, int]:
+    with store.engine.connect() as conn:
+        rows = conn.execute(text("SELECT value FROM secrets UNION ALL SELECT output FROM traces")).all()
     counts: dict[str, int] = {}
     for (value,) in rows:
         counts[sealed_key_id(value)] = counts.get(sealed_key_id(value), 0) + 1
     return counts
 
 
-def rotated_rows(db: Path) -> int:
+def rotated_rows(store: Store) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.execute(text("SELECT coalesce(sum(rows_done), 0) FROM key_rotations")).scalar() or 0)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'llmdock.db'}"
+        return
+    server = pg_server_or_skip()
     try:
-        with sqlite3.connect(db, timeout=1) as conn:
-            row = conn.execute("SELECT sum(rows_done) FROM key_rotations").fetchone()
-    except sqlite3.OperationalError:
-        return 0
-    return int(row[0] or 0)
+        yield server.create_database()
+    finally:
+        server.destroy()
 
 
-def test_rotation_killed_half_way_resumes_and_every_value_still_decrypts(tmp_path: Path) -> None:
+def test_rotation_killed_half_way_resumes_and_every_value_still_decrypts(tmp_path: Path, db_url: str) -> None:
     old, new = new_key(), new_key()
-    db = tmp_path / "llmdock.db"
-    store = Store(f"sqlite:///{db}")
+    store = Store(db_url)
     values = seed(store, ring(old), secrets=4000, traces=500)
-    env = {**os.environ, "LLMDOCK_HOME": str(tmp_path), "LLMDOCK_ENCRYPTION_KEY": f"{new},{old}"}
+    env = {
+        **os.environ,
+        "LLMDOCK_HOME": str(tmp_path),
+        "LLMDOCK_DATABASE_URL": db_url,
+        "LLMDOCK_ENCRYPTION_KEY": f"{new},{old}",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "llmdock", "secrets", "rotate-key", "--batch-size", "2"],
         env=env,
@@ -156,23 +169,32 @@ def test_rotation_killed_half_way_resumes_and_every_value_still_decrypts(tmp_pat
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
-    while rotated_rows(db) < 200 and proc.poll() is None and time.monotonic() < deadline:
+    while rotated_rows(store) < 200 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     assert proc.returncode == -signal.SIGKILL, "the rotation finished before it could be killed"
 
     both = ring(new, old)
-    half = key_ids(db)
+    half = key_ids(store)
     assert set(half) == {ring(new).current_id, ring(old).current_id}  # killed in the middle: some moved
     assert {n: get_secret(store, both, n) for n in values} == values  # everything still opens
 
-    again = llmdock(tmp_path, "secrets", "rotate-key", key=f"{new},{old}")
+    again = subprocess.run(
+        [sys.executable, "-m", "llmdock", "secrets", "rotate-key"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert again.returncode == 0, again.stderr
     assert "resumed an interrupted rotation" in again.stdout
-    assert key_ids(db) == {ring(new).current_id: len(values) + 500}
-    only_new = Store(f"sqlite:///{db}", keyring=ring(new))
+    assert key_ids(store) == {ring(new).current_id: len(values) + 500}
+    only_new = Store(db_url, keyring=ring(new))
     assert {n: get_secret(only_new, ring(new), n) for n in values} == values
     trace, _ = get_trace(only_new, f"{499:032x}")
     assert trace.input == {"prompt": "p499"}
     assert trace.output == "answer 499"
+    store.close()
+    only_new.close()

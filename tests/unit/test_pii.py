@@ -31,6 +31,12 @@ def test_a_card_number_is_found_only_when_it_passes_luhn(engine: PiiEngine) -> N
     assert entities(engine, f"my card is {BAD_CARD}, thanks") == []
 
 
+def test_mastercard_2_series_and_19_digit_numbers_are_cards_too_when_luhn_holds(engine: PiiEngine) -> None:
+    assert entities(engine, "card 2223 0031 2200 3222 ok") == [("CREDIT_CARD", "2223 0031 2200 3222")]
+    assert entities(engine, "card 2223 0031 2200 3223 ok") == []
+    assert entities(engine, "card 4861221387837576284 ok") == [("CREDIT_CARD", "4861221387837576284")]
+
+
 def test_an_iban_is_found_only_when_its_checksum_holds(engine: PiiEngine) -> None:
     assert entities(engine, f"refund to {IBAN} please") == [("IBAN_CODE", IBAN)]
     assert entities(engine, f"refund to {BAD_IBAN} please") == []
