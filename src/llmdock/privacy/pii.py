@@ -129,17 +129,13 @@ def _nlp_engine_class() -> type[Any]:
 
 
 def load_ner_pipeline(model: str = NER_MODEL) -> Any:
-    """The spaCy model with only the pipes NER needs; an installed package name or a path, never a download."""
+    """The spaCy model with only the pipes NER needs; an installed package name or a path, never a download.
+
+    The tagger, parser and lemmatizer are excluded (not loaded at all): Presidio needs tokens and entities.
+    """
     import spacy
 
-    keep = {"tok2vec", "ner"}
-    try:
-        names = spacy.util.get_model_meta(spacy.util.get_package_path(model))["pipeline"]
-    except (ImportError, OSError, ValueError, KeyError):
-        names = spacy.util.load_meta(f"{model}/meta.json")["pipeline"] if "/" in model else None
-        if names is None:
-            raise
-    return spacy.load(model, exclude=[p for p in names if p not in keep])
+    return spacy.load(model, exclude=["tagger", "parser", "senter", "attribute_ruler", "lemmatizer"])
 
 
 class PiiEngine:

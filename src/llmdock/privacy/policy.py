@@ -96,6 +96,11 @@ class PrivacyPolicy:
             except UnknownEntity as exc:
                 index = p.entities.index(exc.entity)
                 raise ConfigError(str(exc), where=settings.where(("privacy", "entities", index))) from None
+            except (ImportError, OSError) as exc:  # Presidio or the spaCy model package is not installed
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ConfigError(
+                    f"PII detection cannot load: {first}", where=settings.where(("privacy", "pii"))
+                ) from None
         # Sealing trace bodies needs the key; without encrypt_bodies a configured key still opens old ones.
         self.keyring = load_keyring(settings, required=self.encrypt_bodies)
 
