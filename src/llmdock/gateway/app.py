@@ -39,6 +39,7 @@ from llmdock.gateway.http import (
 from llmdock.gateway.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
 from llmdock.pipeline.context import RequestContext
 from llmdock.runtime import Runtime
+from llmdock.structured import StructuredStage
 
 log = logging.getLogger("llmdock.gateway")
 
@@ -95,6 +96,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(title="llmdock", version=__version__, lifespan=lifespan)
     app.state.runtime = runtime
     limit = runtime.settings.max_body_bytes
+    structured = next((s for s in runtime.pipeline.stages if isinstance(s, StructuredStage)), None)
 
     @app.exception_handler(LlmdockError)
     async def _llmdock_error(_: Request, exc: LlmdockError) -> Response:
@@ -130,6 +132,14 @@ def create_app(runtime: Runtime) -> FastAPI:
         ctx = RequestContext(operation, body.model, backend, request=req, stream=body.stream)  # type: ignore[arg-type]
         ctx.cache_control = request.headers.get("cache-control", "").lower()
         ctx.namespace = tenant_namespace(request)
+        fields = body.structured_fields() if isinstance(body, ChatCompletionBody) else None
+        if fields is not None:
+            if structured is None:
+                raise InvalidRequest(
+                    "response_format and tools need the 'structured' stage in the pipeline setting",
+                    param="response_format" if body.response_format else "tools",  # type: ignore[union-attr]
+                )
+            structured.plan(ctx, **fields)
         return ctx
 
     async def _run(ctx: RequestContext, body: ChatCompletionBody | CompletionBody) -> Response:
@@ -178,10 +188,14 @@ def create_app(runtime: Runtime) -> FastAPI:
                 )
             async for chunk in every_chunk():
                 if chat:
-                    choice: dict[str, Any] = {
-                        "index": 0,
-                        "delta": {"content": chunk.text} if chunk.text else {},
-                    }
+                    delta: dict[str, Any] = (
+                        {"tool_calls": chunk.tool_calls}
+                        if chunk.tool_calls
+                        else {"content": chunk.text}
+                        if chunk.text
+                        else {}
+                    )
+                    choice: dict[str, Any] = {"index": 0, "delta": delta}
                 else:
                     choice = {"index": 0, "text": chunk.text, "logprobs": None}
                 choice["finish_reason"] = chunk.finish_reason
@@ -199,9 +213,12 @@ def create_app(runtime: Runtime) -> FastAPI:
         gen = ctx.generation
         assert gen is not None
         if ctx.operation == "chat":
+            message: dict[str, Any] = {"role": "assistant", "content": gen.text}
+            if gen.tool_calls:
+                message = {"role": "assistant", "content": None, "tool_calls": gen.tool_calls}
             choice: dict[str, Any] = {
                 "index": 0,
-                "message": {"role": "assistant", "content": gen.text},
+                "message": message,
                 "finish_reason": gen.finish_reason,
                 "logprobs": None,
             }

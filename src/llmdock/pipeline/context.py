@@ -7,10 +7,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from llmdock.backends.base import Backend, EmbeddingResult, Generation, GenerationRequest
 from llmdock.store.traces import SpanRecord
+
+if TYPE_CHECKING:
+    from llmdock.structured.plan import StructuredPlan
 
 OperationName = Literal["chat", "completion", "embedding"]
 
@@ -48,6 +51,7 @@ class RequestContext:
     source: str = "gateway"
     namespace: str = ""  # tenant scope (API key); caches never cross it
     cache_control: str = ""  # the request's Cache-Control header ("no-cache" bypasses caches)
+    structured: StructuredPlan | None = None  # response_format / tools: what the answer must follow
     on_success: list[Callable[[RequestContext], None]] = field(default_factory=list)
     _span_attrs: dict[str, Any] = field(default_factory=dict)
 
