@@ -79,17 +79,6 @@ TIME = {
 ASK_WEATHER = [{"role": "user", "content": "What is the weather in Paris right now?"}]
 
 
-@pytest.fixture(scope="module")
-def client(server: Server) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=server.v1,
-        api_key="unused",
-        max_retries=0,
-        timeout=300,
-        default_headers={"Cache-Control": "no-cache"},
-    )
-
-
 def test_json_object_mode_answers_a_json_object(client: openai.OpenAI) -> None:
     resp = client.chat.completions.create(
         model="smollm2",
