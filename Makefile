@@ -42,6 +42,7 @@ bench: install
 	$(PY) bench/serve_tokens.py
 	bash bench/gateway_overhead.sh
 	$(PY) bench/cache_latency.py
+	$(PY) bench/structured_output.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -224,3 +224,15 @@ def test_auto_with_a_schema_takes_a_call_or_a_valid_answer() -> None:
     assert judge(plan, '[{"name": "get_time", "arguments": {"zone": "UTC"}}]', truncated=False).calls
     neither = judge(plan, '{"name": 3}', truncated=False)
     assert not neither.ok
+
+
+def test_a_type_list_keeps_its_other_keywords_in_the_grammar() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"n": {"type": ["string", "null"], "maxLength": 3}},
+        "required": ["n"],
+    }
+    gbnf = schema_grammar(schema)
+    # the string branch is bounded: at most 3 chars (the converter alone would allow any string)
+    assert "(char (char (char)?)?)?" in gbnf
+    assert '"null"' in gbnf

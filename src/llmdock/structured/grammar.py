@@ -7,11 +7,17 @@ and its ``dot`` rule (``.`` in a ``pattern``) admit raw control characters and, 
 quote, which no JSON parser accepts; they are narrowed to exclude them, as llama.cpp's newer C++ converter
 does.
 
+One correction is made to its input: a schema whose ``type`` is a list (``["string", "null"]``) loses its
+other keywords in the converter (``maxLength`` among them), so it is first written as the equivalent
+``anyOf`` of one schema per type.
+
 Every grammar is parsed by llama.cpp (without a model) before use: llama-cpp-python hands an unparsable
 grammar's null sampler on to the sampler chain, so an unchecked grammar could crash the process.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import orjson
 
@@ -45,12 +51,35 @@ def _checked(gbnf: str) -> str:
     return gbnf
 
 
-def schema_grammar(schema: dict[str, object]) -> str:
+_DATA_KEYWORDS = frozenset({"enum", "const", "default", "examples"})  # values, not schemas
+_KEEP_OUTSIDE = frozenset({"$defs", "definitions", "$schema", "$id", "title", "description"})
+
+
+def split_type_lists(node: Any) -> Any:
+    """``{"type": [a, b], ...}`` as ``{"anyOf": [{"type": a, ...}, {"type": b, ...}]}``, everywhere in a schema.
+
+    Equivalent in JSON Schema (a keyword about strings says nothing about null), and it keeps the keywords the
+    converter would drop for a type list.
+    """
+    if isinstance(node, list):
+        return [split_type_lists(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: v if k in _DATA_KEYWORDS else split_type_lists(v) for k, v in node.items()}
+    types = out.get("type")
+    if not isinstance(types, list) or "anyOf" in out or "oneOf" in out:
+        return out
+    rest = {k: v for k, v in out.items() if k != "type" and k not in _KEEP_OUTSIDE}
+    outside = {k: v for k, v in out.items() if k in _KEEP_OUTSIDE}
+    return {**outside, "anyOf": [{**rest, "type": t} for t in types]}
+
+
+def schema_grammar(schema: dict[str, Any]) -> str:
     """The grammar of JSON texts that follow ``schema`` (as far as the converter enforces keywords)."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     try:
-        gbnf = json_schema_to_gbnf(orjson.dumps(schema).decode())
+        gbnf = json_schema_to_gbnf(orjson.dumps(split_type_lists(schema)).decode())
     except (AssertionError, ValueError, KeyError, TypeError, IndexError, RecursionError) as exc:
         # The converter reports what it cannot handle (unanchored patterns, lookaheads...) with asserts.
         raise GrammarUnavailable(f"{type(exc).__name__}: {exc}") from None
