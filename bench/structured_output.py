@@ -14,7 +14,7 @@ and messages: llama-cpp-python's own ``create_chat_completion(response_format={"
 validation or re-asks. Then ``--unbounded`` schemas are run again through llmdock with every ``maxLength``
 and ``maxItems`` removed, to show what unbounded strings do to a 135M model.
 
-Usage: .venv/bin/python bench/structured_output.py [--n 200] [--max-tokens 256] [--unbounded 20] [--no-peer]
+Usage: .venv/bin/python bench/structured_output.py [--n 200] [--max-tokens 512] [--unbounded 20] [--no-peer]
 Target (issue 6): 100 % of llmdock's answers parse and validate.
 """
 
@@ -311,7 +311,7 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--n", type=int, default=200)
-    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--max-tokens", type=int, default=512)
     parser.add_argument("--unbounded", type=int, default=20)
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument("--threads", type=int, default=2)

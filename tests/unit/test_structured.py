@@ -200,6 +200,13 @@ def test_upstream_arguments_that_are_not_json_are_repaired() -> None:
     assert verdict.calls == [("get_weather", {"city": "Rome"})]
 
 
+def test_empty_arguments_from_an_upstream_mean_no_arguments() -> None:
+    plan = tools_plan()
+    plan.tools["get_time"].compiled = compiled({"type": "object", "properties": {}})
+    calls = [{"id": "c", "type": "function", "function": {"name": "get_time", "arguments": ""}}]
+    assert judge(plan, tool_calls_text(calls), truncated=False).calls == [("get_time", {})]
+
+
 def test_several_calls_need_parallel_tool_calls() -> None:
     two = '[{"name": "get_time", "arguments": {"zone": "UTC"}}, {"name": "get_weather", "arguments": {"city": "Oslo"}}]'
     assert judge(tools_plan(parallel=None), two, truncated=False).ok

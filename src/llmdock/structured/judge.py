@@ -68,6 +68,8 @@ def _calls(plan: StructuredPlan, value: Any, repair: bool) -> tuple[list[Call] |
         if tool is None:
             return None, f"$[{i}].name: {call['name']!r} is not one of the tools ({', '.join(plan.tools)})"
         args = call.get("arguments", {})
+        if isinstance(args, str) and not args.strip():  # some servers send "" for a call without arguments
+            args = {}
         if isinstance(args, str):  # an upstream's arguments that were not JSON
             args, error = _load(args, repair, tool.compiled.schema)
             if error is not None:
