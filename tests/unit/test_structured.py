@@ -62,6 +62,13 @@ def test_a_nested_schema_becomes_a_grammar_llama_cpp_parses() -> None:
     assert STRICT_CHAR in gbnf.splitlines()
 
 
+def test_properties_are_written_in_the_order_the_schema_declares_them() -> None:
+    schema = {"type": "object", "properties": {"zeta": {"type": "integer"}, "alpha": {"type": "integer"}}}
+    gbnf, _ = build_grammar(grammar_key(schema_plan({**schema, "required": ["zeta", "alpha"]})))
+    root = next(line for line in gbnf.splitlines() if line.startswith("root ::= "))
+    assert root.index("zeta-kv") < root.index("alpha-kv")
+
+
 def test_an_unparsable_grammar_is_refused_before_it_reaches_llama_cpp() -> None:
     assert not parses("root ::= undefined-rule")
 

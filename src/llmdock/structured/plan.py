@@ -141,7 +141,7 @@ def build_plan(
         plan.content = "json_schema"
         plan.schema_name = spec["name"]
         plan.content_schema = compile_schema(
-            orjson.dumps(spec["schema"], option=orjson.OPT_SORT_KEYS).decode(),
+            orjson.dumps(spec["schema"]).decode(),
             "response_format.json_schema.schema",
         )
     for i, tool in enumerate(tools or []):
@@ -152,9 +152,7 @@ def build_plan(
             )
         params = fn.get("parameters")
         compiled = compile_schema(
-            orjson.dumps(
-                EMPTY_PARAMETERS if params is None else params, option=orjson.OPT_SORT_KEYS
-            ).decode(),
+            orjson.dumps(EMPTY_PARAMETERS if params is None else params).decode(),
             f"tools.{i}.function.parameters",
         )
         plan.tools[fn["name"]] = ToolSpec(fn["name"], fn.get("description") or "", compiled)
@@ -203,7 +201,10 @@ def _choose(plan: StructuredPlan, choice: str | dict[str, Any] | None, parallel:
 
 
 def grammar_key(plan: StructuredPlan) -> str:
-    """Everything that decides the grammar, as one string (the stage caches grammars by it)."""
+    """Everything that decides the grammar, as one string (the stage caches grammars by it).
+
+    Keys keep their order: the grammar writes properties in the order the schema declares them.
+    """
     key = {
         "content": plan.content,
         "schema": plan.content_schema.schema if plan.content_schema else None,
@@ -212,7 +213,7 @@ def grammar_key(plan: StructuredPlan) -> str:
         # OpenAI's default allows several calls at once; the embedded model makes one unless asked for more.
         "parallel": plan.parallel is True,
     }
-    return orjson.dumps(key, option=orjson.OPT_SORT_KEYS).decode()
+    return orjson.dumps(key).decode()
 
 
 def _as_text(message: dict[str, Any]) -> dict[str, Any]:
