@@ -191,6 +191,20 @@ async def test_streamed_tool_calls_from_upstream_are_validated_then_sent_as_delt
     assert up.bodies[0]["stream"] is True
 
 
+async def test_text_an_upstream_sends_beside_its_calls_is_dropped_streamed_or_not(
+    scripted: Callable[..., Upstream], gateway_to: Callable[..., Any]
+) -> None:
+    up = scripted({"content": "Let me check.", **call('{"city": "Oslo"}')})
+    gw = await gateway_to(up)
+    plain = (await chat(gw, tools=[WEATHER])).json()["choices"][0]
+    assert plain["message"]["content"] is None
+    assert plain["message"]["tool_calls"][0]["function"]["arguments"] == '{"city":"Oslo"}'
+    streamed = await chat(gw, tools=[WEATHER], stream=True)
+    deltas = [e["choices"][0]["delta"] for e in sse_events(streamed.text) if e != "[DONE]"]
+    assert not any(d.get("content") for d in deltas)
+    assert any(d.get("tool_calls") for d in deltas)
+
+
 async def test_the_openai_sdk_parses_tool_calls_and_formats(
     scripted: Callable[..., Upstream], gateway_to: Callable[..., Any]
 ) -> None:

@@ -192,6 +192,10 @@ class OpenAICompatBackend(Backend):
                         resp.status_code, (await resp.aread()).decode(errors="replace"), resp.headers
                     )
                 calls: dict[int, dict[str, Any]] = {}  # tool-call deltas, joined by index
+                # When the answer may be tool calls, its text waits for the end (the structured stage buffers such
+                # streams anyway): text beside calls is dropped, as in a non-streamed answer.
+                hold = bool(req.extra.get("tools")) and req.extra.get("tool_choice") != "none"
+                held: list[str] = []
                 async for line in resp.aiter_lines():
                     if not line.startswith("data:"):
                         continue
@@ -211,10 +215,13 @@ class OpenAICompatBackend(Backend):
                     finish = choice.get("finish_reason")
                     if calls and finish:
                         # The calls are complete: they go on as one chunk in the canonical text form.
-                        yield StreamChunk((text or "") + tool_calls_text(list(calls.values())), "tool_calls")
+                        yield StreamChunk(tool_calls_text(list(calls.values())), "tool_calls")
                         calls.clear()
-                        continue
-                    yield StreamChunk(text or "", finish)
+                    elif hold and not finish:
+                        held.append(text or "")
+                    else:
+                        yield StreamChunk("".join(held) + (text or ""), finish)
+                        held.clear()
         except httpx.TimeoutException:
             raise BackendUnavailable("upstream timed out", where=where) from None
         except httpx.TransportError as exc:
