@@ -3,6 +3,7 @@ official openai SDK against a real ``llmdock serve``."""
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 import jsonschema
@@ -11,6 +12,7 @@ import orjson
 import pydantic
 import pytest
 
+from llmdock.errors import NotFound
 from llmdock.store import Store, get_trace
 from tests.integration.conftest import Server
 
@@ -111,12 +113,23 @@ def test_a_nested_schema_with_arrays_enums_and_required_fields_is_followed(
     resp = raw.parse()
     answer = orjson.loads(resp.choices[0].message.content or "")
     jsonschema.validate(answer, ORDER)
-    trace, spans = get_trace(
-        Store(f"sqlite:///{server.home / 'llmdock.db'}"), raw.headers["x-llmdock-trace-id"]
-    )
+    spans = _spans(server, raw.headers["x-llmdock-trace-id"])
     structured = next(s for s in spans if s.name == "structured")
     assert structured.attributes["llmdock.structured.grammar"] == "schema"
     assert structured.attributes["llmdock.structured.outcome"] in ("valid", "reasked")
+
+
+def _spans(server: Server, trace_id: str) -> list[Any]:
+    """The trace's spans, once the server's trace writer has stored them (it writes in batches)."""
+    store = Store(f"sqlite:///{server.home / 'llmdock.db'}")
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            return get_trace(store, trace_id)[1]
+        except NotFound:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 class City(pydantic.BaseModel):
