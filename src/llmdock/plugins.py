@@ -25,11 +25,13 @@ def llmdock_backends() -> list[type[Backend]]:
 def llmdock_stages() -> dict[str, StageFactory]:
     from llmdock.cache import CacheStage
     from llmdock.pipeline.stages import GenerateStage, PostprocessStage, PreprocessStage
+    from llmdock.structured import StructuredStage
 
     return {
         "preprocess": PreprocessStage,
         "cache": CacheStage,
         "generate": GenerateStage,
+        "structured": StructuredStage,
         "postprocess": PostprocessStage,
     }
 
