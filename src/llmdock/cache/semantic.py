@@ -1,7 +1,7 @@
 """The semantic cache: answers found by meaning, not by exact text.
 
 Each scope (model + prompt template + tenant namespace) keeps its own matrix of unit vectors; a lookup is
-one matrix-vector product, so 10,000 entries cost about a millisecond beyond the embedding itself. A
+one matrix-vector product on one thread, so 10,000 entries cost 1-2 ms beyond the embedding itself. A
 scope never sees another scope's entries, so one tenant never receives another's answer.
 """
 
@@ -41,7 +41,9 @@ class SemanticIndex:
         entry = self._scopes.get(scope)
         if entry is None or not entry.used or entry.vectors.shape[1] != vector.shape[0]:
             return None
-        scores = entry.vectors[: entry.used] @ vector
+        # einsum, not ``@``: BLAS spreads a matrix-vector product over every core, and with the cores busy
+        # (the event loop, the model threads) that measured 10x slower at the median than one thread.
+        scores = np.einsum("ij,j->i", entry.vectors[: entry.used], vector.astype(np.float32, copy=False))
         scores[entry.expires[: entry.used] < self.clock()] = -2.0
         best = int(np.argmax(scores))
         score = float(scores[best])
