@@ -30,6 +30,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from gateway_process import wait_until_answering
 from rich.console import Console
 from rich.table import Table
 
@@ -89,17 +90,7 @@ def exact_cache(duration: int) -> list[tuple[str, str, str, str]]:
     )
     try:
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                r = httpx.post(url, content=BODY, headers={"content-type": "application/json"}, timeout=2)
-                if r.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                sys.exit("llmdock did not start")
-            time.sleep(0.2)
+        wait_until_answering(proc, url, BODY, timeout_s=60)
         hit = httpx.post(url, content=BODY, headers={"content-type": "application/json"}).headers[
             "x-llmdock-cache"
         ]

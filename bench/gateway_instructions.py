@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
+from gateway_process import wait_until_answering
 from rich.console import Console
 from rich.table import Table
 
@@ -91,18 +91,11 @@ def count(src: Path, upstream_port: int, seconds: int, work: Path) -> tuple[int,
     )
     try:
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        deadline = time.monotonic() + 900
-        while True:
-            try:
-                if httpx.post(
-                    url, content=BODY, headers={"content-type": "application/json"}, timeout=30
-                ).is_success:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                sys.exit(f"llmdock did not start:\n{(home / 'server.log').read_text()[-2000:]}")
-            time.sleep(1)
+        try:
+            wait_until_answering(proc, url, BODY, timeout_s=900)  # valgrind starts slowly
+        except SystemExit:
+            print((home / "server.log").read_text()[-2000:], file=sys.stderr)
+            raise
         lua = home / "post.lua"
         lua.write_text(
             f"wrk.method = 'POST'\nwrk.headers['Content-Type'] = 'application/json'\nwrk.body = '{BODY}'\n"

@@ -120,7 +120,7 @@ def load_or_export(model_path: Path, cache_root: Path, threads: int) -> OnnxSent
             log.info("exporting %s to ONNX once (cached in %s)", model_path, directory)
             try:
                 _export(model_path, directory)
-            except OSError as exc:  # the disk, not the model: try again at the next start
+            except (OSError, ImportError) as exc:  # the machine, not the model: try again at the next start
                 log.warning("%s: ONNX export failed, using torch this time: %s", model_path, exc)
                 return None
             except Exception as exc:  # a model that cannot be traced, or not faithfully: it runs with torch
