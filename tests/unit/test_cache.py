@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from llmdock.cache.semantic import SemanticIndex
+from llmdock.cache.semantic import SemanticIndex, pack_entry, unpack_entries
 from llmdock.cache.stores import MemoryLRU
 from llmdock.config import ModelConfig, Settings
 from llmdock.store import get_trace
@@ -128,3 +128,29 @@ def test_semantic_index_finds_the_nearest_above_threshold_and_wraps_at_capacity(
     evicted = index.lookup("s", vectors[10], threshold=0.999)  # overwritten by entry 110
     assert evicted is None or evicted[0] != b"10"
     assert index.lookup("other", vectors[120], threshold=0.5) is None
+
+
+def test_adding_many_at_once_is_adding_them_one_by_one() -> None:
+    rng = np.random.default_rng(1)
+    for first, then in ((3, 5), (60, 90), (10, 250)):  # not full yet, wrapping, more than the capacity
+        vectors = rng.normal(size=(first + then, 4)).astype(np.float32)
+        values = [str(i).encode() for i in range(first + then)]
+        one, many = SemanticIndex(max_entries=100), SemanticIndex(max_entries=100)
+        for i in range(first + then):
+            one.add("s", vectors[i], values[i], ttl_s=60)
+        for i in range(first):
+            many.add("s", vectors[i], values[i], ttl_s=60)
+        many.add_many("s", vectors[first:], values[first:], np.full(then, 60.0))
+        a, b = one._scopes["s"], many._scopes["s"]
+        assert (a.values, a.added) == (b.values, b.added)
+        assert np.array_equal(a.vectors[: a.used], b.vectors[: b.used])
+
+
+def test_shared_entries_unpack_in_one_go() -> None:
+    vectors = np.arange(12, dtype=np.float32).reshape(3, 4)
+    raws = [pack_entry(v, f"answer {i}".encode(), 100.0 + i) for i, v in enumerate(vectors)]
+    raws.append(pack_entry(np.ones(8, np.float32), b"other model", 1.0))  # another dimensionality: left out
+    got, values, expires = unpack_entries(raws)
+    assert np.array_equal(got, vectors)
+    assert values == [b"answer 0", b"answer 1", b"answer 2"]
+    assert expires.tolist() == [100.0, 101.0, 102.0]

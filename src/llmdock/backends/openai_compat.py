@@ -8,11 +8,11 @@ Token counts come from the upstream's ``usage`` when it reports one, else an est
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import aiohttp
 import httpx
 import orjson
 from pydantic import Field
@@ -26,6 +26,7 @@ from llmdock.backends.base import (
     StreamChunk,
     tool_calls_text,
 )
+from llmdock.backends.http1 import ConnectionClosed, ConnectionPool, InvalidResponse
 from llmdock.errors import (
     BackendError,
     BackendUnavailable,
@@ -77,27 +78,24 @@ class OpenAICompatBackend(Backend):
             ),
         )
         self.upstream_model = self.params.upstream_model or self.name
-        self._base = self.params.base_url.rstrip("/")
         self._headers = {"Content-Type": "application/json", **headers}
-        self._session: aiohttp.ClientSession | None = None  # made on the serving loop, at first use
+        self._pool: ConnectionPool | None = None  # made on the serving loop, at first use
         self.loaded = True
 
-    def _aio(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.params.max_connections, ttl_dns_cache=300),
-                timeout=aiohttp.ClientTimeout(
-                    total=self.params.timeout_s, sock_connect=self.params.connect_timeout_s
-                ),
+    def _connections(self) -> ConnectionPool:
+        if self._pool is None:
+            self._pool = ConnectionPool(
+                self.params.base_url,
                 headers=self._headers,
-                skip_auto_headers=("User-Agent",),
+                max_connections=self.params.max_connections,
+                connect_timeout_s=self.params.connect_timeout_s,
             )
-        return self._session
+        return self._pool
 
     async def close(self) -> None:
         await self._client.aclose()
-        if self._session is not None:
-            await self._session.close()
+        if self._pool is not None:
+            self._pool.close()
 
     async def health(self) -> None:
         where = f"upstream {self.params.base_url}"
@@ -137,7 +135,7 @@ class OpenAICompatBackend(Backend):
     def _path(self, req: GenerationRequest) -> str:
         return "/chat/completions" if req.operation == "chat" else "/completions"
 
-    def _error(self, status: int, text: str, headers: httpx.Headers) -> LlmdockError:
+    def _error(self, status: int, text: str, headers: Mapping[str, str]) -> LlmdockError:
         try:
             err = orjson.loads(text)["error"]
             message = str(err["message"])
@@ -156,20 +154,23 @@ class OpenAICompatBackend(Backend):
         return InvalidRequest(f"upstream rejected the request ({status}): {message}", where=where)
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        # aiohttp for the request/response calls: measured with bench/gateway_overhead.sh, it costs far less
-        # CPU per request than httpx on this hot path. Streams and health checks stay on httpx.
+        # The request/response calls go through a lean keep-alive pool (backends/http1.py, where the CPU
+        # it saves per request is measured); streams and health checks stay on httpx.
         where = f"upstream {self.params.base_url}"
         try:
-            async with self._aio().post(self._base + path, data=orjson.dumps(body)) as resp:
-                raw = await resp.read()
-                status, resp_headers = resp.status, resp.headers
+            async with asyncio.timeout(self.params.timeout_s):
+                resp = await self._connections().post(path, orjson.dumps(body))
         except TimeoutError:
             raise BackendUnavailable("upstream timed out", where=where) from None
-        except aiohttp.ClientError as exc:
-            raise BackendUnavailable(f"upstream unreachable: {exc}", where=where) from None
-        if status != 200:
-            raise self._error(status, raw.decode(errors="replace"), httpx.Headers(dict(resp_headers)))
-        data: dict[str, Any] = orjson.loads(raw)
+        except InvalidResponse as exc:
+            raise BackendError(str(exc), where=where) from None
+        except (ConnectionClosed, OSError) as exc:
+            raise BackendUnavailable(
+                f"upstream unreachable: {str(exc) or type(exc).__name__}", where=where
+            ) from None
+        if resp.status != 200:
+            raise self._error(resp.status, resp.body.decode(errors="replace"), resp.headers)
+        data: dict[str, Any] = orjson.loads(resp.body)
         return data
 
     async def generate(self, req: GenerationRequest) -> Generation:

@@ -230,7 +230,8 @@ class ModelRoute(Backend):
     # --- preparing -----------------------------------------------------------------------------------
     def prepare(self, req: GenerationRequest) -> None:
         """Count tokens with the first deployment; refuse only what no deployment or fallback can take."""
-        req.route.setdefault("original_params", replace(req.params, stop=list(req.params.stop)))
+        if "original_params" not in req.route:
+            req.route["original_params"] = replace(req.params, stop=list(req.params.stop))
         try:
             self._prepare_for(self.deployments[0].backend, req)
         except ContextWindowExceeded:
@@ -244,7 +245,9 @@ class ModelRoute(Backend):
         if req.route.get("prepared_for") is backend:
             return
         original = req.route.get("original_params")
-        if original is not None:
+        if (
+            original is not None and "prepared_for" in req.route
+        ):  # prepared before: start from the request's own
             req.params = replace(original, stop=list(original.stop))
         req.route["prepared_for"] = None
         backend.prepare(req)

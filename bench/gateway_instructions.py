@@ -1,0 +1,160 @@
+"""Instructions the gateway executes per proxied request: a figure that other load on the machine cannot move.
+
+Wall-clock figures on a shared 2-core machine swing by 2x with what else runs; an instruction count does not.
+This runs ``llmdock serve`` (one model ``fake`` -> ``openai_compat`` -> a constant nginx upstream, traces on,
+as bench/gateway_overhead.sh does) under ``valgrind --tool=callgrind`` with counting switched off, warms it
+up, then counts every instruction of the process (event loop, trace writer thread, libraries) while wrk
+sends requests one at a time, and divides by the requests served. Give ``--src`` several times to compare
+source trees (e.g. ``git archive <commit> src | tar -x -C /tmp/old``) in one run.
+
+Usage: .venv/bin/python bench/gateway_instructions.py [--seconds 40] [--src src --src /tmp/old/src]
+Needs Debian's valgrind, nginx and wrk. A run takes about 2 minutes per source tree (valgrind is slow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from gateway_process import wait_until_answering
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+BODY = '{"model":"fake","messages":[{"role":"user","content":"hello"}],"max_tokens":8}'
+UPSTREAM = """worker_processes 1; daemon off; pid {dir}/nginx.pid; error_log {dir}/nginx.err warn;
+events {{ worker_connections 1024; }}
+http {{ access_log off;
+  server {{ listen 127.0.0.1:{port};
+    location /v1/chat/completions {{ default_type application/json;
+      return 200 '{{"id":"chatcmpl-1","object":"chat.completion","created":1700000000,"model":"fake","choices":[{{"index":0,"message":{{"role":"assistant","content":"hello from upstream"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":5,"completion_tokens":4,"total_tokens":9}}}}'; }}
+  }}
+}}
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wrk(url: str, seconds: int, lua: Path) -> int:
+    out = subprocess.run(
+        ["wrk", "-t1", "-c1", f"-d{seconds}s", "--timeout", "30s", "-s", str(lua), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    if "Non-2xx" in out:
+        sys.exit(f"the gateway answered errors:\n{out}")
+    return int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+
+
+def count(src: Path, upstream_port: int, seconds: int, work: Path) -> tuple[int, int]:
+    """(requests, instructions) of one gateway built from ``src`` while wrk runs at concurrency 1."""
+    home = Path(tempfile.mkdtemp(prefix="home-", dir=work))
+    (home / "llmdock.yaml").write_text(
+        "include_builtin_models: false\ndefault_model: fake\ndefault_embedding_model: ''\nmodels:\n"
+        f"  fake: {{backend: openai_compat, base_url: 'http://127.0.0.1:{upstream_port}/v1', upstream_model: fake}}\n"
+    )
+    port = free_port()
+    out = home / "callgrind.out"
+    proc = subprocess.Popen(
+        [
+            *("valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"),
+            *(
+                sys.executable,
+                "-m",
+                "llmdock",
+                "serve",
+                "--config",
+                str(home / "llmdock.yaml"),
+                "--port",
+                str(port),
+            ),
+        ],
+        env={**os.environ, "PYTHONPATH": str(src), "LLMDOCK_HOME": str(home)},
+        stdout=subprocess.DEVNULL,
+        stderr=(home / "server.log").open("w"),
+        start_new_session=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        try:
+            wait_until_answering(proc, url, BODY, timeout_s=900)  # valgrind starts slowly
+        except SystemExit:
+            print((home / "server.log").read_text()[-2000:], file=sys.stderr)
+            raise
+        lua = home / "post.lua"
+        lua.write_text(
+            f"wrk.method = 'POST'\nwrk.headers['Content-Type'] = 'application/json'\nwrk.body = '{BODY}'\n"
+        )
+        wrk(url, 8, lua)  # warm up: caches, connections, first collections
+        subprocess.run(["callgrind_control", "--instr=on", str(proc.pid)], capture_output=True, check=True)
+        requests = wrk(url, seconds, lua)
+        subprocess.run(["callgrind_control", "--instr=off", str(proc.pid)], capture_output=True, check=True)
+        subprocess.run(["callgrind_control", "--dump", str(proc.pid)], capture_output=True, check=True)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=120)
+    instructions = 0
+    for dump in home.glob("callgrind.out*"):
+        totals = [
+            line for line in dump.read_text(errors="replace").splitlines() if line.startswith("totals:")
+        ]
+        instructions += int(totals[0].split()[1]) if totals else 0
+    return requests, instructions
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--src", type=Path, action="append", help="source tree(s) to measure [src]")
+    parser.add_argument("--seconds", type=int, default=40, help="counted seconds of wrk per tree")
+    args = parser.parse_args()
+    for tool in ("valgrind", "callgrind_control", "nginx", "wrk"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is missing: apt-get install valgrind nginx wrk")
+    work = Path(tempfile.mkdtemp(prefix="llmdock-instructions-"))
+    upstream_port = free_port()
+    (work / "nginx.conf").write_text(UPSTREAM.format(dir=work, port=upstream_port))
+    nginx = subprocess.Popen(
+        ["nginx", "-p", str(work), "-c", str(work / "nginx.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    table = Table(
+        "source tree", "requests counted", "instructions", "per request", title="llmdock gateway, c=1"
+    )
+    try:
+        time.sleep(0.5)
+        for src in args.src or [ROOT / "src"]:
+            requests, instructions = count(src.resolve(), upstream_port, args.seconds, work)
+            table.add_row(
+                str(src),
+                f"{requests:,}",
+                f"{instructions / 1e6:,.0f} M",
+                f"{instructions / requests / 1e3:,.0f} k",
+            )
+    finally:
+        os.killpg(nginx.pid, signal.SIGTERM)
+        nginx.wait(timeout=10)
+        shutil.rmtree(work, ignore_errors=True)
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

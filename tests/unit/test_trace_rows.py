@@ -1,0 +1,13 @@
+"""write_traces builds its rows by hand (for speed): they must cover every field of a TraceRecord."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from llmdock.store.traces import _TRACE_COLUMNS, TraceRecord
+
+
+def test_trace_rows_write_every_field_of_a_trace_record() -> None:
+    assert sorted(_TRACE_COLUMNS) == sorted(
+        f.name for f in fields(TraceRecord) if f.name not in ("spans", "prepared")
+    )
