@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, model_validator
@@ -205,7 +205,7 @@ class LlamaCppBackend(InProcessBackend):
         self.check_window(req)
 
     # --- generation ----------------------------------------------------------------------------------
-    async def _deltas(self, req: GenerationRequest, *, stream: bool) -> AsyncIterator[Delta]:
+    async def _deltas(self, req: GenerationRequest, *, stream: bool) -> AsyncGenerator[Delta, None]:
         """Run ``req`` as one sequence of the batch engine; its deltas as they come."""
         from llmdock.backends.llama_batch import EngineClosed, Sampling, Sequence
 
@@ -264,17 +264,20 @@ class LlamaCppBackend(InProcessBackend):
             seq.cancel()  # the consumer left early (client disconnect): free the slot at the next step
 
     async def generate(self, req: GenerationRequest) -> Generation:
-        async for delta in self._deltas(req, stream=False):
-            if delta.finish_reason is not None:
-                return Generation(
-                    text=delta.text,
-                    prompt_tokens=req.n_prompt_tokens,
-                    completion_tokens=delta.completion_tokens,
-                    finish_reason=delta.finish_reason,
-                )
+        async with contextlib.aclosing(self._deltas(req, stream=False)) as deltas:
+            async for delta in deltas:
+                if delta.finish_reason is not None:
+                    return Generation(
+                        text=delta.text,
+                        prompt_tokens=req.n_prompt_tokens,
+                        completion_tokens=delta.completion_tokens,
+                        finish_reason=delta.finish_reason,
+                    )
         raise BackendError("generation ended without a finish reason")
 
     async def stream(self, req: GenerationRequest) -> AsyncIterator[StreamChunk]:
-        async for delta in self._deltas(req, stream=True):
-            if delta.text or delta.finish_reason:
-                yield StreamChunk(text=delta.text, finish_reason=delta.finish_reason)
+        # aclosing: when the client leaves, the sequence is cancelled now, not when the generator is collected.
+        async with contextlib.aclosing(self._deltas(req, stream=True)) as deltas:
+            async for delta in deltas:
+                if delta.text or delta.finish_reason:
+                    yield StreamChunk(text=delta.text, finish_reason=delta.finish_reason)
