@@ -217,3 +217,26 @@ def test_the_gateway_decodes_concurrent_clients_in_one_batch(server: Server) -> 
     assert card["n_parallel"] == 4
     assert card["batching"]["max_sequences_per_step"] == 4
     assert "Rome" in answers[0]
+
+
+async def test_requests_beyond_n_parallel_wait_for_a_slot_and_all_finish(make_backend: MakeBackend) -> None:
+    backend = await make_backend(n_parallel=2)
+    reqs = [chat(backend, PROMPTS[i % 4], max_tokens=4 + 3 * i, temperature=0) for i in range(7)]
+    leaving = backend.stream(chat(backend, PROMPTS[1], max_tokens=500, temperature=0.7))
+
+    async def leave_early() -> None:
+        async for _ in leaving:
+            break
+        await leaving.aclose()
+
+    results = await asyncio.wait_for(
+        asyncio.gather(leave_early(), *(backend.generate(r) for r in reqs)), timeout=300
+    )
+    gens: list[Generation] = results[1:]
+    assert all(g.finish_reason in ("stop", "length") for g in gens)
+    assert [g.completion_tokens for g in gens if g.finish_reason == "length"] == [
+        4 + 3 * i for i, g in enumerate(gens) if g.finish_reason == "length"
+    ]
+    stats = batching(backend)
+    assert (stats["active_sequences"], stats["waiting_sequences"]) == (0, 0)
+    assert stats["max_sequences_per_step"] == 2
