@@ -10,14 +10,21 @@ The gateway serves the embedded chat model "smollm2" (SmolLM2-135M-Instruct Q4_1
    the server starts, so the two never compete for memory or CPU. The raw run is done once before the
    gateway and once after the server has stopped, and the baseline is the faster of the two medians:
    other load only ever slows a run down, so this keeps a disturbed raw run from flattering the gateway.
+   In the first raw phase the same model also runs ``llama_decode`` alone with 1 and with ``CONCURRENCY``
+   sequences per call (alternating, greedy, no server or engine): their ratio is the most continuous
+   batching can give on this machine, the peer of the gateway's c=4 / c=1.
 2. **The gateway**: ``llmdock serve`` as a subprocess on a free port, with a throw-away ``LLMDOCK_HOME``
    and ``LLMDOCK_N_THREADS=--threads``:
    * seconds from process start until ``/ready`` answers 200, and until the first chat completion
      (a short one, ``FIRST_ANSWER_MAX_TOKENS``) comes back: what a restart costs a client;
    * the raw run's request over HTTP (non-streaming, ``Cache-Control: no-cache`` so the gateway's response
-     cache cannot answer it), one at a time and ``CONCURRENCY`` at a time (aggregate tokens/s = completion
-     tokens of a round / the round's wall time): the cost of HTTP, the pipeline and the worker thread,
-     and whether concurrent clients keep the model busy;
+     cache cannot answer it), one at a time (c=1) and ``CONCURRENCY`` at a time (c=4; aggregate tokens/s
+     = completion tokens of a round / the round's wall time): the cost of HTTP, the pipeline and the
+     worker thread, and what continuous batching gains when clients come together. The two are measured
+     in alternating blocks (c=1 then c=4, then c=4 then c=1, ...), so slow drift of the machine touches
+     both alike; the *interleaved ratio* is the median of c=4 / c=1 over adjacent pairs, the figure
+     least moved by other load. The server's batching counters (``/v1/models/smollm2``) are printed
+     after this phase: how many sequences shared one decode step at most;
    * one streaming request at a time: time to first content and tokens/s. The prompt is the same every
      time, so llama.cpp reuses its KV cache and the time to first token is mostly gateway latency;
    * resident memory (VmRSS of the server and any children) once the model is loaded and has served.
@@ -120,6 +127,10 @@ class Results:
     first_answer_s: float = float("nan")
     c1_tok_s: Series = field(default_factory=Series)
     cn_tok_s: Series = field(default_factory=Series)
+    pair_ratio: Series = field(default_factory=Series)  # c=N / c=1 of adjacent blocks
+    raw_batch_1: Series = field(default_factory=Series)  # llama_decode alone, 1 sequence per call
+    raw_batch_n: Series = field(default_factory=Series)  # and CONCURRENCY sequences per call
+    batching: dict[str, Any] = field(default_factory=dict)  # the server's engine counters
     stream_tok_s: Series = field(default_factory=Series)
     stream_ttft_ms: Series = field(default_factory=Series)
     rss_mib: float = float("nan")
@@ -183,6 +194,26 @@ class OtherLoad:
         return max(0, (busy1 - busy0) - (own1 - own0)) / max(1, total1 - total0)
 
 
+class SummedLoad:
+    """Other processes' share of all CPUs over several separate blocks (summed ticks, not averaged shares)."""
+
+    def __init__(self) -> None:
+        self.other = self.total = 0
+
+    @contextlib.contextmanager
+    def block(self) -> Iterator[None]:
+        busy0, total0, own0 = cpu_snapshot()
+        try:
+            yield
+        finally:
+            busy1, total1, own1 = cpu_snapshot()
+            self.other += max(0, (busy1 - busy0) - (own1 - own0))
+            self.total += total1 - total0
+
+    def share(self) -> float:
+        return self.other / max(1, self.total)
+
+
 @contextlib.contextmanager
 def other_load(res: Results, phase: str) -> Iterator[None]:
     """Record in ``res.other_load[phase]`` the other processes' share of all CPUs during the block."""
@@ -199,6 +230,73 @@ def raw_chat(llm: Any, max_tokens: int) -> tuple[int, float]:
     t0 = time.perf_counter()
     out = llm.create_chat_completion(messages=MESSAGES, temperature=0, max_tokens=max_tokens)
     return int(out["usage"]["completion_tokens"]), time.perf_counter() - t0
+
+
+class RawBatch:
+    """``llama_decode`` alone on the raw model: ``n`` sequences per call, greedy, end-of-text ignored.
+
+    No server, no engine, no sampling beyond argmax: the aggregate tokens/s of 1 and of ``CONCURRENCY``
+    sequences per call is the most continuous batching can give on this machine (on a CPU a step of four
+    tokens costs nearly four steps of one when the matrix products are compute-bound).
+    """
+
+    def __init__(self, llm: Any, threads: int) -> None:
+        import llama_cpp
+
+        self.lib = llama_cpp
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx, params.n_seq_max = N_CTX * CONCURRENCY, CONCURRENCY
+        params.n_batch = params.n_ubatch = N_BATCH
+        params.n_threads = params.n_threads_batch = threads
+        params.kv_unified = False  # as the backend's engine (src/llmdock/backends/llama_batch.py)
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        self.ctx = llama_cpp.llama_init_from_model(llm._model.model, params)
+        self.batch = llama_cpp.llama_batch_init(N_BATCH, 0, 1)
+        self.greedy = llama_cpp.llama_sampler_init_greedy()
+        self.prompt: list[int] = llm.tokenize(MESSAGES[1]["content"].encode())
+
+    def close(self) -> None:
+        self.lib.llama_sampler_free(self.greedy)
+        self.lib.llama_batch_free(self.batch)
+        self.lib.llama_free(self.ctx)
+
+    def _decode(self, tokens: list[tuple[int, int, int, bool]]) -> None:
+        for i, (token, pos, seq, logits) in enumerate(tokens):
+            self.batch.token[i], self.batch.pos[i], self.batch.logits[i] = token, pos, logits
+            self.batch.n_seq_id[i], self.batch.seq_id[i][0] = 1, seq
+        self.batch.n_tokens = len(tokens)
+        if self.lib.llama_decode(self.ctx, self.batch) != 0:
+            raise RuntimeError("llama_decode failed")
+
+    def rate(self, n: int, max_tokens: int) -> float:
+        """Aggregate generated tokens/s of ``n`` sequences decoded together (prompts included in the time)."""
+        lib, p = self.lib, len(self.prompt)
+        lib.llama_memory_clear(lib.llama_get_memory(self.ctx), True)
+        t0 = time.perf_counter()
+        self._decode([(tok, i, s, i == p - 1) for s in range(n) for i, tok in enumerate(self.prompt)])
+        nxt = [lib.llama_sampler_sample(self.greedy, self.ctx, (s + 1) * p - 1) for s in range(n)]
+        for pos in range(p, p + max_tokens - 1):
+            self._decode([(nxt[s], pos, s, True) for s in range(n)])
+            nxt = [lib.llama_sampler_sample(self.greedy, self.ctx, s) for s in range(n)]
+        return n * max_tokens / (time.perf_counter() - t0)
+
+
+def bench_raw_batch(args: argparse.Namespace, res: Results, llm: Any) -> None:
+    """1 and CONCURRENCY sequences per llama_decode, in alternating blocks (one warm-up each)."""
+    raw = RawBatch(llm, args.threads)
+    try:
+        raw.rate(1, args.max_tokens)
+        raw.rate(CONCURRENCY, args.max_tokens)
+        load = SummedLoad()
+        for i in range(args.reps):
+            with load.block():
+                order = (1, CONCURRENCY) if i % 2 == 0 else (CONCURRENCY, 1)
+                rates = {n: raw.rate(n, args.max_tokens) for n in order}
+            res.raw_batch_1.samples.append(rates[1])
+            res.raw_batch_n.samples.append(rates[CONCURRENCY])
+        res.other_load["raw batch"] = load.share()
+    finally:
+        raw.close()
 
 
 def bench_raw(args: argparse.Namespace, res: Results, phase: str) -> None:
@@ -221,6 +319,8 @@ def bench_raw(args: argparse.Namespace, res: Results, phase: str) -> None:
             for n, elapsed in repeat(args.reps, partial(raw_chat, llm, args.max_tokens)):
                 series.samples.append(n / elapsed)
                 res.note_tokens("raw", n)
+        if phase == "before":
+            bench_raw_batch(args, res, llm)
     finally:
         llm.close()
         del llm
@@ -359,6 +459,44 @@ def wait_ready(server: Server, client: httpx.Client, timeout: float) -> float:
     raise TimeoutError(f"/ready not 200 after {timeout:.0f} s:\n{server.log_tail()}")
 
 
+def interleaved(
+    args: argparse.Namespace,
+    res: Results,
+    single: Callable[[], tuple[int, float]],
+    concurrent: Callable[[], tuple[list[int], float]],
+) -> None:
+    """c=1 and c=N in alternating blocks (ABBA order after one warm-up of each), one pair per repetition."""
+    single()
+    concurrent()
+    loads = {"c=1": SummedLoad(), f"c={CONCURRENCY}": SummedLoad()}
+
+    def one() -> float:
+        with loads["c=1"].block():
+            n, elapsed = single()
+        res.c1_tok_s.samples.append(n / elapsed)
+        res.note_tokens("gateway c=1", n)
+        return n / elapsed
+
+    def many() -> float:
+        with loads[f"c={CONCURRENCY}"].block():
+            counts, elapsed = concurrent()
+        res.cn_tok_s.samples.append(sum(counts) / elapsed)
+        for n in counts:
+            res.note_tokens(f"gateway c={CONCURRENCY}", n)
+        return sum(counts) / elapsed
+
+    for i in range(args.reps):
+        if i % 2 == 0:
+            c1 = one()
+            cn = many()
+        else:
+            cn = many()
+            c1 = one()
+        res.pair_ratio.samples.append(cn / c1)
+    for phase, load in loads.items():
+        res.other_load[phase] = load.share()
+
+
 def bench_gateway(args: argparse.Namespace, res: Results, home: Path) -> None:
     startup = OtherLoad()
     server = Server(args.threads, home)
@@ -376,22 +514,14 @@ def bench_gateway(args: argparse.Namespace, res: Results, home: Path) -> None:
             res.first_answer_s = time.perf_counter() - server.started
             res.other_load["startup"] = startup.share()
 
-            with other_load(res, "c=1"):
-                for n, elapsed in repeat(args.reps, partial(chat, client, args.max_tokens)):
-                    res.c1_tok_s.samples.append(n / elapsed)
-                    res.note_tokens("gateway c=1", n)
-
             def concurrent_round() -> tuple[list[int], float]:
                 t0 = time.perf_counter()
                 futures = [pool.submit(chat, client, args.max_tokens) for _ in range(CONCURRENCY)]
                 counts = [f.result(timeout=args.timeout * CONCURRENCY)[0] for f in futures]
                 return counts, time.perf_counter() - t0
 
-            with other_load(res, f"c={CONCURRENCY}"):
-                for counts, elapsed in repeat(args.reps, concurrent_round):
-                    res.cn_tok_s.samples.append(sum(counts) / elapsed)
-                    for n in counts:
-                        res.note_tokens(f"gateway c={CONCURRENCY}", n)
+            interleaved(args, res, partial(chat, client, args.max_tokens), concurrent_round)
+            res.batching = client.get(f"/v1/models/{MODEL}").json().get("batching", {})
 
             with other_load(res, "stream"):
                 for n, first, elapsed in repeat(args.reps, partial(chat_stream, client, args.max_tokens)):
@@ -427,9 +557,11 @@ def report(args: argparse.Namespace, res: Results) -> dict[str, Any]:
     raw = res.raw.get(res.raw_phase, Series())
     c1, cn = res.c1_tok_s.median, res.cn_tok_s.median
     ratio = c1 / raw.median if raw.median else float("nan")
+    pairs = res.pair_ratio
     checks = {
         "gateway_c1_ratio": ratio >= TARGET_RATIO,
         f"gateway_c{CONCURRENCY}_aggregate": cn >= c1,
+        f"gateway_c{CONCURRENCY}_interleaved": pairs.median >= 1.0,
         "startup_to_first_answer": res.first_answer_s <= TARGET_FIRST_ANSWER_S,
         "rss": res.rss_mib <= TARGET_RSS_MIB,
     }
@@ -459,6 +591,15 @@ def report(args: argparse.Namespace, res: Results) -> dict[str, Any]:
         "",
         "",
     )
+    ceiling = res.raw_batch_n.median / res.raw_batch_1.median
+    table.add_row(
+        f"raw llama_decode, 1 / {CONCURRENCY} seqs per call",
+        f"{res.raw_batch_1.median:.1f} / {res.raw_batch_n.median:.1f} tok/s",
+        load_text(load["raw batch"]),
+        "",
+        "",
+    )
+    table.add_row(f"  {CONCURRENCY} / 1: batching's ceiling here", f"{ceiling:.0%}", "", "", "")
     table.add_row("gateway c=1", rate(res.c1_tok_s), load_text(load["c=1"]), "", "")
     table.add_row(
         "  ratio to raw", f"{ratio:.0%}", "", f"≥ {TARGET_RATIO:.0%}", verdict(checks["gateway_c1_ratio"])
@@ -469,6 +610,20 @@ def report(args: argparse.Namespace, res: Results) -> dict[str, Any]:
         load_text(load[f"c={CONCURRENCY}"]),
         f"≥ c=1 ({c1:.1f})",
         verdict(checks[f"gateway_c{CONCURRENCY}_aggregate"]),
+    )
+    table.add_row(
+        f"  interleaved c={CONCURRENCY} / c=1 (pairs)",
+        f"{pairs.median:.0%} ({pairs.lowest:.0%} to {pairs.highest:.0%})",
+        "",
+        "≥ 100%",
+        verdict(checks[f"gateway_c{CONCURRENCY}_interleaved"]),
+    )
+    table.add_row(
+        "  sequences per decode step, at most",
+        str(res.batching.get("max_sequences_per_step", "?")),
+        "",
+        "",
+        "",
     )
     table.add_row("gateway stream c=1", rate(res.stream_tok_s), load_text(load["stream"]), "", "")
     table.add_row(
@@ -494,6 +649,11 @@ def report(args: argparse.Namespace, res: Results) -> dict[str, Any]:
         verdict(checks["rss"]),
     )
     console.print(table)
+    console.print(
+        f"side by side, tok/s: raw {raw.median:.1f} | gateway c=1 {c1:.1f} ({ratio:.0%} of raw) | "
+        f"gateway c={CONCURRENCY} {cn:.1f} ({cn / c1 if c1 else float('nan'):.0%} of c=1; "
+        f"interleaved pairs {pairs.median:.0%}; raw llama_decode {CONCURRENCY} / 1 sequences {ceiling:.0%})"
+    )
     tokens = "; ".join(f"{phase} {sorted(set(ns))}" for phase, ns in res.completion_tokens.items())
     console.print(f"[dim]completion tokens per request: {tokens}[/dim]")
 
@@ -507,10 +667,14 @@ def report(args: argparse.Namespace, res: Results) -> dict[str, Any]:
         "raw_load_s": res.raw_load_s,
         "raw_baseline_phase": res.raw_phase,
         "raw_tok_s": {phase: asdict(s) for phase, s in res.raw.items()},
+        "raw_decode_1_tok_s": asdict(res.raw_batch_1),
+        f"raw_decode_{CONCURRENCY}_tok_s": asdict(res.raw_batch_n),
         "gateway_c1_tok_s": asdict(res.c1_tok_s),
         "gateway_c1_ratio": ratio,
         f"gateway_c{CONCURRENCY}_tok_s": asdict(res.cn_tok_s),
         f"gateway_c{CONCURRENCY}_over_c1": cn / c1 if c1 else float("nan"),
+        f"gateway_c{CONCURRENCY}_over_c1_pairs": asdict(pairs),
+        "batching": res.batching,
         "gateway_stream_tok_s": asdict(res.stream_tok_s),
         "gateway_stream_ttft_ms": asdict(res.stream_ttft_ms),
         "ready_s": res.ready_s,
@@ -522,6 +686,7 @@ def report(args: argparse.Namespace, res: Results) -> dict[str, Any]:
         "targets": {
             "gateway_c1_ratio": TARGET_RATIO,
             f"gateway_c{CONCURRENCY}_aggregate": "≥ gateway c=1",
+            f"gateway_c{CONCURRENCY}_interleaved": "median pair ratio ≥ 1",
             "first_answer_s": TARGET_FIRST_ANSWER_S,
             "rss_mib": TARGET_RSS_MIB,
         },

@@ -1,20 +1,24 @@
-"""The embedded backend: a GGUF model run in-process by llama-cpp-python.
+"""The embedded backend: a GGUF model run in-process by llama.cpp, with continuous batching.
 
-One ``Llama`` object per model, shared by all requests. llama.cpp contexts are not thread-safe, so all work
-on a model runs on that model's single worker thread, in arrival order; the event loop never blocks on it.
-Streaming runs the token loop on the worker thread and hands chunks to the loop; when the client goes away
-the loop sets a flag that stops generation at the next token.
+One model per backend, shared by all requests. Generation goes through a :class:`BatchEngine`
+(llama_batch.py): up to ``n_parallel`` requests are decoded together, one token each per ``llama_decode``
+call, each with its own sampler (seed, penalties, grammar) and its own slot of ``n_ctx`` tokens in the KV
+cache. Loading, the decode loop and unloading all run on the model's single worker thread; prompts are
+rendered and tokenized on the event loop (the vocabulary is read-only). When a client goes away, its
+sequence is dropped at the next step and its slot is free for the next request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
-import threading
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+import random
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from llmdock.backends.base import (
     BackendParams,
@@ -24,7 +28,10 @@ from llmdock.backends.base import (
     StreamChunk,
 )
 from llmdock.backends.model_files import resolve_model_path
-from llmdock.errors import BackendError, ConfigError
+from llmdock.errors import BackendError, BackendUnavailable, ConfigError, InvalidRequest
+
+if TYPE_CHECKING:  # llama_batch imports llama_cpp, which loads the library: only when a model loads
+    from llmdock.backends.llama_batch import BatchEngine, Delta
 
 # Turn formats for models whose GGUF carries no chat template (e.g. Gemma 3 base).
 TURN_FORMATS: dict[str, tuple[str, list[str]]] = {
@@ -43,9 +50,12 @@ TURN_FORMATS: dict[str, tuple[str, list[str]]] = {
 
 class LlamaCppParams(BackendParams):
     model_path: str
-    n_ctx: int = Field(default=2048, gt=0)
+    n_ctx: int = Field(default=2048, gt=0, description="Context window of each sequence (its KV-cache slot)")
+    n_parallel: int = Field(
+        default=4, ge=1, le=256, description="Sequences decoded together in one batch (continuous batching)"
+    )
     n_threads: int = Field(default=0, ge=0, description="0 = the settings' n_threads, else all cores")
-    n_batch: int = Field(default=512, gt=0)
+    n_batch: int = Field(default=512, gt=0, description="Tokens per llama_decode call (prompt chunks)")
     chat_template: str | None = Field(
         default=None, description="None = the GGUF's own template; a TURN_FORMATS name; or a Jinja template"
     )
@@ -56,6 +66,12 @@ class LlamaCppParams(BackendParams):
     )
     lazy: bool = False
 
+    @model_validator(mode="after")
+    def _batch_holds_every_sequence(self) -> LlamaCppParams:
+        if self.n_batch < self.n_parallel:
+            raise ValueError(f"n_batch ({self.n_batch}) must be at least n_parallel ({self.n_parallel})")
+        return self
+
 
 class LlamaCppBackend(InProcessBackend):
     kind = "llamacpp"
@@ -64,36 +80,61 @@ class LlamaCppBackend(InProcessBackend):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.context_window = self.spec.context_window or self.params.n_ctx
-        self._llm: Any = None
+        n_ctx = self.params.n_ctx
+        if self.spec.context_window and self.spec.context_window > n_ctx:
+            raise ConfigError(
+                f"context_window {self.spec.context_window} is larger than n_ctx {n_ctx}, the KV cache of "
+                "each sequence; raise n_ctx or lower context_window",
+                where=self.where("context_window"),
+            )
+        self.context_window = self.spec.context_window or n_ctx
+        # n_parallel requests run at once; max_queue more may wait for a slot.
+        self._limit = self.params.n_parallel + self.spec.max_queue
+        self._model: Any = None
+        self._engine: BatchEngine | None = None
         self._formatter: Any = None
 
     # --- loading --------------------------------------------------------------------------------------
 
     def _load(self) -> None:
-        from llama_cpp import Llama, llama_chat_format
+        import llama_cpp
+        from llama_cpp import llama_chat_format
+        from llama_cpp._internals import LlamaModel
+
+        from llmdock.backends.llama_batch import BatchEngine
 
         where = self.where("model_path")
         path = resolve_model_path(self.params.model_path, self.settings.home, where=where)
         threads = self.params.n_threads or self.settings.n_threads or os.cpu_count() or 1
+        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # llama.cpp's own log: errors only
+        llama_cpp.llama_backend_init()
         try:
-            llm = Llama(
-                model_path=str(path),
-                n_ctx=self.params.n_ctx,
-                n_threads=threads,
-                n_threads_batch=threads,
-                n_batch=self.params.n_batch,
-                verbose=False,
+            # llama-cpp-python's model wrapper (loading, vocabulary, metadata, tokenizer); its Llama class
+            # holds one sequence per context, so the context and decode loop are the engine's own.
+            model: Any = LlamaModel(
+                path_model=str(path), params=llama_cpp.llama_model_default_params(), verbose=False
             )
         except (ValueError, RuntimeError) as exc:
             raise ConfigError(f"cannot load model {str(path)!r}: {exc}", where=where) from None
-        eos_id, bos_id = llm.token_eos(), llm.token_bos()
-        eos = llm._model.token_get_text(eos_id) if eos_id != -1 else ""
-        bos = llm._model.token_get_text(bos_id) if bos_id != -1 else ""
+        try:
+            engine = BatchEngine(
+                model,
+                n_parallel=self.params.n_parallel,
+                n_ctx=self.params.n_ctx,
+                n_batch=self.params.n_batch,
+                n_threads=threads,
+                run=self._executor.submit,
+            )
+        except ValueError as exc:
+            model.close()
+            raise ConfigError(f"cannot serve model {str(path)!r}: {exc}", where=self.where("n_ctx")) from None
+        eos_id, bos_id = model.token_eos(), model.token_bos()
+        eos = model.token_get_text(eos_id) if eos_id != -1 else ""
+        bos = model.token_get_text(bos_id) if bos_id != -1 else ""
         template = self.params.chat_template
         extra_stop: list[str] = []
         if template is None:
-            template = llm.metadata.get("tokenizer.chat_template")
+            template = model.metadata().get("tokenizer.chat_template")
         elif template in TURN_FORMATS:
             template, extra_stop = TURN_FORMATS[template]
         if template:
@@ -102,32 +143,46 @@ class LlamaCppBackend(InProcessBackend):
             )
         self._extra_stop = extra_stop
         self._bos_text = bos
-        self._llm = llm
+        self._model = model
+        self._engine = engine
+
+    def _unload(self) -> None:
+        """Free the context, then the model (worker thread, after the decode loop has stopped)."""
+        engine, self._engine = self._engine, None
+        model, self._model = self._model, None
+        if engine is not None:
+            engine.free()
+        if model is not None:
+            model.close()
 
     async def close(self) -> None:
+        if self._engine is not None:
+            self._engine.shutdown()  # ends running and waiting requests at the next step
+            with contextlib.suppress(RuntimeError):  # the executor is already shut down
+                await self.run(self._unload)
         await super().close()
-        llm, self._llm = self._llm, None
-        if llm is not None:
-            llm.close()
 
     def info(self) -> dict[str, Any]:
         info = super().info()
         info["chat_template"] = "gguf" if self.params.chat_template is None else self.params.chat_template
+        info["n_parallel"] = self.params.n_parallel
+        if self._engine is not None:
+            info["batching"] = self._engine.stats()
         return info
 
     # --- prompts --------------------------------------------------------------------------------------
     def _tokenize(self, text: str) -> list[int]:
         add_bos = not (self._bos_text and text.startswith(self._bos_text))
-        tokens: list[int] = self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+        tokens: list[int] = self._model.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
         return tokens
 
     def count_tokens(self, text: str) -> int:
-        if self._llm is None:
+        if self._model is None:
             return super().count_tokens(text)
-        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+        return len(self._model.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     def prepare(self, req: GenerationRequest) -> None:
-        if self._llm is None:
+        if self._model is None:
             raise BackendError(f"model {self.name!r} is not loaded")
         stop = list(self.params.stop) + list(self._extra_stop)
         if req.operation == "chat":
@@ -149,84 +204,80 @@ class LlamaCppBackend(InProcessBackend):
             req.params.max_tokens = max(1, self.context_window - req.n_prompt_tokens)
         self.check_window(req)
 
-    def _completion_kwargs(self, req: GenerationRequest) -> dict[str, Any]:
-        p = req.params
-        kwargs: dict[str, Any] = {
-            "prompt": req.prompt_tokens,
-            "max_tokens": p.max_tokens,
-            "temperature": p.temperature if p.temperature is not None else 0.2,
-            "top_p": p.top_p if p.top_p is not None else 1.0,
-            "stop": req.stop or None,
-            "presence_penalty": p.presence_penalty or 0.0,
-            "frequency_penalty": p.frequency_penalty or 0.0,
-        }
-        if p.seed is not None:
-            kwargs["seed"] = p.seed
-        if req.grammar:
-            from llama_cpp.llama_grammar import LlamaGrammar
-
-            kwargs["grammar"] = LlamaGrammar.from_string(req.grammar, verbose=False)
-        return kwargs
-
     # --- generation ----------------------------------------------------------------------------------
-    def _generate_sync(self, req: GenerationRequest) -> Generation:
-        out = self._llm.create_completion(**self._completion_kwargs(req))
-        choice = out["choices"][0]
-        usage = out["usage"]
-        return Generation(
-            text=choice["text"],
-            prompt_tokens=usage["prompt_tokens"],
-            completion_tokens=usage["completion_tokens"],
-            finish_reason=choice.get("finish_reason") or "stop",
-        )
+    async def _deltas(self, req: GenerationRequest, *, stream: bool) -> AsyncGenerator[Delta, None]:
+        """Run ``req`` as one sequence of the batch engine; its deltas as they come."""
+        from llmdock.backends.llama_batch import EngineClosed, Sampling, Sequence
 
-    async def generate(self, req: GenerationRequest) -> Generation:
         await self.ensure_started()
-        result: Generation = await self.run(self._generate_sync, req)
-        return result
+        engine = self._engine
+        if engine is None:
+            raise BackendUnavailable(f"model {self.name!r} is not loaded")
+        p = req.params
+        try:
+            sampler = engine.sampler(
+                Sampling(
+                    temperature=p.temperature if p.temperature is not None else 0.2,
+                    top_p=p.top_p if p.top_p is not None else 1.0,
+                    seed=p.seed if p.seed is not None else random.getrandbits(32),
+                    presence_penalty=p.presence_penalty or 0.0,
+                    frequency_penalty=p.frequency_penalty or 0.0,
+                    grammar=req.grammar,
+                )
+            )
+        except ValueError as exc:
+            raise InvalidRequest(f"cannot constrain the output: {exc}", param="response_format") from None
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Delta | BaseException] = asyncio.Queue()
 
-    def _stream_sync(
-        self,
-        req: GenerationRequest,
-        emit: Any,
-        cancelled: threading.Event,
-    ) -> None:
-        chunks: Iterator[dict[str, Any]] = self._llm.create_completion(
-            stream=True, **self._completion_kwargs(req)
+        def emit(item: Delta | BaseException) -> None:  # called on the worker thread
+            with contextlib.suppress(RuntimeError):  # the event loop is gone: nobody is listening
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        seq = Sequence(
+            req.prompt_tokens or [],
+            max_tokens=p.max_tokens or self.context_window,
+            stop=req.stop,
+            sampler=sampler,
+            emit=emit,
+            stream=stream,
         )
         try:
-            for chunk in chunks:
-                if cancelled.is_set():
-                    break
-                choice = chunk["choices"][0]
-                emit(StreamChunk(text=choice["text"], finish_reason=choice.get("finish_reason")))
-        except Exception as exc:  # report to the consumer on the loop; it raises a BackendError
-            emit(exc)
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
-            emit(None)
-
-    async def stream(self, req: GenerationRequest) -> AsyncIterator[StreamChunk]:
-        await self.ensure_started()
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[StreamChunk | BaseException | None] = asyncio.Queue()
-        cancelled = threading.Event()
-
-        def emit(item: StreamChunk | BaseException | None) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-
-        future = self.run(self._stream_sync, req, emit, cancelled)
+            engine.submit(seq)
+        except EngineClosed as exc:
+            sampler.close()
+            raise BackendUnavailable(f"model {self.name!r} cannot take the request: {exc}") from None
+        except ValueError as exc:
+            sampler.close()
+            raise InvalidRequest(
+                str(exc), param="messages" if req.operation == "chat" else "prompt"
+            ) from None
         try:
             while True:
                 item = await queue.get()
-                if item is None:
-                    break
                 if isinstance(item, BaseException):
                     raise BackendError(f"generation failed: {item}")
                 yield item
+                if item.finish_reason is not None:
+                    return
         finally:
-            # Stops the token loop at the next token if the consumer left early (client disconnect).
-            cancelled.set()
-            future.add_done_callback(lambda f: f.exception())
+            seq.cancel()  # the consumer left early (client disconnect): free the slot at the next step
+
+    async def generate(self, req: GenerationRequest) -> Generation:
+        async with contextlib.aclosing(self._deltas(req, stream=False)) as deltas:
+            async for delta in deltas:
+                if delta.finish_reason is not None:
+                    return Generation(
+                        text=delta.text,
+                        prompt_tokens=req.n_prompt_tokens,
+                        completion_tokens=delta.completion_tokens,
+                        finish_reason=delta.finish_reason,
+                    )
+        raise BackendError("generation ended without a finish reason")
+
+    async def stream(self, req: GenerationRequest) -> AsyncIterator[StreamChunk]:
+        # aclosing: when the client leaves, the sequence is cancelled now, not when the generator is collected.
+        async with contextlib.aclosing(self._deltas(req, stream=True)) as deltas:
+            async for delta in deltas:
+                if delta.text or delta.finish_reason:
+                    yield StreamChunk(text=delta.text, finish_reason=delta.finish_reason)

@@ -1,0 +1,476 @@
+"""Continuous batching for llama.cpp: one decode loop serving several requests in one context.
+
+llama.cpp decodes tokens of several independent sequences in one ``llama_decode`` call: each token of a
+``llama_batch`` names its sequence id and the KV cache keeps the sequences apart. On a CPU a step with four
+tokens costs little more than a step with one (the weights are read once per step, not once per token), so
+decoding concurrent requests together multiplies aggregate tokens/s. vLLM and llama.cpp's own server work
+this way; llama-cpp-python's ``Llama`` does not (one sequence per context), hence this module.
+
+:class:`BatchEngine` owns one context with ``n_parallel`` slots (one KV-cache sequence id each, ``n_ctx``
+tokens each). Requests (:class:`Sequence`) wait in a FIFO queue; between steps the engine admits them into
+free slots and retires finished or cancelled ones. Each step puts one token per generating sequence into
+the batch, fills the rest (up to ``n_batch``) with prompt tokens of newly admitted sequences, calls
+``llama_decode`` once and samples every sequence that got logits with that sequence's own sampler chain
+(its temperature, seed, penalties and grammar).
+
+Threading: a llama.cpp context must not be used from two threads at once, so the loop runs on the model's
+single worker thread (``run`` schedules it there), and only while there is work. Requests are submitted
+from the event loop; results come back through each sequence's ``emit``, called on the worker thread.
+
+A slot keeps its tokens in the KV cache after its request ends; a new request takes the free slot whose
+cache shares the longest prefix with its prompt and decodes only the rest (a repeated system prompt or chat
+history is not decoded twice). A cancelled request's cache is dropped.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import llama_cpp
+
+# As llama-cpp-python's create_completion, which served requests before this engine: same answers.
+TOP_K = 40
+MIN_P = 0.05
+PENALTY_LAST_N = 64
+# A KV buffer per sequence, not one shared buffer. Shared, a sequence's attention runs over the cells of
+# all sequences (masked) and its sums round differently with what else is in the cache: greedy answers
+# then change with the company a request keeps. Apart, a sequence's answer is the one it gets alone.
+# The price: llama.cpp splits a batch where its sequence ids are not consecutive (slots 0 and 2 busy,
+# 1 free), so admission prefers low slot numbers.
+KV_UNIFIED = False
+COPY_MIN_TOKENS = 64
+
+
+@dataclass(slots=True)
+class Delta:
+    """Text a sequence produced since its previous delta; the last one carries the finish reason."""
+
+    text: str
+    finish_reason: str | None = None
+    completion_tokens: int = 0
+
+
+Emit = Callable[[Delta | BaseException], None]
+
+
+class EngineClosed(RuntimeError):
+    """The model was unloaded while the request was waiting or running."""
+
+
+@dataclass(slots=True)
+class Sampling:
+    temperature: float
+    top_p: float
+    seed: int
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    grammar: str | None = None
+
+
+class SamplerChain:
+    """One sequence's llama.cpp sampler chain, built as llama-cpp-python's ``create_completion`` builds its
+    own: penalties, grammar, then greedy at temperature 0, else top-k, top-p, min-p, temperature and a draw
+    from the sequence's own seeded generator. Free it with :meth:`close`."""
+
+    def __init__(self, vocab: Any, n_vocab: int, s: Sampling) -> None:
+        self._chain: Any = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        try:
+            if s.presence_penalty or s.frequency_penalty:
+                self._add(
+                    llama_cpp.llama_sampler_init_penalties(
+                        n_vocab, PENALTY_LAST_N, 1.0, s.frequency_penalty, s.presence_penalty
+                    )
+                )
+            if s.grammar:
+                grammar = llama_cpp.llama_sampler_init_grammar(vocab, s.grammar.encode(), b"root")
+                if not grammar:
+                    raise ValueError("the grammar is not valid GBNF (llama.cpp could not parse it)")
+                self._add(grammar)
+            if s.temperature <= 0:
+                self._add(llama_cpp.llama_sampler_init_greedy())
+            else:
+                self._add(llama_cpp.llama_sampler_init_top_k(TOP_K))
+                self._add(llama_cpp.llama_sampler_init_top_p(s.top_p, 1))
+                self._add(llama_cpp.llama_sampler_init_min_p(MIN_P, 1))
+                self._add(llama_cpp.llama_sampler_init_temp(s.temperature))
+                self._add(llama_cpp.llama_sampler_init_dist(s.seed & 0xFFFFFFFF))
+        except BaseException:
+            self.close()
+            raise
+
+    def _add(self, sampler: Any) -> None:
+        llama_cpp.llama_sampler_chain_add(self._chain, sampler)  # the chain owns it from here
+
+    def sample(self, ctx: Any, index: int) -> int:
+        """Sample from the logits of batch position ``index`` and feed the token to the chain's state."""
+        return int(llama_cpp.llama_sampler_sample(self._chain, ctx, index))
+
+    def close(self) -> None:
+        if self._chain is not None:
+            llama_cpp.llama_sampler_free(self._chain)
+            self._chain = None
+
+
+class TextTail:
+    """A sequence's text: bytes of tokens in, UTF-8 text out, cut at the first stop string.
+
+    Text that could be the start of a stop string is held back until the next tokens decide (a stop
+    string may span tokens), so a stop string never reaches the client, not even in part.
+    """
+
+    def __init__(self, stop: list[str]) -> None:
+        self.stop = [s for s in stop if s]
+        self._longest = max((len(s) for s in self.stop), default=0)
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
+        self.text = ""
+        self.sent = 0
+        self.stopped = False
+
+    def feed(self, piece: bytes) -> str:
+        """Add one token's bytes; return the text that is now safe to send."""
+        before = len(self.text)
+        self.text += self._decoder.decode(piece)
+        if self.stop:
+            start = max(0, before - self._longest + 1)
+            hits = [i for i in (self.text.find(s, start) for s in self.stop) if i >= 0]
+            if hits:
+                self.text = self.text[: min(hits)]
+                self.stopped = True
+                return self.take(len(self.text))
+            return self.take(len(self.text) - self._held())
+        return self.take(len(self.text))
+
+    def _held(self) -> int:
+        """Length of the longest end of the unsent text that begins a stop string."""
+        for n in range(min(self._longest - 1, len(self.text) - self.sent), 0, -1):
+            tail = self.text[-n:]
+            if any(s.startswith(tail) for s in self.stop):
+                return n
+        return 0
+
+    def take(self, upto: int) -> str:
+        out = self.text[self.sent : upto]
+        self.sent = max(self.sent, upto)
+        return out
+
+    def finish(self) -> str:
+        """The text held back so far (it turned out not to be a stop string)."""
+        if not self.stopped:
+            self.text += self._decoder.decode(b"", final=True)
+        return self.take(len(self.text))
+
+
+class Sequence:
+    """One request in the engine: its prompt, limits and sampler, and where its text goes.
+
+    ``emit`` receives :class:`Delta` items, per token when ``stream`` is set, else one at the end with all
+    the text; the last delta has a finish reason. An exception is emitted instead if generation fails.
+    Call :meth:`cancel` from any thread to stop it at the next step.
+    """
+
+    def __init__(
+        self,
+        prompt: list[int],
+        *,
+        max_tokens: int,
+        stop: list[str],
+        sampler: SamplerChain,
+        emit: Emit,
+        stream: bool,
+    ) -> None:
+        self.prompt = prompt
+        self.max_tokens = max_tokens
+        self.sampler = sampler
+        self.emit = emit
+        self.stream = stream
+        self.cancelled = False
+        self.text = TextTail(stop)
+        # Decoding state, touched only by the worker thread.
+        self.pending: list[int] = []  # prompt tokens not decoded yet
+        self.next_token = -1  # the last sampled token, decoded in the next step
+        self.out_index = -1  # position of this sequence's logits in the current batch, -1 if none
+        self.generated = 0
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+@dataclass(slots=True)
+class Slot:
+    seq_id: int
+    tokens: list[int] = field(default_factory=list)  # what the KV cache holds for this sequence id
+    sequence: Sequence | None = None
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class BatchEngine:
+    """Decodes up to ``n_parallel`` sequences together in one llama.cpp context of the given model.
+
+    ``run(fn)`` must call ``fn`` on the model's worker thread (e.g. a one-thread executor's ``submit``).
+    Construct and :meth:`free` the engine on that thread too.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        n_parallel: int,
+        n_ctx: int,
+        n_batch: int,
+        n_threads: int,
+        run: Callable[[Callable[[], None]], object],
+    ) -> None:
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx * n_parallel
+        params.n_batch = params.n_ubatch = n_batch
+        params.n_seq_max = n_parallel
+        params.n_threads = params.n_threads_batch = n_threads
+        params.kv_unified = KV_UNIFIED
+        # As llama-cpp-python's Llama, which the backend used before (auto may pick it on CPU, slower here).
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        self._model = model
+        self._vocab = model.vocab
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
+        self._ctx = llama_cpp.llama_init_from_model(model.model, params)
+        if not self._ctx:
+            raise ValueError(f"llama.cpp could not create a context of {n_parallel} x {n_ctx} tokens")
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self.n_parallel = n_parallel
+        self.n_ctx = min(n_ctx, int(llama_cpp.llama_n_ctx_seq(self._ctx)))  # tokens per slot
+        self.n_batch = n_batch
+        self._run = run
+        self._slots = [Slot(i) for i in range(n_parallel)]
+        self._waiting: deque[Sequence] = deque()
+        self._lock = threading.Lock()
+        self._running = False
+        self._closing = False
+        self._pieces: dict[int, bytes] = {}
+        self._piece_buf = ctypes.create_string_buffer(64)
+        # Counters for info(): how much batching really happened.
+        self.steps = 0
+        self.decoded_tokens = 0
+        self.max_sequences_per_step = 0
+        self.reused_tokens = 0  # prompt tokens found in a slot's cache instead of decoded
+
+    # --- called from any thread -----------------------------------------------------------------------
+    def sampler(self, sampling: Sampling) -> SamplerChain:
+        """A sampler chain for this model's vocabulary (raises ValueError for an invalid grammar)."""
+        return SamplerChain(self._vocab, self.n_vocab, sampling)
+
+    def submit(self, seq: Sequence) -> None:
+        """Queue ``seq``; the decode loop admits it into the next free slot."""
+        if not 0 < len(seq.prompt) < self.n_ctx:
+            raise ValueError(f"a prompt of {len(seq.prompt)} tokens does not fit a slot of {self.n_ctx}")
+        with self._lock:
+            if self._closing:
+                raise EngineClosed("the model is being unloaded")
+            self._waiting.append(seq)
+            if self._running:
+                return
+            self._running = True
+        self._run(self._drain)
+
+    def shutdown(self) -> None:
+        """Fail waiting and running requests at the next step and stop the loop."""
+        with self._lock:
+            self._closing = True
+            if self._running:
+                return
+            self._running = True
+        self._run(self._drain)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "active_sequences": sum(1 for s in self._slots if s.sequence is not None),
+            "waiting_sequences": len(self._waiting),
+            "steps": self.steps,
+            "decoded_tokens": self.decoded_tokens,
+            "max_sequences_per_step": self.max_sequences_per_step,
+            "reused_prompt_tokens": self.reused_tokens,
+        }
+
+    # --- the worker thread ----------------------------------------------------------------------------
+    def free(self) -> None:
+        """Release the context and batch (worker thread, after :meth:`shutdown`)."""
+        if self._ctx is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+
+    def _drain(self) -> None:
+        """The decode loop: admit, step, retire, until no request is left."""
+        try:
+            while True:
+                with self._lock:
+                    if self._closing:
+                        self._fail_all(EngineClosed("the model was unloaded"))
+                        return
+                    free = [s for s in self._slots if s.sequence is None]
+                    admitted = [self._waiting.popleft() for _ in range(min(len(free), len(self._waiting)))]
+                    if not admitted and len(free) == len(self._slots):
+                        return
+                try:
+                    for seq in admitted:
+                        self._admit(seq, free)
+                    self._step()
+                except Exception as exc:  # a failed decode ends the requests in it, not the loop
+                    self._fail_active(exc)
+        finally:
+            with self._lock:
+                self._running = False
+                restart = bool(self._waiting) and not self._closing
+                self._running = restart
+            if restart:  # a request arrived between the last check and the end of the loop
+                self._run(self._drain)
+
+    def _admit(self, seq: Sequence, free: list[Slot]) -> None:
+        if seq.cancelled:
+            seq.sampler.close()
+            return
+        # The lowest free slot keeps busy sequence ids consecutive (see KV_UNIFIED). If another free slot
+        # has cached much more of this prompt, its cache is copied over (a memcpy of the slot's buffer,
+        # cheaper than decoding COPY_MIN_TOKENS prompt tokens).
+        slot = min(free, key=lambda s: s.seq_id)
+        free.remove(slot)
+        keep = common_prefix(slot.tokens, seq.prompt)
+        best = max(free, key=lambda s: common_prefix(s.tokens, seq.prompt), default=None)
+        if best is not None and common_prefix(best.tokens, seq.prompt) - keep >= COPY_MIN_TOKENS:
+            llama_cpp.llama_memory_seq_cp(self._memory, best.seq_id, slot.seq_id, -1, -1)
+            slot.tokens = list(best.tokens)
+            keep = common_prefix(slot.tokens, seq.prompt)
+        # Keep the shared prefix, but always decode at least the last prompt token: its logits are needed.
+        keep = min(keep, len(seq.prompt) - 1)
+        self.reused_tokens += keep
+        if keep < len(slot.tokens) and not llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, keep, -1):
+            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)  # cannot cut: drop it all
+            keep = 0
+        del slot.tokens[keep:]
+        seq.pending = seq.prompt[keep:]
+        slot.sequence = seq
+
+    def _step(self) -> None:
+        batch = self._batch
+        n = 0
+        fed: list[tuple[Slot, list[int]]] = []
+        for slot in self._slots:  # one token each for the sequences already generating
+            seq = slot.sequence
+            if seq is None:
+                continue
+            if seq.cancelled:
+                self._retire(slot, keep_cache=False)
+                continue
+            seq.out_index = -1
+            if not seq.pending:
+                self._put(n, seq.next_token, len(slot.tokens), slot.seq_id, True)
+                seq.out_index = n
+                n += 1
+                fed.append((slot, [seq.next_token]))
+        for slot in self._slots:  # then prompt tokens, as many as fit
+            seq = slot.sequence
+            if seq is None or not seq.pending or n == self.n_batch:
+                continue
+            chunk = seq.pending[: self.n_batch - n]
+            start = len(slot.tokens)
+            for i, token in enumerate(chunk):
+                self._put(n + i, token, start + i, slot.seq_id, False)
+            n += len(chunk)
+            if len(chunk) == len(seq.pending):
+                batch.logits[n - 1] = True
+                seq.out_index = n - 1
+            fed.append((slot, chunk))
+        if n == 0:
+            return
+        batch.n_tokens = n
+        code = llama_cpp.llama_decode(self._ctx, batch)
+        if code != 0:
+            raise RuntimeError(f"llama_decode returned {code}")
+        self.steps += 1
+        self.decoded_tokens += n
+        sampled = 0
+        for slot, tokens in fed:
+            seq = slot.sequence
+            assert seq is not None
+            slot.tokens += tokens
+            if seq.pending:
+                del seq.pending[: len(tokens)]
+            if seq.out_index >= 0:
+                sampled += 1
+                self._advance(slot, seq, seq.sampler.sample(self._ctx, seq.out_index))
+        self.max_sequences_per_step = max(self.max_sequences_per_step, sampled)
+
+    def _put(self, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
+        batch = self._batch
+        batch.token[i] = token
+        batch.pos[i] = pos
+        batch.n_seq_id[i] = 1
+        batch.seq_id[i][0] = seq_id
+        batch.logits[i] = logits
+
+    def _advance(self, slot: Slot, seq: Sequence, token: int) -> None:
+        """Take one sampled token: end the sequence or send its new text."""
+        if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            self._finish(slot, seq, "", "stop")
+            return
+        seq.generated += 1
+        text = seq.text.feed(self._piece(token))
+        if seq.text.stopped:
+            self._finish(slot, seq, text, "stop")
+        elif seq.generated >= seq.max_tokens or len(slot.tokens) >= self.n_ctx:
+            self._finish(slot, seq, text, "length")
+        else:
+            seq.next_token = token
+            if seq.stream and text:
+                seq.emit(Delta(text, None, seq.generated))
+
+    def _finish(self, slot: Slot, seq: Sequence, text: str, reason: str) -> None:
+        text += seq.text.finish()
+        self._retire(slot, keep_cache=True)  # first: whoever gets the last delta finds the slot free
+        seq.emit(Delta(text if seq.stream else seq.text.text, reason, seq.generated))
+
+    def _retire(self, slot: Slot, *, keep_cache: bool) -> None:
+        seq = slot.sequence
+        slot.sequence = None
+        if seq is not None:
+            seq.sampler.close()
+        if not keep_cache:
+            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+            slot.tokens.clear()
+
+    def _piece(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            buf = self._piece_buf
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+            if n < 0:  # longer than the buffer: -n is the length needed
+                buf = ctypes.create_string_buffer(-n)
+                n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+            piece = self._pieces[token] = buf.raw[:n]
+        return piece
+
+    def _fail_active(self, exc: BaseException) -> None:
+        for slot in self._slots:
+            seq = slot.sequence
+            if seq is not None:
+                self._retire(slot, keep_cache=False)
+                seq.emit(exc)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        self._fail_active(exc)
+        while self._waiting:
+            seq = self._waiting.popleft()
+            seq.sampler.close()
+            seq.emit(exc)
