@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from llmdock.store.engine import Store
 from llmdock.store.models import AuditHead, AuditRow
@@ -69,6 +70,21 @@ def append(
     after: dict[str, Any] | None = None,
 ) -> int:
     """Append one row; returns its sequence number."""
+    try:
+        return _append(store, action, actor, target, source, before, after)
+    except IntegrityError:  # two writers created the very first head row at once: the loser retries
+        return _append(store, action, actor, target, source, before, after)
+
+
+def _append(
+    store: Store,
+    action: str,
+    actor: str,
+    target: str,
+    source: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> int:
     before, after = _jsonable(before), _jsonable(after)
     at = datetime.now(UTC)
     with store.session() as s, s.begin():

@@ -11,10 +11,12 @@ Every change is written to the audit log in the same call.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,13 +49,18 @@ def load_secret(settings: Settings) -> bytes:
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    fresh = secrets.token_hex(32).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # Written aside, then linked into place: several workers starting at once all end up with the one
+    # secret that won, never with a half-written file.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".auth.secret.")
     try:
-        os.write(fd, fresh)
-    finally:
+        os.write(fd, secrets.token_hex(32).encode())
+        os.fchmod(fd, 0o600)
         os.close(fd)
-    return fresh
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+    return path.read_bytes().strip()
 
 
 def digest(secret: bytes, key: str) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -116,9 +117,13 @@ def audit_config(runtime: Runtime) -> None:
 
     assert runtime.store is not None
     try:
+        if not runtime.store.migrated:  # another worker may be migrating this store right now
+            runtime.store.migrate()
         record_config(runtime.store, runtime.settings, "gateway", socket.gethostname())
     except LlmdockError as exc:
         log.warning("cannot audit the configuration: %s", exc.one_line())
+    except SQLAlchemyError as exc:  # e.g. the store is down: serving goes on, the writer keeps traces
+        log.warning("cannot audit the configuration: %s", str(exc).splitlines()[0])
 
 
 async def retention_loop(runtime: Runtime) -> None:
