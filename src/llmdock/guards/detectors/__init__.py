@@ -1,0 +1,20 @@
+"""The built-in detectors, registered through the ``llmdock_detectors`` hook like any plugin's."""
+
+from llmdock.guards.base import DetectorFactory
+from llmdock.guards.detectors.injection import InjectionDetector
+from llmdock.guards.detectors.rules import (
+    BannedTopicsDetector,
+    LanguageDetector,
+    PatternDetector,
+    PromptLengthDetector,
+)
+from llmdock.guards.detectors.secrets import SecretsDetector
+
+BUILTIN_DETECTORS: tuple[DetectorFactory, ...] = (
+    InjectionDetector,
+    SecretsDetector,
+    PromptLengthDetector,
+    PatternDetector,
+    BannedTopicsDetector,
+    LanguageDetector,
+)

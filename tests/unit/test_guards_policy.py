@@ -1,0 +1,92 @@
+"""Guard policy files: every mistake stops llmdock with the file, the line and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmdock.config import load_settings
+from llmdock.errors import ConfigError
+from llmdock.guards.policy import api_key_namespace
+from llmdock.runtime import Runtime
+from tests.unit.test_guards import guard_model_dir
+
+HEAD = """include_builtin_models: false
+models:
+  fake: {backend: fake}
+default_model: fake
+default_embedding_model: ""
+pipeline: [preprocess, guard_in, generate, guard_out, postprocess]
+"""
+
+
+def start(tmp_path: Path, guards: str) -> Runtime:
+    path = tmp_path / "llmdock.yaml"
+    path.write_text(HEAD + f"guards:\n  model_dir: {guard_model_dir()}\n" + guards)
+    return Runtime(load_settings(path, home=tmp_path), with_store=False)
+
+
+def error(tmp_path: Path, guards: str) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        start(tmp_path, guards)
+    return info.value
+
+
+def test_an_unknown_detector_names_its_line_and_the_known_ones(tmp_path: Path) -> None:
+    err = error(tmp_path, "  input:\n    injection: {}\n    telepathy: {action: block}\n")
+    assert err.where == f"{tmp_path / 'llmdock.yaml'}:11: guards.input.telepathy"
+    assert "unknown detector 'telepathy'" in err.message
+    assert "injection" in err.message
+
+
+def test_a_threshold_out_of_range_names_the_field(tmp_path: Path) -> None:
+    err = error(tmp_path, "  input:\n    injection:\n      threshold: 1.5\n")
+    assert err.where == f"{tmp_path / 'llmdock.yaml'}:11: guards.input.injection.threshold"
+    assert "less than or equal to 1" in err.message
+
+
+def test_a_bad_action_and_a_bad_detector_parameter_are_refused(tmp_path: Path) -> None:
+    assert error(tmp_path, "  input:\n    secrets: {action: shout}\n").where.endswith(
+        "guards.input.secrets.action"
+    )  # type: ignore[union-attr]
+    err = error(tmp_path, "  input:\n    prompt_length: {max_chars: -3}\n")
+    assert err.where == f"{tmp_path / 'llmdock.yaml'}:10: guards.input.prompt_length.max_chars"
+
+
+def test_a_detector_in_the_wrong_direction_is_refused(tmp_path: Path) -> None:
+    err = error(tmp_path, "  output:\n    injection: {}\n")
+    assert "does not check output" in err.message
+
+
+def test_an_override_is_checked_like_the_base_policy(tmp_path: Path) -> None:
+    err = error(
+        tmp_path,
+        "  policies:\n    - match: {model: fake}\n      input:\n        injection: {threshold: -1}\n",
+    )
+    assert err.where == f"{tmp_path / 'llmdock.yaml'}:12: guards.policies.0.input.injection.threshold"
+
+
+def test_an_api_key_variable_that_is_not_set_is_an_error(tmp_path: Path) -> None:
+    err = error(tmp_path, "  policies:\n    - match: {api_key_env: NOT_SET_ANYWHERE}\n      input: {}\n")
+    assert "NOT_SET_ANYWHERE is not set" in err.message
+
+
+def test_a_separate_policy_file_is_validated_with_its_own_lines(tmp_path: Path) -> None:
+    policy = tmp_path / "guards.yaml"
+    policy.write_text("block_message: Refused.\ninput:\n  injection:\n    action: block\n    threshold: 7\n")
+    err = error(tmp_path, f"  policy_file: {policy}\n")
+    assert err.where == f"{policy}:5: input.injection.threshold"
+    policy.write_text("input:\n  injection: {action: flag}\n  regex: {keywords: [forbidden]}\n")
+    runtime = start(tmp_path, f"  policy_file: {policy}\n")
+    stage = runtime.pipeline.stages[1]
+    assert set(stage.policies.base["input"]) == {"injection", "regex"}  # type: ignore[attr-defined]
+
+
+def test_an_api_key_namespace_matches_the_gateways_tenant_hash() -> None:
+    from starlette.requests import Request
+
+    from llmdock.gateway.app import tenant_namespace
+
+    scope = {"type": "http", "headers": [(b"authorization", b"Bearer sk-123")]}
+    assert api_key_namespace("sk-123") == tenant_namespace(Request(scope))
