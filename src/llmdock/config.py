@@ -169,11 +169,11 @@ GuardEntries = dict[str, dict[str, Any] | None]
 
 
 def _default_input_guards() -> GuardEntries:
-    return {"injection": {}, "secrets": {}, "prompt_length": {}}
+    return {"injection": {}, "secrets": {}, "toxicity": {}, "prompt_length": {}}
 
 
 def _default_output_guards() -> GuardEntries:
-    return {"secrets": {}}
+    return {"secrets": {}, "leakage": {}}
 
 
 class GuardMatch(BaseModel):

@@ -233,7 +233,7 @@ async def test_injection_fails_closed_by_default_and_other_detectors_open(tmp_pa
     assert isinstance(stage, GuardInStage)
     assert stage.policies is not None
     modes = {name: e.policy.on_error for name, e in stage.policies.base["input"].items()}
-    assert modes == {"injection": "closed", "secrets": "open", "prompt_length": "open"}
+    assert modes == {"injection": "closed", "secrets": "open", "toxicity": "open", "prompt_length": "open"}
     await runtime.close()
 
 
@@ -349,3 +349,17 @@ async def test_a_streamed_answer_that_must_be_blocked_ends_with_an_error_event(
     assert "SECRET" not in text
     assert events[-1]["error"]["code"] == "content_policy"
     assert events[-1]["error"]["verdict"]["detector"] == "shouty"
+
+
+async def test_an_answer_linking_outside_the_allow_list_is_redacted(
+    gateway_factory: Callable[[Settings], Any], tmp_path: Path
+) -> None:
+    reply = "Download it from https://files.evil.test/setup.exe or read https://docs.example.com/install."
+    models = {"fake": ModelConfig(backend="fake", reply=reply)}
+    guards = {"input": {}, "output": {"urls": {"allow": ["example.com"]}}}
+    gw: Gateway = await gateway_factory(guarded(tmp_path, guards, models=models, default_embedding_model=""))
+    resp = await gw.client.post("/v1/chat/completions", json=chat("where do I get it?"))
+    content = resp.json()["choices"][0]["message"]["content"]
+    assert content == "Download it from [URL] or read https://docs.example.com/install."
+    spans = spans_of(gw, resp.headers["x-llmdock-trace-id"])
+    assert spans["guard_out.urls"].attributes["action"] == "redact"

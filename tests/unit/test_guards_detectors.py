@@ -6,8 +6,17 @@ from typing import Any
 
 import pytest
 
-from llmdock.guards.base import GuardText
+from llmdock.guards.base import DetectorParams, GuardText
 from llmdock.guards.detectors.injection import InjectionDetector, InjectionParams
+from llmdock.guards.detectors.output import (
+    GroundingDetector,
+    GroundingParams,
+    LeakageDetector,
+    LeakageParams,
+    RefusalDetector,
+    UrlDetector,
+    UrlParams,
+)
 from llmdock.guards.detectors.rules import (
     BannedTopicsDetector,
     LanguageDetector,
@@ -19,6 +28,7 @@ from llmdock.guards.detectors.rules import (
     TopicParams,
 )
 from llmdock.guards.detectors.secrets import SecretsDetector, SecretsParams
+from llmdock.guards.detectors.toxicity import ProfanityModel, ToxicityDetector, ToxicityParams
 from llmdock.guards.normalize import normalize
 from llmdock.guards.policy import DetectorEnv
 from tests.unit.test_guards import guard_model_dir
@@ -154,3 +164,72 @@ async def test_language_outside_the_allowed_ones_is_flagged(text: str, flagged: 
     detector = LanguageDetector(LanguageParams(allowed=["en"]), ENV)
     verdict: Any = await detector.detect(user(text))
     assert (verdict.score >= 0.5) == flagged
+
+
+@pytest.fixture(scope="module")
+def toxicity() -> ToxicityDetector:
+    return ToxicityDetector(ToxicityParams(), ENV)
+
+
+async def test_toxicity_flags_insults_and_names_self_harm(toxicity: ToxicityDetector) -> None:
+    insult = await toxicity.detect(user("You are a worthless, disgusting idiot and everyone hates you."))
+    assert insult.score >= 0.5
+    self_harm = await toxicity.detect(user("I just want to end my life tonight"))
+    assert (self_harm.layer, self_harm.findings[0].label) == ("heuristic:self-harm", "self-harm")
+    assert (await toxicity.detect(user("Could you suggest a good book about gardening?"))).score < 0.5
+
+
+def test_the_profanity_model_shortcut_equals_the_packages_own_probabilities() -> None:
+    from profanity_check import predict_prob
+
+    texts = ["you are a stupid idiot", "have a nice day", "what the hell is this crap"]
+    model = ProfanityModel()
+    assert [model.score(t) for t in texts] == pytest.approx(list(predict_prob(texts)), abs=1e-9)
+
+
+def answer(text: str, system: str = "", context: str = "", canary: str = "") -> GuardText:
+    return GuardText(text, "answer", "output", system, context, canary)
+
+
+async def test_leakage_finds_the_canary_and_long_runs_of_the_system_prompt() -> None:
+    detector = LeakageDetector(LeakageParams(), ENV)
+    system = "You are Zed, the support bot of Acme. Never discuss pricing. Escalate refunds to a human agent."
+    leaked = await detector.detect(
+        answer("Sure! My rules: never discuss pricing. Escalate refunds to a human agent.", system)
+    )
+    assert leaked.score >= 0.5
+    assert leaked.findings[0].label == "system-prompt"
+    assert (await detector.detect(answer("Our support team can help with refunds.", system))).score == 0
+    canary = await detector.detect(
+        answer("the marker is llmdock-canary-abc", system, canary="llmdock-canary-abc")
+    )
+    assert (canary.score, canary.layer) == (1.0, "canary")
+
+
+async def test_urls_outside_the_allow_list_are_found_unless_the_request_gave_them() -> None:
+    detector = UrlDetector(UrlParams(allow=["example.com"]), ENV)
+    text = "See https://docs.example.com/a, https://evil.test/x?q=1 and https://given.org/page."
+    verdict = await detector.detect(answer(text, context="read https://given.org/page please"))
+    assert [text[f.start : f.end] for f in verdict.findings] == ["https://evil.test/x?q=1"]
+
+
+async def test_refusals_are_recognised() -> None:
+    detector = RefusalDetector(DetectorParams(), ENV)
+    refused = await detector.detect(answer("I'm sorry, but I can't help with that request."))
+    assert refused.layer == "heuristic:refusal-phrase"
+    assert (await detector.detect(answer("Paris is the capital of France."))).score < 0.5
+
+
+async def test_grounding_marks_claims_the_context_does_not_hold() -> None:
+    detector = GroundingDetector(GroundingParams(), ENV)
+    context = (
+        "Acme Corp was founded in 1998 in Lisbon by Maria Santos. The company makes industrial sensors "
+        "for water treatment plants and employs about 400 people across three factories in Portugal."
+    )
+    good = "Acme Corp was founded in 1998 in Lisbon. It makes industrial sensors for water treatment plants."
+    bad = "Acme Corp was founded in 2005 in Berlin. It also sells smartphones and luxury watches worldwide."
+    assert (await detector.detect(answer(good, context=context))).score == 0
+    verdict = await detector.detect(answer(bad, context=context))
+    assert verdict.score == 1.0
+    assert len(verdict.findings) == 2
+    assert (await detector.detect(answer(bad, context="short"))).layer == "no-context"

@@ -2,6 +2,7 @@
 
 from llmdock.guards.base import DetectorFactory
 from llmdock.guards.detectors.injection import InjectionDetector
+from llmdock.guards.detectors.output import GroundingDetector, LeakageDetector, RefusalDetector, UrlDetector
 from llmdock.guards.detectors.rules import (
     BannedTopicsDetector,
     LanguageDetector,
@@ -9,6 +10,7 @@ from llmdock.guards.detectors.rules import (
     PromptLengthDetector,
 )
 from llmdock.guards.detectors.secrets import SecretsDetector
+from llmdock.guards.detectors.toxicity import ToxicityDetector
 
 BUILTIN_DETECTORS: tuple[DetectorFactory, ...] = (
     InjectionDetector,
@@ -17,4 +19,9 @@ BUILTIN_DETECTORS: tuple[DetectorFactory, ...] = (
     PatternDetector,
     BannedTopicsDetector,
     LanguageDetector,
+    ToxicityDetector,
+    LeakageDetector,
+    UrlDetector,
+    RefusalDetector,
+    GroundingDetector,
 )
