@@ -240,18 +240,14 @@ def toxicity_rows() -> list[Row]:
 
 
 def refusal_rows() -> list[Row]:
+    """All test rows: the refusal detector is rules, nothing trains on these."""
     pyrit = wheel("pyrit")
     rows = []
     for name in ("refusal_scorer/refusal.csv", "refusal_scorer/refusal_extra.csv", "sample/mini_refusal.csv"):
         for r in csv_rows(read(pyrit, f"pyrit/datasets/scorer_evals/{name}")):
+            label = int(r["human_score"])
             rows.append(
-                row(
-                    "refusal",
-                    r["assistant_response"],
-                    int(r["human_score"]),
-                    "pyrit-refusal",
-                    group=r["objective"],
-                )
+                row("refusal", r["assistant_response"], label, "pyrit-refusal", "test", r["objective"])
             )
     return rows
 
@@ -316,7 +312,7 @@ def write(path: Path, rows: list[Row]) -> None:
 
 def main() -> None:
     rows = injection_rows() + toxicity_rows() + refusal_rows()
-    for task in ("injection", "toxicity", "refusal"):
+    for task in ("injection", "toxicity"):
         cluster_groups([r for r in rows if r["task"] == task])
     assign_splits(rows)
     rows = dedupe(rows)

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from llmdock.cli import chat, models, serve, traces, usage
+from llmdock.cli import chat, guards, models, serve, traces, usage
 from llmdock.errors import LlmdockError
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ app.command("serve")(serve.serve)
 app.command("chat")(chat.chat)
 app.add_typer(models.app, name="models")
 app.add_typer(traces.app, name="traces")
+app.add_typer(guards.app, name="guards")
 app.command("usage")(usage.usage)
 
 

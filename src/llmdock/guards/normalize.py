@@ -29,6 +29,9 @@ _SPACED = re.compile(r"(?<![^\W_])(?:[^\W\d_][ .\-_\\/*|]){3,}[^\W\d_](?![^\W_])
 _SPACED_SEPARATORS = re.compile(r"[ .\-_\\/*|]")
 _BASE64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{16,}={0,2}(?![A-Za-z0-9+/=])")
 _TAG_START, _TAG_END = 0xE0000, 0xE007F
+_QUOTES = str.maketrans(
+    {"\u2018": "'", "\u2019": "'", "\u201b": "'", "\u2032": "'", "\u201c": '"', "\u201d": '"'}
+)
 
 
 @dataclass(slots=True)
@@ -111,7 +114,7 @@ def normalize(text: str) -> Normalized:
         if smuggled:
             extra.append(smuggled)
             tricks.append("tag-smuggling")
-        folded = unicodedata.normalize("NFKC", text)
+        folded = unicodedata.normalize("NFKC", text).translate(_QUOTES)
         mapped = folded.translate(_confusable_table())
         if mapped != folded and _mixes_scripts(folded):
             tricks.append("homoglyph")

@@ -34,8 +34,8 @@ from llmdock.guards.normalize import normalize
 
 log = logging.getLogger("llmdock.guards")
 
-TASKS = ("injection", "toxicity", "refusal")
-FEATURES_VERSION = 1  # bump when features or training change: cached weights are then retrained
+TASKS = ("injection", "toxicity")
+FEATURES_VERSION = 2  # bump when features or training change: cached weights are then retrained
 TARGET_FPR = 0.03
 VALIDATION_SHARE = 0.15
 SOURCE_LICENSES = {

@@ -12,7 +12,6 @@ from pydantic import Field
 from llmdock.guards.base import CLEAN, BaseDetector, DetectorParams, Direction, Finding, GuardText, Verdict
 from llmdock.guards.normalize import normalize
 from llmdock.guards.policy import DetectorEnv
-from llmdock.guards.training import TextClassifier, ensure_model
 
 _WORD = re.compile(r"\w+")
 
@@ -115,16 +114,23 @@ def _host(url: str) -> str:
 
 
 REFUSAL = re.compile(
-    r"\b(?:i\s*(?:'m|am)\s+(?:sorry|afraid)|i\s+apologi[sz]e|i\s+(?:can(?:'t|not)|won't|will\s+not|am\s+(?:not\s+able|unable))"
-    r"\s+(?:help|assist|provide|comply|do\s+that|fulfil|support|create|write|share|answer|engage)|"
+    r"\b(?:i\s*(?:'m|am)\s+(?:sorry|afraid|not\s+comfortable)|i\s+apologi[sz]e|my\s+apologies|"
+    r"(?:i|we)\s+(?:can(?:'t|not)|won't|will\s+not|am\s+(?:not\s+able|unable)|'m\s+unable)"
+    r"\s+(?:help|assist|provide|comply|do\s+that|fulfil|support|create|write|share|answer|engage|give)|"
     r"as\s+an\s+ai(?:\s+language\s+model)?|(?:against|violates?)\s+my\s+(?:guidelines|policies|programming)|"
-    r"i\s+must\s+(?:decline|refuse)|i(?:'m|\s+am)\s+not\s+(?:able|allowed|permitted)\s+to)"
+    r"i\s+must\s+(?:decline|refuse)|i(?:'m|\s+am)\s+not\s+(?:able|allowed|permitted)\s+to|"
+    r"(?:it\s+is|it's)\s+(?:illegal|unethical|not\s+appropriate|inappropriate)\s+(?:and\s+\w+\s+)?to|"
+    r"\b(?:is|are)\s+(?:illegal\s+and\s+unethical|unethical\s+and\s+illegal))"
 )
 
 
 class RefusalDetector(BaseDetector):
-    """The answer refuses: refusal phrasing near its start (heuristic), else a classifier trained on
-    human-labelled refusals (PyRIT's scorer evals)."""
+    """The answer refuses: refusal phrasing in its first 300 characters.
+
+    Rules, not a classifier: the only human-labelled refusal data a package ships (PyRIT's scorer evals)
+    is about 100 answers labelled against their objectives, too few to train on, so it serves as the
+    bench's test set instead.
+    """
 
     name: ClassVar[str] = "refusal"
     directions: ClassVar[frozenset[Direction]] = frozenset({"output"})
@@ -132,15 +138,14 @@ class RefusalDetector(BaseDetector):
     default_action: ClassVar[str] = "log"
 
     def __init__(self, params: DetectorParams, env: DetectorEnv) -> None:
-        self.model: TextClassifier = ensure_model(env.model_dir, "refusal")
+        pass
 
     async def detect(self, item: GuardText) -> Verdict:
-        view = normalize(item.text[:2000]).text
-        match = REFUSAL.search(view[:300])
-        if match is not None:
-            return Verdict(0.9, "heuristic:refusal-phrase", [Finding(match.start(), match.end(), "refusal")])
-        score = self.model.score(view)
-        return Verdict(score, "classifier", [Finding(0, len(item.text), "refusal", score)])
+        head = normalize(item.text[:300]).text
+        match = REFUSAL.search(head)
+        if match is None:
+            return CLEAN
+        return Verdict(0.9, "heuristic:refusal-phrase", [Finding(match.start(), match.end(), "refusal")])
 
 
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
