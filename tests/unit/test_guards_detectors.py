@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from llmdock.config import ModelConfig
 from llmdock.guards.base import DetectorParams, GuardText
 from llmdock.guards.detectors.injection import InjectionDetector, InjectionParams
 from llmdock.guards.detectors.output import (
@@ -31,6 +33,9 @@ from llmdock.guards.detectors.secrets import SecretsDetector, SecretsParams
 from llmdock.guards.detectors.toxicity import ProfanityModel, ToxicityDetector, ToxicityParams
 from llmdock.guards.normalize import normalize
 from llmdock.guards.policy import DetectorEnv
+from llmdock.guards.training import data_path, load_rows
+from llmdock.runtime import Runtime
+from tests.conftest import fake_settings
 from tests.unit.test_guards import guard_model_dir
 
 ENV = DetectorEnv(guard_model_dir())
@@ -233,3 +238,42 @@ async def test_grounding_marks_claims_the_context_does_not_hold() -> None:
     assert verdict.score == 1.0
     assert len(verdict.findings) == 2
     assert (await detector.detect(answer(bad, context="short"))).layer == "no-context"
+
+
+def fake_runtime(tmp_path: Path, reply: str = "yes") -> Runtime:
+    models = {
+        "fake": ModelConfig(backend="fake", reply=reply),
+        "fake-embed": ModelConfig(backend="fake", task="embedding", dimensions=32),
+    }
+    return Runtime(fake_settings(tmp_path, models=models), with_store=False)
+
+
+async def test_the_embedding_layer_measures_similarity_to_known_attacks(tmp_path: Path) -> None:
+    runtime = fake_runtime(tmp_path)
+    detector = InjectionDetector(InjectionParams(embedding=True), DetectorEnv(guard_model_dir(), runtime))
+    assert detector.awaits  # the stage bounds it with its timeout
+    known = next(r["text"] for r in load_rows(data_path(), "injection") if r["label"] == 1)
+    assert await detector._similarity(known[:500]) == pytest.approx(1.0, abs=1e-5)
+    await runtime.close()  # (how well it separates attacks needs real embeddings: tests/integration)
+
+
+async def test_grounding_by_embedding_and_by_llm_judge(tmp_path: Path) -> None:
+    context = (
+        "The Lisbon office opens at nine. Visitors sign in at the front desk on the ground floor. "
+        "Parking is available in the garage beneath the building for registered guests only."
+    )
+    claim = "Visitors sign in at the front desk on the ground floor."
+    invented = "Visitors receive a free lunch voucher from the cafeteria manager."
+    for reply, expected in (("yes", 0.0), ("no", 0.5)):
+        runtime = fake_runtime(tmp_path, reply)
+        judge = GroundingDetector(GroundingParams(method="llm"), DetectorEnv(guard_model_dir(), runtime))
+        verdict = await judge.detect(answer(f"{claim} {invented}", context=context))
+        assert (verdict.layer, verdict.score) == ("llm-judge", expected)
+        await runtime.close()
+    runtime = fake_runtime(tmp_path)
+    embedding = GroundingDetector(
+        GroundingParams(method="embedding"), DetectorEnv(guard_model_dir(), runtime)
+    )
+    verdict = await embedding.detect(answer(f"{claim} {invented}", context=context))
+    assert (verdict.layer, verdict.details["claims"]) == ("embedding", 2)  # separation: tests/integration
+    await runtime.close()

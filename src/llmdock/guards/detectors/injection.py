@@ -11,7 +11,8 @@ Layers, cheapest first, each recorded as the ``layer`` of the verdict when it de
    benign prompts from pinned PyPI packages; long texts are also scored in windows so an instruction
    buried in a retrieved document is not diluted;
 4. optionally, embedding similarity to known attacks (``embedding: true``; all-MiniLM-L6-v2, about
-   12 ms per text on one core, so off by default).
+   12 ms per text on one core, so off by default). It is a weak layer: it recognises close variants of
+   known jailbreaks but adds little recall over the classifier on the test split.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ HEURISTICS: list[tuple[str, float, re.Pattern[str]]] = [
 class InjectionParams(DetectorParams):
     window_chars: int = Field(default=600, ge=100, description="longer texts are also scored in windows")
     embedding: bool = Field(default=False, description="add embedding similarity to known attacks")
-    embedding_threshold: float = Field(default=0.82, gt=0, le=1)
+    embedding_threshold: float = Field(default=0.7, gt=0, le=1)
 
 
 class InjectionDetector(BaseDetector):
@@ -148,9 +149,12 @@ class InjectionDetector(BaseDetector):
         if runtime is None:
             return 0.0
         backend = runtime.backend(runtime.settings.default_embedding_model)
-        if self.attacks is None:
-            attacks = [r["text"][:500] for r in load_rows(data_path(), "injection") if r["label"] == 1]
-            sample = attacks[:: max(1, len(attacks) // 256)]
+        if self.attacks is None:  # once: up to 40 known attacks from each source, spread over it
+            by_source: dict[str, list[str]] = {}
+            for row in load_rows(data_path(), "injection"):
+                if row["label"] == 1:
+                    by_source.setdefault(row["source"], []).append(row["text"][:1000])
+            sample = [t for texts in by_source.values() for t in texts[:: max(1, len(texts) // 40)][:40]]
             self.attacks = _unit(np.asarray((await backend.embed(sample)).vectors, dtype=np.float32))
         query = _unit(np.asarray((await backend.embed([text[:2000]])).vectors, dtype=np.float32))
         return float((self.attacks @ query[0]).max())

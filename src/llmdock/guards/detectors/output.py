@@ -160,7 +160,7 @@ class GroundingParams(DetectorParams):
         default=10, ge=1, description="distinct content words; fewer: nothing to ground in"
     )
     similarity: float = Field(
-        default=0.6, gt=0, le=1, description="embedding: cosine a claim needs to a context chunk"
+        default=0.5, gt=0, le=1, description="embedding: cosine a claim needs to a context chunk"
     )
     judge_model: str = Field(default="", description="llm: the model asked (empty = the default model)")
 
