@@ -42,6 +42,8 @@ bench: install
 	$(PY) bench/serve_tokens.py
 	bash bench/gateway_overhead.sh
 	$(PY) bench/cache_latency.py
+	$(PY) bench/auth_overhead.py
+	$(PY) bench/pii_redaction.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

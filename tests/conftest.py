@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import pytest
 from llmdock.config import ModelConfig, Settings
 from llmdock.gateway import create_app
 from llmdock.runtime import Runtime
+from tests.pgserver import PgServer, pg_server_or_skip
 
 
 def free_port() -> int:
@@ -84,3 +85,31 @@ async def gateway(
 ) -> Gateway:
     gw: Gateway = await gateway_factory(make_settings())
     return gw
+
+
+# -- PostgreSQL: one throwaway server per test session, a fresh database per test -----------------
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgServer]:
+    server = pg_server_or_skip()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def pg(pg_cluster: PgServer) -> PgServer:
+    """The session's server, running (an outage test that failed half-way may have left it stopped)."""
+    pg_cluster.start()
+    return pg_cluster
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database: a SQLite file, or a fresh database on the PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store' / 'llmdock.db'}"
+    server: PgServer = request.getfixturevalue("pg")
+    return server.create_database()

@@ -34,6 +34,7 @@ class Upstream:
         self.mode = mode
         self.delay = delay
         self.hits = 0
+        self.last_authorization: str | None = None
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         app = Starlette(
@@ -69,6 +70,7 @@ class Upstream:
 
     async def _chat(self, request: Request) -> Response:
         self.hits += 1
+        self.last_authorization = request.headers.get("authorization")
         body = orjson.loads(await request.body())
         mode = self.mode
         if mode == "500":

@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -169,7 +177,7 @@ GuardEntries = dict[str, dict[str, Any] | None]
 
 
 def _default_input_guards() -> GuardEntries:
-    return {"injection": {}, "secrets": {}, "toxicity": {}, "prompt_length": {}}
+    return {"injection": {}, "secrets": {}, "pii": {}, "toxicity": {}, "prompt_length": {}}
 
 
 def _default_output_guards() -> GuardEntries:
@@ -184,9 +192,15 @@ class GuardMatch(BaseModel):
     model: list[str] = Field(default_factory=list)
     route: list[str] = Field(default_factory=list, description="chat, completion or the HTTP path")
     prompt_template: list[str] = Field(default_factory=list)
-    api_key_env: list[str] = Field(default_factory=list, description="variables holding the API keys")
+    api_key_id: list[str] = Field(
+        default_factory=list, description="key ids (llmdock keys list), with auth on"
+    )
+    team: list[str] = Field(default_factory=list, description="team ids of the requesting key, with auth on")
+    api_key_env: list[str] = Field(
+        default_factory=list, description="variables holding bearer keys, auth off"
+    )
 
-    @field_validator("model", "route", "prompt_template", "api_key_env", mode="before")
+    @field_validator("model", "route", "prompt_template", "api_key_id", "team", "api_key_env", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
@@ -230,6 +244,67 @@ class TraceSettings(BaseModel):
     store_bodies: bool = Field(default=True, description="Keep request and response text on traces.")
 
 
+class AuthSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: Literal["auto", "on", "off"] = Field(
+        default="auto", description="auto = on as soon as an unrevoked admin key exists"
+    )
+    secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="key for hashing API keys; empty = a random one kept in <home>/auth.secret",
+    )
+    cache_ttl_s: float = Field(
+        default=5.0, ge=0, description="how long a worker trusts a verified key before reading it again"
+    )
+
+
+class RetentionSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    traces_days: int | None = Field(default=None, gt=0, description="delete traces older than this")
+    interval_s: float = Field(default=3600.0, gt=0, description="how often the gateway applies it")
+
+
+# What PII detection looks for unless privacy.entities says otherwise (Presidio entity names). PERSON
+# (names, from spaCy's NER) is not in it: NER costs several times the pattern recognizers (bench/pii_redaction.py).
+DEFAULT_PII_ENTITIES = (
+    "CREDIT_CARD",
+    "CRYPTO",
+    "EMAIL_ADDRESS",
+    "IBAN_CODE",
+    "IP_ADDRESS",
+    "PHONE_NUMBER",
+    "US_SSN",
+)
+
+# Regions whose national phone formats are recognised (numbers written +<country code> are, in any case).
+DEFAULT_PHONE_REGIONS = ("US", "GB")
+
+
+class PrivacySettings(BaseModel):
+    """PII redaction before anything is persisted, and encryption at rest (docs/configuration.md#privacy)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pii: Literal["off", "mask", "pseudonymize"] = Field(
+        default="off", description="what happens to PII in traces, shared cache entries and logs"
+    )
+    entities: list[str] = Field(default_factory=lambda: list(DEFAULT_PII_ENTITIES))
+    score_threshold: float = Field(default=0.4, ge=0, le=1, description="Presidio score needed to redact")
+    phone_regions: list[str] = Field(default_factory=lambda: list(DEFAULT_PHONE_REGIONS))
+    pseudonym_key_env: str = Field(default="LLMDOCK_PSEUDONYM_KEY", description="HMAC key for pseudonyms")
+    pseudonym_key_file: Path | None = None
+    encrypt_bodies: bool = Field(default=False, description="encrypt trace input/output text at rest")
+    encryption_key_env: str = Field(default="LLMDOCK_ENCRYPTION_KEY")
+    encryption_key_file: Path | None = None
+
+    @field_validator("pii", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
+
+
 class Settings(BaseSettings):
     """All of llmdock's settings. Every field can be set in llmdock.yaml or as LLMDOCK_<FIELD> (nested: __)."""
 
@@ -251,6 +326,10 @@ class Settings(BaseSettings):
     trace: TraceSettings = Field(default_factory=TraceSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     redis_url: str = Field(default="", description="redis://host:port/db for state shared by gateway workers")
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     guards: GuardSettings = Field(default_factory=GuardSettings)
 
     @field_validator("home")

@@ -135,3 +135,11 @@ class Overloaded(BackendUnavailable):
 class StoreUnavailable(LlmdockError):
     status = 503
     code = "store_unavailable"
+
+
+class BudgetExceeded(LlmdockError):
+    """A key's or team's spend budget for the period is used up (HTTP 402; ``Retry-After`` = period end)."""
+
+    status = 402
+    code = "budget_exceeded"
+    type = "insufficient_quota"

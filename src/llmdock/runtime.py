@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from llmdock.auth.service import AuthService
 from llmdock.config import ModelConfig, Settings
 from llmdock.errors import ConfigError, LlmdockError, ModelNotFound
 from llmdock.pipeline.runner import Pipeline
 from llmdock.pipeline.telemetry import OtlpExporter, TraceSink, otlp_configured
 from llmdock.plugins import Plugins, load_plugins
+from llmdock.privacy.policy import PrivacyPolicy, RedactingLogRecords
 from llmdock.routing.router import ModelRoute, build_route
 from llmdock.shared_state import SharedState
 from llmdock.store.engine import Store
@@ -87,14 +89,16 @@ class Runtime:
         self, settings: Settings, *, with_store: bool = True, plugins: Plugins | None = None
     ) -> None:
         self.settings = settings
+        self.privacy = PrivacyPolicy(settings)
         self.plugins = plugins or load_plugins()
         self.shared = SharedState.connect(settings)
         self.backends = build_backends(settings, self.plugins, self.shared)
         self.store: Store | None = None
         self.writer: TraceWriter | None = None
         self.store_error = ""
-        if with_store and settings.trace.enabled:
+        if with_store:
             self._open_store()
+        self.auth = AuthService(settings, self.store, self.shared)
         self.otlp = OtlpExporter() if otlp_configured() else None
         self.sink = TraceSink(self.writer, store_bodies=settings.trace.store_bodies, otlp=self.otlp)
         self.pipeline = build_pipeline(settings, self.plugins, self.sink)
@@ -102,19 +106,29 @@ class Runtime:
             bind = getattr(stage, "bind", None)
             if bind is not None:
                 bind(self)
+        # Log output is redacted too (privacy.pii): installed last, so a failed start leaves logging as it was.
+        self._log_records = RedactingLogRecords(self.privacy) if self.privacy.engine is not None else None
+        if self._log_records is not None:
+            self._log_records.install()
 
     def _open_store(self) -> None:
         url = self.settings.resolved_database_url()
         try:
-            self.store = Store(url)
+            self.store = Store(url, keyring=self.privacy.keyring)
         except LlmdockError as exc:
             # Requests are still served; traces wait in memory until the store comes back.
             self.store_error = exc.one_line()
             log.warning("store not ready, traces will be kept in memory: %s", self.store_error)
-            self.store = Store(url, migrate=False)
+            self.store = Store(url, migrate=False, keyring=self.privacy.keyring)
         t = self.settings.trace
+        if not t.enabled:
+            return
         self.writer = TraceWriter(
-            self.store, batch_size=t.batch_size, flush_interval_s=t.flush_interval_s, max_buffer=t.max_buffer
+            self.store,
+            batch_size=t.batch_size,
+            flush_interval_s=t.flush_interval_s,
+            max_buffer=t.max_buffer,
+            prepare=self.privacy.prepare_trace if self.privacy.active else None,
         )
 
     def backend(self, model: str) -> ModelRoute:
@@ -159,3 +173,5 @@ class Runtime:
             self.store.close()
         if self.shared is not None:
             await self.shared.close()
+        if self._log_records is not None:
+            self._log_records.uninstall()

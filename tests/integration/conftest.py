@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -32,7 +33,15 @@ class Server:
         return {**os.environ, "LLMDOCK_HOME": str(self.home)}
 
 
-def start_server(home: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 180) -> Server:
+def start_server(
+    home: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 180,
+    headers: dict[str, str] | None = None,
+    verify: Any = True,
+    scheme: str = "http",
+) -> Server:
     port = free_port()
     log = home / "server.log"
     home.mkdir(parents=True, exist_ok=True)
@@ -45,13 +54,13 @@ def start_server(home: Path, *args: str, env: dict[str, str] | None = None, time
             env=full_env,
             start_new_session=True,
         )
-    server = Server(f"http://127.0.0.1:{port}", home, proc, log)
+    server = Server(f"{scheme}://127.0.0.1:{port}", home, proc, log)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"llmdock serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            if httpx.get(server.url + "/ready", timeout=2).status_code == 200:
+            if httpx.get(server.url + "/ready", timeout=2, headers=headers, verify=verify).status_code == 200:
                 return server
         except httpx.TransportError:
             pass

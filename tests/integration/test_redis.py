@@ -189,3 +189,49 @@ async def test_a_breaker_opened_by_one_worker_is_adopted_by_the_other(
     finally:
         flaky.stop()
         steady.stop()
+
+
+async def test_key_limits_and_budgets_are_shared_by_two_workers(
+    redis_server: RedisServer, gateway_factory: MakeGateway, make_settings: Callable[..., Settings]
+) -> None:
+    from llmdock.auth.keys import Actor
+
+    priced = ModelConfig(
+        deployments=[{"backend": "fake", "price": {"input_per_1m": 1e6, "output_per_1m": 1e6}}]
+    )
+    settings = {"redis_url": redis_server.url, "models": {"fake": priced}, "default_embedding_model": ""}
+    one: Gateway = await gateway_factory(make_settings(**settings, cache={"exact": False}))
+    two: Gateway = await gateway_factory(make_settings(**settings, cache={"exact": False}))
+    d, actor = one.runtime.auth.directory, Actor("test", "pytest")
+    d.create_user("root", actor, role="admin")
+    d.create_key("root", actor)
+    d.create_user("svc", actor, role="service")
+    limited, _ = d.create_key("svc", actor, rpm=3)
+    payer, _ = d.create_key("svc", actor, budget=25.0, budget_period="day")
+    for gw in (one, two):
+        gw.runtime.auth.refresh()
+    ask = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    auth = {"authorization": f"Bearer {limited}"}
+    codes = [
+        (await gw.client.post("/v1/chat/completions", json=ask, headers=auth)).status_code
+        for gw in (one, two, one)
+    ]
+    assert codes == [200, 200, 200]
+    over = await two.client.post("/v1/chat/completions", json=ask, headers=auth)
+    assert over.status_code == 429  # the fourth request this minute, counted across both workers
+    assert over.headers["x-ratelimit-remaining-requests"] == "0"
+    # Budget: at these prices a request costs its token count; spend is summed in Redis across the workers,
+    # so the first refusal comes once the requests of both together reach the budget (each alone never would).
+    auth = {"authorization": f"Bearer {payer}"}
+    spent, refused_at = 0.0, None
+    for i in range(8):
+        resp = await (one, two)[i % 2].client.post("/v1/chat/completions", json=ask, headers=auth)
+        if resp.status_code == 402:
+            refused_at = spent
+            break
+        assert resp.status_code == 200
+        spent += resp.json()["usage"]["total_tokens"]
+        await asyncio.sleep(0.05)  # accounting happens just after each response
+    assert refused_at is not None
+    assert refused_at >= 25.0
+    assert refused_at / 2 < 25.0

@@ -16,13 +16,12 @@ import pytest
 from llmdock.config import ModelConfig, Settings
 from llmdock.store.usage import usage_summary
 from tests.conftest import Gateway
-from tests.integration.test_store import db_url, pg, pg_cluster  # noqa: F401  (fixtures)
 
 MakeGateway = Callable[[Settings], Any]
 
 
 @pytest.fixture
-def priced(db_url: str, make_settings: Callable[..., Settings]) -> Iterator[Settings]:  # noqa: F811
+def priced(db_url: str, make_settings: Callable[..., Settings]) -> Iterator[Settings]:
     cheap = {"backend": "fake", "name": "cheap", "price": {"input_per_1m": 1.0, "output_per_1m": 2.0}}
     dear = {"backend": "fake", "name": "dear", "price": {"input_per_1m": 10.0, "output_per_1m": 20.0}}
     return make_settings(

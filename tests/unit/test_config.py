@@ -119,3 +119,13 @@ def test_every_setting_is_documented() -> None:
     doc = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
     missing = [name for name in Settings.model_fields if f"`{name}`" not in doc]
     assert not missing, f"docs/configuration.md does not mention: {missing}"
+
+
+def test_privacy_pii_off_reads_as_off_though_yaml_makes_it_false(tmp_path: Path) -> None:
+    cfg = tmp_path / "llmdock.yaml"
+    cfg.write_text("privacy:\n  pii: off\n")
+    assert load_settings(cfg).privacy.pii == "off"
+    cfg.write_text("privacy:\n  pii: shred\n")
+    with pytest.raises(ConfigError, match="Input should be 'off', 'mask' or 'pseudonymize'") as info:
+        load_settings(cfg)
+    assert info.value.where == f"{cfg}:2: privacy.pii"

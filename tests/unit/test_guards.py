@@ -233,7 +233,13 @@ async def test_injection_fails_closed_by_default_and_other_detectors_open(tmp_pa
     assert isinstance(stage, GuardInStage)
     assert stage.policies is not None
     modes = {name: e.policy.on_error for name, e in stage.policies.base["input"].items()}
-    assert modes == {"injection": "closed", "secrets": "open", "toxicity": "open", "prompt_length": "open"}
+    assert modes == {
+        "injection": "closed",
+        "secrets": "open",
+        "pii": "open",
+        "toxicity": "open",
+        "prompt_length": "open",
+    }
     await runtime.close()
 
 

@@ -19,6 +19,7 @@ from llmdock.guards.detectors.output import (
     UrlDetector,
     UrlParams,
 )
+from llmdock.guards.detectors.pii import PiiDetector, PiiParams
 from llmdock.guards.detectors.rules import (
     BannedTopicsDetector,
     LanguageDetector,
@@ -277,3 +278,13 @@ async def test_grounding_by_embedding_and_by_llm_judge(tmp_path: Path) -> None:
     verdict = await embedding.detect(answer(f"{claim} {invented}", context=context))
     assert (verdict.layer, verdict.details["claims"]) == ("embedding", 2)  # separation: tests/integration
     await runtime.close()
+
+
+async def test_pii_findings_are_labelled_spans_from_the_privacy_engine() -> None:
+    detector = PiiDetector(PiiParams(), ENV)
+    text = "Mail jane.doe@example.com or charge card 4111 1111 1111 1111 today."
+    verdict = await detector.detect(user(text))
+    found = {f.label: text[f.start : f.end] for f in verdict.findings}
+    assert found == {"email-address": "jane.doe@example.com", "credit-card": "4111 1111 1111 1111"}
+    assert verdict.layer == "presidio"
+    assert (await detector.detect(user("The meeting moved to Thursday afternoon."))).score == 0

@@ -89,4 +89,30 @@ def test_an_api_key_namespace_matches_the_gateways_tenant_hash() -> None:
     from llmdock.gateway.app import tenant_namespace
 
     scope = {"type": "http", "headers": [(b"authorization", b"Bearer sk-123")]}
-    assert api_key_namespace("sk-123") == tenant_namespace(Request(scope))
+    assert api_key_namespace("sk-123") == tenant_namespace(Request(scope), None)
+
+
+def test_an_unknown_pii_entity_names_the_detector_entry(tmp_path: Path) -> None:
+    err = error(tmp_path, "  input:\n    pii: {entities: [EMAIL_ADDRESS, SHOE_SIZE]}\n")
+    assert err.where == f"{tmp_path / 'llmdock.yaml'}:10: guards.input.pii"
+    assert "SHOE_SIZE" in err.message
+
+
+async def test_redacting_pii_keeps_it_from_the_model(tmp_path: Path) -> None:
+    from tests.unit.test_guards import chat
+
+    path = tmp_path / "llmdock.yaml"
+    path.write_text(
+        HEAD + f"guards:\n  model_dir: {guard_model_dir()}\n  input:\n    pii: {{action: redact}}\n"
+    )
+    runtime = Runtime(load_settings(path, home=tmp_path), with_store=False)
+    import httpx
+
+    from llmdock.gateway import create_app
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(runtime)), base_url="http://gw"
+    ) as client:
+        resp = await client.post("/v1/chat/completions", json=chat("write to jane.doe@example.com"))
+    assert resp.json()["choices"][0]["message"]["content"] == "fake answer to: write to [EMAIL-ADDRESS]"
+    await runtime.close()

@@ -163,7 +163,7 @@ class LlamaCppBackend(InProcessBackend):
         if p.seed is not None:
             kwargs["seed"] = p.seed
         if req.grammar:
-            from llama_cpp import LlamaGrammar
+            from llama_cpp.llama_grammar import LlamaGrammar
 
             kwargs["grammar"] = LlamaGrammar.from_string(req.grammar, verbose=False)
         return kwargs

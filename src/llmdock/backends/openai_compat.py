@@ -34,12 +34,15 @@ from llmdock.errors import (
     LlmdockError,
     RateLimited,
 )
+from llmdock.privacy.secrets import SECRET_PREFIX, resolve_secret
 
 
 class OpenAICompatParams(BackendParams):
     base_url: str = Field(description="e.g. http://127.0.0.1:8001/v1")
     upstream_model: str | None = Field(default=None, description="model name upstream; default = ours")
-    api_key: str | None = None
+    api_key: str | None = Field(
+        default=None, description="the key, or secret:NAME (llmdock secrets set NAME)"
+    )
     api_key_env: str | None = Field(default=None, description="read the key from this env variable")
     connect_timeout_s: float = Field(default=5.0, gt=0)
     timeout_s: float = Field(default=600.0, gt=0)
@@ -57,6 +60,10 @@ class OpenAICompatBackend(Backend):
         key = self.params.api_key or (
             os.environ.get(self.params.api_key_env, "") if self.params.api_key_env else ""
         )
+        if key and key.startswith(
+            SECRET_PREFIX
+        ):  # a credential kept encrypted in the store (llmdock secrets)
+            key = resolve_secret(self.settings, key.removeprefix(SECRET_PREFIX), where=self.where("api_key"))
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client = httpx.AsyncClient(
             base_url=self.params.base_url.rstrip("/"),

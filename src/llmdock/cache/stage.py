@@ -28,6 +28,7 @@ from llmdock.errors import LlmdockError
 from llmdock.pipeline.context import RequestContext
 
 if TYPE_CHECKING:
+    from llmdock.privacy.policy import PrivacyPolicy
     from llmdock.runtime import Runtime
 
 log = logging.getLogger("llmdock.cache")
@@ -98,10 +99,12 @@ class CacheStage:
         self._configs: dict[str, CacheSettings] = {}
         self._pending: set[asyncio.Task[None]] = set()
         self.shared_semantic: SharedSemanticLog | None = None
+        self.privacy: PrivacyPolicy | None = None
 
     def bind(self, runtime: Runtime) -> None:
         """Called once the runtime exists: the semantic cache embeds with the runtime's embedding model."""
         self.runtime = runtime
+        self.privacy = runtime.privacy
         if runtime.shared is not None:
             self.store = runtime.shared.cache_store(self.store)
             self.shared_semantic = SharedSemanticLog(runtime.shared.client, self.settings.cache.max_entries)
@@ -143,7 +146,7 @@ class CacheStage:
             key = exact_key(ctx)
             raw = await self.store.get(key)
             if raw is not None:
-                ctx.generation = _decode(raw)
+                ctx.generation = self._restored(ctx, _decode(raw))
                 self._mark(ctx, "hit")
                 return ctx
         scope = vector = None
@@ -155,7 +158,7 @@ class CacheStage:
                 self.semantic.lookup(scope, vector, cfg.similarity_threshold) if vector is not None else None
             )
             if found is not None:
-                ctx.generation = _decode(found[0])
+                ctx.generation = self._restored(ctx, _decode(found[0]))
                 self._mark(ctx, "semantic-hit", similarity=round(found[1], 4))
                 return ctx
         if key is None and vector is None:
@@ -184,7 +187,7 @@ class CacheStage:
         if key is not None and isinstance(self.store, MemoryLRU):
             self.store.put(key, value, cfg.ttl_s)
         elif key is not None:  # a network store: write in the background, off the response path
-            self._background(self.store.set(key, value, cfg.ttl_s))
+            self._background(self._set_shared(key, value, cfg.ttl_s))
 
     def _background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -199,7 +202,25 @@ class CacheStage:
     async def _push(self, scope: str, vector: np.ndarray, value: bytes, ttl_s: float) -> None:
         shared, log_ = (self.runtime.shared if self.runtime else None), self.shared_semantic
         if shared is not None and log_ is not None:
+            value = await self._shareable(value)
             await shared.run(lambda: log_.push(scope, vector, value, ttl_s), _nothing)
+
+    # -- privacy: what leaves the process is redacted (privacy.pii); see llmdock.privacy.policy ----------
+
+    async def _shareable(self, value: bytes) -> bytes:
+        return value if self.privacy is None else await self.privacy.shareable(value)
+
+    async def _set_shared(self, key: str, value: bytes, ttl_s: float) -> None:
+        await self.store.set(key, await self._shareable(value), ttl_s)
+
+    def _restored(self, ctx: RequestContext, gen: Generation) -> Generation:
+        """A shared entry was stored pseudonymised: put back the values this request's own prompt holds."""
+        if self.privacy is None or self.privacy.pseudonym_key is None or ctx.request is None:
+            return gen
+        req = ctx.request
+        source = "\n".join(str(m.get("content")) for m in req.messages or []) or (req.prompt or "")
+        gen.text = self.privacy.restore(gen.text, source)
+        return gen
 
     @staticmethod
     def _mark(ctx: RequestContext, state: str, **extra: Any) -> None:

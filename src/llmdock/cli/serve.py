@@ -21,6 +21,8 @@ def serve(
     default_model: str | None = typer.Option(None, "--model", help="Default chat model"),
     log_level: str | None = typer.Option(None, help="debug, info, warning or error"),
     workers: int = typer.Option(1, min=1, help="Worker processes; share state through redis_url"),
+    ssl_certfile: Path | None = typer.Option(None, help="Serve HTTPS with this certificate (PEM)"),
+    ssl_keyfile: Path | None = typer.Option(None, help="Private key of --ssl-certfile (PEM)"),
 ) -> None:
     """Start the gateway (OpenAI-compatible API under /v1)."""
     import uvicorn
@@ -42,6 +44,7 @@ def serve(
         "loop": "uvloop",
         "http": "httptools",
         "timeout_graceful_shutdown": 5,
+        **_tls(ssl_certfile, ssl_keyfile),
     }
     if workers == 1:
         uvicorn.run(create_app(Runtime(settings)), **common)
@@ -59,3 +62,20 @@ def serve(
             "%d workers without redis_url: caches and rate limits are per worker", workers
         )
     uvicorn.run("llmdock.gateway.asgi:app_from_env", factory=True, workers=workers, **common)
+
+
+def _tls(certfile: Path | None, keyfile: Path | None) -> dict[str, Any]:
+    """uvicorn's TLS options, after checking both files are given and readable (one clear line if not)."""
+    from llmdock.errors import ConfigError
+
+    if certfile is None and keyfile is None:
+        return {}
+    if certfile is None or keyfile is None:
+        raise ConfigError("give both --ssl-certfile and --ssl-keyfile", where="serve")
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot use {certfile} / {keyfile}: {exc}", where="--ssl-certfile") from None
+    return {"ssl_certfile": str(certfile), "ssl_keyfile": str(keyfile)}

@@ -15,9 +15,11 @@ app = typer.Typer(help="Request traces from the store.", no_args_is_help=True)
 
 
 def _store(config: Path | None):  # type: ignore[no-untyped-def]
+    from llmdock.privacy.policy import load_keyring
     from llmdock.store import Store
 
-    return Store(load_settings(config).resolved_database_url())
+    settings = load_settings(config)
+    return Store(settings.resolved_database_url(), keyring=load_keyring(settings))
 
 
 @app.command("list")

@@ -25,8 +25,11 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llmdock import __version__
+from llmdock.auth.service import Principal
 from llmdock.backends.base import GenerationRequest, StreamChunk
 from llmdock.errors import InvalidRequest, LlmdockError, NotFound
+from llmdock.gateway.admin import build_admin_router
+from llmdock.gateway.auth import AuthMiddleware
 from llmdock.gateway.http import (
     SSE_DONE,
     JSONResponse,
@@ -38,6 +41,7 @@ from llmdock.gateway.http import (
 )
 from llmdock.gateway.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
 from llmdock.pipeline.context import RequestContext
+from llmdock.pipeline.telemetry import request_cost, token_counts
 from llmdock.runtime import Runtime
 
 log = logging.getLogger("llmdock.gateway")
@@ -64,32 +68,92 @@ def unexpected_error_response(exc: Exception) -> Response:
     return error_response(LlmdockError(f"internal error ({type(exc).__name__}); see the server log"))
 
 
-def tenant_namespace(request: Request) -> str:
-    """Who is asking, for cache scoping: a hash of the bearer credential (keys proper come with auth)."""
+def principal_of(request: Request) -> Principal | None:
+    """The authenticated caller (set by the auth middleware), or None while auth is off."""
+    state = request.scope.get("state")
+    return state.get("principal") if state else None
+
+
+def tenant_namespace(request: Request, principal: Principal | None) -> str:
+    """Who is asking, for cache scoping: the key's user; without auth, a hash of the bearer credential."""
+    if principal is not None:
+        return principal.user_id
     auth = request.headers.get("authorization", "")
     return hashlib.sha256(auth.encode()).hexdigest()[:16] if auth else ""
 
 
 def _usage(ctx: RequestContext) -> dict[str, int]:
-    gen = ctx.generation
-    prompt = (
-        gen.prompt_tokens
-        if gen and gen.prompt_tokens
-        else (ctx.request.n_prompt_tokens if ctx.request else 0)
-    )
-    completion = gen.completion_tokens if gen else 0
+    prompt, completion = token_counts(ctx)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def bind_principal(
+    ctx: RequestContext, principal: Principal | None, user: str | None, runtime: Runtime
+) -> None:
+    """Check the key may use the model, tag the request with who it is for, and count its spend."""
+    ctx.subject = user or ""
+    if principal is None:
+        return
+    runtime.auth.check_model(principal, ctx.model)
+    ctx.subject = user or principal.user_id
+    ctx.api_key_id, ctx.team_id = principal.key_id, principal.team_id
+    if not principal.counted:
+        return
+
+    def account(done: RequestContext) -> None:
+        prompt, completion = token_counts(done)
+        runtime.auth.schedule_account(principal, prompt + completion, request_cost(done, prompt, completion))
+
+    ctx.on_success.append(account)
+
+
+def audit_config(runtime: Runtime) -> None:
+    """A changed configuration (policies included) is an audited event."""
+    import socket
+
+    from llmdock.auth.audit import record_config
+
+    assert runtime.store is not None
+    try:
+        record_config(runtime.store, runtime.settings, "gateway", socket.gethostname())
+    except LlmdockError as exc:
+        log.warning("cannot audit the configuration: %s", exc.one_line())
+
+
+async def retention_loop(runtime: Runtime) -> None:
+    """Delete traces older than ``retention.traces_days``, now and every ``retention.interval_s``."""
+    from llmdock.auth.gdpr import purge_older_than
+    from llmdock.auth.keys import Actor
+
+    days, store = runtime.settings.retention.traces_days, runtime.store
+    if days is None or store is None:
+        return
+    while True:
+        try:
+            deleted = await asyncio.to_thread(purge_older_than, store, days, Actor("retention", "gateway"))
+            if deleted:
+                log.info("retention: deleted %d traces older than %d days", deleted, days)
+        except Exception as exc:
+            log.warning("retention: cannot purge old traces: %s", exc)
+        await asyncio.sleep(runtime.settings.retention.interval_s)
 
 
 def create_app(runtime: Runtime) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
+        if runtime.store is not None:
+            await asyncio.to_thread(audit_config, runtime)
+        retention = (
+            asyncio.create_task(retention_loop(runtime)) if runtime.settings.retention.traces_days else None
+        )
         # Everything loaded so far (models, libraries, settings) lives as long as the process: keep it out
         # of the cyclic GC's generations, so full collections under load stay short (P99 latency).
         gc.freeze()
         log.info("llmdock %s ready: models %s", __version__, ", ".join(runtime.backends))
         yield
+        if retention is not None:
+            retention.cancel()
         await runtime.close()
 
     app = FastAPI(title="llmdock", version=__version__, lifespan=lifespan)
@@ -129,7 +193,9 @@ def create_app(runtime: Runtime) -> FastAPI:
             req = GenerationRequest("completion", body.sampling(), prompt=body.prompt_text())
         ctx = RequestContext(operation, body.model, backend, request=req, stream=body.stream)  # type: ignore[arg-type]
         ctx.cache_control = request.headers.get("cache-control", "").lower()
-        ctx.namespace = tenant_namespace(request)
+        principal = principal_of(request)
+        ctx.namespace = tenant_namespace(request, principal)
+        bind_principal(ctx, principal, body.user, runtime)
         return ctx
 
     async def _run(ctx: RequestContext, body: ChatCompletionBody | CompletionBody) -> Response:
@@ -239,6 +305,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         if backend.task != "embedding":
             raise InvalidRequest(f"model {body.model!r} is not an embedding model", param="model")
         ctx = RequestContext("embedding", body.model, backend, inputs=body.texts())
+        bind_principal(ctx, principal_of(request), body.user, runtime)
         await runtime.pipeline.run(ctx)
         assert ctx.embedding is not None
         data = []
@@ -271,12 +338,15 @@ def create_app(runtime: Runtime) -> FastAPI:
         }
 
     @app.get("/v1/models")
-    async def list_models() -> Response:
-        return JSONResponse({"object": "list", "data": [_model_card(n) for n in runtime.backends]})
+    async def list_models(request: Request) -> Response:
+        principal = principal_of(request)
+        names = [n for n in runtime.backends if principal is None or principal.may_use(n)]
+        return JSONResponse({"object": "list", "data": [_model_card(n) for n in names]})
 
     @app.get("/v1/models/{model_id:path}")
-    async def get_model(model_id: str) -> Response:
+    async def get_model(model_id: str, request: Request) -> Response:
         runtime.backend(model_id)
+        runtime.auth.check_model(principal_of(request), model_id)
         return JSONResponse(_model_card(model_id))
 
     @app.get("/v1/deployments")
@@ -300,6 +370,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.add_middleware(
         HotRoutes, handlers={"/v1/chat/completions": chat_completions, "/v1/completions": completions}
     )
+    app.include_router(build_admin_router(runtime, limit))
+    # Added last, so it runs first: nothing (not even the hot routes) is reached without a valid key.
+    app.add_middleware(AuthMiddleware, service=runtime.auth)
     return app
 
 

@@ -61,6 +61,11 @@ def _confusable_table() -> dict[int, str]:
     return table
 
 
+def warm_up() -> None:
+    """Build the confusables table now (loading it takes a few hundred ms), not in the first request."""
+    _confusable_table()
+
+
 def _invisible(text: str) -> tuple[str, str]:
     """Drop format characters (zero-width, bidi controls); decode tag characters that smuggle ASCII."""
     kept: list[str] = []

@@ -14,8 +14,8 @@ direction, each with its policy fields and the detector's own parameters::
 
 Everything is validated when the runtime starts: an unknown detector, a detector in the wrong direction,
 a threshold outside 0..1 or a bad parameter stops llmdock with ``file:line: field``. Policy overrides
-apply in order to the requests they match (model, route, prompt template, API key); the result for each
-combination is computed once and cached.
+apply in order to the requests they match (model, route, prompt template, API key id or team with auth on,
+or the bearer key itself with auth off); the result for each combination is computed once and cached.
 """
 
 from __future__ import annotations
@@ -25,14 +25,17 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from llmdock.config import GuardMatch, GuardSettings, Settings, load_yaml_file
-from llmdock.errors import ConfigError
+from llmdock.errors import ConfigError, LlmdockError
 from llmdock.guards.base import Detector, DetectorFactory, Direction
+
+if TYPE_CHECKING:
+    from llmdock.pipeline.context import RequestContext
 
 Action = Literal["block", "redact", "flag", "log"]
 Locator = Callable[[tuple[str | int, ...]], str]
@@ -78,15 +81,18 @@ class GuardPolicies:
     base: dict[Direction, dict[str, Entry]]
     overrides: list[tuple[GuardMatch, set[str], dict[Direction, dict[str, Entry | None]]]]
     settings: GuardSettings
-    _cache: dict[tuple[str, ...], dict[Direction, list[Entry]]] = field(default_factory=dict)
+    _cache: dict[tuple[str, ...], dict[Direction, list[Entry]]] = field(
+        default_factory=dict
+    )  # per request kind
 
-    def resolve(self, model: str, route: str, template: str, namespace: str) -> dict[Direction, list[Entry]]:
-        key = (model, route, template, namespace)
+    def resolve(self, ctx: RequestContext) -> dict[Direction, list[Entry]]:
+        template = str(ctx.attributes.get("llmdock.prompt_template", ""))
+        key = (ctx.model, ctx.operation, template, ctx.namespace, ctx.api_key_id, ctx.team_id)
         found = self._cache.get(key)
         if found is None:
             merged: dict[Direction, dict[str, Entry]] = {d: dict(e) for d, e in self.base.items()}
             for match, keys, entries in self.overrides:
-                if _matches(match, keys, model, route, template, namespace):
+                if _matches(match, keys, key):
                     for direction, changes in entries.items():
                         for name, entry in changes.items():
                             if entry is None:
@@ -100,16 +106,19 @@ class GuardPolicies:
 
 
 def api_key_namespace(key: str) -> str:
-    """The tenant namespace the gateway derives from ``Authorization: Bearer <key>``."""
+    """The tenant namespace the gateway derives from ``Authorization: Bearer <key>`` when auth is off."""
     return hashlib.sha256(f"Bearer {key}".encode()).hexdigest()[:16]
 
 
-def _matches(match: GuardMatch, keys: set[str], model: str, route: str, template: str, ns: str) -> bool:
+def _matches(match: GuardMatch, keys: set[str], request: tuple[str, ...]) -> bool:
+    model, route, template, namespace, key_id, team = request
     return (
         (not match.model or model in match.model)
         and (not match.route or route in match.route)
         and (not match.prompt_template or template in match.prompt_template)
-        and (not keys or ns in keys)
+        and (not match.api_key_id or key_id in match.api_key_id)
+        and (not match.team or team in match.team)
+        and (not keys or namespace in keys)
     )
 
 
@@ -219,7 +228,12 @@ class _Builder:
         key = (name, validated.model_dump_json())
         detector = self._built.get(key)
         if detector is None:
-            detector = self._built[key] = factory(validated, self.env)
+            try:
+                detector = self._built[key] = factory(validated, self.env)
+            except LlmdockError as exc:  # e.g. a model or package the detector needs is missing
+                raise ConfigError(exc.message, where=self.locate(loc)) from None
+            except ValueError as exc:  # a parameter only the detector itself can check (an entity name …)
+                raise ConfigError(str(exc), where=self.locate(loc)) from None
         return Entry(name, detector, policy, params)
 
 

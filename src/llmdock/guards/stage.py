@@ -52,8 +52,7 @@ class _GuardStage:
 
     def entries(self, ctx: RequestContext, direction: Direction) -> list[Entry]:
         assert self.policies is not None, "guard stage used before Runtime.bind"
-        template = str(ctx.attributes.get("llmdock.prompt_template", ""))
-        return self.policies.resolve(ctx.model, ctx.operation, template, ctx.namespace)[direction]
+        return self.policies.resolve(ctx)[direction]
 
     def _finish(self, ctx: RequestContext, outcomes: list[Outcome], streaming: bool = False) -> list[Outcome]:
         """Record the spans; raise on a block; return the redacting outcomes."""

@@ -48,6 +48,9 @@ class RequestContext:
     source: str = "gateway"
     namespace: str = ""  # tenant scope (API key); caches never cross it
     cache_control: str = ""  # the request's Cache-Control header ("no-cache" bypasses caches)
+    subject: str = ""  # the end user the data belongs to (the request's `user`, else the key's user)
+    api_key_id: str = ""
+    team_id: str = ""
     on_success: list[Callable[[RequestContext], None]] = field(default_factory=list)
     _span_attrs: dict[str, Any] = field(default_factory=dict)
 

@@ -41,14 +41,10 @@ def trace_record(ctx: RequestContext, *, store_bodies: bool = True) -> TraceReco
             inputs["prompt"] = req.prompt
         elif ctx.inputs:
             inputs["input"] = ctx.inputs
-    prompt_tokens = req.n_prompt_tokens if req else (ctx.embedding.prompt_tokens if ctx.embedding else 0)
-    if gen and gen.prompt_tokens:
-        prompt_tokens = gen.prompt_tokens
-    completion_tokens = gen.completion_tokens if gen else 0
+    prompt_tokens, completion_tokens = token_counts(ctx)
     served = req.route.get("served", {}) if req else {}
     cache = str(ctx.attributes.get("llmdock.cache", ""))
-    price = served.get("price")
-    cost = price.cost(prompt_tokens, completion_tokens) if price is not None and "hit" not in cache else 0.0
+    cost = request_cost(ctx, prompt_tokens, completion_tokens)
     if cost:
         attributes["llmdock.cost"] = cost
     return TraceRecord(
@@ -71,8 +67,30 @@ def trace_record(ctx: RequestContext, *, store_bodies: bool = True) -> TraceReco
         deployment=str(served.get("deployment", "")),
         cost=cost,
         cache=cache,
+        subject=ctx.subject,
+        api_key_id=ctx.api_key_id,
+        team_id=ctx.team_id,
         spans=list(ctx.spans),
     )
+
+
+def token_counts(ctx: RequestContext) -> tuple[int, int]:
+    """(prompt, completion) tokens of a finished request, as reported to the client and on the trace."""
+    req, gen = ctx.request, ctx.generation
+    prompt = req.n_prompt_tokens if req else (ctx.embedding.prompt_tokens if ctx.embedding else 0)
+    if gen and gen.prompt_tokens:
+        prompt = gen.prompt_tokens
+    return prompt, gen.completion_tokens if gen else 0
+
+
+def request_cost(ctx: RequestContext, prompt_tokens: int, completion_tokens: int) -> float:
+    """What the request cost at the serving deployment's price; cache hits cost nothing."""
+    served = ctx.request.route.get("served", {}) if ctx.request else {}
+    price = served.get("price")
+    if price is None or "hit" in str(ctx.attributes.get("llmdock.cache", "")):
+        return 0.0
+    cost: float = price.cost(prompt_tokens, completion_tokens)
+    return cost
 
 
 def _provider(ctx: RequestContext) -> str:

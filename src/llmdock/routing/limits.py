@@ -80,6 +80,7 @@ class SharedMinuteLimiter:
         self.local = local
         self.rpm = local.rpm
         self.tpm = local.tpm
+        self._seen = (0, 0)  # (requests, tokens) of this minute as Redis last answered
 
     def _keys(self) -> tuple[str, str]:
         minute = int(time.time() // 60)
@@ -92,6 +93,7 @@ class SharedMinuteLimiter:
             pipe.expire(rkey, 120)
             pipe.get(tkey)
             count, _, tokens = await pipe.execute()
+        self._seen = (int(count), int(tokens or 0))
         over_rpm = self.rpm is not None and int(count) > self.rpm
         over_tpm = self.tpm is not None and int(tokens or 0) + expected_tokens > self.tpm
         if over_rpm or over_tpm:
@@ -122,7 +124,12 @@ class SharedMinuteLimiter:
         return 60 - time.time() % 60 if self.shared.usable() else self.local.retry_after()
 
     def snapshot(self) -> dict[str, object]:
+        if not self.shared.usable():
+            return {**self.local.snapshot(), "shared": "degraded to in-process"}
         return {
-            **self.local.snapshot(),
-            "shared": "redis" if self.shared.usable() else "degraded to in-process",
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "requests_last_minute": self._seen[0],
+            "tokens_last_minute": self._seen[1],
+            "shared": "redis",
         }

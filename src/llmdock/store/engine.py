@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from llmdock.errors import StoreUnavailable
+from llmdock.privacy.crypto import Keyring
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -48,8 +49,9 @@ def alembic_config(engine: Engine) -> AlembicConfig:
 class Store:
     """Where llmdock keeps its records. SQLite by default; PostgreSQL through ``LLMDOCK_DATABASE_URL``."""
 
-    def __init__(self, url: str, *, migrate: bool = True) -> None:
+    def __init__(self, url: str, *, migrate: bool = True, keyring: Keyring | None = None) -> None:
         self.url = url
+        self.keyring = keyring  # opens encrypted values (trace bodies, secrets) for the queries
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.migrated = False

@@ -12,6 +12,7 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
 from llmdock.errors import NotFound, StoreUnavailable
+from llmdock.privacy.crypto import open_trace_bodies
 from llmdock.store.engine import Store, _short
 from llmdock.store.models import Span, Trace
 
@@ -56,10 +58,14 @@ class TraceRecord:
     deployment: str = ""
     cost: float = 0.0
     cache: str = ""
+    subject: str = ""
+    api_key_id: str = ""
+    team_id: str = ""
     spans: list[SpanRecord] = field(default_factory=list)
+    prepared: bool = False  # the writer's ``prepare`` hook (privacy) has run on it
 
 
-_TRACE_COLUMNS = tuple(f.name for f in fields(TraceRecord) if f.name != "spans")
+_TRACE_COLUMNS = tuple(f.name for f in fields(TraceRecord) if f.name not in ("spans", "prepared"))
 
 
 def write_traces(store: Store, records: list[TraceRecord]) -> None:
@@ -102,8 +108,11 @@ class TraceWriter:
         batch_size: int = 256,
         flush_interval_s: float = 0.2,
         max_buffer: int = 100_000,
+        prepare: Callable[[TraceRecord], None] | None = None,
     ) -> None:
         self.store = store
+        # Called once per trace in the writer's thread before it is stored (privacy: redact, encrypt).
+        self.prepare = prepare
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self._buffer: collections.deque[TraceRecord] = collections.deque(maxlen=max_buffer)
@@ -206,6 +215,8 @@ class TraceWriter:
 
     def _write(self, batch: list[TraceRecord]) -> None:
         """Store ``batch``, emptying it. Raises if the store fails, leaving in ``batch`` what is not stored."""
+        if self.prepare is not None:
+            self._prepare(batch)
         if not self.store.migrated:
             # The store was unreachable when it was opened: create the schema before the first write.
             self.store.migrate()
@@ -236,6 +247,24 @@ class TraceWriter:
                     self.written += 1
             del batch[0]
 
+    def _prepare(self, batch: list[TraceRecord]) -> None:
+        """Run ``prepare`` on each trace not yet prepared; a trace it fails on is dropped, never stored as is."""
+        assert self.prepare is not None
+        kept = []
+        for rec in batch:
+            if not rec.prepared:
+                try:
+                    self.prepare(rec)
+                    rec.prepared = True
+                except Exception as exc:
+                    log.error("trace %s dropped: preparing it failed (%s)", rec.id, type(exc).__name__)
+                    continue
+            kept.append(rec)
+        if len(kept) < len(batch):
+            with self._cond:
+                self.dropped += len(batch) - len(kept)
+            batch[:] = kept
+
 
 def _refused(exc: BaseException) -> bool:
     """Whether the error comes from what the traces hold (retrying them cannot help), not from the store."""
@@ -253,7 +282,15 @@ def list_traces(store: Store, *, limit: int = 20, model: str | None = None) -> l
         q = select(Trace).order_by(Trace.created_at.desc()).limit(limit)
         if model:
             q = q.where(Trace.model == model)
-        return list(s.scalars(q))
+        traces = list(s.scalars(q))
+    # Without a key the list is still shown (it holds no bodies); with one, the bodies come decrypted.
+    return [_opened(store, t) for t in traces] if store.keyring is not None else traces
+
+
+def _opened(store: Store, trace: Trace) -> Trace:
+    """The trace with its bodies decrypted, if they were stored encrypted (privacy.encrypt_bodies)."""
+    trace.input, trace.output = open_trace_bodies(store.keyring, trace.id, trace.input, trace.output)
+    return trace
 
 
 def get_trace(store: Store, trace_id: str) -> tuple[Trace, list[Span]]:
@@ -267,7 +304,7 @@ def get_trace(store: Store, trace_id: str) -> tuple[Trace, list[Span]]:
             raise NotFound(f"no trace with id {trace_id!r}")
         if len(matches) > 1:
             raise NotFound(f"trace id prefix {trace_id!r} is ambiguous; give more characters")
-        trace = matches[0]
+        trace = _opened(store, matches[0])
         spans = list(s.scalars(select(Span).where(Span.trace_id == trace.id).order_by(Span.seq)))
         return trace, spans
 

@@ -3,6 +3,7 @@
 from llmdock.guards.base import DetectorFactory
 from llmdock.guards.detectors.injection import InjectionDetector
 from llmdock.guards.detectors.output import GroundingDetector, LeakageDetector, RefusalDetector, UrlDetector
+from llmdock.guards.detectors.pii import PiiDetector
 from llmdock.guards.detectors.rules import (
     BannedTopicsDetector,
     LanguageDetector,
@@ -15,6 +16,7 @@ from llmdock.guards.detectors.toxicity import ToxicityDetector
 BUILTIN_DETECTORS: tuple[DetectorFactory, ...] = (
     InjectionDetector,
     SecretsDetector,
+    PiiDetector,
     PromptLengthDetector,
     PatternDetector,
     BannedTopicsDetector,

@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import Field
 
 from llmdock.guards.base import BaseDetector, DetectorParams, Direction, Finding, GuardText, Verdict
-from llmdock.guards.normalize import normalize
+from llmdock.guards.normalize import normalize, warm_up
 from llmdock.guards.policy import DetectorEnv
 from llmdock.guards.training import TextClassifier, data_path, ensure_model, load_rows
 
@@ -105,6 +105,7 @@ class InjectionDetector(BaseDetector):
         self.params = params
         self.env = env
         self.model: TextClassifier = ensure_model(env.model_dir, "injection")
+        warm_up()
         self.attacks: np.ndarray | None = None
         if params.embedding:
             self.awaits = True

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from llmdock.guards.base import BaseDetector, DetectorParams, Direction, Finding, GuardText, Verdict
-from llmdock.guards.normalize import normalize
+from llmdock.guards.normalize import normalize, warm_up
 from llmdock.guards.policy import DetectorEnv
 from llmdock.guards.training import TextClassifier, ensure_model
 
@@ -59,6 +59,7 @@ class ToxicityDetector(BaseDetector):
 
     def __init__(self, params: ToxicityParams, env: DetectorEnv) -> None:
         self.model: TextClassifier = ensure_model(env.model_dir, "toxicity")
+        warm_up()
         self.profanity = ProfanityModel() if params.profanity_model else None
 
     async def detect(self, item: GuardText) -> Verdict:

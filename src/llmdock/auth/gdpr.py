@@ -1,0 +1,138 @@
+"""Data-subject requests and retention: export and erase everything linked to a subject; purge old traces.
+
+A subject is the end user a request was made for: the request's OpenAI ``user`` field, else the user that
+owns the calling key. Traces carry it in ``traces.subject``. Audit rows about a subject name it only by a
+keyed pseudonym (``subject:<hmac>``), so erasing the subject leaves no identifier in the append-only log.
+Caches are not searched: their entries expire after ``cache.ttl_s``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, update
+
+from llmdock.auth import audit
+from llmdock.auth.keys import Actor, key_view, user_view
+from llmdock.privacy.crypto import Keyring, open_trace_bodies
+from llmdock.store.engine import Store
+from llmdock.store.models import ApiKey, AuditRow, Span, Trace, User
+
+
+def jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def pseudonym(secret: bytes, subject: str) -> str:
+    return "subject:" + hmac.new(secret, subject.encode(), hashlib.sha256).hexdigest()[:24]
+
+
+def trace_view(trace: Trace, spans: list[Span], keyring: Keyring | None = None) -> dict[str, Any]:
+    row = {c.name: getattr(trace, c.name) for c in Trace.__table__.columns}
+    # Bodies stored encrypted (privacy.encrypt_bodies) are exported in the clear: the subject's own data.
+    row["input"], row["output"] = open_trace_bodies(keyring, trace.id, trace.input, trace.output)
+    row["spans"] = [
+        {c.name: getattr(sp, c.name) for c in Span.__table__.columns if c.name not in ("id", "trace_id")}
+        for sp in spans
+    ]
+    return jsonable(row)  # type: ignore[no-any-return]
+
+
+def _user_for(s: Any, subject: str) -> User | None:
+    return s.get(User, subject) or s.scalar(select(User).where(User.name == subject))  # type: ignore[no-any-return]
+
+
+def export_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> dict[str, Any]:
+    """Everything linked to a subject, as JSON-ready data; the export itself is audited."""
+    with store.session() as s:
+        user = _user_for(s, subject)
+        ids = {subject} | ({user.id} if user else set())
+        traces = list(s.scalars(select(Trace).where(Trace.subject.in_(ids)).order_by(Trace.created_at)))
+        spans: dict[str, list[Span]] = {}
+        if traces:
+            for sp in s.scalars(
+                select(Span)
+                .where(Span.trace_id.in_([t.id for t in traces]))
+                .order_by(Span.trace_id, Span.seq)
+            ):
+                spans.setdefault(sp.trace_id, []).append(sp)
+        keys = list(s.scalars(select(ApiKey).where(ApiKey.user_id == user.id))) if user else []
+        targets = {pseudonym(secret, subject)} | ({user.id} | {k.id for k in keys} if user else set())
+        rows = list(s.scalars(select(AuditRow).where(AuditRow.target.in_(targets)).order_by(AuditRow.seq)))
+    data = {
+        "subject": subject,
+        "exported_at": datetime.now(UTC).isoformat(),
+        "user": user_view(user) if user else None,
+        "keys": [key_view(k) for k in keys],
+        "traces": [trace_view(t, spans.get(t.id, []), store.keyring) for t in traces],
+        "audit": [audit.row_view(r) for r in rows],
+    }
+    audit.append(
+        store,
+        "data.export",
+        actor=actor.name,
+        source=actor.source,
+        target=pseudonym(secret, subject),
+        after={"traces": len(traces), "keys": len(keys)},
+    )
+    return jsonable(data)  # type: ignore[no-any-return]
+
+
+def erase_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> dict[str, Any]:
+    """Delete the subject's traces; if it is a user, revoke its keys and anonymise the user row."""
+    anon = pseudonym(secret, subject)
+    now = datetime.now(UTC)
+    with store.session() as s, s.begin():
+        user = _user_for(s, subject)
+        ids = {subject} | ({user.id} if user else set())
+        trace_ids = list(s.scalars(select(Trace.id).where(Trace.subject.in_(ids))))
+        for i in range(0, len(trace_ids), 500):
+            chunk = trace_ids[i : i + 500]
+            s.execute(delete(Span).where(Span.trace_id.in_(chunk)))
+            s.execute(delete(Trace).where(Trace.id.in_(chunk)))
+        revoked = 0
+        if user is not None:
+            revoked = (
+                s.execute(
+                    update(ApiKey)
+                    .where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
+                    .values(revoked_at=now)
+                ).rowcount  # type: ignore[attr-defined]
+                or 0
+            )
+            user.name = "erased-" + anon.split(":", 1)[1][:12]
+    report = {
+        "subject": anon,
+        "traces_deleted": len(trace_ids),
+        "keys_revoked": revoked,
+        "user_anonymised": user is not None,
+    }
+    audit.append(store, "data.erase", actor=actor.name, source=actor.source, target=anon, after=report)
+    return report
+
+
+def purge_older_than(store: Store, days: int, actor: Actor) -> int:
+    """Delete traces (and their spans) created more than ``days`` days ago; audited when any were."""
+    cutoff = datetime.now(UTC) - timedelta(days=days)
+    total = 0
+    while True:
+        with store.session() as s, s.begin():
+            ids = list(s.scalars(select(Trace.id).where(Trace.created_at < cutoff).limit(1000)))
+            if not ids:
+                break
+            s.execute(delete(Span).where(Span.trace_id.in_(ids)))
+            s.execute(delete(Trace).where(Trace.id.in_(ids)))
+            total += len(ids)
+    if total:
+        audit.append(
+            store,
+            "retention.purge",
+            actor=actor.name,
+            source=actor.source,
+            after={"older_than_days": days, "traces_deleted": total},
+        )
+    return total

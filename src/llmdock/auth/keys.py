@@ -1,0 +1,388 @@
+"""Organisations, teams, users and API keys in the store.
+
+A key looks like ``ldk_<12 visible characters>_<32 secret characters>``. The store keeps only the visible
+prefix (to find the row and to show which key it is) and an HMAC-SHA256 of the whole key under a server
+secret (``auth.secret``, else a random one created in ``<home>/auth.secret``); the key itself is shown once,
+when it is created. Keys carry 192 random bits, so a fast keyed hash is enough (a slow hash such as argon2
+protects low-entropy passwords; it would only add milliseconds to every request here).
+
+Every change is written to the audit log in the same call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+
+from llmdock.auth import audit
+from llmdock.auth.roles import check_role, check_routes
+from llmdock.config import Settings
+from llmdock.errors import Conflict, InvalidRequest, NotFound
+from llmdock.store.engine import Store
+from llmdock.store.models import ApiKey, Org, Team, User
+
+KEY_PREFIX = "ldk_"
+PREFIX_LEN = len(KEY_PREFIX) + 12
+DEFAULT_ORG = "default"
+PERIODS = ("day", "month")
+RowT = TypeVar("RowT", Org, Team, User)
+
+
+def load_secret(settings: Settings) -> bytes:
+    """The key-hashing secret: from settings (env LLMDOCK_AUTH__SECRET), else a file made once in home."""
+    value = settings.auth.secret.get_secret_value()
+    if value:
+        return value.encode()
+    path = Path(settings.home).expanduser() / "auth.secret"
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fresh = secrets.token_hex(32).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, fresh)
+    finally:
+        os.close(fd)
+    return fresh
+
+
+def digest(secret: bytes, key: str) -> str:
+    return hmac.new(secret, key.encode(), hashlib.sha256).hexdigest()
+
+
+def new_id(kind: str) -> str:
+    return f"{kind}_{secrets.token_hex(8)}"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who takes an action and from where, for the audit log."""
+
+    name: str
+    source: str = ""
+
+
+def _check_period(period: str) -> str:
+    if period not in PERIODS:
+        raise InvalidRequest(f"budget_period must be one of {', '.join(PERIODS)}", param="budget_period")
+    return period
+
+
+def _check_limits(rpm: int | None, tpm: int | None, budget: float | None) -> None:
+    for name, value in (("rpm", rpm), ("tpm", tpm), ("budget", budget)):
+        if value is not None and value <= 0:
+            raise InvalidRequest(f"{name} must be positive", param=name)
+
+
+def key_view(key: ApiKey, user: User | None = None) -> dict[str, Any]:
+    """A key as shown to people: never its digest."""
+    now = _now()
+    state = "active"
+    if key.revoked_at is not None:
+        state = "revoked"
+    elif key.expires_at is not None and key.expires_at <= now:
+        state = "expired"
+    view: dict[str, Any] = {
+        "id": key.id,
+        "prefix": key.prefix,
+        "name": key.name,
+        "user_id": key.user_id,
+        "state": state,
+        "models": key.models,
+        "routes": key.routes,
+        "rpm": key.rpm,
+        "tpm": key.tpm,
+        "budget": key.budget,
+        "budget_period": key.budget_period,
+        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+        "created_at": key.created_at.isoformat(),
+        "rotated_from": key.rotated_from,
+    }
+    if user is not None:
+        view.update(user=user.name, role=user.role, team_id=user.team_id)
+    return view
+
+
+def user_view(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "name": user.name,
+        "kind": user.kind,
+        "role": user.role,
+        "org_id": user.org_id,
+        "team_id": user.team_id,
+        "created_at": user.created_at.isoformat(),
+    }
+
+
+def team_view(team: Team) -> dict[str, Any]:
+    return {
+        "id": team.id,
+        "name": team.name,
+        "org_id": team.org_id,
+        "rpm": team.rpm,
+        "tpm": team.tpm,
+        "budget": team.budget,
+        "budget_period": team.budget_period,
+        "created_at": team.created_at.isoformat(),
+    }
+
+
+class Directory:
+    """Create, find, change and revoke orgs, teams, users and keys; every change is audited."""
+
+    def __init__(self, store: Store, secret: bytes) -> None:
+        self.store = store
+        self.secret = secret
+
+    def _find(self, model: type[RowT], ref: str, label: str) -> RowT:
+        """A row by id or by name."""
+        with self.store.session() as s:
+            row = s.get(model, ref) or s.scalar(select(model).where(model.name == ref))
+        if row is None:
+            raise NotFound(f"no {label} {ref!r}", param=label)
+        return row
+
+    def _all(self, model: type[RowT]) -> list[RowT]:
+        with self.store.session() as s:
+            return list(s.scalars(select(model).order_by(model.created_at)))
+
+    def _insert(
+        self, row: RowT, clash: Any, conflict: str, action: str, actor: Actor, after: dict[str, Any]
+    ) -> RowT:
+        """Add a row unless ``clash`` (a query) finds one already; audit it."""
+        with self.store.session() as s, s.begin():
+            if s.scalar(clash) is not None:
+                raise Conflict(conflict, param="name")
+            s.add(row)
+        audit.append(self.store, action, actor=actor.name, source=actor.source, target=row.id, after=after)
+        return row
+
+    # --- orgs and teams -------------------------------------------------------------------------------
+    def org(self, name: str, actor: Actor, *, create: bool = True) -> Org:
+        with self.store.session() as s, s.begin():
+            org = s.scalar(select(Org).where(Org.name == name))
+            if org is not None:
+                return org
+            if not create:
+                raise NotFound(f"no organisation {name!r}", param="org")
+            org = Org(id=new_id("org"), name=name, created_at=_now())
+            s.add(org)
+        audit.append(
+            self.store,
+            "org.create",
+            actor=actor.name,
+            source=actor.source,
+            target=org.id,
+            after={"name": name},
+        )
+        return org
+
+    def create_team(
+        self,
+        name: str,
+        actor: Actor,
+        *,
+        org: str = DEFAULT_ORG,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        budget: float | None = None,
+        budget_period: str = "month",
+    ) -> Team:
+        _check_limits(rpm, tpm, budget)
+        org_row = self.org(org, actor)
+        team = Team(
+            id=new_id("team"),
+            org_id=org_row.id,
+            name=name,
+            rpm=rpm,
+            tpm=tpm,
+            budget=budget,
+            budget_period=_check_period(budget_period),
+            created_at=_now(),
+        )
+        clash = select(Team).where(Team.org_id == org_row.id, Team.name == name)
+        conflict = f"team {name!r} exists in organisation {org!r}"
+        return self._insert(team, clash, conflict, "team.create", actor, team_view(team))
+
+    def team(self, ref: str) -> Team:
+        return self._find(Team, ref, "team")
+
+    def teams(self) -> list[Team]:
+        return self._all(Team)
+
+    # --- users ------------------------------------------------------------------------------------------
+    def create_user(
+        self,
+        name: str,
+        actor: Actor,
+        *,
+        role: str = "developer",
+        kind: str = "user",
+        team: str | None = None,
+        org: str = DEFAULT_ORG,
+    ) -> User:
+        try:
+            check_role(role)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param="role") from None
+        if kind not in ("user", "service"):
+            raise InvalidRequest("kind must be user or service", param="kind")
+        org_row = self.org(org, actor)
+        team_id = self.team(team).id if team else None
+        user = User(
+            id=new_id("usr"),
+            org_id=org_row.id,
+            team_id=team_id,
+            name=name,
+            kind=kind,
+            role=role,
+            created_at=_now(),
+        )
+        clash = select(User).where(User.org_id == org_row.id, User.name == name)
+        # The audit row names the user by id only: names may be personal data, and audit rows are never erased.
+        after = {k: v for k, v in user_view(user).items() if k != "name"}
+        return self._insert(
+            user, clash, f"user {name!r} exists in organisation {org!r}", "user.create", actor, after
+        )
+
+    def user(self, ref: str) -> User:
+        return self._find(User, ref, "user")
+
+    def users(self) -> list[User]:
+        return self._all(User)
+
+    # --- keys -------------------------------------------------------------------------------------------
+    def create_key(
+        self,
+        user_ref: str,
+        actor: Actor,
+        *,
+        name: str = "",
+        models: list[str] | None = None,
+        routes: list[str] | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        budget: float | None = None,
+        budget_period: str = "month",
+        expires_at: datetime | None = None,
+        rotated_from: str | None = None,
+    ) -> tuple[str, ApiKey]:
+        """A new key for a user; returns (the key in clear — shown once —, its row)."""
+        _check_limits(rpm, tpm, budget)
+        try:
+            check_routes(routes)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param="routes") from None
+        if expires_at is not None and expires_at.tzinfo is None:
+            expires_at = expires_at.replace(tzinfo=UTC)
+        user = self.user(user_ref)
+        visible = secrets.token_hex(6)
+        clear = f"{KEY_PREFIX}{visible}_{secrets.token_urlsafe(24)}"
+        key = ApiKey(
+            id=new_id("key"),
+            prefix=clear[:PREFIX_LEN],
+            digest=digest(self.secret, clear),
+            user_id=user.id,
+            name=name,
+            models=models,
+            routes=routes,
+            rpm=rpm,
+            tpm=tpm,
+            budget=budget,
+            budget_period=_check_period(budget_period),
+            expires_at=expires_at,
+            created_at=_now(),
+            rotated_from=rotated_from,
+        )
+        with self.store.session() as s, s.begin():
+            s.add(key)
+        audit.append(
+            self.store,
+            "key.create",
+            actor=actor.name,
+            source=actor.source,
+            target=key.id,
+            after=key_view(key),
+        )
+        return clear, key
+
+    def key(self, ref: str) -> ApiKey:
+        with self.store.session() as s:
+            key = s.get(ApiKey, ref) or s.scalar(select(ApiKey).where(ApiKey.prefix == ref[:PREFIX_LEN]))
+        if key is None:
+            raise NotFound(f"no key {ref[:PREFIX_LEN]!r}", param="key")
+        return key
+
+    def keys(self, user_ref: str | None = None) -> list[tuple[ApiKey, User]]:
+        with self.store.session() as s:
+            query = select(ApiKey, User).join(User, ApiKey.user_id == User.id).order_by(ApiKey.created_at)
+            if user_ref:
+                query = query.where(User.id == self.user(user_ref).id)
+            return [(k, u) for k, u in s.execute(query).all()]
+
+    def revoke(self, ref: str, actor: Actor) -> ApiKey:
+        key = self.key(ref)
+        before = key_view(key)
+        if key.revoked_at is None:
+            with self.store.session() as s, s.begin():
+                row = s.get(ApiKey, key.id)
+                assert row is not None
+                row.revoked_at = _now()
+                key = row
+            audit.append(
+                self.store,
+                "key.revoke",
+                actor=actor.name,
+                source=actor.source,
+                target=key.id,
+                before=before,
+                after=key_view(key),
+            )
+        return key
+
+    def rotate(self, ref: str, actor: Actor, *, expires_at: datetime | None = None) -> tuple[str, ApiKey]:
+        """A new key with the same owner, scopes and limits; the old one is revoked."""
+        old = self.key(ref)
+        if old.revoked_at is not None:
+            raise InvalidRequest(f"key {old.prefix!r} is revoked; create a new one", param="key")
+        clear, new = self.create_key(
+            old.user_id,
+            actor,
+            name=old.name,
+            models=old.models,
+            routes=old.routes,
+            rpm=old.rpm,
+            tpm=old.tpm,
+            budget=old.budget,
+            budget_period=old.budget_period,
+            expires_at=expires_at or old.expires_at,
+            rotated_from=old.id,
+        )
+        self.revoke(old.id, actor)
+        return clear, new
+
+    def has_admin_key(self) -> bool:
+        now = _now()
+        with self.store.session() as s:
+            rows = s.execute(
+                select(ApiKey.expires_at)
+                .join(User, ApiKey.user_id == User.id)
+                .where(User.role == "admin", ApiKey.revoked_at.is_(None))
+            ).all()
+        return any(expires is None or expires > now for (expires,) in rows)

@@ -1,0 +1,62 @@
+"""Roles, permissions and which permission each route needs.
+
+The permission matrix (also in docs/security.md):
+
+=========== ====== ========= ======= =====
+role        read   inference observe admin
+=========== ====== ========= ======= =====
+admin       yes    yes       yes     yes
+developer   yes    yes       yes     no
+viewer      yes    no        yes     no
+service     yes    yes       no      no
+=========== ====== ========= ======= =====
+
+``read``: list models, /ready, the API docs. ``inference``: chat, completions, embeddings.
+``observe``: traces and usage through /admin/traces and /admin/usage. ``admin``: keys, users, teams,
+the audit log, data export/erasure, /v1/deployments. A key may narrow its role further (``routes``) and
+to some models (``models``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Permission = Literal["read", "inference", "observe", "admin"]
+PERMISSIONS: tuple[Permission, ...] = ("read", "inference", "observe", "admin")
+ROLES: dict[str, frozenset[Permission]] = {
+    "admin": frozenset(PERMISSIONS),
+    "developer": frozenset({"read", "inference", "observe"}),
+    "viewer": frozenset({"read", "observe"}),
+    "service": frozenset({"read", "inference"}),
+}
+PUBLIC_PATHS = frozenset({"/health"})
+INFERENCE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+OBSERVE_PREFIXES = ("/admin/traces", "/admin/usage")
+
+
+def required_permission(method: str, path: str) -> Permission | None:
+    """The permission a request needs; None for the public routes."""
+    if path in PUBLIC_PATHS:
+        return None
+    if path in INFERENCE_PATHS:
+        return "inference"
+    if path == "/v1/deployments":
+        return "admin"
+    if path.startswith("/admin"):
+        return "observe" if path.startswith(OBSERVE_PREFIXES) and method == "GET" else "admin"
+    return "read"
+
+
+def check_role(role: str) -> str:
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r} (known: {', '.join(ROLES)})")
+    return role
+
+
+def check_routes(routes: list[str] | None) -> list[str] | None:
+    if routes is None:
+        return None
+    unknown = [r for r in routes if r not in PERMISSIONS]
+    if unknown:
+        raise ValueError(f"unknown route scope {unknown[0]!r} (known: {', '.join(PERMISSIONS)})")
+    return routes

