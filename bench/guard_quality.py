@@ -152,7 +152,7 @@ async def chain_latency(model_dir: Path, prompts: list[str], reps: int, full: bo
     guards: dict[str, Any] = {"model_dir": str(model_dir), "output": {}}
     if full:
         guards["input"] = {
-            "injection": {}, "secrets": {}, "toxicity": {}, "prompt_length": {}, "language": {"allowed": ["en"]},
+            "injection": {}, "secrets": {}, "pii": {}, "toxicity": {}, "prompt_length": {}, "language": {"allowed": ["en"]},
             "regex": {"keywords": ["project falcon"]}, "banned_topics": {"topics": {"politics": ["election"]}},
         }  # fmt: skip
     settings = Settings(
@@ -181,6 +181,89 @@ async def chain_latency(model_dir: Path, prompts: list[str], reps: int, full: bo
 
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
+
+
+def pii_section(rows: list[dict[str, Any]]) -> None:
+    """The pii detector against Presidio's default pipeline on bench/pii_redaction.py's Faker-labelled set."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from pii_redaction import PresidioDefault, labelled_set
+
+    from llmdock.config import DEFAULT_PII_ENTITIES
+    from llmdock.guards.base import GuardText
+    from llmdock.guards.detectors.pii import PiiDetector, PiiParams
+    from llmdock.guards.policy import DetectorEnv
+
+    cases, clean = labelled_set()
+    wanted = {e: v for e, v in cases.items() if e in DEFAULT_PII_ENTITIES and e != "PHONE_NUMBER"}
+    wanted["PHONE_NUMBER (valid)"] = cases["PHONE_NUMBER (valid)"]
+    detector = PiiDetector(PiiParams(), DetectorEnv(Path(tempfile.gettempdir())))
+    presidio = PresidioDefault()
+
+    def ours(text: str) -> list[tuple[int, int]]:
+        verdict = asyncio.run(detector.detect(GuardText(text, "user", "input")))
+        return [(f.start, f.end) for f in verdict.findings] if verdict.score >= 0.5 else []
+
+    def theirs(text: str) -> list[tuple[int, int]]:
+        return [
+            (r.start, r.end) for r in presidio.analyzer.analyze(text=text, language="en") if r.score >= 0.5
+        ]
+
+    table = Table(
+        "entity",
+        "values",
+        "llmdock caught",
+        "Presidio default caught",
+        title="PII: values fully inside a finding (Faker-labelled set, seed 7)",
+    )
+    totals = {
+        "llmdock": [0, 0, 0, 0],
+        "Presidio default": [0, 0, 0, 0],
+    }  # tp rows, caught values, flagged clean, values
+    for entity, items in wanted.items():
+        caught = {}
+        for who, find in (("llmdock", ours), ("Presidio default", theirs)):
+            n = 0
+            for text, value in items:
+                start = text.find(value)
+                spans = find(text)
+                totals[who][0] += bool(spans)
+                n += any(a <= start and start + len(value) <= b for a, b in spans)
+            caught[who] = n
+            totals[who][1] += n
+            totals[who][3] += len(items)
+        table.add_row(entity, str(len(items)), str(caught["llmdock"]), str(caught["Presidio default"]))
+    for who, find in (("llmdock", ours), ("Presidio default", theirs)):
+        totals[who][2] = sum(bool(find(t)) for t in clean)
+    console.print(table)
+    summary = Table(
+        "who",
+        "value recall",
+        "row precision",
+        "row recall",
+        "row F1",
+        "clean sentences flagged",
+        "ordinary prompts flagged",
+        title="PII: target value recall >= 95 %",
+    )
+    ordinary = [
+        r["text"] for r in rows if r["task"] == "injection" and r["label"] == 0 and r["source"] in ORDINARY
+    ][:500]
+    for who, find in (("llmdock", ours), ("Presidio default", theirs)):
+        tp, got, fp, total = totals[who]
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / total
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        flagged = sum(bool(find(t)) for t in ordinary)
+        summary.add_row(
+            who,
+            f"{got / total:.3f} of {total}" + (" (met)" if who == "llmdock" and got / total >= 0.95 else ""),
+            f"{precision:.3f}",
+            f"{recall:.3f}",
+            f"{f1:.3f}",
+            f"{fp}/{len(clean)}",
+            f"{flagged}/{len(ordinary)}",
+        )
+    console.print(summary)
 
 
 def main() -> None:
@@ -301,7 +384,7 @@ def main() -> None:
         title=title,
     )
     for name, (wall, cpu) in (
-        ("llmdock guard_in, default (injection, secrets, toxicity, prompt_length)", default_chain),
+        ("llmdock guard_in, default (injection, secrets, pii, toxicity, prompt_length)", default_chain),
         ("llmdock guard_in, every input detector (+ language, regex, banned_topics)", full_chain),
         ("peer: llm-guard InvisibleText + Secrets, guardify", peer["latency"]),
     ):
@@ -316,8 +399,9 @@ def main() -> None:
         console.print(
             f"[yellow]noisy: load average {load:.1f} per core while timing; the CPU columns are the steadier figure[/yellow]"
         )
+    with console.status("PII: llmdock's pii detector and Presidio's default on the same labelled set"):
+        pii_section(rows)
     console.print(
-        "PII: not measured here yet (the PII detector adapts llmdock.privacy, built on another branch). "
         "Secrets, leakage, URLs and grounding have no labelled third-party set in a package; their unit tests cover them."
     )
 

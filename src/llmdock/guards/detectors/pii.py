@@ -22,7 +22,8 @@ class PiiParams(DetectorParams):
 
 
 class PiiDetector(BaseDetector):
-    """Each finding is a span labelled with its entity (``email-address``…); the score is the best one.
+    """Each finding is a span labelled with its entity (``email-address``…) and Presidio's confidence; the
+    engine already keeps only findings at or above ``score_threshold``, so any finding makes the verdict 1.
 
     Default action ``flag``: redacting a user's own e-mail from their prompt is often not wanted; set
     ``action: redact`` to keep PII from the model (or ``block``).
@@ -45,4 +46,4 @@ class PiiDetector(BaseDetector):
         if not found:
             return CLEAN
         findings = [Finding(f.start, f.end, f.entity.lower().replace("_", "-"), f.score) for f in found]
-        return Verdict(max(f.score for f in findings), "presidio", findings)
+        return Verdict(1.0, "presidio", findings, {"best_presidio_score": max(f.score for f in findings)})
