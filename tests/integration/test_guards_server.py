@@ -89,6 +89,7 @@ def test_the_real_models_answer_is_redacted_and_every_verdict_is_a_span(guarded_
         "preprocess",
         "guard_in.injection",
         "guard_in.secrets",
+        "guard_in.pii",
         "guard_in.toxicity",
         "guard_in.prompt_length",
         "guard_in",
