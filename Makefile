@@ -44,6 +44,7 @@ bench: install
 	$(PY) bench/cache_latency.py
 	$(PY) bench/auth_overhead.py
 	$(PY) bench/pii_redaction.py
+	$(PY) bench/structured_output.py
 	$(PY) bench/guard_quality.py
 
 clean:

@@ -3,7 +3,9 @@
 Each instance runs uvicorn in a thread. ``mode`` decides how it answers: ``ok`` (a chat completion whose
 text names the upstream), ``500``, ``429`` (with Retry-After), ``policy`` (content-filter refusal),
 ``context`` (context_length_exceeded), ``slow`` (``delay`` seconds then ok), ``cut`` (a stream that dies
-after its first token). ``stop()`` closes the socket,
+after its first token), ``script`` (answers ``replies`` in turn, the last one repeating; each reply is a
+message: ``{"content": ...}`` or ``{"tool_calls": [...]}``, optionally with ``finish_reason``). Every
+request body is kept in ``bodies``. ``stop()`` closes the socket,
 so later requests get connection refused, as from a crashed server.
 """
 
@@ -13,6 +15,7 @@ import asyncio
 import socket
 import threading
 import time
+from typing import Any
 
 import orjson
 import uvicorn
@@ -29,10 +32,14 @@ def _free_port() -> int:
 
 
 class Upstream:
-    def __init__(self, name: str, mode: str = "ok", delay: float = 0.0) -> None:
+    def __init__(
+        self, name: str, mode: str = "ok", delay: float = 0.0, replies: list[dict[str, Any]] | None = None
+    ) -> None:
         self.name = name
         self.mode = mode
         self.delay = delay
+        self.replies = list(replies or [])
+        self.bodies: list[dict[str, Any]] = []
         self.hits = 0
         self.last_authorization: str | None = None
         self.port = _free_port()
@@ -72,7 +79,10 @@ class Upstream:
         self.hits += 1
         self.last_authorization = request.headers.get("authorization")
         body = orjson.loads(await request.body())
+        self.bodies.append(body)
         mode = self.mode
+        if mode == "script":
+            return self._scripted(body)
         if mode == "500":
             return self._error(500, "server_error", f"{self.name} is broken")
         if mode == "429":
@@ -118,4 +128,38 @@ class Upstream:
                 await asyncio.sleep(0.05)
                 raise ConnectionResetError("upstream died mid-stream")
         yield b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+        yield b"data: [DONE]\n\n"
+
+    def _scripted(self, body: dict[str, Any]) -> Response:
+        reply = dict(self.replies[min(len(self.bodies), len(self.replies)) - 1])
+        finish = reply.pop("finish_reason", "tool_calls" if reply.get("tool_calls") else "stop")
+        message = {"role": "assistant", "content": None, **reply}
+        if body.get("stream"):
+            return StreamingResponse(self._stream_message(message, finish), media_type="text/event-stream")
+        usage = {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
+        choice = {"index": 0, "message": message, "finish_reason": finish}
+        return Response(
+            orjson.dumps({"id": "x", "object": "chat.completion", "choices": [choice], "usage": usage}),
+            media_type="application/json",
+        )
+
+    async def _stream_message(self, message: dict[str, Any], finish: str):  # type: ignore[no-untyped-def]
+        def event(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+            chunk = {"choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+            return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+        yield event({"role": "assistant", "content": ""})
+        if message.get("content"):
+            text = message["content"]
+            for start in range(0, len(text), 5):
+                yield event({"content": text[start : start + 5]})
+        for i, call in enumerate(message.get("tool_calls") or []):
+            fn = call["function"]
+            head = {"index": i, "id": call.get("id", f"up_{i}"), "type": "function"}
+            yield event({"tool_calls": [{**head, "function": {"name": fn["name"], "arguments": ""}}]})
+            args = fn["arguments"]
+            half = len(args) // 2
+            for piece in (args[:half], args[half:]):
+                yield event({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
+        yield event({}, finish)
         yield b"data: [DONE]\n\n"

@@ -107,6 +107,9 @@ class ModelConfig(BaseModel):
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     health_check_interval_s: float = Field(default=0.0, ge=0, description="0 = no active health checks")
     cache: dict[str, Any] = Field(default_factory=dict, description="overrides of the global cache settings")
+    structured_retries: int = Field(
+        default=2, ge=0, description="re-asks when an answer does not follow its JSON schema or tools"
+    )
 
     @model_validator(mode="after")
     def _backend_or_deployments(self) -> ModelConfig:
@@ -319,7 +322,9 @@ class Settings(BaseSettings):
     default_embedding_model: str = "all-minilm-l6-v2"
     include_builtin_models: bool = True
     models: dict[str, ModelConfig] = Field(default_factory=dict)
-    pipeline: list[str] = Field(default_factory=lambda: ["preprocess", "cache", "generate", "postprocess"])
+    pipeline: list[str] = Field(
+        default_factory=lambda: ["preprocess", "cache", "generate", "structured", "postprocess"]
+    )
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     unicode_normalization: Literal["NFC", "NFKC", "NFD", "NFKD", "none"] = "NFC"
     n_threads: int = Field(default=0, ge=0, description="Threads for local inference; 0 = all cores.")

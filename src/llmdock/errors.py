@@ -126,6 +126,12 @@ class BackendUnavailable(BackendError):
     code = "backend_unavailable"
 
 
+class InvalidStructuredOutput(BackendError):
+    """The model's answer did not follow the requested JSON schema or tools, even after repair and re-asks."""
+
+    code = "invalid_structured_output"
+
+
 class Overloaded(BackendUnavailable):
     """The backend's queue is full: the client should retry later (``Retry-After`` is set)."""
 

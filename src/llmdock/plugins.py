@@ -27,6 +27,7 @@ def llmdock_stages() -> dict[str, StageFactory]:
     from llmdock.cache import CacheStage
     from llmdock.guards import GuardInStage, GuardOutStage
     from llmdock.pipeline.stages import GenerateStage, PostprocessStage, PreprocessStage
+    from llmdock.structured import StructuredStage
 
     return {
         "preprocess": PreprocessStage,
@@ -34,6 +35,7 @@ def llmdock_stages() -> dict[str, StageFactory]:
         "guard_in": GuardInStage,
         "generate": GenerateStage,
         "guard_out": GuardOutStage,
+        "structured": StructuredStage,
         "postprocess": PostprocessStage,
     }
 

@@ -99,6 +99,7 @@ class Runtime:
         if with_store:
             self._open_store()
         self.auth = AuthService(settings, self.store, self.shared)
+        self.privacy.subject_key = self.auth.secret
         self.otlp = OtlpExporter() if otlp_configured() else None
         self.sink = TraceSink(self.writer, store_bodies=settings.trace.store_bodies, otlp=self.otlp)
         self.pipeline = build_pipeline(settings, self.plugins, self.sink)

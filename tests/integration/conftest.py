@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from tests.conftest import free_port
@@ -84,3 +85,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = start_server(tmp_path_factory.mktemp("llmdock-home"))
     yield srv
     stop_server(srv)
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> openai.OpenAI:
+    """The official openai SDK on the shared server. Caching off: tests are about the model's own behaviour."""
+    return openai.OpenAI(
+        base_url=server.v1,
+        api_key="unused",
+        max_retries=0,
+        timeout=300,
+        default_headers={"Cache-Control": "no-cache"},
+    )

@@ -17,18 +17,6 @@ pytestmark = [pytest.mark.model, pytest.mark.server]
 QUESTION = [{"role": "user", "content": "What is the capital of Italy? Answer in one sentence."}]
 
 
-@pytest.fixture(scope="module")
-def client(server: Server) -> openai.OpenAI:
-    # Caching off: these tests are about the model's own behaviour, not the cache's.
-    return openai.OpenAI(
-        base_url=server.v1,
-        api_key="unused",
-        max_retries=0,
-        timeout=120,
-        default_headers={"Cache-Control": "no-cache"},
-    )
-
-
 def test_chat_completion_answers_with_usage(client: openai.OpenAI) -> None:
     resp = client.chat.completions.create(model="smollm2", messages=QUESTION, max_tokens=40, temperature=0)  # type: ignore[arg-type]
     text = resp.choices[0].message.content or ""

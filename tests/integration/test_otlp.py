@@ -73,6 +73,7 @@ async def test_a_request_is_exported_as_one_root_span_and_one_child_per_stage(
         "llmdock.stage preprocess",
         "llmdock.stage cache",
         "llmdock.stage generate",
+        "llmdock.stage structured",
         "llmdock.stage postprocess",
     }
     root = by_name["chat fake"]

@@ -378,7 +378,7 @@ async def test_gateway_serves_while_postgres_is_down_and_ready_reports_it(
     trace, spans = get_trace(gw.runtime.store, trace_id)
     assert trace.input == {"messages": CHAT["messages"]}
     assert trace.output == "fake answer to: héllo wörld 👋"
-    assert [s.name for s in spans] == ["preprocess", "cache", "generate", "postprocess"]
+    assert [s.name for s in spans] == ["preprocess", "cache", "generate", "structured", "postprocess"]
 
 
 @pytest.mark.postgres

@@ -206,7 +206,7 @@ async def test_each_request_leaves_a_trace_with_one_span_per_stage(gateway: Gate
     assert gateway.runtime.store is not None
     trace, spans = get_trace(gateway.runtime.store, resp.headers["x-llmdock-trace-id"])
     assert trace.status == "ok"
-    assert [s.name for s in spans] == ["preprocess", "cache", "generate", "postprocess"]
+    assert [s.name for s in spans] == ["preprocess", "cache", "generate", "structured", "postprocess"]
     assert spans[0].attributes["gen_ai.usage.input_tokens"] == trace.prompt_tokens
     assert trace.attributes["gen_ai.request.temperature"] == 0.3
     assert trace.attributes["gen_ai.request.seed"] == 7

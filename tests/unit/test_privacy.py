@@ -179,3 +179,24 @@ async def test_presidio_logging_inside_a_redaction_does_not_deadlock_the_log_red
         assert result == ["I am <EMAIL_ADDRESS>, my card <CREDIT_CARD> was charged twice"]
     finally:
         presidio.setLevel(level)
+
+
+async def test_the_subject_is_stored_as_a_pseudonym_and_gdpr_requests_still_find_it(
+    gateway_factory: MakeGateway, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    from llmdock.auth.gdpr import erase_subject, export_subject
+    from llmdock.auth.keys import Actor
+
+    gw: Gateway = await gateway_factory(make_settings(privacy={"pii": "mask"}))
+    body = {"model": "fake", "messages": [{"role": "user", "content": "hello"}], "user": EMAIL}
+    resp = await gw.client.post("/v1/chat/completions", json=body)
+    assert resp.status_code == 200
+    gw.flush_traces()
+    store, secret = gw.runtime.store, gw.runtime.auth.secret
+    assert store is not None
+    trace, _ = get_trace(store, resp.headers["x-llmdock-trace-id"])
+    assert trace.subject.startswith("subject:")
+    assert EMAIL.encode() not in raw_store_bytes(tmp_path)
+    actor = Actor("test", "pytest")
+    assert [t["id"] for t in export_subject(store, EMAIL, actor, secret)["traces"]] == [trace.id]
+    assert erase_subject(store, EMAIL, actor, secret)["traces_deleted"] == 1

@@ -42,6 +42,12 @@ def trace_view(trace: Trace, spans: list[Span], keyring: Keyring | None = None) 
     return jsonable(row)  # type: ignore[no-any-return]
 
 
+def _subject_ids(subject: str, user: User | None, secret: bytes) -> set[str]:
+    """How traces may name the subject: as given or as its pseudonym (privacy.pii on), and its user id."""
+    ids = {subject} | ({user.id} if user else set())
+    return ids | {pseudonym(secret, i) for i in ids}
+
+
 def _user_for(s: Any, subject: str) -> User | None:
     return s.get(User, subject) or s.scalar(select(User).where(User.name == subject))  # type: ignore[no-any-return]
 
@@ -50,7 +56,7 @@ def export_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> d
     """Everything linked to a subject, as JSON-ready data; the export itself is audited."""
     with store.session() as s:
         user = _user_for(s, subject)
-        ids = {subject} | ({user.id} if user else set())
+        ids = _subject_ids(subject, user, secret)
         traces = list(s.scalars(select(Trace).where(Trace.subject.in_(ids)).order_by(Trace.created_at)))
         spans: dict[str, list[Span]] = {}
         if traces:
@@ -88,7 +94,7 @@ def erase_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> di
     now = datetime.now(UTC)
     with store.session() as s, s.begin():
         user = _user_for(s, subject)
-        ids = {subject} | ({user.id} if user else set())
+        ids = _subject_ids(subject, user, secret)
         trace_ids = list(s.scalars(select(Trace.id).where(Trace.subject.in_(ids))))
         for i in range(0, len(trace_ids), 500):
             chunk = trace_ids[i : i + 500]

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
+import orjson
 from pydantic import BaseModel, ConfigDict
 from pydantic import ValidationError as PydanticValidationError
 
@@ -69,12 +70,34 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str = "stop"
+    # OpenAI-shaped tool calls ({id, type, function: {name, arguments}}), set by the structured stage; ``text``
+    # then holds the calls in llmdock's canonical form ([{"name", "arguments"}]) for traces and caches.
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+def tool_calls_text(calls: list[dict[str, Any]]) -> str:
+    """OpenAI-shaped tool calls in llmdock's canonical text form: a JSON list of ``{"name", "arguments"}``.
+
+    This is what the embedded model writes when it calls tools, and what traces and caches keep. Arguments
+    that parse as JSON become JSON values; others stay strings, for the structured stage to repair or re-ask.
+    """
+    canonical = []
+    for call in calls:
+        fn = call.get("function") or {}
+        raw = fn.get("arguments")
+        try:
+            arguments = orjson.loads(raw) if isinstance(raw, str) else raw
+        except orjson.JSONDecodeError:
+            arguments = raw
+        canonical.append({"name": fn.get("name"), "arguments": arguments})
+    return orjson.dumps(canonical).decode()
 
 
 @dataclass(slots=True)
 class StreamChunk:
     text: str
     finish_reason: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # OpenAI-shaped tool-call deltas (index, id, function)
 
 
 @dataclass(slots=True)
@@ -112,6 +135,9 @@ class Backend(ABC):
 
     kind: ClassVar[str]
     Params: ClassVar[type[BackendParams]] = BackendParams
+    # True when the backend forwards response_format and tools to a server that implements them (the OpenAI
+    # API); the others get schemas and tools rendered into the prompt, and a grammar in ``req.grammar``.
+    native_structured_output: ClassVar[bool] = False
 
     def __init__(self, spec: BackendSpec, settings: Settings) -> None:
         self.spec = spec

@@ -24,6 +24,7 @@ from llmdock.backends.base import (
     Generation,
     GenerationRequest,
     StreamChunk,
+    tool_calls_text,
 )
 from llmdock.errors import (
     BackendError,
@@ -54,6 +55,7 @@ class OpenAICompatBackend(Backend):
     kind = "openai_compat"
     Params = OpenAICompatParams
     params: OpenAICompatParams
+    native_structured_output = True  # response_format, tools, tool_choice travel upstream in req.extra
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -174,12 +176,16 @@ class OpenAICompatBackend(Backend):
         data = await self._post(self._path(req), self._body(req, stream=False))
         choice = data["choices"][0]
         text = choice["message"]["content"] if req.operation == "chat" else choice["text"]
+        finish = choice.get("finish_reason") or "stop"
+        if req.operation == "chat" and choice["message"].get("tool_calls"):
+            # Tool calls travel in llmdock's canonical text form; the structured stage validates them.
+            text, finish = tool_calls_text(choice["message"]["tool_calls"]), "tool_calls"
         usage = data.get("usage") or {}
         return Generation(
             text=text or "",
             prompt_tokens=int(usage.get("prompt_tokens", req.n_prompt_tokens)),
             completion_tokens=int(usage.get("completion_tokens", self.count_tokens(text or ""))),
-            finish_reason=choice.get("finish_reason") or "stop",
+            finish_reason=finish,
         )
 
     async def stream(self, req: GenerationRequest) -> AsyncIterator[StreamChunk]:
@@ -192,6 +198,11 @@ class OpenAICompatBackend(Backend):
                     raise self._error(
                         resp.status_code, (await resp.aread()).decode(errors="replace"), resp.headers
                     )
+                calls: dict[int, dict[str, Any]] = {}  # tool-call deltas, joined by index
+                # When the answer may be tool calls, its text waits for the end (the structured stage buffers such
+                # streams anyway): text beside calls is dropped, as in a non-streamed answer.
+                hold = bool(req.extra.get("tools")) and req.extra.get("tool_choice") != "none"
+                held: list[str] = []
                 async for line in resp.aiter_lines():
                     if not line.startswith("data:"):
                         continue
@@ -204,12 +215,20 @@ class OpenAICompatBackend(Backend):
                     if not event.get("choices"):
                         continue
                     choice = event["choices"][0]
-                    text = (
-                        (choice.get("delta") or {}).get("content")
-                        if req.operation == "chat"
-                        else choice.get("text")
-                    )
-                    yield StreamChunk(text or "", choice.get("finish_reason"))
+                    delta = choice.get("delta") or {}
+                    for call in delta.get("tool_calls") or ():
+                        _join_call_delta(calls, call)
+                    text = delta.get("content") if req.operation == "chat" else choice.get("text")
+                    finish = choice.get("finish_reason")
+                    if calls and finish:
+                        # The calls are complete: they go on as one chunk in the canonical text form.
+                        yield StreamChunk(tool_calls_text(list(calls.values())), "tool_calls")
+                        calls.clear()
+                    elif hold and not finish:
+                        held.append(text or "")
+                    else:
+                        yield StreamChunk("".join(held) + (text or ""), finish)
+                        held.clear()
         except httpx.TimeoutException:
             raise BackendUnavailable("upstream timed out", where=where) from None
         except httpx.TransportError as exc:
@@ -220,3 +239,11 @@ class OpenAICompatBackend(Backend):
         vectors = [item["embedding"] for item in sorted(data["data"], key=lambda d: d["index"])]
         usage = data.get("usage") or {}
         return EmbeddingResult(vectors, int(usage.get("prompt_tokens", 0)))
+
+
+def _join_call_delta(calls: dict[int, dict[str, Any]], delta: dict[str, Any]) -> None:
+    """Add one streamed tool-call delta (name once, arguments in pieces) to the calls seen so far."""
+    call = calls.setdefault(int(delta.get("index", 0)), {"function": {"name": "", "arguments": ""}})
+    fn = delta.get("function") or {}
+    call["function"]["name"] += fn.get("name") or ""
+    call["function"]["arguments"] += fn.get("arguments") or ""

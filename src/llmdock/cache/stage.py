@@ -53,6 +53,7 @@ def exact_key(ctx: RequestContext) -> str:
             p.frequency_penalty,
         ],
         "ns": ctx.namespace,
+        "structured": [req.grammar, req.extra] if req.extra or req.grammar else None,  # formats, tools
     }
     return hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()
 

@@ -43,6 +43,7 @@ from llmdock.gateway.schemas import ChatCompletionBody, CompletionBody, Embeddin
 from llmdock.pipeline.context import RequestContext
 from llmdock.pipeline.telemetry import request_cost, token_counts
 from llmdock.runtime import Runtime
+from llmdock.structured import StructuredStage
 
 log = logging.getLogger("llmdock.gateway")
 
@@ -159,6 +160,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(title="llmdock", version=__version__, lifespan=lifespan)
     app.state.runtime = runtime
     limit = runtime.settings.max_body_bytes
+    structured = next((s for s in runtime.pipeline.stages if isinstance(s, StructuredStage)), None)
 
     @app.exception_handler(LlmdockError)
     async def _llmdock_error(_: Request, exc: LlmdockError) -> Response:
@@ -196,6 +198,14 @@ def create_app(runtime: Runtime) -> FastAPI:
         principal = principal_of(request)
         ctx.namespace = tenant_namespace(request, principal)
         bind_principal(ctx, principal, body.user, runtime)
+        fields = body.structured_fields() if isinstance(body, ChatCompletionBody) else None
+        if fields is not None:
+            if structured is None:
+                raise InvalidRequest(
+                    "response_format and tools need the 'structured' stage in the pipeline setting",
+                    param="response_format" if body.response_format else "tools",  # type: ignore[union-attr]
+                )
+            structured.plan(ctx, **fields)
         return ctx
 
     async def _run(ctx: RequestContext, body: ChatCompletionBody | CompletionBody) -> Response:
@@ -248,10 +258,14 @@ def create_app(runtime: Runtime) -> FastAPI:
                 )
             async for chunk in every_chunk():
                 if chat:
-                    choice: dict[str, Any] = {
-                        "index": 0,
-                        "delta": {"content": chunk.text} if chunk.text else {},
-                    }
+                    delta: dict[str, Any] = (
+                        {"tool_calls": chunk.tool_calls}
+                        if chunk.tool_calls
+                        else {"content": chunk.text}
+                        if chunk.text
+                        else {}
+                    )
+                    choice: dict[str, Any] = {"index": 0, "delta": delta}
                 else:
                     choice = {"index": 0, "text": chunk.text, "logprobs": None}
                 choice["finish_reason"] = chunk.finish_reason
@@ -269,9 +283,12 @@ def create_app(runtime: Runtime) -> FastAPI:
         gen = ctx.generation
         assert gen is not None
         if ctx.operation == "chat":
+            message: dict[str, Any] = {"role": "assistant", "content": gen.text}
+            if gen.tool_calls:
+                message = {"role": "assistant", "content": None, "tool_calls": gen.tool_calls}
             choice: dict[str, Any] = {
                 "index": 0,
-                "message": {"role": "assistant", "content": gen.text},
+                "message": message,
                 "finish_reason": gen.finish_reason,
                 "logprobs": None,
             }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmdock.backends.base import SamplingParams
 
@@ -13,10 +13,67 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
+
+
+class CalledFunction(_Body):
+    name: str
+    arguments: str
+
+
+class MessageToolCall(_Body):
+    id: str
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
 class ChatMessage(_Body):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
+    tool_calls: list[MessageToolCall] | None = None  # an assistant's earlier calls
+    tool_call_id: str | None = None  # which call a tool message answers
+
+
+class JsonSchemaFormat(_Body):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    name: str = Field(pattern=FUNCTION_NAME)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Body):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("json_schema is required when type is 'json_schema'")
+        return self
+
+
+class FunctionDefinition(_Body):
+    name: str = Field(pattern=FUNCTION_NAME)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(_Body):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(_Body):
+    name: str
+
+
+class NamedToolChoice(_Body):
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class StreamOptions(_Body):
@@ -60,6 +117,28 @@ class _SamplingBody(_Body):
 class ChatCompletionBody(_SamplingBody):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, gt=0)
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = Field(default=None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+
+    def structured_fields(self) -> dict[str, Any] | None:
+        """response_format, tools, tool_choice and parallel_tool_calls as sent (None when none is)."""
+        fields = {
+            "response_format": self.response_format.model_dump(by_alias=True, exclude_none=True)
+            if self.response_format
+            else None,
+            "tools": [t.model_dump(exclude_none=True) for t in self.tools]
+            if self.tools is not None
+            else None,
+            "tool_choice": self.tool_choice.model_dump()
+            if isinstance(self.tool_choice, NamedToolChoice)
+            else self.tool_choice,
+            "parallel_tool_calls": self.parallel_tool_calls,
+        }
+        if all(v is None for v in fields.values()) and not any(m.tool_calls for m in self.messages):
+            return None
+        return fields
 
     def sampling(self) -> SamplingParams:
         params = super().sampling()

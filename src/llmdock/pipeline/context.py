@@ -7,10 +7,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from llmdock.backends.base import Backend, EmbeddingResult, Generation, GenerationRequest
 from llmdock.store.traces import SpanRecord
+
+if TYPE_CHECKING:
+    from llmdock.structured.plan import StructuredPlan
 
 OperationName = Literal["chat", "completion", "embedding"]
 
@@ -51,6 +54,7 @@ class RequestContext:
     subject: str = ""  # the end user the data belongs to (the request's `user`, else the key's user)
     api_key_id: str = ""
     team_id: str = ""
+    structured: StructuredPlan | None = None  # response_format / tools: what the answer must follow
     on_success: list[Callable[[RequestContext], None]] = field(default_factory=list)
     _span_attrs: dict[str, Any] = field(default_factory=dict)
 

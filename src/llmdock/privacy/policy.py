@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from llmdock.auth.gdpr import pseudonym
 from llmdock.config import Settings
 from llmdock.errors import ConfigError
 from llmdock.privacy.crypto import SEALED, Keyring, parse_keys
@@ -103,6 +104,7 @@ class PrivacyPolicy:
                 ) from None
         # Sealing trace bodies needs the key; without encrypt_bodies a configured key still opens old ones.
         self.keyring = load_keyring(settings, required=self.encrypt_bodies)
+        self.subject_key: bytes = b""  # set by the runtime: the auth secret (llmdock.auth.gdpr.pseudonym)
 
     @property
     def active(self) -> bool:
@@ -127,6 +129,10 @@ class PrivacyPolicy:
 
     def prepare_trace(self, rec: TraceRecord) -> None:
         """Redact, then (if configured) encrypt a trace in place. Runs in the trace writer's thread."""
+        if self.engine is not None and rec.subject and self.subject_key:
+            # Who the data is about may itself be personal (an e-mail in `user`): stored as a keyed
+            # pseudonym, which GDPR export/erase compute from the subject they are given.
+            rec.subject = pseudonym(self.subject_key, rec.subject)
         if self.engine is not None:
             parts = self.redact_json(
                 [rec.input, rec.output, rec.error, rec.attributes, [s.attributes for s in rec.spans]]

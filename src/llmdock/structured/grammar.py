@@ -1,0 +1,110 @@
+"""GBNF grammars for llama.cpp's constrained decoding, built with llama.cpp's own tools.
+
+A JSON Schema becomes a grammar through ``llama_cpp.llama_grammar.json_schema_to_gbnf`` (llama.cpp's
+converter); "any JSON object" is llama.cpp's ``JSON_GBNF``. Two corrections are made to the converter's
+output, both so that what the grammar allows is valid JSON: its ``char`` rule (a character inside a string)
+and its ``dot`` rule (``.`` in a ``pattern``) admit raw control characters and, for ``dot``, an unescaped
+quote, which no JSON parser accepts; they are narrowed to exclude them, as llama.cpp's newer C++ converter
+does.
+
+One correction is made to its input: a schema whose ``type`` is a list (``["string", "null"]``) loses its
+other keywords in the converter (``maxLength`` among them), so it is first written as the equivalent
+``anyOf`` of one schema per type.
+
+Every grammar is parsed by llama.cpp (without a model) before use: llama-cpp-python hands an unparsable
+grammar's null sampler on to the sampler chain, so an unchecked grammar could crash the process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+STRICT_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
+STRICT_DOT = r'dot ::= [^"\\\x7F\x00-\x1F]'
+CALLS_RULE = "llmdock-tool-calls"
+TEXT_RULE = "llmdock-text"
+# Free text for tool_choice "auto": anything that does not open with "[" (which starts a tool call) or a
+# blank, so a text answer and a call are told apart by their first character.
+FREE_TEXT = rf"{TEXT_RULE} ::= [^\[\x00-\x20] [^\x00]*"
+
+
+class GrammarUnavailable(Exception):
+    """The converter cannot express a schema (or llama.cpp cannot parse the result); the caller falls back."""
+
+
+def parses(gbnf: str) -> bool:
+    """Whether llama.cpp's grammar parser accepts ``gbnf`` (no model needed)."""
+    import llama_cpp
+
+    sampler = llama_cpp.llama_sampler_init_grammar(None, gbnf.encode("utf-8"), b"root")
+    if not sampler:
+        return False
+    llama_cpp.llama_sampler_free(sampler)
+    return True
+
+
+def _checked(gbnf: str) -> str:
+    if not parses(gbnf):
+        raise GrammarUnavailable("llama.cpp cannot parse the grammar made from the schema")
+    return gbnf
+
+
+_DATA_KEYWORDS = frozenset({"enum", "const", "default", "examples"})  # values, not schemas
+_KEEP_OUTSIDE = frozenset({"$defs", "definitions", "$schema", "$id", "title", "description"})
+
+
+def split_type_lists(node: Any) -> Any:
+    """``{"type": [a, b], ...}`` as ``{"anyOf": [{"type": a, ...}, {"type": b, ...}]}``, everywhere in a schema.
+
+    Equivalent in JSON Schema (a keyword about strings says nothing about null), and it keeps the keywords the
+    converter would drop for a type list.
+    """
+    if isinstance(node, list):
+        return [split_type_lists(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: v if k in _DATA_KEYWORDS else split_type_lists(v) for k, v in node.items()}
+    types = out.get("type")
+    if not isinstance(types, list) or "anyOf" in out or "oneOf" in out:
+        return out
+    rest = {k: v for k, v in out.items() if k != "type" and k not in _KEEP_OUTSIDE}
+    outside = {k: v for k, v in out.items() if k in _KEEP_OUTSIDE}
+    return {**outside, "anyOf": [{**rest, "type": t} for t in types]}
+
+
+def schema_grammar(schema: dict[str, Any]) -> str:
+    """The grammar of JSON texts that follow ``schema`` (as far as the converter enforces keywords)."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    try:
+        gbnf = json_schema_to_gbnf(orjson.dumps(split_type_lists(schema)).decode())
+    except (AssertionError, ValueError, KeyError, TypeError, IndexError, RecursionError) as exc:
+        # The converter reports what it cannot handle (unanchored patterns, lookaheads...) with asserts.
+        raise GrammarUnavailable(f"{type(exc).__name__}: {exc}") from None
+    lines = []
+    for line in gbnf.splitlines():
+        if line.startswith("char ::= "):
+            line = STRICT_CHAR
+        elif line.startswith("dot ::= "):
+            line = STRICT_DOT
+        lines.append(line)
+    return _checked("\n".join(lines) + "\n")
+
+
+def json_grammar(root: str = "object") -> str:
+    """llama.cpp's grammar of any JSON object (``root="object"``) or any JSON value (``"value"``)."""
+    from llama_cpp.llama_grammar import JSON_GBNF
+
+    return JSON_GBNF.replace("root   ::= object", f"root   ::= {root}", 1)
+
+
+def calls_or_text(calls_gbnf: str) -> str:
+    """Either the tool calls ``calls_gbnf`` describes, or free text (tool_choice "auto" without a format)."""
+    lines = [
+        f"{CALLS_RULE} ::= " + line[len("root ::= ") :] if line.startswith("root ::= ") else line
+        for line in calls_gbnf.splitlines()
+    ]
+    lines += [f"root ::= {CALLS_RULE} | {TEXT_RULE}", FREE_TEXT]
+    return _checked("\n".join(lines) + "\n")
