@@ -116,3 +116,29 @@ async def test_redacting_pii_keeps_it_from_the_model(tmp_path: Path) -> None:
         resp = await client.post("/v1/chat/completions", json=chat("write to jane.doe@example.com"))
     assert resp.json()["choices"][0]["message"]["content"] == "fake answer to: write to [EMAIL-ADDRESS]"
     await runtime.close()
+
+
+def test_overrides_match_a_prompt_template_and_an_api_key_id(tmp_path: Path) -> None:
+    from llmdock.pipeline import RequestContext
+
+    runtime = start(
+        tmp_path,
+        "  policies:\n"
+        "    - match: {prompt_template: support-bot}\n      input: {injection: {action: log}}\n"
+        "    - match: {api_key_id: key-42}\n      input: {toxicity: null}\n",
+    )
+    stage = runtime.pipeline.stages[1]
+
+    def resolved(**fields: str) -> dict[str, str]:
+        ctx = RequestContext("chat", "fake", runtime.backend("fake"))
+        template = fields.pop("template", "")
+        if template:
+            ctx.attributes["llmdock.prompt_template"] = template  # what the prompt-template registry sets
+        for name, value in fields.items():
+            setattr(ctx, name, value)
+        return {e.name: e.policy.action for e in stage.policies.resolve(ctx)["input"]}  # type: ignore[attr-defined]
+
+    assert resolved()["injection"] == "block"
+    assert resolved(template="support-bot")["injection"] == "log"
+    assert "toxicity" not in resolved(api_key_id="key-42")
+    assert "toxicity" in resolved(api_key_id="key-7")
