@@ -45,6 +45,7 @@ bench: install
 	$(PY) bench/auth_overhead.py
 	$(PY) bench/pii_redaction.py
 	$(PY) bench/structured_output.py
+	$(PY) bench/guard_quality.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -7,6 +7,7 @@ names the file, the line and the field (or the environment variable) that is wro
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -175,6 +176,67 @@ class CacheSettings(BaseModel):
     max_entries: int = Field(default=10_000, gt=0, description="per process (memory) and per semantic scope")
 
 
+GuardEntries = dict[str, dict[str, Any] | None]
+
+
+def _default_input_guards() -> GuardEntries:
+    return {"injection": {}, "secrets": {}, "pii": {}, "toxicity": {}, "prompt_length": {}}
+
+
+def _default_output_guards() -> GuardEntries:
+    return {"secrets": {}, "leakage": {}}
+
+
+class GuardMatch(BaseModel):
+    """Which requests a guard policy override applies to; every given key must match (lists: any of)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: list[str] = Field(default_factory=list)
+    route: list[str] = Field(default_factory=list, description="chat, completion or the HTTP path")
+    prompt_template: list[str] = Field(default_factory=list)
+    api_key_id: list[str] = Field(
+        default_factory=list, description="key ids (llmdock keys list), with auth on"
+    )
+    team: list[str] = Field(default_factory=list, description="team ids of the requesting key, with auth on")
+    api_key_env: list[str] = Field(
+        default_factory=list, description="variables holding bearer keys, auth off"
+    )
+
+    @field_validator("model", "route", "prompt_template", "api_key_id", "team", "api_key_env", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class GuardPolicyOverride(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    match: GuardMatch
+    input: GuardEntries = Field(default_factory=dict)
+    output: GuardEntries = Field(default_factory=dict)
+
+
+class GuardSettings(BaseModel):
+    """The guard_in / guard_out stages: detectors by name with their policy; checked by llmdock.guards."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy_file: Path | None = Field(default=None, description="read input/output/policies from this YAML")
+    input: GuardEntries = Field(default_factory=_default_input_guards)
+    output: GuardEntries = Field(default_factory=_default_output_guards)
+    policies: list[GuardPolicyOverride] = Field(default_factory=list)
+    block_message: str = "Blocked by the {detector} guard (score {score:.2f})."
+    redaction: str = Field(default="[{label}]", description="what a redacted span becomes")
+    timeout_ms: float = Field(default=250.0, gt=0, description="per detector, unless its entry sets one")
+    stream_hold_chars: int = Field(
+        default=128, ge=0, description="answer text held back while streaming so a redaction can still apply"
+    )
+    model_dir: Path | None = Field(
+        default=None, description="trained guard classifiers; empty = <home>/guards"
+    )
+
+
 class TraceSettings(BaseModel):
     enabled: bool = True
     batch_size: int = Field(default=256, gt=0)
@@ -273,6 +335,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    guards: GuardSettings = Field(default_factory=GuardSettings)
 
     @field_validator("home")
     @classmethod
@@ -382,6 +445,12 @@ def config_error_from_pydantic(
     loc = prefix + tuple(first["loc"])
     more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
     return ConfigError(first["msg"] + more, where=_where(loc, doc, dict(os.environ)))
+
+
+def load_yaml_file(path: Path) -> tuple[dict[str, Any], Callable[[tuple[str | int, ...]], str]]:
+    """Another YAML file (a guard policy file): its data, and where a field is (``file:line: field``)."""
+    doc = _YamlDocument(path)
+    return doc.data, lambda loc: _where(loc, doc, {})
 
 
 def find_config_file(explicit: Path | None) -> Path | None:

@@ -1,6 +1,6 @@
 """The plugin hooks. Built-in backends and stages register through these same hooks (see plugins.py).
 
-A third-party package adds a backend or a stage with one module and one entry point in the
+A third-party package adds a backend, a stage or a guard detector with one module and one entry point in the
 ``llmdock.plugins`` group; nothing in llmdock's core changes.
 """
 
@@ -14,6 +14,7 @@ import pluggy
 if TYPE_CHECKING:
     from llmdock.backends.base import Backend
     from llmdock.config import Settings
+    from llmdock.guards.base import DetectorFactory
     from llmdock.pipeline.stages import Stage
 
 hookspec = pluggy.HookspecMarker("llmdock")
@@ -30,3 +31,7 @@ class LlmdockSpec:
     @hookspec
     def llmdock_stages(self) -> dict[str, StageFactory]:  # type: ignore[empty-body]
         """Pipeline stages by name: a factory taking the Settings and returning the stage."""
+
+    @hookspec
+    def llmdock_detectors(self) -> list[DetectorFactory]:  # type: ignore[empty-body]
+        """Guard detector classes (see llmdock.guards.base); each is known by its ``name`` in policies."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pluggy
 
 from llmdock.backends.base import Backend
+from llmdock.guards.base import DetectorFactory
 from llmdock.hookspecs import LlmdockSpec, StageFactory, hookimpl
 
 
@@ -24,22 +25,33 @@ def llmdock_backends() -> list[type[Backend]]:
 @hookimpl
 def llmdock_stages() -> dict[str, StageFactory]:
     from llmdock.cache import CacheStage
+    from llmdock.guards import GuardInStage, GuardOutStage
     from llmdock.pipeline.stages import GenerateStage, PostprocessStage, PreprocessStage
     from llmdock.structured import StructuredStage
 
     return {
         "preprocess": PreprocessStage,
         "cache": CacheStage,
+        "guard_in": GuardInStage,
         "generate": GenerateStage,
+        "guard_out": GuardOutStage,
         "structured": StructuredStage,
         "postprocess": PostprocessStage,
     }
+
+
+@hookimpl
+def llmdock_detectors() -> list[DetectorFactory]:
+    from llmdock.guards.detectors import BUILTIN_DETECTORS
+
+    return list(BUILTIN_DETECTORS)
 
 
 @dataclass(frozen=True)
 class Plugins:
     backends: dict[str, type[Backend]]
     stages: dict[str, StageFactory]
+    detectors: dict[str, DetectorFactory]
     names: list[str]
 
 
@@ -60,5 +72,8 @@ def load_plugins(entry_points: bool = True, extra: Sequence[object] = ()) -> Plu
     stages: dict[str, StageFactory] = {}
     for stage_group in reversed(pm.hook.llmdock_stages()):
         stages.update(stage_group)
+    detectors: dict[str, DetectorFactory] = {}
+    for detector_group in reversed(pm.hook.llmdock_detectors()):
+        detectors.update({cls.name: cls for cls in detector_group})
     names = [name for name, _ in pm.list_name_plugin()]
-    return Plugins(backends=backends, stages=stages, names=names)
+    return Plugins(backends=backends, stages=stages, detectors=detectors, names=names)

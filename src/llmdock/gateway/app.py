@@ -215,11 +215,15 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     async def _run(ctx: RequestContext, body: ChatCompletionBody | CompletionBody) -> Response:
         headers = {"x-llmdock-trace-id": ctx.trace_id}
-        if not body.stream:
-            await runtime.pipeline.run(ctx)
-            headers["x-llmdock-cache"] = str(ctx.attributes.get("llmdock.cache", "off"))
-            return JSONResponse(_full_response(ctx), headers=headers)
-        chunks = await runtime.pipeline.prepare_stream(ctx)
+        try:
+            if not body.stream:
+                await runtime.pipeline.run(ctx)
+                headers["x-llmdock-cache"] = str(ctx.attributes.get("llmdock.cache", "off"))
+                return JSONResponse(_full_response(ctx), headers=headers)
+            chunks = await runtime.pipeline.prepare_stream(ctx)
+        except LlmdockError as exc:  # a refused request has a trace too (guard verdicts, the error)
+            exc.headers.setdefault("x-llmdock-trace-id", ctx.trace_id)
+            raise
         headers["x-llmdock-cache"] = str(ctx.attributes.get("llmdock.cache", "off"))
         # Wait for the first chunk before answering 200: until then the router may still fail over, and if
         # every deployment fails the client gets a real HTTP error rather than an error event.

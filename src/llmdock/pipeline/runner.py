@@ -100,6 +100,7 @@ class Pipeline:
         chunks: AsyncIterator[StreamChunk] = (
             _replay(ctx.generation) if ctx.generation is not None else self._generate.open_stream(ctx)
         )
+        span_at = len(ctx.spans)  # generate's span goes before the spans stream-wrapping stages record
         wrappers = [s for s in self._after if isinstance(s, StreamWrappingStage)]
         for stage in wrappers:
             chunks = stage.wrap_stream(ctx, chunks)
@@ -114,7 +115,7 @@ class Pipeline:
                 yield chunk
         except LlmdockError as exc:
             status = "error"
-            self._record_stream_span(ctx, started_at, t0, status, first_token_ms)
+            self._record_stream_span(ctx, started_at, t0, status, first_token_ms, span_at)
             self._fail(ctx, exc)
             raise
         except (asyncio.CancelledError, GeneratorExit):
@@ -125,7 +126,7 @@ class Pipeline:
                 "".join(parts), ctx.request.n_prompt_tokens if ctx.request else 0, 0, "cancelled"
             )
             ctx.generation.completion_tokens = ctx.backend.count_tokens(ctx.generation.text)
-            self._record_stream_span(ctx, started_at, t0, status, first_token_ms)
+            self._record_stream_span(ctx, started_at, t0, status, first_token_ms, span_at)
             self.finish(ctx)
             raise
         finally:
@@ -135,7 +136,7 @@ class Pipeline:
         ctx.generation = Generation(
             "".join(parts), ctx.request.n_prompt_tokens if ctx.request else 0, 0, finish_reason
         )
-        self._record_stream_span(ctx, started_at, t0, status, first_token_ms)
+        self._record_stream_span(ctx, started_at, t0, status, first_token_ms, span_at)
         try:
             for after in self._after:
                 if not isinstance(after, StreamWrappingStage):
@@ -146,7 +147,13 @@ class Pipeline:
         self.finish(ctx)
 
     def _record_stream_span(
-        self, ctx: RequestContext, started_at: datetime, t0: float, status: str, first_token_ms: float | None
+        self,
+        ctx: RequestContext,
+        started_at: datetime,
+        t0: float,
+        status: str,
+        first_token_ms: float | None,
+        at: int,
     ) -> None:
         attrs: dict[str, object] = {"stream": True}
         if first_token_ms is not None:
@@ -155,7 +162,8 @@ class Pipeline:
             attrs["gen_ai.response.finish_reasons"] = [ctx.generation.finish_reason]
         ctx._span_attrs = attrs
         record_route(ctx)
-        ctx.spans.append(SpanRecord("generate", started_at, (time.perf_counter() - t0) * 1000, status, attrs))
+        span = SpanRecord("generate", started_at, (time.perf_counter() - t0) * 1000, status, attrs)
+        ctx.spans.insert(at, span)
 
     def _fail(self, ctx: RequestContext, exc: LlmdockError) -> None:
         ctx.status = "error"

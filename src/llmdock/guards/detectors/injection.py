@@ -1,0 +1,178 @@
+"""Prompt injection and jailbreak attempts, direct (user turns) and indirect (tool results, documents).
+
+Layers, cheapest first, each recorded as the ``layer`` of the verdict when it decides:
+
+1. normalisation (:mod:`llmdock.guards.normalize`): homoglyphs, invisible characters, leetspeak, spacing
+   and base64 are undone; ASCII smuggled in Unicode tag characters is an attack by itself;
+2. heuristics: phrasings that are injections in any context (``ignore all previous instructions``,
+   ``developer mode enabled``, chat-template control tokens in user text, markdown images that carry
+   data out), matched on the normalised text;
+3. a classifier trained by llmdock (:mod:`llmdock.guards.training`) on labelled injection, jailbreak and
+   benign prompts from pinned PyPI packages; long texts are also scored in windows so an instruction
+   buried in a retrieved document is not diluted;
+4. optionally, embedding similarity to known attacks (``embedding: true``; all-MiniLM-L6-v2, about
+   12 ms per text on one core, so off by default). It is a weak layer: it recognises close variants of
+   known jailbreaks but adds little recall over the classifier on the test split.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from llmdock.guards.base import BaseDetector, DetectorParams, Direction, Finding, GuardText, Verdict
+from llmdock.guards.normalize import normalize, warm_up
+from llmdock.guards.policy import DetectorEnv
+from llmdock.guards.training import TextClassifier, data_path, ensure_model, load_rows
+
+_IGNORE = r"(?:ignore|disregard|forget|skip|override|bypass|drop)"
+_PRIOR = r"(?:all\s+|any\s+|the\s+|your\s+|my\s+|of\s+)*(?:previous|prior|above|earlier|preceding|former|initial|original|system|old)"
+_RULES = r"(?:instructions?|prompts?|rules|directions|guidelines|directives|context|messages?|commands?|constraints|programming)"
+HEURISTICS: list[tuple[str, float, re.Pattern[str]]] = [
+    ("ignore-previous", 0.97, re.compile(rf"\b{_IGNORE}\s+(?:\w+\s+){{0,2}}{_PRIOR}\s+(?:\w+\s+)?{_RULES}")),
+    ("ignore-your-instructions", 0.93, re.compile(rf"\b{_IGNORE}\s+(?:all\s+)?your\s+(?:\w+\s+)?{_RULES}")),
+    (
+        "ignore-rules",
+        0.9,
+        re.compile(
+            rf"\b{_IGNORE}\s+(?:all\s+|any\s+|your\s+|the\s+)+(?:safety\s+|content\s+|ethical\s+)?(?:rules|guidelines|restrictions|filters|policies)\b"
+        ),
+    ),
+    (
+        "new-instructions",
+        0.9,
+        re.compile(r"(?:^|\W)(?:new|updated|real|actual|important)\s+(?:system\s+)?instructions?\s*[:\-*]"),
+    ),
+    (
+        "reveal-system-prompt",
+        0.93,
+        re.compile(
+            r"\b(?:reveal|show|print|repeat|output|display|leak|tell\s+me|give\s+me|what\s+(?:is|are|was|were))\s+(?:me\s+)?(?:your|the)\s+(?:full\s+|exact\s+|entire\s+)?(?:system|initial|hidden|original|secret|internal)\s+(?:prompt|instructions?|message|rules|configuration)"
+        ),
+    ),
+    (
+        "mode-switch",
+        0.95,
+        re.compile(
+            r"\b(?:developer|dan|god|jailbreak|jailbroken|unrestricted|unfiltered|evil|sudo|admin)\s+mode\b(?:\s+(?:enabled|on|activated))?"
+        ),
+    ),
+    ("do-anything-now", 0.97, re.compile(r"\bdo\s+anything\s+now\b")),
+    (
+        "no-restrictions",
+        0.85,
+        re.compile(
+            r"\b(?:without|free\s+(?:of|from)|no(?:\s+longer)?\s+(?:have|bound\s+by)?)\s+(?:any\s+)?(?:ethical|moral|content|safety)?\s*(?:restrictions|limitations|filters|guidelines|censorship)\b"
+        ),
+    ),
+    (
+        "you-are-now",
+        0.8,
+        re.compile(
+            r"\byou\s+are\s+(?:now|no\s+longer)\s+(?:an?\s+)?(?:unrestricted|unfiltered|free|evil|dan|jailbroken|chatgpt|bound)"
+        ),
+    ),
+    (
+        "control-tokens",
+        0.9,
+        re.compile(
+            r"<\|im_start\|>|<\|im_end\|>|<\|system\|>|<<sys>>|\[/?inst\]|<\|start_header_id\|>|<\|endoftext\|>|^\s*#{2,}\s*system\s*:",
+            re.M,
+        ),
+    ),
+    ("markdown-exfiltration", 0.9, re.compile(r"!\[[^\]]*\]\(\s*https?://[^)\s]*\?[^)\s]*=")),
+]
+
+
+class InjectionParams(DetectorParams):
+    window_chars: int = Field(default=600, ge=100, description="longer texts are also scored in windows")
+    embedding: bool = Field(default=False, description="add embedding similarity to known attacks")
+    embedding_threshold: float = Field(default=0.7, gt=0, le=1)
+
+
+class InjectionDetector(BaseDetector):
+    name: ClassVar[str] = "injection"
+    directions: ClassVar[frozenset[Direction]] = frozenset({"input"})
+    Params: ClassVar[type[DetectorParams]] = InjectionParams
+    default_action: ClassVar[str] = "block"
+    default_on_error: ClassVar[str] = "closed"
+    default_roles: ClassVar[tuple[str, ...]] = ("user", "tool", "prompt")
+
+    def __init__(self, params: InjectionParams, env: DetectorEnv) -> None:
+        self.params = params
+        self.env = env
+        self.model: TextClassifier = ensure_model(env.model_dir, "injection")
+        warm_up()
+        self.attacks: np.ndarray | None = None
+        if params.embedding:
+            self.awaits = True
+
+    async def detect(self, item: GuardText) -> Verdict:
+        norm = normalize(item.text)
+        if "tag-smuggling" in norm.tricks:
+            return Verdict(0.99, norm.layer, [Finding(0, len(item.text), "tag-smuggling", 0.99)])
+        for rule, score, pattern in HEURISTICS:
+            match = pattern.search(norm.text)
+            if match is not None:
+                finding = _finding_in(item.text, match.group(), rule, score)
+                return Verdict(score, _layer(f"heuristic:{rule}", norm.layer), [finding])
+        score, where = self._classify(norm.text)
+        layer = _layer("classifier", norm.layer)
+        if self.params.embedding and score < 0.5:
+            similarity = await self._similarity(item.text)
+            if similarity >= self.params.embedding_threshold:
+                return Verdict(similarity, "embedding", [Finding(0, len(item.text), "injection", similarity)])
+        findings = [Finding(0, len(item.text), "injection", score)] if where is None else [where]
+        return Verdict(score, layer, findings, {"classifier": round(score, 4)})
+
+    def _classify(self, view: str) -> tuple[float, Finding | None]:
+        """The whole text's score, or a window's when one scores higher (at most 16 windows)."""
+        best = self.model.score(view)
+        size = self.params.window_chars
+        if len(view) <= size:
+            return best, None
+        found = None
+        stride = max(size // 2, (len(view) - size) // 15 + 1)
+        for start in range(0, len(view) - size + stride, stride):
+            score = self.model.score(view[start : start + size])
+            if score > best or (found is None and score >= 0.5 and score >= best - 0.05):
+                best, found = (
+                    max(best, score),
+                    Finding(start, min(start + size, len(view)), "injection", score),
+                )
+        return best, found
+
+    async def _similarity(self, text: str) -> float:
+        runtime = self.env.runtime
+        if runtime is None:
+            return 0.0
+        backend = runtime.backend(runtime.settings.default_embedding_model)
+        if self.attacks is None:  # once: up to 40 known attacks from each source, spread over it
+            by_source: dict[str, list[str]] = {}
+            for row in load_rows(data_path(), "injection"):
+                if row["label"] == 1:
+                    by_source.setdefault(row["source"], []).append(row["text"][:1000])
+            sample = [t for texts in by_source.values() for t in texts[:: max(1, len(texts) // 40)][:40]]
+            self.attacks = _unit(np.asarray((await backend.embed(sample)).vectors, dtype=np.float32))
+        query = _unit(np.asarray((await backend.embed([text[:2000]])).vectors, dtype=np.float32))
+        return float((self.attacks @ query[0]).max())
+
+
+def _unit(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.where(norms == 0, 1, norms)
+
+
+def _layer(name: str, normalization: str) -> str:
+    return f"{name}+{normalization}" if normalization else name
+
+
+def _finding_in(text: str, matched: str, label: str, score: float) -> Finding:
+    """The span in the original text when the match appears there as is (else the whole text)."""
+    start = text.lower().find(matched)
+    if start >= 0:
+        return Finding(start, start + len(matched), label, score)
+    return Finding(0, len(text), label, score)

@@ -1,0 +1,49 @@
+"""PII in prompts and answers: an adapter over llmdock.privacy's Presidio engine (the same recognizers,
+checksums and entity names the privacy settings use, so a guard and the trace redaction agree)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from llmdock.config import DEFAULT_PHONE_REGIONS, DEFAULT_PII_ENTITIES
+from llmdock.guards.base import CLEAN, BaseDetector, DetectorParams, Direction, Finding, GuardText, Verdict
+from llmdock.guards.policy import DetectorEnv
+
+
+class PiiParams(DetectorParams):
+    entities: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_PII_ENTITIES),
+        description="Presidio entity names (PERSON adds NER)",
+    )
+    score_threshold: float = Field(default=0.4, ge=0, le=1, description="Presidio's confidence to report")
+    phone_regions: list[str] = Field(default_factory=lambda: list(DEFAULT_PHONE_REGIONS))
+
+
+class PiiDetector(BaseDetector):
+    """Each finding is a span labelled with its entity (``email-address``…) and Presidio's confidence; the
+    engine already keeps only findings at or above ``score_threshold``, so any finding makes the verdict 1.
+
+    Default action ``flag``: redacting a user's own e-mail from their prompt is often not wanted; set
+    ``action: redact`` to keep PII from the model (or ``block``).
+    """
+
+    name: ClassVar[str] = "pii"
+    directions: ClassVar[frozenset[Direction]] = frozenset({"input", "output"})
+    Params: ClassVar[type[DetectorParams]] = PiiParams
+
+    def __init__(self, params: PiiParams, env: DetectorEnv) -> None:
+        from llmdock.privacy.pii import PiiEngine
+
+        self.engine = PiiEngine(
+            params.entities, score_threshold=params.score_threshold, phone_regions=params.phone_regions
+        )
+        self.engine.find("warm up: a@example.com")  # the first call builds spaCy's tokenizer caches
+
+    async def detect(self, item: GuardText) -> Verdict:
+        found = self.engine.find(item.text)
+        if not found:
+            return CLEAN
+        findings = [Finding(f.start, f.end, f.entity.lower().replace("_", "-"), f.score) for f in found]
+        return Verdict(1.0, "presidio", findings, {"best_presidio_score": max(f.score for f in findings)})
