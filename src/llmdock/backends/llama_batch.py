@@ -323,9 +323,13 @@ class BatchEngine:
                     admitted = [self._waiting.popleft() for _ in range(min(len(free), len(self._waiting)))]
                     if not admitted and len(free) == len(self._slots):
                         return
-                try:
-                    for seq in admitted:
+                for seq in admitted:
+                    try:
                         self._admit(seq, free)
+                    except Exception as exc:  # not in a slot: it would wait for ever
+                        seq.sampler.close()
+                        seq.emit(exc)
+                try:
                     self._step()
                 except Exception as exc:  # a failed decode ends the requests in it, not the loop
                     self._fail_active(exc)
@@ -366,7 +370,11 @@ class BatchEngine:
         batch = self._batch
         n = 0
         fed: list[tuple[Slot, list[int]]] = []
-        for slot in self._slots:  # one token each for the sequences already generating
+        # One token with logits for each sequence that is generating or down to its last prompt token.
+        # The last prompt token always goes alone, never inside a prompt chunk: llama.cpp's logits for
+        # a token differ in the last bits between a long chunk and a short step, and a prompt found in
+        # the cache is resumed at its last token, so this way an answer does not depend on the cache.
+        for slot in self._slots:
             seq = slot.sequence
             if seq is None:
                 continue
@@ -374,23 +382,21 @@ class BatchEngine:
                 self._retire(slot, keep_cache=False)
                 continue
             seq.out_index = -1
-            if not seq.pending:
-                self._put(n, seq.next_token, len(slot.tokens), slot.seq_id, True)
+            if len(seq.pending) <= 1:
+                token = seq.pending[0] if seq.pending else seq.next_token
+                self._put(n, token, len(slot.tokens), slot.seq_id, True)
                 seq.out_index = n
                 n += 1
-                fed.append((slot, [seq.next_token]))
-        for slot in self._slots:  # then prompt tokens, as many as fit
+                fed.append((slot, [token]))
+        for slot in self._slots:  # then the rest of the prompts, as many tokens as fit
             seq = slot.sequence
-            if seq is None or not seq.pending or n == self.n_batch:
+            if seq is None or len(seq.pending) <= 1 or n == self.n_batch:
                 continue
-            chunk = seq.pending[: self.n_batch - n]
+            chunk = seq.pending[: min(self.n_batch - n, len(seq.pending) - 1)]
             start = len(slot.tokens)
             for i, token in enumerate(chunk):
                 self._put(n + i, token, start + i, slot.seq_id, False)
             n += len(chunk)
-            if len(chunk) == len(seq.pending):
-                batch.logits[n - 1] = True
-                seq.out_index = n - 1
             fed.append((slot, chunk))
         if n == 0:
             return
