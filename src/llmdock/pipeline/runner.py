@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
@@ -21,11 +22,22 @@ TraceSink = Callable[[RequestContext], None]
 log = logging.getLogger("llmdock.pipeline")
 
 
+_PIECE = re.compile(r"(?<=[ ,:\[\]{}])")
+
+
+def text_pieces(text: str) -> list[str]:
+    """A text cut after each space or JSON punctuation mark (at least one piece)."""
+    return [p for p in _PIECE.split(text) if p] or [""]
+
+
 async def _replay(gen: Generation) -> AsyncIterator[StreamChunk]:
-    """Stream an answer a stage already has (a cache hit), word by word."""
-    words = gen.text.split(" ")
-    for i, word in enumerate(words):
-        yield StreamChunk(word if i == 0 else " " + word, gen.finish_reason if i == len(words) - 1 else None)
+    """Stream an answer a stage already has (a cache hit, a validated structured answer) piece by piece.
+
+    Pieces end after a space or JSON punctuation, so compact JSON (no spaces) is not sent as one chunk.
+    """
+    pieces = text_pieces(gen.text)
+    for i, piece in enumerate(pieces):
+        yield StreamChunk(piece, gen.finish_reason if i == len(pieces) - 1 else None)
 
 
 class Pipeline:

@@ -116,10 +116,12 @@ def replay(gen: Generation) -> list[StreamChunk]:
                 piece = args[start : start + ARGUMENT_CHUNK]
                 chunks.append(StreamChunk("", tool_calls=[{"index": i, "function": {"arguments": piece}}]))
         return [*chunks, StreamChunk("", gen.finish_reason)]
-    words = gen.text.split(" ")
+    from llmdock.pipeline.runner import text_pieces
+
+    pieces = text_pieces(gen.text)
     return [
-        StreamChunk(word if i == 0 else " " + word, gen.finish_reason if i == len(words) - 1 else None)
-        for i, word in enumerate(words)
+        StreamChunk(piece, gen.finish_reason if i == len(pieces) - 1 else None)
+        for i, piece in enumerate(pieces)
     ]
 
 
