@@ -269,6 +269,14 @@ class RetentionSettings(BaseModel):
     interval_s: float = Field(default=3600.0, gt=0, description="how often the gateway applies it")
 
 
+class PromptSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cache_ttl_s: float = Field(
+        default=10.0, ge=0, description="how long a worker reuses a resolved template version (label moves)"
+    )
+
+
 # What PII detection looks for unless privacy.entities says otherwise (Presidio entity names). PERSON
 # (names, from spaCy's NER) is not in it: NER costs several times the pattern recognizers (bench/pii_redaction.py).
 DEFAULT_PII_ENTITIES = (
@@ -333,6 +341,7 @@ class Settings(BaseSettings):
     redis_url: str = Field(default="", description="redis://host:port/db for state shared by gateway workers")
     auth: AuthSettings = Field(default_factory=AuthSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    prompts: PromptSettings = Field(default_factory=PromptSettings)
 
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     guards: GuardSettings = Field(default_factory=GuardSettings)

@@ -16,6 +16,7 @@ from llmdock.pipeline.runner import Pipeline
 from llmdock.pipeline.telemetry import OtlpExporter, TraceSink, otlp_configured
 from llmdock.plugins import Plugins, load_plugins
 from llmdock.privacy.policy import PrivacyPolicy, RedactingLogRecords
+from llmdock.prompts import PromptRegistry, PromptResolver
 from llmdock.routing.router import ModelRoute, build_route
 from llmdock.shared_state import SharedState
 from llmdock.store.engine import Store
@@ -96,6 +97,7 @@ class Runtime:
         self.store: Store | None = None
         self.writer: TraceWriter | None = None
         self.store_error = ""
+        self.prompts: PromptResolver | None = None  # prompt templates, from the store
         if with_store:
             self._open_store()
         self.auth = AuthService(settings, self.store, self.shared)
@@ -121,6 +123,7 @@ class Runtime:
             self.store_error = exc.one_line()
             log.warning("store not ready, traces will be kept in memory: %s", self.store_error)
             self.store = Store(url, migrate=False, keyring=self.privacy.keyring)
+        self.prompts = PromptResolver(PromptRegistry(self.store), self.settings.prompts.cache_ttl_s)
         t = self.settings.trace
         if not t.enabled:
             return

@@ -35,6 +35,8 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, str | None]] = [
     ("GET", "/admin/audit", None, "admin"),
     ("GET", "/admin/audit/verify", None, "admin"),
     ("POST", "/admin/data/export", {"subject": "nobody"}, "admin"),
+    ("GET", "/admin/prompts", None, "admin"),
+    ("GET", "/admin/models", None, "admin"),
 ]
 ROLE_PERMISSIONS = {
     "admin": {"read", "inference", "observe", "admin"},

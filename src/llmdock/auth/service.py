@@ -16,6 +16,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from fnmatch import fnmatchcase
 from typing import Any
 
 from sqlalchemy import func, select
@@ -75,6 +76,7 @@ class Principal:
     models: list[str] | None
     expires_at: datetime | None
     quotas: list[Quota] = field(default_factory=list)
+    prompts: list[str] | None = None  # None = any prompt, raw or templated; else only these templates
 
     @property
     def counted(self) -> bool:
@@ -86,11 +88,17 @@ class Principal:
         return f"key:{self.prefix} ({self.user})"
 
     def may_use(self, model: str) -> bool:
-        if self.models is None:
-            return True
-        from fnmatch import fnmatchcase
+        return self.models is None or _matches(model, self.models)
 
-        return any(fnmatchcase(model, pattern) for pattern in self.models)
+    def may_prompt(self, template: str | None) -> bool:
+        """A key scoped to prompt templates may only send requests that name one of them."""
+        if self.prompts is None:
+            return True
+        return template is not None and _matches(template, self.prompts)
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    return any(fnmatchcase(name, pattern) for pattern in patterns)
 
 
 class AuthService:
@@ -208,6 +216,7 @@ class AuthService:
             models=key.models,
             expires_at=key.expires_at,
             quotas=quotas,
+            prompts=key.prompts,
         )
 
     def _limiter(self, q: Quota) -> MinuteLimiter | SharedMinuteLimiter:
@@ -254,6 +263,14 @@ class AuthService:
     def check_model(principal: Principal | None, model: str) -> None:
         if principal is not None and not principal.may_use(model):
             raise Forbidden(f"this key may not use model {model!r}", param="model")
+
+    @staticmethod
+    def check_prompt(principal: Principal | None, template: str | None) -> None:
+        if principal is None or principal.may_prompt(template):
+            return
+        if template is None:
+            raise Forbidden("this key may only send prompt templates (give prompt_id)", param="prompt_id")
+        raise Forbidden(f"this key may not use prompt template {template!r}", param="prompt_id")
 
     # --- limits and budgets ---------------------------------------------------------------------------
     async def admit(self, principal: Principal) -> dict[str, str]:

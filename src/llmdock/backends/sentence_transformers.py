@@ -56,7 +56,7 @@ class SentenceTransformersBackend(InProcessBackend):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         where = self.where("model_path")
-        path = resolve_model_path(self.params.model_path, self.settings.home, where=where)
+        path = resolve_model_path(self.params.model_path, self.settings, where=where)
         if self.params.engine == "onnx":
             self._onnx = load_or_export(path, self.settings.home / "onnx", self.params.threads)
             if self._onnx is not None:

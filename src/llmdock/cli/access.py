@@ -30,7 +30,7 @@ def _directory(config: Path | None) -> Directory:
     return Directory(Store(settings.resolved_database_url()), load_secret(settings))
 
 
-def _actor() -> Actor:
+def who() -> Actor:
     from llmdock.auth.audit import cli_actor
 
     name, host = cli_actor()
@@ -60,6 +60,9 @@ def keys_create(
     name: str = typer.Option("", help="A label for the key"),
     models: str | None = typer.Option(None, help="Allowed models, comma-separated (globs allowed)"),
     routes: str | None = typer.Option(None, help="Allowed route kinds: read,inference,observe,admin"),
+    prompts: str | None = typer.Option(
+        None, help="Allowed prompt templates, comma-separated (globs); the key may then send only these"
+    ),
     rpm: int | None = typer.Option(None, help="Requests per minute"),
     tpm: int | None = typer.Option(None, help="Tokens per minute"),
     budget: float | None = typer.Option(None, help="Spend budget per period"),
@@ -70,7 +73,7 @@ def keys_create(
     """Create a key and print it — once; only its hash is stored."""
     from llmdock.errors import NotFound
 
-    d, actor = _directory(config), _actor()
+    d, actor = _directory(config), who()
     try:
         d.user(user)
     except NotFound:
@@ -82,6 +85,7 @@ def keys_create(
         name=name,
         models=_csv(models),
         routes=_csv(routes),
+        prompts=_csv(prompts),
         rpm=rpm,
         tpm=tpm,
         budget=budget,
@@ -112,7 +116,7 @@ def keys_revoke(
     ref: str = typer.Argument(..., help="Key id or prefix"), config: Path | None = CONFIG
 ) -> None:
     """Revoke a key (running gateways stop accepting it within auth.cache_ttl_s)."""
-    key = _directory(config).revoke(ref, _actor())
+    key = _directory(config).revoke(ref, who())
     typer.echo(f"revoked {key.prefix} ({key.id})")
 
 
@@ -121,7 +125,7 @@ def keys_rotate(
     ref: str = typer.Argument(..., help="Key id or prefix"), config: Path | None = CONFIG
 ) -> None:
     """Replace a key by a new one with the same owner, scopes and limits; the old one is revoked."""
-    clear, key = _directory(config).rotate(ref, _actor())
+    clear, key = _directory(config).rotate(ref, who())
     typer.echo(clear)
     typer.echo(
         f"new key {key.prefix} ({key.id}) replaces {key.rotated_from}; the old key is revoked", err=True
@@ -139,7 +143,7 @@ def users_create(
 ) -> None:
     """Create a user (or, with --service, a service account)."""
     user = _directory(config).create_user(
-        name, _actor(), role=role, kind="service" if service else "user", team=team, org=org
+        name, who(), role=role, kind="service" if service else "user", team=team, org=org
     )
     typer.echo(f"{user.id} {user.name} ({user.role})")
 
@@ -162,7 +166,7 @@ def teams_create(
 ) -> None:
     """Create a team; its limits apply to all its members' keys together."""
     team = _directory(config).create_team(
-        name, _actor(), org=org, rpm=rpm, tpm=tpm, budget=budget, budget_period=period
+        name, who(), org=org, rpm=rpm, tpm=tpm, budget=budget, budget_period=period
     )
     typer.echo(f"{team.id} {team.name}")
 

@@ -1,8 +1,9 @@
-"""``llmdock models``: the configured models."""
+"""``llmdock models``: the configured models, and the registry of model versions (register, promote…)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -10,7 +11,11 @@ from rich.table import Table
 
 from llmdock.config import load_settings
 
-app = typer.Typer(help="Configured models.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from llmdock.registry import ModelRegistry
+
+app = typer.Typer(help="Configured models, and the model registry.", no_args_is_help=True)
+CONFIG = typer.Option(None, "--config", "-c", help="llmdock.yaml")
 
 
 @app.command("list")
@@ -34,3 +39,98 @@ def list_models(
             backend.spec.description,
         )
     Console().print(table)
+
+
+# --- the model registry ----------------------------------------------------------------------------------
+def _registry(config: Path | None) -> ModelRegistry:
+    from llmdock.registry import ModelRegistry
+    from llmdock.store import Store
+
+    settings = load_settings(config)
+    return ModelRegistry(Store(settings.resolved_database_url()), settings.home)
+
+
+@app.command("register")
+def register(
+    name: str = typer.Argument(..., help="registered model name"),
+    path: Path = typer.Argument(..., help="the model file (e.g. a GGUF)"),
+    fmt: str = typer.Option("", "--format", help="file format (default: the file's suffix)"),
+    lineage: list[str] = typer.Option(
+        [], "--lineage", help="key=value: what it was made from (base_model, dataset, prompt, run…)"
+    ),
+    metric: list[str] = typer.Option([], "--metric", help="key=value: evaluation results"),
+    description: str = typer.Option("", "--description", "-d"),
+    alias: list[str] = typer.Option([], "--alias", "-a", help="aliases to point at the new version"),
+    config: Path | None = CONFIG,
+) -> None:
+    """Store a model file as a content-addressed artifact and record it as the next version."""
+    from llmdock.cli.access import who
+    from llmdock.cli.prompts import parse_vars
+
+    registry, actor = _registry(config), who()
+    row = registry.register(
+        name,
+        path,
+        actor,
+        fmt=fmt,
+        lineage=parse_vars(lineage),
+        metrics=parse_vars(metric),
+        description=description,
+    )
+    for a in alias:
+        registry.labels.set(name, a, row.version, actor)
+    typer.echo(f"models:/{name}/{row.version} (artifact {row.artifact[:12]}, {row.size:,} bytes)")
+
+
+@app.command("versions")
+def versions(
+    name: str | None = typer.Argument(None, help="a registered model (default: list every one)"),
+    as_json: bool = typer.Option(False, "--json"),
+    config: Path | None = CONFIG,
+) -> None:
+    """Registered models, or the versions of one with aliases, lineage and metrics."""
+    from llmdock.cli.registry_views import as_text, print_rows, print_summary
+    from llmdock.registry.models import version_view
+
+    registry = _registry(config)
+    if name is None:
+        print_summary(registry, as_json, "aliases")
+        return
+    labels = registry.labels_by_version(name)
+    rows = [version_view(v, labels.get(v.version)) for v in registry.versions(name)]
+    columns = {
+        "version": lambda r: r["version"],
+        "aliases": lambda r: as_text(r["aliases"]),
+        "artifact": lambda r: r["artifact"][:12],
+        "size": lambda r: f"{r['size']:,}",
+        "lineage": lambda r: as_text(r["lineage"]),
+        "metrics": lambda r: as_text(r["metrics"]),
+        "by": lambda r: r["created_by"],
+        "at": lambda r: r["created_at"][:19],
+    }
+    print_rows(rows, as_json, columns)
+
+
+@app.command("promote")
+def promote(
+    name: str,
+    version: int,
+    alias: str = typer.Option("production", "--alias", "-a"),
+    config: Path | None = CONFIG,
+) -> None:
+    """Point an alias at a version (audited as model.promote); gateways pick it up when they (re)load it."""
+    from llmdock.cli.access import who
+
+    before = _registry(config).labels.set(name, alias, version, who())
+    typer.echo(f"models:/{name}@{alias}: {before if before is not None else '-'} → {version}")
+
+
+@app.command("rollback")
+def rollback(
+    name: str, alias: str = typer.Option("production", "--alias", "-a"), config: Path | None = CONFIG
+) -> None:
+    """Move an alias back to the version it pointed at before (audited as model.rollback)."""
+    from llmdock.cli.access import who
+
+    version = _registry(config).labels.rollback(name, alias, who())
+    typer.echo(f"models:/{name}@{alias} → {version}")

@@ -1,4 +1,5 @@
-"""The admin API under /admin: keys, users, teams, the audit log, traces and usage, data export/erasure.
+"""The admin API under /admin: keys, users, teams, the audit log, traces and usage, data export/erasure
+(and the registries, from ``admin_registry``).
 
 Every route needs a key (the auth middleware; ``observe`` for GET traces/usage, ``admin`` for the rest).
 Changes are audited with the calling key as actor and the client address as source. Store work runs in
@@ -21,6 +22,7 @@ from llmdock.auth import audit, gdpr
 from llmdock.auth.keys import Actor, key_view, team_view, user_view
 from llmdock.auth.service import Principal
 from llmdock.errors import InvalidRequest
+from llmdock.gateway.admin_registry import build_registry_router
 from llmdock.gateway.auth import client_address
 from llmdock.gateway.http import JSONResponse, parse_body, read_body
 from llmdock.runtime import Runtime
@@ -43,6 +45,7 @@ class KeyBody(_Limits):
     name: str = ""
     models: list[str] | None = None
     routes: list[str] | None = None
+    prompts: list[str] | None = None
     expires_in_days: float | None = Field(default=None, gt=0)
 
 
@@ -96,6 +99,7 @@ def build_admin_router(runtime: Runtime, limit: int) -> APIRouter:
             name=body.name,
             models=body.models,
             routes=body.routes,
+            prompts=body.prompts,
             rpm=body.rpm,
             tpm=body.tpm,
             budget=body.budget,
@@ -202,4 +206,5 @@ def build_admin_router(runtime: Runtime, limit: int) -> APIRouter:
         service.refresh()
         return JSONResponse(report)
 
+    router.include_router(build_registry_router(runtime, limit, actor))
     return router

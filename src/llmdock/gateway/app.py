@@ -43,6 +43,7 @@ from llmdock.gateway.http import (
 from llmdock.gateway.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
 from llmdock.pipeline.context import RequestContext
 from llmdock.pipeline.telemetry import request_cost, token_counts
+from llmdock.prompts import PromptCall
 from llmdock.runtime import Runtime
 from llmdock.structured import StructuredStage
 
@@ -188,19 +189,38 @@ def create_app(runtime: Runtime) -> FastAPI:
     async def _unexpected(_: Request, exc: Exception) -> Response:
         return unexpected_error_response(exc)
 
-    def _context(
+    async def _prompt_call(
+        principal: Principal | None, body: ChatCompletionBody | CompletionBody
+    ) -> PromptCall | None:
+        """The prompt template a request names, checked against the key's scope, resolved (cached)."""
+        runtime.auth.check_prompt(principal, body.prompt_id)
+        if body.prompt_id is None:
+            return None
+        if runtime.prompts is None:
+            raise InvalidRequest("prompt templates need the store (trace.enabled)", param="prompt_id")
+        found = await runtime.prompts.resolve(body.prompt_id, body.prompt_version, body.prompt_label)
+        return PromptCall(found, body.prompt_variables or {}, body.prompt_label)
+
+    async def _context(
         request: Request, body: ChatCompletionBody | CompletionBody, operation: str
     ) -> RequestContext:
-        backend = runtime.backend(body.model)
+        principal = principal_of(request)
+        call = await _prompt_call(principal, body)
+        model = body.model or (call.prompt.config.get("model") if call else None)
+        if not model:
+            raise InvalidRequest(
+                f"model is required: prompt template {body.prompt_id!r} names none", param="model"
+            )
+        backend = runtime.backend(model)
         if isinstance(body, ChatCompletionBody):
             req = GenerationRequest(
                 "chat", body.sampling(), messages=[m.model_dump(exclude_none=True) for m in body.messages]
             )
         else:
             req = GenerationRequest("completion", body.sampling(), prompt=body.prompt_text())
-        ctx = RequestContext(operation, body.model, backend, request=req, stream=body.stream)  # type: ignore[arg-type]
+        ctx = RequestContext(operation, model, backend, request=req, stream=body.stream)  # type: ignore[arg-type]
+        ctx.prompt = call
         ctx.cache_control = request.headers.get("cache-control", "").lower()
-        principal = principal_of(request)
         ctx.namespace = tenant_namespace(request, principal)
         bind_principal(ctx, principal, body.user, runtime)
         fields = body.structured_fields() if isinstance(body, ChatCompletionBody) else None
@@ -313,12 +333,12 @@ def create_app(runtime: Runtime) -> FastAPI:
     @app.post("/v1/chat/completions", openapi_extra=CHAT_BODY)
     async def chat_completions(request: Request) -> Response:
         body = parse_body(await read_body(request, limit), ChatCompletionBody)
-        return await _run(_context(request, body, "chat"), body)
+        return await _run(await _context(request, body, "chat"), body)
 
     @app.post("/v1/completions", openapi_extra=COMPLETION_BODY)
     async def completions(request: Request) -> Response:
         body = parse_body(await read_body(request, limit), CompletionBody)
-        return await _run(_context(request, body, "completion"), body)
+        return await _run(await _context(request, body, "completion"), body)
 
     @app.post("/v1/embeddings", openapi_extra=EMBEDDING_BODY)
     async def embeddings(request: Request) -> Response:

@@ -44,6 +44,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+class FieldError(ValueError):
+    """Raised by a model validator to name the field at fault (pydantic reports such errors at the root)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def parse_body(raw: bytes, model: type[B]) -> B:
     try:
         data = orjson.loads(raw)
@@ -57,8 +65,12 @@ def parse_body(raw: bytes, model: type[B]) -> B:
         errors = exc.errors()
         first = errors[0]
         field = ".".join(str(p) for p in first["loc"]) or "body"
+        msg = first["msg"]
+        cause = first.get("ctx", {}).get("error")
+        if isinstance(cause, FieldError):  # a check across fields that still names the one to fix
+            field, msg = cause.field, str(cause)
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise ValidationError(f"{field}: {first['msg']}{more}", param=field) from None
+        raise ValidationError(f"{field}: {msg}{more}", param=field) from None
 
 
 def sse_event(data: Any) -> bytes:

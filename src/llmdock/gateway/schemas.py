@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmdock.backends.base import SamplingParams
+from llmdock.gateway.http import FieldError
 
 
 class _Body(BaseModel):
@@ -81,7 +82,7 @@ class StreamOptions(_Body):
 
 
 class _SamplingBody(_Body):
-    model: str = Field(min_length=1)
+    model: str | None = Field(default=None, min_length=1, description="may come from the prompt template")
     max_tokens: int | None = Field(default=None, gt=0)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
@@ -93,6 +94,23 @@ class _SamplingBody(_Body):
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     user: str | None = None
+    # A stored prompt template (LiteLLM's field names), rendered in front of what the request sends.
+    prompt_id: str | None = Field(default=None, min_length=1)
+    prompt_version: int | None = Field(default=None, gt=0)
+    prompt_label: str | None = Field(default=None, min_length=1)
+    prompt_variables: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _prompt_fields(self) -> _SamplingBody:
+        if self.prompt_id is None:
+            given = [f for f in ("prompt_version", "prompt_label", "prompt_variables") if getattr(self, f)]
+            if given:
+                raise FieldError(given[0], f"{given[0]} needs prompt_id")
+            if self.model is None:
+                raise FieldError("model", "Field required (or a prompt_id whose template names the model)")
+        elif self.prompt_version is not None and self.prompt_label is not None:
+            raise FieldError("prompt_label", "give prompt_version or prompt_label, not both")
+        return self
 
     @field_validator("stop")
     @classmethod
@@ -115,7 +133,7 @@ class _SamplingBody(_Body):
 
 
 class ChatCompletionBody(_SamplingBody):
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(default_factory=list)
     max_completion_tokens: int | None = Field(default=None, gt=0)
     response_format: ResponseFormat | None = None
     tools: list[Tool] | None = Field(default=None, max_length=128)
@@ -140,6 +158,12 @@ class ChatCompletionBody(_SamplingBody):
             return None
         return fields
 
+    @model_validator(mode="after")
+    def _messages_given(self) -> ChatCompletionBody:
+        if not self.messages and self.prompt_id is None:
+            raise FieldError("messages", "Field required (unless a prompt_id gives the messages)")
+        return self
+
     def sampling(self) -> SamplingParams:
         params = super().sampling()
         if params.max_tokens is None:
@@ -148,17 +172,25 @@ class ChatCompletionBody(_SamplingBody):
 
 
 class CompletionBody(_SamplingBody):
-    prompt: str | list[str]
+    prompt: str | list[str] | None = None
     echo: bool = False
 
     @field_validator("prompt")
     @classmethod
-    def _one_prompt(cls, value: str | list[str]) -> str | list[str]:
+    def _one_prompt(cls, value: str | list[str] | None) -> str | list[str] | None:
         if isinstance(value, list) and len(value) != 1:
             raise ValueError("give one prompt per request")
         return value
 
+    @model_validator(mode="after")
+    def _prompt_given(self) -> CompletionBody:
+        if self.prompt is None and self.prompt_id is None:
+            raise FieldError("prompt", "Field required (or a prompt_id)")
+        return self
+
     def prompt_text(self) -> str:
+        if self.prompt is None:
+            return ""
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
 

@@ -13,6 +13,7 @@ from llmdock.backends.base import Backend, EmbeddingResult, Generation, Generati
 from llmdock.store.traces import SpanRecord
 
 if TYPE_CHECKING:
+    from llmdock.prompts import PromptCall
     from llmdock.structured.plan import StructuredPlan
 
 OperationName = Literal["chat", "completion", "embedding"]
@@ -55,6 +56,7 @@ class RequestContext:
     api_key_id: str = ""
     team_id: str = ""
     structured: StructuredPlan | None = None  # response_format / tools: what the answer must follow
+    prompt: PromptCall | None = None  # a stored prompt template, rendered by the pre-process stage
     on_success: list[Callable[[RequestContext], None]] = field(default_factory=list)
     _span_attrs: dict[str, Any] = field(default_factory=dict)
 

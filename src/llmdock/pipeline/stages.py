@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from llmdock.backends.base import Generation, StreamChunk
 from llmdock.config import Settings
 from llmdock.pipeline.context import RequestContext
+from llmdock.prompts.apply import apply_prompt
 
 
 @runtime_checkable
@@ -52,7 +53,7 @@ def flatten_content(content: Any) -> str:
 
 
 class PreprocessStage:
-    """Normalizes Unicode, renders the prompt, counts tokens with the model's tokenizer, checks the window."""
+    """Renders a prompt template, normalizes Unicode, renders the prompt, counts tokens with the model's tokenizer, checks the window."""
 
     name = "preprocess"
 
@@ -67,6 +68,10 @@ class PreprocessStage:
             return ctx
         req = ctx.request
         assert req is not None
+        if ctx.prompt is not None:
+            apply_prompt(ctx.prompt, req)
+            ctx.attributes.update(ctx.prompt.attributes())
+            ctx.annotate(**{"llmdock.prompt": ctx.prompt.ref})
         if req.messages is not None:
             req.messages = [
                 {

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Dialect,
     Float,
@@ -147,6 +148,7 @@ class ApiKey(Limits, Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # None = every model
     routes: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # None = all the role allows
+    prompts: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # None = every prompt template
     expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=lambda: datetime.now(UTC))
@@ -176,3 +178,53 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class PromptVersion(Base):
+    """One immutable version of a prompt template (chat messages or a completion text, Jinja)."""
+
+    __tablename__ = "prompt_versions"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(16))  # chat | text
+    template: Mapped[Any] = mapped_column(JSON)  # list of {role, content} for chat, a string for text
+    variables: Mapped[list[str]] = mapped_column(JSON)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)  # model and sampling defaults
+    message: Mapped[str] = mapped_column(Text, default="")
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column()
+
+
+class ModelVersion(Base):
+    """One immutable version of a registered model: a content-addressed artifact plus its lineage."""
+
+    __tablename__ = "model_versions"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    artifact: Mapped[str] = mapped_column(String(64))  # sha256 of the file
+    filename: Mapped[str] = mapped_column(String(400))
+    size: Mapped[int] = mapped_column(BigInteger)
+    format: Mapped[str] = mapped_column(String(32), default="")
+    source: Mapped[str] = mapped_column(Text, default="")
+    lineage: Mapped[dict[str, Any]] = mapped_column(JSON)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column()
+
+
+class RegistryLabel(Base):
+    """A movable name (prompt label, model alias) pointing at one version; ``previous`` allows rollback."""
+
+    __tablename__ = "registry_labels"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # prompt | model
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    label: Mapped[str] = mapped_column(String(100), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    previous: Mapped[list[int]] = mapped_column(JSON)  # earlier versions, most recent last
+    updated_by: Mapped[str] = mapped_column(String(200), default="")
+    updated_at: Mapped[datetime] = mapped_column()

@@ -1,0 +1,52 @@
+"""A request that names a prompt template: the template is rendered into it by the pre-process stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmdock.backends.base import GenerationRequest
+from llmdock.errors import InvalidRequest
+from llmdock.prompts.registry import ResolvedPrompt
+from llmdock.prompts.render import render
+
+
+@dataclass(slots=True)
+class PromptCall:
+    prompt: ResolvedPrompt
+    variables: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.prompt.name}/{self.prompt.version}"
+
+    def attributes(self) -> dict[str, Any]:
+        """What the trace records: which template and version answered (for analytics per version)."""
+        attrs: dict[str, Any] = {
+            "llmdock.prompt_template": self.prompt.name,
+            "llmdock.prompt_version": self.prompt.version,
+        }
+        if self.label:
+            attrs["llmdock.prompt_label"] = self.label
+        return attrs
+
+
+def apply_prompt(call: PromptCall, req: GenerationRequest) -> None:
+    """Render the template and put it in front of what the request sent; fill unset sampling values."""
+    p = call.prompt
+    rendered = render(p.kind, p.template, call.variables, call.ref)
+    if req.operation == "chat":
+        head = rendered if p.kind == "chat" else [{"role": "user", "content": rendered}]
+        req.messages = [*head, *(req.messages or [])]
+    elif p.kind == "chat":
+        raise InvalidRequest(
+            f"prompt template {p.name!r} is a chat template: use /v1/chat/completions", param="prompt_id"
+        )
+    else:
+        req.prompt = rendered + (req.prompt or "")
+    config = {k: v for k, v in p.config.items() if k != "model"}
+    stop = config.pop("stop", None)
+    req.params.with_defaults(config)
+    if stop and not req.params.stop:
+        req.params.stop = list(stop)
