@@ -97,6 +97,7 @@ class Runtime:
         self.store: Store | None = None
         self.writer: TraceWriter | None = None
         self.store_error = ""
+        self.start_error: LlmdockError | None = None  # why start() failed, for a one-line report
         self.prompts: PromptResolver | None = None  # prompt templates, from the store
         if with_store:
             self._open_store()

@@ -47,7 +47,13 @@ def serve(
         **_tls(ssl_certfile, ssl_keyfile),
     }
     if workers == 1:
-        uvicorn.run(create_app(Runtime(settings)), **common)
+        runtime = Runtime(settings)
+        try:
+            uvicorn.run(create_app(runtime), **common)
+        except SystemExit:
+            if runtime.start_error is not None:  # uvicorn logged its one line: exit as every CLI error does
+                raise SystemExit(2) from None
+            raise
         return
     # Each worker process builds its own runtime: hand it the same sources (file and flags) via the env.
     # The settings were validated above, so a bad config still stops here with one line, before forking.

@@ -148,7 +148,11 @@ async def retention_loop(runtime: Runtime) -> None:
 def create_app(runtime: Runtime) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await runtime.start()
+        try:
+            await runtime.start()
+        except LlmdockError as exc:  # e.g. a model file that is not there: one line, not a traceback
+            runtime.start_error = exc
+            raise
         if runtime.store is not None:
             await asyncio.to_thread(audit_config, runtime)
         retention = (
@@ -415,7 +419,29 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(build_admin_router(runtime, limit))
     # Added last, so it runs first: nothing (not even the hot routes) is reached without a valid key.
     app.add_middleware(AuthMiddleware, service=runtime.auth)
+    app.add_middleware(StartupErrors, runtime=runtime)
     return app
+
+
+class StartupErrors:
+    """When the lifespan fails with an LlmdockError, the server logs its one line instead of a traceback."""
+
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def clean_send(message: Any) -> None:
+            err = self.runtime.start_error
+            if message["type"] == "lifespan.startup.failed" and err is not None:
+                message = {**message, "message": f"llmdock: error: {err.one_line()}"}
+            await send(message)
+
+        await self.app(scope, receive, clean_send)
 
 
 Handler = Callable[[Request], Awaitable[Response]]

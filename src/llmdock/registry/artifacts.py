@@ -13,6 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from llmdock.errors import InvalidRequest, NotFound
@@ -82,6 +83,7 @@ def _bar(name: str, size: int, show: bool) -> Progress:
         TransferSpeedColumn(),
         disable=not show or size < SHOW_PROGRESS_ABOVE,
         transient=True,
+        console=Console(stderr=True),  # stdout carries the command's answer
     )
 
 
