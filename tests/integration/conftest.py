@@ -34,6 +34,23 @@ class Server:
         return {**os.environ, "LLMDOCK_HOME": str(self.home)}
 
 
+def run_cli(
+    home: Path, *args: str, stdin: str | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``llmdock ARGS`` in a subprocess on ``home`` (its llmdock.yaml when there is one)."""
+    env = {**os.environ, "LLMDOCK_HOME": str(home)}
+    if (home / "llmdock.yaml").exists():
+        env["LLMDOCK_CONFIG"] = str(home / "llmdock.yaml")
+    return subprocess.run(
+        [sys.executable, "-m", "llmdock", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=stdin,
+        env=env,
+    )
+
+
 def start_server(
     home: Path,
     *args: str,

