@@ -5,7 +5,7 @@ text names the upstream), ``500``, ``429`` (with Retry-After), ``policy`` (conte
 ``context`` (context_length_exceeded), ``slow`` (``delay`` seconds then ok), ``cut`` (a stream that dies
 after its first token), ``script`` (answers ``replies`` in turn, the last one repeating; each reply is a
 message: ``{"content": ...}`` or ``{"tool_calls": [...]}``, optionally with ``finish_reason``). Every
-request body is kept in ``bodies``. ``stop()`` closes the socket,
+request body is kept in ``bodies``. ``tls=(cert, key)`` serves HTTPS. ``stop()`` closes the socket,
 so later requests get connection refused, as from a crashed server.
 """
 
@@ -15,6 +15,7 @@ import asyncio
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -33,7 +34,12 @@ def _free_port() -> int:
 
 class Upstream:
     def __init__(
-        self, name: str, mode: str = "ok", delay: float = 0.0, replies: list[dict[str, Any]] | None = None
+        self,
+        name: str,
+        mode: str = "ok",
+        delay: float = 0.0,
+        replies: list[dict[str, Any]] | None = None,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.name = name
         self.mode = mode
@@ -43,14 +49,23 @@ class Upstream:
         self.hits = 0
         self.last_authorization: str | None = None
         self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/v1"
         app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
             ]
         )
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", lifespan="off")
+        cert, key = tls or (None, None)
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="error",
+            lifespan="off",
+            ssl_certfile=cert,
+            ssl_keyfile=key,
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()

@@ -15,6 +15,7 @@ import pytest
 
 from llmdock.store import Store
 from llmdock.store.traces import TraceRecord, write_traces
+from tests.conftest import self_signed_cert
 from tests.integration.conftest import run_cli, start_server, stop_server
 
 FAKE_CONFIG = "include_builtin_models: false\ndefault_model: fake\ndefault_embedding_model: ''\nmodels:\n  fake: {backend: fake}\n"
@@ -114,43 +115,10 @@ def test_data_export_erase_and_purge(home: Path) -> None:
     assert llmdock(home, "audit", "verify").returncode == 0
 
 
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
-
-
 @pytest.mark.server
 def test_tls_server_with_auth_on(home: Path) -> None:
     key = llmdock(home, "keys", "create", "--user", "root", "--role", "admin").stdout.strip()
-    cert, private = _self_signed(home)
+    cert, private = self_signed_cert(home)
     headers = {"authorization": f"Bearer {key}"}
     trust = ssl.create_default_context(cafile=str(cert))
     server = start_server(

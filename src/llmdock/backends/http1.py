@@ -139,14 +139,20 @@ class ConnectionPool:
     """
 
     def __init__(
-        self, base_url: str, *, headers: dict[str, str], max_connections: int, connect_timeout_s: float
+        self,
+        base_url: str,
+        *,
+        headers: dict[str, str],
+        max_connections: int,
+        connect_timeout_s: float,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.ssl = ssl.create_default_context() if parts.scheme == "https" else None
+        self.ssl = (ssl_context or ssl.create_default_context()) if parts.scheme == "https" else None
         self.connect_timeout_s = connect_timeout_s
         self._prefix = parts.path.rstrip("/")
         fixed = {"Host": parts.netloc.rpartition("@")[2], **headers}

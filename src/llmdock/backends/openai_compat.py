@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
+import urllib.request
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -30,6 +34,7 @@ from llmdock.backends.http1 import ConnectionClosed, ConnectionPool, InvalidResp
 from llmdock.errors import (
     BackendError,
     BackendUnavailable,
+    ConfigError,
     ContextWindowExceeded,
     GuardBlocked,
     InvalidRequest,
@@ -50,6 +55,19 @@ class OpenAICompatParams(BackendParams):
     timeout_s: float = Field(default=600.0, gt=0)
     max_connections: int = Field(default=100, gt=0)
     defaults: dict[str, Any] = Field(default_factory=dict)
+    tls_ca_file: str | None = Field(
+        default=None, description="CA bundle (PEM) to trust for an https upstream"
+    )
+    tls_verify: bool = Field(default=True, description="false: accept any certificate (testing only)")
+
+
+def _proxied(url: str) -> bool:
+    """Whether the proxy variables (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY) send ``url`` via a proxy."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(parts.netloc)
 
 
 class OpenAICompatBackend(Backend):
@@ -68,9 +86,13 @@ class OpenAICompatBackend(Backend):
         ):  # a credential kept encrypted in the store (llmdock secrets)
             key = resolve_secret(self.settings, key.removeprefix(SECRET_PREFIX), where=self.where("api_key"))
         headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._tls = self._tls_context()
+        # Through an HTTP(S)_PROXY every call goes via httpx (which speaks to proxies); direct ones use the pool.
+        self._proxied = _proxied(self.params.base_url)
         self._client = httpx.AsyncClient(
             base_url=self.params.base_url.rstrip("/"),
             headers=headers,
+            verify=self._tls,
             timeout=httpx.Timeout(self.params.timeout_s, connect=self.params.connect_timeout_s),
             limits=httpx.Limits(
                 max_connections=self.params.max_connections,
@@ -82,6 +104,17 @@ class OpenAICompatBackend(Backend):
         self._pool: ConnectionPool | None = None  # made on the serving loop, at first use
         self.loaded = True
 
+    def _tls_context(self) -> ssl.SSLContext:
+        """One TLS policy for the pool and httpx: the system's CAs (or ``tls_ca_file``), verified hosts."""
+        ca = self.params.tls_ca_file
+        if ca is not None and not Path(ca).expanduser().is_file():
+            raise ConfigError(f"CA file {ca!r} does not exist", where=self.where("tls_ca_file"))
+        context = ssl.create_default_context(cafile=str(Path(ca).expanduser()) if ca else None)
+        if not self.params.tls_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
     def _connections(self) -> ConnectionPool:
         if self._pool is None:
             self._pool = ConnectionPool(
@@ -89,6 +122,7 @@ class OpenAICompatBackend(Backend):
                 headers=self._headers,
                 max_connections=self.params.max_connections,
                 connect_timeout_s=self.params.connect_timeout_s,
+                ssl_context=self._tls,
             )
         return self._pool
 
@@ -157,6 +191,8 @@ class OpenAICompatBackend(Backend):
         # The request/response calls go through a lean keep-alive pool (backends/http1.py, where the CPU
         # it saves per request is measured); streams and health checks stay on httpx.
         where = f"upstream {self.params.base_url}"
+        if self._proxied:
+            return await self._post_via_httpx(path, body)
         try:
             async with asyncio.timeout(self.params.timeout_s):
                 resp = await self._connections().post(path, orjson.dumps(body))
@@ -171,6 +207,19 @@ class OpenAICompatBackend(Backend):
         if resp.status != 200:
             raise self._error(resp.status, resp.body.decode(errors="replace"), resp.headers)
         data: dict[str, Any] = orjson.loads(resp.body)
+        return data
+
+    async def _post_via_httpx(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        where = f"upstream {self.params.base_url}"
+        try:
+            resp = await self._client.post(path, content=orjson.dumps(body), headers=self._headers)
+        except httpx.TimeoutException:
+            raise BackendUnavailable("upstream timed out", where=where) from None
+        except httpx.HTTPError as exc:
+            raise BackendUnavailable(f"upstream unreachable: {exc!r}", where=where) from None
+        if resp.status_code != 200:
+            raise self._error(resp.status_code, resp.text, resp.headers)
+        data: dict[str, Any] = orjson.loads(resp.content)
         return data
 
     async def generate(self, req: GenerationRequest) -> Generation:

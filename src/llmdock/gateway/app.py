@@ -209,8 +209,11 @@ def create_app(runtime: Runtime) -> FastAPI:
         request: Request, body: ChatCompletionBody | CompletionBody, operation: str
     ) -> RequestContext:
         principal = principal_of(request)
-        call = await _prompt_call(principal, body)
-        model = body.model or (call.prompt.config.get("model") if call else None)
+        call = None
+        model = body.model
+        if body.prompt_id is not None or (principal is not None and principal.prompts is not None):
+            call = await _prompt_call(principal, body)
+            model = model or (call.prompt.config.get("model") if call else None)
         if not model:
             raise InvalidRequest(
                 f"model is required: prompt template {body.prompt_id!r} names none", param="model"

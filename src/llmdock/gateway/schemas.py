@@ -103,6 +103,13 @@ class _SamplingBody(_Body):
     @model_validator(mode="after")
     def _prompt_fields(self) -> _SamplingBody:
         if self.prompt_id is None:
+            if (
+                self.model is not None
+                and self.prompt_version is None
+                and self.prompt_label is None
+                and self.prompt_variables is None
+            ):
+                return self  # the usual request: nothing to check
             given = [f for f in ("prompt_version", "prompt_label", "prompt_variables") if getattr(self, f)]
             if given:
                 raise FieldError(given[0], f"{given[0]} needs prompt_id")
