@@ -28,8 +28,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from gateway_process import wait_until_answering
-from harness import free_port, wrk
+from harness import free_port, wait_until_answering, wrk
 from rich.console import Console
 from rich.table import Table
 

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from gateway_process import wait_until_answering
+from harness import wait_until_answering
 from rich.console import Console
 from rich.table import Table
 

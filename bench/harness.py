@@ -78,17 +78,26 @@ def fake_server(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                sys.exit("llmdock did not start")
-            time.sleep(0.2)
+        wait_until_answering(proc, url + "/health", None, timeout_s=60)
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=15)
+
+
+def wait_until_answering(proc: subprocess.Popen[bytes], url: str, body: str | None, timeout_s: float) -> None:
+    """Poll ``url`` (GET, or POST ``body``) until it answers 2xx; exit the bench if the server dies or never does."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if body is None:
+                resp = httpx.get(url, timeout=30)
+            else:
+                resp = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=30)
+            if resp.is_success:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            sys.exit(f"llmdock did not start answering {url} (exit code {proc.poll()})")
+        time.sleep(0.2)

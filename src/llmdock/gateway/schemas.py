@@ -100,8 +100,8 @@ class _SamplingBody(_Body):
     prompt_label: str | None = Field(default=None, min_length=1)
     prompt_variables: dict[str, Any] | None = None
 
-    @model_validator(mode="after")
-    def _prompt_fields(self) -> _SamplingBody:
+    def _check_prompt_fields(self) -> None:
+        """Called by each request body's one model validator (pydantic calls every validator per request)."""
         if self.prompt_id is None:
             if (
                 self.model is not None
@@ -109,7 +109,7 @@ class _SamplingBody(_Body):
                 and self.prompt_label is None
                 and self.prompt_variables is None
             ):
-                return self  # the usual request: nothing to check
+                return  # the usual request: nothing to check
             given = [f for f in ("prompt_version", "prompt_label", "prompt_variables") if getattr(self, f)]
             if given:
                 raise FieldError(given[0], f"{given[0]} needs prompt_id")
@@ -117,7 +117,6 @@ class _SamplingBody(_Body):
                 raise FieldError("model", "Field required (or a prompt_id whose template names the model)")
         elif self.prompt_version is not None and self.prompt_label is not None:
             raise FieldError("prompt_label", "give prompt_version or prompt_label, not both")
-        return self
 
     @field_validator("stop")
     @classmethod
@@ -166,9 +165,10 @@ class ChatCompletionBody(_SamplingBody):
         return fields
 
     @model_validator(mode="after")
-    def _messages_given(self) -> ChatCompletionBody:
+    def _fields_together(self) -> ChatCompletionBody:
         if not self.messages and self.prompt_id is None:
             raise FieldError("messages", "Field required (unless a prompt_id gives the messages)")
+        self._check_prompt_fields()
         return self
 
     def sampling(self) -> SamplingParams:
@@ -190,9 +190,10 @@ class CompletionBody(_SamplingBody):
         return value
 
     @model_validator(mode="after")
-    def _prompt_given(self) -> CompletionBody:
+    def _fields_together(self) -> CompletionBody:
         if self.prompt is None and self.prompt_id is None:
             raise FieldError("prompt", "Field required (or a prompt_id)")
+        self._check_prompt_fields()
         return self
 
     def prompt_text(self) -> str:
