@@ -39,8 +39,11 @@ test-fast: install
 	bash scripts/pytest.sh -m "not model and not postgres and not redis and not server" $(PYTEST_ARGS)
 
 bench: install
+	bash scripts/system-deps.sh bench
 	$(PY) bench/serve_tokens.py
 	bash bench/gateway_overhead.sh
+	$(PY) bench/gateway_instructions.py
+	$(PY) bench/trace_writer.py
 	$(PY) bench/cache_latency.py
 	$(PY) bench/auth_overhead.py
 	$(PY) bench/pii_redaction.py
