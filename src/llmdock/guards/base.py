@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from llmdock.guards.normalize import Normalized, normalize
+
 if TYPE_CHECKING:
     from llmdock.pipeline.context import RequestContext
 
@@ -58,6 +60,13 @@ class GuardText:
     context: str = ""
     canary: str = ""
     ctx: RequestContext | None = None
+    _normalized: Normalized | None = field(default=None, repr=False, compare=False)
+
+    def normalized(self) -> Normalized:
+        """``normalize(text)``, computed once and shared by the detectors that classify the text."""
+        if self._normalized is None:
+            self._normalized = normalize(self.text)
+        return self._normalized
 
 
 class DetectorParams(BaseModel):

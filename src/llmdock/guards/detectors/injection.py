@@ -24,7 +24,8 @@ import numpy as np
 from pydantic import Field
 
 from llmdock.guards.base import BaseDetector, DetectorParams, Direction, Finding, GuardText, Verdict
-from llmdock.guards.normalize import normalize, warm_up
+from llmdock.guards.features import Ngrams
+from llmdock.guards.normalize import warm_up
 from llmdock.guards.policy import DetectorEnv
 from llmdock.guards.training import TextClassifier, data_path, ensure_model, load_rows
 
@@ -111,7 +112,7 @@ class InjectionDetector(BaseDetector):
             self.awaits = True
 
     async def detect(self, item: GuardText) -> Verdict:
-        norm = normalize(item.text)
+        norm = item.normalized()
         if "tag-smuggling" in norm.tricks:
             return Verdict(0.99, norm.layer, [Finding(0, len(item.text), "tag-smuggling", 0.99)])
         for rule, score, pattern in HEURISTICS:
@@ -130,14 +131,15 @@ class InjectionDetector(BaseDetector):
 
     def _classify(self, view: str) -> tuple[float, Finding | None]:
         """The whole text's score, or a window's when one scores higher (at most 16 windows)."""
-        best = self.model.score(view)
         size = self.params.window_chars
         if len(view) <= size:
-            return best, None
+            return self.model.score(view), None
+        grams = Ngrams(view)
+        best = self.model.score_span(grams)
         found = None
         stride = max(size // 2, (len(view) - size) // 15 + 1)
         for start in range(0, len(view) - size + stride, stride):
-            score = self.model.score(view[start : start + size])
+            score = self.model.score_span(grams, start, start + size)
             if score > best or (found is None and score >= 0.5 and score >= best - 0.05):
                 best, found = (
                     max(best, score),
