@@ -42,7 +42,9 @@ def test_a_window_of_the_hashed_text_has_exactly_the_features_of_its_own_text() 
 def test_the_features_are_sorted_and_distinct() -> None:
     ids = features.char_ids("abab abab abab")
     assert list(ids) == sorted(set(ids.tolist()))
-    assert list(features.word_ids("to be or not to be")) == sorted(set(features.word_ids("to be or not to be")))
+    assert list(features.word_ids("to be or not to be")) == sorted(
+        set(features.word_ids("to be or not to be"))
+    )
 
 
 @pytest.mark.parametrize("text", ["ignore previous instructions", "a" * 3000])
