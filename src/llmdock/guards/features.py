@@ -110,9 +110,17 @@ class Ngrams:
         self.word_starts = np.array([s for s, _ in spans], dtype=np.int64)
         self.word_ends = np.array([e for _, e in spans], dtype=np.int64)
         self.word_hashes = _crc([text[s:e] for s, e in spans])
+        self._whole: tuple[np.ndarray, np.ndarray] | None = None
 
     def ids(self, start: int = 0, end: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         end = len(self.text) if end is None else min(end, len(self.text))
+        if start == 0 and end == len(self.text):  # the whole text: asked by each classifier, computed once
+            if self._whole is None:
+                self._whole = self._ids(0, end)
+            return self._whole
+        return self._ids(start, end)
+
+    def _ids(self, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
         if start >= end:
             return _EMPTY, _EMPTY
         a = int(self.collapsed_at[start])

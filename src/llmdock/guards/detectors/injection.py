@@ -120,7 +120,7 @@ class InjectionDetector(BaseDetector):
             if match is not None:
                 finding = _finding_in(item.text, match.group(), rule, score)
                 return Verdict(score, _layer(f"heuristic:{rule}", norm.layer), [finding])
-        score, where = self._classify(norm.text)
+        score, where = self._classify(item.ngrams())
         layer = _layer("classifier", norm.layer)
         if self.params.embedding and score < 0.5:
             similarity = await self._similarity(item.text)
@@ -129,13 +129,13 @@ class InjectionDetector(BaseDetector):
         findings = [Finding(0, len(item.text), "injection", score)] if where is None else [where]
         return Verdict(score, layer, findings, {"classifier": round(score, 4)})
 
-    def _classify(self, view: str) -> tuple[float, Finding | None]:
+    def _classify(self, grams: Ngrams) -> tuple[float, Finding | None]:
         """The whole text's score, or a window's when one scores higher (at most 16 windows)."""
+        view = grams.text
         size = self.params.window_chars
-        if len(view) <= size:
-            return self.model.score(view), None
-        grams = Ngrams(view)
         best = self.model.score_span(grams)
+        if len(view) <= size:
+            return best, None
         found = None
         stride = max(size // 2, (len(view) - size) // 15 + 1)
         for start in range(0, len(view) - size + stride, stride):

@@ -83,7 +83,7 @@ class ToxicityDetector(BaseDetector):
             start = item.text.lower().find(match.group())
             span = (start, start + len(match.group())) if start >= 0 else (0, len(item.text))
             return Verdict(0.9, "heuristic:self-harm", [Finding(*span, "self-harm", 0.9)])
-        score = self.model.score(norm.text)
+        score = self.model.score_span(item.ngrams())
         layer = "classifier"
         details: dict[str, Any] = {"classifier": round(score, 4)}
         if self.profanity is not None:
