@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from llmdock.runtime import Runtime
 
 STREAM_CHECK_CHARS = 64
+JUDGED = ("valid", "repaired", "reasked")  # outcomes of the structured stage that deliver an answer
 CONTEXT_ROLES = ("system", "developer", "tool", "user")
 
 
@@ -167,11 +168,7 @@ class GuardOutStage(_GuardStage):
         """Redact the answer; one that must follow a JSON schema or tools still must, or it is blocked."""
         text = redact(gen.text, redactions(redacting, 1)[0], self.settings.guards.redaction)
         plan = ctx.structured
-        if plan is not None and plan.outcome in (
-            "valid",
-            "repaired",
-            "reasked",
-        ):  # judged: after `structured`
+        if plan is not None and plan.outcome in JUDGED:  # this stage runs after `structured`
             verdict = judge(plan, text, truncated=False)
             if not verdict.ok or verdict.repaired:
                 names = ", ".join(o.entry.name for o in redacting)
