@@ -11,7 +11,6 @@ prose; here the entropy layer only looks at long tokens mixing letters and digit
 
 from __future__ import annotations
 
-import importlib
 import re
 from typing import Any, ClassVar
 
@@ -19,10 +18,10 @@ from pydantic import Field
 
 from llmdock.guards.base import CLEAN, BaseDetector, DetectorParams, Direction, Finding, GuardText, Verdict
 from llmdock.guards.policy import DetectorEnv
+from llmdock.guards.regexes import required_run
 
 _TOKEN = re.compile(r"(?<![A-Za-z0-9+/_\-])[A-Za-z0-9+/_\-]{24,}={0,2}")
 _RUN = re.compile(r"[\w\-]+")
-_WORDISH = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 SKIPPED = {"Public IP (ipv4)"}  # an address is not a credential (PII detection covers it)
 
 
@@ -79,44 +78,6 @@ class SecretsDetector(BaseDetector):
         if all(f.label == "high-entropy-token" for f in findings):
             layer = "entropy"
         return Verdict(max(f.score for f in findings), layer, findings)
-
-
-def required_run(pattern: re.Pattern[str]) -> int:
-    r"""A length every match of ``pattern`` has a run of at least that many word characters or hyphens in
-    (0 when the pattern does not require one): ``ghp_[A-Za-z0-9_]{36}`` gives 36.
-
-    Read off the pattern's parse tree (the standard library's own parser): a repeat, at the top level of
-    the pattern or inside a group there (never inside an alternative or an optional part), of a character
-    class made only of ASCII letters, digits, ``_`` and ``-``. Those match only characters of ``[\w-]``,
-    even case-insensitively (the Kelvin sign is a letter), so a text whose longest ``[\w-]`` run is
-    shorter cannot match and the pattern need not run: exact, not a heuristic.
-    """
-    parser = importlib.import_module("re._parser")  # (private, typed as a module: stable since 3.11)
-    c = importlib.import_module("re._constants")
-
-    def wordish(items: list[tuple[Any, Any]]) -> bool:
-        for op, av in items:
-            if op is c.LITERAL and chr(av) in _WORDISH:
-                continue
-            if op is c.RANGE and all(chr(code) in _WORDISH for code in range(av[0], av[1] + 1)):
-                continue
-            if op is c.CATEGORY and av in (c.CATEGORY_DIGIT, c.CATEGORY_WORD):
-                continue
-            return False
-        return True
-
-    def run(sequence: Any) -> int:
-        best = 0
-        for op, av in sequence:
-            if op is c.SUBPATTERN:
-                best = max(best, run(av[-1]))
-            elif op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT) and len(av[2]) == 1:
-                item_op, item = av[2][0]
-                if (item_op is c.IN and wordish(item)) or (item_op is c.LITERAL and chr(item) in _WORDISH):
-                    best = max(best, av[0])
-        return best
-
-    return run(parser.parse(pattern.pattern, pattern.flags))
 
 
 def _label(kind: str) -> str:
