@@ -61,8 +61,8 @@ class GuardText:
     context: str = ""
     canary: str = ""
     ctx: RequestContext | None = None
-    _normalized: Normalized | None = field(default=None, repr=False, compare=False)
-    _ngrams: Ngrams | None = field(default=None, repr=False, compare=False)
+    _normalized: Normalized | None = field(default=None, init=False, repr=False, compare=False)
+    _ngrams: Ngrams | None = field(default=None, init=False, repr=False, compare=False)
 
     def normalized(self) -> Normalized:
         """``normalize(text)``, computed once and shared by the detectors that classify the text."""
