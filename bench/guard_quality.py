@@ -14,26 +14,25 @@ nothing pulls a CUDA build):
 - latency: llm-guard's offline input scanners (``InvisibleText`` + ``Secrets``) plus guardify, per prompt.
 
 Targets (issue 6): injection/jailbreak recall >= 90 % at a false-positive rate <= 5 % on ordinary prompts;
-input chain P50 <= 10 ms on a 1,000-character prompt. Figures are printed, never asserted.
+input chain P50 <= 10 ms on a 1,000-character prompt (timed by guard_latency.py, per detector too; `--baseline
+OTHER/src` times another checkout beside this one). Figures are printed, never asserted.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gzip
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from guard_latency import measure, pct, print_figures, thousand_char_prompts
 from rich.console import Console
 from rich.table import Table
 
@@ -103,20 +102,6 @@ def prf(scores: list[float], labels: list[int], threshold: float = 0.5) -> dict[
     return {"precision": precision, "recall": recall, "f1": f1, "fpr": fp / negatives if negatives else 0.0}
 
 
-def thousand_char_prompts(rows: list[dict[str, Any]]) -> list[str]:
-    """Ordinary and attack texts from the test split, joined and cut to exactly 1,000 characters."""
-    texts = [r["text"] for r in rows if r["task"] == "injection"]
-    prompts, current = [], ""
-    for text in texts:
-        current = (current + " " + text).strip()
-        if len(current) >= 1000:
-            prompts.append(current[:1000])
-            current = ""
-        if len(prompts) >= 200:
-            break
-    return prompts
-
-
 async def llmdock_scores(rows: list[dict[str, Any]], model_dir: Path) -> tuple[dict[str, list[Any]], Any]:
     from llmdock.config import Settings
     from llmdock.guards.base import GuardText
@@ -139,48 +124,6 @@ async def llmdock_scores(rows: list[dict[str, Any]], model_dir: Path) -> tuple[d
         role, direction = ("answer", "output") if r["task"] == "refusal" else ("user", "input")
         verdicts[r["task"]].append(await detectors[r["task"]].detect(GuardText(r["text"], role, direction)))
     return verdicts, settings
-
-
-async def chain_latency(model_dir: Path, prompts: list[str], reps: int, full: bool) -> list[list[float]]:
-    """The guard_in stage itself (policy resolution, every detector, spans) on one user message."""
-    from llmdock.backends.base import GenerationRequest, SamplingParams
-    from llmdock.config import ModelConfig, Settings
-    from llmdock.errors import GuardBlocked
-    from llmdock.pipeline import RequestContext
-    from llmdock.runtime import Runtime
-
-    guards: dict[str, Any] = {"model_dir": str(model_dir), "output": {}}
-    if full:
-        guards["input"] = {
-            "injection": {}, "secrets": {}, "pii": {}, "toxicity": {}, "prompt_length": {}, "language": {"allowed": ["en"]},
-            "regex": {"keywords": ["project falcon"]}, "banned_topics": {"topics": {"politics": ["election"]}},
-        }  # fmt: skip
-    settings = Settings(
-        home=Path(tempfile.mkdtemp()), include_builtin_models=False, models={"fake": ModelConfig(backend="fake")},
-        default_model="fake", default_embedding_model="", guards=guards,
-        pipeline=["preprocess", "guard_in", "generate", "postprocess"],
-    )  # fmt: skip
-    runtime = Runtime(settings, with_store=False)
-    stage = runtime.pipeline.stages[1]
-    times: list[float] = []
-    cpu: list[float] = []
-    for i in range(reps + 10):
-        req = GenerationRequest(
-            "chat", SamplingParams(), messages=[{"role": "user", "content": prompts[i % len(prompts)]}]
-        )
-        ctx = RequestContext("chat", "fake", runtime.backend("fake"), request=req)
-        t0, c0 = time.perf_counter(), time.thread_time()
-        with contextlib.suppress(GuardBlocked):
-            await stage(ctx)
-        if i >= 10:
-            times.append((time.perf_counter() - t0) * 1000)
-            cpu.append((time.thread_time() - c0) * 1000)
-    await runtime.close()
-    return [times, cpu]
-
-
-def pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
 
 
 def pii_section(rows: list[dict[str, Any]]) -> None:
@@ -273,6 +216,7 @@ def main() -> None:
     )
     parser.add_argument("--model-dir", type=Path, default=Path.home() / ".llmdock" / "guards")
     parser.add_argument("--reps", type=int, default=300)
+    parser.add_argument("--baseline", type=Path, help="another checkout's src/ to time beside this one (A/B)")
     args = parser.parse_args()
     with gzip.open(TEST, "rt", encoding="utf-8") as fh:
         rows = [json.loads(line) for line in fh]
@@ -370,35 +314,17 @@ def main() -> None:
         "layers that fired on caught attacks: " + ", ".join(f"{k} {v}" for k, v in layers.most_common())
     )
 
+    sources = {"this checkout": ROOT / "src"}
+    if args.baseline is not None:
+        sources = {"baseline": args.baseline.resolve(), **sources}
     with console.status("timing the input chain"):
-        default_chain = asyncio.run(chain_latency(args.model_dir, prompts, args.reps, full=False))
-        full_chain = asyncio.run(chain_latency(args.model_dir, prompts, args.reps, full=True))
-    title = f"latency ({args.reps} prompts; wall clock, and CPU time of the thread, which other processes disturb less)"
-    latency = Table(
-        "chain on a 1,000-character prompt",
-        "P50 ms",
-        "P99 ms",
-        "CPU P50 ms",
-        "CPU P99 ms",
-        "target",
-        title=title,
+        figures, loads = measure(sources, args.model_dir, prompts, args.reps)
+    print_figures(figures, loads, args.reps)
+    wall, cpu = peer["latency"]
+    console.print(
+        f"peer on the same prompts, llm-guard InvisibleText + Secrets then guardify: wall P50 / P99 "
+        f"{pct(wall, 50):.2f} / {pct(wall, 99):.2f} ms, CPU P50 / P99 {pct(cpu, 50):.2f} / {pct(cpu, 99):.2f} ms"
     )
-    for name, (wall, cpu) in (
-        ("llmdock guard_in, default (injection, secrets, pii, toxicity, prompt_length)", default_chain),
-        ("llmdock guard_in, every input detector (+ language, regex, banned_topics)", full_chain),
-        ("peer: llm-guard InvisibleText + Secrets, guardify", peer["latency"]),
-    ):
-        p50 = pct(wall, 50)
-        verdict = ("met" if p50 <= 10 else "MISSED") if name.startswith("llmdock") else ""
-        latency.add_row(
-            name, f"{p50:.2f}", f"{pct(wall, 99):.2f}", f"{pct(cpu, 50):.2f}", f"{pct(cpu, 99):.2f}", verdict
-        )
-    console.print(latency)
-    load = os.getloadavg()[0] / (os.cpu_count() or 1)
-    if load > 1.0:
-        console.print(
-            f"[yellow]noisy: load average {load:.1f} per core while timing; the CPU columns are the steadier figure[/yellow]"
-        )
     with console.status("PII: llmdock's pii detector and Presidio's default on the same labelled set"):
         pii_section(rows)
     console.print(

@@ -130,3 +130,49 @@ def test_person_names_are_found_when_ner_is_asked_for() -> None:
 def test_an_unknown_entity_name_is_refused_with_the_known_ones() -> None:
     with pytest.raises(UnknownEntity, match="'EMAIL'.*EMAIL_ADDRESS"):
         PiiEngine(["EMAIL"])
+
+
+def all_recognizers(engine: PiiEngine, text: str) -> list[tuple[str, int, int, float]]:
+    """What Presidio finds when every configured recognizer runs (no pre-filter)."""
+    from llmdock.privacy.pii import ALLOW_LIST
+
+    results = engine._analyzer.analyze(
+        text=text,
+        language="en",
+        entities=list(engine.entities),
+        score_threshold=engine.score_threshold,
+        allow_list=list(ALLOW_LIST),
+    )
+    found = sorted(results, key=lambda r: (r.start, -r.end, r.entity_type))
+    return [(r.entity_type, r.start, r.end, float(r.score)) for r in found]
+
+
+def test_skipping_recognizers_that_cannot_match_finds_the_same_as_running_them_all() -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from pii_redaction import labelled_set
+
+    cases, clean = labelled_set()
+    texts = [text for items in cases.values() for text, _ in items] + list(clean)
+    texts += [
+        "ips fe80::1, 2001:db8::ff00:42:8329 and ::ffff:10.0.0.1",
+        f"iban {IBAN} lower {IBAN.lower()}",
+        "call +49 30 1234 or +290 5000 or 020 7946 0958",
+        "wallet bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq and 1BoatSLRHtKNngkdXEeobR76b53LETtpyT",
+        "ssn 078-05-1120, card 4111-1111-1111-1111, mail x@y.org",
+        "full-width digits \uff14\uff11\uff11\uff11 \uff11\uff11\uff11\uff11",
+    ]
+    engine = shared_engine(
+        ("CREDIT_CARD", "CRYPTO", "EMAIL_ADDRESS", "IBAN_CODE", "IP_ADDRESS", "PHONE_NUMBER", "US_SSN")
+    )
+    for text in texts:
+        found = [(f.entity, f.start, f.end, f.score) for f in engine.find(text)]
+        assert sorted(found) == sorted(all_recognizers(engine, text)), text
+
+
+def test_a_text_no_recognizer_can_match_is_not_analysed(engine: PiiEngine) -> None:
+    assert engine.possible_entities("no digits, no at sign: nothing to look for") == []
+    assert "EMAIL_ADDRESS" in engine.possible_entities("write to a@b.c")
+    assert "CREDIT_CARD" not in engine.possible_entities("in 2024 and 2025")

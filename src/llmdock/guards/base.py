@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from llmdock.guards.features import Ngrams
+from llmdock.guards.normalize import Normalized, normalize
+
 if TYPE_CHECKING:
     from llmdock.pipeline.context import RequestContext
 
@@ -58,6 +61,20 @@ class GuardText:
     context: str = ""
     canary: str = ""
     ctx: RequestContext | None = None
+    _normalized: Normalized | None = field(default=None, init=False, repr=False, compare=False)
+    _ngrams: Ngrams | None = field(default=None, init=False, repr=False, compare=False)
+
+    def normalized(self) -> Normalized:
+        """``normalize(text)``, computed once and shared by the detectors that classify the text."""
+        if self._normalized is None:
+            self._normalized = normalize(self.text)
+        return self._normalized
+
+    def ngrams(self) -> Ngrams:
+        """The normalised text's hashed n-grams, shared by the classifiers (injection, toxicity)."""
+        if self._ngrams is None:
+            self._ngrams = Ngrams(self.normalized().text)
+        return self._ngrams
 
 
 class DetectorParams(BaseModel):

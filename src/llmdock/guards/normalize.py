@@ -29,6 +29,8 @@ _SPACED = re.compile(r"(?<![^\W_])(?:[^\W\d_][ .\-_\\/*|]){3,}[^\W\d_](?![^\W_])
 _SPACED_SEPARATORS = re.compile(r"[ .\-_\\/*|]")
 _BASE64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{16,}={0,2}(?![A-Za-z0-9+/=])")
 _TAG_START, _TAG_END = 0xE0000, 0xE007F
+_TAGS = re.compile("[\U000e0000-\U000e007f]")
+_NON_ASCII = re.compile("[^\x00-\x7f]")
 _QUOTES = str.maketrans(
     {"\u2018": "'", "\u2019": "'", "\u201b": "'", "\u2032": "'", "\u201c": '"', "\u201d": '"'}
 )
@@ -67,17 +69,22 @@ def warm_up() -> None:
 
 
 def _invisible(text: str) -> tuple[str, str]:
-    """Drop format characters (zero-width, bidi controls); decode tag characters that smuggle ASCII."""
-    kept: list[str] = []
-    smuggled: list[str] = []
-    for ch in text:
-        code = ord(ch)
-        if _TAG_START <= code <= _TAG_END:
-            if 0x20 <= code - _TAG_START < 0x7F:
-                smuggled.append(chr(code - _TAG_START))
-        elif unicodedata.category(ch) != "Cf":
-            kept.append(ch)
-    return "".join(kept), "".join(smuggled)
+    """Drop format characters (zero-width, bidi controls); decode tag characters that smuggle ASCII.
+
+    Only the distinct non-ASCII characters are looked up (no ASCII character is a format character),
+    and ``str.translate`` drops them in C.
+    """
+    hidden = {
+        ch
+        for ch in set(_NON_ASCII.findall(text))
+        if _TAG_START <= ord(ch) <= _TAG_END or unicodedata.category(ch) == "Cf"
+    }
+    if not hidden:
+        return text, ""
+    smuggled = "".join(
+        chr(ord(ch) - _TAG_START) for ch in _TAGS.findall(text) if 0x20 <= ord(ch) - _TAG_START < 0x7F
+    )
+    return text.translate(dict.fromkeys(map(ord, hidden))), smuggled
 
 
 def _decode_base64(text: str) -> list[str]:

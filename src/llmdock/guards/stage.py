@@ -20,18 +20,22 @@ import secrets
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from llmdock.backends.base import StreamChunk
+from llmdock.backends.base import Generation, StreamChunk
 from llmdock.config import Settings
+from llmdock.errors import GuardBlocked
 from llmdock.guards.base import Direction, GuardText
 from llmdock.guards.engine import Outcome, blocked_error, check, decide, record, redact, redactions
 from llmdock.guards.policy import DetectorEnv, Entry, GuardPolicies, build_policies
 from llmdock.pipeline.context import RequestContext
 from llmdock.pipeline.stages import flatten_content
+from llmdock.structured.judge import judge, openai_tool_calls
+from llmdock.structured.stage import replay
 
 if TYPE_CHECKING:
     from llmdock.runtime import Runtime
 
 STREAM_CHECK_CHARS = 64
+JUDGED = ("valid", "repaired", "reasked")  # outcomes of the structured stage that deliver an answer
 CONTEXT_ROLES = ("system", "developer", "tool", "user")
 
 
@@ -157,15 +161,38 @@ class GuardOutStage(_GuardStage):
         outcomes = await check(self.entries(ctx, "output"), [self._item(ctx, gen.text)])
         redacting = self._finish(ctx, outcomes)
         if redacting:
-            gen.text = redact(gen.text, redactions(redacting, 1)[0], self.settings.guards.redaction)
-            gen.completion_tokens = 0  # post-process counts the redacted answer again
+            self._redact_answer(ctx, gen, redacting)
         return ctx
+
+    def _redact_answer(self, ctx: RequestContext, gen: Generation, redacting: list[Outcome]) -> None:
+        """Redact the answer; one that must follow a JSON schema or tools still must, or it is blocked."""
+        text = redact(gen.text, redactions(redacting, 1)[0], self.settings.guards.redaction)
+        plan = ctx.structured
+        if plan is not None and plan.outcome in JUDGED:  # this stage runs after `structured`
+            verdict = judge(plan, text, truncated=False)
+            if not verdict.ok or verdict.repaired:
+                names = ", ".join(o.entry.name for o in redacting)
+                raise GuardBlocked(
+                    f"Blocked: redacting the answer ({names}) would break its structured output: "
+                    f"{verdict.error or 'it only parses after repair'}",
+                    extra={"verdict": redacting[0].body()},
+                )
+            if verdict.calls is not None:
+                gen.tool_calls = openai_tool_calls(verdict.calls, ctx.trace_id[:24])
+            text = verdict.text
+        gen.text = text
+        gen.completion_tokens = 0  # post-process counts the redacted answer again
 
     async def wrap_stream(
         self, ctx: RequestContext, chunks: AsyncIterator[StreamChunk]
     ) -> AsyncIterator[StreamChunk]:
         entries = self.entries(ctx, "output")
         holding = any(e.policy.action in ("block", "redact") for e in entries)
+        if holding and ctx.structured is not None:
+            # The structured stage sends nothing before the whole answer is judged anyway: check it whole.
+            async for chunk in self._whole(ctx, entries, chunks):
+                yield chunk
+            return
         text = ""
         sent = 0  # characters of the original answer already released
         checked = 0
@@ -189,6 +216,24 @@ class GuardOutStage(_GuardStage):
             yield StreamChunk(piece, finish or "stop")
         else:
             self._finish(ctx, await check(entries, [self._item(ctx, text)]), streaming=True)
+
+    async def _whole(
+        self, ctx: RequestContext, entries: list[Entry], chunks: AsyncIterator[StreamChunk]
+    ) -> AsyncIterator[StreamChunk]:
+        parts = []
+        finish: str | None = None
+        async for chunk in chunks:
+            parts.append(chunk.text)
+            finish = chunk.finish_reason or finish
+        text = "".join(parts)
+        redacting = self._finish(ctx, await check(entries, [self._item(ctx, text)]), streaming=True)
+        gen = ctx.generation
+        if gen is None or gen.text != text:  # before `structured`: it judges what this stage lets through
+            gen = Generation(text, 0, 0, finish or "stop")
+        if redacting:
+            self._redact_answer(ctx, gen, redacting)
+        for chunk in replay(gen):
+            yield chunk
 
     async def _release(
         self, ctx: RequestContext, entries: list[Entry], text: str, sent: int, final: bool

@@ -24,8 +24,10 @@ import numpy as np
 from pydantic import Field
 
 from llmdock.guards.base import BaseDetector, DetectorParams, Direction, Finding, GuardText, Verdict
-from llmdock.guards.normalize import normalize, warm_up
+from llmdock.guards.features import Ngrams
+from llmdock.guards.normalize import warm_up
 from llmdock.guards.policy import DetectorEnv
+from llmdock.guards.regexes import required_literals
 from llmdock.guards.training import TextClassifier, data_path, ensure_model, load_rows
 
 _IGNORE = r"(?:ignore|disregard|forget|skip|override|bypass|drop)"
@@ -105,21 +107,24 @@ class InjectionDetector(BaseDetector):
         self.params = params
         self.env = env
         self.model: TextClassifier = ensure_model(env.model_dir, "injection")
+        self.needles = [required_literals(pattern) for _, _, pattern in HEURISTICS]
         warm_up()
         self.attacks: np.ndarray | None = None
         if params.embedding:
             self.awaits = True
 
     async def detect(self, item: GuardText) -> Verdict:
-        norm = normalize(item.text)
+        norm = item.normalized()
         if "tag-smuggling" in norm.tricks:
             return Verdict(0.99, norm.layer, [Finding(0, len(item.text), "tag-smuggling", 0.99)])
-        for rule, score, pattern in HEURISTICS:
+        for (rule, score, pattern), needles in zip(HEURISTICS, self.needles, strict=True):
+            if needles is not None and not any(n in norm.text for n in needles):
+                continue  # the pattern cannot match without one of them: skip the search
             match = pattern.search(norm.text)
             if match is not None:
                 finding = _finding_in(item.text, match.group(), rule, score)
                 return Verdict(score, _layer(f"heuristic:{rule}", norm.layer), [finding])
-        score, where = self._classify(norm.text)
+        score, where = self._classify(item.ngrams())
         layer = _layer("classifier", norm.layer)
         if self.params.embedding and score < 0.5:
             similarity = await self._similarity(item.text)
@@ -128,16 +133,17 @@ class InjectionDetector(BaseDetector):
         findings = [Finding(0, len(item.text), "injection", score)] if where is None else [where]
         return Verdict(score, layer, findings, {"classifier": round(score, 4)})
 
-    def _classify(self, view: str) -> tuple[float, Finding | None]:
+    def _classify(self, grams: Ngrams) -> tuple[float, Finding | None]:
         """The whole text's score, or a window's when one scores higher (at most 16 windows)."""
-        best = self.model.score(view)
+        view = grams.text
         size = self.params.window_chars
+        best = self.model.score_span(grams)
         if len(view) <= size:
             return best, None
         found = None
         stride = max(size // 2, (len(view) - size) // 15 + 1)
         for start in range(0, len(view) - size + stride, stride):
-            score = self.model.score(view[start : start + size])
+            score = self.model.score_span(grams, start, start + size)
             if score > best or (found is None and score >= 0.5 and score >= best - 0.05):
                 best, found = (
                     max(best, score),

@@ -84,7 +84,7 @@ class PatternDetector(BaseDetector):
         if findings:
             return Verdict(1.0, "pattern", findings)
         if self.normalized:
-            norm = normalize(item.text)
+            norm = item.normalized()
             if norm.tricks and self.pattern.search(norm.text):
                 return Verdict(1.0, norm.layer, [Finding(0, len(item.text), self.label)])
         return CLEAN
@@ -117,7 +117,7 @@ class BannedTopicsDetector(BaseDetector):
         }
 
     async def detect(self, item: GuardText) -> Verdict:
-        view = normalize(item.text).text
+        view = item.normalized().text
         for topic, pattern in self.topics.items():
             match = pattern.search(view)
             if match is not None:

@@ -4,7 +4,8 @@ detect-secrets (Yelp, Apache-2.0) knows the shapes of two dozen credential kinds
 Slack, Stripe, OpenAI, private keys, JWTs, basic-auth URLs … Its ``scan_line`` runs every plugin with
 its filters and costs about 8 ms per 1,000 characters while answering without offsets, so the regex
 plugins' own patterns (``denylist``) are used here directly: the same shapes, with the spans a redaction
-needs, in about 1.5 ms. Its high-entropy plugins are meant for source code and fire on ordinary words in
+needs, in about 0.5 ms, and about 0.15 ms as most shapes need a long token (``required_run``) and are
+skipped when the text holds none. Its high-entropy plugins are meant for source code and fire on ordinary words in
 prose; here the entropy layer only looks at long tokens mixing letters and digits (``entropy: true``).
 """
 
@@ -17,8 +18,10 @@ from pydantic import Field
 
 from llmdock.guards.base import CLEAN, BaseDetector, DetectorParams, Direction, Finding, GuardText, Verdict
 from llmdock.guards.policy import DetectorEnv
+from llmdock.guards.regexes import required_run
 
 _TOKEN = re.compile(r"(?<![A-Za-z0-9+/_\-])[A-Za-z0-9+/_\-]{24,}={0,2}")
+_RUN = re.compile(r"[\w\-]+")
 SKIPPED = {"Public IP (ipv4)"}  # an address is not a credential (PII detection covers it)
 
 
@@ -43,8 +46,8 @@ class SecretsDetector(BaseDetector):
 
         skip = SKIPPED | set(params.skip)
         plugins: dict[str, Any] = get_mapping_from_secret_type_to_class()
-        self.patterns: list[tuple[str, re.Pattern[str]]] = [
-            (kind, pattern)
+        self.patterns: list[tuple[str, re.Pattern[str], int]] = [
+            (kind, pattern, required_run(pattern))
             for kind, cls in plugins.items()
             if issubclass(cls, RegexBasedDetector) and kind not in skip
             for pattern in cls.denylist
@@ -53,9 +56,11 @@ class SecretsDetector(BaseDetector):
 
     async def detect(self, item: GuardText) -> Verdict:
         text = item.text
+        longest = max(map(len, _RUN.findall(text)), default=0)
         findings = [
             Finding(m.start(), m.end(), _label(kind))
-            for kind, pattern in self.patterns
+            for kind, pattern, run in self.patterns
+            if run <= longest  # most credential shapes need a long token: skip them when none is there
             for m in pattern.finditer(text)
             if m.end() > m.start()
         ]

@@ -5,19 +5,22 @@ data); a classifier llmdock trains (:mod:`llmdock.guards.training`, task ``toxic
 challenging prompts and human-scored harmful answers from PyRIT against benign requests); and the model
 ``alt-profanity-check`` ships (a linear SVM over word TF-IDF, trained on about 200,000 labelled comments,
 MIT). That package's ``predict_prob`` goes through scikit-learn's ``CalibratedClassifierCV`` (five
-calibrated copies, ~6 ms per call); the same arithmetic is done here in one sparse product (~1 ms,
-checked equal by a unit test).
+calibrated copies, ~6 ms per call); the same arithmetic is done here over the words of the text (~0.1 ms,
+checked equal by a unit test): the vectorizer's own analyzer splits the text, and the TF-IDF vector's
+product with the five SVMs is a sum over the vocabulary rows of those words, so neither scikit-learn's
+input validation nor a sparse matrix is built per call (that was ~0.8 ms of the ~1 ms).
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Any, ClassVar
 
 import numpy as np
 
 from llmdock.guards.base import BaseDetector, DetectorParams, Direction, Finding, GuardText, Verdict
-from llmdock.guards.normalize import normalize, warm_up
+from llmdock.guards.normalize import warm_up
 from llmdock.guards.policy import DetectorEnv
 from llmdock.guards.training import TextClassifier, ensure_model
 
@@ -34,16 +37,27 @@ class ProfanityModel:
     def __init__(self) -> None:
         from profanity_check import profanity_check
 
-        self.vectorizer = profanity_check.vectorizer
+        vectorizer = profanity_check.vectorizer
+        self.analyze = vectorizer.build_analyzer()  # lower-case, token pattern, English stop words
+        self.vocabulary: dict[str, int] = vectorizer.vocabulary_
+        self.idf = vectorizer.idf_
         folds = profanity_check.model.calibrated_classifiers_
-        self.weights = np.stack([f.estimator.coef_[0] for f in folds], axis=1)
+        weights = np.stack([f.estimator.coef_[0] for f in folds], axis=1)
+        self.idf_weights = weights * self.idf[:, None]  # row w: idf(w) times each SVM's weight of w
         self.intercepts = np.array([f.estimator.intercept_[0] for f in folds])
         self.a = np.array([f.calibrators[0].a_ for f in folds])
         self.b = np.array([f.calibrators[0].b_ for f in folds])
 
     def score(self, text: str) -> float:
-        decision = self.vectorizer.transform([text]) @ self.weights + self.intercepts
-        return float(np.mean(1.0 / (1.0 + np.exp(self.a * decision[0] + self.b))))
+        """The mean of the five calibrated SVMs' probabilities for the text's L2-normalised TF-IDF vector."""
+        counts = Counter(i for w in self.analyze(text) if (i := self.vocabulary.get(w)) is not None)
+        decision = self.intercepts
+        if counts:
+            rows = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
+            tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+            norm = float(np.sqrt(((tf * self.idf[rows]) ** 2).sum()))
+            decision = decision + (tf @ self.idf_weights[rows]) / norm
+        return float(np.mean(1.0 / (1.0 + np.exp(self.a * decision + self.b))))
 
 
 class ToxicityParams(DetectorParams):
@@ -63,13 +77,13 @@ class ToxicityDetector(BaseDetector):
         self.profanity = ProfanityModel() if params.profanity_model else None
 
     async def detect(self, item: GuardText) -> Verdict:
-        norm = normalize(item.text)
+        norm = item.normalized()
         match = SELF_HARM.search(norm.text)
         if match is not None:
             start = item.text.lower().find(match.group())
             span = (start, start + len(match.group())) if start >= 0 else (0, len(item.text))
             return Verdict(0.9, "heuristic:self-harm", [Finding(*span, "self-harm", 0.9)])
-        score = self.model.score(norm.text)
+        score = self.model.score_span(item.ngrams())
         layer = "classifier"
         details: dict[str, Any] = {"classifier": round(score, 4)}
         if self.profanity is not None:
