@@ -119,6 +119,36 @@ def test_a_nested_schema_with_arrays_enums_and_required_fields_is_followed(
     assert structured.attributes["llmdock.structured.outcome"] in ("valid", "reasked")
 
 
+STORY = {
+    "type": "object",
+    "properties": {
+        "title": {"type": "string"},
+        "story": {"type": "string"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["title", "story", "tags"],
+}
+
+
+def test_an_answer_cut_at_max_tokens_is_asked_again_with_a_grammar_that_fits(
+    client: openai.OpenAI, server: Server
+) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="smollm2",
+        messages=[{"role": "user", "content": "Write a long story about a dragon and a knight."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "story", "schema": STORY}},
+        max_tokens=80,
+        temperature=0,
+    )
+    resp = raw.parse()
+    jsonschema.validate(orjson.loads(resp.choices[0].message.content or ""), STORY)
+    assert resp.choices[0].finish_reason == "stop"
+    structured = next(s for s in _spans(server, raw.headers["x-llmdock-trace-id"]) if s.name == "structured")
+    assert structured.attributes["llmdock.structured.outcome"] == "reasked"
+    assert "cut off" in structured.attributes["llmdock.structured.errors"][0]
+    assert structured.attributes["llmdock.structured.grammar"] == "schema+budget"
+
+
 def _spans(server: Server, trace_id: str) -> list[Any]:
     """The trace's spans, once the server's trace writer has stored them (it writes in batches)."""
     store = Store(f"sqlite:///{server.home / 'llmdock.db'}")

@@ -24,9 +24,10 @@ from llmdock.backends.base import Generation, GenerationRequest, StreamChunk
 from llmdock.config import Settings
 from llmdock.errors import ContextWindowExceeded, InvalidStructuredOutput
 from llmdock.pipeline.context import RequestContext
+from llmdock.structured.budget import fit_schema
 from llmdock.structured.grammar import GrammarUnavailable, calls_or_text, json_grammar, schema_grammar
 from llmdock.structured.judge import Verdict, judge, openai_tool_calls
-from llmdock.structured.plan import CompiledSchema, StructuredPlan, build_plan
+from llmdock.structured.plan import CompiledSchema, StructuredPlan, build_plan, grammar_key
 from llmdock.structured.schemas import SchemaValidator, check_schema, nest_schema, unenforced_keywords
 
 MAX_PARALLEL_CALLS = 8  # calls the grammar admits in one answer when parallel_tool_calls is true
@@ -48,11 +49,21 @@ def _convertible(schema: dict[str, object]) -> bool:
     return True
 
 
-def build_grammar(key: str) -> tuple[str, str]:
+def _fitted(schema: dict[str, object], budget: int, kind: str) -> tuple[str, str]:
+    """The grammar of ``schema``, narrowed to answers of at most ``budget`` characters if that can be done."""
+    narrowed = fit_schema(schema, budget) if budget > 0 else None
+    if narrowed is not None:
+        return schema_grammar(narrowed), f"{kind}+budget"
+    return schema_grammar(schema), kind
+
+
+def build_grammar(key: str, budget: int = 0) -> tuple[str, str]:
     """(GBNF, kind) for a plan's grammar key (see :func:`llmdock.structured.plan.grammar_key`).
 
     A schema the converter cannot express is replaced by "any JSON object/value" (kind ``*-fallback``): the
-    model then still writes JSON, and validation with re-asks enforces the rest.
+    model then still writes JSON, and validation with re-asks enforces the rest. With a ``budget`` (characters,
+    for a re-ask after a cut-off answer) the schema is narrowed so that every answer fits it, where it can be
+    (kind ``…+budget``; see :mod:`llmdock.structured.budget`).
     """
     spec = orjson.loads(key)
     content, schema, tools = spec["content"], spec["schema"], spec["tools"]
@@ -60,7 +71,7 @@ def build_grammar(key: str) -> tuple[str, str]:
         if content == "json_object":
             return json_grammar("object"), "json"
         try:
-            return schema_grammar(schema), "schema"
+            return _fitted(schema, budget, "schema")
         except GrammarUnavailable:
             return json_grammar("value"), "schema-fallback"
     kind = "tools"
@@ -84,9 +95,10 @@ def build_grammar(key: str) -> tuple[str, str]:
         "minItems": 1,
         "maxItems": MAX_PARALLEL_CALLS if spec["parallel"] else 1,
     }
-    if spec["required"] or content == "text":
-        gbnf = schema_grammar({**calls, "$defs": defs})
-        return (gbnf, kind) if spec["required"] else (calls_or_text(gbnf), kind + "+text")
+    if spec["required"]:
+        return _fitted({**calls, "$defs": defs}, budget, kind)
+    if content == "text":  # free text has no length a grammar could bound
+        return calls_or_text(schema_grammar({**calls, "$defs": defs})), kind + "+text"
     if content == "json_object" or not _convertible(schema):
         answer: dict[str, object] = {"type": "object"} if content == "json_object" else {}
         kind += "+json"
@@ -94,7 +106,7 @@ def build_grammar(key: str) -> tuple[str, str]:
         defs["answer"] = nest_schema(schema, "answer")
         answer = {"$ref": "#/$defs/answer"}
         kind += "+schema"
-    return schema_grammar({"anyOf": [calls, answer], "$defs": defs}), kind
+    return _fitted({"anyOf": [calls, answer], "$defs": defs}, budget, kind)
 
 
 def replay(gen: Generation) -> list[StreamChunk]:
@@ -259,4 +271,7 @@ class StructuredStage:
             ctx.backend.prepare(again)
         except ContextWindowExceeded:
             self._fail(ctx, plan, f"{verdict.error}; asking again does not fit in the context window")
+        if gen.finish_reason == "length" and again.grammar and again.params.max_tokens:
+            # A grammar whose every answer fits: the end-of-answer token counts too, hence the - 1.
+            again.grammar, plan.grammar = self._grammar(grammar_key(plan), again.params.max_tokens - 1)
         return await ctx.backend.generate(again)
