@@ -90,8 +90,8 @@ class SamplerChain:
         """The token the whole chain would pick, found by checking few candidates against the grammar; -1
         when those do not decide it (the caller then runs the whole chain).
 
-        The grammar only removes tokens. Greedy: the best token, if the grammar allows it, is the best allowed
-        one. Otherwise top-k keeps the ``TOP_K`` best allowed tokens, and everything after it in the chain
+        The grammar only removes tokens. Greedy: the best token the grammar allows among the best candidates
+        is the best allowed one. Otherwise top-k keeps the ``TOP_K`` best allowed tokens, and everything after it in the chain
         (top-p, min-p, temperature, the seeded draw) sees only those: so if the ``CANDIDATES`` best tokens hold
         ``TOP_K`` allowed ones, the rest of the chain run on just those gives the same token, from the same
         random draw. (Tokens with exactly equal logits may be ordered differently; llama.cpp leaves their order
@@ -106,12 +106,15 @@ class SamplerChain:
             best = int(np.argmax(logits))  # the first of equal maxima, as llama.cpp's greedy sampler
             one = _candidates(np.array([best], dtype=np.int32), logits[best : best + 1])
             self._apply(self._grammar_at, one)
-            return best if np.isfinite(one["logit"][0]) else -1
+            if np.isfinite(one["logit"][0]):
+                return best
         top = np.argpartition(-logits, CANDIDATES)[:CANDIDATES]
         top = top[np.argsort(-logits[top], kind="stable")].astype(np.int32)
         checked = _candidates(top, logits[top])
         self._apply(self._grammar_at, checked)
         allowed = checked[np.isfinite(checked["logit"])][:TOP_K]
+        if self._greedy:  # the best allowed candidate is the best allowed token
+            return int(allowed["id"][0]) if len(allowed) else -1
         if len(allowed) < TOP_K and not (
             # Fewer allowed tokens: still settled if every unchecked token falls below min-p's cut (so the
             # allowed ones top-k would add are dropped again) and top-p, which would count them, is off.
