@@ -6,16 +6,23 @@ error, or with a request to be shorter if it was cut off at ``max_tokens`` — u
 ``structured_retries`` times; then the request fails with :class:`InvalidStructuredOutput` (HTTP 502).
 What happened (valid, repaired, reasked, failed; the errors) goes on the span and the trace.
 
-Streams are buffered: the answer is generated and judged in full before the first chunk is sent, then sent
-in chunks (content deltas, or tool-call deltas as OpenAI streams them). So a stream never carries invalid
-JSON, a failure is a proper HTTP error rather than a broken stream, and re-asks work for streams too; the
-price is that the first token arrives with the last.
+Streams of a JSON answer whose grammar the backend enforces (the embedded model; no tool calls, a schema the
+converter could express) are *live*: chunks pass as generated, since the grammar admits only JSON of the
+right shape, and the whole answer is judged at the end for what the grammar cannot check (formats,
+``minimum``, an answer cut off at ``max_tokens``). If that fails the client already has the text, so there
+is no re-ask: the stream ends with an error event (``invalid_structured_output``) instead of a finish reason.
+
+Other streams are buffered: the answer is generated and judged in full before the first chunk is sent, then
+sent in chunks (content deltas, or tool-call deltas as OpenAI streams them). So a stream never carries
+invalid JSON, a failure is a proper HTTP error rather than a broken stream, and re-asks work for streams
+too; the price is that the first token arrives with the last.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 
 import orjson
@@ -27,7 +34,13 @@ from llmdock.pipeline.context import RequestContext
 from llmdock.structured.budget import fit_schema
 from llmdock.structured.grammar import GrammarUnavailable, calls_or_text, json_grammar, schema_grammar
 from llmdock.structured.judge import Verdict, judge, openai_tool_calls
-from llmdock.structured.plan import CompiledSchema, StructuredPlan, build_plan, grammar_key
+from llmdock.structured.plan import (
+    CompiledSchema,
+    StructuredPlan,
+    build_plan,
+    grammar_key,
+    route_backends,
+)
 from llmdock.structured.schemas import SchemaValidator, check_schema, nest_schema, unenforced_keywords
 
 MAX_PARALLEL_CALLS = 8  # calls the grammar admits in one answer when parallel_tool_calls is true
@@ -109,6 +122,18 @@ def build_grammar(key: str, budget: int = 0) -> tuple[str, str]:
     return _fitted({"anyOf": [calls, answer], "$defs": defs}, budget, kind)
 
 
+def live(ctx: RequestContext, plan: StructuredPlan) -> bool:
+    """Whether a stream may pass the answer on as it is generated: a JSON answer (no tool calls) whose
+    grammar every backend of the route enforces, so only checks the grammar cannot make (formats, minimum…)
+    are left for the end."""
+    return (
+        not plan.native
+        and not plan.calls_allowed
+        and plan.grammar in ("schema", "json")
+        and all(type(b).enforces_grammar for b in route_backends(ctx.backend))
+    )
+
+
 def replay(gen: Generation) -> list[StreamChunk]:
     """A judged answer as stream chunks, shaped like OpenAI's deltas."""
     if gen.tool_calls:
@@ -170,22 +195,57 @@ class StructuredStage:
     ) -> AsyncIterator[StreamChunk]:
         if ctx.structured is None:
             return chunks
+        if live(ctx, ctx.structured):
+            return self._live(ctx, ctx.structured, chunks)
         return self._buffered(ctx, ctx.structured, chunks)
 
-    async def _buffered(
+    async def _live(
         self, ctx: RequestContext, plan: StructuredPlan, chunks: AsyncIterator[StreamChunk]
     ) -> AsyncIterator[StreamChunk]:
+        """Chunks pass as generated; the whole answer is judged at the end, before the finish reason."""
+        async with contextlib.aclosing(self._collect(ctx, chunks, forward=True)) as passing:
+            async for chunk in passing:
+                yield chunk
+        assert ctx.generation is not None
+        text, finish = ctx.generation.text, ctx.generation.finish_reason
+        ctx.attributes["llmdock.structured.stream"] = "live"
+        verdict = judge(plan, text, truncated=finish == "length")
+        if not verdict.ok or verdict.repaired:  # a repair would change text the client already has
+            error = verdict.error or "the answer is not valid JSON as written"
+            plan.errors.append(error)
+            self._fail(ctx, plan, f"{error} (the stream had sent the answer as it was generated: no re-ask)")
+        plan.outcome = "valid"
+        ctx.generation.finish_reason = "stop"
+        attrs = plan.attributes()
+        ctx.annotate(**attrs)
+        ctx.attributes.update(attrs)
+        yield StreamChunk("", "stop")
+
+    async def _collect(
+        self, ctx: RequestContext, chunks: AsyncIterator[StreamChunk], *, forward: bool
+    ) -> AsyncGenerator[StreamChunk, None]:
+        """Gather the answer into ``ctx.generation``; with ``forward``, pass its text on as it comes."""
         parts: list[str] = []
         finish = "stop"
         try:
             async for chunk in chunks:
                 parts.append(chunk.text)
                 finish = chunk.finish_reason or finish
+                if forward and chunk.text:
+                    yield StreamChunk(chunk.text)
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
         text = "".join(parts)
         prompt = ctx.request.n_prompt_tokens if ctx.request else 0
         ctx.generation = Generation(text, prompt, ctx.backend.count_tokens(text) if text else 0, finish)
+
+    async def _buffered(
+        self, ctx: RequestContext, plan: StructuredPlan, chunks: AsyncIterator[StreamChunk]
+    ) -> AsyncIterator[StreamChunk]:
+        async with contextlib.aclosing(self._collect(ctx, chunks, forward=False)) as gathering:
+            async for _ in gathering:
+                pass
+        assert ctx.generation is not None
         await self._settle(ctx, plan)
         for chunk in replay(ctx.generation):
             yield chunk
