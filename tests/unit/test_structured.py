@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -13,7 +14,7 @@ from llmdock.structured.grammar import STRICT_CHAR, parses, schema_grammar
 from llmdock.structured.judge import judge
 from llmdock.structured.plan import StructuredPlan, ToolSpec, grammar_key
 from llmdock.structured.schemas import check_schema, nest_schema, unenforced_keywords
-from llmdock.structured.stage import build_grammar, compile_schema
+from llmdock.structured.stage import build_grammar, compile_schema, live
 
 PERSON = {
     "type": "object",
@@ -250,3 +251,31 @@ def test_a_type_list_keeps_its_other_keywords_in_the_grammar() -> None:
     # the string branch is bounded: at most 3 chars (the converter alone would allow any string)
     assert "(char (char (char)?)?)?" in gbnf
     assert '"null"' in gbnf
+
+
+class _GrammarBackend:
+    enforces_grammar = True
+
+
+class _PromptOnlyBackend:
+    enforces_grammar = False
+
+
+@pytest.mark.parametrize(
+    ("backend", "grammar", "tools", "expected"),
+    [
+        (_GrammarBackend(), "schema", False, True),
+        (_GrammarBackend(), "json", False, True),
+        (_GrammarBackend(), "schema-fallback", False, False),  # any JSON: the shape is checked at the end
+        (_GrammarBackend(), "tools+schema", True, False),  # tool-call deltas are made from the judged calls
+        (_PromptOnlyBackend(), "schema", False, False),
+    ],
+)
+def test_only_streams_whose_grammar_is_enforced_go_out_live(
+    backend: Any, grammar: str, tools: bool, expected: bool
+) -> None:
+    plan = StructuredPlan(content="json_schema", grammar=grammar)
+    if tools:
+        plan.tools = {"f": ToolSpec("f", "", compile_schema('{"type": "object"}', "tools.0"))}
+        plan.tool_choice = "auto"
+    assert live(SimpleNamespace(backend=backend), plan) is expected  # type: ignore[arg-type]
