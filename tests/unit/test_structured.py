@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import re
 from types import SimpleNamespace
 from typing import Any
 
@@ -279,3 +281,34 @@ def test_only_streams_whose_grammar_is_enforced_go_out_live(
         plan.tools = {"f": ToolSpec("f", "", compile_schema('{"type": "object"}', "tools.0"))}
         plan.tool_choice = "auto"
     assert live(SimpleNamespace(backend=backend), plan) is expected  # type: ignore[arg-type]
+
+
+def _gbnf_regex(rules: dict[str, str], name: str) -> str:
+    """A regex for a GBNF rule made only of literals, classes, groups, ``{n}``, ``|`` and rule names."""
+    token = re.compile(r'"((?:[^"\\]|\\.)*)"|(\[[^\]]*\](?:\{\d+\})?)|([()|])|([a-z][a-z-]*)|\s+')
+    out = []
+    for lit, cls, op, ref in token.findall(rules[name]):
+        if lit:
+            out.append(re.escape(lit))
+        elif cls:
+            out.append(cls)
+        elif op:
+            out.append("(?:" if op == "(" else op)
+        elif ref:
+            out.append(f"(?:{_gbnf_regex(rules, ref)})")
+    return "".join(out)
+
+
+def test_the_date_grammar_admits_exactly_the_calendar_dates() -> None:
+    gbnf = schema_grammar({"type": "string", "format": "date"})
+    rules = dict(line.split(" ::= ", 1) for line in gbnf.splitlines() if " ::= " in line)
+    pattern = re.compile(_gbnf_regex(rules, "date"))
+    for year in ("0000", "0001", "0004", "0100", "0400", "1900", "2000", "2023", "2024", "9999"):
+        for month in range(14):
+            for day in range(33):
+                text = f"{year}-{month:02d}-{day:02d}"
+                try:
+                    real = datetime.date.fromisoformat(text) is not None
+                except ValueError:
+                    real = False
+                assert bool(pattern.fullmatch(text)) is real, text
