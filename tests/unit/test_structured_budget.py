@@ -41,6 +41,14 @@ NESTED: dict[str, Any] = {
 }
 
 
+def fitted(schema: dict[str, Any], budget: int) -> dict[str, Any]:
+    found = fit_schema(schema, budget)
+    assert found is not None
+    narrowed, fits = found
+    assert fits
+    return narrowed
+
+
 def longest_instance(schema: dict[str, Any]) -> Any:
     """The longest value a (narrowed, bounded) schema of this test admits: every bound taken to its maximum."""
     if "enum" in schema:
@@ -81,8 +89,7 @@ def test_unbounded_strings_and_arrays_have_no_longest_answer() -> None:
 
 @pytest.mark.parametrize("budget", [120, 300, 511, 2000])
 def test_a_narrowed_schema_fits_its_budget_and_follows_the_original(budget: int) -> None:
-    narrowed = fit_schema(NESTED, budget)
-    assert narrowed is not None
+    narrowed = fitted(NESTED, budget)
     assert longest(narrowed) <= budget
     biggest = longest_instance(narrowed)
     jsonschema.validate(biggest, narrowed)
@@ -92,15 +99,13 @@ def test_a_narrowed_schema_fits_its_budget_and_follows_the_original(budget: int)
 
 
 def test_the_measure_counts_the_blanks_the_grammar_allows() -> None:
-    schema = fit_schema(NESTED, 511)
-    assert schema is not None
+    schema = fitted(NESTED, 511)
     biggest = longest_instance(schema)
     assert len(orjson.dumps(biggest)) < len(spaced(biggest)) <= longest(schema)
 
 
 def test_minimum_lengths_and_counts_are_kept() -> None:
-    narrowed = fit_schema(NESTED, 120)
-    assert narrowed is not None
+    narrowed = fitted(NESTED, 120)
     text = orjson.dumps(narrowed).decode()
     assert '"minItems":1' in text
     assert '"minLength":2' in text
@@ -108,20 +113,23 @@ def test_minimum_lengths_and_counts_are_kept() -> None:
 
 
 def test_optional_properties_go_only_when_caps_are_not_enough() -> None:
-    roomy = fit_schema(NESTED, 511)
-    tight = fit_schema(NESTED, 120)
-    assert roomy is not None
-    assert tight is not None
+    roomy = fitted(NESTED, 511)
+    tight = fitted(NESTED, 120)
     assert "status" in roomy["properties"]
     assert "status" not in tight["properties"]
 
 
-def test_a_schema_that_already_fits_is_kept_and_one_that_cannot_fit_is_refused() -> None:
+def test_a_schema_that_already_fits_is_kept_and_one_that_cannot_fit_gets_its_tightest_form() -> None:
     small = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
-    assert fit_schema(small, 100) is small
+    assert fit_schema(small, 100) == (small, True)
     assert fit_schema({"type": "object"}, 500) is None  # no declared properties: nothing to cap
-    many = {"type": "array", "items": {"type": "integer"}, "minItems": 50}
-    assert fit_schema(many, 100) is None
+    many = {"type": "array", "items": {"type": "string"}, "minItems": 50}
+    found = fit_schema(many, 100)
+    assert found is not None
+    tightest, fits = found
+    assert not fits
+    assert tightest["maxItems"] == 50
+    assert tightest["items"]["maxLength"] == 1
 
 
 def test_patterns_count_as_their_longest_match() -> None:
@@ -146,8 +154,7 @@ def test_generated_schemas_all_fit_a_budget() -> None:
 
     for _ in range(100):
         schema = gen(0)
-        narrowed = fit_schema(schema, 400)
-        assert narrowed is not None
+        narrowed = fitted(schema, 400)
         assert longest(narrowed) <= 400
 
 
@@ -157,6 +164,7 @@ def test_a_budget_grammar_is_built_only_where_it_can_bound_the_answer() -> None:
     ).decode()
     gbnf, kind = build_grammar(key, 300)
     assert kind == "schema+budget"
+    assert build_grammar(key, 40)[1] == "schema+tightest"  # tags need at least one item
     assert parses(gbnf)
     assert build_grammar(key)[1] == "schema"
     as_object = orjson.loads(key) | {"content": "json_object", "schema": None}

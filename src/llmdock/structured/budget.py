@@ -14,9 +14,10 @@ and ``\\uXXXX`` escapes can cost more tokens than characters, and a ``pattern`` 
 longest length counts as :data:`PATTERN_CHARS`: for those the fit is an estimate, and a cut answer is still
 never returned.
 
-What cannot be bounded is not narrowed (:func:`fit_schema` returns None and the plain grammar is used): an
-object without declared properties (``{"type": "object"}``, JSON-object mode), a schema without a type,
-``allOf``, recursive ``$ref``.
+A schema whose shortest answers are already longer than the budget (by the worst-case count) gets its
+tightest narrowing. What cannot be bounded is not narrowed (:func:`fit_schema` returns None and the plain
+grammar is used): an object without declared properties (``{"type": "object"}``, JSON-object mode), a
+schema without a type, ``allOf``, recursive ``$ref``.
 """
 
 from __future__ import annotations
@@ -163,28 +164,31 @@ def _narrow(node: Any, length: int, items: int, drop_optional: bool) -> None:
             _narrow(sub, length, items, drop_optional)
 
 
-def fit_schema(schema: dict[str, Any], budget: int) -> dict[str, Any] | None:
-    """A narrowed copy of ``schema`` whose longest answer is at most ``budget`` characters, or None.
+def fit_schema(schema: dict[str, Any], budget: int) -> tuple[dict[str, Any], bool] | None:
+    """A narrowed copy of ``schema`` whose longest answer is at most ``budget`` characters, and True.
 
     The schema itself when it already fits. Caps shrink in turn — string length halved, then the item count
     — so both stay as generous as the budget allows; strings go below :data:`SHORTEST` characters only after
-    optional properties were dropped. None if nothing makes it fit (see the module docs).
+    optional properties were dropped. If even the tightest narrowing is longer (its minimum lengths and counts
+    are), that one and False: the count is a worst case (every number 16 digits long), so it usually still
+    closes in time. None if nothing in the schema can be bounded (see the module docs).
     """
     base = split_type_lists(schema)
     if longest(base) <= budget:
-        return schema
+        return schema, True
     # Last resort: optional properties dropped, strings down to 1 character, arrays empty where allowed.
+    narrowed = base
     for drop_optional, shortest, fewest in ((False, SHORTEST, 1), (True, 1, 0)):
         length, items = budget, budget
         while True:
             narrowed = copy.deepcopy(base)
             _narrow(narrowed, length, items, drop_optional)
             if longest(narrowed) <= budget:
-                return narrowed  # type: ignore[no-any-return]
+                return narrowed, True
             if length <= shortest and items <= fewest:
                 break
             if items > fewest and not (length > shortest and length >= 4 * items):
                 items = items // 2 if items > 4 else items - 1
             else:
                 length = max(shortest, length // 2)
-    return None
+    return (narrowed, False) if longest(narrowed) < math.inf else None

@@ -64,9 +64,10 @@ def _convertible(schema: dict[str, object]) -> bool:
 
 def _fitted(schema: dict[str, object], budget: int, kind: str) -> tuple[str, str]:
     """The grammar of ``schema``, narrowed to answers of at most ``budget`` characters if that can be done."""
-    narrowed = fit_schema(schema, budget) if budget > 0 else None
-    if narrowed is not None:
-        return schema_grammar(narrowed), f"{kind}+budget"
+    fitted = fit_schema(schema, budget) if budget > 0 else None
+    if fitted is not None:
+        narrowed, fits = fitted
+        return schema_grammar(narrowed), f"{kind}+{'budget' if fits else 'tightest'}"
     return schema_grammar(schema), kind
 
 
@@ -76,7 +77,8 @@ def build_grammar(key: str, budget: int = 0) -> tuple[str, str]:
     A schema the converter cannot express is replaced by "any JSON object/value" (kind ``*-fallback``): the
     model then still writes JSON, and validation with re-asks enforces the rest. With a ``budget`` (characters,
     for a re-ask after a cut-off answer) the schema is narrowed so that every answer fits it, where it can be
-    (kind ``…+budget``; see :mod:`llmdock.structured.budget`).
+    (kind ``…+budget``; ``…+tightest`` when even the tightest narrowing may be longer; see
+    :mod:`llmdock.structured.budget`).
     """
     spec = orjson.loads(key)
     content, schema, tools = spec["content"], spec["schema"], spec["tools"]
