@@ -90,12 +90,13 @@ class SamplerChain:
         """The token the whole chain would pick, found by checking few candidates against the grammar; -1
         when those do not decide it (the caller then runs the whole chain).
 
-        The grammar only removes tokens. Greedy: the best token the grammar allows among the best candidates
-        is the best allowed one. Otherwise top-k keeps the ``TOP_K`` best allowed tokens, and everything after it in the chain
-        (top-p, min-p, temperature, the seeded draw) sees only those: so if the ``CANDIDATES`` best tokens hold
-        ``TOP_K`` allowed ones, the rest of the chain run on just those gives the same token, from the same
-        random draw. (Tokens with exactly equal logits may be ordered differently; llama.cpp leaves their order
-        unspecified too.)
+        The grammar only removes tokens. Greedy: the best allowed token among the best candidates is the best
+        allowed token. Otherwise top-k keeps the ``TOP_K`` best allowed tokens and everything after it in the
+        chain (top-p, min-p, temperature, the seeded draw) sees only those: so if the ``CANDIDATES`` best tokens
+        hold ``TOP_K`` allowed ones, the rest of the chain run on just those gives the same token from the same
+        random draw. With fewer, the same holds when top-p is off and every unchecked token lies below min-p's
+        cut (min-p would drop the ones top-k adds). Tokens with exactly equal logits may come out in another
+        order; llama.cpp leaves their order unspecified too.
         """
         logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, index), shape=(self._n_vocab,))
         if self._grammar_at > 0:  # penalties first, on the whole vocabulary, as the chain applies them
