@@ -201,16 +201,22 @@ def run_peer(
     tally.judge(out["choices"][0]["message"]["content"], schema, f"#{i}")
 
 
-def outcomes_from_traces(home: Path) -> tuple[dict[str, int], int]:
+def outcomes_from_traces(home: Path, unbounded: bool) -> tuple[dict[str, int], int]:
+    """Outcomes (with the re-ask's grammar when it was narrowed to fit max_tokens) and re-asks, from the
+    traces of the bounded schemas (seeds 0…) or of the unbounded ones (seeds 10000…)."""
     from llmdock.store import Store, list_traces
 
     store = Store(f"sqlite:///{home / 'llmdock.db'}")
     counts: dict[str, int] = {}
     reasks = 0
     for trace in list_traces(store, limit=100_000):
-        if trace.attributes.get("gen_ai.request.seed") == -1:  # the warm-up request
+        seed = int(trace.attributes.get("gen_ai.request.seed", -1))
+        if seed == -1 or (seed >= 10_000) != unbounded:  # the warm-up request, or the other part
             continue
         outcome = str(trace.attributes.get("llmdock.structured.outcome", "?"))
+        grammar = str(trace.attributes.get("llmdock.structured.grammar", ""))
+        if "+" in grammar:
+            outcome += f" ({grammar})"
         counts[outcome] = counts.get(outcome, 0) + 1
         reasks += int(trace.attributes.get("llmdock.structured.reasks", 0))
     store.close()
@@ -261,13 +267,14 @@ async def main(args: argparse.Namespace) -> None:
             if peer_llm is not None:
                 await asyncio.to_thread(run_peer, peer_llm, prompt, schema, i, args, peer)
             progress.advance(task)
-        assert runtime.writer is not None
-        runtime.writer.flush(30)
-        ours.outcomes, ours.reasks = outcomes_from_traces(home)
         task = progress.add_task("unbounded schemas (llmdock)", total=args.unbounded)
         for i, (prompt, schema) in enumerate(all_cases[: args.unbounded]):
             await run_llmdock(client, prompt, unbounded(schema), 10_000 + i, args, loose)
             progress.advance(task)
+        assert runtime.writer is not None
+        runtime.writer.flush(30)
+        ours.outcomes, ours.reasks = outcomes_from_traces(home, unbounded=False)
+        loose.outcomes, loose.reasks = outcomes_from_traces(home, unbounded=True)
     await client.aclose()
     await runtime.close()
 
@@ -299,6 +306,7 @@ async def main(args: argparse.Namespace) -> None:
         table.add_row(label, *(fmt(t, n) for t, n in tallies))
     console.print(table)
     console.print(f"llmdock outcomes (from traces): {ours.outcomes}")
+    console.print(f"unbounded outcomes (from traces): {loose.outcomes}")
     target = ours.valid == args.n
     console.print(f"target 100 % parse + validate: {'MET' if target else 'NOT MET'} ({ours.valid}/{args.n})")
     for name, tally in (("llmdock", ours), ("peer", peer), ("unbounded", loose)):
