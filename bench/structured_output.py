@@ -15,6 +15,7 @@ validation or re-asks. Then ``--unbounded`` schemas are run again through llmdoc
 and ``maxItems`` removed, to show what unbounded strings do to a 135M model.
 
 Usage: .venv/bin/python bench/structured_output.py [--n 200] [--max-tokens 512] [--unbounded 20] [--no-peer]
+       [--seed 6] [--first 0]   (--first 59 --n 60 --unbounded 0: schema #59 alone)
 Target (issue 6): 100 % of llmdock's answers parse and validate.
 """
 
@@ -261,8 +262,10 @@ async def main(args: argparse.Namespace) -> None:
         await asyncio.to_thread(run_peer, peer_llm, *warm[0], -1, args, Tally())
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task("schemas (llmdock, then peer)", total=args.n)
+        task = progress.add_task("schemas (llmdock, then peer)", total=args.n - args.first)
         for i, (prompt, schema) in enumerate(all_cases[: args.n]):
+            if i < args.first:
+                continue
             await run_llmdock(client, prompt, schema, i, args, ours)
             if peer_llm is not None:
                 await asyncio.to_thread(run_peer, peer_llm, prompt, schema, i, args, peer)
@@ -300,15 +303,18 @@ async def main(args: argparse.Namespace) -> None:
         ("latency P99 s", lambda t, n: f"{pct(t.latencies, 0.99):.2f}"),
     ]
     tallies = (
-        [(ours, args.n)] + ([(peer, args.n)] if peer_llm is not None else []) + [(loose, args.unbounded)]
+        [(ours, args.n - args.first)]
+        + ([(peer, args.n - args.first)] if peer_llm is not None else [])
+        + [(loose, args.unbounded)]
     )
     for label, fmt in rows:
         table.add_row(label, *(fmt(t, n) for t, n in tallies))
     console.print(table)
     console.print(f"llmdock outcomes (from traces): {ours.outcomes}")
     console.print(f"unbounded outcomes (from traces): {loose.outcomes}")
-    target = ours.valid == args.n
-    console.print(f"target 100 % parse + validate: {'MET' if target else 'NOT MET'} ({ours.valid}/{args.n})")
+    asked = args.n - args.first
+    target = ours.valid == asked
+    console.print(f"target 100 % parse + validate: {'MET' if target else 'NOT MET'} ({ours.valid}/{asked})")
     for name, tally in (("llmdock", ours), ("peer", peer), ("unbounded", loose)):
         for failure in tally.failures[:8]:
             console.print(f"[dim]{name} {failure}[/dim]")
@@ -321,6 +327,7 @@ if __name__ == "__main__":
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--max-tokens", type=int, default=512)
     parser.add_argument("--unbounded", type=int, default=20)
+    parser.add_argument("--first", type=int, default=0, help="skip the schemas before this one (#i)")
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-peer", dest="peer", action="store_false")
