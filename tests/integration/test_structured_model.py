@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
+import httpx
 import jsonschema
 import openai
 import orjson
@@ -117,6 +118,36 @@ def test_a_nested_schema_with_arrays_enums_and_required_fields_is_followed(
     structured = next(s for s in spans if s.name == "structured")
     assert structured.attributes["llmdock.structured.grammar"] == "schema"
     assert structured.attributes["llmdock.structured.outcome"] in ("valid", "reasked")
+
+
+STORY = {
+    "type": "object",
+    "properties": {
+        "title": {"type": "string"},
+        "story": {"type": "string"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["title", "story", "tags"],
+}
+
+
+def test_an_answer_cut_at_max_tokens_is_asked_again_with_a_grammar_that_fits(
+    client: openai.OpenAI, server: Server
+) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="smollm2",
+        messages=[{"role": "user", "content": "Write a long story about a dragon and a knight."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "story", "schema": STORY}},
+        max_tokens=80,
+        temperature=0,
+    )
+    resp = raw.parse()
+    jsonschema.validate(orjson.loads(resp.choices[0].message.content or ""), STORY)
+    assert resp.choices[0].finish_reason == "stop"
+    structured = next(s for s in _spans(server, raw.headers["x-llmdock-trace-id"]) if s.name == "structured")
+    assert structured.attributes["llmdock.structured.outcome"] == "reasked"
+    assert "cut off" in structured.attributes["llmdock.structured.errors"][0]
+    assert structured.attributes["llmdock.structured.grammar"] == "schema+budget"
 
 
 def _spans(server: Server, trace_id: str) -> list[Any]:
@@ -254,3 +285,56 @@ def test_auto_gives_either_text_or_a_valid_call(client: openai.OpenAI) -> None:
     else:
         assert message.content
         assert not message.content.startswith("[")
+
+
+def _stream_events(server: Server, body: dict[str, Any]) -> tuple[list[Any], str]:
+    """The SSE events of a streamed chat request, and its trace id."""
+    with httpx.stream("POST", f"{server.v1}/chat/completions", json=body, timeout=120) as resp:
+        assert resp.status_code == 200
+        text = "".join(resp.iter_text())
+        trace_id = resp.headers["x-llmdock-trace-id"]
+    events = [
+        b[len("data: ") :] for b in text.split("\n\n") if b.startswith("data: ") and b != "data: [DONE]"
+    ]
+    return [orjson.loads(e) for e in events], trace_id
+
+
+def test_a_grammar_enforced_stream_sends_the_answer_as_it_is_generated(server: Server) -> None:
+    body = {
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": "Carol (enterprise) orders three chairs and a desk."}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "order", "schema": ORDER}},
+        "max_tokens": 200,
+        "temperature": 0,
+        "stream": True,
+    }
+    events, trace_id = _stream_events(server, body)
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events)
+    jsonschema.validate(orjson.loads(text), ORDER)
+    assert events[-1]["choices"][0]["finish_reason"] == "stop"
+    spans = _spans(server, trace_id)
+    generate = next(s for s in spans if s.name == "generate")
+    # Live: the first token left well before the last one (buffered, they leave together: the generate span
+    # ends right after its first token).
+    assert generate.duration_ms - generate.attributes["llmdock.time_to_first_token_ms"] > 300
+    store = Store(f"sqlite:///{server.home / 'llmdock.db'}")
+    trace = get_trace(store, trace_id)[0]
+    assert trace.attributes["llmdock.structured.stream"] == "live"
+    assert trace.attributes["llmdock.structured.outcome"] == "valid"
+
+
+def test_a_live_stream_whose_answer_fails_at_the_end_ends_with_an_error_event(server: Server) -> None:
+    body = {
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": "Write a long story about a dragon."}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "story", "schema": STORY}},
+        "max_tokens": 12,  # cut off: a stream cannot take its text back to ask again
+        "temperature": 0,
+        "stream": True,
+    }
+    events, _ = _stream_events(server, body)
+    assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1]).startswith("{")
+    error = events[-1]["error"]
+    assert error["code"] == "invalid_structured_output"
+    assert "cut off" in error["message"]
+    assert not any(e["choices"][0].get("finish_reason") for e in events[:-1])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
+import re
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -13,7 +16,7 @@ from llmdock.structured.grammar import STRICT_CHAR, parses, schema_grammar
 from llmdock.structured.judge import judge
 from llmdock.structured.plan import StructuredPlan, ToolSpec, grammar_key
 from llmdock.structured.schemas import check_schema, nest_schema, unenforced_keywords
-from llmdock.structured.stage import build_grammar, compile_schema
+from llmdock.structured.stage import build_grammar, compile_schema, live
 
 PERSON = {
     "type": "object",
@@ -250,3 +253,62 @@ def test_a_type_list_keeps_its_other_keywords_in_the_grammar() -> None:
     # the string branch is bounded: at most 3 chars (the converter alone would allow any string)
     assert "(char (char (char)?)?)?" in gbnf
     assert '"null"' in gbnf
+
+
+class _GrammarBackend:
+    enforces_grammar = True
+
+
+class _PromptOnlyBackend:
+    enforces_grammar = False
+
+
+@pytest.mark.parametrize(
+    ("backend", "grammar", "tools", "expected"),
+    [
+        (_GrammarBackend(), "schema", False, True),
+        (_GrammarBackend(), "json", False, True),
+        (_GrammarBackend(), "schema-fallback", False, False),  # any JSON: the shape is checked at the end
+        (_GrammarBackend(), "tools+schema", True, False),  # tool-call deltas are made from the judged calls
+        (_PromptOnlyBackend(), "schema", False, False),
+    ],
+)
+def test_only_streams_whose_grammar_is_enforced_go_out_live(
+    backend: Any, grammar: str, tools: bool, expected: bool
+) -> None:
+    plan = StructuredPlan(content="json_schema", grammar=grammar)
+    if tools:
+        plan.tools = {"f": ToolSpec("f", "", compile_schema('{"type": "object"}', "tools.0"))}
+        plan.tool_choice = "auto"
+    assert live(SimpleNamespace(backend=backend), plan) is expected  # type: ignore[arg-type]
+
+
+def _gbnf_regex(rules: dict[str, str], name: str) -> str:
+    """A regex for a GBNF rule made only of literals, classes, groups, ``{n}``, ``|`` and rule names."""
+    token = re.compile(r'"((?:[^"\\]|\\.)*)"|(\[[^\]]*\](?:\{\d+\})?)|([()|])|([a-z][a-z-]*)|\s+')
+    out = []
+    for lit, cls, op, ref in token.findall(rules[name]):
+        if lit:
+            out.append(re.escape(lit))
+        elif cls:
+            out.append(cls)
+        elif op:
+            out.append("(?:" if op == "(" else op)
+        elif ref:
+            out.append(f"(?:{_gbnf_regex(rules, ref)})")
+    return "".join(out)
+
+
+def test_the_date_grammar_admits_exactly_the_calendar_dates() -> None:
+    gbnf = schema_grammar({"type": "string", "format": "date"})
+    rules = dict(line.split(" ::= ", 1) for line in gbnf.splitlines() if " ::= " in line)
+    pattern = re.compile(_gbnf_regex(rules, "date"))
+    for year in ("0000", "0001", "0004", "0100", "0400", "1900", "2000", "2023", "2024", "9999"):
+        for month in range(14):
+            for day in range(33):
+                text = f"{year}-{month:02d}-{day:02d}"
+                try:
+                    real = datetime.date.fromisoformat(text) is not None
+                except ValueError:
+                    real = False
+                assert bool(pattern.fullmatch(text)) is real, text

@@ -138,6 +138,8 @@ class Backend(ABC):
     # True when the backend forwards response_format and tools to a server that implements them (the OpenAI
     # API); the others get schemas and tools rendered into the prompt, and a grammar in ``req.grammar``.
     native_structured_output: ClassVar[bool] = False
+    # True when decoding follows ``req.grammar`` (so a structured answer may stream as it is generated).
+    enforces_grammar: ClassVar[bool] = False
 
     def __init__(self, spec: BackendSpec, settings: Settings) -> None:
         self.spec = spec

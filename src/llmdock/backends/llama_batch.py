@@ -29,15 +29,15 @@ import ctypes
 import threading
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 import llama_cpp
 
-# As llama-cpp-python's create_completion, which served requests before this engine: same answers.
-TOP_K = 40
-MIN_P = 0.05
-PENALTY_LAST_N = 64
+from llmdock.backends.llama_sampler import SamplerChain
+from llmdock.backends.llama_sampler import Sampling as Sampling  # llamacpp.py imports it from here
+
 # A KV buffer per sequence, not one shared buffer. Shared, a sequence's attention runs over the cells of
 # all sequences (masked) and its sums round differently with what else is in the cache: greedy answers
 # then change with the company a request keeps. Apart, a sequence's answer is the one it gets alone.
@@ -61,60 +61,6 @@ Emit = Callable[[Delta | BaseException], None]
 
 class EngineClosed(RuntimeError):
     """The model was unloaded while the request was waiting or running."""
-
-
-@dataclass(slots=True)
-class Sampling:
-    temperature: float
-    top_p: float
-    seed: int
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    grammar: str | None = None
-
-
-class SamplerChain:
-    """One sequence's llama.cpp sampler chain, built as llama-cpp-python's ``create_completion`` builds its
-    own: penalties, grammar, then greedy at temperature 0, else top-k, top-p, min-p, temperature and a draw
-    from the sequence's own seeded generator. Free it with :meth:`close`."""
-
-    def __init__(self, vocab: Any, n_vocab: int, s: Sampling) -> None:
-        self._chain: Any = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        try:
-            if s.presence_penalty or s.frequency_penalty:
-                self._add(
-                    llama_cpp.llama_sampler_init_penalties(
-                        n_vocab, PENALTY_LAST_N, 1.0, s.frequency_penalty, s.presence_penalty
-                    )
-                )
-            if s.grammar:
-                grammar = llama_cpp.llama_sampler_init_grammar(vocab, s.grammar.encode(), b"root")
-                if not grammar:
-                    raise ValueError("the grammar is not valid GBNF (llama.cpp could not parse it)")
-                self._add(grammar)
-            if s.temperature <= 0:
-                self._add(llama_cpp.llama_sampler_init_greedy())
-            else:
-                self._add(llama_cpp.llama_sampler_init_top_k(TOP_K))
-                self._add(llama_cpp.llama_sampler_init_top_p(s.top_p, 1))
-                self._add(llama_cpp.llama_sampler_init_min_p(MIN_P, 1))
-                self._add(llama_cpp.llama_sampler_init_temp(s.temperature))
-                self._add(llama_cpp.llama_sampler_init_dist(s.seed & 0xFFFFFFFF))
-        except BaseException:
-            self.close()
-            raise
-
-    def _add(self, sampler: Any) -> None:
-        llama_cpp.llama_sampler_chain_add(self._chain, sampler)  # the chain owns it from here
-
-    def sample(self, ctx: Any, index: int) -> int:
-        """Sample from the logits of batch position ``index`` and feed the token to the chain's state."""
-        return int(llama_cpp.llama_sampler_sample(self._chain, ctx, index))
-
-    def close(self) -> None:
-        if self._chain is not None:
-            llama_cpp.llama_sampler_free(self._chain)
-            self._chain = None
 
 
 class TextTail:
@@ -270,6 +216,22 @@ class BatchEngine:
     def sampler(self, sampling: Sampling) -> SamplerChain:
         """A sampler chain for this model's vocabulary (raises ValueError for an invalid grammar)."""
         return SamplerChain(self._vocab, self.n_vocab, sampling)
+
+    def complete(self, prompt: list[int], sampler: SamplerChain, max_tokens: int) -> Future[Delta]:
+        """One request outside an event loop (benches, tests): its whole answer as one delta, in a future.
+        The engine closes ``sampler`` when the request ends."""
+        done: Future[Delta] = Future()
+
+        def emit(item: Delta | BaseException) -> None:
+            if isinstance(item, BaseException):
+                done.set_exception(item)
+            else:
+                done.set_result(item)
+
+        self.submit(
+            Sequence(prompt, max_tokens=max_tokens, stop=[], sampler=sampler, emit=emit, stream=False)
+        )
+        return done
 
     def submit(self, seq: Sequence) -> None:
         """Queue ``seq``; the decode loop admits it into the next free slot."""

@@ -76,6 +76,7 @@ class LlamaCppParams(BackendParams):
 class LlamaCppBackend(InProcessBackend):
     kind = "llamacpp"
     Params = LlamaCppParams
+    enforces_grammar = True
     params: LlamaCppParams
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -1,11 +1,12 @@
 """GBNF grammars for llama.cpp's constrained decoding, built with llama.cpp's own tools.
 
 A JSON Schema becomes a grammar through ``llama_cpp.llama_grammar.json_schema_to_gbnf`` (llama.cpp's
-converter); "any JSON object" is llama.cpp's ``JSON_GBNF``. Two corrections are made to the converter's
-output, both so that what the grammar allows is valid JSON: its ``char`` rule (a character inside a string)
+converter); "any JSON object" is llama.cpp's ``JSON_GBNF``. Three corrections are made to the converter's
+output. Two so that what the grammar allows is valid JSON: its ``char`` rule (a character inside a string)
 and its ``dot`` rule (``.`` in a ``pattern``) admit raw control characters and, for ``dot``, an unescaped
 quote, which no JSON parser accepts; they are narrowed to exclude them, as llama.cpp's newer C++ converter
-does.
+does. And its ``date`` rule (also inside ``date-time``) admits ``0000-01-01`` and ``2023-02-31``, which the
+``date`` format check refuses; it is replaced by a rule of real calendar dates.
 
 One correction is made to its input: a schema whose ``type`` is a list (``["string", "null"]``) loses its
 other keywords in the converter (``maxLength`` among them), so it is first written as the equivalent
@@ -22,6 +23,16 @@ from typing import Any
 import orjson
 
 STRICT_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
+# The converter's date admits year 0000 and 31 days in every month, which no date parser accepts; this one
+# admits exactly the calendar dates of years 0001-9999 (29 February in leap years only).
+STRICT_DATE = [
+    'date ::= llmdock-year "-" llmdock-month-day | llmdock-leap-year "-02-29"',
+    'llmdock-year ::= [1-9] [0-9]{3} | "0" ([1-9] [0-9]{2} | "0" ([1-9] [0-9] | "0" [1-9]))',
+    'llmdock-month-day ::= ("0" [13578] | "1" [02]) "-" ("0" [1-9] | [12] [0-9] | "3" [01])'
+    ' | ("0" [469] | "11") "-" ("0" [1-9] | [12] [0-9] | "30") | "02-" ("0" [1-9] | "1" [0-9] | "2" [0-8])',
+    'llmdock-leap-year ::= [0-9] [0-9] llmdock-leap-yy | llmdock-leap-yy "00"',
+    'llmdock-leap-yy ::= "0" [48] | [2468] [048] | [13579] [26]',
+]
 STRICT_DOT = r'dot ::= [^"\\\x7F\x00-\x1F]'
 CALLS_RULE = "llmdock-tool-calls"
 TEXT_RULE = "llmdock-text"
@@ -89,6 +100,9 @@ def schema_grammar(schema: dict[str, Any]) -> str:
             line = STRICT_CHAR
         elif line.startswith("dot ::= "):
             line = STRICT_DOT
+        elif line.startswith("date ::= "):
+            lines += STRICT_DATE
+            continue
         lines.append(line)
     return _checked("\n".join(lines) + "\n")
 

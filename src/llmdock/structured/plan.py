@@ -112,7 +112,7 @@ Compile = Callable[[str, str], CompiledSchema]
 GrammarFor = Callable[[str], tuple[str, str]]
 
 
-def _backends(backend: Backend) -> list[Backend]:
+def route_backends(backend: Backend) -> list[Backend]:
     deployments = getattr(backend, "all_deployments", None)  # a routed model: every deployment it may use
     return [d.backend for d in deployments()] if callable(deployments) else [backend]
 
@@ -165,7 +165,7 @@ def build_plan(
         "parallel_tool_calls": parallel_tool_calls,
     }
     req.extra.update({k: v for k, v in passed.items() if v is not None})
-    plan.native = all(type(b).native_structured_output for b in _backends(ctx.backend))
+    plan.native = all(type(b).native_structured_output for b in route_backends(ctx.backend))
     if not plan.native:
         req.messages = [_as_text(m) for m in req.messages]
     if plan.content == "text" and not plan.calls_allowed:

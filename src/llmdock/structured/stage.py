@@ -6,16 +6,23 @@ error, or with a request to be shorter if it was cut off at ``max_tokens`` — u
 ``structured_retries`` times; then the request fails with :class:`InvalidStructuredOutput` (HTTP 502).
 What happened (valid, repaired, reasked, failed; the errors) goes on the span and the trace.
 
-Streams are buffered: the answer is generated and judged in full before the first chunk is sent, then sent
-in chunks (content deltas, or tool-call deltas as OpenAI streams them). So a stream never carries invalid
-JSON, a failure is a proper HTTP error rather than a broken stream, and re-asks work for streams too; the
-price is that the first token arrives with the last.
+Streams of a JSON answer whose grammar the backend enforces (the embedded model; no tool calls, a schema the
+converter could express) are *live*: chunks pass as generated, since the grammar admits only JSON of the
+right shape, and the whole answer is judged at the end for what the grammar cannot check (formats,
+``minimum``, an answer cut off at ``max_tokens``). If that fails the client already has the text, so there
+is no re-ask: the stream ends with an error event (``invalid_structured_output``) instead of a finish reason.
+
+Other streams are buffered: the answer is generated and judged in full before the first chunk is sent, then
+sent in chunks (content deltas, or tool-call deltas as OpenAI streams them). So a stream never carries
+invalid JSON, a failure is a proper HTTP error rather than a broken stream, and re-asks work for streams
+too; the price is that the first token arrives with the last.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 
 import orjson
@@ -24,9 +31,16 @@ from llmdock.backends.base import Generation, GenerationRequest, StreamChunk
 from llmdock.config import Settings
 from llmdock.errors import ContextWindowExceeded, InvalidStructuredOutput
 from llmdock.pipeline.context import RequestContext
+from llmdock.structured.budget import fit_schema
 from llmdock.structured.grammar import GrammarUnavailable, calls_or_text, json_grammar, schema_grammar
 from llmdock.structured.judge import Verdict, judge, openai_tool_calls
-from llmdock.structured.plan import CompiledSchema, StructuredPlan, build_plan
+from llmdock.structured.plan import (
+    CompiledSchema,
+    StructuredPlan,
+    build_plan,
+    grammar_key,
+    route_backends,
+)
 from llmdock.structured.schemas import SchemaValidator, check_schema, nest_schema, unenforced_keywords
 
 MAX_PARALLEL_CALLS = 8  # calls the grammar admits in one answer when parallel_tool_calls is true
@@ -48,11 +62,23 @@ def _convertible(schema: dict[str, object]) -> bool:
     return True
 
 
-def build_grammar(key: str) -> tuple[str, str]:
+def _fitted(schema: dict[str, object], budget: int, kind: str) -> tuple[str, str]:
+    """The grammar of ``schema``, narrowed to answers of at most ``budget`` characters if that can be done."""
+    fitted = fit_schema(schema, budget) if budget > 0 else None
+    if fitted is not None:
+        narrowed, fits = fitted
+        return schema_grammar(narrowed), f"{kind}+{'budget' if fits else 'tightest'}"
+    return schema_grammar(schema), kind
+
+
+def build_grammar(key: str, budget: int = 0) -> tuple[str, str]:
     """(GBNF, kind) for a plan's grammar key (see :func:`llmdock.structured.plan.grammar_key`).
 
     A schema the converter cannot express is replaced by "any JSON object/value" (kind ``*-fallback``): the
-    model then still writes JSON, and validation with re-asks enforces the rest.
+    model then still writes JSON, and validation with re-asks enforces the rest. With a ``budget`` (characters,
+    for a re-ask after a cut-off answer) the schema is narrowed so that every answer fits it, where it can be
+    (kind ``…+budget``; ``…+tightest`` when even the tightest narrowing may be longer; see
+    :mod:`llmdock.structured.budget`).
     """
     spec = orjson.loads(key)
     content, schema, tools = spec["content"], spec["schema"], spec["tools"]
@@ -60,7 +86,7 @@ def build_grammar(key: str) -> tuple[str, str]:
         if content == "json_object":
             return json_grammar("object"), "json"
         try:
-            return schema_grammar(schema), "schema"
+            return _fitted(schema, budget, "schema")
         except GrammarUnavailable:
             return json_grammar("value"), "schema-fallback"
     kind = "tools"
@@ -84,9 +110,10 @@ def build_grammar(key: str) -> tuple[str, str]:
         "minItems": 1,
         "maxItems": MAX_PARALLEL_CALLS if spec["parallel"] else 1,
     }
-    if spec["required"] or content == "text":
-        gbnf = schema_grammar({**calls, "$defs": defs})
-        return (gbnf, kind) if spec["required"] else (calls_or_text(gbnf), kind + "+text")
+    if spec["required"]:
+        return _fitted({**calls, "$defs": defs}, budget, kind)
+    if content == "text":  # free text has no length a grammar could bound
+        return calls_or_text(schema_grammar({**calls, "$defs": defs})), kind + "+text"
     if content == "json_object" or not _convertible(schema):
         answer: dict[str, object] = {"type": "object"} if content == "json_object" else {}
         kind += "+json"
@@ -94,7 +121,19 @@ def build_grammar(key: str) -> tuple[str, str]:
         defs["answer"] = nest_schema(schema, "answer")
         answer = {"$ref": "#/$defs/answer"}
         kind += "+schema"
-    return schema_grammar({"anyOf": [calls, answer], "$defs": defs}), kind
+    return _fitted({"anyOf": [calls, answer], "$defs": defs}, budget, kind)
+
+
+def live(ctx: RequestContext, plan: StructuredPlan) -> bool:
+    """Whether a stream may pass the answer on as it is generated: a JSON answer (no tool calls) whose
+    grammar every backend of the route enforces, so only checks the grammar cannot make (formats, minimum…)
+    are left for the end."""
+    return (
+        not plan.native
+        and not plan.calls_allowed
+        and plan.grammar in ("schema", "json")
+        and all(type(b).enforces_grammar for b in route_backends(ctx.backend))
+    )
 
 
 def replay(gen: Generation) -> list[StreamChunk]:
@@ -158,22 +197,57 @@ class StructuredStage:
     ) -> AsyncIterator[StreamChunk]:
         if ctx.structured is None:
             return chunks
+        if live(ctx, ctx.structured):
+            return self._live(ctx, ctx.structured, chunks)
         return self._buffered(ctx, ctx.structured, chunks)
 
-    async def _buffered(
+    async def _live(
         self, ctx: RequestContext, plan: StructuredPlan, chunks: AsyncIterator[StreamChunk]
     ) -> AsyncIterator[StreamChunk]:
+        """Chunks pass as generated; the whole answer is judged at the end, before the finish reason."""
+        async with contextlib.aclosing(self._collect(ctx, chunks, forward=True)) as passing:
+            async for chunk in passing:
+                yield chunk
+        assert ctx.generation is not None
+        text, finish = ctx.generation.text, ctx.generation.finish_reason
+        ctx.attributes["llmdock.structured.stream"] = "live"
+        verdict = judge(plan, text, truncated=finish == "length")
+        if not verdict.ok or verdict.repaired:  # a repair would change text the client already has
+            error = verdict.error or "the answer is not valid JSON as written"
+            plan.errors.append(error)
+            self._fail(ctx, plan, f"{error} (the stream had sent the answer as it was generated: no re-ask)")
+        plan.outcome = "valid"
+        ctx.generation.finish_reason = "stop"
+        attrs = plan.attributes()
+        ctx.annotate(**attrs)
+        ctx.attributes.update(attrs)
+        yield StreamChunk("", "stop")
+
+    async def _collect(
+        self, ctx: RequestContext, chunks: AsyncIterator[StreamChunk], *, forward: bool
+    ) -> AsyncGenerator[StreamChunk, None]:
+        """Gather the answer into ``ctx.generation``; with ``forward``, pass its text on as it comes."""
         parts: list[str] = []
         finish = "stop"
         try:
             async for chunk in chunks:
                 parts.append(chunk.text)
                 finish = chunk.finish_reason or finish
+                if forward and chunk.text:
+                    yield StreamChunk(chunk.text)
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
         text = "".join(parts)
         prompt = ctx.request.n_prompt_tokens if ctx.request else 0
         ctx.generation = Generation(text, prompt, ctx.backend.count_tokens(text) if text else 0, finish)
+
+    async def _buffered(
+        self, ctx: RequestContext, plan: StructuredPlan, chunks: AsyncIterator[StreamChunk]
+    ) -> AsyncIterator[StreamChunk]:
+        async with contextlib.aclosing(self._collect(ctx, chunks, forward=False)) as gathering:
+            async for _ in gathering:
+                pass
+        assert ctx.generation is not None
         await self._settle(ctx, plan)
         for chunk in replay(ctx.generation):
             yield chunk
@@ -259,4 +333,7 @@ class StructuredStage:
             ctx.backend.prepare(again)
         except ContextWindowExceeded:
             self._fail(ctx, plan, f"{verdict.error}; asking again does not fit in the context window")
+        if gen.finish_reason == "length" and again.grammar and again.params.max_tokens:
+            # A grammar whose every answer fits: the end-of-answer token counts too, hence the - 1.
+            again.grammar, plan.grammar = self._grammar(grammar_key(plan), again.params.max_tokens - 1)
         return await ctx.backend.generate(again)
