@@ -48,6 +48,7 @@ bench: install
 	$(PY) bench/auth_overhead.py
 	$(PY) bench/pii_redaction.py
 	$(PY) bench/structured_output.py
+	$(PY) bench/grammar_speed.py
 	$(PY) bench/guard_quality.py
 
 clean:
