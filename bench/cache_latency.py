@@ -18,9 +18,7 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +26,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from harness import free_port, wait_until_answering, wrk
+from harness import fake_server, wrk
 from rich.console import Console
 from rich.table import Table
 
@@ -40,24 +38,9 @@ BODY = '{"model":"fake","messages":[{"role":"user","content":"hello"}],"max_toke
 def exact_cache(duration: int) -> list[tuple[str, str, str, str]]:
     if shutil.which("wrk") is None:
         sys.exit("wrk is missing: apt-get install wrk")
-    home = Path(tempfile.mkdtemp(prefix="llmdock-bench-"))
-    cfg = home / "llmdock.yaml"
-    cfg.write_text(
-        "include_builtin_models: false\ndefault_model: fake\ndefault_embedding_model: ''\n"
-        "log_level: warning\nmodels:\n  fake: {backend: fake}\n"
-    )
-    port = free_port()
-    env = {**os.environ, "LLMDOCK_HOME": str(home)}
-    proc = subprocess.Popen(
-        [str(ROOT / ".venv/bin/llmdock"), "serve", "--config", str(cfg), "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        wait_until_answering(proc, url, BODY, timeout_s=60)
+    with fake_server() as base:
+        url = base + "/v1/chat/completions"
+        httpx.post(url, content=BODY, headers={"content-type": "application/json"})  # fills the cache
         hit = httpx.post(url, content=BODY, headers={"content-type": "application/json"}).headers[
             "x-llmdock-cache"
         ]
@@ -68,10 +51,6 @@ def exact_cache(duration: int) -> list[tuple[str, str, str, str]]:
             target = "≤ 1 ms" if not no_cache else "-"
             rows.append((label, f"{rps:,.0f} rps", f"{p50:.3f} / {p99:.3f}", target))
         return rows
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def cpu_ticks() -> tuple[int, int]:

@@ -64,6 +64,7 @@ def fake_server(
     home: Path | None = None, config: str = FAKE_CONFIG, env: dict[str, str] | None = None
 ) -> Iterator[str]:
     """``llmdock serve`` on the fake backend (a stand-in upstream: the point is what the gateway adds)."""
+    own_home = home is None
     home = home or Path(tempfile.mkdtemp(prefix="llmdock-bench-"))
     cfg = home / "llmdock.yaml"
     cfg.write_text(config)
@@ -83,6 +84,8 @@ def fake_server(
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=15)
+        if own_home:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def wait_until_answering(proc: subprocess.Popen[bytes], url: str, body: str | None, timeout_s: float) -> None:

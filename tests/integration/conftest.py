@@ -35,19 +35,23 @@ class Server:
 
 
 def run_cli(
-    home: Path, *args: str, stdin: str | None = None, timeout: float = 300
+    home: Path,
+    *args: str,
+    stdin: str | None = None,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``llmdock ARGS`` in a subprocess on ``home`` (its llmdock.yaml when there is one)."""
-    env = {**os.environ, "LLMDOCK_HOME": str(home)}
+    """``llmdock ARGS`` in a subprocess on ``home`` (its llmdock.yaml when there is one), ``env`` added."""
+    full_env = {**os.environ, "LLMDOCK_HOME": str(home), **(env or {})}
     if (home / "llmdock.yaml").exists():
-        env["LLMDOCK_CONFIG"] = str(home / "llmdock.yaml")
+        full_env["LLMDOCK_CONFIG"] = str(home / "llmdock.yaml")
     return subprocess.run(
         [sys.executable, "-m", "llmdock", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         input=stdin,
-        env=env,
+        env=full_env,
     )
 
 

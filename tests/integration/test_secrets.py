@@ -23,6 +23,7 @@ from llmdock.runtime import Runtime
 from llmdock.store import Store, TraceRecord, get_trace, write_traces
 from llmdock.store.secrets import Secret, get_secret, list_secrets, secret_context, set_secret
 from tests.conftest import Gateway
+from tests.integration.conftest import run_cli
 from tests.pgserver import pg_server_or_skip
 from tests.upstream import Upstream
 
@@ -30,16 +31,7 @@ MakeGateway = Callable[[Settings], Any]
 
 
 def llmdock(home: Path, *args: str, key: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "LLMDOCK_HOME": str(home), "LLMDOCK_ENCRYPTION_KEY": key}
-    return subprocess.run(
-        [sys.executable, "-m", "llmdock", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    return run_cli(home, *args, stdin=stdin, timeout=120, env={"LLMDOCK_ENCRYPTION_KEY": key})
 
 
 def ring(*keys: str) -> Keyring:
