@@ -90,14 +90,12 @@ def versions(
 ) -> None:
     """Registered models, or the versions of one with aliases, lineage and metrics."""
     from llmdock.cli.registry_views import as_text, print_rows, print_summary
-    from llmdock.registry.models import version_view
 
     registry = _registry(config)
     if name is None:
         print_summary(registry, as_json, "aliases")
         return
-    labels = registry.labels_by_version(name)
-    rows = [version_view(v, labels.get(v.version)) for v in registry.versions(name)]
+    rows = registry.described(name)
     columns = {
         "version": lambda r: r["version"],
         "aliases": lambda r: as_text(r["aliases"]),

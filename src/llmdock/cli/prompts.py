@@ -107,11 +107,9 @@ def list_cmd(as_json: bool = typer.Option(False, "--json"), config: Path | None 
 @app.command("versions")
 def versions(name: str, as_json: bool = typer.Option(False, "--json"), config: Path | None = CONFIG) -> None:
     """The versions of one template, with their labels."""
-    from llmdock.prompts import prompt_view
 
     registry = _registry(config)
-    labels = registry.labels_by_version(name)
-    rows = [prompt_view(v, labels.get(v.version)) for v in registry.versions(name)]
+    rows = registry.described(name)
     columns = {
         "version": lambda r: r["version"],
         "labels": lambda r: as_text(r["labels"]),
@@ -133,11 +131,10 @@ def show(
     config: Path | None = CONFIG,
 ) -> None:
     """One version as JSON (default: the one labelled production, else the latest)."""
-    from llmdock.prompts import prompt_view
 
     registry = _registry(config)
     row = registry.get(name, version=version, label=label)
-    typer.echo(json.dumps(prompt_view(row, registry.labels_by_version(name).get(row.version)), indent=2))
+    typer.echo(json.dumps(registry.described_one(row), indent=2))
 
 
 @app.command("render")

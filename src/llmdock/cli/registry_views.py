@@ -14,10 +14,7 @@ from llmdock.registry import Versioned
 
 def print_summary(registry: Versioned[Any], as_json: bool, labels_header: str) -> None:
     """Every name with its number of versions, latest version and labels (``label→version``)."""
-    rows: list[dict[str, Any]] = [
-        {"name": n, "versions": c, "latest": m, labels_header: registry.labels.of(n)}
-        for n, c, m in registry.names()
-    ]
+    rows = registry.summary(labels_header)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

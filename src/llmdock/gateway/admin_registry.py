@@ -21,9 +21,8 @@ from starlette.responses import Response
 from llmdock.auth.keys import Actor
 from llmdock.errors import InvalidRequest
 from llmdock.gateway.http import JSONResponse, parse_body, read_body
-from llmdock.prompts import PromptRegistry, prompt_view
+from llmdock.prompts import PromptRegistry
 from llmdock.registry import ModelRegistry, Versioned
-from llmdock.registry.models import version_view
 from llmdock.runtime import Runtime
 
 
@@ -59,11 +58,7 @@ def build_registry_router(runtime: Runtime, limit: int, actor: Callable[[Request
         return ModelRegistry(runtime.store, runtime.settings.home)
 
     def summary(registry: Versioned[Any], word: str) -> dict[str, Any]:
-        rows = [
-            {"name": n, "versions": c, "latest": m, word: registry.labels.of(n)}
-            for n, c, m in registry.names()
-        ]
-        return {"object": "list", "data": rows}
+        return {"object": "list", "data": registry.summary(word)}
 
     def moved(kind: str, name: str) -> None:
         if kind == "prompt" and runtime.prompts is not None:
@@ -109,20 +104,13 @@ def build_registry_router(runtime: Runtime, limit: int, actor: Callable[[Request
         for label in body.labels:
             await asyncio.to_thread(registry.labels.set, row.name, label, row.version, who)
         moved("prompt", row.name)
-        view = prompt_view(
-            row, (await asyncio.to_thread(registry.labels_by_version, row.name)).get(row.version)
-        )
+        view = await asyncio.to_thread(registry.described_one, row)
         return JSONResponse({**view, "created": new}, status_code=201 if new else 200)
 
     @router.get("/prompts/{name}")
     async def prompt_versions(name: str) -> Response:
-        registry = prompts()
-
-        def rows() -> list[dict[str, Any]]:
-            labels = registry.labels_by_version(name)
-            return [prompt_view(v, labels.get(v.version)) for v in registry.versions(name)]
-
-        return JSONResponse({"object": "list", "data": await asyncio.to_thread(rows)})
+        data = await asyncio.to_thread(prompts().described, name)
+        return JSONResponse({"object": "list", "data": data})
 
     @router.get("/models")
     async def list_models() -> Response:
@@ -130,13 +118,8 @@ def build_registry_router(runtime: Runtime, limit: int, actor: Callable[[Request
 
     @router.get("/models/{name}")
     async def model_versions(name: str) -> Response:
-        registry = models()
-
-        def rows() -> list[dict[str, Any]]:
-            labels = registry.labels_by_version(name)
-            return [version_view(v, labels.get(v.version)) for v in registry.versions(name)]
-
-        return JSONResponse({"object": "list", "data": await asyncio.to_thread(rows)})
+        data = await asyncio.to_thread(models().described, name)
+        return JSONResponse({"object": "list", "data": data})
 
     label_routes("prompts", "prompt", prompts, "label", "labels")
     label_routes("models", "model", models, "alias", "aliases")

@@ -119,6 +119,9 @@ class PromptRegistry(Versioned[PromptVersion]):
         after = {"kind": kind, "sha256": sha, "variables": variables, "config": config, "message": message}
         return self._add_next(name, build, actor, after), True
 
+    def describe(self, row: PromptVersion, labels: list[str] | None) -> dict[str, Any]:
+        return prompt_view(row, labels)
+
     def get(self, name: str, *, version: int | None = None, label: str | None = None) -> PromptVersion:
         """One version: by number, by label, else ``production``, else the latest."""
         if version is None:

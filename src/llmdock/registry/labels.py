@@ -199,6 +199,12 @@ class Versioned(Generic[RowT]):
             ).all()
         return [(n, c, m) for n, c, m in rows]
 
+    def summary(self, labels_key: str) -> list[dict[str, Any]]:
+        """Every name with its number of versions, latest version and ``{label: version}`` under ``labels_key``."""
+        return [
+            {"name": n, "versions": c, "latest": m, labels_key: self.labels.of(n)} for n, c, m in self.names()
+        ]
+
     def versions(self, name: str) -> list[RowT]:
         t = self.row_type
         with self.store.session() as s:
@@ -214,6 +220,18 @@ class Versioned(Generic[RowT]):
             self.versions(name)  # NotFound for an unknown name
             raise NotFound(f"{self.kind} {name!r} has no version {version}", param="version")
         return row
+
+    def describe(self, row: RowT, labels: list[str] | None) -> dict[str, Any]:
+        """A version as shown to people (JSON-ready), with the labels pointing at it."""
+        raise NotImplementedError
+
+    def described(self, name: str) -> list[dict[str, Any]]:
+        """Every version of ``name``, described, with its labels."""
+        labels = self.labels_by_version(name)
+        return [self.describe(v, labels.get(v.version)) for v in self.versions(name)]
+
+    def described_one(self, row: RowT) -> dict[str, Any]:
+        return self.describe(row, self.labels_by_version(row.name).get(row.version))
 
     def labels_by_version(self, name: str) -> dict[int, list[str]]:
         out: dict[int, list[str]] = {}

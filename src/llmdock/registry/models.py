@@ -119,6 +119,9 @@ class ModelRegistry(Versioned[ModelVersion]):
         }
         return self._add_next(name, build, actor, after)
 
+    def describe(self, row: ModelVersion, labels: list[str] | None) -> dict[str, Any]:
+        return version_view(row, labels)
+
     def get(self, ref: ModelRef) -> ModelVersion:
         version = ref.version
         if version is None:
