@@ -10,7 +10,6 @@ chunk; after that an error ends the stream.
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import logging
 import random
@@ -37,27 +36,14 @@ from llmdock.errors import (
     Overloaded,
     RateLimited,
 )
-from llmdock.routing.breaker import CircuitBreaker
 from llmdock.routing.deployment import Deployment
-from llmdock.routing.limits import MinuteLimiter, SharedMinuteLimiter
 from llmdock.routing.strategies import STRATEGIES
+from llmdock.routing.watch import RouteWatch
 
 if TYPE_CHECKING:
     from llmdock.shared_state import SharedState
 
 log = logging.getLogger("llmdock.router")
-BREAKER_KEY = "llmdock:breaker:"
-BREAKER_SYNC_S = 0.5
-
-
-async def _none() -> None:
-    return None
-
-
-async def _no_values() -> list[Any]:
-    return []
-
-
 T = TypeVar("T")
 
 # Errors after which the next deployment (or the same one, later) may succeed.
@@ -97,13 +83,8 @@ class ModelRoute(Backend):
         self.order = STRATEGIES[config.routing]
         self.rng = random.Random()
         self._turns = itertools.count()
-        self._health_task: asyncio.Task[None] | None = None
         self.shared = shared
-        self._sync_task: asyncio.Task[None] | None = None
-        self._announcing: set[asyncio.Task[None]] = set()
-        if shared is not None:
-            for dep in deployments:
-                dep.breaker.on_trip = functools.partial(self._announce_trip, dep)
+        self.watch = RouteWatch(deployments, shared)
         self.loaded = False
         self._in_flight = 0
         self._limit = 1 << 30
@@ -117,60 +98,12 @@ class ModelRoute(Backend):
         for dep in self.deployments:
             await dep.backend.start()
         self.loaded = True
-        interval = self.model_config.health_check_interval_s
-        if interval > 0 and self._health_task is None:
-            self._health_task = asyncio.create_task(self._health_loop(interval))
-        if self.shared is not None and self._sync_task is None:
-            self._sync_task = asyncio.create_task(self._breaker_sync_loop(BREAKER_SYNC_S))
+        self.watch.start(self.model_config.health_check_interval_s)
 
     async def close(self) -> None:
-        for task in (self._health_task, self._sync_task):
-            if task is not None:
-                task.cancel()
+        self.watch.stop()
         for dep in self.deployments:
             await dep.backend.close()
-
-    # --- breaker state shared between workers (Redis) ------------------------------------------------------
-    def _announce_trip(self, dep: Deployment) -> None:
-        shared = self.shared
-        if shared is None:
-            return
-        key, ttl_ms = BREAKER_KEY + dep.id, int(dep.breaker.cooldown_s * 1000)
-
-        async def announce() -> None:
-            await shared.run(lambda: shared.client.set(key, repr(time.time()), px=ttl_ms), _none)
-
-        try:
-            task = asyncio.get_running_loop().create_task(announce())
-        except RuntimeError:  # no loop (a breaker tripped outside serving): nothing to tell
-            return
-        self._announcing.add(task)
-        task.add_done_callback(self._announcing.discard)
-
-    async def _breaker_sync_loop(self, interval: float) -> None:
-        """Adopt breakers other workers opened, so a dead deployment is avoided by all within ``interval``."""
-        shared = self.shared
-        assert shared is not None
-        keys = [BREAKER_KEY + d.id for d in self.deployments]
-        while True:
-            await asyncio.sleep(interval)
-            values = await shared.run(lambda: shared.client.mget(keys), _no_values)
-            now = time.time()
-            for dep, value in zip(self.deployments, values or [], strict=False):
-                if value is not None:
-                    dep.breaker.adopt_open(max(0.0, now - float(value)))
-
-    async def _health_loop(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            for dep in self.deployments:
-                try:
-                    await asyncio.wait_for(dep.backend.health(), timeout=max(1.0, interval))
-                except (LlmdockError, TimeoutError) as exc:
-                    dep.breaker.record_failure(f"health check: {exc}")
-                else:
-                    if dep.breaker.state == "half_open":
-                        dep.breaker.record_success()
 
     @property
     def context_window(self) -> int:
@@ -443,52 +376,3 @@ class ModelRoute(Backend):
 
     def all_deployments(self) -> list[Deployment]:
         return [d for r in self.chain() for d in r.deployments]
-
-
-def build_route(
-    name: str,
-    config: ModelConfig,
-    settings: Settings,
-    backend_classes: dict[str, type[Backend]],
-    shared: SharedState | None = None,
-) -> ModelRoute:
-    from llmdock.errors import ConfigError
-
-    deployments = []
-    for i, (dcfg, path) in enumerate(config.deployment_configs()):
-        where = ("models", name, *path)
-        cls = backend_classes.get(dcfg.backend)
-        if cls is None:
-            known = ", ".join(sorted(backend_classes))
-            raise ConfigError(
-                f"unknown backend {dcfg.backend!r} (known: {known})",
-                where=settings.where((*where, "backend")),
-            )
-        params = dcfg.backend_params()
-        if dcfg.timeout.connect_s is not None and "connect_timeout_s" in cls.Params.model_fields:
-            params.setdefault("connect_timeout_s", dcfg.timeout.connect_s)
-        dep_id = dcfg.name or (name if len(config.deployment_configs()) == 1 else f"{name}#{i}")
-        spec = BackendSpec(
-            name=dep_id if dcfg.name else name,
-            task=config.task,
-            params=params,
-            context_window=dcfg.context_window or config.context_window,
-            max_queue=config.max_queue,
-            description=config.description,
-            where=where,
-        )
-        b = config.breaker
-        deployments.append(
-            Deployment(
-                id=dep_id,
-                backend=cls(spec, settings),
-                config=dcfg,
-                breaker=CircuitBreaker(
-                    failures=b.failures, window_s=b.window_s, cooldown_s=b.cooldown_s, probes=b.probes
-                ),
-                limiter=SharedMinuteLimiter(shared, dep_id, MinuteLimiter(dcfg.rpm, dcfg.tpm))
-                if shared is not None
-                else MinuteLimiter(dcfg.rpm, dcfg.tpm),
-            )
-        )
-    return ModelRoute(name, config, deployments, settings, shared)

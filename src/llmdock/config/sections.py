@@ -1,0 +1,163 @@
+"""The settings sections: cache, guards, traces, auth, retention, prompt templates, privacy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+
+class CacheSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    exact: bool = Field(default=True, description="answer repeated identical requests from the cache")
+    deterministic_only: bool = Field(
+        default=True, description="exact cache only for temperature 0 or a fixed seed"
+    )
+    semantic: bool = Field(default=False, description="answer requests close in meaning from the cache")
+    similarity_threshold: float = Field(
+        default=0.95, gt=0, le=1, description="cosine similarity for a semantic hit"
+    )
+    ttl_s: float = Field(default=3600.0, gt=0)
+    max_entries: int = Field(default=10_000, gt=0, description="per process (memory) and per semantic scope")
+
+
+GuardEntries = dict[str, dict[str, Any] | None]
+
+
+def _default_input_guards() -> GuardEntries:
+    return {"injection": {}, "secrets": {}, "pii": {}, "toxicity": {}, "prompt_length": {}}
+
+
+def _default_output_guards() -> GuardEntries:
+    return {"secrets": {}, "leakage": {}}
+
+
+class GuardMatch(BaseModel):
+    """Which requests a guard policy override applies to; every given key must match (lists: any of)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: list[str] = Field(default_factory=list)
+    route: list[str] = Field(default_factory=list, description="chat, completion or the HTTP path")
+    prompt_template: list[str] = Field(default_factory=list)
+    api_key_id: list[str] = Field(
+        default_factory=list, description="key ids (llmdock keys list), with auth on"
+    )
+    team: list[str] = Field(default_factory=list, description="team ids of the requesting key, with auth on")
+    api_key_env: list[str] = Field(
+        default_factory=list, description="variables holding bearer keys, auth off"
+    )
+
+    @field_validator("model", "route", "prompt_template", "api_key_id", "team", "api_key_env", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class GuardPolicyOverride(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    match: GuardMatch
+    input: GuardEntries = Field(default_factory=dict)
+    output: GuardEntries = Field(default_factory=dict)
+
+
+class GuardSettings(BaseModel):
+    """The guard_in / guard_out stages: detectors by name with their policy; checked by llmdock.guards."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy_file: Path | None = Field(default=None, description="read input/output/policies from this YAML")
+    input: GuardEntries = Field(default_factory=_default_input_guards)
+    output: GuardEntries = Field(default_factory=_default_output_guards)
+    policies: list[GuardPolicyOverride] = Field(default_factory=list)
+    block_message: str = "Blocked by the {detector} guard (score {score:.2f})."
+    redaction: str = Field(default="[{label}]", description="what a redacted span becomes")
+    timeout_ms: float = Field(default=250.0, gt=0, description="per detector, unless its entry sets one")
+    stream_hold_chars: int = Field(
+        default=128, ge=0, description="answer text held back while streaming so a redaction can still apply"
+    )
+    model_dir: Path | None = Field(
+        default=None, description="trained guard classifiers; empty = <home>/guards"
+    )
+
+
+class TraceSettings(BaseModel):
+    enabled: bool = True
+    batch_size: int = Field(default=256, gt=0)
+    flush_interval_s: float = Field(default=0.2, gt=0)
+    max_buffer: int = Field(
+        default=100_000, gt=0, description="Traces kept in memory while the store is down."
+    )
+    store_bodies: bool = Field(default=True, description="Keep request and response text on traces.")
+
+
+class AuthSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: Literal["auto", "on", "off"] = Field(
+        default="auto", description="auto = on as soon as an unrevoked admin key exists"
+    )
+    secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="key for hashing API keys; empty = a random one kept in <home>/auth.secret",
+    )
+    cache_ttl_s: float = Field(
+        default=5.0, ge=0, description="how long a worker trusts a verified key before reading it again"
+    )
+
+
+class RetentionSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    traces_days: int | None = Field(default=None, gt=0, description="delete traces older than this")
+    interval_s: float = Field(default=3600.0, gt=0, description="how often the gateway applies it")
+
+
+class PromptSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cache_ttl_s: float = Field(
+        default=10.0, ge=0, description="how long a worker reuses a resolved template version (label moves)"
+    )
+
+
+# What PII detection looks for unless privacy.entities says otherwise (Presidio entity names). PERSON
+# (names, from spaCy's NER) is not in it: NER costs several times the pattern recognizers (bench/pii_redaction.py).
+DEFAULT_PII_ENTITIES = (
+    "CREDIT_CARD",
+    "CRYPTO",
+    "EMAIL_ADDRESS",
+    "IBAN_CODE",
+    "IP_ADDRESS",
+    "PHONE_NUMBER",
+    "US_SSN",
+)
+
+# Regions whose national phone formats are recognised (numbers written +<country code> are, in any case).
+DEFAULT_PHONE_REGIONS = ("US", "GB")
+
+
+class PrivacySettings(BaseModel):
+    """PII redaction before anything is persisted, and encryption at rest (docs/configuration.md#privacy)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pii: Literal["off", "mask", "pseudonymize"] = Field(
+        default="off", description="what happens to PII in traces, shared cache entries and logs"
+    )
+    entities: list[str] = Field(default_factory=lambda: list(DEFAULT_PII_ENTITIES))
+    score_threshold: float = Field(default=0.4, ge=0, le=1, description="Presidio score needed to redact")
+    phone_regions: list[str] = Field(default_factory=lambda: list(DEFAULT_PHONE_REGIONS))
+    pseudonym_key_env: str = Field(default="LLMDOCK_PSEUDONYM_KEY", description="HMAC key for pseudonyms")
+    pseudonym_key_file: Path | None = None
+    encrypt_bodies: bool = Field(default=False, description="encrypt trace input/output text at rest")
+    encryption_key_env: str = Field(default="LLMDOCK_ENCRYPTION_KEY")
+    encryption_key_file: Path | None = None
+
+    @field_validator("pii", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
