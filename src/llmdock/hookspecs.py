@@ -1,4 +1,4 @@
-"""The plugin hooks. Built-in backends and stages register through these same hooks (see plugins.py).
+"""The plugin hooks. Built-in backends, stages and detectors register through these same hooks (default_plugins/).
 
 A third-party package adds a backend, a stage or a guard detector with one module and one entry point in the
 ``llmdock.plugins`` group; nothing in llmdock's core changes.
@@ -30,7 +30,11 @@ class LlmdockSpec:
 
     @hookspec
     def llmdock_stages(self) -> dict[str, StageFactory]:  # type: ignore[empty-body]
-        """Pipeline stages by name: a factory taking the Settings and returning the stage."""
+        """Pipeline stages by name: a factory taking the Settings and returning the stage.
+
+        The runtime then calls ``stage.bind(env)`` once with a ``pipeline.env.StageEnv`` (models, store,
+        shared state, privacy, registered detectors) before the first request.
+        """
 
     @hookspec
     def llmdock_detectors(self) -> list[DetectorFactory]:  # type: ignore[empty-body]

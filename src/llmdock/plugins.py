@@ -1,50 +1,17 @@
-"""Plugin loading, and llmdock's own built-ins registered through the same hooks as any plugin."""
+"""Plugin loading: llmdock's built-ins (``llmdock.default_plugins``), then third-party packages, by the same hooks."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pluggy
 
 from llmdock.backends.base import Backend
+from llmdock.default_plugins import DEFAULT_PLUGINS
 from llmdock.guards.base import DetectorFactory
-from llmdock.hookspecs import LlmdockSpec, StageFactory, hookimpl
-
-
-@hookimpl
-def llmdock_backends() -> list[type[Backend]]:
-    from llmdock.backends.fake import FakeBackend
-    from llmdock.backends.llamacpp import LlamaCppBackend
-    from llmdock.backends.openai_compat import OpenAICompatBackend
-    from llmdock.backends.sentence_transformers import SentenceTransformersBackend
-
-    return [LlamaCppBackend, OpenAICompatBackend, FakeBackend, SentenceTransformersBackend]
-
-
-@hookimpl
-def llmdock_stages() -> dict[str, StageFactory]:
-    from llmdock.cache import CacheStage
-    from llmdock.guards import GuardInStage, GuardOutStage
-    from llmdock.pipeline.stages import GenerateStage, PostprocessStage, PreprocessStage
-    from llmdock.structured import StructuredStage
-
-    return {
-        "preprocess": PreprocessStage,
-        "cache": CacheStage,
-        "guard_in": GuardInStage,
-        "generate": GenerateStage,
-        "guard_out": GuardOutStage,
-        "structured": StructuredStage,
-        "postprocess": PostprocessStage,
-    }
-
-
-@hookimpl
-def llmdock_detectors() -> list[DetectorFactory]:
-    from llmdock.guards.detectors import BUILTIN_DETECTORS
-
-    return list(BUILTIN_DETECTORS)
+from llmdock.hookspecs import LlmdockSpec, StageFactory
 
 
 @dataclass(frozen=True)
@@ -54,14 +21,20 @@ class Plugins:
     detectors: dict[str, DetectorFactory]
     names: list[str]
 
+    def registered(self) -> dict[str, dict[str, object]]:
+        """What stages may look up by kind (``StageEnv.plugins``): everything but stages and backends."""
+        return {"detectors": dict(self.detectors)}
+
 
 def load_plugins(entry_points: bool = True, extra: Sequence[object] = ()) -> Plugins:
-    """Built-ins first (under the name ``builtin``), then every ``llmdock.plugins`` entry point, then ``extra``."""
-    import llmdock.plugins as builtin
+    """Built-ins first (``DEFAULT_PLUGINS``), then every ``llmdock.plugins`` entry point, then ``extra``.
 
+    A later plugin's backend, stage or detector replaces a built-in of the same name.
+    """
     pm = pluggy.PluginManager("llmdock")
     pm.add_hookspecs(LlmdockSpec)
-    pm.register(builtin, name="builtin")
+    for name in DEFAULT_PLUGINS:
+        pm.register(importlib.import_module(name), name=name)
     if entry_points:
         pm.load_setuptools_entrypoints("llmdock.plugins")
     for plugin in extra:

@@ -12,12 +12,15 @@ from typing import Any
 from llmdock.auth.service import AuthService
 from llmdock.config import ModelConfig, Settings
 from llmdock.errors import ConfigError, LlmdockError, ModelNotFound
+from llmdock.pipeline.env import StageEnv
 from llmdock.pipeline.runner import Pipeline
+from llmdock.pipeline.stages import Stage
 from llmdock.pipeline.telemetry import OtlpExporter, TraceSink, otlp_configured
 from llmdock.plugins import Plugins, load_plugins
 from llmdock.privacy.policy import PrivacyPolicy, RedactingLogRecords
 from llmdock.prompts import PromptRegistry, PromptResolver
-from llmdock.routing.router import ModelRoute, build_route
+from llmdock.routing.build import build_route
+from llmdock.routing.router import ModelRoute
 from llmdock.shared_state import SharedState
 from llmdock.store.engine import Store
 from llmdock.store.traces import TraceWriter
@@ -78,7 +81,13 @@ def build_pipeline(settings: Settings, plugins: Plugins, sink: TraceSink | None)
             raise ConfigError(
                 f"unknown stage {name!r} (known: {known})", where=settings.where(("pipeline", i))
             )
-        stages.append(factory(settings))
+        stage = factory(settings)
+        if not isinstance(stage, Stage):
+            raise ConfigError(
+                f"stage {name!r} does not follow the Stage protocol (name, bind(env), async __call__(ctx))",
+                where=settings.where(("pipeline", i)),
+            )
+        stages.append(stage)
     try:
         return Pipeline(stages, sink)
     except ValueError as exc:
@@ -106,10 +115,16 @@ class Runtime:
         self.otlp = OtlpExporter() if otlp_configured() else None
         self.sink = TraceSink(self.writer, store_bodies=settings.trace.store_bodies, otlp=self.otlp)
         self.pipeline = build_pipeline(settings, self.plugins, self.sink)
+        self.stage_env = StageEnv(
+            settings=settings,
+            backend=self.backend,
+            store=self.store,
+            shared=self.shared,
+            privacy=self.privacy,
+            registered=self.plugins.registered(),
+        )
         for stage in self.pipeline.stages:
-            bind = getattr(stage, "bind", None)
-            if bind is not None:
-                bind(self)
+            stage.bind(self.stage_env)
         # Log output is redacted too (privacy.pii): installed last, so a failed start leaves logging as it was.
         self._log_records = RedactingLogRecords(self.privacy) if self.privacy.engine is not None else None
         if self._log_records is not None:

@@ -12,7 +12,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from llmdock.cache.stores import CacheStore, RedisStore
 from llmdock.config import Settings
 from llmdock.errors import ConfigError
 
@@ -72,28 +71,5 @@ class SharedState:
             return {"ok": True}
         return {"ok": False, "degraded_to": "in-process state", "error": self.last_error}
 
-    def cache_store(self, fallback: CacheStore) -> CacheStore:
-        return _FailoverStore(self, RedisStore(self.client), fallback)
-
     async def close(self) -> None:
         await self.client.aclose()
-
-
-class _FailoverStore:
-    name = "redis"
-
-    def __init__(self, shared: SharedState, primary: RedisStore, fallback: CacheStore) -> None:
-        self.shared = shared
-        self.primary = primary
-        self.fallback = fallback
-
-    async def get(self, key: str) -> bytes | None:
-        return await self.shared.run(lambda: self.primary.get(key), lambda: self.fallback.get(key))
-
-    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        await self.shared.run(
-            lambda: self.primary.set(key, value, ttl_s), lambda: self.fallback.set(key, value, ttl_s)
-        )
-
-    def size(self) -> int:
-        return self.fallback.size()

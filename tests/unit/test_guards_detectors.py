@@ -258,7 +258,9 @@ def fake_runtime(tmp_path: Path, reply: str = "yes") -> Runtime:
 
 async def test_the_embedding_layer_measures_similarity_to_known_attacks(tmp_path: Path) -> None:
     runtime = fake_runtime(tmp_path)
-    detector = InjectionDetector(InjectionParams(embedding=True), DetectorEnv(guard_model_dir(), runtime))
+    detector = InjectionDetector(
+        InjectionParams(embedding=True), DetectorEnv(guard_model_dir(), runtime.stage_env)
+    )
     assert detector.awaits  # the stage bounds it with its timeout
     known = next(r["text"] for r in load_rows(data_path(), "injection") if r["label"] == 1)
     assert await detector._similarity(known[:500]) == pytest.approx(1.0, abs=1e-5)
@@ -274,13 +276,15 @@ async def test_grounding_by_embedding_and_by_llm_judge(tmp_path: Path) -> None:
     invented = "Visitors receive a free lunch voucher from the cafeteria manager."
     for reply, expected in (("yes", 0.0), ("no", 0.5)):
         runtime = fake_runtime(tmp_path, reply)
-        judge = GroundingDetector(GroundingParams(method="llm"), DetectorEnv(guard_model_dir(), runtime))
+        judge = GroundingDetector(
+            GroundingParams(method="llm"), DetectorEnv(guard_model_dir(), runtime.stage_env)
+        )
         verdict = await judge.detect(answer(f"{claim} {invented}", context=context))
         assert (verdict.layer, verdict.score) == ("llm-judge", expected)
         await runtime.close()
     runtime = fake_runtime(tmp_path)
     embedding = GroundingDetector(
-        GroundingParams(method="embedding"), DetectorEnv(guard_model_dir(), runtime)
+        GroundingParams(method="embedding"), DetectorEnv(guard_model_dir(), runtime.stage_env)
     )
     verdict = await embedding.detect(answer(f"{claim} {invented}", context=context))
     assert (verdict.layer, verdict.details["claims"]) == ("embedding", 2)  # separation: tests/integration

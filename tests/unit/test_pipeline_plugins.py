@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from llmdock.backends.base import GenerationRequest, SamplingParams, StreamChunk
 from llmdock.config import Settings
+from llmdock.default_plugins import DEFAULT_PLUGINS
+from llmdock.errors import ConfigError
 from llmdock.hookspecs import StageFactory, hookimpl
-from llmdock.pipeline import RequestContext
+from llmdock.pipeline import RequestContext, StageEnv
 from llmdock.plugins import load_plugins
 from llmdock.runtime import Runtime
 from tests.conftest import fake_settings
@@ -21,6 +25,10 @@ class ShoutStage:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.env: StageEnv | None = None
+
+    def bind(self, env: StageEnv) -> None:
+        self.env = env
 
     async def __call__(self, ctx: RequestContext) -> RequestContext:
         if ctx.generation is not None and not ctx.stream:
@@ -41,11 +49,45 @@ class ShoutPlugin:
         return {"shout": ShoutStage}
 
 
+class NoBindStage:
+    name = "nobind"
+
+    def __init__(self, settings: Settings) -> None:
+        pass
+
+    async def __call__(self, ctx: RequestContext) -> RequestContext:
+        return ctx
+
+
+class NoBindPlugin:
+    @hookimpl
+    def llmdock_stages(self) -> dict[str, StageFactory]:
+        return {"nobind": NoBindStage}  # type: ignore[dict-item]
+
+
 def test_builtins_are_registered_through_the_same_hooks() -> None:
     plugins = load_plugins()
-    assert "builtin" in plugins.names
+    assert set(DEFAULT_PLUGINS) <= set(plugins.names)
     assert {"llamacpp", "openai_compat", "fake", "sentence_transformers"} <= set(plugins.backends)
-    assert {"preprocess", "generate", "postprocess"} <= set(plugins.stages)
+    assert {"preprocess", "generate", "postprocess", "cache", "guard_in", "guard_out", "structured"} <= set(
+        plugins.stages
+    )
+    assert {"injection", "pii", "secrets", "toxicity"} <= set(plugins.detectors)
+
+
+def test_a_stage_is_bound_to_the_narrow_environment_not_the_runtime(tmp_path: Path) -> None:
+    runtime = _runtime(tmp_path)
+    (shout,) = [s for s in runtime.pipeline.stages if isinstance(s, ShoutStage)]
+    assert isinstance(shout.env, StageEnv)
+    assert shout.env.backend("fake") is runtime.backend("fake")
+    assert shout.env.store is runtime.store
+    assert "injection" in shout.env.plugins("detectors")
+
+
+def test_a_stage_without_bind_is_a_config_error(tmp_path: Path) -> None:
+    settings = fake_settings(tmp_path, pipeline=["preprocess", "generate", "nobind", "postprocess"])
+    with pytest.raises(ConfigError, match=r"stage 'nobind' .*bind"):
+        Runtime(settings, plugins=load_plugins(extra=[NoBindPlugin()]))
 
 
 def _runtime(tmp_path: Path) -> Runtime:

@@ -22,14 +22,15 @@ import orjson
 
 from llmdock.backends.base import Generation
 from llmdock.cache.semantic import SemanticIndex, SharedSemanticLog
-from llmdock.cache.stores import CacheStore, MemoryLRU
+from llmdock.cache.stores import CacheStore, MemoryLRU, failover_store
 from llmdock.config import CacheSettings, Settings
 from llmdock.errors import LlmdockError
 from llmdock.pipeline.context import RequestContext
+from llmdock.pipeline.env import StageEnv
 
 if TYPE_CHECKING:
     from llmdock.privacy.policy import PrivacyPolicy
-    from llmdock.runtime import Runtime
+    from llmdock.shared_state import SharedState
 
 log = logging.getLogger("llmdock.cache")
 
@@ -96,19 +97,21 @@ class CacheStage:
         self.settings = settings
         self.store: CacheStore = MemoryLRU(settings.cache.max_entries)
         self.semantic = SemanticIndex(max_entries=settings.cache.max_entries)
-        self.runtime: Runtime | None = None
+        self.env: StageEnv | None = None
+        self.shared: SharedState | None = None
         self._configs: dict[str, CacheSettings] = {}
         self._pending: set[asyncio.Task[None]] = set()
         self.shared_semantic: SharedSemanticLog | None = None
         self.privacy: PrivacyPolicy | None = None
 
-    def bind(self, runtime: Runtime) -> None:
+    def bind(self, env: StageEnv) -> None:
         """Called once the runtime exists: the semantic cache embeds with the runtime's embedding model."""
-        self.runtime = runtime
-        self.privacy = runtime.privacy
-        if runtime.shared is not None:
-            self.store = runtime.shared.cache_store(self.store)
-            self.shared_semantic = SharedSemanticLog(runtime.shared.client, self.settings.cache.max_entries)
+        self.env = env
+        self.privacy = env.privacy
+        self.shared = env.shared
+        if env.shared is not None:
+            self.store = failover_store(env.shared, self.store)
+            self.shared_semantic = SharedSemanticLog(env.shared.client, self.settings.cache.max_entries)
 
     def config_for(self, model: str) -> CacheSettings:
         cfg = self._configs.get(model)
@@ -119,14 +122,14 @@ class CacheStage:
         return cfg
 
     async def _embed(self, text: str) -> np.ndarray | None:
-        runtime = self.runtime
-        name = self.settings.default_embedding_model
-        if runtime is None or not name:
+        if self.env is None:
             return None
         try:
-            result = await runtime.backend(name).embed([text])
+            result = await self.env.embed([text])
         except LlmdockError as exc:
             log.warning("semantic cache skipped: embedding failed: %s", exc.one_line())
+            return None
+        if result is None:
             return None
         vec = np.asarray(result.vectors[0], dtype=np.float32)
         norm = float(np.linalg.norm(vec))
@@ -196,12 +199,12 @@ class CacheStage:
         task.add_done_callback(self._pending.discard)
 
     async def _pull(self, scope: str) -> None:
-        shared, log_ = (self.runtime.shared if self.runtime else None), self.shared_semantic
+        shared, log_ = self.shared, self.shared_semantic
         if shared is not None and log_ is not None:
             await shared.run(lambda: log_.pull(scope, self.semantic), _nothing)
 
     async def _push(self, scope: str, vector: np.ndarray, value: bytes, ttl_s: float) -> None:
-        shared, log_ = (self.runtime.shared if self.runtime else None), self.shared_semantic
+        shared, log_ = self.shared, self.shared_semantic
         if shared is not None and log_ is not None:
             value = await self._shareable(value)
             await shared.run(lambda: log_.push(scope, vector, value, ttl_s), _nothing)

@@ -10,7 +10,10 @@ import collections
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from llmdock.shared_state import SharedState
 
 log = logging.getLogger("llmdock.cache")
 
@@ -78,3 +81,30 @@ class RedisStore:
 
     def size(self) -> int:
         return -1  # unknown without a scan; Redis bounds it
+
+
+def failover_store(shared: SharedState, fallback: CacheStore) -> CacheStore:
+    """The cache store shared through Redis, falling back to ``fallback`` while Redis is away."""
+    return _FailoverStore(shared, RedisStore(shared.client), fallback)
+
+
+class _FailoverStore:
+    """Redis while it answers, the in-process store while it does not (see SharedState.run)."""
+
+    name = "redis"
+
+    def __init__(self, shared: SharedState, primary: RedisStore, fallback: CacheStore) -> None:
+        self.shared = shared
+        self.primary = primary
+        self.fallback = fallback
+
+    async def get(self, key: str) -> bytes | None:
+        return await self.shared.run(lambda: self.primary.get(key), lambda: self.fallback.get(key))
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        await self.shared.run(
+            lambda: self.primary.set(key, value, ttl_s), lambda: self.fallback.set(key, value, ttl_s)
+        )
+
+    def size(self) -> int:
+        return self.fallback.size()

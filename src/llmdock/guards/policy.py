@@ -36,6 +36,7 @@ from llmdock.guards.base import Detector, DetectorFactory, Direction
 
 if TYPE_CHECKING:
     from llmdock.pipeline.context import RequestContext
+    from llmdock.pipeline.env import StageEnv
 
 Action = Literal["block", "redact", "flag", "log"]
 Locator = Callable[[tuple[str | int, ...]], str]
@@ -68,10 +69,14 @@ class Entry:
 
 @dataclass(slots=True)
 class DetectorEnv:
-    """What detectors are built with: where trained classifiers live, and the runtime (bound later)."""
+    """What detectors are built with: where trained classifiers live, and the stages' environment.
+
+    ``stages`` is ``None`` where detectors run without a runtime (``llmdock guards check``); detectors that
+    need a model (embedding similarity, an LLM judge) then skip that layer.
+    """
 
     model_dir: Path
-    runtime: Any = None
+    stages: StageEnv | None = None
 
 
 @dataclass

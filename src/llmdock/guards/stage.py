@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 from llmdock.backends.base import Generation, StreamChunk
 from llmdock.config import Settings
@@ -27,12 +26,10 @@ from llmdock.guards.base import Direction, GuardText
 from llmdock.guards.engine import Outcome, blocked_error, check, decide, record, redact, redactions
 from llmdock.guards.policy import DetectorEnv, Entry, GuardPolicies, build_policies
 from llmdock.pipeline.context import RequestContext
+from llmdock.pipeline.env import StageEnv
 from llmdock.pipeline.stages import flatten_content
 from llmdock.structured.judge import judge, openai_tool_calls
 from llmdock.structured.stage import replay
-
-if TYPE_CHECKING:
-    from llmdock.runtime import Runtime
 
 STREAM_CHECK_CHARS = 64
 JUDGED = ("valid", "repaired", "reasked")  # outcomes of the structured stage that deliver an answer
@@ -47,15 +44,13 @@ class _GuardStage:
         self.settings = settings
         self.policies: GuardPolicies | None = None
 
-    def bind(self, runtime: Runtime) -> None:
+    def bind(self, env: StageEnv) -> None:
         """Validate the policies and build the detectors (training a classifier the first time)."""
         model_dir = self.settings.guards.model_dir or self.settings.home / "guards"
-        self.policies = build_policies(
-            self.settings, runtime.plugins.detectors, DetectorEnv(model_dir, runtime)
-        )
+        self.policies = build_policies(self.settings, env.plugins("detectors"), DetectorEnv(model_dir, env))
 
     def entries(self, ctx: RequestContext, direction: Direction) -> list[Entry]:
-        assert self.policies is not None, "guard stage used before Runtime.bind"
+        assert self.policies is not None, "guard stage used before bind"
         return self.policies.resolve(ctx)[direction]
 
     def _finish(self, ctx: RequestContext, outcomes: list[Outcome], streaming: bool = False) -> list[Outcome]:

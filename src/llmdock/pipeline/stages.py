@@ -1,6 +1,7 @@
 """The Stage contract and the built-in stages: pre-process, generate, post-process.
 
-A stage is an object with a ``name`` and ``async __call__(ctx) -> ctx``. Streaming adds two optional
+A stage is an object with a ``name``, ``bind(env)`` (called once with the runtime's services, see
+``pipeline.env.StageEnv``) and ``async __call__(ctx) -> ctx``. Streaming adds two optional
 methods: the generate stage *opens* the stream (``open_stream``), and stages after it may *wrap* it
 (``wrap_stream``); stages after generate without ``wrap_stream`` run once the stream has ended, on the
 complete text. Stages are listed by name in the settings, and registered through the plugin hooks.
@@ -15,12 +16,16 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from llmdock.backends.base import Generation, StreamChunk
 from llmdock.config import Settings
 from llmdock.pipeline.context import RequestContext
+from llmdock.pipeline.env import StageEnv
 from llmdock.prompts.apply import apply_prompt
 
 
 @runtime_checkable
 class Stage(Protocol):
     name: str
+
+    def bind(self, env: StageEnv) -> None:
+        """Called once the runtime exists, before the first request: take what the stage needs from ``env``."""
 
     async def __call__(self, ctx: RequestContext) -> RequestContext: ...
 
@@ -59,6 +64,9 @@ class PreprocessStage:
 
     def __init__(self, settings: Settings) -> None:
         self.form = settings.unicode_normalization
+
+    def bind(self, env: StageEnv) -> None:
+        pass
 
     async def __call__(self, ctx: RequestContext) -> RequestContext:
         if ctx.operation == "embedding":
@@ -105,6 +113,9 @@ class GenerateStage:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+
+    def bind(self, env: StageEnv) -> None:
+        pass
 
     async def __call__(self, ctx: RequestContext) -> RequestContext:
         if ctx.operation == "embedding":
@@ -156,6 +167,9 @@ class PostprocessStage:
 
     def __init__(self, settings: Settings) -> None:
         self.form = settings.unicode_normalization
+
+    def bind(self, env: StageEnv) -> None:
+        pass
 
     async def __call__(self, ctx: RequestContext) -> RequestContext:
         gen = ctx.generation

@@ -31,6 +31,7 @@ from llmdock.backends.base import Generation, GenerationRequest, StreamChunk
 from llmdock.config import Settings
 from llmdock.errors import ContextWindowExceeded, InvalidStructuredOutput
 from llmdock.pipeline.context import RequestContext
+from llmdock.pipeline.env import StageEnv
 from llmdock.structured.budget import fit_schema
 from llmdock.structured.grammar import GrammarUnavailable, calls_or_text, json_grammar, schema_grammar
 from llmdock.structured.judge import Verdict, judge, openai_tool_calls
@@ -173,6 +174,9 @@ class StructuredStage:
         # Per stage (not module) caches: a schema is checked and converted once, however often it is sent.
         self._compile = functools.lru_cache(maxsize=512)(compile_schema)
         self._grammar = functools.lru_cache(maxsize=256)(build_grammar)
+
+    def bind(self, env: StageEnv) -> None:
+        pass
 
     def plan(self, ctx: RequestContext, **fields: object) -> None:
         """Check a chat request's response_format / tools / tool_choice and prepare its request for them."""

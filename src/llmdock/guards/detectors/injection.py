@@ -152,10 +152,10 @@ class InjectionDetector(BaseDetector):
         return best, found
 
     async def _similarity(self, text: str) -> float:
-        runtime = self.env.runtime
-        if runtime is None:
+        stages = self.env.stages
+        if stages is None:
             return 0.0
-        backend = runtime.backend(runtime.settings.default_embedding_model)
+        backend = stages.backend(stages.settings.default_embedding_model)
         if self.attacks is None:  # once: up to 40 known attacks from each source, spread over it
             by_source: dict[str, list[str]] = {}
             for row in load_rows(data_path(), "injection"):

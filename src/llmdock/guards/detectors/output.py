@@ -217,8 +217,9 @@ class GroundingDetector(BaseDetector):
         return Verdict(len(unsupported) / len(claims), layer, findings, {"claims": len(claims)})
 
     async def _by_embedding(self, item: GuardText, claims: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        runtime = self.env.runtime
-        backend = runtime.backend(runtime.settings.default_embedding_model)
+        stages = self.env.stages
+        assert stages is not None, "grounding by embedding needs the runtime's models"
+        backend = stages.backend(stages.settings.default_embedding_model)
         chunks = [c.group() for c in _SENTENCE.finditer(item.context) if c.group().strip()][:256]
         vectors = np.asarray((await backend.embed(chunks + [item.text[s:e] for s, e in claims])).vectors)
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
@@ -228,8 +229,9 @@ class GroundingDetector(BaseDetector):
     async def _by_judge(self, item: GuardText, claims: list[tuple[int, int]]) -> list[tuple[int, int]]:
         from llmdock.backends.base import GenerationRequest, SamplingParams
 
-        runtime = self.env.runtime
-        backend: Any = runtime.backend(self.params.judge_model or runtime.settings.default_model)
+        stages = self.env.stages
+        assert stages is not None, "grounding by an LLM judge needs the runtime's models"
+        backend: Any = stages.backend(self.params.judge_model or stages.settings.default_model)
         await backend.ensure_started()
         kept = []
         for start, end in claims:

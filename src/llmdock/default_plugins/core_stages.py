@@ -1,0 +1,11 @@
+"""The pipeline's own stages: pre-process, generate, post-process."""
+
+from __future__ import annotations
+
+from llmdock.hookspecs import StageFactory, hookimpl
+from llmdock.pipeline.stages import GenerateStage, PostprocessStage, PreprocessStage
+
+
+@hookimpl
+def llmdock_stages() -> dict[str, StageFactory]:
+    return {"preprocess": PreprocessStage, "generate": GenerateStage, "postprocess": PostprocessStage}

@@ -1,0 +1,20 @@
+"""The ``guard_in`` and ``guard_out`` stages and the built-in detectors."""
+
+from __future__ import annotations
+
+from llmdock.guards.base import DetectorFactory
+from llmdock.hookspecs import StageFactory, hookimpl
+
+
+@hookimpl
+def llmdock_stages() -> dict[str, StageFactory]:
+    from llmdock.guards import GuardInStage, GuardOutStage
+
+    return {"guard_in": GuardInStage, "guard_out": GuardOutStage}
+
+
+@hookimpl
+def llmdock_detectors() -> list[DetectorFactory]:
+    from llmdock.guards.detectors import BUILTIN_DETECTORS
+
+    return list(BUILTIN_DETECTORS)
