@@ -14,6 +14,7 @@ Exit status 1 when a pair is found, with ``file:start-end ~ file:start-end`` per
 
 from __future__ import annotations
 
+import ast
 import io
 import keyword
 import sys
@@ -31,9 +32,20 @@ EXCLUDED = ("store/migrations/", "llmdock/errors.py")
 MIN_DISTINCT = 5
 
 
+def class_headers(source: str) -> set[int]:
+    """Lines (1-based) of class headers: declarations such as ``class X(Base, name=..., roles=...)``."""
+    lines: set[int] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ClassDef) and node.body:
+            first = node.body[0]
+            lines.update(range(node.lineno, first.lineno))
+    return lines
+
+
 def normalised(source: str) -> list[str]:
-    """The file's lines with names, strings and numbers replaced, comments and docstrings dropped."""
+    """The file's lines with names, strings and numbers replaced; comments, docstrings, class headers dropped."""
     lines = [""] * (source.count("\n") + 1)
+    headers = class_headers(source)
     previous = tokenize.NEWLINE
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         kind, text, (row, _), _, _ = tok
@@ -49,7 +61,8 @@ def normalised(source: str) -> list[str]:
             text = "0"
         elif kind == tokenize.STRING:
             text = "''"
-        lines[row - 1] += text + " "
+        if row not in headers:
+            lines[row - 1] += text + " "
         previous = kind
     return [line.rstrip() + "\n" for line in lines]
 

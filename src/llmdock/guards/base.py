@@ -10,6 +10,7 @@ threshold and applies the action (block, redact, flag, log). Detectors register 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
@@ -94,14 +95,47 @@ class Detector(Protocol):
 
 
 class BaseDetector:
-    """Defaults shared by the built-in detectors; a subclass sets ``name``, ``directions``, ``Params``
-    and only the defaults that differ (it still has to provide ``__init__(params, env)`` and ``detect``)."""
+    """Defaults shared by the built-in detectors. A subclass names itself and what differs in its header::
 
+        class LeakageDetector(BaseDetector, name="leakage", directions={"output"}, Params=LeakageParams,
+                              action="flag"): ...
+
+    (class attributes of the same names work too), and provides ``__init__(params, env)`` and ``detect``.
+    """
+
+    name: ClassVar[str]
+    directions: ClassVar[frozenset[Direction]]
+    Params: ClassVar[type[DetectorParams]] = DetectorParams
     default_threshold: ClassVar[float] = 0.5
     default_action: ClassVar[str] = "flag"
     default_on_error: ClassVar[str] = "open"
     default_roles: ClassVar[tuple[str, ...]] = ("user", "tool", "prompt", "answer")
     awaits = False
+
+    def __init_subclass__(
+        cls,
+        *,
+        name: str | None = None,
+        directions: Iterable[Direction] | None = None,
+        Params: type[DetectorParams] | None = None,
+        action: str | None = None,
+        on_error: str | None = None,
+        roles: tuple[str, ...] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if name is not None:
+            cls.name = name
+        if directions is not None:
+            cls.directions = frozenset(directions)
+        if Params is not None:
+            cls.Params = Params
+        if action is not None:
+            cls.default_action = action
+        if on_error is not None:
+            cls.default_on_error = on_error
+        if roles is not None:
+            cls.default_roles = roles
 
 
 class DetectorFactory(Protocol):

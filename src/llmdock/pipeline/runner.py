@@ -77,11 +77,7 @@ class Pipeline:
     async def run(self, ctx: RequestContext) -> RequestContext:
         """Run every stage; on error the trace records it and the error propagates to the caller."""
         try:
-            for stage in self.stages:
-                ctx = await self._run_stage(stage, ctx)
-        except LlmdockError as exc:
-            self._fail(ctx, exc)
-            raise
+            ctx = await self._through(self.stages, ctx)
         except asyncio.CancelledError:
             ctx.status = "cancelled"
             self.finish(ctx)
@@ -95,13 +91,18 @@ class Pipeline:
         Errors before the first chunk (bad input, context window) raise here, so the caller can still
         answer with a proper HTTP error; errors after it end the stream.
         """
+        ctx = await self._through(self._before, ctx)
+        return self._stream(ctx)
+
+    async def _through(self, stages: list[Stage], ctx: RequestContext) -> RequestContext:
+        """Run ``stages`` in order; a stage's error is recorded on the trace, then raised."""
         try:
-            for stage in self._before:
+            for stage in stages:
                 ctx = await self._run_stage(stage, ctx)
         except LlmdockError as exc:
             self._fail(ctx, exc)
             raise
-        return self._stream(ctx)
+        return ctx
 
     async def _stream(self, ctx: RequestContext) -> AsyncIterator[StreamChunk]:
         started_at = datetime.now(UTC)

@@ -57,16 +57,22 @@ def flatten_content(content: Any) -> str:
     return "" if content is None else str(content)
 
 
-class PreprocessStage:
-    """Renders a prompt template, normalizes Unicode, renders the prompt, counts tokens with the model's tokenizer, checks the window."""
+class _NormalizingStage:
+    """A stage that needs only the configured Unicode normalization form."""
 
-    name = "preprocess"
+    name = ""
 
     def __init__(self, settings: Settings) -> None:
         self.form = settings.unicode_normalization
 
     def bind(self, env: StageEnv) -> None:
         pass
+
+
+class PreprocessStage(_NormalizingStage):
+    """Renders a prompt template, normalizes Unicode, renders the prompt, counts tokens with the model's tokenizer, checks the window."""
+
+    name = "preprocess"
 
     async def __call__(self, ctx: RequestContext) -> RequestContext:
         if ctx.operation == "embedding":
@@ -160,16 +166,10 @@ def record_route(ctx: RequestContext) -> None:
     ctx.attributes.update(attrs)
 
 
-class PostprocessStage:
+class PostprocessStage(_NormalizingStage):
     """Normalizes the answer's Unicode and settles its token count with the model's own tokenizer."""
 
     name = "postprocess"
-
-    def __init__(self, settings: Settings) -> None:
-        self.form = settings.unicode_normalization
-
-    def bind(self, env: StageEnv) -> None:
-        pass
 
     async def __call__(self, ctx: RequestContext) -> RequestContext:
         gen = ctx.generation

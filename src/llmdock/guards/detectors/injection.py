@@ -18,12 +18,11 @@ Layers, cheapest first, each recorded as the ``layer`` of the verdict when it de
 from __future__ import annotations
 
 import re
-from typing import ClassVar
 
 import numpy as np
 from pydantic import Field
 
-from llmdock.guards.base import BaseDetector, DetectorParams, Direction, Finding, GuardText, Verdict
+from llmdock.guards.base import BaseDetector, DetectorParams, Finding, GuardText, Verdict
 from llmdock.guards.features import Ngrams
 from llmdock.guards.normalize import warm_up
 from llmdock.guards.policy import DetectorEnv
@@ -95,14 +94,15 @@ class InjectionParams(DetectorParams):
     embedding_threshold: float = Field(default=0.7, gt=0, le=1)
 
 
-class InjectionDetector(BaseDetector):
-    name: ClassVar[str] = "injection"
-    directions: ClassVar[frozenset[Direction]] = frozenset({"input"})
-    Params: ClassVar[type[DetectorParams]] = InjectionParams
-    default_action: ClassVar[str] = "block"
-    default_on_error: ClassVar[str] = "closed"
-    default_roles: ClassVar[tuple[str, ...]] = ("user", "tool", "prompt")
-
+class InjectionDetector(
+    BaseDetector,
+    name="injection",
+    directions={"input"},
+    Params=InjectionParams,
+    action="block",
+    on_error="closed",
+    roles=("user", "tool", "prompt"),
+):
     def __init__(self, params: InjectionParams, env: DetectorEnv) -> None:
         self.params = params
         self.env = env

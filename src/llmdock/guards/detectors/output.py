@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import numpy as np
 from pydantic import Field
 
-from llmdock.guards.base import CLEAN, BaseDetector, DetectorParams, Direction, Finding, GuardText, Verdict
+from llmdock.guards.base import CLEAN, BaseDetector, DetectorParams, Finding, GuardText, Verdict
 from llmdock.guards.normalize import normalize
 from llmdock.guards.policy import DetectorEnv
 
@@ -25,17 +25,14 @@ class LeakageParams(DetectorParams):
     min_words: int = Field(default=8, ge=3, description="a run of this many system-prompt words counts")
 
 
-class LeakageDetector(BaseDetector):
+class LeakageDetector(
+    BaseDetector, name="leakage", directions={"output"}, Params=LeakageParams, action="flag"
+):
     """The answer repeats the system prompt: its canary token, or long runs of its words.
 
     Score: 1 for the canary; otherwise the larger of the share of the system prompt the answer repeats
     and the longest repeated run over twice ``min_words`` (a run of ``min_words`` words scores 0.5).
     """
-
-    name: ClassVar[str] = "leakage"
-    directions: ClassVar[frozenset[Direction]] = frozenset({"output"})
-    Params: ClassVar[type[DetectorParams]] = LeakageParams
-    default_action: ClassVar[str] = "flag"
 
     def __init__(self, params: LeakageParams, env: DetectorEnv) -> None:
         self.n = params.min_words
@@ -84,13 +81,8 @@ class UrlParams(DetectorParams):
     allow_from_context: bool = Field(default=True, description="also allow URLs the request itself contains")
 
 
-class UrlDetector(BaseDetector):
+class UrlDetector(BaseDetector, name="urls", directions={"output"}, Params=UrlParams, action="redact"):
     """Links in the answer to domains outside ``allow`` (and, by default, not given in the request)."""
-
-    name: ClassVar[str] = "urls"
-    directions: ClassVar[frozenset[Direction]] = frozenset({"output"})
-    Params: ClassVar[type[DetectorParams]] = UrlParams
-    default_action: ClassVar[str] = "redact"
 
     def __init__(self, params: UrlParams, env: DetectorEnv) -> None:
         self.allow = [d.lower().lstrip(".") for d in params.allow]
@@ -124,18 +116,15 @@ REFUSAL = re.compile(
 )
 
 
-class RefusalDetector(BaseDetector):
+class RefusalDetector(
+    BaseDetector, name="refusal", directions={"output"}, Params=DetectorParams, action="log"
+):
     """The answer refuses: refusal phrasing in its first 300 characters.
 
     Rules, not a classifier: the only human-labelled refusal data a package ships (PyRIT's scorer evals)
     is about 100 answers labelled against their objectives, too few to train on, so it serves as the
     bench's test set instead.
     """
-
-    name: ClassVar[str] = "refusal"
-    directions: ClassVar[frozenset[Direction]] = frozenset({"output"})
-    Params: ClassVar[type[DetectorParams]] = DetectorParams
-    default_action: ClassVar[str] = "log"
 
     def __init__(self, params: DetectorParams, env: DetectorEnv) -> None:
         pass
@@ -165,7 +154,7 @@ class GroundingParams(DetectorParams):
     judge_model: str = Field(default="", description="llm: the model asked (empty = the default model)")
 
 
-class GroundingDetector(BaseDetector):
+class GroundingDetector(BaseDetector, name="grounding", directions={"output"}, Params=GroundingParams):
     """Claims in a RAG answer that the provided context (system, tool and user messages) does not support.
 
     Each sentence with at least four content words is a claim. ``lexical`` (default, sub-millisecond):
@@ -174,10 +163,6 @@ class GroundingDetector(BaseDetector):
     ``llm``: the lexically unsupported claims are put to the LLM as a yes/no question (slow; for offline
     checks, not the hot path). Score: the share of the answer's claims that are unsupported.
     """
-
-    name: ClassVar[str] = "grounding"
-    directions: ClassVar[frozenset[Direction]] = frozenset({"output"})
-    Params: ClassVar[type[DetectorParams]] = GroundingParams
 
     def __init__(self, params: GroundingParams, env: DetectorEnv) -> None:
         from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS

@@ -3,12 +3,10 @@ checksums and entity names the privacy settings use, so a guard and the trace re
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from pydantic import Field
 
 from llmdock.config import DEFAULT_PHONE_REGIONS, DEFAULT_PII_ENTITIES
-from llmdock.guards.base import CLEAN, BaseDetector, DetectorParams, Direction, Finding, GuardText, Verdict
+from llmdock.guards.base import CLEAN, BaseDetector, DetectorParams, Finding, GuardText, Verdict
 from llmdock.guards.policy import DetectorEnv
 
 
@@ -21,17 +19,13 @@ class PiiParams(DetectorParams):
     phone_regions: list[str] = Field(default_factory=lambda: list(DEFAULT_PHONE_REGIONS))
 
 
-class PiiDetector(BaseDetector):
+class PiiDetector(BaseDetector, name="pii", directions={"input", "output"}, Params=PiiParams):
     """Each finding is a span labelled with its entity (``email-address``…) and Presidio's confidence; the
     engine already keeps only findings at or above ``score_threshold``, so any finding makes the verdict 1.
 
     Default action ``flag``: redacting a user's own e-mail from their prompt is often not wanted; set
     ``action: redact`` to keep PII from the model (or ``block``).
     """
-
-    name: ClassVar[str] = "pii"
-    directions: ClassVar[frozenset[Direction]] = frozenset({"input", "output"})
-    Params: ClassVar[type[DetectorParams]] = PiiParams
 
     def __init__(self, params: PiiParams, env: DetectorEnv) -> None:
         from llmdock.privacy.pii import PiiEngine

@@ -4,11 +4,10 @@ language. Each is exact and cheap; the lists come from the policy."""
 from __future__ import annotations
 
 import re
-from typing import ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
-from llmdock.guards.base import CLEAN, BaseDetector, DetectorParams, Direction, Finding, GuardText, Verdict
+from llmdock.guards.base import CLEAN, BaseDetector, DetectorParams, Finding, GuardText, Verdict
 from llmdock.guards.normalize import normalize
 from llmdock.guards.policy import DetectorEnv
 
@@ -17,14 +16,15 @@ class LengthParams(DetectorParams):
     max_chars: int = Field(default=32_000, gt=0)
 
 
-class PromptLengthDetector(BaseDetector):
+class PromptLengthDetector(
+    BaseDetector,
+    name="prompt_length",
+    directions={"input"},
+    Params=LengthParams,
+    action="block",
+    roles=("user", "tool", "prompt", "system"),
+):
     """A text longer than ``max_chars`` (long prompts are a vector for context flooding and cost)."""
-
-    name: ClassVar[str] = "prompt_length"
-    directions: ClassVar[frozenset[Direction]] = frozenset({"input"})
-    Params: ClassVar[type[DetectorParams]] = LengthParams
-    default_action: ClassVar[str] = "block"
-    default_roles: ClassVar[tuple[str, ...]] = ("user", "tool", "prompt", "system")
 
     def __init__(self, params: LengthParams, env: DetectorEnv) -> None:
         self.max_chars = params.max_chars
@@ -60,13 +60,11 @@ class PatternParams(DetectorParams):
         return self
 
 
-class PatternDetector(BaseDetector):
+class PatternDetector(
+    BaseDetector, name="regex", directions={"input", "output"}, Params=PatternParams, action="block"
+):
     """Custom regex and keyword lists; the spans are the matches (so ``redact`` removes just them)."""
 
-    name: ClassVar[str] = "regex"
-    directions: ClassVar[frozenset[Direction]] = frozenset({"input", "output"})
-    Params: ClassVar[type[DetectorParams]] = PatternParams
-    default_action: ClassVar[str] = "block"
     label = "pattern"
 
     def __init__(self, params: PatternParams, env: DetectorEnv) -> None:
@@ -101,14 +99,15 @@ class TopicParams(DetectorParams):
         return value
 
 
-class BannedTopicsDetector(BaseDetector):
+class BannedTopicsDetector(
+    BaseDetector,
+    name="banned_topics",
+    directions={"input", "output"},
+    Params=TopicParams,
+    action="block",
+    roles=("user", "prompt", "answer"),
+):
     """Topics a deployment will not discuss, each defined by its keywords (matched on the normalised text)."""
-
-    name: ClassVar[str] = "banned_topics"
-    directions: ClassVar[frozenset[Direction]] = frozenset({"input", "output"})
-    Params: ClassVar[type[DetectorParams]] = TopicParams
-    default_action: ClassVar[str] = "block"
-    default_roles: ClassVar[tuple[str, ...]] = ("user", "prompt", "answer")
 
     def __init__(self, params: TopicParams, env: DetectorEnv) -> None:
         self.topics = {
@@ -133,17 +132,18 @@ class LanguageParams(DetectorParams):
     sample_chars: int = Field(default=300, ge=20, description="how much of the text is identified")
 
 
-class LanguageDetector(BaseDetector):
+class LanguageDetector(
+    BaseDetector,
+    name="language",
+    directions={"input", "output"},
+    Params=LanguageParams,
+    roles=("user", "prompt", "answer"),
+):
     """A text in a language outside ``allowed`` (py3langid, 97 languages; its model ships in the package).
 
     Only the first ``sample_chars`` characters are identified: a longer sample rarely changes the answer
     and costs about 7 ms per 1,000 characters.
     """
-
-    name: ClassVar[str] = "language"
-    directions: ClassVar[frozenset[Direction]] = frozenset({"input", "output"})
-    Params: ClassVar[type[DetectorParams]] = LanguageParams
-    default_roles: ClassVar[tuple[str, ...]] = ("user", "prompt", "answer")
 
     def __init__(self, params: LanguageParams, env: DetectorEnv) -> None:
         from py3langid.langid import MODEL_FILE, LanguageIdentifier

@@ -12,11 +12,11 @@ prose; here the entropy layer only looks at long tokens mixing letters and digit
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from typing import Any
 
 from pydantic import Field
 
-from llmdock.guards.base import CLEAN, BaseDetector, DetectorParams, Direction, Finding, GuardText, Verdict
+from llmdock.guards.base import CLEAN, BaseDetector, DetectorParams, Finding, GuardText, Verdict
 from llmdock.guards.policy import DetectorEnv
 from llmdock.guards.regexes import required_run
 
@@ -33,12 +33,9 @@ class SecretsParams(DetectorParams):
     skip: list[str] = Field(default_factory=list, description="detect-secrets plugin types to leave out")
 
 
-class SecretsDetector(BaseDetector):
-    name: ClassVar[str] = "secrets"
-    directions: ClassVar[frozenset[Direction]] = frozenset({"input", "output"})
-    Params: ClassVar[type[DetectorParams]] = SecretsParams
-    default_action: ClassVar[str] = "redact"
-
+class SecretsDetector(
+    BaseDetector, name="secrets", directions={"input", "output"}, Params=SecretsParams, action="redact"
+):
     def __init__(self, params: SecretsParams, env: DetectorEnv) -> None:
         from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
         from detect_secrets.plugins.base import RegexBasedDetector

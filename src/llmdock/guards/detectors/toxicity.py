@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
-from llmdock.guards.base import BaseDetector, DetectorParams, Direction, Finding, GuardText, Verdict
+from llmdock.guards.base import BaseDetector, DetectorParams, Finding, GuardText, Verdict
 from llmdock.guards.normalize import warm_up
 from llmdock.guards.policy import DetectorEnv
 from llmdock.guards.training import TextClassifier, ensure_model
@@ -64,13 +64,14 @@ class ToxicityParams(DetectorParams):
     profanity_model: bool = True
 
 
-class ToxicityDetector(BaseDetector):
-    name: ClassVar[str] = "toxicity"
-    directions: ClassVar[frozenset[Direction]] = frozenset({"input", "output"})
-    Params: ClassVar[type[DetectorParams]] = ToxicityParams
-    default_action: ClassVar[str] = "block"
-    default_roles: ClassVar[tuple[str, ...]] = ("user", "prompt", "answer")
-
+class ToxicityDetector(
+    BaseDetector,
+    name="toxicity",
+    directions={"input", "output"},
+    Params=ToxicityParams,
+    action="block",
+    roles=("user", "prompt", "answer"),
+):
     def __init__(self, params: ToxicityParams, env: DetectorEnv) -> None:
         self.model: TextClassifier = ensure_model(env.model_dir, "toxicity")
         warm_up()
