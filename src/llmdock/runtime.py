@@ -15,7 +15,7 @@ from llmdock.errors import ConfigError, LlmdockError, ModelNotFound
 from llmdock.pipeline.runner import Pipeline
 from llmdock.pipeline.telemetry import OtlpExporter, TraceSink, otlp_configured
 from llmdock.plugins import Plugins, load_plugins
-from llmdock.privacy.policy import PrivacyPolicy, RedactingLogRecords
+from llmdock.privacy.privacy_policy import PrivacyPolicy, RedactingLogRecords
 from llmdock.prompts import PromptRegistry, PromptResolver
 from llmdock.routing.router import ModelRoute, build_route
 from llmdock.shared_state import SharedState

@@ -21,13 +21,13 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from llmdock.auth import audit
 from llmdock.auth.keys import KEY_PREFIX, PREFIX_LEN, Directory, digest, load_secret
 from llmdock.auth.roles import ROLES, Permission
 from llmdock.config import Settings
 from llmdock.errors import AuthError, BudgetExceeded, Forbidden, RateLimited
-from llmdock.routing.limits import MinuteLimiter, SharedMinuteLimiter
+from llmdock.limits import MinuteLimiter, SharedMinuteLimiter
 from llmdock.shared_state import SharedState
+from llmdock.store import audit
 from llmdock.store.engine import Store
 from llmdock.store.models import ApiKey, Team, Trace, User
 

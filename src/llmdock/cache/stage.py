@@ -28,7 +28,7 @@ from llmdock.errors import LlmdockError
 from llmdock.pipeline.context import RequestContext
 
 if TYPE_CHECKING:
-    from llmdock.privacy.policy import PrivacyPolicy
+    from llmdock.privacy.privacy_policy import PrivacyPolicy
     from llmdock.runtime import Runtime
 
 log = logging.getLogger("llmdock.cache")
@@ -206,7 +206,7 @@ class CacheStage:
             value = await self._shareable(value)
             await shared.run(lambda: log_.push(scope, vector, value, ttl_s), _nothing)
 
-    # -- privacy: what leaves the process is redacted (privacy.pii); see llmdock.privacy.policy ----------
+    # -- privacy: what leaves the process is redacted (privacy.pii); see llmdock.privacy.privacy_policy ---
 
     async def _shareable(self, value: bytes) -> bytes:
         return value if self.privacy is None else await self.privacy.shareable(value)

@@ -37,9 +37,9 @@ from llmdock.errors import (
     Overloaded,
     RateLimited,
 )
+from llmdock.limits import MinuteLimiter, SharedMinuteLimiter
 from llmdock.routing.breaker import CircuitBreaker
 from llmdock.routing.deployment import Deployment
-from llmdock.routing.limits import MinuteLimiter, SharedMinuteLimiter
 from llmdock.routing.strategies import STRATEGIES
 
 if TYPE_CHECKING:
