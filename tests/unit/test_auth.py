@@ -206,7 +206,7 @@ async def test_budget_per_key(
     assert first.status_code == 200
     assert first.json()["usage"]["total_tokens"] >= 5  # at 1 per token, this request alone spends the budget
     for _ in range(100):  # accounting runs just after the response
-        if sum(gw.runtime.auth._spend.values()) >= 5:
+        if sum(gw.runtime.auth.spend.totals.values()) >= 5:
             break
         await asyncio.sleep(0.01)
     refused = await gw.client.post("/v1/chat/completions", json=CHAT, headers=bearer(key))
@@ -217,7 +217,7 @@ async def test_budget_per_key(
     assert 0 < int(refused.headers["retry-after"]) <= 86400
     # Spend is read back from the traces after a restart.
     gw.flush_traces()
-    gw.runtime.auth._spend.clear()
+    gw.runtime.auth.spend.totals.clear()
     again = await gw.client.post("/v1/chat/completions", json=CHAT, headers=bearer(key))
     assert again.status_code == 402
 
