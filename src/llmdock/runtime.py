@@ -17,7 +17,7 @@ from llmdock.pipeline.runner import Pipeline
 from llmdock.pipeline.stages import Stage
 from llmdock.pipeline.telemetry import OtlpExporter, TraceSink, otlp_configured
 from llmdock.plugins import Plugins, load_plugins
-from llmdock.privacy.policy import PrivacyPolicy, RedactingLogRecords
+from llmdock.privacy.privacy_policy import PrivacyPolicy, RedactingLogRecords
 from llmdock.prompts import PromptRegistry, PromptResolver
 from llmdock.routing.build import build_route
 from llmdock.routing.router import ModelRoute

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import delete, text, update
 
-from llmdock.auth import audit
-from llmdock.store import Store
+from llmdock.store import Store, audit
 from llmdock.store.models import AuditRow
 
 

@@ -194,7 +194,7 @@ async def test_a_breaker_opened_by_one_worker_is_adopted_by_the_other(
 async def test_key_limits_and_budgets_are_shared_by_two_workers(
     redis_server: RedisServer, gateway_factory: MakeGateway, make_settings: Callable[..., Settings]
 ) -> None:
-    from llmdock.auth.keys import Actor
+    from llmdock.store.audit import Actor
 
     priced = ModelConfig(
         deployments=[{"backend": "fake", "price": {"input_per_1m": 1e6, "output_per_1m": 1e6}}]

@@ -11,10 +11,9 @@ from pathlib import Path
 import openai
 import pytest
 
-from llmdock.auth import audit
-from llmdock.auth.keys import Actor
 from llmdock.prompts import PromptRegistry
-from llmdock.store import Store
+from llmdock.store import Store, audit
+from llmdock.store.audit import Actor
 from tests.integration.conftest import run_cli, start_server, stop_server
 
 ME = Actor("tester", "pytest")

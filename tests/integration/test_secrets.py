@@ -18,10 +18,11 @@ from sqlalchemy import text
 
 from llmdock.config import ModelConfig, Settings
 from llmdock.errors import ConfigError
-from llmdock.privacy.crypto import Keyring, new_key, parse_keys, sealed_key_id
+from llmdock.privacy.crypto import Keyring, new_key, parse_keys
 from llmdock.runtime import Runtime
 from llmdock.store import Store, TraceRecord, get_trace, write_traces
-from llmdock.store.secrets import Secret, get_secret, list_secrets, secret_context, set_secret
+from llmdock.store.keyring import sealed_key_id
+from llmdock.store.secret_rows import Secret, get_secret, list_secrets, secret_context, set_secret
 from tests.conftest import Gateway
 from tests.integration.conftest import run_cli
 from tests.pgserver import pg_server_or_skip

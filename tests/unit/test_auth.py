@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from llmdock.auth.keys import Actor
 from llmdock.config import ModelConfig, Settings
+from llmdock.store.audit import Actor
 from tests.conftest import Gateway
 
 ADMIN = Actor("test", "pytest")
@@ -206,7 +206,7 @@ async def test_budget_per_key(
     assert first.status_code == 200
     assert first.json()["usage"]["total_tokens"] >= 5  # at 1 per token, this request alone spends the budget
     for _ in range(100):  # accounting runs just after the response
-        if sum(gw.runtime.auth._spend.values()) >= 5:
+        if sum(gw.runtime.auth.spend.totals.values()) >= 5:
             break
         await asyncio.sleep(0.01)
     refused = await gw.client.post("/v1/chat/completions", json=CHAT, headers=bearer(key))
@@ -217,14 +217,13 @@ async def test_budget_per_key(
     assert 0 < int(refused.headers["retry-after"]) <= 86400
     # Spend is read back from the traces after a restart.
     gw.flush_traces()
-    gw.runtime.auth._spend.clear()
+    gw.runtime.auth.spend.totals.clear()
     again = await gw.client.post("/v1/chat/completions", json=CHAT, headers=bearer(key))
     assert again.status_code == 402
 
 
 def test_a_changed_configuration_is_audited_once(make_settings: Callable[..., Settings]) -> None:
-    from llmdock.auth import audit
-    from llmdock.store import Store
+    from llmdock.store import Store, audit
 
     first = make_settings(auth={"secret": "s3cr3t-value"})
     store = Store(first.resolved_database_url())
@@ -264,7 +263,7 @@ async def test_the_gateway_applies_the_retention_period(make_settings: Callable[
         for age in (1, 29, 31, 400)
     ]
     write_traces(runtime.store, records)
-    from llmdock.auth import audit
+    from llmdock.store import audit
 
     task = asyncio.create_task(retention_loop(runtime))
     for _ in range(300):  # the purge runs in a thread; its audit row is written after the deletes

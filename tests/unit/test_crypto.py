@@ -7,16 +7,8 @@ import base64
 import pytest
 
 from llmdock.errors import ConfigError
-from llmdock.privacy.crypto import (
-    PREFIX,
-    DecryptionError,
-    Keyring,
-    key_id,
-    new_key,
-    open_trace_bodies,
-    parse_keys,
-    sealed_key_id,
-)
+from llmdock.privacy.crypto import Keyring, key_id, new_key, parse_keys
+from llmdock.store.keyring import PREFIX, DecryptionError, open_trace_bodies, sealed_key_id
 
 
 def keys(n: int) -> list[bytes]:

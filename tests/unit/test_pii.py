@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from llmdock.privacy.pii import PiiEngine, PiiFinding, UnknownEntity, pseudonym, shared_engine
+from llmdock.privacy.pii_engine import PiiEngine, PiiFinding, UnknownEntity, pseudonym, shared_engine
 
 KEY = b"k" * 32
 CARD = "4539 1488 0343 6467"  # passes Luhn
@@ -134,7 +134,7 @@ def test_an_unknown_entity_name_is_refused_with_the_known_ones() -> None:
 
 def all_recognizers(engine: PiiEngine, text: str) -> list[tuple[str, int, int, float]]:
     """What Presidio finds when every configured recognizer runs (no pre-filter)."""
-    from llmdock.privacy.pii import ALLOW_LIST
+    from llmdock.privacy.pii_engine import ALLOW_LIST
 
     results = engine._analyzer.analyze(
         text=text,

@@ -14,10 +14,11 @@ from sqlalchemy import text
 
 from llmdock.config import Settings
 from llmdock.errors import ConfigError
-from llmdock.privacy.crypto import is_sealed, new_key
-from llmdock.privacy.policy import PrivacyPolicy
+from llmdock.privacy.crypto import new_key
+from llmdock.privacy.privacy_policy import PrivacyPolicy
 from llmdock.runtime import Runtime
 from llmdock.store import TraceRecord, TraceWriter, get_trace
+from llmdock.store.keyring import is_sealed
 from tests.conftest import Gateway
 
 EMAIL, CARD = "ana.lopez@example.org", "4539 1488 0343 6467"
@@ -184,8 +185,8 @@ async def test_presidio_logging_inside_a_redaction_does_not_deadlock_the_log_red
 async def test_the_subject_is_stored_as_a_pseudonym_and_gdpr_requests_still_find_it(
     gateway_factory: MakeGateway, make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    from llmdock.auth.gdpr import erase_subject, export_subject
-    from llmdock.auth.keys import Actor
+    from llmdock.privacy.gdpr import erase_subject, export_subject
+    from llmdock.store.audit import Actor
 
     gw: Gateway = await gateway_factory(make_settings(privacy={"pii": "mask"}))
     body = {"model": "fake", "messages": [{"role": "user", "content": "hello"}], "user": EMAIL}

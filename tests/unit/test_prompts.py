@@ -9,15 +9,14 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from llmdock.auth import audit
-from llmdock.auth.keys import Actor
 from llmdock.backends.base import GenerationRequest, SamplingParams
 from llmdock.config import Settings
 from llmdock.errors import ConfigError, Conflict, InvalidRequest, NotFound
 from llmdock.prompts import PromptCall, PromptRegistry, PromptResolver, ResolvedPrompt, apply_prompt, render
 from llmdock.registry import ModelRegistry, parse_uri
 from llmdock.registry.artifacts import artifact_path, verify
-from llmdock.store import Store
+from llmdock.store import Store, audit
+from llmdock.store.audit import Actor
 
 ME = Actor("tester", "pytest")
 CHAT = [

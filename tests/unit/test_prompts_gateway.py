@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from llmdock.auth import audit
-from llmdock.auth.keys import Actor
 from llmdock.config import Settings
+from llmdock.store import audit
+from llmdock.store.audit import Actor
 from llmdock.store.traces import get_trace
 from tests.conftest import Gateway
 from tests.unit.test_auth import bearer

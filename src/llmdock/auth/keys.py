@@ -17,17 +17,18 @@ import hmac
 import os
 import secrets
 import tempfile
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import select
 
-from llmdock.auth import audit
 from llmdock.auth.roles import check_role, check_routes
 from llmdock.config import Settings
 from llmdock.errors import Conflict, InvalidRequest, NotFound
+from llmdock.store import audit
+from llmdock.store.access_views import key_view, team_view, user_view
+from llmdock.store.audit import Actor
 from llmdock.store.engine import Store
 from llmdock.store.models import ApiKey, Org, Team, User
 
@@ -36,6 +37,7 @@ PREFIX_LEN = len(KEY_PREFIX) + 12
 DEFAULT_ORG = "default"
 PERIODS = ("day", "month")
 RowT = TypeVar("RowT", Org, Team, User)
+MemberT = TypeVar("MemberT", Team, User)  # rows that belong to an organisation and are unique by name in it
 
 
 def load_secret(settings: Settings) -> bytes:
@@ -75,14 +77,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """Who takes an action and from where, for the audit log."""
-
-    name: str
-    source: str = ""
-
-
 def _check_period(period: str) -> str:
     if period not in PERIODS:
         raise InvalidRequest(f"budget_period must be one of {', '.join(PERIODS)}", param="budget_period")
@@ -93,62 +87,6 @@ def _check_limits(rpm: int | None, tpm: int | None, budget: float | None) -> Non
     for name, value in (("rpm", rpm), ("tpm", tpm), ("budget", budget)):
         if value is not None and value <= 0:
             raise InvalidRequest(f"{name} must be positive", param=name)
-
-
-def key_view(key: ApiKey, user: User | None = None) -> dict[str, Any]:
-    """A key as shown to people: never its digest."""
-    now = _now()
-    state = "active"
-    if key.revoked_at is not None:
-        state = "revoked"
-    elif key.expires_at is not None and key.expires_at <= now:
-        state = "expired"
-    view: dict[str, Any] = {
-        "id": key.id,
-        "prefix": key.prefix,
-        "name": key.name,
-        "user_id": key.user_id,
-        "state": state,
-        "models": key.models,
-        "routes": key.routes,
-        "prompts": key.prompts,
-        "rpm": key.rpm,
-        "tpm": key.tpm,
-        "budget": key.budget,
-        "budget_period": key.budget_period,
-        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
-        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
-        "created_at": key.created_at.isoformat(),
-        "rotated_from": key.rotated_from,
-    }
-    if user is not None:
-        view.update(user=user.name, role=user.role, team_id=user.team_id)
-    return view
-
-
-def user_view(user: User) -> dict[str, Any]:
-    return {
-        "id": user.id,
-        "name": user.name,
-        "kind": user.kind,
-        "role": user.role,
-        "org_id": user.org_id,
-        "team_id": user.team_id,
-        "created_at": user.created_at.isoformat(),
-    }
-
-
-def team_view(team: Team) -> dict[str, Any]:
-    return {
-        "id": team.id,
-        "name": team.name,
-        "org_id": team.org_id,
-        "rpm": team.rpm,
-        "tpm": team.tpm,
-        "budget": team.budget,
-        "budget_period": team.budget_period,
-        "created_at": team.created_at.isoformat(),
-    }
 
 
 class Directory:
@@ -170,15 +108,15 @@ class Directory:
         with self.store.session() as s:
             return list(s.scalars(select(model).order_by(model.created_at)))
 
-    def _insert(
-        self, row: RowT, clash: Any, conflict: str, action: str, actor: Actor, after: dict[str, Any]
-    ) -> RowT:
-        """Add a row unless ``clash`` (a query) finds one already; audit it."""
+    def _add_member(self, row: MemberT, label: str, org: str, actor: Actor, after: dict[str, Any]) -> MemberT:
+        """Add a team or user unless its organisation has one of that name already; audit it."""
+        kind = type(row)
+        clash = select(kind).where(kind.org_id == row.org_id, kind.name == row.name)
         with self.store.session() as s, s.begin():
             if s.scalar(clash) is not None:
-                raise Conflict(conflict, param="name")
+                raise Conflict(f"{label} {row.name!r} exists in organisation {org!r}", param="name")
             s.add(row)
-        audit.append(self.store, action, actor=actor.name, source=actor.source, target=row.id, after=after)
+        audit.record(self.store, f"{label}.create", actor, target=row.id, after=after)
         return row
 
     # --- orgs and teams -------------------------------------------------------------------------------
@@ -191,14 +129,7 @@ class Directory:
                 raise NotFound(f"no organisation {name!r}", param="org")
             org = Org(id=new_id("org"), name=name, created_at=_now())
             s.add(org)
-        audit.append(
-            self.store,
-            "org.create",
-            actor=actor.name,
-            source=actor.source,
-            target=org.id,
-            after={"name": name},
-        )
+        audit.record(self.store, "org.create", actor, target=org.id, after={"name": name})
         return org
 
     def create_team(
@@ -224,9 +155,7 @@ class Directory:
             budget_period=_check_period(budget_period),
             created_at=_now(),
         )
-        clash = select(Team).where(Team.org_id == org_row.id, Team.name == name)
-        conflict = f"team {name!r} exists in organisation {org!r}"
-        return self._insert(team, clash, conflict, "team.create", actor, team_view(team))
+        return self._add_member(team, "team", org, actor, team_view(team))
 
     def team(self, ref: str) -> Team:
         return self._find(Team, ref, "team")
@@ -245,10 +174,7 @@ class Directory:
         team: str | None = None,
         org: str = DEFAULT_ORG,
     ) -> User:
-        try:
-            check_role(role)
-        except ValueError as exc:
-            raise InvalidRequest(str(exc), param="role") from None
+        check_role(role)
         if kind not in ("user", "service"):
             raise InvalidRequest("kind must be user or service", param="kind")
         org_row = self.org(org, actor)
@@ -262,11 +188,9 @@ class Directory:
             role=role,
             created_at=_now(),
         )
-        clash = select(User).where(User.org_id == org_row.id, User.name == name)
         # The audit row names the user by id only: names may be personal data, and audit rows are never erased.
-        after = {k: v for k, v in user_view(user).items() if k != "name"}
-        return self._insert(
-            user, clash, f"user {name!r} exists in organisation {org!r}", "user.create", actor, after
+        return self._add_member(
+            user, "user", org, actor, {k: v for k, v in user_view(user).items() if k != "name"}
         )
 
     def user(self, ref: str) -> User:
@@ -294,10 +218,7 @@ class Directory:
     ) -> tuple[str, ApiKey]:
         """A new key for a user; returns (the key in clear — shown once —, its row)."""
         _check_limits(rpm, tpm, budget)
-        try:
-            check_routes(routes)
-        except ValueError as exc:
-            raise InvalidRequest(str(exc), param="routes") from None
+        check_routes(routes)
         if expires_at is not None and expires_at.tzinfo is None:
             expires_at = expires_at.replace(tzinfo=UTC)
         user = self.user(user_ref)
@@ -322,14 +243,7 @@ class Directory:
         )
         with self.store.session() as s, s.begin():
             s.add(key)
-        audit.append(
-            self.store,
-            "key.create",
-            actor=actor.name,
-            source=actor.source,
-            target=key.id,
-            after=key_view(key),
-        )
+        audit.record(self.store, "key.create", actor, target=key.id, after=key_view(key))
         return clear, key
 
     def key(self, ref: str) -> ApiKey:
@@ -355,15 +269,7 @@ class Directory:
                 assert row is not None
                 row.revoked_at = _now()
                 key = row
-            audit.append(
-                self.store,
-                "key.revoke",
-                actor=actor.name,
-                source=actor.source,
-                target=key.id,
-                before=before,
-                after=key_view(key),
-            )
+            audit.record(self.store, "key.revoke", actor, target=key.id, before=before, after=key_view(key))
         return key
 
     def rotate(self, ref: str, actor: Actor, *, expires_at: datetime | None = None) -> tuple[str, ApiKey]:

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from llmdock.errors import InvalidRequest
+
 Permission = Literal["read", "inference", "observe", "admin"]
 PERMISSIONS: tuple[Permission, ...] = ("read", "inference", "observe", "admin")
 ROLES: dict[str, frozenset[Permission]] = {
@@ -49,7 +51,7 @@ def required_permission(method: str, path: str) -> Permission | None:
 
 def check_role(role: str) -> str:
     if role not in ROLES:
-        raise ValueError(f"unknown role {role!r} (known: {', '.join(ROLES)})")
+        raise InvalidRequest(f"unknown role {role!r} (known: {', '.join(ROLES)})", param="role")
     return role
 
 
@@ -58,5 +60,7 @@ def check_routes(routes: list[str] | None) -> list[str] | None:
         return None
     unknown = [r for r in routes if r not in PERMISSIONS]
     if unknown:
-        raise ValueError(f"unknown route scope {unknown[0]!r} (known: {', '.join(PERMISSIONS)})")
+        raise InvalidRequest(
+            f"unknown route scope {unknown[0]!r} (known: {', '.join(PERMISSIONS)})", param="routes"
+        )
     return routes

@@ -5,7 +5,7 @@
 ``auth.cache_ttl_s`` seconds (keyed by their HMAC, never the key), so a request costs one HMAC and a dict
 lookup; a key revoked through the admin API is dropped at once in that worker, and other workers notice
 within the TTL. Per key and per team: requests and tokens per minute (Redis-shared when configured) and
-spend budgets per day or month, which reset when the period changes.
+spend budgets per day or month (``auth.budgets``), which reset when the period changes.
 """
 
 from __future__ import annotations
@@ -19,37 +19,21 @@ from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from llmdock.auth import audit
+from llmdock.auth.budgets import Spend
 from llmdock.auth.keys import KEY_PREFIX, PREFIX_LEN, Directory, digest, load_secret
 from llmdock.auth.roles import ROLES, Permission
 from llmdock.config import Settings
-from llmdock.errors import AuthError, BudgetExceeded, Forbidden, RateLimited
-from llmdock.routing.limits import MinuteLimiter, SharedMinuteLimiter
+from llmdock.errors import AuthError, Forbidden, RateLimited
+from llmdock.limits import MinuteLimiter, SharedMinuteLimiter
 from llmdock.shared_state import SharedState
+from llmdock.store import audit
 from llmdock.store.engine import Store
-from llmdock.store.models import ApiKey, Team, Trace, User
+from llmdock.store.models import ApiKey, Team, User
 
 log = logging.getLogger("llmdock.auth")
 UNAUTHORIZED = "Invalid or missing API key."
-PERIOD_WORD = {"day": "daily", "month": "monthly"}
-
-
-def period_bounds(period: str, now: datetime | None = None) -> tuple[str, datetime, datetime]:
-    """(period id, start, end) of the budget period containing ``now`` (UTC)."""
-    now = now or datetime.now(UTC)
-    if period == "day":
-        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        end = datetime.fromtimestamp(start.timestamp() + 86400, UTC)
-        return start.strftime("%Y-%m-%d"), start, end
-    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    end = (
-        start.replace(year=start.year + 1, month=1)
-        if start.month == 12
-        else start.replace(month=start.month + 1)
-    )
-    return start.strftime("%Y-%m"), start, end
 
 
 @dataclass(slots=True)
@@ -112,7 +96,7 @@ class AuthService:
         self.directory = Directory(store, self.secret) if store is not None else None
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._limiters: dict[str, MinuteLimiter | SharedMinuteLimiter] = {}
-        self._spend: dict[str, float] = {}
+        self.spend = Spend(store, shared)
         self._active: bool | None = None
         self._active_checked = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -278,16 +262,7 @@ class AuthService:
         headers: dict[str, str] = {}
         for q in principal.quotas:
             if q.budget is not None:
-                spent = await self.spent(q)
-                if spent >= q.budget:
-                    _, _, end = period_bounds(q.period)
-                    wait = max(1, int(end.timestamp() - time.time()))
-                    who = "key" if q.scope.startswith("key:") else "team"
-                    raise BudgetExceeded(
-                        f"the {who}'s {PERIOD_WORD[q.period]} budget of {q.budget:.4f} is used up "
-                        f"({spent:.4f} spent); it resets at {end:%Y-%m-%d %H:%M} UTC",
-                        headers={"Retry-After": str(wait)},
-                    )
+                await self.spend.check(q.scope, q.budget, q.period)
             if q.limiter is None:
                 continue
             if not await q.limiter.try_acquire(0):
@@ -300,73 +275,13 @@ class AuthService:
             headers.update(_rate_headers(q, int(q.limiter.retry_after() + 0.999)))
         return headers
 
-    async def spent(self, q: Quota) -> float:
-        period_id, start, end = period_bounds(q.period)
-        name = f"{q.scope}:{period_id}"
-        if name not in self._spend:
-            self._spend[name] = await asyncio.to_thread(self._spent_in_store, q.scope, start)
-            if self.shared is not None:
-                seed = self._spend[name]
-                ttl = int(end.timestamp() - time.time()) + 3600
-
-                async def seed_redis() -> None:
-                    await self.shared.client.set(f"llmdock:spend:{name}", seed, nx=True, ex=ttl)  # type: ignore[union-attr]
-
-                async def nothing() -> None:
-                    return None
-
-                await self.shared.run(seed_redis, nothing)
-        if self.shared is None:
-            return self._spend[name]
-
-        async def from_redis() -> float:
-            value = await self.shared.client.get(f"llmdock:spend:{name}")  # type: ignore[union-attr]
-            return float(value or 0.0)
-
-        async def local() -> float:
-            return self._spend[name]
-
-        return await self.shared.run(from_redis, local)
-
-    def _spent_in_store(self, scope: str, start: datetime) -> float:
-        if self.store is None:
-            return 0.0
-        kind, ident = scope.split(":", 1)
-        column = Trace.api_key_id if kind == "key" else Trace.team_id
-        try:
-            with self.store.session() as s:
-                total = s.scalar(
-                    select(func.coalesce(func.sum(Trace.cost), 0.0)).where(
-                        column == ident, Trace.created_at >= start
-                    )
-                )
-            return float(total or 0.0)
-        except Exception as exc:
-            log.warning("cannot read spend for %s from the store: %s", scope, exc)
-            return 0.0
-
     async def account(self, principal: Principal, tokens: int, cost: float) -> None:
         """Add a finished request's tokens and cost to the key's and team's counters."""
         for q in principal.quotas:
             if q.limiter is not None and tokens:
                 await q.limiter.add_tokens(tokens)
             if q.budget is not None and cost:
-                period_id, _, end = period_bounds(q.period)
-                name = f"{q.scope}:{period_id}"
-                self._spend[name] = self._spend.get(name, 0.0) + cost
-                if self.shared is not None:
-                    ttl = int(end.timestamp() - time.time()) + 3600
-
-                    async def incr(name: str = name, ttl: int = ttl) -> None:
-                        async with self.shared.client.pipeline(transaction=True) as pipe:  # type: ignore[union-attr]
-                            pipe.incrbyfloat(f"llmdock:spend:{name}", cost)
-                            pipe.expire(f"llmdock:spend:{name}", ttl)
-                            await pipe.execute()
-
-                    async def nothing() -> None:
-                        return None
-
-                    await self.shared.run(incr, nothing)
+                await self.spend.add(q.scope, q.period, cost)
 
     def schedule_account(self, principal: Principal, tokens: int, cost: float) -> None:
         """``account`` from synchronous code on the event loop (pipeline success callbacks)."""

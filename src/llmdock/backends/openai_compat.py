@@ -41,7 +41,7 @@ from llmdock.errors import (
     LlmdockError,
     RateLimited,
 )
-from llmdock.privacy.secrets import SECRET_PREFIX, resolve_secret
+from llmdock.privacy.provider_secrets import SECRET_PREFIX, resolve_secret
 
 
 class OpenAICompatParams(BackendParams):

@@ -29,7 +29,7 @@ from llmdock.pipeline.context import RequestContext
 from llmdock.pipeline.env import StageEnv
 
 if TYPE_CHECKING:
-    from llmdock.privacy.policy import PrivacyPolicy
+    from llmdock.privacy.privacy_policy import PrivacyPolicy
     from llmdock.shared_state import SharedState
 
 log = logging.getLogger("llmdock.cache")
@@ -209,7 +209,7 @@ class CacheStage:
             value = await self._shareable(value)
             await shared.run(lambda: log_.push(scope, vector, value, ttl_s), _nothing)
 
-    # -- privacy: what leaves the process is redacted (privacy.pii); see llmdock.privacy.policy ----------
+    # -- privacy: what leaves the process is redacted (privacy.pii); see llmdock.privacy.privacy_policy ---
 
     async def _shareable(self, value: bytes) -> bytes:
         return value if self.privacy is None else await self.privacy.shareable(value)

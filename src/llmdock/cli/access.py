@@ -14,8 +14,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from llmdock.auth.keys import Actor, Directory, key_view, load_secret, team_view, user_view
+from llmdock.auth.keys import Directory, load_secret
 from llmdock.config import load_settings
+from llmdock.store.access_views import key_view, team_view, user_view
+from llmdock.store.audit import Actor
 
 keys_app = typer.Typer(help="Create, list, revoke and rotate API keys.", no_args_is_help=True)
 users_app = typer.Typer(help="Users and service accounts.", no_args_is_help=True)
@@ -31,7 +33,7 @@ def _directory(config: Path | None) -> Directory:
 
 
 def who() -> Actor:
-    from llmdock.auth.audit import cli_actor
+    from llmdock.store.audit import cli_actor
 
     name, host = cli_actor()
     return Actor(name, host)

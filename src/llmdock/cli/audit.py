@@ -28,7 +28,7 @@ def audit_list(
     as_json: bool = typer.Option(False, "--json"),
     config: Path | None = CONFIG,
 ) -> None:
-    from llmdock.auth.audit import list_rows, row_view
+    from llmdock.store.audit import list_rows, row_view
 
     rows = [row_view(r) for r in list_rows(_store(config), limit=limit, action=action)]
     if as_json:
@@ -48,7 +48,7 @@ def audit_verify(
     config: Path | None = CONFIG,
 ) -> None:
     """Check the hash chain; name every edited, removed or reordered row. Exit 1 if any."""
-    from llmdock.auth.audit import verify
+    from llmdock.store.audit import verify
 
     result = verify(_store(config), expect_head=expect_head)
     for problem in result.problems:

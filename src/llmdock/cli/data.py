@@ -16,10 +16,10 @@ CONFIG = typer.Option(None, "--config", "-c", help="llmdock.yaml")
 
 
 def _context(config: Path | None):  # type: ignore[no-untyped-def]
-    from llmdock.auth.audit import cli_actor
-    from llmdock.auth.keys import Actor, load_secret
-    from llmdock.privacy.policy import load_keyring
+    from llmdock.auth.keys import load_secret
+    from llmdock.privacy.privacy_policy import load_keyring
     from llmdock.store import Store
+    from llmdock.store.audit import Actor, cli_actor
 
     settings = load_settings(config)
     name, host = cli_actor()
@@ -34,7 +34,7 @@ def export(
     config: Path | None = CONFIG,
 ) -> None:
     """All data linked to a subject, as JSON (audited)."""
-    from llmdock.auth.gdpr import export_subject
+    from llmdock.privacy.gdpr import export_subject
 
     store, actor, secret = _context(config)
     text = json.dumps(export_subject(store, subject, actor, secret), indent=2, ensure_ascii=False)
@@ -55,7 +55,7 @@ def erase(
     config: Path | None = CONFIG,
 ) -> None:
     """Delete a subject's traces, revoke its keys and anonymise its user record (audited)."""
-    from llmdock.auth.gdpr import erase_subject
+    from llmdock.privacy.gdpr import erase_subject
 
     if not yes:
         typer.confirm(f"Erase all data of {subject!r}? This cannot be undone", abort=True)
@@ -69,7 +69,7 @@ def purge(
     config: Path | None = CONFIG,
 ) -> None:
     """Apply a retention period now (the gateway does it on a schedule when retention.traces_days is set)."""
-    from llmdock.auth.gdpr import purge_older_than
+    from llmdock.privacy.gdpr import purge_older_than
 
     store, actor, _ = _context(config)
     typer.echo(f"deleted {purge_older_than(store, older_than_days, actor)} traces")

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from llmdock.cli import access, audit, chat, data, guards, models, prompts, secrets, serve, traces, usage
+from llmdock.cli import access, audit, chat, data, guards, models, prompts, secrets_cmd, serve, traces, usage
 from llmdock.errors import LlmdockError
 
 app = typer.Typer(
@@ -21,7 +21,7 @@ app.command("chat")(chat.chat)
 app.add_typer(models.app, name="models")
 app.add_typer(prompts.app, name="prompts")
 app.add_typer(traces.app, name="traces")
-app.add_typer(secrets.app, name="secrets")
+app.add_typer(secrets_cmd.app, name="secrets")
 app.add_typer(guards.app, name="guards")
 app.command("usage")(usage.usage)
 app.add_typer(access.keys_app, name="keys")

@@ -15,7 +15,7 @@ app = typer.Typer(help="Request traces from the store.", no_args_is_help=True)
 
 
 def _store(config: Path | None):  # type: ignore[no-untyped-def]
-    from llmdock.privacy.policy import load_keyring
+    from llmdock.privacy.privacy_policy import load_keyring
     from llmdock.store import Store
 
     settings = load_settings(config)

@@ -18,14 +18,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
-from llmdock.auth import audit, gdpr
-from llmdock.auth.keys import Actor, key_view, team_view, user_view
 from llmdock.auth.service import Principal
 from llmdock.errors import InvalidRequest
 from llmdock.gateway.admin_registry import build_registry_router
 from llmdock.gateway.auth import client_address
 from llmdock.gateway.http import JSONResponse, parse_body, read_body
+from llmdock.privacy import gdpr
 from llmdock.runtime import Runtime
+from llmdock.store import audit
+from llmdock.store.access_views import key_view, team_view, user_view
+from llmdock.store.audit import Actor
 from llmdock.store.traces import get_trace, list_traces
 
 

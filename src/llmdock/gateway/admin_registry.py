@@ -18,12 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
-from llmdock.auth.keys import Actor
 from llmdock.errors import InvalidRequest
 from llmdock.gateway.http import JSONResponse, parse_body, read_body
 from llmdock.prompts import PromptRegistry
 from llmdock.registry import ModelRegistry, Versioned
 from llmdock.runtime import Runtime
+from llmdock.store.audit import Actor
 
 
 class _Body(BaseModel):

@@ -114,7 +114,7 @@ def audit_config(runtime: Runtime) -> None:
     """A changed configuration (policies included) is an audited event."""
     import socket
 
-    from llmdock.auth.audit import record_config
+    from llmdock.store.audit import record_config
 
     assert runtime.store is not None
     try:
@@ -129,8 +129,8 @@ def audit_config(runtime: Runtime) -> None:
 
 async def retention_loop(runtime: Runtime) -> None:
     """Delete traces older than ``retention.traces_days``, now and every ``retention.interval_s``."""
-    from llmdock.auth.gdpr import purge_older_than
-    from llmdock.auth.keys import Actor
+    from llmdock.privacy.gdpr import purge_older_than
+    from llmdock.store.audit import Actor
 
     days, store = runtime.settings.retention.traces_days, runtime.store
     if days is None or store is None:

@@ -17,7 +17,7 @@ from llmdock.backends.base import Backend, EmbeddingResult
 from llmdock.config import Settings
 
 if TYPE_CHECKING:
-    from llmdock.privacy.policy import PrivacyPolicy
+    from llmdock.privacy.privacy_policy import PrivacyPolicy
     from llmdock.shared_state import SharedState
     from llmdock.store.engine import Store
 

@@ -1,5 +1,8 @@
 """Encryption at rest: AES-256-GCM (``cryptography``) with the key id inside every ciphertext.
 
+:class:`Keyring` implements the interface the store opens sealed values with (``llmdock.store.keyring``,
+which also defines the envelope below).
+
 A sealed value is text, ``llmdock:enc:v1:<key id>:<base64url(nonce ‖ ciphertext ‖ tag)>``, so it fits any
 text or JSON column. The key id (the first 8 hex digits of the key's SHA-256) says which key opens it, so
 during a key rotation values under the old and the new key coexist and all of them open: the keyring holds
@@ -18,25 +21,15 @@ import binascii
 import hashlib
 import os
 from collections.abc import Sequence
-from typing import Any, TypeGuard
 
-import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from llmdock.errors import ConfigError, LlmdockError
+from llmdock.errors import ConfigError
+from llmdock.store.keyring import PREFIX, DecryptionError, is_sealed, sealed_key_id
 
-PREFIX = "llmdock:enc:v1:"
-SEALED = "$sealed"  # a trace's input (JSON), when encrypted, is stored as {"$sealed": <token>}
 NONCE_BYTES = 12
 KEY_BYTES = 32
-
-
-class DecryptionError(LlmdockError):
-    """A sealed value cannot be opened: its key is not in the keyring, or it was altered."""
-
-    status = 500
-    code = "decryption_failed"
 
 
 def new_key() -> str:
@@ -68,15 +61,6 @@ def parse_keys(material: str, where: str) -> list[bytes]:
     if not keys:
         raise ConfigError("no encryption key given", where=where)
     return keys
-
-
-def is_sealed(value: object) -> TypeGuard[str]:
-    return isinstance(value, str) and value.startswith(PREFIX)
-
-
-def sealed_key_id(token: str) -> str:
-    """The key id a sealed value names (without opening it)."""
-    return token[len(PREFIX) :].split(":", 1)[0]
 
 
 class Keyring:
@@ -133,18 +117,3 @@ class Keyring:
         if not self.needs_rotation(token):
             return token
         return self.seal(self.open(token, context), context)
-
-
-def open_trace_bodies(keyring: Keyring | None, trace_id: str, inputs: Any, output: str) -> tuple[Any, str]:
-    """A stored trace's input and output in the clear (they are returned as they are if not encrypted)."""
-    sealed_in = isinstance(inputs, dict) and is_sealed(inputs.get(SEALED))
-    if (sealed_in or is_sealed(output)) and keyring is None:
-        raise DecryptionError(
-            "trace bodies are encrypted and no key is configured (privacy.encryption_key_env)",
-            where=f"trace {trace_id}",
-        )
-    if sealed_in and keyring is not None:
-        inputs = orjson.loads(keyring.open(inputs[SEALED], f"trace:{trace_id}:input"))
-    if is_sealed(output) and keyring is not None:
-        output = keyring.open_text(output, f"trace:{trace_id}:output")
-    return inputs, output

@@ -17,10 +17,11 @@ from typing import Any
 from sqlalchemy import Column, delete, func, select, update
 from sqlalchemy.sql.schema import Table
 
-from llmdock.privacy.crypto import SEALED, Keyring, is_sealed, sealed_key_id
+from llmdock.privacy.crypto import Keyring
 from llmdock.store.engine import Store
+from llmdock.store.keyring import SEALED, is_sealed, sealed_key_id
 from llmdock.store.models import Trace
-from llmdock.store.secrets import KeyRotation, Secret, secret_context
+from llmdock.store.secret_rows import KeyRotation, Secret, secret_context
 
 Progress = Callable[[str, int, int], None]  # (table, rows done, rows in all) after each batch
 

@@ -21,10 +21,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from llmdock.auth.keys import Actor
 from llmdock.errors import InvalidRequest, NotFound
 from llmdock.prompts.render import check_template
 from llmdock.registry.labels import LATEST, Versioned, check_name
+from llmdock.store.audit import Actor
 from llmdock.store.models import PromptVersion
 
 DEFAULT_LABEL = "production"

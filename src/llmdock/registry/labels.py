@@ -16,9 +16,9 @@ from typing import Any, Generic, Literal, TypeVar
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from llmdock.auth import audit
-from llmdock.auth.keys import Actor
 from llmdock.errors import Conflict, InvalidRequest, NotFound
+from llmdock.store import audit
+from llmdock.store.audit import Actor
 from llmdock.store.engine import Store
 from llmdock.store.models import ModelVersion, PromptVersion, RegistryLabel
 

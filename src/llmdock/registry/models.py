@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from llmdock.auth.keys import Actor
 from llmdock.errors import NotFound
 from llmdock.registry import artifacts
 from llmdock.registry.labels import LATEST, Versioned, check_name
+from llmdock.store.audit import Actor
 from llmdock.store.engine import Store
 from llmdock.store.models import ModelVersion
 

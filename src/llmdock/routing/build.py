@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 from llmdock.backends.base import Backend, BackendSpec
 from llmdock.config import ModelConfig, Settings
 from llmdock.errors import ConfigError
+from llmdock.limits import MinuteLimiter, SharedMinuteLimiter
 from llmdock.routing.breaker import CircuitBreaker
 from llmdock.routing.deployment import Deployment
-from llmdock.routing.limits import MinuteLimiter, SharedMinuteLimiter
 from llmdock.routing.router import ModelRoute
 
 if TYPE_CHECKING:

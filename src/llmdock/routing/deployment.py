@@ -7,8 +7,8 @@ from typing import Any
 
 from llmdock.backends.base import Backend
 from llmdock.config import DeploymentConfig
+from llmdock.limits import MinuteLimiter, SharedMinuteLimiter
 from llmdock.routing.breaker import CircuitBreaker
-from llmdock.routing.limits import MinuteLimiter, SharedMinuteLimiter
 
 
 @dataclass(eq=False)

@@ -1,6 +1,12 @@
-"""Persistence: the Store (SQLAlchemy + Alembic) and the trace records written into it."""
+"""Persistence: the Store (SQLAlchemy + Alembic), the trace records written into it, the audit log.
 
+``keyring`` is the interface through which the store opens sealed values (implemented by ``llmdock.privacy``);
+the store imports no other llmdock package but ``errors``.
+"""
+
+from llmdock.store.audit import Actor
 from llmdock.store.engine import Store
+from llmdock.store.keyring import DecryptionError, Keyring
 from llmdock.store.traces import (
     SpanRecord,
     TraceRecord,
@@ -12,6 +18,9 @@ from llmdock.store.traces import (
 )
 
 __all__ = [
+    "Actor",
+    "DecryptionError",
+    "Keyring",
     "SpanRecord",
     "Store",
     "TraceRecord",

@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from llmdock.errors import StoreUnavailable
-from llmdock.privacy.crypto import Keyring
+from llmdock.store.keyring import Keyring
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

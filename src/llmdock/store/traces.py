@@ -22,8 +22,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
 from llmdock.errors import NotFound, StoreUnavailable
-from llmdock.privacy.crypto import open_trace_bodies
 from llmdock.store.engine import Store, _short
+from llmdock.store.keyring import open_trace_bodies
 from llmdock.store.models import Span, Trace
 
 log = logging.getLogger("llmdock.traces")

@@ -28,7 +28,7 @@ class PiiDetector(BaseDetector, name="pii", directions={"input", "output"}, Para
     """
 
     def __init__(self, params: PiiParams, env: DetectorEnv) -> None:
-        from llmdock.privacy.pii import PiiEngine
+        from llmdock.privacy.pii_engine import PiiEngine
 
         self.engine = PiiEngine(
             params.entities, score_threshold=params.score_threshold, phone_regions=params.phone_regions

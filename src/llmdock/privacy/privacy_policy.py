@@ -21,14 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from llmdock.auth.gdpr import pseudonym
 from llmdock.config import Settings
 from llmdock.errors import ConfigError
-from llmdock.privacy.crypto import SEALED, Keyring, parse_keys
+from llmdock.privacy.crypto import Keyring, parse_keys
+from llmdock.privacy.gdpr import subject_pseudonym
+from llmdock.store.keyring import SEALED
 from llmdock.store.traces import TraceRecord
 
 if TYPE_CHECKING:
-    from llmdock.privacy.pii import Mode
+    from llmdock.privacy.pii_engine import Mode
 
 MIN_PSEUDONYM_KEY_BYTES = 16
 
@@ -80,7 +81,7 @@ def load_pseudonym_key(settings: Settings) -> bytes:
 
 class PrivacyPolicy:
     def __init__(self, settings: Settings) -> None:
-        from llmdock.privacy.pii import PiiEngine, UnknownEntity, shared_engine
+        from llmdock.privacy.pii_engine import PiiEngine, UnknownEntity, shared_engine
 
         p = settings.privacy
         self.mode = p.pii
@@ -104,7 +105,7 @@ class PrivacyPolicy:
                 ) from None
         # Sealing trace bodies needs the key; without encrypt_bodies a configured key still opens old ones.
         self.keyring = load_keyring(settings, required=self.encrypt_bodies)
-        self.subject_key: bytes = b""  # set by the runtime: the auth secret (llmdock.auth.gdpr.pseudonym)
+        self.subject_key: bytes = b""  # set by the runtime: the auth secret (privacy.gdpr.subject_pseudonym)
 
     @property
     def active(self) -> bool:
@@ -132,7 +133,7 @@ class PrivacyPolicy:
         if self.engine is not None and rec.subject and self.subject_key:
             # Who the data is about may itself be personal (an e-mail in `user`): stored as a keyed
             # pseudonym, which GDPR export/erase compute from the subject they are given.
-            rec.subject = pseudonym(self.subject_key, rec.subject)
+            rec.subject = subject_pseudonym(self.subject_key, rec.subject)
         if self.engine is not None:
             parts = self.redact_json(
                 [rec.input, rec.output, rec.error, rec.attributes, [s.attributes for s in rec.spans]]

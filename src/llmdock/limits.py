@@ -1,8 +1,8 @@
-"""Requests- and tokens-per-minute limits per deployment.
+"""Requests- and tokens-per-minute limits: per deployment (routing) and per key or team (auth).
 
 :class:`MinuteLimiter` counts in process over a sliding minute; :class:`SharedMinuteLimiter` counts in Redis
 over fixed minutes, so every gateway worker sees the same totals, and falls back to the in-process one
-while Redis is unreachable.
+while Redis is unreachable. A module of its own, below both of its users: it needs only ``shared_state``.
 """
 
 from __future__ import annotations

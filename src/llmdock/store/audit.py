@@ -7,6 +7,9 @@ form one chain. ``verify`` walks the chain and names every row that was edited, 
 row also catches rows cut off the end. Someone able to rewrite the whole table *and* the head can forge a
 consistent chain: record the head printed by ``llmdock audit verify`` elsewhere and pass it back with
 ``--expect-head`` to close that gap.
+
+:class:`Actor` (who acts, and from where) lives here, beside the log it is written to: the registries,
+access control and the GDPR requests all record actions, and all of them already build on the store.
 """
 
 from __future__ import annotations
@@ -26,6 +29,14 @@ from llmdock.store.engine import Store
 from llmdock.store.models import AuditHead, AuditRow
 
 GENESIS = "0" * 64
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who takes an action and from where, for the audit log."""
+
+    name: str
+    source: str = ""
 
 
 def cli_actor() -> tuple[str, str]:
@@ -74,6 +85,21 @@ def append(
         return _append(store, action, actor, target, source, before, after)
     except IntegrityError:  # two writers created the very first head row at once: the loser retries
         return _append(store, action, actor, target, source, before, after)
+
+
+def record(
+    store: Store,
+    action: str,
+    actor: Actor,
+    *,
+    target: str = "",
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> int:
+    """:func:`append` for an action an :class:`Actor` took."""
+    return append(
+        store, action, actor=actor.name, source=actor.source, target=target, before=before, after=after
+    )
 
 
 def _append(

@@ -1,4 +1,4 @@
-"""Provider credentials, stored encrypted (``privacy.crypto``); and the progress of key rotations.
+"""Provider credentials, stored sealed (``store.keyring``); and the progress of key rotations.
 
 A secret's value is sealed with the context ``secret:<name>``, so a sealed value copied onto another
 name does not open. Only names, key ids and times are ever listed.
@@ -13,8 +13,8 @@ from sqlalchemy import Integer, String, Text, delete, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from llmdock.errors import InvalidRequest, NotFound
-from llmdock.privacy.crypto import Keyring, sealed_key_id
 from llmdock.store.engine import Store
+from llmdock.store.keyring import Keyring, sealed_key_id
 from llmdock.store.models import Base
 
 NAME_MAX = 200

@@ -16,10 +16,11 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
-from llmdock.auth import audit
-from llmdock.auth.keys import Actor, key_view, user_view
-from llmdock.privacy.crypto import Keyring, open_trace_bodies
+from llmdock.store import audit
+from llmdock.store.access_views import key_view, user_view
+from llmdock.store.audit import Actor
 from llmdock.store.engine import Store
+from llmdock.store.keyring import Keyring, open_trace_bodies
 from llmdock.store.models import ApiKey, AuditRow, Span, Trace, User
 
 
@@ -27,7 +28,7 @@ def jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def pseudonym(secret: bytes, subject: str) -> str:
+def subject_pseudonym(secret: bytes, subject: str) -> str:
     return "subject:" + hmac.new(secret, subject.encode(), hashlib.sha256).hexdigest()[:24]
 
 
@@ -45,7 +46,7 @@ def trace_view(trace: Trace, spans: list[Span], keyring: Keyring | None = None) 
 def _subject_ids(subject: str, user: User | None, secret: bytes) -> set[str]:
     """How traces may name the subject: as given or as its pseudonym (privacy.pii on), and its user id."""
     ids = {subject} | ({user.id} if user else set())
-    return ids | {pseudonym(secret, i) for i in ids}
+    return ids | {subject_pseudonym(secret, i) for i in ids}
 
 
 def _user_for(s: Any, subject: str) -> User | None:
@@ -67,7 +68,7 @@ def export_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> d
             ):
                 spans.setdefault(sp.trace_id, []).append(sp)
         keys = list(s.scalars(select(ApiKey).where(ApiKey.user_id == user.id))) if user else []
-        targets = {pseudonym(secret, subject)} | ({user.id} | {k.id for k in keys} if user else set())
+        targets = {subject_pseudonym(secret, subject)} | ({user.id} | {k.id for k in keys} if user else set())
         rows = list(s.scalars(select(AuditRow).where(AuditRow.target.in_(targets)).order_by(AuditRow.seq)))
     data = {
         "subject": subject,
@@ -77,20 +78,14 @@ def export_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> d
         "traces": [trace_view(t, spans.get(t.id, []), store.keyring) for t in traces],
         "audit": [audit.row_view(r) for r in rows],
     }
-    audit.append(
-        store,
-        "data.export",
-        actor=actor.name,
-        source=actor.source,
-        target=pseudonym(secret, subject),
-        after={"traces": len(traces), "keys": len(keys)},
-    )
+    after = {"traces": len(traces), "keys": len(keys)}
+    audit.record(store, "data.export", actor, target=subject_pseudonym(secret, subject), after=after)
     return jsonable(data)  # type: ignore[no-any-return]
 
 
 def erase_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> dict[str, Any]:
     """Delete the subject's traces; if it is a user, revoke its keys and anonymise the user row."""
-    anon = pseudonym(secret, subject)
+    anon = subject_pseudonym(secret, subject)
     now = datetime.now(UTC)
     with store.session() as s, s.begin():
         user = _user_for(s, subject)
@@ -117,7 +112,7 @@ def erase_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> di
         "keys_revoked": revoked,
         "user_anonymised": user is not None,
     }
-    audit.append(store, "data.erase", actor=actor.name, source=actor.source, target=anon, after=report)
+    audit.record(store, "data.erase", actor, target=anon, after=report)
     return report
 
 
@@ -134,11 +129,7 @@ def purge_older_than(store: Store, days: int, actor: Actor) -> int:
             s.execute(delete(Trace).where(Trace.id.in_(ids)))
             total += len(ids)
     if total:
-        audit.append(
-            store,
-            "retention.purge",
-            actor=actor.name,
-            source=actor.source,
-            after={"older_than_days": days, "traces_deleted": total},
+        audit.record(
+            store, "retention.purge", actor, after={"older_than_days": days, "traces_deleted": total}
         )
     return total

@@ -25,7 +25,7 @@ CONFIG = typer.Option(None, "--config", "-c", help="llmdock.yaml")
 
 
 def _open(config: Path | None) -> tuple[Settings, Store, Keyring]:
-    from llmdock.privacy.policy import load_keyring
+    from llmdock.privacy.privacy_policy import load_keyring
 
     settings = load_settings(config)
     keyring = load_keyring(settings, required=True)
@@ -39,7 +39,7 @@ def set_cmd(
     config: Path | None = CONFIG,
 ) -> None:
     """Store a secret; the value is read from standard input (or asked for, hidden, on a terminal)."""
-    from llmdock.store.secrets import set_secret
+    from llmdock.store.secret_rows import set_secret
 
     _, store, keyring = _open(config)
     if sys.stdin.isatty():
@@ -55,7 +55,7 @@ def set_cmd(
 @app.command("list")
 def list_cmd(config: Path | None = CONFIG) -> None:
     """Secret names, the key each is encrypted with, and when it was set. Never the values."""
-    from llmdock.store.secrets import list_secrets
+    from llmdock.store.secret_rows import list_secrets
 
     settings = load_settings(config)
     store = Store(settings.resolved_database_url())
@@ -68,7 +68,7 @@ def list_cmd(config: Path | None = CONFIG) -> None:
 @app.command("delete")
 def delete_cmd(name: str = typer.Argument(...), config: Path | None = CONFIG) -> None:
     """Remove a secret."""
-    from llmdock.store.secrets import delete_secret
+    from llmdock.store.secret_rows import delete_secret
 
     settings = load_settings(config)
     delete_secret(Store(settings.resolved_database_url()), name)

@@ -10,9 +10,9 @@ SECRET_PREFIX = "secret:"
 
 def resolve_secret(settings: Settings, name: str, *, where: str) -> str:
     """The secret's value, decrypted; a ConfigError naming ``where`` (the config field) if it cannot be had."""
-    from llmdock.privacy.policy import load_keyring
+    from llmdock.privacy.privacy_policy import load_keyring
     from llmdock.store.engine import Store
-    from llmdock.store.secrets import get_secret
+    from llmdock.store.secret_rows import get_secret
 
     try:
         keyring = load_keyring(settings, required=True)
