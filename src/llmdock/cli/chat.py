@@ -8,11 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 
+from llmdock.cli.options import CONFIG
 from llmdock.config import load_settings
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """One question, as asked of a model in process or of a gateway."""
+
+    model: str
+    messages: list[dict[str, str]]
+    max_tokens: int
+    temperature: float | None
+    seed: int | None
 
 
 def chat(
@@ -25,29 +38,22 @@ def chat(
     url: str | None = typer.Option(
         None, help="Ask a running gateway (e.g. http://127.0.0.1:8000/v1) instead"
     ),
-    config: Path | None = typer.Option(None, "--config", "-c", help="llmdock.yaml"),
+    config: Path | None = CONFIG,
 ) -> None:
     """Ask a question; the answer streams as it is generated."""
     settings = load_settings(config)
-    name = model or settings.default_model
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": question}
     ]
+    ask = Ask(model or settings.default_model, messages, max_tokens, temperature, seed)
     if url:
-        _chat_remote(url, name, messages, max_tokens, temperature, seed)
+        _chat_remote(url, ask)
     else:
-        asyncio.run(_chat_local(settings, name, messages, max_tokens, temperature, seed))
+        asyncio.run(_chat_local(settings, ask))
     sys.stdout.write("\n")
 
 
-async def _chat_local(
-    settings: object,
-    name: str,
-    messages: list[dict[str, str]],
-    max_tokens: int,
-    temperature: float | None,
-    seed: int | None,
-) -> None:
+async def _chat_local(settings: object, ask: Ask) -> None:
     from llmdock.backends.base import GenerationRequest, SamplingParams
     from llmdock.config import Settings
     from llmdock.pipeline.context import RequestContext
@@ -56,13 +62,13 @@ async def _chat_local(
     assert isinstance(settings, Settings)
     runtime = Runtime(settings)
     try:
-        backend = runtime.backend(name)
-        params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
+        backend = runtime.backend(ask.model)
+        params = SamplingParams(max_tokens=ask.max_tokens, temperature=ask.temperature, seed=ask.seed)
         ctx = RequestContext(
             "chat",
-            name,
+            ask.model,
             backend,
-            request=GenerationRequest("chat", params, messages=messages),
+            request=GenerationRequest("chat", params, messages=ask.messages),
             stream=True,
             source="cli",
         )
@@ -74,24 +80,22 @@ async def _chat_local(
         await runtime.close()
 
 
-def _chat_remote(
-    url: str,
-    name: str,
-    messages: list[dict[str, str]],
-    max_tokens: int,
-    temperature: float | None,
-    seed: int | None,
-) -> None:
+def _chat_remote(url: str, ask: Ask) -> None:
     import httpx
     import orjson
 
     from llmdock.errors import BackendUnavailable, LlmdockError
 
-    body: dict[str, object] = {"model": name, "messages": messages, "max_tokens": max_tokens, "stream": True}
-    if temperature is not None:
-        body["temperature"] = temperature
-    if seed is not None:
-        body["seed"] = seed
+    body: dict[str, object] = {
+        "model": ask.model,
+        "messages": ask.messages,
+        "max_tokens": ask.max_tokens,
+        "stream": True,
+    }
+    if ask.temperature is not None:
+        body["temperature"] = ask.temperature
+    if ask.seed is not None:
+        body["seed"] = ask.seed
     try:
         with httpx.stream("POST", url.rstrip("/") + "/chat/completions", json=body, timeout=600) as resp:
             if resp.status_code != 200:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import typer
 
+from llmdock.cli.options import CONFIG
 from llmdock.config import load_settings
 
 app = typer.Typer(help="Personal data: export, erase, purge old traces.", no_args_is_help=True)
-CONFIG = typer.Option(None, "--config", "-c", help="llmdock.yaml")
 
 
 def _context(config: Path | None):  # type: ignore[no-untyped-def]

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from llmdock.cli.options import CONFIG
 from llmdock.config import load_settings
 
 app = typer.Typer(help="Input and output guardrails.", no_args_is_help=True)
@@ -18,7 +19,7 @@ app = typer.Typer(help="Input and output guardrails.", no_args_is_help=True)
 @app.command("train")
 def train_cmd(
     retrain: bool = typer.Option(False, "--retrain", help="Train again even when cached weights exist"),
-    config: Path | None = typer.Option(None, "--config", "-c", help="llmdock.yaml"),
+    config: Path | None = CONFIG,
 ) -> None:
     """Train the guard classifiers from the labelled data llmdock ships (cached; deterministic)."""
     from llmdock.guards.training import TASKS, ensure_model
@@ -52,7 +53,7 @@ def check_cmd(
     text: str = typer.Argument(..., help="The text to check"),
     output: bool = typer.Option(False, "--output", help="Check it as an answer (guard_out detectors)"),
     role: str = typer.Option("user", help="The chat role of an input text (user, tool, system …)"),
-    config: Path | None = typer.Option(None, "--config", "-c", help="llmdock.yaml"),
+    config: Path | None = CONFIG,
 ) -> None:
     """Run the configured detectors on one text and print each verdict."""
     from llmdock.guards.base import Direction, GuardText

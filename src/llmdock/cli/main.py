@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import typer
 
@@ -16,19 +17,26 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.command("serve")(serve.serve)
-app.command("chat")(chat.chat)
-app.add_typer(models.app, name="models")
-app.add_typer(prompts.app, name="prompts")
-app.add_typer(traces.app, name="traces")
-app.add_typer(secrets_cmd.app, name="secrets")
-app.add_typer(guards.app, name="guards")
-app.command("usage")(usage.usage)
-app.add_typer(access.keys_app, name="keys")
-app.add_typer(access.users_app, name="users")
-app.add_typer(access.teams_app, name="teams")
-app.add_typer(audit.app, name="audit")
-app.add_typer(data.app, name="data")
+COMMANDS: dict[str, typer.Typer | Callable[..., None]] = {  # in the order of the help
+    "serve": serve.serve,
+    "chat": chat.chat,
+    "models": models.app,
+    "prompts": prompts.app,
+    "traces": traces.app,
+    "secrets": secrets_cmd.app,
+    "guards": guards.app,
+    "usage": usage.usage,
+    "keys": access.keys_app,
+    "users": access.users_app,
+    "teams": access.teams_app,
+    "audit": audit.app,
+    "data": data.app,
+}
+for name, command in COMMANDS.items():
+    if isinstance(command, typer.Typer):
+        app.add_typer(command, name=name)
+    else:
+        app.command(name)(command)
 
 
 def main() -> None:

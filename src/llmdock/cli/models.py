@@ -9,18 +9,19 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from llmdock.cli.options import AS_JSON, CONFIG
+from llmdock.cli.registry_views import add_label_commands, as_text, print_rows, print_summary
 from llmdock.config import load_settings
 
 if TYPE_CHECKING:
     from llmdock.registry import ModelRegistry
 
 app = typer.Typer(help="Configured models, and the model registry.", no_args_is_help=True)
-CONFIG = typer.Option(None, "--config", "-c", help="llmdock.yaml")
 
 
 @app.command("list")
 def list_models(
-    config: Path | None = typer.Option(None, "--config", "-c", help="llmdock.yaml"),
+    config: Path | None = CONFIG,
 ) -> None:
     """List every configured model, its backend and task."""
     from llmdock.plugins import load_plugins
@@ -85,12 +86,10 @@ def register(
 @app.command("versions")
 def versions(
     name: str | None = typer.Argument(None, help="a registered model (default: list every one)"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = AS_JSON,
     config: Path | None = CONFIG,
 ) -> None:
     """Registered models, or the versions of one with aliases, lineage and metrics."""
-    from llmdock.cli.registry_views import as_text, print_rows, print_summary
-
     registry = _registry(config)
     if name is None:
         print_summary(registry, as_json, "aliases")
@@ -109,26 +108,12 @@ def versions(
     print_rows(rows, as_json, columns)
 
 
-@app.command("promote")
-def promote(
-    name: str,
-    version: int,
-    alias: str = typer.Option("production", "--alias", "-a"),
-    config: Path | None = CONFIG,
-) -> None:
-    """Point an alias at a version (audited as model.promote); gateways pick it up when they (re)load it."""
-    from llmdock.cli.access import who
-
-    before = _registry(config).labels.set(name, alias, version, who())
-    typer.echo(f"models:/{name}@{alias}: {before if before is not None else '-'} → {version}")
-
-
-@app.command("rollback")
-def rollback(
-    name: str, alias: str = typer.Option("production", "--alias", "-a"), config: Path | None = CONFIG
-) -> None:
-    """Move an alias back to the version it pointed at before (audited as model.rollback)."""
-    from llmdock.cli.access import who
-
-    version = _registry(config).labels.rollback(name, alias, who())
-    typer.echo(f"models:/{name}@{alias} → {version}")
+add_label_commands(
+    app,
+    _registry,
+    kind="model",
+    word="alias",
+    flags=("--alias", "-a"),
+    uri_prefix="models:/",
+    promote_note="; gateways pick it up when they (re)load it",
+)

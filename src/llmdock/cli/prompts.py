@@ -21,12 +21,12 @@ from typing import Any
 import typer
 
 from llmdock.cli.access import who
-from llmdock.cli.registry_views import as_text, print_rows, print_summary
+from llmdock.cli.options import AS_JSON, CONFIG
+from llmdock.cli.registry_views import add_label_commands, as_text, print_rows, print_summary
 from llmdock.config import load_settings, load_yaml_file
 from llmdock.errors import ConfigError, InvalidRequest
 
 app = typer.Typer(help="Prompt templates: versions, labels, promotion.", no_args_is_help=True)
-CONFIG = typer.Option(None, "--config", "-c", help="llmdock.yaml")
 FILE_KEYS = {"name", "messages", "text", "config", "message"}
 
 
@@ -99,13 +99,13 @@ def push(
 
 
 @app.command("list")
-def list_cmd(as_json: bool = typer.Option(False, "--json"), config: Path | None = CONFIG) -> None:
+def list_cmd(as_json: bool = AS_JSON, config: Path | None = CONFIG) -> None:
     """Every template with its latest version and labels."""
     print_summary(_registry(config), as_json, "labels")
 
 
 @app.command("versions")
-def versions(name: str, as_json: bool = typer.Option(False, "--json"), config: Path | None = CONFIG) -> None:
+def versions(name: str, as_json: bool = AS_JSON, config: Path | None = CONFIG) -> None:
     """The versions of one template, with their labels."""
 
     registry = _registry(config)
@@ -153,22 +153,4 @@ def render_cmd(
     typer.echo(out if isinstance(out, str) else json.dumps(out, indent=2, ensure_ascii=False))
 
 
-@app.command("promote")
-def promote(
-    name: str,
-    version: int,
-    label: str = typer.Option("production", "--label", "-l"),
-    config: Path | None = CONFIG,
-) -> None:
-    """Point a label at a version (audited as prompt.promote)."""
-    before = _registry(config).labels.set(name, label, version, who())
-    typer.echo(f"{name}@{label}: {before if before is not None else '-'} → {version}")
-
-
-@app.command("rollback")
-def rollback(
-    name: str, label: str = typer.Option("production", "--label", "-l"), config: Path | None = CONFIG
-) -> None:
-    """Move a label back to the version it pointed at before (audited as prompt.rollback)."""
-    version = _registry(config).labels.rollback(name, label, who())
-    typer.echo(f"{name}@{label} → {version}")
+add_label_commands(app, _registry, kind="prompt", word="label", flags=("--label", "-l"))

@@ -1,14 +1,18 @@
-"""Tables shared by ``llmdock prompts`` and ``llmdock models``: what is registered, with its labels."""
+"""What ``llmdock prompts`` and ``llmdock models`` share: tables of what is registered, and label moves."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from llmdock.cli.access import who
+from llmdock.cli.options import CONFIG
 from llmdock.registry import Versioned
 
 
@@ -42,3 +46,35 @@ def as_text(value: Any) -> str:
     if isinstance(value, dict):
         return json.dumps(value) if value else "-"
     return str(value) if value not in (None, "") else "-"
+
+
+def add_label_commands(
+    app: typer.Typer,
+    registry: Callable[[Path | None], Versioned[Any]],
+    *,
+    kind: str,
+    word: str,
+    flags: tuple[str, str],
+    uri_prefix: str = "",
+    promote_note: str = "",
+) -> None:
+    """Add ``promote`` and ``rollback`` to ``app``: they move a label (called ``word``: label, alias…).
+
+    ``kind`` names the audit actions (``<kind>.promote``), ``flags`` the label's option (``--label``, ``-l``),
+    ``uri_prefix`` what the output puts before ``NAME@LABEL``.
+    """
+    a_word = f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
+    label_option = typer.Option("production", *flags)
+
+    def promote(name: str, version: int, label: str = label_option, config: Path | None = CONFIG) -> None:
+        before = registry(config).labels.set(name, label, version, who())
+        typer.echo(f"{uri_prefix}{name}@{label}: {before if before is not None else '-'} → {version}")
+
+    def rollback(name: str, label: str = label_option, config: Path | None = CONFIG) -> None:
+        version = registry(config).labels.rollback(name, label, who())
+        typer.echo(f"{uri_prefix}{name}@{label} → {version}")
+
+    promote.__doc__ = f"Point {a_word} at a version (audited as {kind}.promote){promote_note}."
+    rollback.__doc__ = f"Move {a_word} back to the version it pointed at before (audited as {kind}.rollback)."
+    app.command("promote")(promote)
+    app.command("rollback")(rollback)

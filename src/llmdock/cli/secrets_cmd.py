@@ -15,13 +15,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from llmdock.cli.options import CONFIG
 from llmdock.config import Settings, load_settings
 from llmdock.errors import InvalidRequest
 from llmdock.privacy.crypto import Keyring, new_key
 from llmdock.store.engine import Store
 
 app = typer.Typer(help="Encrypted provider credentials and the encryption key.", no_args_is_help=True)
-CONFIG = typer.Option(None, "--config", "-c", help="llmdock.yaml")
 
 
 def _open(config: Path | None) -> tuple[Settings, Store, Keyring]:

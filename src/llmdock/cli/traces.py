@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from llmdock.cli.options import CONFIG
 from llmdock.config import load_settings
 
 app = typer.Typer(help="Request traces from the store.", no_args_is_help=True)
@@ -26,7 +27,7 @@ def _store(config: Path | None):  # type: ignore[no-untyped-def]
 def list_cmd(
     limit: int = typer.Option(20, "--limit", "-n", help="How many, newest first"),
     model: str | None = typer.Option(None, help="Only this model"),
-    config: Path | None = typer.Option(None, "--config", "-c", help="llmdock.yaml"),
+    config: Path | None = CONFIG,
 ) -> None:
     """The newest traces."""
     from llmdock.store import list_traces
@@ -53,7 +54,7 @@ def list_cmd(
 def show_cmd(
     trace_id: str = typer.Argument(..., help="Trace id or a unique prefix of it"),
     as_json: bool = typer.Option(False, "--json", help="Print the whole trace as JSON"),
-    config: Path | None = typer.Option(None, "--config", "-c", help="llmdock.yaml"),
+    config: Path | None = CONFIG,
 ) -> None:
     """One trace: the request, each stage's span, the answer."""
     from llmdock.store import get_trace

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from llmdock.cli.options import CONFIG
 from llmdock.config import load_settings
 
 
@@ -17,7 +18,7 @@ def usage(
     days: int = typer.Option(7, help="How many days back (UTC)"),
     model: str | None = typer.Option(None, help="Only this model"),
     as_json: bool = typer.Option(False, "--json", help="Rows as JSON"),
-    config: Path | None = typer.Option(None, "--config", "-c", help="llmdock.yaml"),
+    config: Path | None = CONFIG,
 ) -> None:
     """Usage and cost summarised by day, model and deployment (from the traces)."""
     from llmdock.store import Store

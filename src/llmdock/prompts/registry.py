@@ -16,7 +16,6 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -52,19 +51,7 @@ def content_hash(kind: str, template: Any, config: dict[str, Any]) -> str:
 
 
 def prompt_view(v: PromptVersion, labels: list[str] | None = None) -> dict[str, Any]:
-    return {
-        "name": v.name,
-        "version": v.version,
-        "kind": v.kind,
-        "template": v.template,
-        "variables": v.variables,
-        "config": v.config,
-        "message": v.message,
-        "labels": labels or [],
-        "sha256": v.sha256,
-        "created_by": v.created_by,
-        "created_at": v.created_at.isoformat(),
-    }
+    return PromptRegistry.view(v, labels)
 
 
 def check_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -80,6 +67,10 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
 class PromptRegistry(Versioned[PromptVersion]):
     kind = "prompt"
     row_type = PromptVersion
+    labels_key = "labels"
+    view_fields = tuple(
+        "name version kind template variables config message labels sha256 created_by created_at".split()
+    )
 
     def create(
         self,
@@ -102,25 +93,15 @@ class PromptRegistry(Versioned[PromptVersion]):
             if current.sha256 == sha:
                 return current, False
 
-        def build(version: int) -> PromptVersion:
-            return PromptVersion(
-                name=name,
-                version=version,
-                kind=kind,
-                template=template,
-                variables=variables,
-                config=config,
-                message=message,
-                sha256=sha,
-                created_by=actor.name,
-                created_at=datetime.now(UTC),
-            )
-
-        after = {"kind": kind, "sha256": sha, "variables": variables, "config": config, "message": message}
-        return self._add_next(name, build, actor, after), True
-
-    def describe(self, row: PromptVersion, labels: list[str] | None) -> dict[str, Any]:
-        return prompt_view(row, labels)
+        fields = {
+            "kind": kind,
+            "template": template,
+            "variables": variables,
+            "config": config,
+            "message": message,
+            "sha256": sha,
+        }
+        return self._add_next(name, actor, fields, ("kind", "sha256", "variables", "config", "message")), True
 
     def get(self, name: str, *, version: int | None = None, label: str | None = None) -> PromptVersion:
         """One version: by number, by label, else ``production``, else the latest."""

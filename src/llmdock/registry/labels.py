@@ -9,7 +9,6 @@ versions it pointed at before, so ``rollback`` moves it back one step (audited a
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypeVar
 
@@ -51,6 +50,21 @@ def check_label(label: str) -> str:
             param="label",
         )
     return label
+
+
+def record(
+    store: Store,
+    action: str,
+    actor: Actor,
+    target: str,
+    *,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> None:
+    """Audit one registry change by ``actor``."""
+    audit.append(
+        store, action, actor=actor.name, source=actor.source, target=target, before=before, after=after
+    )
 
 
 class Labels:
@@ -149,12 +163,11 @@ class Labels:
     def _audit(
         self, verb: str, name: str, label: str, before: int | None, after: int | None, actor: Actor
     ) -> None:
-        audit.append(
+        record(
             self.store,
             f"{self.kind}.{verb}",
-            actor=actor.name,
-            source=actor.source,
-            target=f"{name}@{label}",
+            actor,
+            f"{name}@{label}",
             before=None if before is None else {"version": before},
             after=None if after is None else {"version": after},
         )
@@ -165,27 +178,35 @@ class Versioned(Generic[RowT]):
 
     kind: Kind
     row_type: type[RowT]
+    labels_key: str  # what the labels are called in views: labels, aliases
+    view_fields: tuple[str, ...]  # a version's view, in order; created_at is last
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.labels = Labels(store, self.kind)
 
-    def _add_next(self, name: str, build: Callable[[int], RowT], actor: Actor, after: dict[str, Any]) -> RowT:
-        """Insert ``build(next number)``; two writers at once may pick one number: the loser takes the next."""
+    def _add_next(self, name: str, actor: Actor, fields: dict[str, Any], audited: tuple[str, ...]) -> RowT:
+        """Insert the next version of ``name`` with ``fields``, audited as ``<kind>.create`` with the ``audited``
+        ones; two writers at once may pick one number: the loser takes the next."""
         for _ in range(5):
-            row = build((self.labels.latest(name) or 0) + 1)
+            row = self.row_type(
+                name=name,
+                version=(self.labels.latest(name) or 0) + 1,
+                created_by=actor.name,
+                created_at=datetime.now(UTC),
+                **fields,
+            )
             try:
                 with self.store.session() as s, s.begin():
                     s.add(row)
             except IntegrityError:
                 continue
-            audit.append(
+            record(
                 self.store,
                 f"{self.kind}.create",
-                actor=actor.name,
-                source=actor.source,
-                target=f"{name}/{row.version}",
-                after=after,
+                actor,
+                f"{name}/{row.version}",
+                after={k: fields[k] for k in audited},
             )
             return row
         raise Conflict(f"could not number a new version of {self.kind} {name!r}; try again", param="name")
@@ -221,17 +242,20 @@ class Versioned(Generic[RowT]):
             raise NotFound(f"{self.kind} {name!r} has no version {version}", param="version")
         return row
 
-    def describe(self, row: RowT, labels: list[str] | None) -> dict[str, Any]:
-        """A version as shown to people (JSON-ready), with the labels pointing at it."""
-        raise NotImplementedError
+    @classmethod
+    def view(cls, row: RowT, labels: list[str] | None = None) -> dict[str, Any]:
+        """A version as shown to people (JSON-ready): its ``view_fields`` in order, ``labels_key`` standing for
+        the labels pointing at it."""
+        out = {f: labels or [] if f == cls.labels_key else getattr(row, f) for f in cls.view_fields}
+        return out | {"created_at": row.created_at.isoformat()}
 
     def described(self, name: str) -> list[dict[str, Any]]:
         """Every version of ``name``, described, with its labels."""
         labels = self.labels_by_version(name)
-        return [self.describe(v, labels.get(v.version)) for v in self.versions(name)]
+        return [self.view(v, labels.get(v.version)) for v in self.versions(name)]
 
     def described_one(self, row: RowT) -> dict[str, Any]:
-        return self.describe(row, self.labels_by_version(row.name).get(row.version))
+        return self.view(row, self.labels_by_version(row.name).get(row.version))
 
     def labels_by_version(self, name: str) -> dict[int, list[str]]:
         out: dict[int, list[str]] = {}

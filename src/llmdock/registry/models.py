@@ -11,7 +11,6 @@ A model setting's ``model_path`` may name a registered version with an MLflow-st
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,27 +48,14 @@ def parse_uri(uri: str) -> ModelRef:
     return ModelRef(check_name(rest, "model"), alias=LATEST)
 
 
-def version_view(v: ModelVersion, aliases: list[str] | None = None) -> dict[str, Any]:
-    return {
-        "name": v.name,
-        "version": v.version,
-        "artifact": v.artifact,
-        "filename": v.filename,
-        "size": v.size,
-        "format": v.format,
-        "source": v.source,
-        "lineage": v.lineage,
-        "metrics": v.metrics,
-        "description": v.description,
-        "aliases": aliases or [],
-        "created_by": v.created_by,
-        "created_at": v.created_at.isoformat(),
-    }
-
-
 class ModelRegistry(Versioned[ModelVersion]):
     kind = "model"
     row_type = ModelVersion
+    labels_key = "aliases"
+    view_fields = tuple(
+        "name version artifact filename size format source lineage metrics description aliases created_by "
+        "created_at".split()
+    )
 
     def __init__(self, store: Store, home: Path) -> None:
         super().__init__(store)
@@ -93,34 +79,18 @@ class ModelRegistry(Versioned[ModelVersion]):
         sha, size = artifacts.put(self.home, path, progress=progress)
         fmt = fmt or (path.suffix.lstrip(".").lower() or "file")
 
-        def build(version: int) -> ModelVersion:
-            return ModelVersion(
-                name=name,
-                version=version,
-                artifact=sha,
-                filename=path.name,
-                size=size,
-                format=fmt,
-                source=str(path.resolve()),
-                lineage=lineage or {},
-                metrics=metrics or {},
-                description=description,
-                created_by=actor.name,
-                created_at=datetime.now(UTC),
-            )
-
-        after = {
+        fields = {
             "artifact": sha,
+            "filename": path.name,
             "size": size,
             "format": fmt,
             "source": str(path.resolve()),
             "lineage": lineage or {},
             "metrics": metrics or {},
+            "description": description,
         }
-        return self._add_next(name, build, actor, after)
-
-    def describe(self, row: ModelVersion, labels: list[str] | None) -> dict[str, Any]:
-        return version_view(row, labels)
+        audited = ("artifact", "size", "format", "source", "lineage", "metrics")
+        return self._add_next(name, actor, fields, audited)
 
     def get(self, ref: ModelRef) -> ModelVersion:
         version = ref.version
