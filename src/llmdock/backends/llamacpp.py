@@ -31,7 +31,8 @@ from llmdock.backends.model_files import resolve_model_path
 from llmdock.errors import BackendError, BackendUnavailable, ConfigError, InvalidRequest
 
 if TYPE_CHECKING:  # llama_batch imports llama_cpp, which loads the library: only when a model loads
-    from llmdock.backends.llama_batch import BatchEngine, Delta
+    from llmdock.backends.llama_batch import BatchEngine
+    from llmdock.backends.llama_sequence import Delta
 
 # Turn formats for models whose GGUF carries no chat template (e.g. Gemma 3 base).
 TURN_FORMATS: dict[str, tuple[str, list[str]]] = {
@@ -208,7 +209,9 @@ class LlamaCppBackend(InProcessBackend):
     # --- generation ----------------------------------------------------------------------------------
     async def _deltas(self, req: GenerationRequest, *, stream: bool) -> AsyncGenerator[Delta, None]:
         """Run ``req`` as one sequence of the batch engine; its deltas as they come."""
-        from llmdock.backends.llama_batch import EngineClosed, Sampling, Sequence
+        from llmdock.backends.llama_batch import EngineClosed
+        from llmdock.backends.llama_sampler import Sampling
+        from llmdock.backends.llama_sequence import Sequence
 
         await self.ensure_started()
         engine = self._engine
