@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from llmdock.backends.base import Backend
-from llmdock.backends.llama_batch import TextTail
+from llmdock.backends.llama_sequence import TextTail
 from llmdock.config import load_settings
 from llmdock.errors import ConfigError, Overloaded
 from llmdock.plugins import load_plugins

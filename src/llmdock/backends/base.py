@@ -19,10 +19,11 @@ import orjson
 from pydantic import BaseModel, ConfigDict
 from pydantic import ValidationError as PydanticValidationError
 
+from llmdock.backends.operations import TEXT_OPERATIONS, TextOperation
 from llmdock.config import Settings, config_error_from_pydantic
 from llmdock.errors import BackendUnavailable, ContextWindowExceeded, InvalidRequest, Overloaded
 
-Operation = Literal["chat", "completion"]
+TextOperationName = Literal["chat", "completion"]
 T = TypeVar("T")
 
 
@@ -46,9 +47,13 @@ class SamplingParams:
 
 @dataclass(slots=True)
 class GenerationRequest:
-    """What the generate stage asks of a backend. ``prepare`` fills in the prompt fields."""
+    """What the generate stage asks of a backend. ``prepare`` fills in the prompt fields.
 
-    operation: Operation
+    ``op`` is the operation's codec (backends/operations.py), found from its name once, when the request is
+    made: what differs between chat and completion is asked of it, never decided by comparing names.
+    """
+
+    operation: TextOperationName
     params: SamplingParams
     messages: list[dict[str, Any]] | None = None
     prompt: str | None = None
@@ -62,6 +67,10 @@ class GenerationRequest:
     grammar: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # extra body fields passed to an upstream as-is
     route: dict[str, Any] = field(default_factory=dict)  # the router's bookkeeping; never sent anywhere
+    op: TextOperation = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.op = TEXT_OPERATIONS[self.operation]
 
 
 @dataclass(slots=True)
@@ -224,7 +233,7 @@ class Backend(ABC):
                 f"This model's maximum context length is {window} tokens. However, you requested {wanted} "
                 f"tokens ({req.n_prompt_tokens} in the prompt, {req.params.max_tokens or 0} in the "
                 "completion). Please reduce the prompt or max_tokens.",
-                param="messages" if req.operation == "chat" else "prompt",
+                param=req.op.param,
                 extra={"context_window": window, "prompt_tokens": req.n_prompt_tokens},
             )
 

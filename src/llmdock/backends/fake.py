@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from pydantic import Field
 
@@ -39,10 +40,7 @@ class FakeBackend(Backend):
         return len(text.split())
 
     def prepare(self, req: GenerationRequest) -> None:
-        if req.operation == "chat":
-            req.prompt_text = "\n".join(f"{m.get('role')}: {m.get('content')}" for m in req.messages or [])
-        else:
-            req.prompt_text = req.prompt or ""
+        req.prompt_text = req.op.read_input(req, _role_lines, _as_is)
         req.n_prompt_tokens = self.count_tokens(req.prompt_text)
         req.stop = list(req.params.stop)
         self.check_window(req)
@@ -50,11 +48,8 @@ class FakeBackend(Backend):
     def _answer(self, req: GenerationRequest) -> tuple[str, str]:
         if self.params.reply is not None:
             text = self.params.reply
-        elif req.operation == "chat":
-            last = next((m for m in reversed(req.messages or []) if m.get("role") == "user"), {})
-            text = f"fake answer to: {last.get('content', '')}"
         else:
-            text = f"fake completion of: {req.prompt}"
+            text = req.op.read_input(req, _answer_last_user, _complete)
         words = text.split(" ")
         limit = req.params.max_tokens
         if limit is not None and len(words) > limit:
@@ -84,3 +79,20 @@ class FakeBackend(Backend):
             digest = hashlib.sha256(t.encode()).digest()
             vectors.append([b / 255.0 for b in digest[: self.params.dimensions]])
         return EmbeddingResult(vectors, sum(self.count_tokens(t) for t in texts))
+
+
+def _role_lines(messages: list[dict[str, Any]]) -> str:
+    return "\n".join(f"{m.get('role')}: {m.get('content')}" for m in messages)
+
+
+def _as_is(prompt: str) -> str:
+    return prompt
+
+
+def _answer_last_user(messages: list[dict[str, Any]]) -> str:
+    last = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+    return f"fake answer to: {last.get('content', '')}"
+
+
+def _complete(prompt: str) -> str:
+    return f"fake completion of: {prompt}"

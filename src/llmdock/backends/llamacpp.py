@@ -31,7 +31,8 @@ from llmdock.backends.model_files import resolve_model_path
 from llmdock.errors import BackendError, BackendUnavailable, ConfigError, InvalidRequest
 
 if TYPE_CHECKING:  # llama_batch imports llama_cpp, which loads the library: only when a model loads
-    from llmdock.backends.llama_batch import BatchEngine, Delta
+    from llmdock.backends.llama_batch import BatchEngine
+    from llmdock.backends.llama_sequence import Delta
 
 # Turn formats for models whose GGUF carries no chat template (e.g. Gemma 3 base).
 TURN_FORMATS: dict[str, tuple[str, list[str]]] = {
@@ -182,21 +183,19 @@ class LlamaCppBackend(InProcessBackend):
             return super().count_tokens(text)
         return len(self._model.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
+    def _chat_prompt(self, messages: list[dict[str, Any]]) -> tuple[str, list[str]]:
+        """Messages rendered by the model's chat template, and the stop strings the template adds."""
+        if self._formatter is None:
+            raise BackendError(f"model {self.name!r} has no chat template; set chat_template in its config")
+        rendered = self._formatter(messages=messages)
+        stop = rendered.stop or []
+        return rendered.prompt, [stop] if isinstance(stop, str) else list(stop)
+
     def prepare(self, req: GenerationRequest) -> None:
         if self._model is None:
             raise BackendError(f"model {self.name!r} is not loaded")
-        stop = list(self.params.stop) + list(self._extra_stop)
-        if req.operation == "chat":
-            if self._formatter is None:
-                raise BackendError(
-                    f"model {self.name!r} has no chat template; set chat_template in its config"
-                )
-            rendered = self._formatter(messages=req.messages or [])
-            req.prompt_text = rendered.prompt
-            if rendered.stop:
-                stop += [rendered.stop] if isinstance(rendered.stop, str) else list(rendered.stop)
-        else:
-            req.prompt_text = req.prompt or ""
+        req.prompt_text, template_stop = req.op.read_input(req, self._chat_prompt, _text_prompt)
+        stop = list(self.params.stop) + list(self._extra_stop) + template_stop
         req.prompt_tokens = self._tokenize(req.prompt_text)
         req.n_prompt_tokens = len(req.prompt_tokens)
         req.stop = stop + list(req.params.stop)
@@ -208,7 +207,9 @@ class LlamaCppBackend(InProcessBackend):
     # --- generation ----------------------------------------------------------------------------------
     async def _deltas(self, req: GenerationRequest, *, stream: bool) -> AsyncGenerator[Delta, None]:
         """Run ``req`` as one sequence of the batch engine; its deltas as they come."""
-        from llmdock.backends.llama_batch import EngineClosed, Sampling, Sequence
+        from llmdock.backends.llama_batch import EngineClosed
+        from llmdock.backends.llama_sampler import Sampling
+        from llmdock.backends.llama_sequence import Sequence
 
         await self.ensure_started()
         engine = self._engine
@@ -250,9 +251,7 @@ class LlamaCppBackend(InProcessBackend):
             raise BackendUnavailable(f"model {self.name!r} cannot take the request: {exc}") from None
         except ValueError as exc:
             sampler.close()
-            raise InvalidRequest(
-                str(exc), param="messages" if req.operation == "chat" else "prompt"
-            ) from None
+            raise InvalidRequest(str(exc), param=req.op.param) from None
         try:
             while True:
                 item = await queue.get()
@@ -282,3 +281,7 @@ class LlamaCppBackend(InProcessBackend):
             async for delta in deltas:
                 if delta.text or delta.finish_reason:
                     yield StreamChunk(text=delta.text, finish_reason=delta.finish_reason)
+
+
+def _text_prompt(prompt: str) -> tuple[str, list[str]]:
+    return prompt, []

@@ -1,8 +1,10 @@
 """Any OpenAI-compatible server as a backend: vLLM, Ollama, a hosted provider, or another llmdock.
 
-One pooled keep-alive ``httpx.AsyncClient`` per model. Upstream failures become llmdock errors:
+Request/response calls go through a lean keep-alive pool (http1.py), streams and health checks through a
+pooled ``httpx.AsyncClient``. Upstream failures become llmdock errors in one place (upstream_errors.py):
 connection problems and timeouts -> BackendUnavailable (503), 5xx -> BackendError (502), 429 ->
 RateLimited with the upstream's Retry-After, other 4xx -> InvalidRequest with the upstream's message.
+What differs between chat and completion (path, body, how the answer reads) is the operation's codec.
 Token counts come from the upstream's ``usage`` when it reports one, else an estimate (4 chars a token).
 """
 
@@ -12,7 +14,7 @@ import asyncio
 import os
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,17 +32,10 @@ from llmdock.backends.base import (
     StreamChunk,
     tool_calls_text,
 )
-from llmdock.backends.http1 import ConnectionClosed, ConnectionPool, InvalidResponse
-from llmdock.errors import (
-    BackendError,
-    BackendUnavailable,
-    ConfigError,
-    ContextWindowExceeded,
-    GuardBlocked,
-    InvalidRequest,
-    LlmdockError,
-    RateLimited,
-)
+from llmdock.backends.http1 import ConnectionPool
+from llmdock.backends.operations import EMBEDDING
+from llmdock.backends.upstream_errors import map_upstream_errors, upstream_error
+from llmdock.errors import BackendError, ConfigError
 from llmdock.privacy.provider_secrets import SECRET_PREFIX, resolve_secret
 
 
@@ -102,6 +97,8 @@ class OpenAICompatBackend(Backend):
         self.upstream_model = self.params.upstream_model or self.name
         self._headers = {"Content-Type": "application/json", **headers}
         self._pool: ConnectionPool | None = None  # made on the serving loop, at first use
+        self._where = f"upstream {self.params.base_url}"
+        self._upstream_errors = map_upstream_errors(self._where)
         self.loaded = True
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -117,13 +114,16 @@ class OpenAICompatBackend(Backend):
 
     def _connections(self) -> ConnectionPool:
         if self._pool is None:
-            self._pool = ConnectionPool(
-                self.params.base_url,
-                headers=self._headers,
-                max_connections=self.params.max_connections,
-                connect_timeout_s=self.params.connect_timeout_s,
-                ssl_context=self._tls,
-            )
+            try:
+                self._pool = ConnectionPool(
+                    self.params.base_url,
+                    headers=self._headers,
+                    max_connections=self.params.max_connections,
+                    connect_timeout_s=self.params.connect_timeout_s,
+                    ssl_context=self._tls,
+                )
+            except ValueError as exc:  # not an http(s) URL
+                raise ConfigError(str(exc), where=self.where("base_url")) from None
         return self._pool
 
     async def close(self) -> None:
@@ -132,19 +132,13 @@ class OpenAICompatBackend(Backend):
             self._pool.close()
 
     async def health(self) -> None:
-        where = f"upstream {self.params.base_url}"
-        try:
+        with self._upstream_errors:
             resp = await self._client.get("/models", timeout=self.params.connect_timeout_s)
-        except httpx.HTTPError as exc:
-            raise BackendUnavailable(f"health check failed: {exc!r}", where=where) from None
         if resp.status_code >= 500:
-            raise BackendError(f"health check answered {resp.status_code}", where=where)
+            raise BackendError(f"health check answered {resp.status_code}", where=self._where)
 
     def prepare(self, req: GenerationRequest) -> None:
-        if req.operation == "chat":
-            req.prompt_text = "\n".join(str(m.get("content") or "") for m in req.messages or [])
-        else:
-            req.prompt_text = req.prompt or ""
+        req.prompt_text = req.op.read_input(req, _contents, _as_is)
         req.n_prompt_tokens = self.count_tokens(req.prompt_text)
         req.stop = list(req.params.stop)
         req.params.with_defaults(self.params.defaults)
@@ -152,11 +146,8 @@ class OpenAICompatBackend(Backend):
 
     def _body(self, req: GenerationRequest, stream: bool) -> dict[str, Any]:
         p = req.params
-        body: dict[str, Any] = {"model": self.upstream_model, "stream": stream}
-        if req.operation == "chat":
-            body["messages"] = req.messages
-        else:
-            body["prompt"] = req.prompt
+        op = req.op
+        body: dict[str, Any] = {"model": self.upstream_model, "stream": stream, op.param: op.input_of(req)}
         for name in ("max_tokens", "temperature", "top_p", "seed", "presence_penalty", "frequency_penalty"):
             value = getattr(p, name)
             if value is not None:
@@ -166,70 +157,33 @@ class OpenAICompatBackend(Backend):
         body.update(req.extra)
         return body
 
-    def _path(self, req: GenerationRequest) -> str:
-        return "/chat/completions" if req.operation == "chat" else "/completions"
-
-    def _error(self, status: int, text: str, headers: Mapping[str, str]) -> LlmdockError:
-        try:
-            err = orjson.loads(text)["error"]
-            message = str(err["message"])
-            code = f"{err.get('code') or ''} {err.get('type') or ''}"
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            message, code = text[:300], ""
-        where = f"upstream {self.params.base_url}"
-        if "context_length_exceeded" in code:
-            return ContextWindowExceeded(f"upstream: {message}", where=where)
-        if "content_filter" in code or "content_policy" in code:
-            return GuardBlocked(f"upstream refused on content policy: {message}", where=where)
-        if status == 429:
-            return RateLimited(message, where=where, headers={"Retry-After": headers.get("retry-after", "1")})
-        if status >= 500:
-            return BackendError(f"upstream answered {status}: {message}", where=where)
-        return InvalidRequest(f"upstream rejected the request ({status}): {message}", where=where)
-
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         # The request/response calls go through a lean keep-alive pool (backends/http1.py, where the CPU
-        # it saves per request is measured); streams and health checks stay on httpx.
-        where = f"upstream {self.params.base_url}"
-        if self._proxied:
-            return await self._post_via_httpx(path, body)
-        try:
-            async with asyncio.timeout(self.params.timeout_s):
-                resp = await self._connections().post(path, orjson.dumps(body))
-        except TimeoutError:
-            raise BackendUnavailable("upstream timed out", where=where) from None
-        except InvalidResponse as exc:
-            raise BackendError(str(exc), where=where) from None
-        except (ConnectionClosed, OSError) as exc:
-            raise BackendUnavailable(
-                f"upstream unreachable: {str(exc) or type(exc).__name__}", where=where
-            ) from None
-        if resp.status != 200:
-            raise self._error(resp.status, resp.body.decode(errors="replace"), resp.headers)
-        data: dict[str, Any] = orjson.loads(resp.body)
-        return data
-
-    async def _post_via_httpx(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        where = f"upstream {self.params.base_url}"
-        try:
-            resp = await self._client.post(path, content=orjson.dumps(body), headers=self._headers)
-        except httpx.TimeoutException:
-            raise BackendUnavailable("upstream timed out", where=where) from None
-        except httpx.HTTPError as exc:
-            raise BackendUnavailable(f"upstream unreachable: {exc!r}", where=where) from None
-        if resp.status_code != 200:
-            raise self._error(resp.status_code, resp.text, resp.headers)
-        data: dict[str, Any] = orjson.loads(resp.content)
+        # it saves per request is measured) unless a proxy is configured; streams and health checks use httpx.
+        with self._upstream_errors:
+            if self._proxied:
+                resp = await self._client.post(path, content=orjson.dumps(body), headers=self._headers)
+                if resp.status_code != 200:
+                    raise upstream_error(resp.status_code, resp.text, resp.headers, self._where)
+                content = resp.content
+            else:
+                async with asyncio.timeout(self.params.timeout_s):
+                    answer = await self._connections().post(path, orjson.dumps(body))
+                if answer.status != 200:
+                    text = answer.body.decode(errors="replace")
+                    raise upstream_error(answer.status, text, answer.headers, self._where)
+                content = answer.body
+        data: dict[str, Any] = orjson.loads(content)
         return data
 
     async def generate(self, req: GenerationRequest) -> Generation:
-        data = await self._post(self._path(req), self._body(req, stream=False))
+        data = await self._post(req.op.upstream_path, self._body(req, stream=False))
         choice = data["choices"][0]
-        text = choice["message"]["content"] if req.operation == "chat" else choice["text"]
+        text, tool_calls = req.op.read_choice(choice)
         finish = choice.get("finish_reason") or "stop"
-        if req.operation == "chat" and choice["message"].get("tool_calls"):
+        if tool_calls:
             # Tool calls travel in llmdock's canonical text form; the structured stage validates them.
-            text, finish = tool_calls_text(choice["message"]["tool_calls"]), "tool_calls"
+            text, finish = tool_calls_text(tool_calls), "tool_calls"
         usage = data.get("usage") or {}
         return Generation(
             text=text or "",
@@ -239,15 +193,14 @@ class OpenAICompatBackend(Backend):
         )
 
     async def stream(self, req: GenerationRequest) -> AsyncIterator[StreamChunk]:
-        where = f"upstream {self.params.base_url}"
-        try:
+        op = req.op
+        with self._upstream_errors:
             async with self._client.stream(
-                "POST", self._path(req), content=orjson.dumps(self._body(req, stream=True))
+                "POST", op.upstream_path, content=orjson.dumps(self._body(req, stream=True))
             ) as resp:
                 if resp.status_code != 200:
-                    raise self._error(
-                        resp.status_code, (await resp.aread()).decode(errors="replace"), resp.headers
-                    )
+                    answer = (await resp.aread()).decode(errors="replace")
+                    raise upstream_error(resp.status_code, answer, resp.headers, self._where)
                 calls: dict[int, dict[str, Any]] = {}  # tool-call deltas, joined by index
                 # When the answer may be tool calls, its text waits for the end (the structured stage buffers such
                 # streams anyway): text beside calls is dropped, as in a non-streamed answer.
@@ -261,14 +214,13 @@ class OpenAICompatBackend(Backend):
                         break
                     event = orjson.loads(payload)
                     if "error" in event:
-                        raise BackendError(f"upstream stream error: {event['error']}", where=where)
+                        raise BackendError(f"upstream stream error: {event['error']}", where=self._where)
                     if not event.get("choices"):
                         continue
                     choice = event["choices"][0]
-                    delta = choice.get("delta") or {}
-                    for call in delta.get("tool_calls") or ():
+                    text, call_deltas = op.read_delta(choice)
+                    for call in call_deltas:
                         _join_call_delta(calls, call)
-                    text = delta.get("content") if req.operation == "chat" else choice.get("text")
                     finish = choice.get("finish_reason")
                     if calls and finish:
                         # The calls are complete: they go on as one chunk in the canonical text form.
@@ -279,13 +231,11 @@ class OpenAICompatBackend(Backend):
                     else:
                         yield StreamChunk("".join(held) + (text or ""), finish)
                         held.clear()
-        except httpx.TimeoutException:
-            raise BackendUnavailable("upstream timed out", where=where) from None
-        except httpx.TransportError as exc:
-            raise BackendUnavailable(f"upstream unreachable: {exc}", where=where) from None
 
     async def embed(self, texts: list[str]) -> EmbeddingResult:
-        data = await self._post("/embeddings", {"model": self.upstream_model, "input": texts})
+        data = await self._post(
+            EMBEDDING.upstream_path, {"model": self.upstream_model, EMBEDDING.param: texts}
+        )
         vectors = [item["embedding"] for item in sorted(data["data"], key=lambda d: d["index"])]
         usage = data.get("usage") or {}
         return EmbeddingResult(vectors, int(usage.get("prompt_tokens", 0)))
@@ -297,3 +247,11 @@ def _join_call_delta(calls: dict[int, dict[str, Any]], delta: dict[str, Any]) ->
     fn = delta.get("function") or {}
     call["function"]["name"] += fn.get("name") or ""
     call["function"]["arguments"] += fn.get("arguments") or ""
+
+
+def _contents(messages: list[dict[str, Any]]) -> str:
+    return "\n".join(str(m.get("content") or "") for m in messages)
+
+
+def _as_is(prompt: str) -> str:
+    return prompt

@@ -20,6 +20,7 @@ import secrets
 from collections.abc import AsyncIterator
 
 from llmdock.backends.base import Generation, StreamChunk
+from llmdock.backends.operations import OPERATIONS
 from llmdock.config import Settings
 from llmdock.errors import GuardBlocked
 from llmdock.guards.base import Direction, GuardText
@@ -151,7 +152,7 @@ class GuardOutStage(_GuardStage):
 
     async def __call__(self, ctx: RequestContext) -> RequestContext:
         gen = ctx.generation
-        if gen is None or ctx.operation == "embedding":
+        if gen is None or OPERATIONS[ctx.operation].embeds:
             return ctx
         outcomes = await check(self.entries(ctx, "output"), [self._item(ctx, gen.text)])
         redacting = self._finish(ctx, outcomes)

@@ -11,6 +11,7 @@ import os
 import time
 from typing import Any
 
+from llmdock.backends.operations import OPERATIONS
 from llmdock.pipeline.context import RequestContext
 from llmdock.store.traces import TraceRecord, TraceWriter
 
@@ -20,7 +21,7 @@ def trace_record(ctx: RequestContext, *, store_bodies: bool = True) -> TraceReco
     gen = ctx.generation
     params = req.params if req else None
     attributes: dict[str, Any] = {
-        "gen_ai.operation.name": "text_completion" if ctx.operation == "completion" else ctx.operation,
+        "gen_ai.operation.name": OPERATIONS[ctx.operation].otel_name,
         "gen_ai.request.model": ctx.model,
         "gen_ai.provider.name": _provider(ctx),
         "llmdock.source": ctx.source,

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmdock.backends.base import GenerationRequest
-from llmdock.errors import InvalidRequest
 from llmdock.prompts.registry import ResolvedPrompt
 from llmdock.prompts.render import render
 
@@ -36,15 +35,7 @@ def apply_prompt(call: PromptCall, req: GenerationRequest) -> None:
     """Render the template and put it in front of what the request sent; fill unset sampling values."""
     p = call.prompt
     rendered = render(p.kind, p.template, call.variables, call.ref)
-    if req.operation == "chat":
-        head = rendered if p.kind == "chat" else [{"role": "user", "content": rendered}]
-        req.messages = [*head, *(req.messages or [])]
-    elif p.kind == "chat":
-        raise InvalidRequest(
-            f"prompt template {p.name!r} is a chat template: use /v1/chat/completions", param="prompt_id"
-        )
-    else:
-        req.prompt = rendered + (req.prompt or "")
+    req.op.apply_template(req, rendered, chat_template=p.kind == "chat", name=p.name)
     config = {k: v for k, v in p.config.items() if k != "model"}
     stop = config.pop("stop", None)
     req.params.with_defaults(config)
