@@ -30,6 +30,7 @@ from llmdock.pipeline.context import RequestContext
 from llmdock.pipeline.env import StageEnv
 from llmdock.pipeline.stages import flatten_content
 from llmdock.structured.judge import judge, openai_tool_calls
+from llmdock.structured.plan import plan_of
 from llmdock.structured.stage import replay
 
 STREAM_CHECK_CHARS = 64
@@ -163,7 +164,7 @@ class GuardOutStage(_GuardStage):
     def _redact_answer(self, ctx: RequestContext, gen: Generation, redacting: list[Outcome]) -> None:
         """Redact the answer; one that must follow a JSON schema or tools still must, or it is blocked."""
         text = redact(gen.text, redactions(redacting, 1)[0], self.settings.guards.redaction)
-        plan = ctx.structured
+        plan = plan_of(ctx)
         if plan is not None and plan.outcome in JUDGED:  # this stage runs after `structured`
             verdict = judge(plan, text, truncated=False)
             if not verdict.ok or verdict.repaired:

@@ -14,7 +14,6 @@ from llmdock.store.traces import SpanRecord
 
 if TYPE_CHECKING:
     from llmdock.prompts import PromptCall
-    from llmdock.structured.plan import StructuredPlan
 
 OperationName = Literal["chat", "completion", "embedding"]
 
@@ -55,7 +54,9 @@ class RequestContext:
     subject: str = ""  # the end user the data belongs to (the request's `user`, else the key's user)
     api_key_id: str = ""
     team_id: str = ""
-    structured: StructuredPlan | None = None  # response_format / tools: what the answer must follow
+    # response_format / tools: what the answer must follow, as the structured stage planned it (read it with
+    # llmdock.structured.plan_of; the pipeline itself never looks inside)
+    structured: object | None = None
     prompt: PromptCall | None = None  # a stored prompt template, rendered by the pre-process stage
     on_success: list[Callable[[RequestContext], None]] = field(default_factory=list)
     _span_attrs: dict[str, Any] = field(default_factory=dict)

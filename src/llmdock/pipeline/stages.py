@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from llmdock.backends.base import Generation, StreamChunk
+from llmdock.backends.operations import OPERATIONS
 from llmdock.config import Settings
 from llmdock.pipeline.context import RequestContext
 from llmdock.pipeline.env import StageEnv
@@ -75,7 +76,7 @@ class PreprocessStage(_NormalizingStage):
     name = "preprocess"
 
     async def __call__(self, ctx: RequestContext) -> RequestContext:
-        if ctx.operation == "embedding":
+        if OPERATIONS[ctx.operation].embeds:
             if self.form != "none":
                 ctx.inputs = [unicodedata.normalize(self.form, t) for t in ctx.inputs]
             ctx.annotate(input_texts=len(ctx.inputs))
@@ -124,7 +125,7 @@ class GenerateStage:
         pass
 
     async def __call__(self, ctx: RequestContext) -> RequestContext:
-        if ctx.operation == "embedding":
+        if OPERATIONS[ctx.operation].embeds:
             ctx.embedding = await ctx.backend.embed(ctx.inputs)
             ctx.annotate(**{"gen_ai.usage.input_tokens": ctx.embedding.prompt_tokens})
             return ctx

@@ -112,6 +112,12 @@ Compile = Callable[[str, str], CompiledSchema]
 GrammarFor = Callable[[str], tuple[str, str]]
 
 
+def plan_of(ctx: RequestContext) -> StructuredPlan | None:
+    """The request's structured-output plan, if the structured stage made one."""
+    plan = ctx.structured
+    return plan if isinstance(plan, StructuredPlan) else None
+
+
 def route_backends(backend: Backend) -> list[Backend]:
     deployments = getattr(backend, "all_deployments", None)  # a routed model: every deployment it may use
     return [d.backend for d in deployments()] if callable(deployments) else [backend]

@@ -40,6 +40,7 @@ from llmdock.structured.plan import (
     StructuredPlan,
     build_plan,
     grammar_key,
+    plan_of,
     route_backends,
 )
 from llmdock.structured.schemas import SchemaValidator, check_schema, nest_schema, unenforced_keywords
@@ -190,7 +191,7 @@ class StructuredStage:
         return found
 
     async def __call__(self, ctx: RequestContext) -> RequestContext:
-        plan = ctx.structured
+        plan = plan_of(ctx)
         if plan is None or ctx.generation is None:
             return ctx
         await self._settle(ctx, plan)
@@ -199,11 +200,12 @@ class StructuredStage:
     def wrap_stream(
         self, ctx: RequestContext, chunks: AsyncIterator[StreamChunk]
     ) -> AsyncIterator[StreamChunk]:
-        if ctx.structured is None:
+        plan = plan_of(ctx)
+        if plan is None:
             return chunks
-        if live(ctx, ctx.structured):
-            return self._live(ctx, ctx.structured, chunks)
-        return self._buffered(ctx, ctx.structured, chunks)
+        if live(ctx, plan):
+            return self._live(ctx, plan, chunks)
+        return self._buffered(ctx, plan, chunks)
 
     async def _live(
         self, ctx: RequestContext, plan: StructuredPlan, chunks: AsyncIterator[StreamChunk]
