@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from llmdock.backends.base import Backend, EmbeddingResult, Generation, GenerationRequest
 from llmdock.store.traces import SpanRecord
@@ -55,7 +55,8 @@ class RequestContext:
     subject: str = ""  # the end user the data belongs to (the request's `user`, else the key's user)
     api_key_id: str = ""
     team_id: str = ""
-    structured: StructuredPlan | None = None  # response_format / tools: what the answer must follow
+    structured_fields: dict[str, Any] | None = None  # response_format / tools / tool_choice, as sent
+    structured: StructuredPlan | None = None  # what the answer must follow, planned from structured_fields
     prompt: PromptCall | None = None  # a stored prompt template, rendered by the pre-process stage
     on_success: list[Callable[[RequestContext], None]] = field(default_factory=list)
     _span_attrs: dict[str, Any] = field(default_factory=dict)
@@ -67,3 +68,13 @@ class RequestContext:
     @property
     def output_text(self) -> str:
         return self.generation.text if self.generation else ""
+
+
+@runtime_checkable
+class RequestPlanner(Protocol):
+    """A stage that also prepares each request as it is built, before any stage runs (the structured stage:
+    it checks ``structured_fields`` and sets ``structured``). Raises InvalidRequest for a bad request."""
+
+    name: str
+
+    def plan(self, ctx: RequestContext) -> None: ...
