@@ -175,7 +175,7 @@ class HotRoutes:
             await self.app(scope, receive, self._clean_startup(send) if scope["type"] == "lifespan" else send)
             return
         try:
-            response = await handler(Request(scope, receive))
+            response = await handler(Request(scope, receive), self.runtime)
         except LlmdockError as exc:
             response = error_response(exc)
         except Exception as exc:

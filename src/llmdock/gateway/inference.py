@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from llmdock.auth.service import Principal
 from llmdock.errors import InvalidRequest, LlmdockError
-from llmdock.gateway.deps import body_of, principal_of, runtime_of
+from llmdock.gateway.deps import RuntimeDep, body_of, principal_of
 from llmdock.gateway.http import JSONResponse, parse_body, read_body
 from llmdock.gateway.responses import completion_body, embedding_body
 from llmdock.gateway.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
@@ -27,7 +27,8 @@ from llmdock.runtime import Runtime
 
 GenerationBody = ChatCompletionBody | CompletionBody
 G = TypeVar("G", ChatCompletionBody, CompletionBody)
-Handler = Callable[[Request], Awaitable[Response]]
+# HotRoutes calls these with the runtime it holds: no dependency machinery, no app-state read per request.
+Handler = Callable[[Request, Runtime], Awaitable[Response]]
 
 
 def tenant_namespace(request: Request, principal: Principal | None) -> str:
@@ -131,8 +132,7 @@ async def respond(runtime: Runtime, ctx: RequestContext, body: GenerationBody) -
 def generation_handler(body_type: type[G], name: str) -> Handler:
     """The handler of a generation route (chat or text completion): parse, build the context, respond."""
 
-    async def handler(request: Request) -> Response:
-        runtime = runtime_of(request)
+    async def handler(request: Request, runtime: RuntimeDep) -> Response:
         body = parse_body(await read_body(request, runtime.settings.max_body_bytes), body_type)
         return await respond(runtime, await build_context(runtime, request, body), body)
 
@@ -144,8 +144,7 @@ chat_completions = generation_handler(ChatCompletionBody, "chat_completions")
 completions = generation_handler(CompletionBody, "completions")
 
 
-async def embeddings(request: Request) -> Response:
-    runtime = runtime_of(request)
+async def embeddings(request: Request, runtime: RuntimeDep) -> Response:
     body = await body_of(request, EmbeddingBody, runtime)
     backend = runtime.backend(body.model)
     if backend.task != "embedding":
