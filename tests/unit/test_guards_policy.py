@@ -86,7 +86,7 @@ def test_a_separate_policy_file_is_validated_with_its_own_lines(tmp_path: Path) 
 def test_an_api_key_namespace_matches_the_gateways_tenant_hash() -> None:
     from starlette.requests import Request
 
-    from llmdock.gateway.app import tenant_namespace
+    from llmdock.gateway.inference import tenant_namespace
 
     scope = {"type": "http", "headers": [(b"authorization", b"Bearer sk-123")]}
     assert api_key_namespace("sk-123") == tenant_namespace(Request(scope), None)

@@ -9,25 +9,25 @@ threads, off the event loop.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
-from llmdock.auth.service import Principal
+from llmdock.auth.keys import Directory
 from llmdock.errors import InvalidRequest
-from llmdock.gateway.admin_registry import build_registry_router
-from llmdock.gateway.auth import client_address
-from llmdock.gateway.http import JSONResponse, parse_body, read_body
+from llmdock.gateway.admin_registry import registry_router
+from llmdock.gateway.deps import RuntimeDep, actor_of, body_of, runtime_of
+from llmdock.gateway.http import JSONResponse
 from llmdock.privacy import gdpr
 from llmdock.runtime import Runtime
 from llmdock.store import audit
 from llmdock.store.access_views import key_view, team_view, user_view
-from llmdock.store.audit import Actor
 from llmdock.store.traces import get_trace, list_traces
 
 
@@ -68,145 +68,134 @@ class SubjectBody(_Body):
     subject: str = Field(min_length=1)
 
 
-def build_admin_router(runtime: Runtime, limit: int) -> APIRouter:
-    router = APIRouter(prefix="/admin")
-    service = runtime.auth
+def directory(runtime: Runtime) -> Directory:
+    if runtime.auth.directory is None:
+        raise InvalidRequest("the admin API needs the store")
+    return runtime.auth.directory
 
-    def directory() -> Any:
-        if service.directory is None:
-            raise InvalidRequest("the admin API needs the store")
-        return service.directory
 
-    def actor(request: Request) -> Actor:
-        principal: Principal | None = request.scope.get("state", {}).get("principal")
-        return Actor(principal.actor if principal else "anonymous", client_address(request.scope))
+def listed(rows: Sequence[Any], view: Callable[..., dict[str, Any]]) -> Response:
+    """An OpenAI-style list of ``rows``, each shown by ``view``."""
+    return JSONResponse({"object": "list", "data": [view(r) for r in rows]})
 
-    async def changed(result: Any) -> Any:
-        service.refresh()
-        return result
 
-    @router.get("/keys")
-    async def list_keys() -> Response:
-        rows = await asyncio.to_thread(directory().keys)
-        return JSONResponse({"object": "list", "data": [key_view(k, u) for k, u in rows]})
+Handler = Callable[..., Any]
+Named = TypeVar("Named", UserBody, TeamBody)
 
-    @router.post("/keys")
-    async def create_key(request: Request) -> Response:
-        body = parse_body(await read_body(request, limit), KeyBody)
-        expires = datetime.now(UTC) + timedelta(days=body.expires_in_days) if body.expires_in_days else None
-        clear, key = await asyncio.to_thread(
-            directory().create_key,
-            body.user,
-            actor(request),
-            name=body.name,
-            models=body.models,
-            routes=body.routes,
-            prompts=body.prompts,
-            rpm=body.rpm,
-            tpm=body.tpm,
-            budget=body.budget,
-            budget_period=body.budget_period,
-            expires_at=expires,
+
+def list_route(fetch: Callable[[Directory], Sequence[Any]], view: Callable[..., dict[str, Any]]) -> Handler:
+    """GET a directory listing (keys, users, teams)."""
+
+    async def handler(runtime: RuntimeDep) -> Response:
+        return listed(await asyncio.to_thread(fetch, directory(runtime)), view)
+
+    return handler
+
+
+def create_route(
+    body_type: type[Named], create: Callable[..., Any], view: Callable[[Any], dict[str, Any]]
+) -> Handler:
+    """POST a new directory row (user, team) from a body whose fields are ``create``'s arguments."""
+
+    async def handler(request: Request) -> Response:
+        runtime = runtime_of(request)
+        body = await body_of(request, body_type, runtime)
+        fields = body.model_dump(exclude={"name"})
+        row = await asyncio.to_thread(create, directory(runtime), body.name, actor_of(request), **fields)
+        return JSONResponse(view(row), status_code=201)
+
+    return handler
+
+
+async def create_key(request: Request) -> Response:
+    runtime = runtime_of(request)
+    body = await body_of(request, KeyBody, runtime)
+    expires = datetime.now(UTC) + timedelta(days=body.expires_in_days) if body.expires_in_days else None
+    fields = body.model_dump(exclude={"user", "expires_in_days"})
+    clear, key = await asyncio.to_thread(
+        directory(runtime).create_key, body.user, actor_of(request), **fields, expires_at=expires
+    )
+    runtime.auth.refresh()
+    return JSONResponse({"key": clear, **key_view(key)}, status_code=201)
+
+
+async def revoke_key(ref: str, request: Request, runtime: RuntimeDep) -> Response:
+    key = await asyncio.to_thread(directory(runtime).revoke, ref, actor_of(request))
+    runtime.auth.refresh()
+    return JSONResponse(key_view(key))
+
+
+async def rotate_key(ref: str, request: Request, runtime: RuntimeDep) -> Response:
+    clear, key = await asyncio.to_thread(directory(runtime).rotate, ref, actor_of(request))
+    runtime.auth.refresh()
+    return JSONResponse({"key": clear, **key_view(key)}, status_code=201)
+
+
+async def audit_rows(runtime: RuntimeDep, limit_rows: int = 50, action: str | None = None) -> Response:
+    rows = await asyncio.to_thread(audit.list_rows, directory(runtime).store, limit=limit_rows, action=action)
+    return listed(rows, audit.row_view)
+
+
+async def audit_verify(runtime: RuntimeDep) -> Response:
+    result = await asyncio.to_thread(audit.verify, directory(runtime).store)
+    return JSONResponse(
+        {"ok": result.ok, "rows": result.rows, "head": result.head_hash, "problems": result.problems},
+        status_code=200 if result.ok else 409,
+    )
+
+
+async def traces(runtime: RuntimeDep, limit_rows: int = 20, model: str | None = None) -> Response:
+    rows = await asyncio.to_thread(list_traces, directory(runtime).store, limit=limit_rows, model=model)
+    return listed(rows, lambda r: gdpr.trace_view(r, []))
+
+
+async def trace(trace_id: str, runtime: RuntimeDep) -> Response:
+    row, spans = await asyncio.to_thread(get_trace, directory(runtime).store, trace_id)
+    return JSONResponse(gdpr.trace_view(row, spans))
+
+
+async def usage(runtime: RuntimeDep, days: int = 7, model: str | None = None) -> Response:
+    from llmdock.store.usage import usage_summary
+
+    rows = await asyncio.to_thread(usage_summary, directory(runtime).store, days=days, model=model)
+    return listed(rows, asdict)
+
+
+def subject_route(act: Callable[..., dict[str, Any]], refresh: bool) -> Handler:
+    """POST a GDPR request about one data subject (export, erase)."""
+
+    async def handler(request: Request) -> Response:
+        runtime = runtime_of(request)
+        body = await body_of(request, SubjectBody, runtime)
+        service = runtime.auth
+        result = await asyncio.to_thread(
+            act, directory(runtime).store, body.subject, actor_of(request), service.secret
         )
-        await changed(None)
-        return JSONResponse({"key": clear, **key_view(key)}, status_code=201)
+        if refresh:
+            service.refresh()
+        return JSONResponse(result)
 
-    @router.post("/keys/{ref}/revoke")
-    async def revoke_key(ref: str, request: Request) -> Response:
-        key = await asyncio.to_thread(directory().revoke, ref, actor(request))
-        return JSONResponse(key_view(await changed(key)))
+    return handler
 
-    @router.post("/keys/{ref}/rotate")
-    async def rotate_key(ref: str, request: Request) -> Response:
-        clear, key = await asyncio.to_thread(directory().rotate, ref, actor(request))
-        await changed(None)
-        return JSONResponse({"key": clear, **key_view(key)}, status_code=201)
 
-    @router.get("/users")
-    async def list_users() -> Response:
-        users = await asyncio.to_thread(directory().users)
-        return JSONResponse({"object": "list", "data": [user_view(u) for u in users]})
-
-    @router.post("/users")
-    async def create_user(request: Request) -> Response:
-        body = parse_body(await read_body(request, limit), UserBody)
-        user = await asyncio.to_thread(
-            directory().create_user,
-            body.name,
-            actor(request),
-            role=body.role,
-            kind=body.kind,
-            team=body.team,
-            org=body.org,
-        )
-        return JSONResponse(user_view(user), status_code=201)
-
-    @router.get("/teams")
-    async def list_teams() -> Response:
-        teams = await asyncio.to_thread(directory().teams)
-        return JSONResponse({"object": "list", "data": [team_view(t) for t in teams]})
-
-    @router.post("/teams")
-    async def create_team(request: Request) -> Response:
-        body = parse_body(await read_body(request, limit), TeamBody)
-        team = await asyncio.to_thread(
-            directory().create_team,
-            body.name,
-            actor(request),
-            org=body.org,
-            rpm=body.rpm,
-            tpm=body.tpm,
-            budget=body.budget,
-            budget_period=body.budget_period,
-        )
-        return JSONResponse(team_view(team), status_code=201)
-
-    @router.get("/audit")
-    async def audit_rows(limit_rows: int = 50, action: str | None = None) -> Response:
-        rows = await asyncio.to_thread(audit.list_rows, directory().store, limit=limit_rows, action=action)
-        return JSONResponse({"object": "list", "data": [audit.row_view(r) for r in rows]})
-
-    @router.get("/audit/verify")
-    async def audit_verify() -> Response:
-        result = await asyncio.to_thread(audit.verify, directory().store)
-        return JSONResponse(
-            {"ok": result.ok, "rows": result.rows, "head": result.head_hash, "problems": result.problems},
-            status_code=200 if result.ok else 409,
-        )
-
-    @router.get("/traces")
-    async def traces(limit_rows: int = 20, model: str | None = None) -> Response:
-        rows = await asyncio.to_thread(list_traces, directory().store, limit=limit_rows, model=model)
-        return JSONResponse({"object": "list", "data": [gdpr.trace_view(r, []) for r in rows]})
-
-    @router.get("/traces/{trace_id}")
-    async def trace(trace_id: str) -> Response:
-        trace, spans = await asyncio.to_thread(get_trace, directory().store, trace_id)
-        return JSONResponse(gdpr.trace_view(trace, spans))
-
-    @router.get("/usage")
-    async def usage(days: int = 7, model: str | None = None) -> Response:
-        from llmdock.store.usage import usage_summary
-
-        rows = await asyncio.to_thread(usage_summary, directory().store, days=days, model=model)
-        return JSONResponse({"object": "list", "data": [asdict(r) for r in rows]})
-
-    @router.post("/data/export")
-    async def export(request: Request) -> Response:
-        body = parse_body(await read_body(request, limit), SubjectBody)
-        data = await asyncio.to_thread(
-            gdpr.export_subject, directory().store, body.subject, actor(request), service.secret
-        )
-        return JSONResponse(data)
-
-    @router.post("/data/erase")
-    async def erase(request: Request) -> Response:
-        body = parse_body(await read_body(request, limit), SubjectBody)
-        report = await asyncio.to_thread(
-            gdpr.erase_subject, directory().store, body.subject, actor(request), service.secret
-        )
-        service.refresh()
-        return JSONResponse(report)
-
-    router.include_router(build_registry_router(runtime, limit, actor))
-    return router
+ROUTES: list[tuple[str, str, str, Handler]] = [
+    ("list_keys", "GET", "/keys", list_route(Directory.keys, lambda row: key_view(*row))),
+    ("create_key", "POST", "/keys", create_key),
+    ("revoke_key", "POST", "/keys/{ref}/revoke", revoke_key),
+    ("rotate_key", "POST", "/keys/{ref}/rotate", rotate_key),
+    ("list_users", "GET", "/users", list_route(Directory.users, user_view)),
+    ("create_user", "POST", "/users", create_route(UserBody, Directory.create_user, user_view)),
+    ("list_teams", "GET", "/teams", list_route(Directory.teams, team_view)),
+    ("create_team", "POST", "/teams", create_route(TeamBody, Directory.create_team, team_view)),
+    ("audit_rows", "GET", "/audit", audit_rows),
+    ("audit_verify", "GET", "/audit/verify", audit_verify),
+    ("traces", "GET", "/traces", traces),
+    ("trace", "GET", "/traces/{trace_id}", trace),
+    ("usage", "GET", "/usage", usage),
+    ("export", "POST", "/data/export", subject_route(gdpr.export_subject, refresh=False)),
+    ("erase", "POST", "/data/erase", subject_route(gdpr.erase_subject, refresh=True)),
+]
+admin_router = APIRouter(prefix="/admin")
+for _name, _method, _path, _handler in ROUTES:
+    admin_router.add_api_route(_path, _handler, methods=[_method], name=_name)
+admin_router.include_router(registry_router)

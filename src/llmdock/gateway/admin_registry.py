@@ -19,11 +19,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from llmdock.errors import InvalidRequest
-from llmdock.gateway.http import JSONResponse, parse_body, read_body
+from llmdock.gateway.deps import RuntimeDep, actor_of, body_of, runtime_of
+from llmdock.gateway.http import JSONResponse
 from llmdock.prompts import PromptRegistry
 from llmdock.registry import ModelRegistry, Versioned
 from llmdock.runtime import Runtime
-from llmdock.store.audit import Actor
 
 
 class _Body(BaseModel):
@@ -44,83 +44,119 @@ class LabelBody(_Body):
     version: int = Field(gt=0)
 
 
-def build_registry_router(runtime: Runtime, limit: int, actor: Callable[[Request], Actor]) -> APIRouter:
-    router = APIRouter()  # included in the /admin router
+Handler = Callable[..., Any]
+GetRegistry = Callable[[Runtime], Versioned[Any]]
 
-    def prompts() -> PromptRegistry:
-        if runtime.prompts is None:
-            raise InvalidRequest("the prompt registry needs the store")
-        return runtime.prompts.registry
 
-    def models() -> ModelRegistry:
-        if runtime.store is None:
-            raise InvalidRequest("the model registry needs the store")
-        return ModelRegistry(runtime.store, runtime.settings.home)
+def prompt_registry(runtime: Runtime) -> PromptRegistry:
+    if runtime.prompts is None:
+        raise InvalidRequest("the prompt registry needs the store")
+    return runtime.prompts.registry
 
-    def summary(registry: Versioned[Any], word: str) -> dict[str, Any]:
-        return {"object": "list", "data": registry.summary(word)}
 
-    def moved(kind: str, name: str) -> None:
-        if kind == "prompt" and runtime.prompts is not None:
-            runtime.prompts.forget(name)  # this worker serves the new version at once
+def model_registry(runtime: Runtime) -> ModelRegistry:
+    if runtime.store is None:
+        raise InvalidRequest("the model registry needs the store")
+    return ModelRegistry(runtime.store, runtime.settings.home)
 
-    def label_routes(path: str, kind: str, get: Callable[[], Versioned[Any]], word: str, plural: str) -> None:
-        @router.post(f"/{path}/{{name}}/{plural}")
-        async def promote(name: str, request: Request) -> Response:
-            body = parse_body(await read_body(request, limit), LabelBody)
-            registry = get()
-            before = await asyncio.to_thread(
-                registry.labels.set, name, body.label, body.version, actor(request)
-            )
-            moved(kind, name)
-            return JSONResponse({"name": name, word: body.label, "version": body.version, "before": before})
 
-        @router.post(f"/{path}/{{name}}/{plural}/{{label}}/rollback")
-        async def rollback(name: str, label: str, request: Request) -> Response:
-            registry = get()
-            version = await asyncio.to_thread(registry.labels.rollback, name, label, actor(request))
-            moved(kind, name)
-            return JSONResponse({"name": name, word: label, "version": version})
+def moved(runtime: Runtime, kind: str, name: str) -> None:
+    if kind == "prompt" and runtime.prompts is not None:
+        runtime.prompts.forget(name)  # this worker serves the new version at once
 
-    @router.get("/prompts")
-    async def list_prompts() -> Response:
-        return JSONResponse(await asyncio.to_thread(summary, prompts(), "labels"))
 
-    @router.post("/prompts")
-    async def create_prompt(request: Request) -> Response:
-        body = parse_body(await read_body(request, limit), PromptBody)
-        if (body.messages is None) == (body.text is None):
-            raise InvalidRequest("give either 'messages' (chat) or 'text' (completion)", param="messages")
-        registry, who = prompts(), actor(request)
-        row, new = await asyncio.to_thread(
-            registry.create,
-            body.name,
-            who,
-            kind="chat" if body.messages is not None else "text",
-            template=body.messages if body.messages is not None else body.text,
-            config=body.config,
-            message=body.message,
+def summary_route(get: GetRegistry, labels_key: str) -> Handler:
+    """GET every name in a registry, with its versions and labels."""
+
+    async def handler(runtime: RuntimeDep) -> Response:
+        data = await asyncio.to_thread(get(runtime).summary, labels_key)
+        return JSONResponse({"object": "list", "data": data})
+
+    return handler
+
+
+def versions_route(get: GetRegistry) -> Handler:
+    """GET every version of one name."""
+
+    async def handler(name: str, runtime: RuntimeDep) -> Response:
+        data = await asyncio.to_thread(get(runtime).described, name)
+        return JSONResponse({"object": "list", "data": data})
+
+    return handler
+
+
+def promote_route(kind: str, get: GetRegistry, word: str) -> Handler:
+    """POST a label (alias) onto a version."""
+
+    async def handler(name: str, request: Request) -> Response:
+        runtime = runtime_of(request)
+        body = await body_of(request, LabelBody, runtime)
+        registry = get(runtime)
+        before = await asyncio.to_thread(
+            registry.labels.set, name, body.label, body.version, actor_of(request)
         )
-        for label in body.labels:
-            await asyncio.to_thread(registry.labels.set, row.name, label, row.version, who)
-        moved("prompt", row.name)
-        view = await asyncio.to_thread(registry.described_one, row)
-        return JSONResponse({**view, "created": new}, status_code=201 if new else 200)
+        moved(runtime, kind, name)
+        return JSONResponse({"name": name, word: body.label, "version": body.version, "before": before})
 
-    @router.get("/prompts/{name}")
-    async def prompt_versions(name: str) -> Response:
-        data = await asyncio.to_thread(prompts().described, name)
-        return JSONResponse({"object": "list", "data": data})
+    return handler
 
-    @router.get("/models")
-    async def list_models() -> Response:
-        return JSONResponse(await asyncio.to_thread(summary, models(), "aliases"))
 
-    @router.get("/models/{name}")
-    async def model_versions(name: str) -> Response:
-        data = await asyncio.to_thread(models().described, name)
-        return JSONResponse({"object": "list", "data": data})
+def rollback_route(kind: str, get: GetRegistry, word: str) -> Handler:
+    """POST a label (alias) back to the version it had before."""
 
-    label_routes("prompts", "prompt", prompts, "label", "labels")
-    label_routes("models", "model", models, "alias", "aliases")
-    return router
+    async def handler(name: str, label: str, request: Request) -> Response:
+        runtime = runtime_of(request)
+        registry = get(runtime)
+        version = await asyncio.to_thread(registry.labels.rollback, name, label, actor_of(request))
+        moved(runtime, kind, name)
+        return JSONResponse({"name": name, word: label, "version": version})
+
+    return handler
+
+
+async def create_prompt(request: Request) -> Response:
+    runtime = runtime_of(request)
+    body = await body_of(request, PromptBody, runtime)
+    if (body.messages is None) == (body.text is None):
+        raise InvalidRequest("give either 'messages' (chat) or 'text' (completion)", param="messages")
+    registry, who = prompt_registry(runtime), actor_of(request)
+    row, new = await asyncio.to_thread(
+        registry.create,
+        body.name,
+        who,
+        kind="chat" if body.messages is not None else "text",
+        template=body.messages if body.messages is not None else body.text,
+        config=body.config,
+        message=body.message,
+    )
+    for label in body.labels:
+        await asyncio.to_thread(registry.labels.set, row.name, label, row.version, who)
+    moved(runtime, "prompt", row.name)
+    view = await asyncio.to_thread(registry.described_one, row)
+    return JSONResponse({**view, "created": new}, status_code=201 if new else 200)
+
+
+ROUTES: list[tuple[str, str, str, Handler]] = [
+    ("list_prompts", "GET", "/prompts", summary_route(prompt_registry, "labels")),
+    ("create_prompt", "POST", "/prompts", create_prompt),
+    ("prompt_versions", "GET", "/prompts/{name}", versions_route(prompt_registry)),
+    ("list_models", "GET", "/models", summary_route(model_registry, "aliases")),
+    ("model_versions", "GET", "/models/{name}", versions_route(model_registry)),
+    ("promote", "POST", "/prompts/{name}/labels", promote_route("prompt", prompt_registry, "label")),
+    (
+        "rollback",
+        "POST",
+        "/prompts/{name}/labels/{label}/rollback",
+        rollback_route("prompt", prompt_registry, "label"),
+    ),
+    ("promote", "POST", "/models/{name}/aliases", promote_route("model", model_registry, "alias")),
+    (
+        "rollback",
+        "POST",
+        "/models/{name}/aliases/{label}/rollback",
+        rollback_route("model", model_registry, "alias"),
+    ),
+]
+registry_router = APIRouter()  # included in the /admin router
+for _name, _method, _path, _handler in ROUTES:
+    registry_router.add_api_route(_path, _handler, methods=[_method], name=_name)

@@ -1,9 +1,11 @@
-"""HTTP plumbing of the gateway: bounded JSON bodies, validation errors naming the field, SSE responses."""
+"""HTTP plumbing of the gateway: bounded JSON bodies, validation errors naming the field, error responses.
+
+Server-sent events are in :mod:`llmdock.gateway.sse`.
+"""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
+import logging
 from typing import Any, TypeVar
 
 import orjson
@@ -11,11 +13,11 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
 
 from llmdock.errors import InvalidRequest, LlmdockError, PayloadTooLarge, ValidationError
 
 B = TypeVar("B", bound=BaseModel)
+log = logging.getLogger("llmdock.gateway")
 
 
 class JSONResponse(Response):
@@ -27,6 +29,12 @@ class JSONResponse(Response):
 
 def error_response(exc: LlmdockError) -> JSONResponse:
     return JSONResponse(exc.to_body(), status_code=exc.status, headers=exc.headers)
+
+
+def unexpected_error_response(exc: Exception) -> Response:
+    """A bug, not the client's fault: logged with its traceback, answered 500 without internals."""
+    log.exception("unexpected error", exc_info=exc)
+    return error_response(LlmdockError(f"internal error ({type(exc).__name__}); see the server log"))
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -71,57 +79,3 @@ def parse_body(raw: bytes, model: type[B]) -> B:
             field, msg = cause.field, str(cause)
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ValidationError(f"{field}: {msg}{more}", param=field) from None
-
-
-def sse_event(data: Any) -> bytes:
-    return b"data: " + orjson.dumps(data) + b"\n\n"
-
-
-SSE_DONE = b"data: [DONE]\n\n"
-
-
-class SSEResponse(Response):
-    """Server-sent events from an async iterator of encoded events.
-
-    A watcher task listens for the client's disconnect and cancels the stream at once, so generation stops
-    even while no token is being sent; the iterator is always closed.
-    """
-
-    media_type = "text/event-stream"
-
-    def __init__(self, events: AsyncIterator[bytes], headers: dict[str, str] | None = None) -> None:
-        super().__init__(content=None, status_code=200, headers=headers)
-        del self.headers["content-length"]
-        self.headers["cache-control"] = "no-cache"
-        self.headers["x-accel-buffering"] = "no"
-        self.events = events
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        streamer = asyncio.ensure_future(self._send_all(send))
-
-        async def watch_disconnect() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    streamer.cancel()
-                    return
-
-        watcher = asyncio.ensure_future(watch_disconnect())
-        try:
-            await streamer
-        except (asyncio.CancelledError, OSError):
-            if not watcher.done() and not streamer.cancelled():
-                raise
-        finally:
-            watcher.cancel()
-
-    async def _send_all(self, send: Send) -> None:
-        try:
-            async for event in self.events:
-                await send({"type": "http.response.body", "body": event, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            aclose = getattr(self.events, "aclose", None)
-            if aclose is not None:
-                await aclose()

@@ -1,12 +1,15 @@
-"""OpenAI request bodies, validated with pydantic. Unknown fields are ignored, as OpenAI's SDKs expect."""
+"""OpenAI request bodies, validated with pydantic. Unknown fields are ignored, as OpenAI's SDKs expect.
+
+Each generation body also turns itself into the backend-neutral :class:`GenerationRequest`.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from llmdock.backends.base import SamplingParams
+from llmdock.backends.base import GenerationRequest, SamplingParams
 from llmdock.gateway.http import FieldError
 
 
@@ -139,6 +142,8 @@ class _SamplingBody(_Body):
 
 
 class ChatCompletionBody(_SamplingBody):
+    operation: ClassVar[Literal["chat"]] = "chat"
+
     messages: list[ChatMessage] = Field(default_factory=list)
     max_completion_tokens: int | None = Field(default=None, gt=0)
     response_format: ResponseFormat | None = None
@@ -177,8 +182,15 @@ class ChatCompletionBody(_SamplingBody):
             params.max_tokens = self.max_completion_tokens
         return params
 
+    def generation_request(self) -> GenerationRequest:
+        return GenerationRequest(
+            "chat", self.sampling(), messages=[m.model_dump(exclude_none=True) for m in self.messages]
+        )
+
 
 class CompletionBody(_SamplingBody):
+    operation: ClassVar[Literal["completion"]] = "completion"
+
     prompt: str | list[str] | None = None
     echo: bool = False
 
@@ -200,6 +212,13 @@ class CompletionBody(_SamplingBody):
         if self.prompt is None:
             return ""
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+    def generation_request(self) -> GenerationRequest:
+        return GenerationRequest("completion", self.sampling(), prompt=self.prompt_text())
+
+    def structured_fields(self) -> None:
+        """Text completions have no response_format or tools."""
+        return None
 
 
 class EmbeddingBody(_Body):

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from llmdock.backends.base import Backend, EmbeddingResult, Generation, GenerationRequest
 from llmdock.store.traces import SpanRecord
@@ -54,7 +54,8 @@ class RequestContext:
     subject: str = ""  # the end user the data belongs to (the request's `user`, else the key's user)
     api_key_id: str = ""
     team_id: str = ""
-    # response_format / tools: what the answer must follow, as the structured stage planned it (read it with
+    structured_fields: dict[str, Any] | None = None  # response_format / tools / tool_choice, as sent
+    # what the answer must follow, as the structured stage planned it from structured_fields (read it with
     # llmdock.structured.plan_of; the pipeline itself never looks inside)
     structured: object | None = None
     prompt: PromptCall | None = None  # a stored prompt template, rendered by the pre-process stage
@@ -68,3 +69,13 @@ class RequestContext:
     @property
     def output_text(self) -> str:
         return self.generation.text if self.generation else ""
+
+
+@runtime_checkable
+class RequestPlanner(Protocol):
+    """A stage that also prepares each request as it is built, before any stage runs (the structured stage:
+    it checks ``structured_fields`` and sets ``structured``). Raises InvalidRequest for a bad request."""
+
+    name: str
+
+    def plan(self, ctx: RequestContext) -> None: ...

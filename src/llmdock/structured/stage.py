@@ -179,9 +179,11 @@ class StructuredStage:
     def bind(self, env: StageEnv) -> None:
         pass
 
-    def plan(self, ctx: RequestContext, **fields: object) -> None:
-        """Check a chat request's response_format / tools / tool_choice and prepare its request for them."""
-        ctx.structured = build_plan(ctx, self._compile, self._grammar, **fields)  # type: ignore[arg-type]
+    def plan(self, ctx: RequestContext) -> None:
+        """Check a chat request's response_format / tools / tool_choice (``ctx.structured_fields``) and
+        prepare its request for them (a :class:`~llmdock.pipeline.context.RequestPlanner`)."""
+        if ctx.structured_fields is not None:
+            ctx.structured = build_plan(ctx, self._compile, self._grammar, **ctx.structured_fields)
 
     def retries(self, model: str) -> int:
         found = self._retries.get(model)

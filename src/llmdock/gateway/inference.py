@@ -1,0 +1,155 @@
+"""The inference routes: chat completions, completions, embeddings.
+
+A request body becomes a :class:`RequestContext` (its prompt template resolved, its caller bound, its
+structured output planned), runs the one pipeline, and is answered as JSON or as server-sent events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from llmdock.auth.service import Principal
+from llmdock.errors import InvalidRequest, LlmdockError
+from llmdock.gateway.deps import RuntimeDep, body_of, principal_of
+from llmdock.gateway.http import JSONResponse, parse_body, read_body
+from llmdock.gateway.responses import completion_body, embedding_body
+from llmdock.gateway.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
+from llmdock.gateway.sse import SSEResponse, completion_events
+from llmdock.pipeline.context import RequestContext, RequestPlanner
+from llmdock.pipeline.telemetry import request_cost, token_counts
+from llmdock.prompts import PromptCall
+from llmdock.runtime import Runtime
+
+GenerationBody = ChatCompletionBody | CompletionBody
+G = TypeVar("G", ChatCompletionBody, CompletionBody)
+# HotRoutes calls these with the runtime it holds: no dependency machinery, no app-state read per request.
+Handler = Callable[[Request, Runtime], Awaitable[Response]]
+
+
+def tenant_namespace(request: Request, principal: Principal | None) -> str:
+    """Who is asking, for cache scoping: the key's user; without auth, a hash of the bearer credential."""
+    if principal is not None:
+        return principal.user_id
+    auth = request.headers.get("authorization", "")
+    return hashlib.sha256(auth.encode()).hexdigest()[:16] if auth else ""
+
+
+def bind_principal(
+    ctx: RequestContext, principal: Principal | None, user: str | None, runtime: Runtime
+) -> None:
+    """Check the key may use the model, tag the request with who it is for, and count its spend."""
+    ctx.subject = user or ""
+    if principal is None:
+        return
+    runtime.auth.check_model(principal, ctx.model)
+    ctx.subject = user or principal.user_id
+    ctx.api_key_id, ctx.team_id = principal.key_id, principal.team_id
+    if not principal.counted:
+        return
+
+    def account(done: RequestContext) -> None:
+        prompt, completion = token_counts(done)
+        runtime.auth.schedule_account(principal, prompt + completion, request_cost(done, prompt, completion))
+
+    ctx.on_success.append(account)
+
+
+async def prompt_call(
+    runtime: Runtime, principal: Principal | None, body: GenerationBody
+) -> PromptCall | None:
+    """The prompt template a request names, checked against the key's scope, resolved (cached)."""
+    runtime.auth.check_prompt(principal, body.prompt_id)
+    if body.prompt_id is None:
+        return None
+    if runtime.prompts is None:
+        raise InvalidRequest("prompt templates need the store (trace.enabled)", param="prompt_id")
+    found = await runtime.prompts.resolve(body.prompt_id, body.prompt_version, body.prompt_label)
+    return PromptCall(found, body.prompt_variables or {}, body.prompt_label)
+
+
+def plan_structured(request: Request, ctx: RequestContext, fields: dict[str, Any]) -> None:
+    """Hand response_format / tools to the pipeline's planning stage (found once, in ``create_app``)."""
+    planner: RequestPlanner | None = request.app.state.planner
+    if planner is None:
+        raise InvalidRequest(
+            "response_format and tools need the 'structured' stage in the pipeline setting",
+            param="response_format" if fields["response_format"] else "tools",
+        )
+    ctx.structured_fields = fields
+    planner.plan(ctx)
+
+
+async def build_context(runtime: Runtime, request: Request, body: GenerationBody) -> RequestContext:
+    principal = principal_of(request)
+    call = None
+    model = body.model
+    if body.prompt_id is not None or (principal is not None and principal.prompts is not None):
+        call = await prompt_call(runtime, principal, body)
+        model = model or (call.prompt.config.get("model") if call else None)
+    if not model:
+        raise InvalidRequest(
+            f"model is required: prompt template {body.prompt_id!r} names none", param="model"
+        )
+    backend = runtime.backend(model)
+    ctx = RequestContext(
+        body.operation, model, backend, request=body.generation_request(), stream=body.stream
+    )
+    ctx.prompt = call
+    ctx.cache_control = request.headers.get("cache-control", "").lower()
+    ctx.namespace = tenant_namespace(request, principal)
+    bind_principal(ctx, principal, body.user, runtime)
+    fields = body.structured_fields()
+    if fields is not None:
+        plan_structured(request, ctx, fields)
+    return ctx
+
+
+async def respond(runtime: Runtime, ctx: RequestContext, body: GenerationBody) -> Response:
+    """Run the pipeline: the whole answer as JSON, or a stream once its first chunk is there."""
+    headers = {"x-llmdock-trace-id": ctx.trace_id}
+    try:
+        if not body.stream:
+            await runtime.pipeline.run(ctx)
+            headers["x-llmdock-cache"] = str(ctx.attributes.get("llmdock.cache", "off"))
+            return JSONResponse(completion_body(ctx), headers=headers)
+        chunks = await runtime.pipeline.prepare_stream(ctx)
+    except LlmdockError as exc:  # a refused request has a trace too (guard verdicts, the error)
+        exc.headers.setdefault("x-llmdock-trace-id", ctx.trace_id)
+        raise
+    headers["x-llmdock-cache"] = str(ctx.attributes.get("llmdock.cache", "off"))
+    # Wait for the first chunk before answering 200: until then the router may still fail over, and if
+    # every deployment fails the client gets a real HTTP error rather than an error event.
+    first = await anext(chunks, None)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    return SSEResponse(completion_events(ctx, first, chunks, include_usage), headers=headers)
+
+
+def generation_handler(body_type: type[G], name: str) -> Handler:
+    """The handler of a generation route (chat or text completion): parse, build the context, respond."""
+
+    async def handler(request: Request, runtime: RuntimeDep) -> Response:
+        body = parse_body(await read_body(request, runtime.settings.max_body_bytes), body_type)
+        return await respond(runtime, await build_context(runtime, request, body), body)
+
+    handler.__name__ = handler.__qualname__ = name
+    return handler
+
+
+chat_completions = generation_handler(ChatCompletionBody, "chat_completions")
+completions = generation_handler(CompletionBody, "completions")
+
+
+async def embeddings(request: Request, runtime: RuntimeDep) -> Response:
+    body = await body_of(request, EmbeddingBody, runtime)
+    backend = runtime.backend(body.model)
+    if backend.task != "embedding":
+        raise InvalidRequest(f"model {body.model!r} is not an embedding model", param="model")
+    ctx = RequestContext("embedding", body.model, backend, inputs=body.texts())
+    bind_principal(ctx, principal_of(request), body.user, runtime)
+    await runtime.pipeline.run(ctx)
+    return JSONResponse(embedding_body(ctx, body), headers={"x-llmdock-trace-id": ctx.trace_id})

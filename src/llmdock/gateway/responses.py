@@ -1,0 +1,77 @@
+"""OpenAI-shaped response bodies: a chat or text completion, embeddings, a model card."""
+
+from __future__ import annotations
+
+import base64
+import struct
+import time
+from typing import Any
+
+from llmdock.gateway.schemas import EmbeddingBody
+from llmdock.pipeline.context import RequestContext
+from llmdock.pipeline.telemetry import token_counts
+from llmdock.runtime import Runtime
+
+
+def usage(ctx: RequestContext) -> dict[str, int]:
+    prompt, completion = token_counts(ctx)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def completion_body(ctx: RequestContext) -> dict[str, Any]:
+    """The answer of a finished chat or text completion."""
+    gen = ctx.generation
+    assert gen is not None
+    if ctx.operation == "chat":
+        message: dict[str, Any] = {"role": "assistant", "content": gen.text}
+        if gen.tool_calls:
+            message = {"role": "assistant", "content": None, "tool_calls": gen.tool_calls}
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": message,
+            "finish_reason": gen.finish_reason,
+            "logprobs": None,
+        }
+        prefix, obj = "chatcmpl-", "chat.completion"
+    else:
+        choice = {"index": 0, "text": gen.text, "finish_reason": gen.finish_reason, "logprobs": None}
+        prefix, obj = "cmpl-", "text_completion"
+    return {
+        "id": prefix + ctx.trace_id,
+        "object": obj,
+        "created": int(time.time()),
+        "model": ctx.model,
+        "choices": [choice],
+        "usage": usage(ctx),
+    }
+
+
+def embedding_body(ctx: RequestContext, body: EmbeddingBody) -> dict[str, Any]:
+    """The vectors (cut to ``dimensions``, as floats or base64) and the tokens they took."""
+    assert ctx.embedding is not None
+    data = []
+    for i, vector in enumerate(ctx.embedding.vectors):
+        if body.dimensions:
+            vector = vector[: body.dimensions]
+        item: Any = vector
+        if body.encoding_format == "base64":
+            item = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        data.append({"object": "embedding", "index": i, "embedding": item})
+    tokens = ctx.embedding.prompt_tokens
+    return {
+        "object": "list",
+        "data": data,
+        "model": body.model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def model_card(runtime: Runtime, name: str) -> dict[str, Any]:
+    info = runtime.backends[name].info()
+    return {
+        "id": name,
+        "object": "model",
+        "created": 0,
+        "owned_by": "llmdock",
+        **{k: v for k, v in info.items() if k != "id"},
+    }
