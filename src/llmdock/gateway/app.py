@@ -30,7 +30,6 @@ from llmdock.gateway.auth import AuthMiddleware
 from llmdock.gateway.http import JSONResponse, error_response, unexpected_error_response
 from llmdock.gateway.inference import Handler
 from llmdock.gateway.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
-from llmdock.pipeline.context import RequestPlanner
 from llmdock.runtime import Runtime
 
 log = logging.getLogger("llmdock.gateway")
@@ -136,7 +135,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(title="llmdock", version=__version__, lifespan=lifespan)
     app.state.runtime = runtime
     # The stage that plans response_format / tools before the pipeline runs, if the pipeline has one.
-    app.state.planner = next((s for s in runtime.pipeline.stages if isinstance(s, RequestPlanner)), None)
     app.exception_handler(LlmdockError)(_llmdock_error)
     app.exception_handler(StarletteHTTPException)(_http_error)
     app.exception_handler(RequestValidationError)(_validation_error)

@@ -20,7 +20,7 @@ from llmdock.gateway.http import JSONResponse, parse_body, read_body
 from llmdock.gateway.responses import completion_body, embedding_body
 from llmdock.gateway.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
 from llmdock.gateway.sse import SSEResponse, completion_events
-from llmdock.pipeline.context import RequestContext, RequestPlanner
+from llmdock.pipeline.context import RequestContext
 from llmdock.pipeline.telemetry import request_cost, token_counts
 from llmdock.prompts import PromptCall
 from llmdock.runtime import Runtime
@@ -72,9 +72,9 @@ async def prompt_call(
     return PromptCall(found, body.prompt_variables or {}, body.prompt_label)
 
 
-def plan_structured(request: Request, ctx: RequestContext, fields: dict[str, Any]) -> None:
-    """Hand response_format / tools to the pipeline's planning stage (found once, in ``create_app``)."""
-    planner: RequestPlanner | None = request.app.state.planner
+def plan_structured(runtime: Runtime, ctx: RequestContext, fields: dict[str, Any]) -> None:
+    """Hand response_format / tools to the pipeline's planning stage."""
+    planner = runtime.pipeline.planner
     if planner is None:
         raise InvalidRequest(
             "response_format and tools need the 'structured' stage in the pipeline setting",
@@ -105,7 +105,7 @@ async def build_context(runtime: Runtime, request: Request, body: GenerationBody
     bind_principal(ctx, principal, body.user, runtime)
     fields = body.structured_fields()
     if fields is not None:
-        plan_structured(request, ctx, fields)
+        plan_structured(runtime, ctx, fields)
     return ctx
 
 

@@ -22,26 +22,14 @@ def completion_body(ctx: RequestContext) -> dict[str, Any]:
     """The answer of a finished chat or text completion."""
     gen = ctx.generation
     assert gen is not None
-    if ctx.operation == "chat":
-        message: dict[str, Any] = {"role": "assistant", "content": gen.text}
-        if gen.tool_calls:
-            message = {"role": "assistant", "content": None, "tool_calls": gen.tool_calls}
-        choice: dict[str, Any] = {
-            "index": 0,
-            "message": message,
-            "finish_reason": gen.finish_reason,
-            "logprobs": None,
-        }
-        prefix, obj = "chatcmpl-", "chat.completion"
-    else:
-        choice = {"index": 0, "text": gen.text, "finish_reason": gen.finish_reason, "logprobs": None}
-        prefix, obj = "cmpl-", "text_completion"
+    assert ctx.request is not None
+    op = ctx.request.op
     return {
-        "id": prefix + ctx.trace_id,
-        "object": obj,
+        "id": op.id_prefix + ctx.trace_id,
+        "object": op.response_object,
         "created": int(time.time()),
         "model": ctx.model,
-        "choices": [choice],
+        "choices": [op.response_choice(gen)],
         "usage": usage(ctx),
     }
 

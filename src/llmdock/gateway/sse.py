@@ -91,37 +91,20 @@ async def completion_events(
     ``first`` is the chunk the caller already awaited (before answering 200); an error after it travels as
     an error event, since the headers are gone.
     """
-    chat = ctx.operation == "chat"
+    assert ctx.request is not None
+    op = ctx.request.op
     base = {
-        "id": ("chatcmpl-" if chat else "cmpl-") + ctx.trace_id,
-        "object": "chat.completion.chunk" if chat else "text_completion",
+        "id": op.id_prefix + ctx.trace_id,
+        "object": op.chunk_object,
         "created": int(time.time()),
         "model": ctx.model,
     }
     try:
-        if chat:
-            yield sse_event(
-                {
-                    **base,
-                    "choices": [
-                        {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
-                    ],
-                }
-            )
+        opening = op.opening_choice()
+        if opening is not None:
+            yield sse_event({**base, "choices": [opening]})
         async for chunk in _every_chunk(first, chunks):
-            if chat:
-                delta: dict[str, Any] = (
-                    {"tool_calls": chunk.tool_calls}
-                    if chunk.tool_calls
-                    else {"content": chunk.text}
-                    if chunk.text
-                    else {}
-                )
-                choice: dict[str, Any] = {"index": 0, "delta": delta}
-            else:
-                choice = {"index": 0, "text": chunk.text, "logprobs": None}
-            choice["finish_reason"] = chunk.finish_reason
-            yield sse_event({**base, "choices": [choice]})
+            yield sse_event({**base, "choices": [op.chunk_choice(chunk)]})
         if include_usage:
             yield sse_event({**base, "choices": [], "usage": usage(ctx)})
         yield SSE_DONE

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal
 
 from llmdock.backends.base import Backend, EmbeddingResult, Generation, GenerationRequest
 from llmdock.store.traces import SpanRecord
@@ -69,13 +69,3 @@ class RequestContext:
     @property
     def output_text(self) -> str:
         return self.generation.text if self.generation else ""
-
-
-@runtime_checkable
-class RequestPlanner(Protocol):
-    """A stage that also prepares each request as it is built, before any stage runs (the structured stage:
-    it checks ``structured_fields`` and sets ``structured``). Raises InvalidRequest for a bad request."""
-
-    name: str
-
-    def plan(self, ctx: RequestContext) -> None: ...

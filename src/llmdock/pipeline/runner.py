@@ -15,7 +15,13 @@ from datetime import UTC, datetime
 from llmdock.backends.base import Generation, StreamChunk
 from llmdock.errors import LlmdockError
 from llmdock.pipeline.context import RequestContext
-from llmdock.pipeline.stages import GenerateStage, Stage, StreamWrappingStage, record_route
+from llmdock.pipeline.stages import (
+    GenerateStage,
+    RequestPlanner,
+    Stage,
+    StreamWrappingStage,
+    record_route,
+)
 from llmdock.store.traces import SpanRecord
 
 TraceSink = Callable[[RequestContext], None]
@@ -50,6 +56,8 @@ class Pipeline:
         self._generate: GenerateStage = self.stages[gen_index]  # type: ignore[assignment]
         self._before = self.stages[:gen_index]
         self._after = self.stages[gen_index + 1 :]
+        # the stage that prepares requests as they are built (response_format / tools), if any
+        self.planner = next((s for s in self.stages if isinstance(s, RequestPlanner)), None)
 
     @property
     def stage_names(self) -> list[str]:

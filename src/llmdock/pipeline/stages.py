@@ -38,6 +38,14 @@ class StreamWrappingStage(Stage, Protocol):
     ) -> AsyncIterator[StreamChunk]: ...
 
 
+@runtime_checkable
+class RequestPlanner(Stage, Protocol):
+    """A stage that also prepares each request as it is built, before any stage runs (the structured stage:
+    it checks ``structured_fields`` and sets ``structured``). Raises InvalidRequest for a bad request."""
+
+    def plan(self, ctx: RequestContext) -> None: ...
+
+
 def _normalize_content(content: Any, form: Literal["NFC", "NFD", "NFKC", "NFKD"]) -> Any:
     if isinstance(content, str):
         return unicodedata.normalize(form, content)

@@ -181,7 +181,7 @@ class StructuredStage:
 
     def plan(self, ctx: RequestContext) -> None:
         """Check a chat request's response_format / tools / tool_choice (``ctx.structured_fields``) and
-        prepare its request for them (a :class:`~llmdock.pipeline.context.RequestPlanner`)."""
+        prepare its request for them (a :class:`~llmdock.pipeline.stages.RequestPlanner`)."""
         if ctx.structured_fields is not None:
             ctx.structured = build_plan(ctx, self._compile, self._grammar, **ctx.structured_fields)
 
