@@ -27,9 +27,12 @@ serve: install
 	$(VENV)/bin/llmdock serve
 
 lint: install
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench scripts
+	$(VENV)/bin/ruff format --check src tests bench scripts
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports          # dependencies point one way (contracts in pyproject.toml)
+	$(PY) scripts/clones.py src       # no copied code, renamed copies included
+	$(PY) scripts/structure.py src    # no module over 400 lines, no function over 80
 
 test: install system-deps lint
 	LLMDOCK_REQUIRE_SERVICES=1 bash scripts/pytest.sh $(PYTEST_ARGS)

@@ -32,20 +32,21 @@ EXCLUDED = ("store/migrations/", "llmdock/errors.py")
 MIN_DISTINCT = 5
 
 
-def class_headers(source: str) -> set[int]:
-    """Lines (1-based) of class headers: declarations such as ``class X(Base, name=..., roles=...)``."""
+def headers(source: str) -> set[int]:
+    """Lines (1-based) of class and function headers with their decorators: declarations such as
+    ``class X(Base, name=..., roles=...)`` or a CLI command's options, which share a shape by design."""
     lines: set[int] = set()
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ClassDef) and node.body:
-            first = node.body[0]
-            lines.update(range(node.lineno, first.lineno))
+        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            lines.update(range(start, node.body[0].lineno))
     return lines
 
 
 def normalised(source: str) -> list[str]:
-    """The file's lines with names, strings and numbers replaced; comments, docstrings, class headers dropped."""
+    """The file's lines with names, strings and numbers replaced; comments, docstrings and headers dropped."""
     lines = [""] * (source.count("\n") + 1)
-    headers = class_headers(source)
+    skipped = headers(source)
     previous = tokenize.NEWLINE
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         kind, text, (row, _), _, _ = tok
@@ -61,14 +62,20 @@ def normalised(source: str) -> list[str]:
             text = "0"
         elif kind == tokenize.STRING:
             text = "''"
-        if row not in headers:
+        if row not in skipped:
             lines[row - 1] += text + " "
         previous = kind
     return [line.rstrip() + "\n" for line in lines]
 
 
 def find(root: Path, shape: bool) -> list[tuple[str, int, int, str, int, int]]:
-    sim = Symilar(min_lines=MIN_LINES, ignore_comments=True, ignore_docstrings=True, ignore_imports=True)
+    sim = Symilar(
+        min_lines=MIN_LINES,
+        ignore_comments=True,
+        ignore_docstrings=True,
+        ignore_imports=True,
+        ignore_signatures=True,
+    )
     for path in sorted(root.rglob("*.py")):
         name = path.as_posix()
         if any(part in name for part in EXCLUDED):
