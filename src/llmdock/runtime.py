@@ -88,10 +88,7 @@ def build_pipeline(settings: Settings, plugins: Plugins, sink: TraceSink | None)
                 where=settings.where(("pipeline", i)),
             )
         stages.append(stage)
-    try:
-        return Pipeline(stages, sink)
-    except ValueError as exc:
-        raise ConfigError(str(exc), where=settings.where(("pipeline",))) from None
+    return Pipeline(stages, sink, where=settings.where(("pipeline",)))
 
 
 class Runtime:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 
 from llmdock.backends.base import Generation, StreamChunk
-from llmdock.errors import LlmdockError
+from llmdock.errors import ConfigError, LlmdockError
 from llmdock.pipeline.context import RequestContext
 from llmdock.pipeline.stages import (
     GenerateStage,
@@ -47,12 +47,14 @@ async def _replay(gen: Generation) -> AsyncIterator[StreamChunk]:
 
 
 class Pipeline:
-    def __init__(self, stages: Sequence[Stage], sink: TraceSink | None = None) -> None:
+    def __init__(
+        self, stages: Sequence[Stage], sink: TraceSink | None = None, where: str = "pipeline"
+    ) -> None:
         self.stages = list(stages)
         self.sink = sink
         gen_index = next((i for i, s in enumerate(self.stages) if isinstance(s, GenerateStage)), None)
         if gen_index is None:
-            raise ValueError("a pipeline needs a generate stage")
+            raise ConfigError("a pipeline needs a generate stage", where=where)
         self._generate: GenerateStage = self.stages[gen_index]  # type: ignore[assignment]
         self._before = self.stages[:gen_index]
         self._after = self.stages[gen_index + 1 :]
