@@ -72,9 +72,12 @@ def _check_no_cycle(start: str, models: dict[str, ModelConfig], settings: Settin
     visit(start)
 
 
-def build_pipeline(settings: Settings, plugins: Plugins, sink: TraceSink | None) -> Pipeline:
+def build_pipeline(
+    settings: Settings, plugins: Plugins, sink: TraceSink | None, names: list[str] | None = None
+) -> Pipeline:
+    """The stages ``names`` (default: the settings' ``pipeline``) built from the registered factories."""
     stages = []
-    for i, name in enumerate(settings.pipeline):
+    for i, name in enumerate(settings.pipeline if names is None else names):
         factory = plugins.stages.get(name)
         if factory is None:
             known = ", ".join(sorted(plugins.stages))
@@ -147,6 +150,14 @@ class Runtime:
             max_buffer=t.max_buffer,
             prepare=self.privacy.prepare_trace if self.privacy.active else None,
         )
+
+    def pipeline_with(self, names: list[str]) -> Pipeline:
+        """Another pipeline over the same models, store and trace sink (an evaluation target without the
+        cache, or with the guards off), its stages bound like the main one's."""
+        pipeline = build_pipeline(self.settings, self.plugins, self.sink, names)
+        for stage in pipeline.stages:
+            stage.bind(self.stage_env)
+        return pipeline
 
     def backend(self, model: str) -> ModelRoute:
         backend = self.backends.get(model)

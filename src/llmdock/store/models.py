@@ -228,3 +228,48 @@ class RegistryLabel(Base):
     previous: Mapped[list[int]] = mapped_column(JSON)  # earlier versions, most recent last
     updated_by: Mapped[str] = mapped_column(String(200), default="")
     updated_at: Mapped[datetime] = mapped_column()
+
+
+class EvalRun(Base):
+    """One run of an evaluation suite: its settings as run, and where it stands."""
+
+    __tablename__ = "eval_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    suite: Mapped[str] = mapped_column(String(200), index=True)  # the suite's name
+    suite_path: Mapped[str] = mapped_column(Text, default="")
+    suite_sha256: Mapped[str] = mapped_column(String(64))  # suite file + dataset file: what --resume checks
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)  # the suite as run (targets, checks, repeats, seed…)
+    status: Mapped[str] = mapped_column(String(16))  # running | done | interrupted
+    n_expected: Mapped[int] = mapped_column(Integer)  # cases x targets x repeats
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class EvalResult(Base):
+    """One case on one target (one repeat): written as soon as it is scored, at most once."""
+
+    __tablename__ = "eval_results"
+    __table_args__ = (UniqueConstraint("run_id", "target", "case_id", "repeat", name="uq_eval_result"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("eval_runs.id", ondelete="CASCADE"), index=True
+    )
+    target: Mapped[str] = mapped_column(String(200))
+    case_id: Mapped[str] = mapped_column(String(200))
+    repeat: Mapped[int] = mapped_column(Integer)
+    input: Mapped[dict[str, Any]] = mapped_column(JSON)  # the case as asked (input/messages, expected, vars)
+    output: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+    scores: Mapped[dict[str, Any]] = mapped_column(JSON)  # check label -> {value, passed, reason}
+    score: Mapped[float] = mapped_column(Float)
+    passed: Mapped[bool] = mapped_column()
+    latency_ms: Mapped[float] = mapped_column(Float)
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)
+    cost: Mapped[float] = mapped_column(Float)
+    trace_id: Mapped[str] = mapped_column(String(32), default="")
+    served: Mapped[dict[str, Any]] = mapped_column(JSON)  # model, deployment, prompt version actually used
+    created_at: Mapped[datetime] = mapped_column()
