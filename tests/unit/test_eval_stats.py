@@ -276,3 +276,26 @@ def test_no_warning_escapes_on_degenerate_data() -> None:
         warnings.simplefilter("error")
         summarize(run([1.0, 1.0, 1.0]) + run([0.5], target="tiny"))
         compare(run([1.0, 1.0]), run([1.0, 0.0]))
+
+
+def test_several_targets_pair_by_name_and_repeats_are_averaged_first() -> None:
+    a = [result("c0", v, target=t, repeat=i) for t in ("big", "small") for i, v in enumerate([1.0, 0.0])]
+    b = [result("c0", v, target=t, repeat=i) for t in ("big", "tiny") for i, v in enumerate([1.0, 1.0])]
+    comparison = compare(a, b)
+    (big,) = comparison.targets
+    assert big.name == "big"
+    assert (comparison.targets_only_a, comparison.targets_only_b) == (("small",), ("tiny",))
+    # c0 passed 1 of 2 repeats in A and 2 of 2 in B: a share, so Wilcoxon rather than McNemar.
+    test = big.tests[PASS_RATE]
+    assert (test.test, test.mean_a, test.mean_b, test.n_pairs) == (WILCOXON, 0.5, 1.0, 1)
+    (change,) = big.changed_cases
+    assert not change.regression
+    assert change.flipped is False  # 0.5 counts as passing: the majority verdict did not change
+
+
+def test_a_gate_with_nothing_to_judge_fails() -> None:
+    assert not gate([], {"rouge-l": 0.5}).ok
+    everything_errored = [result("c0", 0.0, error="timeout"), result("c1", 0.0, error="timeout")]
+    verdict = gate(everything_errored, {}, compare(run([0.9, 0.8]), everything_errored))
+    assert not verdict.ok
+    assert verdict.reasons[0] == "no case could be paired with the baseline: nothing shows it did not regress"

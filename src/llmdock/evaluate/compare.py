@@ -157,11 +157,11 @@ def mcnemar(only_a: int, only_b: int) -> float:
 
 
 def paired_test(target: str, label: str, a: Sequence[float], b: Sequence[float], alpha: float) -> PairedTest:
-    """Compare the paired values ``a[i]``, ``b[i]`` of one metric: McNemar for a label whose values are all
-    0/1 verdicts (``pass rate`` without repeats), Wilcoxon otherwise."""
+    """Compare the paired values ``a[i]``, ``b[i]`` of one metric: McNemar when every value is a 0/1 verdict
+    (``pass rate`` without repeats, an exact-match check), Wilcoxon otherwise (scores, shares of repeats)."""
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     diffs = np.round(y - x, _DECIMALS)
-    binary = label == PASS_RATE and bool(np.isin(np.concatenate([x, y]), (0.0, 1.0)).all())
+    binary = bool(np.isin(np.concatenate([x, y]), (0.0, 1.0)).all())
     rank_biserial: float | None = None
     discordant: tuple[int, int] | None = None
     if binary:

@@ -77,15 +77,37 @@ def gate(
     conditions = [
         _bound_condition(s, label, bound, prefix) for s in summaries for label, bound in bounds.items()
     ]
+    if bounds and not summaries:
+        conditions.append(GateCondition("results", False, "the run has no results to hold to the bounds"))
     if comparison is not None:
-        level = comparison.alpha if alpha is None else alpha
-        for target in comparison.targets:
-            for test in target.tests.values():
-                higher = bounds[test.label].direction(test.label) if test.label in bounds else None
-                conditions.append(_regression_condition(test, level, higher, prefix))
-            if target.unpaired:
-                conditions.append(_unpaired_note(target.name, len(target.unpaired), prefix))
+        conditions += _comparison_conditions(comparison, bounds, alpha, prefix)
     return GateResult(conditions)
+
+
+def _comparison_conditions(
+    comparison: Comparison, bounds: Mapping[str, Bound], alpha: float | None, prefix: bool
+) -> list[GateCondition]:
+    level = comparison.alpha if alpha is None else alpha
+    conditions = []
+    for target in comparison.targets:
+        at = f"{target.name}: " if prefix else ""
+        if not target.tests:
+            reason = f"{at}no case could be paired with the baseline: nothing shows it did not regress"
+            conditions.append(GateCondition(f"{at}baseline", False, reason))
+        for test in target.tests.values():
+            higher = bounds[test.label].direction(test.label) if test.label in bounds else None
+            conditions.append(_regression_condition(test, level, higher, prefix))
+        if target.unpaired:
+            reason = (
+                f"{at}{len(target.unpaired)} case(s) could not be paired with the baseline (missing or "
+                "errored on one side) and are not in the comparison"
+            )
+            conditions.append(GateCondition(f"{at}unpaired cases", True, reason))
+    for side, targets in (("baseline", comparison.targets_only_a), ("run", comparison.targets_only_b)):
+        for name in targets:
+            reason = f"target {name} is only in the {side}: not compared"
+            conditions.append(GateCondition(f"{name}: not compared", True, reason))
+    return conditions
 
 
 def _summaries(given: Sequence[TargetSummary] | Sequence[CaseResult]) -> list[TargetSummary]:
@@ -135,16 +157,6 @@ def _regression_condition(
             sentence += ", within noise"
         sentence += f" ({evidence})"
     return GateCondition(f"{at}{test.label} vs baseline", not (worse and significant), sentence)
-
-
-def _unpaired_note(target: str, n: int, prefix: bool) -> GateCondition:
-    at = f"{target}: " if prefix else ""
-    return GateCondition(
-        f"{at}unpaired cases",
-        True,
-        f"{at}{n} case(s) could not be paired with the baseline (missing or errored on one side) "
-        "and are not in the comparison",
-    )
 
 
 def fmt(value: float) -> str:
