@@ -1,7 +1,8 @@
-"""The plugin hooks. Built-in backends, stages and detectors register through these same hooks (default_plugins/).
+"""The plugin hooks. Built-in backends, stages, detectors and metrics register through these same hooks
+(default_plugins/).
 
-A third-party package adds a backend, a stage or a guard detector with one module and one entry point in the
-``llmdock.plugins`` group; nothing in llmdock's core changes.
+A third-party package adds a backend, a stage, a guard detector or an evaluation metric with one module and
+one entry point in the ``llmdock.plugins`` group; nothing in llmdock's core changes.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pluggy
 if TYPE_CHECKING:
     from llmdock.backends.base import Backend
     from llmdock.config import Settings
+    from llmdock.evaluate.case import MetricFactory
     from llmdock.guards.base import DetectorFactory
     from llmdock.pipeline.stages import Stage
 
@@ -39,3 +41,8 @@ class LlmdockSpec:
     @hookspec
     def llmdock_detectors(self) -> list[DetectorFactory]:  # type: ignore[empty-body]
         """Guard detector classes (see llmdock.guards.base); each is known by its ``name`` in policies."""
+
+    @hookspec
+    def llmdock_metrics(self) -> list[MetricFactory]:  # type: ignore[empty-body]
+        """Evaluation metric classes (see llmdock.evaluate.case); each is known by its ``name`` in a
+        suite's ``assert`` list (``type:``)."""

@@ -10,6 +10,7 @@ import pluggy
 
 from llmdock.backends.base import Backend
 from llmdock.default_plugins import DEFAULT_PLUGINS
+from llmdock.evaluate.case import MetricFactory
 from llmdock.guards.base import DetectorFactory
 from llmdock.hookspecs import LlmdockSpec, StageFactory
 
@@ -19,17 +20,18 @@ class Plugins:
     backends: dict[str, type[Backend]]
     stages: dict[str, StageFactory]
     detectors: dict[str, DetectorFactory]
+    metrics: dict[str, MetricFactory]
     names: list[str]
 
     def registered(self) -> dict[str, dict[str, object]]:
         """What stages may look up by kind (``StageEnv.plugins``): everything but stages and backends."""
-        return {"detectors": dict(self.detectors)}
+        return {"detectors": dict(self.detectors), "metrics": dict(self.metrics)}
 
 
 def load_plugins(entry_points: bool = True, extra: Sequence[object] = ()) -> Plugins:
     """Built-ins first (``DEFAULT_PLUGINS``), then every ``llmdock.plugins`` entry point, then ``extra``.
 
-    A later plugin's backend, stage or detector replaces a built-in of the same name.
+    A later plugin's backend, stage, detector or metric replaces a built-in of the same name.
     """
     pm = pluggy.PluginManager("llmdock")
     pm.add_hookspecs(LlmdockSpec)
@@ -48,5 +50,8 @@ def load_plugins(entry_points: bool = True, extra: Sequence[object] = ()) -> Plu
     detectors: dict[str, DetectorFactory] = {}
     for detector_group in reversed(pm.hook.llmdock_detectors()):
         detectors.update({cls.name: cls for cls in detector_group})
+    metrics: dict[str, MetricFactory] = {}
+    for metric_group in reversed(pm.hook.llmdock_metrics()):
+        metrics.update({cls.name: cls for cls in metric_group})
     names = [name for name, _ in pm.list_name_plugin()]
-    return Plugins(backends=backends, stages=stages, detectors=detectors, names=names)
+    return Plugins(backends=backends, stages=stages, detectors=detectors, metrics=metrics, names=names)

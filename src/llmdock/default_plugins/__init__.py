@@ -1,7 +1,7 @@
 """llmdock's own built-ins, each module a plugin registered through the same hooks as a third-party package.
 
 One module per concern; ``DEFAULT_PLUGINS`` lists them once, and ``llmdock.plugins.load_plugins`` registers
-them before any ``llmdock.plugins`` entry point. A new built-in stage, backend, detector (or, later, metric)
+them before any ``llmdock.plugins`` entry point. A new built-in stage, backend, detector or metric
 is a class in its own package plus one line in one of these modules.
 """
 
@@ -11,6 +11,7 @@ DEFAULT_PLUGINS = (
     "llmdock.default_plugins.cache",
     "llmdock.default_plugins.guards",
     "llmdock.default_plugins.structured",
+    "llmdock.default_plugins.metrics",
 )
 
 __all__ = ["DEFAULT_PLUGINS"]
