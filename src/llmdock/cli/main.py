@@ -7,7 +7,21 @@ from collections.abc import Callable
 
 import typer
 
-from llmdock.cli import access, audit, chat, data, guards, models, prompts, secrets_cmd, serve, traces, usage
+from llmdock.cli import (
+    access,
+    audit,
+    chat,
+    data,
+    eval_cmd,
+    eval_gate,  # noqa: F401 (adds compare and gate to `llmdock eval`)
+    guards,
+    models,
+    prompts,
+    secrets_cmd,
+    serve,
+    traces,
+    usage,
+)
 from llmdock.errors import LlmdockError
 
 app = typer.Typer(
@@ -31,6 +45,7 @@ COMMANDS: dict[str, typer.Typer | Callable[..., None]] = {  # in the order of th
     "teams": access.teams_app,
     "audit": audit.app,
     "data": data.app,
+    "eval": eval_cmd.app,
 }
 for name, command in COMMANDS.items():
     if isinstance(command, typer.Typer):

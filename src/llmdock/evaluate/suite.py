@@ -98,6 +98,10 @@ class SuiteSpec(BaseModel):
     seed: int = 0
     concurrency: int = Field(default=4, ge=1, le=256)
     max_tokens: int = Field(default=128, ge=1)
+    gate: dict[str, float] = Field(
+        default_factory=dict
+    )  # `llmdock eval gate` bounds: label -> minimum (maximum
+    # for latency, tokens, cost), e.g. {"pass rate": 0.8, "rouge-l": 0.3}
 
 
 @dataclass(frozen=True)
