@@ -53,6 +53,7 @@ bench: install
 	$(PY) bench/structured_output.py
 	$(PY) bench/grammar_speed.py
 	$(PY) bench/guard_quality.py
+	$(PY) bench/metric_speed.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
