@@ -273,6 +273,7 @@ BUILTIN_NAMES = {
         for d in "toxicity pii secrets refusal leakage grounding injection urls banned_topics language regex".split()
     ),
     "guard",
+    "llm-rubric",  # tests/unit/test_eval_judge.py
 }
 
 

@@ -11,6 +11,6 @@ from llmdock.hookspecs import hookimpl
 def llmdock_metrics() -> list[MetricFactory]:
     from llmdock.evaluate.metrics import BUILTIN_METRICS
     from llmdock.evaluate.metrics.guards import GUARD_METRICS
+    from llmdock.evaluate.metrics.judge import JUDGE_METRICS
 
-
-    return [*BUILTIN_METRICS, *GUARD_METRICS]
+    return [*BUILTIN_METRICS, *GUARD_METRICS, *JUDGE_METRICS]
