@@ -209,3 +209,13 @@ async def test_guard_metrics_score_a_suite_run(tmp_path: Path) -> None:
     assert result.scores["guard:secrets"].passed
     assert result.scores["guard:refusal"].passed
     assert result.score == pytest.approx(2 / 3)
+
+
+async def test_without_a_local_runtime_the_builtin_detectors_are_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMDOCK_HOME", str(tmp_path))
+    monkeypatch.delenv("LLMDOCK_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    metric = METRICS["guard:secrets"](Check(type="guard:secrets"), None)
+    assert not (await metric.score(QUESTION, Output("key: AKIAIOSFODNN7EXAMPLE"))).passed

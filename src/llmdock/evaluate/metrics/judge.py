@@ -157,6 +157,7 @@ class LlmRubricMetric(BaseMetric):
             "output": output.text,
             "expected": case.expected or "",
             "context": case.context or "",
+            "vars": case.vars,
         }
 
     async def ask(self, messages: list[dict[str, Any]]) -> Answer:

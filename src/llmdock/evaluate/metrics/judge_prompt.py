@@ -4,10 +4,10 @@ built-in G-Eval-style text below; and the verdict's JSON schema.
 G-Eval (Liu et al., 2023) has the judge follow explicit evaluation steps and then fill in a form; here the
 form is a JSON object whose ``reason`` comes before the ``score`` (or ``pass``), so the judge writes its
 reasoning first. A stored template is rendered with the variables ``rubric``, ``input``, ``output``,
-``expected``, ``context`` and ``format`` (the reply instructions for the verdict's form); one that does not
-use ``format`` gets those instructions added to its system message. The template's ``config`` gives the judge
-model and sampling defaults a check does not set. Which prompt judged is recorded in every score's reason
-(``judge prompt llmdock-judge v3``, or ``judge prompt builtin-1`` for the text below).
+``expected``, ``context``, ``vars`` (the case's) and ``format`` (the reply instructions for the verdict's
+form); one that does not use ``format`` gets those instructions added to its system message. The template's
+``config`` gives the judge model and sampling defaults a check does not set. Which prompt judged is recorded
+in every score's reason (``judge prompt llmdock-judge v3``, or ``judge prompt builtin-1`` for the text below).
 """
 
 from __future__ import annotations
