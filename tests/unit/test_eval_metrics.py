@@ -267,6 +267,13 @@ BUILTIN_NAMES = {
     "tokens",
     "cost",
     "similar",
+    # the guard detectors as metrics (tests/unit/test_eval_guard_metrics.py)
+    *(
+        f"guard:{d}"
+        for d in "toxicity pii secrets refusal leakage grounding injection urls banned_topics language regex".split()
+    ),
+    "guard",
+    "llm-rubric",  # tests/unit/test_eval_judge.py
 }
 
 

@@ -1,4 +1,5 @@
-"""The built-in evaluation metrics (equals, contains, regex, BLEU, ROUGE, JSON schema, similarity…)."""
+"""The built-in evaluation metrics (equals, contains, regex, BLEU, ROUGE, JSON schema, similarity…), the
+guard detectors as metrics (``guard:toxicity``…) and the LLM judge (``llm-rubric``)."""
 
 from __future__ import annotations
 
@@ -9,5 +10,7 @@ from llmdock.hookspecs import hookimpl
 @hookimpl
 def llmdock_metrics() -> list[MetricFactory]:
     from llmdock.evaluate.metrics import BUILTIN_METRICS
+    from llmdock.evaluate.metrics.guards import GUARD_METRICS
+    from llmdock.evaluate.metrics.judge import JUDGE_METRICS
 
-    return list(BUILTIN_METRICS)
+    return [*BUILTIN_METRICS, *GUARD_METRICS, *JUDGE_METRICS]
