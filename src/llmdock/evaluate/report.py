@@ -21,7 +21,7 @@ from llmdock.evaluate.case import CaseResult
 from llmdock.evaluate.compare import Comparison, TargetComparison, compare
 from llmdock.evaluate.report_svg import Delta, bar_plot, fmt, forest_plot, strip_plot
 from llmdock.evaluate.results import as_case_result, get_run, result_rows
-from llmdock.evaluate.stats import PASS_RATE, SCORE, Estimate, TargetSummary, summarize
+from llmdock.evaluate.stats import PASS_RATE, SCORE, Estimate, TargetSummary, lower_is_better, summarize
 from llmdock.store.engine import Store
 
 Key = tuple[str, str, int]  # target, case id, repeat
@@ -211,12 +211,15 @@ def _values(run: ReportRun, target: str, label: str) -> list[float]:
 
 
 def _forests(t: TargetComparison) -> list[str]:
-    """One forest plot for the measures on a 0..1 scale, and one for each other (latency, length…)."""
+    """One forest plot for the measures on a 0..1 scale, and one for each other (latency, length…): a
+    latency of 0.4 ms is not a share."""
     unit: list[Delta] = []
     other: list[Delta] = []
     for label, test in t.tests.items():
         row = Delta(label, test.delta, test.p_value, test.significant)
-        bounded = all(0.0 <= v <= 1.0 for v in (test.mean_a, test.mean_b) if math.isfinite(v))
+        bounded = not lower_is_better(label) and all(
+            0.0 <= v <= 1.0 for v in (test.mean_a, test.mean_b) if math.isfinite(v)
+        )
         (unit if bounded else other).append(row)
     plots = [forest_plot(f"{t.name}: B - A, paired by case", unit)] if unit else []
     plots += [forest_plot(f"{t.name}: {row.label}, B - A", [row]) for row in other]
