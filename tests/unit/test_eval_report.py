@@ -149,3 +149,10 @@ def test_the_cli_writes_the_page_and_the_json_beside_it(
     assert "<svg" in out.read_text()
     assert json.loads((tmp_path / "report.json").read_text())["comparison"]["run_b"] == "b" * 32
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_an_empty_run_still_renders() -> None:
+    empty = ReportRun("d" * 32, "empty", "running", None, None, 3, "", [])
+    report = build([empty, empty])
+    assert "0 results" in to_html(report)
+    assert json.loads(to_json(report))["rows"] == []

@@ -27,6 +27,8 @@ def report_cmd(
     data_path = out.with_suffix(".json")
     if data_path == out:
         raise InvalidRequest("--output is the HTML page; its JSON is written beside it", param="output")
+    if not out.parent.is_dir():
+        raise InvalidRequest(f"{out.parent} is not a folder", param="output")
     store = _store(config)
     report = build([load_run(store, ref) for ref in runs], alpha=alpha)
     write_atomic(out, to_html(report))

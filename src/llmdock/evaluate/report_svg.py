@@ -113,6 +113,7 @@ def unit_scale(values: Sequence[float]) -> Scale:
 
 def strip_plot(title: str, series: Sequence[tuple[str, Sequence[float]]]) -> str:
     """Each series' values as jittered dots over a box (quartiles, median, whiskers at the extremes)."""
+    series = [(name, [v for v in values if math.isfinite(v)]) for name, values in series]
     scale = unit_scale([v for _, values in series for v in values])
     body: list[str] = []
     bottom = TOP + ROW_H * len(series)
