@@ -37,9 +37,9 @@ lint: install
 test: install system-deps lint
 	LLMDOCK_REQUIRE_SERVICES=1 bash scripts/pytest.sh $(PYTEST_ARGS)
 
-# The fast tier: no real model, no database server, no server process.
+# The fast tier: no real model, no database server, no server process, no browser.
 test-fast: install
-	bash scripts/pytest.sh -m "not model and not postgres and not redis and not server" $(PYTEST_ARGS)
+	bash scripts/pytest.sh -m "not model and not postgres and not redis and not server and not browser" $(PYTEST_ARGS)
 
 bench: install
 	bash scripts/system-deps.sh bench

@@ -14,6 +14,7 @@ from llmdock.cli import (
     data,
     eval_cmd,
     eval_gate,  # noqa: F401 (adds compare and gate to `llmdock eval`)
+    eval_report,  # noqa: F401 (adds report to `llmdock eval`)
     guards,
     models,
     prompts,
