@@ -126,6 +126,15 @@ def test_flakiness_is_the_share_of_cases_whose_repeats_disagree() -> None:
     assert summary.pass_rate.n == 4
 
 
+def test_repeats_that_all_agree_still_give_an_honest_interval_over_cases() -> None:
+    results = [result(case, 1.0, repeat=i) for case in ("a", "b", "c") for i in range(2)]
+    (summary,) = summarize(results)
+    assert summary.pass_rate.mean == 1.0
+    assert summary.pass_rate.method == "wilson"  # 3 of 3 cases: not a collapsed bootstrap [1, 1]
+    assert summary.pass_rate.low == pytest.approx(wilson(3, 3).low)
+    assert summary.pass_rate.low < 0.5
+
+
 # -- comparing two runs ----------------------------------------------------------------------------
 
 

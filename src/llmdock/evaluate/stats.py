@@ -236,8 +236,11 @@ def _summarize_target(target: str, rows: list[CaseResult]) -> TargetSummary:
     repeats = max((len(v) for v in cases.values()), default=0)
     means = case_means(rows)
     labels = list(dict.fromkeys(label for r in ok for label in r.scores))
-    if repeats > 1:  # repeats are not independent: estimate over cases, from each case's mean
-        pass_rate = mean_ci(m[PASS_RATE] for m in means.values())
+    shares = [m[PASS_RATE] for m in means.values()]
+    if repeats > 1 and any(0 < v < 1 for v in shares):  # repeats disagree: over cases, from each case's mean
+        pass_rate = mean_ci(shares)
+    elif repeats > 1:  # every case's repeats agree: a proportion over cases (a bootstrap would collapse)
+        pass_rate = wilson(int(sum(shares)), len(shares))
     else:
         pass_rate = wilson(sum(r.passed for r in ok), len(ok))
     latencies = [r.output.latency_ms for r in ok]
