@@ -193,8 +193,10 @@ class StructuredStage:
         return found
 
     async def __call__(self, ctx: RequestContext) -> RequestContext:
+        if ctx.structured is None or ctx.generation is None:  # most requests: no call at all
+            return ctx
         plan = plan_of(ctx)
-        if plan is None or ctx.generation is None:
+        if plan is None:
             return ctx
         await self._settle(ctx, plan)
         return ctx
