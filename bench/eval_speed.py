@@ -271,6 +271,12 @@ def report(figures: dict[str, Figures], title: str) -> None:
         "",
     )
     console.print(ratios)
+    for name in ("eval c=1", "eval c=4"):
+        differ = [i for i, t in raw.texts.items() if figures[name].texts.get(i) != t]
+        if differ:  # greedy on both sides: a difference is a near-tie that the two contexts' numerics split
+            i = differ[0]
+            console.print(f"{name}: {len(differ)} answer(s) differ from raw, the first {i}:", highlight=False)
+            console.print(f"  raw  {raw.texts[i]!r}\n  eval {figures[name].texts.get(i)!r}", highlight=False)
     if max(fig.load.share() for fig in figures.values()) > 0.10:
         console.print("[yellow]other processes took over 10 % of the CPUs: the figures are disturbed[/]")
 
