@@ -1,7 +1,7 @@
 """A 200-case suite on the embedded model: raw llama-cpp-python one case after another, and ``llmdock``'s
 evaluation runner at concurrency 1 and 4, in one run.
 
-    .venv/bin/python bench/eval_speed.py                    # 200 cases, max_tokens 32, about 4 minutes idle
+    .venv/bin/python bench/eval_speed.py                    # 200 cases: about 3.5 min on 2 idle cores, 5 under load
     .venv/bin/python bench/eval_speed.py --cases 40 --block 20 --max-tokens 32 --threads 2
 
 The questions are made from a real text, deterministically: the English sentences of mypyc's documentation
@@ -296,7 +296,7 @@ async def start_runtime(home: Path, threads: int) -> Runtime:
 
 
 def main() -> None:
-    parser = options(__doc__.splitlines()[0])
+    parser = options(__doc__)
     parser.add_argument("--cases", type=int, default=200, help="cases in the suite [200]")
     parser.add_argument("--max-tokens", type=int, default=32, help="max_tokens of every answer [32]")
     parser.add_argument("--block", type=int, default=25, help="cases per interleaved block [25]")
