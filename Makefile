@@ -54,6 +54,7 @@ bench: install
 	$(PY) bench/grammar_speed.py
 	$(PY) bench/guard_quality.py
 	$(PY) bench/metric_speed.py
+	$(PY) bench/eval_speed.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
