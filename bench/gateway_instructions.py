@@ -66,7 +66,9 @@ def count(src: Path, upstream_port: int, seconds: int, work: Path) -> tuple[int,
             *(sys.executable, "-m", "llmdock", "serve", "--config", str(home / "llmdock.yaml")),
             *("--port", str(port)),
         ],
-        {**os.environ, "PYTHONPATH": str(src), "LLMDOCK_HOME": str(home)},
+        # One BLAS thread: numpy's OpenBLAS threads spin-wait after any BLAS call and callgrind counts every
+        # spin, which moved the per-request figure by tens of thousands of instructions between rounds.
+        {**os.environ, "PYTHONPATH": str(src), "LLMDOCK_HOME": str(home), "OPENBLAS_NUM_THREADS": "1"},
         log=home / "server.log",
         name="llmdock serve under valgrind",
     )
