@@ -86,8 +86,12 @@ class Pipeline:
 
     async def run(self, ctx: RequestContext) -> RequestContext:
         """Run every stage; on error the trace records it and the error propagates to the caller."""
-        try:
-            ctx = await self._through(self.stages, ctx)
+        try:  # the loop is _through's, written out: one coroutine less on every request
+            for stage in self.stages:
+                ctx = await self._run_stage(stage, ctx)
+        except LlmdockError as exc:
+            self._fail(ctx, exc)
+            raise
         except asyncio.CancelledError:
             ctx.status = "cancelled"
             self.finish(ctx)
