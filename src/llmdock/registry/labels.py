@@ -52,21 +52,6 @@ def check_label(label: str) -> str:
     return label
 
 
-def record(
-    store: Store,
-    action: str,
-    actor: Actor,
-    target: str,
-    *,
-    before: dict[str, Any] | None = None,
-    after: dict[str, Any] | None = None,
-) -> None:
-    """Audit one registry change by ``actor``."""
-    audit.append(
-        store, action, actor=actor.name, source=actor.source, target=target, before=before, after=after
-    )
-
-
 class Labels:
     """The labels of one kind of registry."""
 
@@ -163,11 +148,11 @@ class Labels:
     def _audit(
         self, verb: str, name: str, label: str, before: int | None, after: int | None, actor: Actor
     ) -> None:
-        record(
+        audit.record(
             self.store,
             f"{self.kind}.{verb}",
             actor,
-            f"{name}@{label}",
+            target=f"{name}@{label}",
             before=None if before is None else {"version": before},
             after=None if after is None else {"version": after},
         )
@@ -201,11 +186,11 @@ class Versioned(Generic[RowT]):
                     s.add(row)
             except IntegrityError:
                 continue
-            record(
+            audit.record(
                 self.store,
                 f"{self.kind}.create",
                 actor,
-                f"{name}/{row.version}",
+                target=f"{name}/{row.version}",
                 after={k: fields[k] for k in audited},
             )
             return row
