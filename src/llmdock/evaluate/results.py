@@ -8,7 +8,7 @@ import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from llmdock.errors import InvalidRequest, NotFound
@@ -57,25 +57,25 @@ def get_run(store: Store, ref: str) -> EvalRun:
 
 
 def list_runs(store: Store, limit: int = 20) -> list[tuple[EvalRun, int]]:
-    """Newest runs first, each with how many results it holds."""
-    with store.session() as s:
-        runs = s.scalars(select(EvalRun).order_by(EvalRun.created_at.desc()).limit(limit)).all()
-        return [(run, len(done_keys_in(s, run.id))) for run in runs]
-
-
-def done_keys_in(session: Any, run_id: str) -> set[Key]:
-    """The results a resume need not redo: every stored one that did not end in an error."""
-    rows = session.execute(
-        select(EvalResult.target, EvalResult.case_id, EvalResult.repeat).where(
-            EvalResult.run_id == run_id, EvalResult.error == ""
-        )
+    """Newest runs first, each with how many good (not errored) results it holds, in one query."""
+    counted = (
+        select(EvalRun, func.count(EvalResult.id))
+        .outerjoin(EvalResult, (EvalResult.run_id == EvalRun.id) & (EvalResult.error == ""))
+        .group_by(EvalRun.id)
+        .order_by(EvalRun.created_at.desc())
+        .limit(limit)
     )
-    return {(t, c, r) for t, c, r in rows}
+    with store.session() as s:
+        return [(run, n) for run, n in s.execute(counted)]
 
 
 def done_keys(store: Store, run_id: str) -> set[Key]:
+    """The results a resume need not redo: every stored one that did not end in an error."""
+    query = select(EvalResult.target, EvalResult.case_id, EvalResult.repeat).where(
+        EvalResult.run_id == run_id, EvalResult.error == ""
+    )
     with store.session() as s:
-        return done_keys_in(s, run_id)
+        return {(t, c, r) for t, c, r in s.execute(query)}
 
 
 def save_result(store: Store, run_id: str, case: Case, result: CaseResult) -> bool:
@@ -127,9 +127,7 @@ def finish_run(store: Store, run_id: str, status: str) -> None:
 
 
 def load_results(store: Store, run_id: str) -> list[CaseResult]:
-    with store.session() as s:
-        rows = s.scalars(select(EvalResult).where(EvalResult.run_id == run_id).order_by(EvalResult.id)).all()
-    return [as_case_result(r) for r in rows]
+    return [as_case_result(r) for r in result_rows(store, run_id)]
 
 
 def as_case_result(row: EvalResult) -> CaseResult:
