@@ -15,19 +15,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from llmdock.cli.options import CONFIG
+from llmdock.cli.options import CONFIG, open_store
 from llmdock.config import load_settings
 
 app = typer.Typer(help="Evaluation suites: run, resume, inspect and export.", no_args_is_help=True)
 OnError = Literal["stop", "skip"]
-
-
-def _store(config: Path | None):  # type: ignore[no-untyped-def]
-    from llmdock.privacy.privacy_policy import load_keyring
-    from llmdock.store import Store
-
-    settings = load_settings(config)
-    return Store(settings.resolved_database_url(), keyring=load_keyring(settings))
 
 
 @app.command("run")
@@ -111,7 +103,7 @@ def list_cmd(
     from llmdock.evaluate.results import list_runs
 
     table = Table("run", "time (UTC)", "suite", "status", "results", "by")
-    for run, n in list_runs(_store(config), limit):
+    for run, n in list_runs(open_store(config), limit):
         table.add_row(
             run.id[:12],
             run.created_at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -133,7 +125,7 @@ def show_cmd(
     """A run's cases: verdict, score, each check, the answer."""
     from llmdock.evaluate.results import get_run, load_results
 
-    store = _store(config)
+    store = open_store(config)
     run = get_run(store, run_ref)
     results = load_results(store, run.id)
     typer.echo(f"run {run.id} · {run.suite} · {run.status} · {len(results)}/{run.n_expected} results")
@@ -162,7 +154,7 @@ def export_cmd(
 
     if fmt not in ("jsonl", "csv"):
         raise InvalidRequest("--format is jsonl or csv", param="format")
-    store = _store(config)
+    store = open_store(config)
     run = get_run(store, run_ref)
     rows = [_export_row(r) for r in result_rows(store, run.id)]
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows) if fmt == "jsonl" else _csv(rows)

@@ -11,8 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from llmdock.cli.eval_cmd import _run, _store, app, print_summary, write_atomic
-from llmdock.cli.options import CONFIG
+from llmdock.cli.eval_cmd import _run, app, print_summary, write_atomic
+from llmdock.cli.options import CONFIG, open_store
 from llmdock.config import load_settings
 
 
@@ -59,7 +59,7 @@ def compare_cmd(
     from llmdock.evaluate.compare import compare
     from llmdock.evaluate.results import get_run, load_results
 
-    store = _store(config)
+    store = open_store(config)
     a, b = get_run(store, run_a), get_run(store, run_b)
     print_comparison(compare(load_results(store, a.id), load_results(store, b.id), alpha=alpha))
 
@@ -94,7 +94,7 @@ def gate_cmd(
     settings = load_settings(config)
     base = None
     if baseline is not None:
-        store = _store(config)
+        store = open_store(config)
         base = load_results(store, get_run(store, baseline).id)
     run_id, results = asyncio.run(_run(settings, suite, None, None, who().name))
     print_summary(results)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from llmdock.cli.eval_cmd import _store, app, write_atomic
-from llmdock.cli.options import CONFIG
+from llmdock.cli.eval_cmd import app, write_atomic
+from llmdock.cli.options import CONFIG, open_store
 
 
 @app.command("report")
@@ -29,7 +29,7 @@ def report_cmd(
         raise InvalidRequest("--output is the HTML page; its JSON is written beside it", param="output")
     if not out.parent.is_dir():
         raise InvalidRequest(f"{out.parent} is not a folder", param="output")
-    store = _store(config)
+    store = open_store(config)
     report = build([load_run(store, ref) for ref in runs], alpha=alpha)
     write_atomic(out, to_html(report))
     write_atomic(data_path, to_json(report))

@@ -9,18 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from llmdock.cli.options import CONFIG
-from llmdock.config import load_settings
+from llmdock.cli.options import CONFIG, open_store
 
 app = typer.Typer(help="Request traces from the store.", no_args_is_help=True)
-
-
-def _store(config: Path | None):  # type: ignore[no-untyped-def]
-    from llmdock.privacy.privacy_policy import load_keyring
-    from llmdock.store import Store
-
-    settings = load_settings(config)
-    return Store(settings.resolved_database_url(), keyring=load_keyring(settings))
 
 
 @app.command("list")
@@ -32,7 +23,7 @@ def list_cmd(
     """The newest traces."""
     from llmdock.store import list_traces
 
-    store = _store(config)
+    store = open_store(config)
     table = Table("id", "time (UTC)", "op", "model", "status", "ms", "in", "out", "source")
     for t in list_traces(store, limit=limit, model=model):
         status = t.status if t.http_status == 200 else f"{t.status} {t.http_status}"
@@ -59,7 +50,7 @@ def show_cmd(
     """One trace: the request, each stage's span, the answer."""
     from llmdock.store import get_trace
 
-    trace, spans = get_trace(_store(config), trace_id)
+    trace, spans = get_trace(open_store(config), trace_id)
     if as_json:
         data = {c.name: getattr(trace, c.name) for c in trace.__table__.columns}
         data["spans"] = [{c.name: getattr(s, c.name) for c in s.__table__.columns} for s in spans]
