@@ -178,3 +178,14 @@ async def test_a_failing_target_marks_the_case_errored_and_resume_redoes_it(
     assert len(stored) == 3  # the errored rows were replaced, not added to
     assert not any(r.error for r in stored)
     await runtime.close()
+
+
+def test_an_unknown_sampling_parameter_is_a_suite_error_at_its_line(tmp_path: Path) -> None:
+    path = write_suite(tmp_path)
+    path.write_text(
+        path.read_text().replace("  - model: fake\n", "  - model: fake\n    params: {bogus: 1}\n")
+    )
+    with pytest.raises(ConfigError) as info:
+        load_suite(path)
+    assert info.value.one_line().startswith(f"{path}:4: targets.0: ")
+    assert "unknown sampling parameter(s) ['bogus']" in info.value.one_line()

@@ -40,6 +40,7 @@ from llmdock.errors import ConfigError
 from llmdock.evaluate.case import Case, Check
 
 Where = Callable[[tuple[str | int, ...]], str]
+SAMPLING = ("temperature", "top_p", "max_tokens", "stop", "seed", "presence_penalty", "frequency_penalty")
 
 
 class TargetSpec(BaseModel):
@@ -63,6 +64,9 @@ class TargetSpec(BaseModel):
             raise ValueError("a target needs `model` (and/or `prompt`, or `url` + `model`)")
         if self.url is not None and self.model is None:
             raise ValueError("a `url` target needs `model` too")
+        unknown = sorted(set(self.params) - set(SAMPLING))
+        if unknown:
+            raise ValueError(f"unknown sampling parameter(s) {unknown} (known: {', '.join(SAMPLING)})")
         return self
 
     @property

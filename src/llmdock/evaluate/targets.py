@@ -22,8 +22,6 @@ from llmdock.pipeline.runner import Pipeline
 from llmdock.pipeline.telemetry import request_cost, token_counts
 from llmdock.prompts import PromptCall, PromptResolver
 
-SAMPLING = ("temperature", "top_p", "max_tokens", "stop", "seed", "presence_penalty", "frequency_penalty")
-
 
 class Serving(Protocol):
     """What an in-process target needs of the runtime (``llmdock.runtime.Runtime`` is one)."""
@@ -55,11 +53,7 @@ def messages_of(case: Case, system: str | None) -> list[dict[str, Any]]:
 
 
 def sampling(spec: TargetSpec, seed: int, max_tokens: int) -> dict[str, Any]:
-    unknown = set(spec.params) - set(SAMPLING)
-    if unknown:
-        raise InvalidRequest(
-            f"unknown sampling parameter(s) {sorted(unknown)} (known: {', '.join(SAMPLING)})"
-        )
+    """The suite's max_tokens and the repeat's seed, then the target's params (checked when the suite loads)."""
     return {"max_tokens": max_tokens, "seed": seed, **spec.params}
 
 
