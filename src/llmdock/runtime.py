@@ -114,7 +114,6 @@ class Runtime:
         self.privacy.subject_key = self.auth.secret
         self.otlp = OtlpExporter() if otlp_configured() else None
         self.sink = TraceSink(self.writer, store_bodies=settings.trace.store_bodies, otlp=self.otlp)
-        self.pipeline = build_pipeline(settings, self.plugins, self.sink)
         self.stage_env = StageEnv(
             settings=settings,
             backend=self.backend,
@@ -123,8 +122,7 @@ class Runtime:
             privacy=self.privacy,
             registered=self.plugins.registered(),
         )
-        for stage in self.pipeline.stages:
-            stage.bind(self.stage_env)
+        self.pipeline = self.pipeline_with(settings.pipeline)
         # Log output is redacted too (privacy.pii): installed last, so a failed start leaves logging as it was.
         self._log_records = RedactingLogRecords(self.privacy) if self.privacy.engine is not None else None
         if self._log_records is not None:
@@ -152,8 +150,8 @@ class Runtime:
         )
 
     def pipeline_with(self, names: list[str]) -> Pipeline:
-        """Another pipeline over the same models, store and trace sink (an evaluation target without the
-        cache, or with the guards off), its stages bound like the main one's."""
+        """A pipeline of the stages ``names`` over this runtime's models, store and trace sink, its stages bound:
+        the main one (the settings' pipeline), or an evaluation target's (no cache, guards off…)."""
         pipeline = build_pipeline(self.settings, self.plugins, self.sink, names)
         for stage in pipeline.stages:
             stage.bind(self.stage_env)

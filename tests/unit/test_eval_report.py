@@ -141,7 +141,7 @@ def test_the_cli_writes_the_page_and_the_json_beside_it(
     from llmdock.cli.main import app
 
     runs = {ref: report_run(ref * 8, shift, ("fake",)) for ref, shift in (("aaaa", 0.0), ("bbbb", 0.1))}
-    monkeypatch.setattr(llmdock.cli.eval_report, "_store", lambda config: None)
+    monkeypatch.setattr(llmdock.cli.eval_report, "open_store", lambda config: None)
     monkeypatch.setattr(llmdock.evaluate.report, "load_run", lambda store, ref: runs[ref])
     out = tmp_path / "report.html"
     done = CliRunner().invoke(app, ["eval", "report", "aaaa", "bbbb", "-o", str(out)])
