@@ -4,7 +4,9 @@ Wall-clock figures on a shared 2-core machine swing by 2x with what else runs; a
 This runs ``llmdock serve`` (one model ``fake`` -> ``openai_compat`` -> a constant nginx upstream, traces on,
 as bench/gateway_overhead.sh does) under ``valgrind --tool=callgrind`` with counting switched off, warms it
 up, then counts every instruction of the process (event loop, trace writer thread, libraries) while wrk
-sends requests one at a time, and divides by the requests served. Give ``--src`` several times to compare
+sends requests one at a time, and divides by the requests served. The server's idle work (timers,
+background loops) is counted alone first and its share subtracted in a second column: on a loaded machine
+fewer requests fit in the counted seconds, and the idle work would otherwise inflate the per-request figure. Give ``--src`` several times to compare
 source trees (e.g. ``git archive <commit> src | tar -x -C /tmp/old``) in one run.
 
 Usage: .venv/bin/python bench/gateway_instructions.py [--seconds 40] [--src src --src /tmp/old/src]
@@ -51,8 +53,11 @@ def wrk(url: str, seconds: int, lua: Path) -> int:
     return int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
 
 
-def count(src: Path, upstream_port: int, seconds: int, work: Path) -> tuple[int, int]:
-    """(requests, instructions) of one gateway built from ``src`` while wrk runs at concurrency 1."""
+def count(src: Path, upstream_port: int, seconds: int, idle_seconds: int, work: Path) -> tuple[int, int, int]:
+    """(requests, instructions, idle share) of one gateway built from ``src`` while wrk runs at concurrency 1.
+
+    The idle share is what the server would have spent in the same seconds without requests.
+    """
     home = Path(tempfile.mkdtemp(prefix="home-", dir=work))
     (home / "llmdock.yaml").write_text(
         "include_builtin_models: false\ndefault_model: fake\ndefault_embedding_model: ''\nmodels:\n"
@@ -84,25 +89,42 @@ def count(src: Path, upstream_port: int, seconds: int, work: Path) -> tuple[int,
             f"wrk.method = 'POST'\nwrk.headers['Content-Type'] = 'application/json'\nwrk.body = '{BODY}'\n"
         )
         wrk(url, 8, lua)  # warm up: caches, connections, first collections
-        subprocess.run(["callgrind_control", "--instr=on", pid], capture_output=True, check=True)
+        control = ["callgrind_control", "--instr=on", pid]
+        subprocess.run(control, capture_output=True, check=True)
+        # First the server's idle work (timers, background loops), counted alone, so the per-request figure
+        # can subtract it: else a loaded machine, serving fewer requests in the same seconds, moves it.
+        idle_start = time.monotonic()
+        time.sleep(idle_seconds)
+        idle = _dump(pid, home, "idle")
+        idle_per_s = idle / (time.monotonic() - idle_start)
+        load_start = time.monotonic()
         requests = wrk(url, seconds, lua)
+        load = _dump(pid, home, "load")
+        load_s = time.monotonic() - load_start
         subprocess.run(["callgrind_control", "--instr=off", pid], capture_output=True, check=True)
-        subprocess.run(["callgrind_control", "--dump", pid], capture_output=True, check=True)
     finally:
         server.stop(timeout=120)
-    instructions = 0
-    for dump in home.glob("callgrind.out*"):
+    return requests, load, round(idle_per_s * load_s)
+
+
+def _dump(pid: str, home: Path, name: str) -> int:
+    """Instructions counted since the last dump (callgrind zeroes its counters on each dump)."""
+    before = set(home.glob("callgrind.out*"))
+    subprocess.run(["callgrind_control", f"--dump={name}", pid], capture_output=True, check=True)
+    total = 0
+    for dump in set(home.glob("callgrind.out*")) - before:
         totals = [
             line for line in dump.read_text(errors="replace").splitlines() if line.startswith("totals:")
         ]
-        instructions += int(totals[0].split()[1]) if totals else 0
-    return requests, instructions
+        total += int(totals[0].split()[1]) if totals else 0
+    return total
 
 
 def main() -> None:
     parser = options(__doc__)
     parser.add_argument("--src", type=Path, action="append", help="source tree(s) to measure [src]")
     parser.add_argument("--seconds", type=int, default=40, help="counted seconds of wrk per tree")
+    parser.add_argument("--idle-seconds", type=int, default=10, help="seconds of idle work counted first")
     args = parser.parse_args()
     for tool in ("valgrind", "callgrind_control", "nginx", "wrk"):
         if shutil.which(tool) is None:
@@ -112,22 +134,32 @@ def main() -> None:
     (work / "nginx.conf").write_text(UPSTREAM.format(dir=work, port=upstream_port))
     nginx = Spawned(["nginx", "-p", str(work), "-c", str(work / "nginx.conf")])
     table = Table(
-        "source tree", "requests counted", "instructions", "per request", title="llmdock gateway, c=1"
+        "source tree",
+        "requests",
+        "instructions",
+        "idle work",
+        "per request",
+        "per request − idle",
+        title="llmdock gateway, c=1",
     )
     try:
         time.sleep(0.5)
         for src in args.src or [ROOT / "src"]:
-            requests, instructions = count(src.resolve(), upstream_port, args.seconds, work)
+            requests, instructions, idle = count(
+                src.resolve(), upstream_port, args.seconds, args.idle_seconds, work
+            )
             table.add_row(
                 str(src),
                 f"{requests:,}",
                 f"{instructions / 1e6:,.0f} M",
+                f"{idle / 1e6:,.0f} M",
                 f"{instructions / requests / 1e3:,.0f} k",
+                f"{(instructions - idle) / requests / 1e3:,.0f} k",
             )
     finally:
         nginx.stop()
         shutil.rmtree(work, ignore_errors=True)
-    Console().print(table)
+    Console(width=120).print(table)
 
 
 if __name__ == "__main__":

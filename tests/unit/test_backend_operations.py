@@ -8,7 +8,7 @@ import pytest
 from llmdock.backends.base import Generation, GenerationRequest, SamplingParams, StreamChunk
 from llmdock.backends.http1 import ConnectionClosed, InvalidResponse
 from llmdock.backends.operations import CHAT, COMPLETION, EMBEDDING, OPERATIONS
-from llmdock.backends.upstream_errors import map_upstream_errors
+from llmdock.backends.upstream_errors import TRANSPORT_FAILURES, transport_error
 from llmdock.errors import BackendError, BackendUnavailable, InvalidRequest, RateLimited
 
 
@@ -38,8 +38,13 @@ def test_input_is_read_from_the_field_of_the_operation() -> None:
     completion = GenerationRequest("completion", SamplingParams(), prompt="once")
     for req, expected in ((chat, "messages:1"), (completion, "prompt:once")):
         assert req.op.read_input(req, lambda m: f"messages:{len(m)}", lambda p: f"prompt:{p}") == expected
-    assert CHAT.input_of(chat) == chat.messages
-    assert COMPLETION.input_of(completion) == "once"
+    assert getattr(chat, CHAT.param) == chat.messages
+    assert getattr(completion, COMPLETION.param) == "once"
+    two = GenerationRequest(
+        "chat", SamplingParams(), messages=[{"role": "system", "content": "be brief"}, {"role": "user"}]
+    )
+    assert CHAT.text_of(two) == "be brief\n"
+    assert COMPLETION.text_of(completion) == "once"
 
 
 def test_a_template_goes_in_front_of_the_input() -> None:
@@ -108,20 +113,15 @@ def test_answers_are_shaped_per_operation() -> None:
 def test_transport_failures_map_to_llmdock_errors_in_one_place(
     raised: BaseException, error: type[BackendError], message: str
 ) -> None:
-    errors = map_upstream_errors("upstream http://x/v1")
-    with pytest.raises(BackendError) as caught, errors:
-        raise raised
-    assert type(caught.value) is error
-    assert caught.value.message == message
-    assert caught.value.where == "upstream http://x/v1"
-    assert caught.value.__suppress_context__
+    assert isinstance(raised, TRANSPORT_FAILURES)
+    mapped = transport_error(raised, "upstream http://x/v1")
+    assert type(mapped) is error
+    assert mapped.message == message
+    assert mapped.where == "upstream http://x/v1"
 
 
-def test_other_exceptions_pass_through_the_map() -> None:
-    errors = map_upstream_errors("upstream")
-    with pytest.raises(RateLimited), errors:
-        raise RateLimited("slow down")
-    with pytest.raises(ValueError, match="bad json"), errors:
-        raise ValueError("bad json")
-    with errors:  # reusable, and quiet when nothing fails
-        pass
+def test_other_exceptions_are_not_transport_failures() -> None:
+    for other in (RateLimited("slow down"), ValueError("bad json")):
+        assert not isinstance(other, TRANSPORT_FAILURES)
+        with pytest.raises(TypeError, match="not a transport failure"):
+            transport_error(other, "upstream")

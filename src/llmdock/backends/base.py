@@ -45,32 +45,55 @@ class SamplingParams:
         return self
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class GenerationRequest:
     """What the generate stage asks of a backend. ``prepare`` fills in the prompt fields.
 
     ``op`` is the operation's codec (backends/operations.py), found from its name once, when the request is
     made: what differs between chat and completion is asked of it, never decided by comparing names.
+    ``__init__`` is written out (not a dataclass ``__post_init__``) because every gateway request makes one:
+    the codec lookup then costs no extra call.
     """
 
     operation: TextOperationName
     params: SamplingParams
-    messages: list[dict[str, Any]] | None = None
-    prompt: str | None = None
+    messages: list[dict[str, Any]] | None
+    prompt: str | None
     # Filled by Backend.prepare:
-    prompt_text: str = ""
-    prompt_tokens: list[int] | None = None
-    n_prompt_tokens: int = 0
-    stop: list[str] = field(default_factory=list)
+    prompt_text: str
+    prompt_tokens: list[int] | None
+    n_prompt_tokens: int
+    stop: list[str]
     # A GBNF grammar the output must follow (set by structured-output handling). Backends that can
     # constrain decoding (llamacpp) enforce it; others ignore it and the post-process stage validates.
-    grammar: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # extra body fields passed to an upstream as-is
-    route: dict[str, Any] = field(default_factory=dict)  # the router's bookkeeping; never sent anywhere
-    op: TextOperation = field(init=False, repr=False, compare=False)
+    grammar: str | None
+    extra: dict[str, Any]  # extra body fields passed to an upstream as-is
+    route: dict[str, Any]  # the router's bookkeeping; never sent anywhere
+    op: TextOperation = field(repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        self.op = TEXT_OPERATIONS[self.operation]
+    def __init__(
+        self,
+        operation: TextOperationName,
+        params: SamplingParams,
+        messages: list[dict[str, Any]] | None = None,
+        prompt: str | None = None,
+        *,
+        grammar: str | None = None,
+        extra: dict[str, Any] | None = None,
+        route: dict[str, Any] | None = None,
+    ) -> None:
+        self.operation = operation
+        self.op = TEXT_OPERATIONS[operation]
+        self.params = params
+        self.messages = messages
+        self.prompt = prompt
+        self.prompt_text = ""
+        self.prompt_tokens = None
+        self.n_prompt_tokens = 0
+        self.stop = []
+        self.grammar = grammar
+        self.extra = {} if extra is None else extra
+        self.route = {} if route is None else route
 
 
 @dataclass(slots=True)

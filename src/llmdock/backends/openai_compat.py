@@ -34,7 +34,7 @@ from llmdock.backends.base import (
 )
 from llmdock.backends.http1 import ConnectionPool
 from llmdock.backends.operations import EMBEDDING
-from llmdock.backends.upstream_errors import map_upstream_errors, upstream_error
+from llmdock.backends.upstream_errors import TRANSPORT_FAILURES, transport_error, upstream_error
 from llmdock.errors import BackendError, ConfigError
 from llmdock.privacy.provider_secrets import SECRET_PREFIX, resolve_secret
 
@@ -98,7 +98,6 @@ class OpenAICompatBackend(Backend):
         self._headers = {"Content-Type": "application/json", **headers}
         self._pool: ConnectionPool | None = None  # made on the serving loop, at first use
         self._where = f"upstream {self.params.base_url}"
-        self._upstream_errors = map_upstream_errors(self._where)
         self.loaded = True
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -132,13 +131,15 @@ class OpenAICompatBackend(Backend):
             self._pool.close()
 
     async def health(self) -> None:
-        with self._upstream_errors:
+        try:
             resp = await self._client.get("/models", timeout=self.params.connect_timeout_s)
+        except TRANSPORT_FAILURES as exc:
+            raise transport_error(exc, self._where) from None
         if resp.status_code >= 500:
             raise BackendError(f"health check answered {resp.status_code}", where=self._where)
 
     def prepare(self, req: GenerationRequest) -> None:
-        req.prompt_text = req.op.read_input(req, _contents, _as_is)
+        req.prompt_text = req.op.text_of(req)
         req.n_prompt_tokens = self.count_tokens(req.prompt_text)
         req.stop = list(req.params.stop)
         req.params.with_defaults(self.params.defaults)
@@ -147,7 +148,11 @@ class OpenAICompatBackend(Backend):
     def _body(self, req: GenerationRequest, stream: bool) -> dict[str, Any]:
         p = req.params
         op = req.op
-        body: dict[str, Any] = {"model": self.upstream_model, "stream": stream, op.param: op.input_of(req)}
+        body: dict[str, Any] = {
+            "model": self.upstream_model,
+            "stream": stream,
+            op.param: getattr(req, op.param),
+        }
         for name in ("max_tokens", "temperature", "top_p", "seed", "presence_penalty", "frequency_penalty"):
             value = getattr(p, name)
             if value is not None:
@@ -160,7 +165,7 @@ class OpenAICompatBackend(Backend):
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         # The request/response calls go through a lean keep-alive pool (backends/http1.py, where the CPU
         # it saves per request is measured) unless a proxy is configured; streams and health checks use httpx.
-        with self._upstream_errors:
+        try:
             if self._proxied:
                 resp = await self._client.post(path, content=orjson.dumps(body), headers=self._headers)
                 if resp.status_code != 200:
@@ -173,6 +178,8 @@ class OpenAICompatBackend(Backend):
                     text = answer.body.decode(errors="replace")
                     raise upstream_error(answer.status, text, answer.headers, self._where)
                 content = answer.body
+        except TRANSPORT_FAILURES as exc:
+            raise transport_error(exc, self._where) from None
         data: dict[str, Any] = orjson.loads(content)
         return data
 
@@ -194,7 +201,7 @@ class OpenAICompatBackend(Backend):
 
     async def stream(self, req: GenerationRequest) -> AsyncIterator[StreamChunk]:
         op = req.op
-        with self._upstream_errors:
+        try:
             async with self._client.stream(
                 "POST", op.upstream_path, content=orjson.dumps(self._body(req, stream=True))
             ) as resp:
@@ -231,6 +238,8 @@ class OpenAICompatBackend(Backend):
                     else:
                         yield StreamChunk("".join(held) + (text or ""), finish)
                         held.clear()
+        except TRANSPORT_FAILURES as exc:
+            raise transport_error(exc, self._where) from None
 
     async def embed(self, texts: list[str]) -> EmbeddingResult:
         data = await self._post(
@@ -247,11 +256,3 @@ def _join_call_delta(calls: dict[int, dict[str, Any]], delta: dict[str, Any]) ->
     fn = delta.get("function") or {}
     call["function"]["name"] += fn.get("name") or ""
     call["function"]["arguments"] += fn.get("arguments") or ""
-
-
-def _contents(messages: list[dict[str, Any]]) -> str:
-    return "\n".join(str(m.get("content") or "") for m in messages)
-
-
-def _as_is(prompt: str) -> str:
-    return prompt

@@ -28,7 +28,9 @@ class Operation:
     """What every operation knows about itself."""
 
     name: str  # as requests, traces and metrics name it
-    param: str  # the request field that carries the input (errors about the input point at it)
+    # The request field that carries the input (errors about the input point at it); for a text operation
+    # also the GenerationRequest attribute holding it, so ``getattr(req, op.param)`` reads it without a call.
+    param: str
     otel_name: str  # gen_ai.operation.name
     upstream_path: str  # where an OpenAI-compatible server answers it, below its /v1
     embeds: bool = False  # answered by Backend.embed (vectors), not generate (text)
@@ -49,8 +51,8 @@ class TextOperation(Operation):
         """``messages(req.messages)`` or ``prompt(req.prompt)``, whichever input this operation carries."""
         raise NotImplementedError
 
-    def input_of(self, req: GenerationRequest) -> Any:
-        """The input as an upstream body carries it, under :attr:`param`."""
+    def text_of(self, req: GenerationRequest) -> str:
+        """The input as one text (a chat's message contents a line each), where no chat template applies."""
         raise NotImplementedError
 
     def apply_template(
@@ -93,8 +95,8 @@ class Chat(TextOperation):
     ) -> T:
         return messages(req.messages or [])
 
-    def input_of(self, req: GenerationRequest) -> Any:
-        return req.messages
+    def text_of(self, req: GenerationRequest) -> str:
+        return "\n".join(str(m.get("content") or "") for m in req.messages or [])
 
     def apply_template(
         self, req: GenerationRequest, rendered: Any, *, chat_template: bool, name: str
@@ -140,8 +142,8 @@ class Completion(TextOperation):
     ) -> T:
         return prompt(req.prompt or "")
 
-    def input_of(self, req: GenerationRequest) -> Any:
-        return req.prompt
+    def text_of(self, req: GenerationRequest) -> str:
+        return req.prompt or ""
 
     def apply_template(
         self, req: GenerationRequest, rendered: Any, *, chat_template: bool, name: str
