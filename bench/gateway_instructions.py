@@ -139,7 +139,7 @@ def main() -> None:
         "instructions",
         "idle work",
         "per request",
-        "per request − idle",
+        "per request - idle",
         title="llmdock gateway, c=1",
     )
     try:

@@ -23,7 +23,8 @@ from llmdock.routing.build import build_route
 from llmdock.routing.router import ModelRoute
 from llmdock.shared_state import SharedState
 from llmdock.store.engine import Store
-from llmdock.store.traces import TraceWriter
+from llmdock.store.journal import Journal
+from llmdock.store.trace_writer import TraceWriter
 
 log = logging.getLogger("llmdock")
 
@@ -141,13 +142,25 @@ class Runtime:
         t = self.settings.trace
         if not t.enabled:
             return
+        journal = None
+        if t.journal:
+            journal = Journal(
+                self.settings.home.expanduser() / "journal",
+                sync=t.journal_sync,
+                max_bytes=int(t.journal_max_mb * (1 << 20)),
+                when_full=t.journal_full,
+            )
         self.writer = TraceWriter(
             self.store,
             batch_size=t.batch_size,
             flush_interval_s=t.flush_interval_s,
             max_buffer=t.max_buffer,
             prepare=self.privacy.prepare_trace if self.privacy.active else None,
+            journal=journal,
         )
+        if journal is not None:
+            # Before the first request: budgets read what was spent from the traces.
+            self.writer.adopt_orphans()
 
     def pipeline_with(self, names: list[str]) -> Pipeline:
         """A pipeline of the stages ``names`` over this runtime's models, store and trace sink, its stages bound:

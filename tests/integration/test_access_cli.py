@@ -13,8 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llmdock.store import Store
-from llmdock.store.traces import TraceRecord, write_traces
+from llmdock.store import Store, TraceRecord, write_traces
 from tests.conftest import self_signed_cert
 from tests.integration.conftest import run_cli, start_server, stop_server
 

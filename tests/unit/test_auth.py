@@ -246,7 +246,7 @@ async def test_the_gateway_applies_the_retention_period(make_settings: Callable[
 
     from llmdock.gateway.app import retention_loop
     from llmdock.runtime import Runtime
-    from llmdock.store.traces import TraceRecord, count_traces, write_traces
+    from llmdock.store import TraceRecord, count_traces, write_traces
 
     runtime = Runtime(make_settings(retention={"traces_days": 30, "interval_s": 3600}))
     assert runtime.store is not None

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from llmdock.store.traces import _TRACE_COLUMNS, TraceRecord
+from llmdock.store.trace_records import TraceRecord
+from llmdock.store.traces import _TRACE_COLUMNS
 
 
 def test_trace_rows_write_every_field_of_a_trace_record() -> None:
     assert sorted(_TRACE_COLUMNS) == sorted(
-        f.name for f in fields(TraceRecord) if f.name not in ("spans", "prepared")
+        f.name for f in fields(TraceRecord) if f.name not in ("spans", "prepared", "seq", "replayed")
     )

@@ -92,6 +92,24 @@ class TraceSettings(BaseModel):
         default=100_000, gt=0, description="Traces kept in memory while the store is down."
     )
     store_bodies: bool = Field(default=True, description="Keep request and response text on traces.")
+    journal: bool = Field(
+        default=True,
+        description="append each finished trace to a write-ahead file under <home>/journal before the "
+        "response is sent, so that a crash of the process loses no answered request's trace or usage",
+    )
+    journal_sync: Literal["write", "fsync"] = Field(
+        default="write",
+        description="write = the kernel has the trace before the answer leaves (survives kill -9 of the "
+        "gateway); fsync = also on disk, synced in groups (survives a power cut; costs a disk sync per group)",
+    )
+    journal_max_mb: float = Field(
+        default=512, gt=0, description="how much the journal may hold while the store is away"
+    )
+    journal_full: Literal["reject", "drop"] = Field(
+        default="reject",
+        description="past journal_max_mb: reject = answer new requests 503 until the store is back; "
+        "drop = serve them, their traces kept in memory only (counted as dropped if that overflows too)",
+    )
 
 
 class AuthSettings(BaseModel):

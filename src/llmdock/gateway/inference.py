@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from llmdock.auth.service import Principal
-from llmdock.errors import InvalidRequest, LlmdockError
+from llmdock.errors import InvalidRequest, LlmdockError, StoreUnavailable
 from llmdock.gateway.deps import RuntimeDep, body_of, principal_of
 from llmdock.gateway.http import JSONResponse, parse_body, read_body
 from llmdock.gateway.responses import completion_body, embedding_body
@@ -84,7 +84,18 @@ def plan_structured(runtime: Runtime, ctx: RequestContext, fields: dict[str, Any
     planner.plan(ctx)
 
 
+def check_journal(runtime: Runtime) -> None:
+    """Refuse work whose trace could not be kept: the store is away and the journal is full (policy reject)."""
+    if runtime.writer is not None and runtime.writer.refusing:
+        raise StoreUnavailable(
+            "the trace store is unreachable and the trace journal is full (trace.journal_max_mb); "
+            "requests are refused until the store is back (trace.journal_full: reject)",
+            headers={"Retry-After": "5"},
+        )
+
+
 async def build_context(runtime: Runtime, request: Request, body: GenerationBody) -> RequestContext:
+    check_journal(runtime)
     principal = principal_of(request)
     call = None
     model = body.model
@@ -115,11 +126,15 @@ async def respond(runtime: Runtime, ctx: RequestContext, body: GenerationBody) -
     try:
         if not body.stream:
             await runtime.pipeline.run(ctx)
+            if ctx.durable is not None:
+                await ctx.durable
             headers["x-llmdock-cache"] = str(ctx.attributes.get("llmdock.cache", "off"))
             return JSONResponse(completion_body(ctx), headers=headers)
         chunks = await runtime.pipeline.prepare_stream(ctx)
     except LlmdockError as exc:  # a refused request has a trace too (guard verdicts, the error)
         exc.headers.setdefault("x-llmdock-trace-id", ctx.trace_id)
+        if ctx.durable is not None:
+            await ctx.durable
         raise
     headers["x-llmdock-cache"] = str(ctx.attributes.get("llmdock.cache", "off"))
     # Wait for the first chunk before answering 200: until then the router may still fail over, and if
@@ -146,10 +161,13 @@ completions = generation_handler(CompletionBody, "completions")
 
 async def embeddings(request: Request, runtime: RuntimeDep) -> Response:
     body = await body_of(request, EmbeddingBody, runtime)
+    check_journal(runtime)
     backend = runtime.backend(body.model)
     if backend.task != "embedding":
         raise InvalidRequest(f"model {body.model!r} is not an embedding model", param="model")
     ctx = RequestContext("embedding", body.model, backend, inputs=body.texts())
     bind_principal(ctx, principal_of(request), body.user, runtime)
     await runtime.pipeline.run(ctx)
+    if ctx.durable is not None:
+        await ctx.durable
     return JSONResponse(embedding_body(ctx, body), headers={"x-llmdock-trace-id": ctx.trace_id})

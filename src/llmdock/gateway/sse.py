@@ -107,6 +107,8 @@ async def completion_events(
             yield sse_event({**base, "choices": [op.chunk_choice(chunk)]})
         if include_usage:
             yield sse_event({**base, "choices": [], "usage": usage(ctx)})
+        if ctx.durable is not None:  # the stream ended (trace finished): [DONE] once it is on disk
+            await ctx.durable
         yield SSE_DONE
     except LlmdockError as exc:
         # Headers are gone already: the error travels as an SSE event, then the stream ends.

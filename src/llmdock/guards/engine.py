@@ -20,7 +20,7 @@ from llmdock.errors import GuardBlocked
 from llmdock.guards.base import Finding, GuardText, Verdict
 from llmdock.guards.policy import Entry
 from llmdock.pipeline.context import RequestContext
-from llmdock.store.traces import SpanRecord
+from llmdock.store.trace_records import SpanRecord
 
 log = logging.getLogger("llmdock.guards")
 MAX_FINDINGS_ON_SPAN = 20

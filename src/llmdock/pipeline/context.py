@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from llmdock.backends.base import Backend, EmbeddingResult, Generation, GenerationRequest
-from llmdock.store.traces import SpanRecord
+from llmdock.store.trace_records import SpanRecord
 
 if TYPE_CHECKING:
     from llmdock.prompts import PromptCall
@@ -60,6 +60,9 @@ class RequestContext:
     structured: object | None = None
     prompt: PromptCall | None = None  # a stored prompt template, rendered by the pre-process stage
     on_success: list[Callable[[RequestContext], None]] = field(default_factory=list)
+    # Set by the trace sink when traces are fsynced before answering (trace.journal_sync: fsync): done once
+    # this request's trace is on disk. The gateway awaits it before the answer leaves.
+    durable: Awaitable[None] | None = None
     _span_attrs: dict[str, Any] = field(default_factory=dict)
 
     def annotate(self, **attrs: Any) -> None:

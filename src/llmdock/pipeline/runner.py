@@ -22,7 +22,7 @@ from llmdock.pipeline.stages import (
     StreamWrappingStage,
     record_route,
 )
-from llmdock.store.traces import SpanRecord
+from llmdock.store.trace_records import SpanRecord
 
 TraceSink = Callable[[RequestContext], None]
 log = logging.getLogger("llmdock.pipeline")

@@ -13,7 +13,8 @@ from typing import Any
 
 from llmdock.backends.operations import OPERATIONS
 from llmdock.pipeline.context import RequestContext
-from llmdock.store.traces import TraceRecord, TraceWriter
+from llmdock.store.trace_records import TraceRecord
+from llmdock.store.trace_writer import TraceWriter
 
 
 def trace_record(ctx: RequestContext, *, store_bodies: bool = True) -> TraceRecord:
@@ -182,6 +183,6 @@ class TraceSink:
     def __call__(self, ctx: RequestContext) -> None:
         rec = trace_record(ctx, store_bodies=self.store_bodies)
         if self.writer is not None:
-            self.writer.submit(rec)
+            ctx.durable = self.writer.submit(rec)
         if self.otlp is not None:
             self.otlp.export(rec)

@@ -26,7 +26,7 @@ from llmdock.errors import ConfigError
 from llmdock.privacy.crypto import Keyring, parse_keys
 from llmdock.privacy.gdpr import subject_pseudonym
 from llmdock.store.keyring import SEALED
-from llmdock.store.traces import TraceRecord
+from llmdock.store.trace_records import TraceRecord
 
 if TYPE_CHECKING:
     from llmdock.privacy.pii_engine import Mode

@@ -6,11 +6,11 @@ the store imports no other llmdock package but ``errors``.
 
 from llmdock.store.audit import Actor
 from llmdock.store.engine import Store
+from llmdock.store.journal import Journal
 from llmdock.store.keyring import DecryptionError, Keyring
+from llmdock.store.trace_records import SpanRecord, TraceRecord
+from llmdock.store.trace_writer import TraceWriter
 from llmdock.store.traces import (
-    SpanRecord,
-    TraceRecord,
-    TraceWriter,
     count_traces,
     get_trace,
     list_traces,
@@ -20,6 +20,7 @@ from llmdock.store.traces import (
 __all__ = [
     "Actor",
     "DecryptionError",
+    "Journal",
     "Keyring",
     "SpanRecord",
     "Store",

@@ -1,69 +1,25 @@
-"""Trace records, their batched writer, and the queries the CLI uses.
+"""Trace records written to the store in one transaction per batch, and the queries the CLI uses.
 
-The gateway never waits for the database: finished traces go into a bounded in-memory buffer that a
-background thread flushes in batches. When the store is unreachable the writer keeps the traces, retries
-with backoff, and reports the failure (``status()``, shown on ``/ready``); it drops the oldest traces only
-once ``max_buffer`` is exceeded, and counts what it dropped.
+The batching, retrying writer is store/trace_writer.py; the write-ahead journal store/journal.py.
 """
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
 from llmdock.errors import NotFound, StoreUnavailable
-from llmdock.store.engine import Store, _short
+from llmdock.store.engine import Store
 from llmdock.store.keyring import open_trace_bodies
 from llmdock.store.models import Span, Trace
+from llmdock.store.trace_records import TraceRecord
 
 log = logging.getLogger("llmdock.traces")
-
-
-@dataclass(slots=True)
-class SpanRecord:
-    name: str
-    started_at: datetime
-    duration_ms: float
-    status: str = "ok"
-    attributes: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class TraceRecord:
-    id: str
-    created_at: datetime
-    operation: str
-    model: str
-    status: str
-    duration_ms: float
-    backend: str = ""
-    http_status: int = 200
-    stream: bool = False
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    finish_reason: str = ""
-    error: str = ""
-    input: dict[str, Any] = field(default_factory=dict)
-    output: str = ""
-    attributes: dict[str, Any] = field(default_factory=dict)
-    deployment: str = ""
-    cost: float = 0.0
-    cache: str = ""
-    subject: str = ""
-    api_key_id: str = ""
-    team_id: str = ""
-    spans: list[SpanRecord] = field(default_factory=list)
-    prepared: bool = False  # the writer's ``prepare`` hook (privacy) has run on it
 
 
 # The columns in the order write_traces builds its rows (a test checks that they are all of TraceRecord's).
@@ -164,183 +120,14 @@ def write_traces(store: Store, records: list[TraceRecord]) -> None:
             conn.exec_driver_sql(inserts[1], span_rows)
 
 
-class TraceWriter:
-    """Buffers finished traces and writes them in batches from a background thread."""
-
-    def __init__(
-        self,
-        store: Store,
-        *,
-        batch_size: int = 256,
-        flush_interval_s: float = 0.2,
-        max_buffer: int = 100_000,
-        prepare: Callable[[TraceRecord], None] | None = None,
-    ) -> None:
-        self.store = store
-        # Called once per trace in the writer's thread before it is stored (privacy: redact, encrypt).
-        self.prepare = prepare
-        self.batch_size = batch_size
-        self.flush_interval_s = flush_interval_s
-        self._buffer: collections.deque[TraceRecord] = collections.deque(maxlen=max_buffer)
-        self._cond = threading.Condition()
-        self._stop = False
-        self._busy = False
-        self._in_flight = 0  # traces taken from the buffer by the batch being written
-        self.written = 0
-        self.dropped = 0
-        self.last_error = ""
-        self.failing_since: float | None = None
-        self._thread = threading.Thread(target=self._run, name="llmdock-trace-writer", daemon=True)
-        self._thread.start()
-
-    def submit(self, record: TraceRecord) -> None:
-        """Queue a finished trace. Never blocks on the database."""
-        with self._cond:
-            if len(self._buffer) == self._buffer.maxlen:
-                self.dropped += 1
-            self._buffer.append(record)
-            if len(self._buffer) >= self.batch_size:
-                self._cond.notify()
-
-    def status(self) -> dict[str, Any]:
-        with self._cond:  # one consistent snapshot: the writer thread updates these under the same lock
-            return {
-                "ok": self.failing_since is None,
-                "pending": len(self._buffer) + self._in_flight,
-                "written": self.written,
-                "dropped": self.dropped,
-                "last_error": self.last_error,
-            }
-
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until everything submitted so far is written; False if that did not happen in time."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            self._cond.notify()
-        while time.monotonic() < deadline:
-            with self._cond:
-                if not self._buffer and not self._busy:
-                    return True
-            time.sleep(0.01)
-        return False
-
-    def close(self, timeout: float = 10.0) -> None:
-        self.flush(timeout)
-        with self._cond:
-            self._stop = True
-            self._cond.notify()
-        self._thread.join(timeout=2)
-
-    def _run(self) -> None:
-        backoff = self.flush_interval_s
-        while True:
-            with self._cond:
-                if not self._buffer and not self._stop:
-                    self._cond.wait(timeout=self.flush_interval_s)
-                if self._stop and (not self._buffer or self.failing_since is not None):
-                    return
-                batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
-                self._busy = bool(batch)
-                self._in_flight = len(batch)
-            if not batch:
-                continue
-            try:
-                self._write(batch)
-            except Exception as exc:  # the store is unreachable (or broken): keep the traces, retry later
-                error = exc.message if isinstance(exc, StoreUnavailable) else _short(exc)
-                with self._cond:
-                    # Put what is left of the batch back at the front, oldest first; the deque's bound
-                    # drops the oldest.
-                    overflow = len(self._buffer) + len(batch) - (self._buffer.maxlen or 0)
-                    self.dropped += max(0, overflow)
-                    self._buffer.extendleft(reversed(batch))
-                    self._busy = False
-                    self._in_flight = 0
-                    newly_failing = self.failing_since is None
-                    if newly_failing:
-                        self.failing_since = time.monotonic()
-                    self.last_error = error
-                if newly_failing:
-                    log.warning("trace store unreachable, keeping traces in memory: %s", error)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                if self._stop:
-                    return
-                continue
-            with self._cond:
-                # Updated with _busy so that once flush() returns True, status() says so too.
-                self._busy = False
-                self._in_flight = 0
-                recovered = self.failing_since is not None
-                self.failing_since = None
-                self.last_error = ""
-                pending = len(self._buffer)
-            if recovered:
-                log.warning("trace store reachable again; %d traces pending", pending)
-            backoff = self.flush_interval_s
-
-    def _write(self, batch: list[TraceRecord]) -> None:
-        """Store ``batch``, emptying it. Raises if the store fails, leaving in ``batch`` what is not stored."""
-        if self.prepare is not None:
-            self._prepare(batch)
-        if not self.store.migrated:
-            # The store was unreachable when it was opened: create the schema before the first write.
-            self.store.migrate()
-        try:
-            write_traces(self.store, batch)
-        except Exception as exc:
-            if not _refused(exc):
-                raise
-        else:
-            with self._cond:
-                self.written += len(batch)
-            batch.clear()
-            return
-        # The database refused something in the batch (a NUL character or a NaN for PostgreSQL, a duplicate
-        # id, a value that is not JSON): write the traces one by one and drop only those it refuses, so that
-        # one bad trace cannot hold back every trace after it.
-        while batch:
-            try:
-                write_traces(self.store, batch[:1])
-            except Exception as exc:
-                if not _refused(exc):
-                    raise
-                log.warning("trace %s refused by the store and dropped: %s", batch[0].id, _short(exc))
-                with self._cond:
-                    self.dropped += 1
-            else:
-                with self._cond:
-                    self.written += 1
-            del batch[0]
-
-    def _prepare(self, batch: list[TraceRecord]) -> None:
-        """Run ``prepare`` on each trace not yet prepared; a trace it fails on is dropped, never stored as is."""
-        assert self.prepare is not None
-        kept = []
-        for rec in batch:
-            if not rec.prepared:
-                try:
-                    self.prepare(rec)
-                    rec.prepared = True
-                except Exception as exc:
-                    log.error("trace %s dropped: preparing it failed (%s)", rec.id, type(exc).__name__)
-                    continue
-            kept.append(rec)
-        if len(kept) < len(batch):
-            with self._cond:
-                self.dropped += len(batch) - len(kept)
-            batch[:] = kept
-
-
-def _refused(exc: BaseException) -> bool:
-    """Whether the error comes from what the traces hold (retrying them cannot help), not from the store."""
-    if isinstance(exc, DataError | IntegrityError):
-        return True
-    if isinstance(exc, SQLAlchemyError | StoreUnavailable):
-        # Other database errors (connection lost, timeouts, missing tables) are the store's; but an error
-        # SQLAlchemy raised while preparing parameters, before reaching the database, is the record's.
-        return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)
-    return isinstance(exc, TypeError | ValueError)
+def missing(store: Store, records: list[TraceRecord]) -> list[TraceRecord]:
+    """The records whose trace is not in the store yet (a journal replayed after a crash may hold both)."""
+    ids = [rec.id for rec in records]
+    found: set[str] = set()
+    with store.engine.connect() as conn:
+        for start in range(0, len(ids), 500):
+            found.update(conn.scalars(select(Trace.id).where(Trace.id.in_(ids[start : start + 500]))))
+    return [rec for rec in records if rec.id not in found]
 
 
 def list_traces(store: Store, *, limit: int = 20, model: str | None = None) -> list[Trace]:
