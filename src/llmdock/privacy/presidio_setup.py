@@ -200,4 +200,3 @@ def context_enhancer(threshold: float) -> Any:
             return strong + list(super().enhance_using_context(text, weak, *args, **kwargs))
 
     return WeakFindingsEnhancer()
-
