@@ -44,14 +44,8 @@ def test_an_echoed_prompt_with_max_tokens_0_comes_back_scored(client: openai.Ope
 
 
 def test_chat_logprobs_give_each_token_its_top_alternatives(client: openai.OpenAI) -> None:
-    resp = client.chat.completions.create(
-        model="smollm2",
-        messages=QUESTION,  # type: ignore[arg-type]
-        max_tokens=8,
-        temperature=0,
-        logprobs=True,
-        top_logprobs=3,
-    )
+    ask = {"model": "smollm2", "messages": QUESTION, "max_tokens": 8, "temperature": 0, "logprobs": True}
+    resp = client.chat.completions.create(**ask, top_logprobs=3)  # type: ignore[call-overload]
     choice = resp.choices[0]
     assert choice.logprobs is not None
     content = choice.logprobs.content
@@ -62,15 +56,7 @@ def test_chat_logprobs_give_each_token_its_top_alternatives(client: openai.OpenA
         assert t.logprob <= 0
         assert (t.token, t.logprob) == (t.top_logprobs[0].token, t.top_logprobs[0].logprob)  # greedy
         assert bytes(t.bytes or []) == t.token.encode()
-    stream = client.chat.completions.create(
-        model="smollm2",
-        messages=QUESTION,  # type: ignore[arg-type]
-        max_tokens=8,
-        temperature=0,
-        logprobs=True,
-        top_logprobs=3,
-        stream=True,
-    )
+    stream = client.chat.completions.create(**ask, top_logprobs=3, stream=True)  # type: ignore[call-overload]
     streamed = [
         t for c in stream if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content or []
     ]
