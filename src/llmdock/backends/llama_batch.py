@@ -201,7 +201,11 @@ class BatchEngine:
         free.remove(slot)
         keep = common_prefix(slot.tokens, seq.prompt)
         best = max(free, key=lambda s: common_prefix(s.tokens, seq.prompt), default=None)
-        if best is not None and common_prefix(best.tokens, seq.prompt) - keep >= COPY_MIN_TOKENS:
+        if (
+            best is not None
+            and not seq.echo
+            and common_prefix(best.tokens, seq.prompt) - keep >= COPY_MIN_TOKENS
+        ):
             llama_cpp.llama_memory_seq_cp(self._memory, best.seq_id, slot.seq_id, -1, -1)
             slot.tokens = list(best.tokens)
             keep = common_prefix(slot.tokens, seq.prompt)
