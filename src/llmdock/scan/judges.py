@@ -88,9 +88,10 @@ class CanaryRule(Rule):
         verdict = await self.detector.detect(item)
         if verdict.score < self.factory.default_threshold:
             return Judgement(False, "")
-        what = "the canary" if verdict.layer == "canary" else "the system prompt"
+        if verdict.layer == "canary":
+            return Judgement(True, f"the answer discloses the canary {item.canary} (leakage detector)")
         return Judgement(
-            True, f"the answer discloses {what} (leakage {verdict.score:.2f}: {describe(verdict)})"
+            True, f"the answer repeats the system prompt (leakage {verdict.score:.2f}: {describe(verdict)})"
         )
 
 

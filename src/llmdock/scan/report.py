@@ -10,7 +10,7 @@ from typing import Any
 from llmdock.evaluate.report import environment
 from llmdock.evaluate.report_svg import bar_plot
 from llmdock.evaluate.stats import wilson
-from llmdock.scan.findings import is_reference, status_of
+from llmdock.scan.findings import is_reference, prompt_text, status_of
 from llmdock.scan.probes import CATEGORIES
 from llmdock.scan.run import ScanResult
 
@@ -32,6 +32,7 @@ def data(result: ScanResult) -> dict[str, Any]:
                 "status": status,
                 "why": why,
                 "messages": case.messages,
+                "prompt": prompt_text(case),
                 "output": r.output.text,
             }
         )
