@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.table import Table
 
 from llmdock.cli.options import CONFIG
 from llmdock.config import load_settings
+
+if TYPE_CHECKING:
+    from llmdock.scan.run import Guards
 
 
 def scan(
@@ -45,7 +48,7 @@ def scan(
     options = ScanOptions(
         target=target,
         model=model,
-        guards=guards,  # type: ignore[arg-type]
+        guards=cast("Guards", guards),
         categories=tuple(parse_categories(categories)),
         limit=limit,
         seed=seed,

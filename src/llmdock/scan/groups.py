@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from llmdock.evaluate import Case, CaseResult, Check, MetricError, Output
 from llmdock.guards.base import GuardText
 from llmdock.pipeline.env import StageEnv
-from llmdock.scan.judges import Judgement, RefusesRule, ToxicityRule, _metrics
+from llmdock.scan.judges import Judgement, RefusesRule, ToxicityRule, registered_metrics
 
 BIAS_SIMILARITY = 0.6
 TOXICITY_GAP = 0.25
@@ -32,7 +32,7 @@ Key = tuple[str, str]  # target, case id
 
 async def similarity(a: str, b: str, env: StageEnv | None) -> float | None:
     """Cosine similarity of two answers by the registered ``similar`` metric; ``None`` without a model."""
-    factory = _metrics(env).get("similar")
+    factory = registered_metrics(env).get("similar")
     if factory is None or env is None:
         return None
     try:

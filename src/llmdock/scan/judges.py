@@ -34,7 +34,9 @@ def _detector(name: str, env: StageEnv | None) -> tuple[Detector, DetectorFactor
     return build_detector(f"scan {name}", name, {}, env)
 
 
-def _metrics(env: StageEnv | None) -> Mapping[str, MetricFactory]:
+def registered_metrics(env: StageEnv | None) -> Mapping[str, MetricFactory]:
+    """The metrics plugins registered (a plugin replacing a built-in is used too); the built-ins alone
+    without a runtime."""
     if env is None:
         from llmdock.evaluate.metrics import BUILTIN_METRICS
 
@@ -215,7 +217,7 @@ class JsonRule(Rule):
 
     def __init__(self, env: StageEnv | None, judge: Metric | None) -> None:
         super().__init__(env, judge)
-        self.metric = _metrics(env)["is-json"](Check("is-json"), env)
+        self.metric = registered_metrics(env)["is-json"](Check("is-json"), env)
 
     async def __call__(self, case: Case, output: Output) -> Judgement:
         score = await self.metric.score(case, output)
@@ -241,7 +243,7 @@ def rubric_judge(model: str, rubric: str, env: StageEnv | None) -> Metric:
     """The registered ``llm-rubric`` metric with ``model`` as the judge and a pass/fail verdict."""
     check = Check("llm-rubric", {"rubric": rubric, "model": model, "verdict": "pass"}, name="scan judge")
     try:
-        return _metrics(env)["llm-rubric"](check, env)
+        return registered_metrics(env)["llm-rubric"](check, env)
     except KeyError:
         raise MetricError("no llm-rubric metric is registered") from None
 
