@@ -117,3 +117,13 @@ def test_the_scan_report_renders_in_chromium(tmp_path: Path) -> None:
     shot = tmp_path / "scan.png"
     browse(chromium, tmp_path / "profile", report.as_uri(), f"--screenshot={shot}")
     assert shot.stat().st_size > 30_000
+
+
+def test_chat_replays_a_tool_turn_and_refuses_a_turn_without_a_role(tmp_path: Path) -> None:
+    fake_home(tmp_path)
+    done = run_cli(tmp_path, "chat", "--turn", "tool:Sunny, 21 °C.", "--system", "Be brief.", "Weather?")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "fake answer to: Weather?"
+    bad = run_cli(tmp_path, "chat", "--turn", "Sunny", "Weather?")
+    assert bad.returncode == 2
+    assert "--turn 'Sunny': give ROLE:TEXT" in bad.stderr
