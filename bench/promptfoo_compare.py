@@ -1,8 +1,9 @@
 """The 200-case suite of eval_speed.py with promptfoo and with ``llmdock eval run``, both against one
 ``llmdock serve``, in one run: wall time and peak resident memory of each client, side by side.
 
-    .venv/bin/python bench/promptfoo_compare.py             # 200 cases, concurrency 4: about 6 min on 2 cores
+    .venv/bin/python bench/promptfoo_compare.py             # 200 cases, concurrency 4: minutes on idle cores
     .venv/bin/python bench/promptfoo_compare.py --cases 40 --rounds 3 --no-in-process
+    .venv/bin/python bench/promptfoo_compare.py --model fake --rounds 3   # the clients' own cost only
 
 promptfoo 0.118.0 (npm, Node 20 from Debian) is installed into bench/.node/ by ``bash scripts/system-deps.sh
 bench`` (``make bench`` runs it). The cases are eval_speed.py's (harness.make_rows: sentences of mypyc's docs
@@ -27,7 +28,8 @@ Python's packages alike). With --rounds N each client runs the suite N times, th
 time is the median, the ratio column is the median of each round's ratio to promptfoo.
 
 Equivalent on both sides: the messages (one user message, the question; promptfoo's prompt is ``{{input}}``),
-model, temperature 0, seed 0, max_tokens, concurrency, the assertion (``icontains`` the expected text: the case
+model, temperature 0 (promptfoo 0.118.0 drops a configured 0 from the body, so its config also passes it
+through), seed 0, max_tokens, concurrency, the assertion (``icontains`` the expected text: the case
 passes when the answer holds it, case ignored), no cache, results persisted. Not equivalent: llmdock stores a
 trace per case and computes a summary with confidence intervals, promptfoo prints its result table and writes
 a JSON file (each tool's usual output); ROUGE is left out because promptfoo's ``rouge-n`` (js-rouge, no
