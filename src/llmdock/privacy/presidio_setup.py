@@ -7,6 +7,7 @@ of Presidio's predefined recognizers adjusted (cards, phone numbers, e-mail addr
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -41,6 +42,10 @@ def without_torch() -> Iterator[None]:
 
 def import_presidio() -> None:
     if "presidio_analyzer" not in sys.modules:
+        # Its import logs "Using device of type: cpu" at INFO: noise on every start (PII masking is on by default).
+        presidio_log = logging.getLogger("presidio-analyzer")
+        if presidio_log.level == logging.NOTSET:
+            presidio_log.setLevel(logging.WARNING)
         with without_torch():
             import presidio_analyzer  # noqa: F401
             import presidio_anonymizer  # noqa: F401
