@@ -200,6 +200,9 @@ class Backend(ABC):
         self._in_flight = 0
         self._limit = 1 + spec.max_queue
         self.loaded = False
+        # What it serves from, filled when it loads (model file, registry version, artifact hash): traces
+        # and evaluation results record it, so a result names the exact model version that answered.
+        self.origin: dict[str, str] = {}
 
     @property
     def task(self) -> str:

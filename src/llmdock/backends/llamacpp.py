@@ -28,7 +28,7 @@ from llmdock.backends.base import (
     StreamChunk,
 )
 from llmdock.backends.logprobs import Logprobs, Placer, TokenLogprob
-from llmdock.backends.model_files import resolve_model_path
+from llmdock.backends.model_files import resolve_model_file
 from llmdock.errors import BackendError, BackendUnavailable, ConfigError, InvalidRequest
 
 if TYPE_CHECKING:  # llama_batch imports llama_cpp, which loads the library: only when a model loads
@@ -108,7 +108,7 @@ class LlamaCppBackend(InProcessBackend):
         from llmdock.backends.llama_batch import BatchEngine
 
         where = self.where("model_path")
-        path = resolve_model_path(self.params.model_path, self.settings, where=where)
+        path, self.origin = resolve_model_file(self.params.model_path, self.settings, where=where)
         threads = self.params.n_threads or self.settings.n_threads or os.cpu_count() or 1
         logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # llama.cpp's own log: errors only
         llama_cpp.llama_backend_init()

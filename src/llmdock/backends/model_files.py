@@ -21,9 +21,20 @@ log = logging.getLogger("llmdock")
 
 
 def resolve_model_path(spec: str, settings: Settings, *, where: str) -> Path:
-    home = settings.home
+    return resolve_model_file(spec, settings, where=where)[0]
+
+
+def resolve_model_file(spec: str, settings: Settings, *, where: str) -> tuple[Path, dict[str, str]]:
+    """The model file and where it came from, as traces and evaluation results record it: ``model_file``,
+    and for a registered version also ``model_version`` (``NAME/3``) and ``artifact`` (its sha256)."""
     if spec.startswith("models:/"):
         return _from_registry(spec, settings, where)
+    path = _local_path(spec, settings, where)
+    return path, {"model_file": str(path)}
+
+
+def _local_path(spec: str, settings: Settings, where: str) -> Path:
+    home = settings.home
     if spec.startswith("package://"):
         package, _, rel = spec.removeprefix("package://").partition("/")
         try:
@@ -50,7 +61,7 @@ def resolve_model_path(spec: str, settings: Settings, *, where: str) -> Path:
     return path
 
 
-def _from_registry(spec: str, settings: Settings, where: str) -> Path:
+def _from_registry(spec: str, settings: Settings, where: str) -> tuple[Path, dict[str, str]]:
     from llmdock.registry import ModelRegistry
     from llmdock.store import Store
 
@@ -63,4 +74,8 @@ def _from_registry(spec: str, settings: Settings, where: str) -> Path:
     except LlmdockError as exc:
         raise ConfigError(f"{spec}: {exc.message}", where=where) from None
     log.info("%s is version %d of %s (artifact %s)", spec, row.version, row.name, row.artifact[:12])
-    return path
+    return path, {
+        "model_file": str(path),
+        "model_version": f"{row.name}/{row.version}",
+        "artifact": row.artifact,
+    }

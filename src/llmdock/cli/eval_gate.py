@@ -67,7 +67,11 @@ def compare_cmd(
 @app.command("gate")
 def gate_cmd(
     suite_file: Path = typer.Argument(..., help="The suite (YAML)", exists=True, dir_okay=False),
-    baseline: str | None = typer.Option(None, help="A stored run to compare with (id or prefix)"),
+    baseline: str | None = typer.Option(
+        None,
+        help="What to compare with: a stored run (id or prefix), or the newest run of this suite answered by "
+        "a model version (NAME@alias, NAME/3, model:NAME@alias) or a prompt version (NAME@label, prompt:NAME@label)",
+    ),
     minimum: list[str] = typer.Option([], "--min", help="LABEL=VALUE bound beside the suite's `gate:`"),
     alpha: float = typer.Option(0.05, help="Significance level for regressions"),
     junit: Path | None = typer.Option(None, help="Also write the verdict as JUnit XML"),
@@ -76,9 +80,10 @@ def gate_cmd(
     """Run the suite; exit 1 when a metric is below its bound or regresses significantly against the baseline."""
     from llmdock.cli.access import who
     from llmdock.errors import InvalidRequest
+    from llmdock.evaluate.baseline import find_baseline
     from llmdock.evaluate.compare import compare
     from llmdock.evaluate.gate import gate, junit_xml
-    from llmdock.evaluate.results import get_run, load_results
+    from llmdock.evaluate.results import load_results
     from llmdock.evaluate.suite import load_suite
 
     suite = load_suite(suite_file)
@@ -95,7 +100,9 @@ def gate_cmd(
     base = None
     if baseline is not None:
         store = open_store(config)
-        base = load_results(store, get_run(store, baseline).id)
+        found = find_baseline(store, settings.home, suite.name, baseline)
+        typer.echo(found.why, err=True)
+        base = load_results(store, found.run.id)
     run_id, results = asyncio.run(_run(settings, suite, None, None, who().name))
     print_summary(results)
     comparison = compare(base, results, alpha=alpha) if base is not None else None

@@ -170,6 +170,8 @@ def record_route(ctx: RequestContext) -> None:
         "llmdock.attempts": info["attempts"],
         "llmdock.served_by_model": info["model"],
         "gen_ai.provider.name": info["backend"],
+        # llmdock.served_model_file, and for a registered model llmdock.served_model_version / _artifact
+        **{f"llmdock.served_{k}": v for k, v in info.get("origin", {}).items()},
     }
     ctx.annotate(**attrs)
     ctx.attributes.update(attrs)

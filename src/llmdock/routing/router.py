@@ -279,6 +279,7 @@ class ModelRoute(Backend):
                     "backend": dep.backend.kind,
                     "attempts": attempts,
                     "price": dep.config.price,
+                    "origin": dep.backend.origin,
                 }
             return result, dep, route
         if isinstance(last, TimeoutError) or last is None:
