@@ -56,6 +56,7 @@ bench: install
 	$(PY) bench/metric_speed.py
 	$(PY) bench/eval_speed.py
 	$(PY) bench/promptfoo_compare.py
+	$(PY) bench/fuzz_api.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

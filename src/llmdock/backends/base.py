@@ -274,7 +274,7 @@ class Backend(ABC):
                 f"This model's maximum context length is {window} tokens. However, you requested {wanted} "
                 f"tokens ({req.n_prompt_tokens} in the prompt, {req.params.max_tokens or 0} in the "
                 "completion). Please reduce the prompt or max_tokens.",
-                param=req.op.param,
+                param=req.op.param if req.n_prompt_tokens >= window else "max_tokens",  # the one to fix
                 extra={"context_window": window, "prompt_tokens": req.n_prompt_tokens},
             )
 

@@ -28,6 +28,7 @@ def serve(
     import uvicorn
 
     from llmdock.gateway import create_app, quiet_http_client_logs
+    from llmdock.gateway.http_protocol import GatewayHttpProtocol
     from llmdock.runtime import Runtime
 
     flags = {"host": host, "port": port, "default_model": default_model, "log_level": log_level}
@@ -42,7 +43,7 @@ def serve(
         "log_level": settings.log_level,
         "access_log": False,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": GatewayHttpProtocol,  # httptools; its own 400s OpenAI-shaped too
         "timeout_graceful_shutdown": 5,
         **_tls(ssl_certfile, ssl_keyfile),
     }

@@ -12,9 +12,9 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,11 +24,17 @@ from llmdock.errors import InvalidRequest
 from llmdock.gateway.admin_registry import registry_router
 from llmdock.gateway.deps import RuntimeDep, actor_of, body_of, runtime_of
 from llmdock.gateway.http import JSONResponse
+from llmdock.gateway.openapi import json_body
+from llmdock.gateway.schemas import StoredCount
 from llmdock.privacy import gdpr
 from llmdock.runtime import Runtime
 from llmdock.store import audit
 from llmdock.store.access_views import key_view, team_view, user_view
 from llmdock.store.traces import get_trace, list_traces
+
+MAX_DAYS = 36_500  # a hundred years: longer periods overflow dates
+RowLimit = Annotated[int, Query(ge=1, le=10_000)]
+Days = Annotated[int, Query(ge=1, le=MAX_DAYS)]
 
 
 class _Body(BaseModel):
@@ -36,8 +42,8 @@ class _Body(BaseModel):
 
 
 class _Limits(_Body):
-    rpm: int | None = Field(default=None, gt=0)
-    tpm: int | None = Field(default=None, gt=0)
+    rpm: StoredCount | None = None
+    tpm: StoredCount | None = None
     budget: float | None = Field(default=None, gt=0)
     budget_period: str = "month"
 
@@ -48,7 +54,7 @@ class KeyBody(_Limits):
     models: list[str] | None = None
     routes: list[str] | None = None
     prompts: list[str] | None = None
-    expires_in_days: float | None = Field(default=None, gt=0)
+    expires_in_days: float | None = Field(default=None, gt=0, le=MAX_DAYS)
 
 
 class UserBody(_Body):
@@ -131,7 +137,7 @@ async def rotate_key(ref: str, request: Request, runtime: RuntimeDep) -> Respons
     return JSONResponse({"key": clear, **key_view(key)}, status_code=201)
 
 
-async def audit_rows(runtime: RuntimeDep, limit_rows: int = 50, action: str | None = None) -> Response:
+async def audit_rows(runtime: RuntimeDep, limit_rows: RowLimit = 50, action: str | None = None) -> Response:
     rows = await asyncio.to_thread(audit.list_rows, directory(runtime).store, limit=limit_rows, action=action)
     return listed(rows, audit.row_view)
 
@@ -144,7 +150,7 @@ async def audit_verify(runtime: RuntimeDep) -> Response:
     )
 
 
-async def traces(runtime: RuntimeDep, limit_rows: int = 20, model: str | None = None) -> Response:
+async def traces(runtime: RuntimeDep, limit_rows: RowLimit = 20, model: str | None = None) -> Response:
     rows = await asyncio.to_thread(list_traces, directory(runtime).store, limit=limit_rows, model=model)
     return listed(rows, lambda r: gdpr.trace_view(r, []))
 
@@ -154,7 +160,7 @@ async def trace(trace_id: str, runtime: RuntimeDep) -> Response:
     return JSONResponse(gdpr.trace_view(row, spans))
 
 
-async def usage(runtime: RuntimeDep, days: int = 7, model: str | None = None) -> Response:
+async def usage(runtime: RuntimeDep, days: Days = 7, model: str | None = None) -> Response:
     from llmdock.store.usage import usage_summary
 
     rows = await asyncio.to_thread(usage_summary, directory(runtime).store, days=days, model=model)
@@ -195,7 +201,16 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
     ("export", "POST", "/data/export", subject_route(gdpr.export_subject, refresh=False)),
     ("erase", "POST", "/data/erase", subject_route(gdpr.erase_subject, refresh=True)),
 ]
+BODIES: dict[str, type[BaseModel]] = {  # the body each POST route parses (for the OpenAPI document)
+    "/keys": KeyBody,
+    "/users": UserBody,
+    "/teams": TeamBody,
+    "/data/export": SubjectBody,
+    "/data/erase": SubjectBody,
+}
 admin_router = APIRouter(prefix="/admin")
 for _name, _method, _path, _handler in ROUTES:
-    admin_router.add_api_route(_path, _handler, methods=[_method], name=_name)
+    _body = BODIES.get(_path) if _method == "POST" else None
+    _extra = json_body(_body) if _body else None
+    admin_router.add_api_route(_path, _handler, methods=[_method], name=_name, openapi_extra=_extra)
 admin_router.include_router(registry_router)

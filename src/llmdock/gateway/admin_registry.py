@@ -21,6 +21,8 @@ from starlette.responses import Response
 from llmdock.errors import InvalidRequest
 from llmdock.gateway.deps import RuntimeDep, actor_of, body_of, runtime_of
 from llmdock.gateway.http import JSONResponse
+from llmdock.gateway.openapi import json_body
+from llmdock.gateway.schemas import StoredCount
 from llmdock.prompts import PromptRegistry
 from llmdock.registry import ModelRegistry, Versioned
 from llmdock.runtime import Runtime
@@ -41,7 +43,7 @@ class PromptBody(_Body):
 
 class LabelBody(_Body):
     label: str
-    version: int = Field(gt=0)
+    version: StoredCount
 
 
 Handler = Callable[..., Any]
@@ -157,6 +159,13 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
         rollback_route("model", model_registry, "alias"),
     ),
 ]
+BODIES: dict[str, type[BaseModel]] = {  # the body each POST route parses (for the OpenAPI document)
+    "/prompts": PromptBody,
+    "/prompts/{name}/labels": LabelBody,
+    "/models/{name}/aliases": LabelBody,
+}
 registry_router = APIRouter()  # included in the /admin router
 for _name, _method, _path, _handler in ROUTES:
-    registry_router.add_api_route(_path, _handler, methods=[_method], name=_name)
+    _body = BODIES.get(_path) if _method == "POST" else None
+    _extra = json_body(_body) if _body else None
+    registry_router.add_api_route(_path, _handler, methods=[_method], name=_name, openapi_extra=_extra)

@@ -1,11 +1,12 @@
 """OpenAI request bodies, validated with pydantic. Unknown fields are ignored, as OpenAI's SDKs expect.
 
-Each generation body also turns itself into the backend-neutral :class:`GenerationRequest`.
+Each generation body also turns itself into the backend-neutral :class:`GenerationRequest`. The error body
+(:class:`ErrorBody`) is here too: every 4xx and 5xx of the gateway has its shape.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -18,7 +19,22 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str
+
+
+class ErrorBody(BaseModel):
+    """What every error answer holds (``LlmdockError.to_body``), as OpenAI's API answers errors."""
+
+    error: ErrorDetail
+
+
 FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
+# A positive number the store keeps as a 64-bit integer (larger ones overflow SQLite and PostgreSQL).
+StoredCount = Annotated[int, Field(gt=0, le=2**63 - 1)]
 
 
 class CalledFunction(_Body):
@@ -100,7 +116,7 @@ class _SamplingBody(_Body):
     user: str | None = None
     # A stored prompt template (LiteLLM's field names), rendered in front of what the request sends.
     prompt_id: str | None = Field(default=None, min_length=1)
-    prompt_version: int | None = Field(default=None, gt=0)
+    prompt_version: StoredCount | None = None
     prompt_label: str | None = Field(default=None, min_length=1)
     prompt_variables: dict[str, Any] | None = None
 
