@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import sys
@@ -38,10 +39,11 @@ class Outcome:
 
 @dataclass
 class Load:
-    """``clients`` closed loops posting ``body`` to ``url``; every answer lands in ``outcomes`` as it comes."""
+    """``clients`` closed loops posting ``body`` (or the bodies of a list in turn) to ``url``; every answer
+    lands in ``outcomes`` as it comes."""
 
     url: str
-    body: dict[str, Any]
+    body: dict[str, Any] | list[dict[str, Any]]
     clients: int
     timeout_s: float = 30.0
     headers: dict[str, str] = field(default_factory=dict)
@@ -56,12 +58,13 @@ class Load:
             await asyncio.gather(*(self._loop(http, stop_at) for _ in range(self.clients)))
 
     async def _loop(self, http: httpx.AsyncClient, stop_at: float) -> None:
-        payload = orjson.dumps(self.body)
-        ask = self._stream if self.body.get("stream") else self._plain
+        bodies = self.body if isinstance(self.body, list) else [self.body]
+        payloads = itertools.cycle([orjson.dumps(b) for b in bodies])
+        ask = self._stream if bodies[0].get("stream") else self._plain
         while time.perf_counter() < stop_at:
             t0 = time.perf_counter()
             try:
-                kind, text, trace_id = await ask(http, payload)
+                kind, text, trace_id = await ask(http, next(payloads))
             except httpx.TimeoutException:
                 kind, text, trace_id = "timed out (hung)", "", ""
             except httpx.HTTPError as exc:
