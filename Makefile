@@ -55,6 +55,7 @@ bench: install
 	$(PY) bench/guard_quality.py
 	$(PY) bench/metric_speed.py
 	$(PY) bench/eval_speed.py
+	$(PY) bench/promptfoo_compare.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

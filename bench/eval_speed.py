@@ -33,19 +33,16 @@ from __future__ import annotations
 import asyncio
 import importlib.resources
 import json
-import random
-import re
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from cpu_load import SummedLoad
-from harness import options
+from harness import make_rows, options
 from rich.console import Console
 from rich.table import Table
 from serve_figures import GGUF_FILE, GGUF_PACKAGE, MODEL, N_BATCH, N_CTX
@@ -55,7 +52,6 @@ from llmdock.evaluate.runner import run as run_suite
 from llmdock.evaluate.suite import Suite, load_suite
 from llmdock.runtime import Runtime
 
-SOURCE = ("mypy", "mypyc/doc/")
 ROUGE_THRESHOLD = 0.5
 TARGET_C1 = 1.15  # (b) / (a)
 VARIANTS = ("raw", "eval c=1", "eval c=4")
@@ -65,56 +61,6 @@ if not console.is_terminal:
 
 
 # --- the cases --------------------------------------------------------------------------------------------
-
-
-def source_sentences() -> tuple[list[str], str]:
-    """The prose sentences of mypyc's .rst docs (bullets unwrapped; directives, code, tables left out)."""
-    package, folder = SOURCE
-    files = sorted(
-        Path(str(f.locate()))
-        for f in metadata.files(package) or []
-        if str(f).startswith(folder) and str(f).endswith(".rst")
-    )
-    sentences: dict[str, None] = {}
-    for path in files:
-        text = re.sub(r"^\s*[-*]\s+", "", path.read_text(encoding="utf-8"), flags=re.M)
-        for block in re.split(r"\n\s*\n", text):
-            lines = [line.strip() for line in block.splitlines()]
-            if any(
-                line.startswith(("..", "=", "|", "+", "#", ">>>", "$"))
-                or line.endswith("::")
-                or re.fullmatch(r"[-=~^]+", line)
-                for line in lines
-            ):
-                continue
-            for sentence in re.split(r"(?<=[a-z0-9)][.!?])\s+(?=[A-Z])", " ".join(lines)):
-                if (
-                    5 <= len(sentence.split()) <= 25
-                    and sentence[0].isupper()
-                    and sentence[-1] in ".?!"
-                    and not re.search(r"[`|_*<>{}\\\[\]]|http", sentence)
-                ):
-                    sentences[sentence] = None
-    where = f"{package}=={metadata.version(package)} {files[0].parent}/*.rst" if files else package
-    return list(sentences), where
-
-
-def make_rows(count: int, seed: int) -> tuple[list[dict[str, Any]], str, int]:
-    sentences, where = source_sentences()
-    if not sentences:
-        raise SystemExit(f"no sentences found in {where}: is the dev extra (mypy) installed?")
-    order = sentences[:]
-    random.Random(seed).shuffle(order)
-    rows = []
-    for i in range(count):
-        sentence = order[(i // 2) % len(order)] if count <= 2 * len(order) else order[i % len(order)]
-        if i % 2 == 0:
-            question, expected = f"Repeat this sentence exactly: {sentence}", sentence
-        else:
-            question = f"What is the first word of this sentence? {sentence}"
-            expected = sentence.split()[0].strip(",.;:")
-        rows.append({"id": f"q{i:03d}", "input": question, "expected": expected})
-    return rows, where, len(sentences)
 
 
 def write_suite(folder: Path, name: str, rows: list[dict[str, Any]], max_tokens: int) -> Suite:

@@ -25,6 +25,20 @@ class MinuteLimiter:
         self._tokens: collections.deque[tuple[float, int]] = collections.deque()
         self._token_sum = 0
 
+    def seed(self, ages: list[tuple[float, int]]) -> None:
+        """Count requests that happened before this limiter existed: (seconds ago, tokens) each, any order.
+
+        A restarted gateway seeds its limiters from the traces of the last minute, so that a crash and
+        restart does not hand a key a fresh minute.
+        """
+        now = self.clock()
+        for age, tokens in sorted(ages, reverse=True):  # oldest first
+            if 0 <= age < 60:
+                self._requests.append(now - age)
+                if tokens > 0:
+                    self._tokens.append((now - age, tokens))
+                    self._token_sum += tokens
+
     def _expire(self, now: float) -> None:
         while self._requests and now - self._requests[0] >= 60:
             self._requests.popleft()

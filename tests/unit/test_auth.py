@@ -275,3 +275,28 @@ async def test_the_gateway_applies_the_retention_period(make_settings: Callable[
     purge = audit.list_rows(runtime.store, action="retention.purge")
     assert purge[0].after == {"older_than_days": 30, "traces_deleted": 2}
     await runtime.close()
+
+
+async def test_a_restart_does_not_hand_a_key_a_fresh_minute(
+    gateway_factory: Callable[[Settings], Any], make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings()
+    gw: Gateway = await gateway_factory(settings)
+    d = gw.runtime.auth.directory
+    d.create_user("root", ADMIN, role="admin")
+    d.create_key("root", ADMIN)  # auth is on once an admin key exists
+    d.create_user("svc", ADMIN, role="service")
+    key, _ = d.create_key("svc", ADMIN, rpm=3)
+    for _ in range(2):
+        assert (
+            await gw.client.post("/v1/chat/completions", json=CHAT, headers=bearer(key))
+        ).status_code == 200
+    gw.flush_traces()
+    await gw.runtime.close()  # as a restart: the next runtime's limiter starts from the stored traces
+    again: Gateway = await gateway_factory(settings)
+    assert (
+        await again.client.post("/v1/chat/completions", json=CHAT, headers=bearer(key))
+    ).status_code == 200
+    over = await again.client.post("/v1/chat/completions", json=CHAT, headers=bearer(key))
+    assert over.status_code == 429
+    assert over.headers["x-ratelimit-remaining-requests"] == "0"

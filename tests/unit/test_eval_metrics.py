@@ -243,6 +243,7 @@ def test_the_reference_metrics_are_the_comparisons() -> None:
         "rouge-2",
         "rouge-l",
         "similar",
+        "perplexity",  # of `expected` under the model (tests/unit/test_logprobs.py)
     }
 
 
@@ -274,6 +275,7 @@ BUILTIN_NAMES = {
     ),
     "guard",
     "llm-rubric",  # tests/unit/test_eval_judge.py
+    "perplexity",  # tests/unit/test_logprobs.py
 }
 
 

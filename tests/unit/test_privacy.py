@@ -103,6 +103,7 @@ async def test_encrypted_bodies_are_ciphertext_in_the_database_and_clear_through
 async def test_log_output_is_redacted_while_the_runtime_is_open(
     gateway_factory: MakeGateway, make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
 ) -> None:
+    before = logging.getLogRecordFactory()  # another test's open runtime may have installed its own
     gw: Gateway = await gateway_factory(make_settings(privacy={"pii": "mask"}))
     log = logging.getLogger("llmdock.test")
     with caplog.at_level(logging.INFO, logger="llmdock.test"):
@@ -116,7 +117,7 @@ async def test_log_output_is_redacted_while_the_runtime_is_open(
     assert EMAIL not in caplog.text
     assert CARD not in caplog.text
     await gw.runtime.close()
-    assert logging.getLogRecordFactory() is logging.LogRecord  # uninstalled with the runtime
+    assert logging.getLogRecordFactory() is before  # uninstalled with the runtime
 
 
 def test_privacy_config_errors_name_the_setting(

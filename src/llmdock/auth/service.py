@@ -29,8 +29,9 @@ from llmdock.errors import AuthError, Forbidden, RateLimited
 from llmdock.limits import MinuteLimiter, SharedMinuteLimiter
 from llmdock.shared_state import SharedState
 from llmdock.store import audit
-from llmdock.store.engine import Store
+from llmdock.store.engine import Store, _short
 from llmdock.store.models import ApiKey, Team, User
+from llmdock.store.usage import last_minute
 
 log = logging.getLogger("llmdock.auth")
 UNAUTHORIZED = "Invalid or missing API key."
@@ -203,12 +204,22 @@ class AuthService:
             prompts=key.prompts,
         )
 
+    def _seed(self, limiter: MinuteLimiter, scope: str) -> None:
+        """Count what the scope did in the last minute (before a restart, or on another worker that stored it)."""
+        if self.store is None:
+            return
+        try:
+            limiter.seed(last_minute(self.store, scope))
+        except Exception as exc:  # the store is away: the limiter starts empty, as it did before
+            log.warning("cannot read the last minute's requests of %s: %s", scope, _short(exc))
+
     def _limiter(self, q: Quota) -> MinuteLimiter | SharedMinuteLimiter:
         # Kept across cache refreshes so that the counts of the current minute survive them.
         name = f"{q.scope}:{q.rpm}:{q.tpm}"
         limiter = self._limiters.get(name)
         if limiter is None:
             local = MinuteLimiter(q.rpm, q.tpm)
+            self._seed(local, q.scope)
             limiter = SharedMinuteLimiter(self.shared, f"auth:{q.scope}", local) if self.shared else local
             self._limiters[name] = limiter
         return limiter

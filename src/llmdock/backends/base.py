@@ -13,7 +13,7 @@ from abc import ABC
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict
@@ -22,6 +22,9 @@ from pydantic import ValidationError as PydanticValidationError
 from llmdock.backends.operations import TEXT_OPERATIONS, TextOperation
 from llmdock.config import Settings, config_error_from_pydantic
 from llmdock.errors import BackendUnavailable, ContextWindowExceeded, InvalidRequest, Overloaded
+
+if TYPE_CHECKING:
+    from llmdock.backends.logprobs import Logprobs, TokenLogprob
 
 TextOperationName = Literal["chat", "completion"]
 T = TypeVar("T")
@@ -69,6 +72,10 @@ class GenerationRequest:
     grammar: str | None
     extra: dict[str, Any]  # extra body fields passed to an upstream as-is
     route: dict[str, Any]  # the router's bookkeeping; never sent anywhere
+    # Log-probabilities (backends/logprobs.py): None = not asked; else how many most likely alternatives
+    # to give per token (0..20). ``echo``: the prompt's tokens too (text completions).
+    logprobs: int | None
+    echo: bool
     op: TextOperation = field(repr=False, compare=False)
 
     def __init__(
@@ -81,6 +88,8 @@ class GenerationRequest:
         grammar: str | None = None,
         extra: dict[str, Any] | None = None,
         route: dict[str, Any] | None = None,
+        logprobs: int | None = None,
+        echo: bool = False,
     ) -> None:
         self.operation = operation
         self.op = TEXT_OPERATIONS[operation]
@@ -94,6 +103,8 @@ class GenerationRequest:
         self.grammar = grammar
         self.extra = {} if extra is None else extra
         self.route = {} if route is None else route
+        self.logprobs = logprobs
+        self.echo = echo
 
 
 @dataclass(slots=True)
@@ -105,6 +116,7 @@ class Generation:
     # OpenAI-shaped tool calls ({id, type, function: {name, arguments}}), set by the structured stage; ``text``
     # then holds the calls in llmdock's canonical form ([{"name", "arguments"}]) for traces and caches.
     tool_calls: list[dict[str, Any]] | None = None
+    logprobs: Logprobs | None = None  # when the request asked for them (GenerationRequest.logprobs)
 
 
 def tool_calls_text(calls: list[dict[str, Any]]) -> str:
@@ -130,6 +142,7 @@ class StreamChunk:
     text: str
     finish_reason: str | None = None
     tool_calls: list[dict[str, Any]] | None = None  # OpenAI-shaped tool-call deltas (index, id, function)
+    logprobs: list[TokenLogprob] | None = None  # the tokens this chunk's text came from, when asked
 
 
 @dataclass(slots=True)
@@ -172,6 +185,8 @@ class Backend(ABC):
     native_structured_output: ClassVar[bool] = False
     # True when decoding follows ``req.grammar`` (so a structured answer may stream as it is generated).
     enforces_grammar: ClassVar[bool] = False
+    # True when ``generate`` and ``stream`` give log-probabilities (and echo the prompt's) when asked.
+    gives_logprobs: ClassVar[bool] = False
 
     def __init__(self, spec: BackendSpec, settings: Settings) -> None:
         self.spec = spec

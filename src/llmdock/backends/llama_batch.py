@@ -24,7 +24,6 @@ history is not decoded twice). A cancelled request's cache is dropped.
 
 from __future__ import annotations
 
-import ctypes
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from typing import Any
 
 import llama_cpp
 
+from llmdock.backends.llama_logprobs import TokenScorer, token_piece
 from llmdock.backends.llama_sampler import SamplerChain, Sampling
 from llmdock.backends.llama_sequence import Delta, Sequence, Slot, common_prefix
 
@@ -92,7 +92,7 @@ class BatchEngine:
         self._running = False
         self._closing = False
         self._pieces: dict[int, bytes] = {}
-        self._piece_buf = ctypes.create_string_buffer(64)
+        self._scorer = TokenScorer(self._vocab, self.n_vocab)  # log-probabilities, for requests that ask
         # Counters for info(): how much batching really happened.
         self.steps = 0
         self.decoded_tokens = 0
@@ -201,12 +201,19 @@ class BatchEngine:
         free.remove(slot)
         keep = common_prefix(slot.tokens, seq.prompt)
         best = max(free, key=lambda s: common_prefix(s.tokens, seq.prompt), default=None)
-        if best is not None and common_prefix(best.tokens, seq.prompt) - keep >= COPY_MIN_TOKENS:
+        if (
+            best is not None
+            and not seq.echo
+            and common_prefix(best.tokens, seq.prompt) - keep >= COPY_MIN_TOKENS
+        ):
             llama_cpp.llama_memory_seq_cp(self._memory, best.seq_id, slot.seq_id, -1, -1)
             slot.tokens = list(best.tokens)
             keep = common_prefix(slot.tokens, seq.prompt)
         # Keep the shared prefix, but always decode at least the last prompt token: its logits are needed.
-        keep = min(keep, len(seq.prompt) - 1)
+        # An echo of the prompt's log-probabilities needs the logits of every prompt token: none is kept.
+        keep = 0 if seq.echo else min(keep, len(seq.prompt) - 1)
+        if seq.echo:
+            seq.scored.append(self._scorer.first(seq.prompt[0]))
         self.reused_tokens += keep
         if keep < len(slot.tokens) and not llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, keep, -1):
             llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)  # cannot cut: drop it all
@@ -218,7 +225,7 @@ class BatchEngine:
     def _step(self) -> None:
         batch = self._batch
         n = 0
-        fed: list[tuple[Slot, list[int]]] = []
+        fed: list[tuple[Slot, list[int], int]] = []  # (slot, its tokens, batch index of the first)
         # One token with logits for each sequence that is generating or down to its last prompt token.
         # The last prompt token always goes alone, never inside a prompt chunk: llama.cpp's logits for
         # a token differ in the last bits between a long chunk and a short step, and a prompt found in
@@ -235,8 +242,8 @@ class BatchEngine:
                 token = seq.pending[0] if seq.pending else seq.next_token
                 self._put(n, token, len(slot.tokens), slot.seq_id, True)
                 seq.out_index = n
+                fed.append((slot, [token], n))
                 n += 1
-                fed.append((slot, [token]))
         for slot in self._slots:  # then the rest of the prompts, as many tokens as fit
             seq = slot.sequence
             if seq is None or len(seq.pending) <= 1 or n == self.n_batch:
@@ -244,9 +251,9 @@ class BatchEngine:
             chunk = seq.pending[: min(self.n_batch - n, len(seq.pending) - 1)]
             start = len(slot.tokens)
             for i, token in enumerate(chunk):
-                self._put(n + i, token, start + i, slot.seq_id, False)
+                self._put(n + i, token, start + i, slot.seq_id, seq.echo)
+            fed.append((slot, chunk, n))
             n += len(chunk)
-            fed.append((slot, chunk))
         if n == 0:
             return
         batch.n_tokens = n
@@ -256,16 +263,32 @@ class BatchEngine:
         self.steps += 1
         self.decoded_tokens += n
         sampled = 0
-        for slot, tokens in fed:
+        for slot, tokens, at in fed:
             seq = slot.sequence
             assert seq is not None
             slot.tokens += tokens
+            if seq.echo and seq.out_index < 0:  # a prompt chunk decoded with its logits
+                scorer, top = self._scorer, seq.logprobs or 0
+                seq.scored += [
+                    scorer.score(self._ctx, at + i, seq.pending[i + 1], top) for i in range(len(tokens))
+                ]
             if seq.pending:
                 del seq.pending[: len(tokens)]
             if seq.out_index >= 0:
                 sampled += 1
-                self._advance(slot, seq, seq.sampler.sample(self._ctx, seq.out_index))
+                self._sample(slot, seq)
         self.max_sequences_per_step = max(self.max_sequences_per_step, sampled)
+
+    def _sample(self, slot: Slot, seq: Sequence) -> None:
+        if seq.max_tokens == 0:  # the prompt alone (its log-probabilities, with echo)
+            self._finish(slot, seq, "", "length")
+            return
+        token = seq.sampler.sample(self._ctx, seq.out_index)
+        if seq.logprobs is not None and not llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            seq.scored.append(
+                self._scorer.score(self._ctx, seq.out_index, token, seq.logprobs, self._piece(token))
+            )
+        self._advance(slot, seq, token)
 
     def _put(self, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
         batch = self._batch
@@ -289,12 +312,12 @@ class BatchEngine:
         else:
             seq.next_token = token
             if seq.stream and text:
-                seq.emit(Delta(text, None, seq.generated))
+                seq.emit(Delta(text, None, seq.generated, seq.take_scored()))
 
     def _finish(self, slot: Slot, seq: Sequence, text: str, reason: str) -> None:
         text += seq.text.finish()
         self._retire(slot, keep_cache=True)  # first: whoever gets the last delta finds the slot free
-        seq.emit(Delta(text if seq.stream else seq.text.text, reason, seq.generated))
+        seq.emit(Delta(text if seq.stream else seq.text.text, reason, seq.generated, seq.take_scored()))
 
     def _retire(self, slot: Slot, *, keep_cache: bool) -> None:
         seq = slot.sequence
@@ -308,12 +331,7 @@ class BatchEngine:
     def _piece(self, token: int) -> bytes:
         piece = self._pieces.get(token)
         if piece is None:
-            buf = self._piece_buf
-            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
-            if n < 0:  # longer than the buffer: -n is the length needed
-                buf = ctypes.create_string_buffer(-n)
-                n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
-            piece = self._pieces[token] = buf.raw[:n]
+            piece = self._pieces[token] = token_piece(self._vocab, token, special=False)
         return piece
 
     def _fail_active(self, exc: BaseException) -> None:

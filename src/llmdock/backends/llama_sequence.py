@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the sampler loads llama.cpp; a sequence only holds one
     from llmdock.backends.llama_sampler import SamplerChain
+    from llmdock.backends.logprobs import TokenLogprob
 
 
 @dataclass(slots=True)
@@ -22,6 +23,7 @@ class Delta:
     text: str
     finish_reason: str | None = None
     completion_tokens: int = 0
+    logprobs: list[TokenLogprob] | None = None  # tokens since the previous delta, when the request asked
 
 
 Emit = Callable[[Delta | BaseException], None]
@@ -93,6 +95,8 @@ class Sequence:
         sampler: SamplerChain,
         emit: Emit,
         stream: bool,
+        logprobs: int | None = None,
+        echo: bool = False,
     ) -> None:
         self.prompt = prompt
         self.max_tokens = max_tokens
@@ -106,6 +110,18 @@ class Sequence:
         self.next_token = -1  # the last sampled token, decoded in the next step
         self.out_index = -1  # position of this sequence's logits in the current batch, -1 if none
         self.generated = 0
+        # Log-probabilities: None = not asked, else the alternatives wanted per token; with ``echo``, the
+        # prompt's tokens are scored too (so none of the prompt comes from a slot's cache).
+        self.logprobs = logprobs
+        self.echo = echo and logprobs is not None
+        self.scored: list[TokenLogprob] = []  # scored tokens not yet sent in a delta
+
+    def take_scored(self) -> list[TokenLogprob] | None:
+        """The tokens scored since the last delta (None when the request did not ask)."""
+        if self.logprobs is None:
+            return None
+        scored, self.scored = self.scored, []
+        return scored
 
     def cancel(self) -> None:
         self.cancelled = True

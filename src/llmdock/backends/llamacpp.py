@@ -27,6 +27,7 @@ from llmdock.backends.base import (
     InProcessBackend,
     StreamChunk,
 )
+from llmdock.backends.logprobs import Logprobs, Placer, TokenLogprob
 from llmdock.backends.model_files import resolve_model_path
 from llmdock.errors import BackendError, BackendUnavailable, ConfigError, InvalidRequest
 
@@ -78,6 +79,7 @@ class LlamaCppBackend(InProcessBackend):
     kind = "llamacpp"
     Params = LlamaCppParams
     enforces_grammar = True
+    gives_logprobs = True
     params: LlamaCppParams
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -145,6 +147,7 @@ class LlamaCppBackend(InProcessBackend):
             )
         self._extra_stop = extra_stop
         self._bos_text = bos
+        self._bos_id = bos_id
         self._model = model
         self._engine = engine
 
@@ -238,11 +241,13 @@ class LlamaCppBackend(InProcessBackend):
 
         seq = Sequence(
             req.prompt_tokens or [],
-            max_tokens=p.max_tokens or self.context_window,
+            max_tokens=p.max_tokens if p.max_tokens is not None else self.context_window,
             stop=req.stop,
             sampler=sampler,
             emit=emit,
             stream=stream,
+            logprobs=req.logprobs,
+            echo=req.echo,
         )
         try:
             engine.submit(seq)
@@ -264,6 +269,7 @@ class LlamaCppBackend(InProcessBackend):
             seq.cancel()  # the consumer left early (client disconnect): free the slot at the next step
 
     async def generate(self, req: GenerationRequest) -> Generation:
+        scored = self._scored(req)
         async with contextlib.aclosing(self._deltas(req, stream=False)) as deltas:
             async for delta in deltas:
                 if delta.finish_reason is not None:
@@ -272,15 +278,59 @@ class LlamaCppBackend(InProcessBackend):
                         prompt_tokens=req.n_prompt_tokens,
                         completion_tokens=delta.completion_tokens,
                         finish_reason=delta.finish_reason,
+                        logprobs=None if scored is None else scored.whole(delta),
                     )
         raise BackendError("generation ended without a finish reason")
 
     async def stream(self, req: GenerationRequest) -> AsyncIterator[StreamChunk]:
+        scored = self._scored(req)
         # aclosing: when the client leaves, the sequence is cancelled now, not when the generator is collected.
         async with contextlib.aclosing(self._deltas(req, stream=True)) as deltas:
             async for delta in deltas:
                 if delta.text or delta.finish_reason:
-                    yield StreamChunk(text=delta.text, finish_reason=delta.finish_reason)
+                    logprobs = None if scored is None else scored.take(delta)
+                    yield StreamChunk(text=delta.text, finish_reason=delta.finish_reason, logprobs=logprobs)
+
+    def _scored(self, req: GenerationRequest) -> ScoredTokens | None:
+        if req.logprobs is None:
+            return None
+        tokens = req.prompt_tokens or []
+        implicit_bos = (
+            bool(tokens) and tokens[0] == self._bos_id and not req.prompt_text.startswith(self._bos_text)
+        )
+        return ScoredTokens(req.prompt_text, echo=req.echo, n_prompt=len(tokens), implicit_bos=implicit_bos)
+
+
+class ScoredTokens:
+    """A request's scored tokens as the engine's deltas bring them, with their text offsets: with echo the
+    prompt's first (offsets into the prompt), then the answer's (offsets after the prompt with echo, else
+    into the answer). Tokens past the answer's end (inside a stop string that cut it) are dropped."""
+
+    def __init__(self, prompt: str, *, echo: bool, n_prompt: int, implicit_bos: bool) -> None:
+        self.n_prompt = n_prompt if echo else 0
+        self._prompt_left = self.n_prompt
+        self._prompt = Placer(0, skip_first=implicit_bos)
+        self._start = len(prompt) if echo else 0
+        self._answer = Placer(self._start)
+        self._end = self._start
+        self._text: list[str] = []
+
+    def take(self, delta: Delta) -> list[TokenLogprob]:
+        """The tokens of one delta (of a stream, or the whole answer)."""
+        items = delta.logprobs or []
+        k = min(self._prompt_left, len(items))
+        self._prompt_left -= k
+        out = self._prompt.place(items[:k]) + self._answer.place(items[k:])
+        self._end += len(delta.text)
+        self._text.append(delta.text)
+        if delta.finish_reason is not None:
+            out = [t for i, t in enumerate(out) if i < k or t.offset < self._end]
+        return out
+
+    def whole(self, delta: Delta) -> Logprobs:
+        """The whole answer's, from its one delta."""
+        tokens = self.take(delta)
+        return Logprobs(tokens, "".join(self._text), self.n_prompt)
 
 
 def _text_prompt(prompt: str) -> tuple[str, list[str]]:

@@ -33,9 +33,10 @@ from llmdock.backends.base import (
     tool_calls_text,
 )
 from llmdock.backends.http1 import ConnectionPool
+from llmdock.backends.logprobs import Logprobs, Placer, TokenLogprob, placed
 from llmdock.backends.operations import EMBEDDING
 from llmdock.backends.upstream_errors import TRANSPORT_FAILURES, transport_error, upstream_error
-from llmdock.errors import BackendError, ConfigError
+from llmdock.errors import BackendError, ConfigError, InvalidRequest
 from llmdock.privacy.provider_secrets import SECRET_PREFIX, resolve_secret
 
 
@@ -70,6 +71,7 @@ class OpenAICompatBackend(Backend):
     Params = OpenAICompatParams
     params: OpenAICompatParams
     native_structured_output = True  # response_format, tools, tool_choice travel upstream in req.extra
+    gives_logprobs = True  # asked of the upstream; one that answers without them is refused (400)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -159,6 +161,14 @@ class OpenAICompatBackend(Backend):
                 body[name] = value
         if req.stop:
             body["stop"] = req.stop
+        if req.logprobs is not None:
+            if stream and req.echo:
+                raise InvalidRequest(
+                    f"model {self.name!r} (an upstream) cannot stream an echoed prompt's log-probabilities: "
+                    "set stream false, or leave out echo",
+                    param="echo",
+                )
+            body.update(op.logprobs_fields(req))
         body.update(req.extra)
         return body
 
@@ -191,13 +201,35 @@ class OpenAICompatBackend(Backend):
         if tool_calls:
             # Tool calls travel in llmdock's canonical text form; the structured stage validates them.
             text, finish = tool_calls_text(tool_calls), "tool_calls"
+        logprobs = None
+        if req.logprobs is not None:
+            text, logprobs = self._logprobs(req, choice, text or "")
         usage = data.get("usage") or {}
         return Generation(
             text=text or "",
             prompt_tokens=int(usage.get("prompt_tokens", req.n_prompt_tokens)),
             completion_tokens=int(usage.get("completion_tokens", self.count_tokens(text or ""))),
             finish_reason=finish,
+            logprobs=logprobs,
         )
+
+    def _logprobs(self, req: GenerationRequest, choice: dict[str, Any], text: str) -> tuple[str, Logprobs]:
+        """The upstream's log-probabilities; with echo, the answer's text without the prompt it starts with."""
+        tokens = self._read_logprobs(req, choice)
+        if not req.echo:
+            return text, Logprobs(placed(tokens), text)
+        prompt = req.prompt_text
+        answer = text[len(prompt) :] if text.startswith(prompt) else text
+        return answer, Logprobs(tokens, answer, sum(1 for t in tokens if t.offset < len(prompt)))
+
+    def _read_logprobs(self, req: GenerationRequest, choice: dict[str, Any]) -> list[TokenLogprob]:
+        tokens = req.op.read_logprobs(choice)
+        if tokens is None:
+            raise InvalidRequest(
+                f"model {self.name!r}: {self._where} answered without the log-probabilities asked for",
+                param="logprobs",
+            )
+        return tokens
 
     async def stream(self, req: GenerationRequest) -> AsyncIterator[StreamChunk]:
         op = req.op
@@ -209,6 +241,7 @@ class OpenAICompatBackend(Backend):
                     answer = (await resp.aread()).decode(errors="replace")
                     raise upstream_error(resp.status_code, answer, resp.headers, self._where)
                 calls: dict[int, dict[str, Any]] = {}  # tool-call deltas, joined by index
+                placer = Placer() if req.logprobs is not None else None  # offsets into the answer
                 # When the answer may be tool calls, its text waits for the end (the structured stage buffers such
                 # streams anyway): text beside calls is dropped, as in a non-streamed answer.
                 hold = bool(req.extra.get("tools")) and req.extra.get("tool_choice") != "none"
@@ -226,6 +259,7 @@ class OpenAICompatBackend(Backend):
                         continue
                     choice = event["choices"][0]
                     text, call_deltas = op.read_delta(choice)
+                    logprobs = placer.place(self._read_logprobs(req, choice)) if placer and text else None
                     for call in call_deltas:
                         _join_call_delta(calls, call)
                     finish = choice.get("finish_reason")
@@ -236,7 +270,7 @@ class OpenAICompatBackend(Backend):
                     elif hold and not finish:
                         held.append(text or "")
                     else:
-                        yield StreamChunk("".join(held) + (text or ""), finish)
+                        yield StreamChunk("".join(held) + (text or ""), finish, logprobs=logprobs)
                         held.clear()
         except TRANSPORT_FAILURES as exc:
             raise transport_error(exc, self._where) from None

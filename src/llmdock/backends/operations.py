@@ -14,6 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from llmdock.backends.logprobs import (
+    TokenLogprob,
+    chat_content,
+    completion_logprobs,
+    read_chat_content,
+    read_completion_logprobs,
+)
 from llmdock.errors import InvalidRequest
 
 if TYPE_CHECKING:  # base.py imports this module; the types are for annotations only
@@ -83,6 +90,22 @@ class TextOperation(Operation):
         """The one choice of a streamed chunk."""
         raise NotImplementedError
 
+    # --- log-probabilities (backends/logprobs.py), in this operation's OpenAI format ------------------
+    def logprobs_body(self, tokens: list[TokenLogprob]) -> dict[str, Any]:
+        """A choice's ``logprobs`` object."""
+        raise NotImplementedError
+
+    def read_logprobs(self, choice: dict[str, Any]) -> list[TokenLogprob] | None:
+        """The tokens of an upstream choice's (or chunk choice's) ``logprobs``; None when it has none."""
+        raise NotImplementedError
+
+    def logprobs_fields(self, req: GenerationRequest) -> dict[str, Any]:
+        """The fields that ask an upstream for log-probabilities as ``req`` does."""
+        raise NotImplementedError
+
+    def logprobs_of(self, tokens: list[TokenLogprob] | None) -> dict[str, Any] | None:
+        return None if tokens is None else self.logprobs_body(tokens)
+
 
 class Chat(TextOperation):
     __slots__ = ()
@@ -116,7 +139,8 @@ class Chat(TextOperation):
         message: dict[str, Any] = {"role": "assistant", "content": gen.text}
         if gen.tool_calls:
             message = {"role": "assistant", "content": None, "tool_calls": gen.tool_calls}
-        return {"index": 0, "message": message, "finish_reason": gen.finish_reason, "logprobs": None}
+        logprobs = self.logprobs_of(gen.logprobs.tokens) if gen.logprobs is not None else None
+        return {"index": 0, "message": message, "finish_reason": gen.finish_reason, "logprobs": logprobs}
 
     def opening_choice(self) -> dict[str, Any] | None:
         return {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
@@ -129,7 +153,24 @@ class Chat(TextOperation):
             if chunk.text
             else {}
         )
+        if chunk.logprobs is not None:
+            return {
+                "index": 0,
+                "delta": delta,
+                "logprobs": self.logprobs_body(chunk.logprobs),
+                "finish_reason": chunk.finish_reason,
+            }
         return {"index": 0, "delta": delta, "finish_reason": chunk.finish_reason}
+
+    def logprobs_body(self, tokens: list[TokenLogprob]) -> dict[str, Any]:
+        return {"content": chat_content(tokens)}
+
+    def logprobs_fields(self, req: GenerationRequest) -> dict[str, Any]:
+        return {"logprobs": True, "top_logprobs": req.logprobs}
+
+    def read_logprobs(self, choice: dict[str, Any]) -> list[TokenLogprob] | None:
+        found = choice.get("logprobs")
+        return None if found is None else read_chat_content(found.get("content"))
 
 
 class Completion(TextOperation):
@@ -161,10 +202,22 @@ class Completion(TextOperation):
         return choice.get("text"), []
 
     def response_choice(self, gen: Generation) -> dict[str, Any]:
-        return {"index": 0, "text": gen.text, "finish_reason": gen.finish_reason, "logprobs": None}
+        logprobs = self.logprobs_of(gen.logprobs.tokens) if gen.logprobs is not None else None
+        return {"index": 0, "text": gen.text, "finish_reason": gen.finish_reason, "logprobs": logprobs}
 
     def chunk_choice(self, chunk: StreamChunk) -> dict[str, Any]:
-        return {"index": 0, "text": chunk.text, "logprobs": None, "finish_reason": chunk.finish_reason}
+        logprobs = self.logprobs_of(chunk.logprobs)
+        return {"index": 0, "text": chunk.text, "logprobs": logprobs, "finish_reason": chunk.finish_reason}
+
+    def logprobs_body(self, tokens: list[TokenLogprob]) -> dict[str, Any]:
+        return completion_logprobs(tokens)
+
+    def logprobs_fields(self, req: GenerationRequest) -> dict[str, Any]:
+        return {"logprobs": req.logprobs, "echo": req.echo}
+
+    def read_logprobs(self, choice: dict[str, Any]) -> list[TokenLogprob] | None:
+        found = choice.get("logprobs")
+        return None if found is None else read_completion_logprobs(found)
 
 
 CHAT = Chat(name="chat", param="messages", otel_name="chat", upstream_path="/chat/completions")

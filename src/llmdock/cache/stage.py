@@ -206,16 +206,20 @@ class CacheStage:
     async def _push(self, scope: str, vector: np.ndarray, value: bytes, ttl_s: float) -> None:
         shared, log_ = self.shared, self.shared_semantic
         if shared is not None and log_ is not None:
-            value = await self._shareable(value)
-            await shared.run(lambda: log_.push(scope, vector, value, ttl_s), _nothing)
+            shareable = await self._shareable(value)
+            if shareable is not None:
+                await shared.run(lambda: log_.push(scope, vector, shareable, ttl_s), _nothing)
 
     # -- privacy: what leaves the process is redacted (privacy.pii); see llmdock.privacy.privacy_policy ---
 
-    async def _shareable(self, value: bytes) -> bytes:
+    async def _shareable(self, value: bytes) -> bytes | None:
+        """The entry as it may leave the process; None if it may not (masked PII could not be put back)."""
         return value if self.privacy is None else await self.privacy.shareable(value)
 
     async def _set_shared(self, key: str, value: bytes, ttl_s: float) -> None:
-        await self.store.set(key, await self._shareable(value), ttl_s)
+        shareable = await self._shareable(value)
+        if shareable is not None:
+            await self.store.set(key, shareable, ttl_s)
 
     def _restored(self, ctx: RequestContext, gen: Generation) -> Generation:
         """A shared entry was stored pseudonymised: put back the values this request's own prompt holds."""

@@ -32,6 +32,9 @@ def chat(
     question: str = typer.Argument(..., help="What to ask"),
     model: str | None = typer.Option(None, "--model", "-m", help="Model name [settings' default_model]"),
     system: str | None = typer.Option(None, "--system", "-s", help="System prompt"),
+    turns: list[str] = typer.Option(
+        [], "--turn", help="A message before the question, ROLE:TEXT (e.g. tool:RESULT); repeatable"
+    ),
     max_tokens: int = typer.Option(256, help="Most tokens to generate"),
     temperature: float | None = typer.Option(None, help="Sampling temperature (model default if unset)"),
     seed: int | None = typer.Option(None, help="Fixed seed for reproducible sampling"),
@@ -42,15 +45,29 @@ def chat(
 ) -> None:
     """Ask a question; the answer streams as it is generated."""
     settings = load_settings(config)
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": question}
-    ]
+    messages = (
+        ([{"role": "system", "content": system}] if system else [])
+        + [_turn(t) for t in turns]
+        + [{"role": "user", "content": question}]
+    )
     ask = Ask(model or settings.default_model, messages, max_tokens, temperature, seed)
     if url:
         _chat_remote(url, ask)
     else:
         asyncio.run(_chat_local(settings, ask))
     sys.stdout.write("\n")
+
+
+def _turn(text: str) -> dict[str, str]:
+    from llmdock.errors import InvalidRequest
+
+    role, sep, content = text.partition(":")
+    if not sep or role not in ("system", "user", "assistant", "tool", "developer"):
+        raise InvalidRequest(
+            f"--turn {text[:40]!r}: give ROLE:TEXT, ROLE one of system, user, assistant, tool, developer",
+            param="turn",
+        )
+    return {"role": role, "content": content}
 
 
 async def _chat_local(settings: object, ask: Ask) -> None:

@@ -18,6 +18,7 @@ from llmdock.cli import (
     guards,
     models,
     prompts,
+    scan_cmd,
     secrets_cmd,
     serve,
     traces,
@@ -47,6 +48,7 @@ COMMANDS: dict[str, typer.Typer | Callable[..., None]] = {  # in the order of th
     "audit": audit.app,
     "data": data.app,
     "eval": eval_cmd.app,
+    "scan": scan_cmd.scan,
 }
 for name, command in COMMANDS.items():
     if isinstance(command, typer.Typer):

@@ -164,7 +164,9 @@ class PrivacySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     pii: Literal["off", "mask", "pseudonymize"] = Field(
-        default="off", description="what happens to PII in traces, shared cache entries and logs"
+        default="mask",
+        description="what happens to PII in traces, the journal, shared cache entries and logs before they are "
+        "written: mask (default: direct identifiers become <ENTITY>), pseudonymize, or off",
     )
     entities: list[str] = Field(default_factory=lambda: list(DEFAULT_PII_ENTITIES))
     score_threshold: float = Field(default=0.4, ge=0, le=1, description="Presidio score needed to redact")

@@ -226,9 +226,12 @@ def _forests(t: TargetComparison) -> list[str]:
     return plots
 
 
-def _environment() -> jinja2.Environment:
+def environment(*packages: str) -> jinja2.Environment:
+    """The report pages' Jinja2 environment: the templates of ``packages`` (each its ``templates`` folder)
+    before this package's own (the shared style, ``style.css.j2``), autoescaped, with the number filters."""
+    loaders = [jinja2.PackageLoader(p, "templates") for p in (*packages, "llmdock.evaluate")]
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("llmdock.evaluate", "templates"),
+        loader=jinja2.ChoiceLoader(loaders),
         autoescape=True,  # every template, whatever its name: data is text, never markup
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -241,7 +244,7 @@ def _environment() -> jinja2.Environment:
 
 def to_html(report: Report) -> str:
     """The page. The SVGs were escaped where they were drawn; everything else is escaped by Jinja2."""
-    template = _environment().get_template("report.html.j2")
+    template = environment().get_template("report.html.j2")
     return template.render(
         report=report,
         headers=[_header(name, run) for name, run in zip(report.names, report.runs, strict=True)],

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from llmdock.auth.service import Principal
+from llmdock.backends.logprobs import require_logprobs
 from llmdock.errors import InvalidRequest, LlmdockError, StoreUnavailable
 from llmdock.gateway.deps import RuntimeDep, body_of, principal_of
 from llmdock.gateway.http import JSONResponse, parse_body, read_body
@@ -24,6 +25,7 @@ from llmdock.pipeline.context import RequestContext
 from llmdock.pipeline.telemetry import request_cost, token_counts
 from llmdock.prompts import PromptCall
 from llmdock.runtime import Runtime
+from llmdock.structured.plan import route_backends
 
 GenerationBody = ChatCompletionBody | CompletionBody
 G = TypeVar("G", ChatCompletionBody, CompletionBody)
@@ -117,7 +119,16 @@ async def build_context(runtime: Runtime, request: Request, body: GenerationBody
     fields = body.structured_fields()
     if fields is not None:
         plan_structured(runtime, ctx, fields)
+    if ctx.request is not None and ctx.request.logprobs is not None:
+        ask_logprobs(ctx)
     return ctx
+
+
+def ask_logprobs(ctx: RequestContext) -> None:
+    """Check every deployment of the model can give log-probabilities; keep the answer out of the cache (a
+    cached answer has none)."""
+    require_logprobs(ctx.model, route_backends(ctx.backend), "logprobs")
+    ctx.cache_control += " no-store"
 
 
 async def respond(runtime: Runtime, ctx: RequestContext, body: GenerationBody) -> Response:

@@ -7,6 +7,8 @@ import struct
 import time
 from typing import Any
 
+from llmdock.backends.base import Generation, GenerationRequest
+from llmdock.errors import InvalidRequest
 from llmdock.gateway.schemas import EmbeddingBody
 from llmdock.pipeline.context import RequestContext
 from llmdock.pipeline.telemetry import token_counts
@@ -23,15 +25,33 @@ def completion_body(ctx: RequestContext) -> dict[str, Any]:
     gen = ctx.generation
     assert gen is not None
     assert ctx.request is not None
-    op = ctx.request.op
+    req = ctx.request
+    op = req.op
+    if req.logprobs is not None:
+        check_logprobs(req, gen)
+    choice = op.response_choice(gen)
+    if req.echo:  # text completions: the prompt, then the answer
+        choice["text"] = req.prompt_text + choice["text"]
     return {
         "id": op.id_prefix + ctx.trace_id,
         "object": op.response_object,
         "created": int(time.time()),
         "model": ctx.model,
-        "choices": [op.response_choice(gen)],
+        "choices": [choice],
         "usage": usage(ctx),
     }
+
+
+def check_logprobs(req: GenerationRequest, gen: Generation) -> None:
+    """Log-probabilities were asked: refuse to answer without them, or with ones of another text."""
+    if gen.logprobs is None:
+        raise InvalidRequest("the model gave no log-probabilities for this answer", param="logprobs")
+    if gen.logprobs.answer != gen.text:
+        raise InvalidRequest(
+            "the answer was changed after it was generated (a guard redacted it, or structured output "
+            "repaired it), so its log-probabilities do not describe it: leave out logprobs",
+            param="logprobs",
+        )
 
 
 def embedding_body(ctx: RequestContext, body: EmbeddingBody) -> dict[str, Any]:

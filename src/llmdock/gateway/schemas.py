@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmdock.backends.base import GenerationRequest, SamplingParams
+from llmdock.backends.logprobs import MAX_TOP_LOGPROBS
 from llmdock.gateway.http import FieldError
 
 
@@ -150,6 +151,8 @@ class ChatCompletionBody(_SamplingBody):
     tools: list[Tool] | None = Field(default=None, max_length=128)
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
     def structured_fields(self) -> dict[str, Any] | None:
         """response_format, tools, tool_choice and parallel_tool_calls as sent (None when none is)."""
@@ -173,6 +176,8 @@ class ChatCompletionBody(_SamplingBody):
     def _fields_together(self) -> ChatCompletionBody:
         if not self.messages and self.prompt_id is None:
             raise FieldError("messages", "Field required (unless a prompt_id gives the messages)")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise FieldError("top_logprobs", "top_logprobs needs logprobs: true")
         self._check_prompt_fields()
         return self
 
@@ -184,7 +189,10 @@ class ChatCompletionBody(_SamplingBody):
 
     def generation_request(self) -> GenerationRequest:
         return GenerationRequest(
-            "chat", self.sampling(), messages=[m.model_dump(exclude_none=True) for m in self.messages]
+            "chat",
+            self.sampling(),
+            messages=[m.model_dump(exclude_none=True) for m in self.messages],
+            logprobs=(self.top_logprobs or 0) if self.logprobs else None,
         )
 
 
@@ -192,7 +200,10 @@ class CompletionBody(_SamplingBody):
     operation: ClassVar[Literal["completion"]] = "completion"
 
     prompt: str | list[str] | None = None
+    # 0 with echo: the prompt alone, scored (its log-probabilities), nothing generated.
+    max_tokens: int | None = Field(default=None, ge=0)
     echo: bool = False
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
     @field_validator("prompt")
     @classmethod
@@ -214,7 +225,9 @@ class CompletionBody(_SamplingBody):
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
     def generation_request(self) -> GenerationRequest:
-        return GenerationRequest("completion", self.sampling(), prompt=self.prompt_text())
+        return GenerationRequest(
+            "completion", self.sampling(), prompt=self.prompt_text(), logprobs=self.logprobs, echo=self.echo
+        )
 
     def structured_fields(self) -> None:
         """Text completions have no response_format or tools."""

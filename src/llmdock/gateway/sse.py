@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -12,7 +13,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from llmdock.backends.base import StreamChunk
-from llmdock.errors import LlmdockError
+from llmdock.errors import InvalidRequest, LlmdockError
 from llmdock.gateway.responses import usage
 from llmdock.pipeline.context import RequestContext
 
@@ -92,7 +93,9 @@ async def completion_events(
     an error event, since the headers are gone.
     """
     assert ctx.request is not None
-    op = ctx.request.op
+    req = ctx.request
+    op = req.op
+    echo = req.prompt_text if req.echo else ""  # text completions: the prompt comes first
     base = {
         "id": op.id_prefix + ctx.trace_id,
         "object": op.chunk_object,
@@ -104,6 +107,15 @@ async def completion_events(
         if opening is not None:
             yield sse_event({**base, "choices": [opening]})
         async for chunk in _every_chunk(first, chunks):
+            if req.logprobs is not None and chunk.text and chunk.logprobs is None:
+                raise InvalidRequest(
+                    "the answer was changed as it streamed (a guard or structured output re-cut it), so its "
+                    "log-probabilities do not describe it: leave out logprobs",
+                    param="logprobs",
+                )
+            if echo:
+                chunk = replace(chunk, text=echo + chunk.text)
+                echo = ""
             yield sse_event({**base, "choices": [op.chunk_choice(chunk)]})
         if include_usage:
             yield sse_event({**base, "choices": [], "usage": usage(ctx)})

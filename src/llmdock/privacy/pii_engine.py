@@ -30,6 +30,7 @@ from llmdock.errors import ConfigError
 from llmdock.privacy.presidio_setup import (
     NER_MODEL,
     configured_recognizer,
+    context_enhancer,
     import_presidio,
     load_ner_pipeline,
     nlp_engine_class,
@@ -134,7 +135,10 @@ class PiiEngine:
                 SpacyRecognizer(supported_language=language, supported_entities=ner_wanted)
             )
         self._analyzer = AnalyzerEngine(
-            registry=registry, nlp_engine=nlp_engine, supported_languages=[language]
+            registry=registry,
+            nlp_engine=nlp_engine,
+            supported_languages=[language],
+            context_aware_enhancer=context_enhancer(score_threshold),
         )
         self._anonymizer = AnonymizerEngine()  # type: ignore[no-untyped-call]
         phone_digits = phone_min_digits(tuple(phone_regions))

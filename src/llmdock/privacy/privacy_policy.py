@@ -147,18 +147,25 @@ class PrivacyPolicy:
             if rec.output:
                 rec.output = self.keyring.seal_text(rec.output, f"trace:{rec.id}:output")
 
-    async def shareable(self, value: bytes) -> bytes:
+    async def shareable(self, value: bytes) -> bytes | None:
         """A cache entry (``{"text": ...}`` JSON) as it may leave the process: its answer redacted.
 
-        Runs in a worker thread: the caller is a background task, and redaction should not hold the loop.
+        Pseudonymised answers are shared (a request holding the same values gets them back); a masked
+        answer that held PII is not shared at all (None): served from the cache it would differ from the
+        model's answer, and nothing could put the values back. Runs in a worker thread: the caller is a
+        background task, and redaction should not hold the loop.
         """
         if self.engine is None:
             return value
         return await asyncio.to_thread(self._redact_entry, value)
 
-    def _redact_entry(self, value: bytes) -> bytes:
+    def _redact_entry(self, value: bytes) -> bytes | None:
         entry = orjson.loads(value)
-        entry["text"] = self.redact(entry.get("text", ""))
+        text = entry.get("text", "")
+        redacted = self.redact(text)
+        if redacted != text and self.pseudonym_key is None:
+            return None
+        entry["text"] = redacted
         return orjson.dumps(entry)
 
     def restore(self, text: str, source: str) -> str:

@@ -67,3 +67,21 @@ def usage_summary(store: Store, *, days: int = 7, model: str | None = None) -> l
             )
             for r in s.execute(q)
         ]
+
+
+def last_minute(store: Store, scope: str) -> list[tuple[float, int]]:
+    """The requests of a key (``key:<id>``) or team (``team:<id>``) in the last 60 s: (seconds ago, tokens)."""
+    kind, ident = scope.split(":", 1)
+    column = Trace.api_key_id if kind == "key" else Trace.team_id
+    now = datetime.now(UTC)
+    with store.session() as s:
+        rows = s.execute(
+            select(Trace.created_at, Trace.prompt_tokens + Trace.completion_tokens).where(
+                column == ident, Trace.created_at >= now - timedelta(seconds=60)
+            )
+        ).all()
+    return [((now - _aware(created)).total_seconds(), int(tokens or 0)) for created, tokens in rows]
+
+
+def _aware(when: datetime) -> datetime:
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
