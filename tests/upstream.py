@@ -6,13 +6,19 @@ text names the upstream), ``500``, ``429`` (with Retry-After), ``policy`` (conte
 after its first token), ``script`` (answers ``replies`` in turn, the last one repeating; each reply is a
 message: ``{"content": ...}`` or ``{"tool_calls": [...]}``, optionally with ``finish_reason``). Every
 request body is kept in ``bodies``. ``tls=(cert, key)`` serves HTTPS. ``stop()`` closes the socket,
-so later requests get connection refused, as from a crashed server.
+so later requests get connection refused, as from a crashed server. ``port`` fixes the port (a restarted
+upstream comes back where it was).
+
+``python -m tests.upstream NAME PORT`` runs one as a process of its own (for fault benches that kill or
+stop it); SIGUSR1 switches it to ``500``, SIGHUP to ``cut``, SIGUSR2 back to ``ok``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -40,6 +46,7 @@ class Upstream:
         delay: float = 0.0,
         replies: list[dict[str, Any]] | None = None,
         tls: tuple[Path, Path] | None = None,
+        port: int | None = None,
     ) -> None:
         self.name = name
         self.mode = mode
@@ -48,7 +55,7 @@ class Upstream:
         self.bodies: list[dict[str, Any]] = []
         self.hits = 0
         self.last_authorization: str | None = None
-        self.port = _free_port()
+        self.port = port or _free_port()
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/v1"
         app = Starlette(
             routes=[
@@ -178,3 +185,18 @@ class Upstream:
                 yield event({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
         yield event({}, finish)
         yield b"data: [DONE]\n\n"
+
+
+def _serve_as_process(name: str, port: int) -> None:
+    up = Upstream(name, port=port)
+    modes = {signal.SIGUSR1: "500", signal.SIGHUP: "cut", signal.SIGUSR2: "ok"}
+    for signum, mode in modes.items():
+        signal.signal(signum, lambda _s, _f, mode=mode: setattr(up, "mode", mode))
+    signal.signal(signal.SIGTERM, lambda _s, _f: setattr(up.server, "should_exit", True))
+    print(f"upstream {name} on {up.url}", flush=True)
+    while up.thread.is_alive():
+        up.thread.join(timeout=0.5)
+
+
+if __name__ == "__main__":
+    _serve_as_process(sys.argv[1], int(sys.argv[2]))

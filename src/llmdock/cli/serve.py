@@ -45,6 +45,9 @@ def serve(
         "loop": "uvloop",
         "http": GatewayHttpProtocol,  # httptools; its own 400s OpenAI-shaped too
         "timeout_graceful_shutdown": 5,
+        # uvicorn's 5 s closed kept-alive connections whose next request was already waiting when an
+        # overloaded loop came back to its timers late: the client saw a reset (bench/soak.py, c=64).
+        "timeout_keep_alive": 75,
         **_tls(ssl_certfile, ssl_keyfile),
     }
     if workers == 1:

@@ -66,6 +66,12 @@ class CircuitBreaker:
                 self._recent.clear()
                 self.last_error = ""
 
+    def abandon(self) -> None:
+        """A request ended with no verdict on the deployment (its client went away, or it was refused for what
+        it asked): in half-open, its probe slot is free again, or no probe could ever close the breaker."""
+        if self._state == "half_open":
+            self._probes_in_flight = max(0, self._probes_in_flight - 1)
+
     def record_failure(self, error: str = "") -> None:
         now = self.clock()
         self.last_error = error

@@ -219,6 +219,7 @@ class ModelRoute(Backend):
         req: GenerationRequest | None,
         call: Callable[[Backend], Awaitable[T]],
         tokens: int,
+        settle: bool,
     ) -> T:
         if not dep.has_room():  # checked before anything is counted
             raise _Skip(Overloaded(f"deployment {dep.id} is at max_in_flight", headers={"Retry-After": "1"}))
@@ -245,28 +246,37 @@ class ModelRoute(Backend):
         try:
             async with asyncio.timeout(total):
                 result = await call(dep.backend)
-        except (*RETRYABLE, *FALLBACK_ONLY) as exc:
+        except RETRYABLE as exc:
             if isinstance(exc, Overloaded):
+                dep.breaker.abandon()
                 raise _Skip(exc) from None
-            if isinstance(exc, RETRYABLE):
-                dep.failures += 1
-                dep.breaker.record_failure(str(exc) or type(exc).__name__)
+            dep.failures += 1
+            dep.breaker.record_failure(str(exc) or type(exc).__name__)
+            raise
+        except BaseException:  # cancelled, or refused for its content: says nothing about the deployment
+            dep.breaker.abandon()
             raise
         finally:
             dep.backend.release()
         dep.observe_latency((time.perf_counter() - t0) * 1000)
-        dep.breaker.record_success()
+        if settle:  # else the caller records the verdict (a stream: when it ends)
+            dep.breaker.record_success()
         return result
 
     async def _route(
-        self, req: GenerationRequest | None, call: Callable[[Backend], Awaitable[T]], tokens: int = 0
+        self,
+        req: GenerationRequest | None,
+        call: Callable[[Backend], Awaitable[T]],
+        tokens: int = 0,
+        *,
+        settle: bool = True,
     ) -> tuple[T, Deployment, ModelRoute]:
         """Run ``call`` on the best deployment of this model, retrying, then along the fallback chain."""
         last: LlmdockError | TimeoutError | None = None
         chain = self.chain()
         for route in chain:
             try:
-                result, dep, attempts = await route._route_here(req, call, tokens)
+                result, dep, attempts = await route._route_here(req, call, tokens, settle)
             except (*RETRYABLE, *FALLBACK_ONLY) as exc:
                 last = exc
                 if route is not chain[-1]:
@@ -287,7 +297,11 @@ class ModelRoute(Backend):
         raise last
 
     async def _route_here(
-        self, req: GenerationRequest | None, call: Callable[[Backend], Awaitable[T]], tokens: int
+        self,
+        req: GenerationRequest | None,
+        call: Callable[[Backend], Awaitable[T]],
+        tokens: int,
+        settle: bool,
     ) -> tuple[T, Deployment, int]:
         cfg = self.model_config
         failed: set[Deployment] = set()
@@ -299,7 +313,7 @@ class ModelRoute(Backend):
             tried = None
             for dep in fresh or ranked:
                 try:
-                    return await self._attempt(dep, req, call, tokens), dep, attempt + 1
+                    return await self._attempt(dep, req, call, tokens, settle), dep, attempt + 1
                 except _Skip as skip:
                     skipped.append(skip.error)
                 except RETRYABLE as exc:
@@ -358,7 +372,8 @@ class ModelRoute(Backend):
             opened["chunks"] = chunks
             return first
 
-        first, dep, _ = await self._route(req, open_first, req.n_prompt_tokens)
+        # A stream is judged by how it ends, not by its first chunk: a half-open probe cut mid-way reopens.
+        first, dep, _ = await self._route(req, open_first, req.n_prompt_tokens, settle=False)
         chunks: AsyncIterator[StreamChunk] = opened["chunks"]
         # The stream holds its deployment's slot until it ends (_attempt released it at the first chunk).
         dep.backend.hold()
@@ -371,6 +386,11 @@ class ModelRoute(Backend):
             dep.failures += 1
             dep.breaker.record_failure(str(exc))
             raise
+        except BaseException:  # the client went away
+            dep.breaker.abandon()
+            raise
+        else:
+            dep.breaker.record_success()
         finally:
             dep.backend.release()
             await chunks.aclose()  # type: ignore[attr-defined]
