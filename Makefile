@@ -57,6 +57,8 @@ bench: install
 	$(PY) bench/eval_speed.py
 	$(PY) bench/promptfoo_compare.py
 	$(PY) bench/fuzz_api.py
+	$(PY) bench/workers.py
+	$(PY) bench/defaults_cost.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
