@@ -99,9 +99,16 @@ class BaseMetric:
 
     name: ClassVar[str]
     needs_reference: ClassVar[bool] = False
+    # Uses models through the env (``what_it_uses`` says which, for the error when a target has none).
+    needs_env: ClassVar[bool] = False
+    what_it_uses: ClassVar[str] = "models"
     description: ClassVar[str] = ""
 
     def __init__(self, check: Check, env: StageEnv | None) -> None:
+        if self.needs_env and env is None:
+            raise MetricError(
+                f"{check.label}: needs the local runtime's {self.what_it_uses}, and this target has none"
+            )
         self.check = check
         self.env = env
 

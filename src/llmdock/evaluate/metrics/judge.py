@@ -107,6 +107,7 @@ class Answer:
 class LlmRubricMetric(BaseMetric):
     name = "llm-rubric"
     needs_env = True
+    what_it_uses = "models for its judge"
     description = (
         "LLM-as-judge (G-Eval style): a judge model grades the answer against the rubric in `value` (or "
         "`value: {rubric, model, verdict: score|pass}`) and returns a JSON verdict with a reason; the value "
@@ -117,8 +118,7 @@ class LlmRubricMetric(BaseMetric):
 
     def __init__(self, check: Check, env: StageEnv | None) -> None:
         super().__init__(check, env)
-        if env is None:
-            raise MetricError(f"{check.label}: needs the local runtime's models for its judge")
+        assert env is not None  # needs_env: BaseMetric refused None
         self.spec = _spec(check)
         try:
             self.prompt: JudgePrompt = load_prompt(env.store, self.spec.prompt)

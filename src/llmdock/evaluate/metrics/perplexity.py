@@ -36,6 +36,7 @@ class PerplexityMetric(BaseMetric):
     name = "perplexity"
     needs_reference = True
     needs_env = True
+    what_it_uses = "models to score the reference"
     description = (
         "Perplexity of the case's `expected` under the model that answered it (`value` may name another "
         "served model), conditioned on the case's prompt: exp of the mean negative log-probability of the "
@@ -46,8 +47,7 @@ class PerplexityMetric(BaseMetric):
 
     def __init__(self, check: Check, env: StageEnv | None) -> None:
         super().__init__(check, env)
-        if env is None:
-            raise MetricError(f"{check.label}: needs the local runtime's models to score the reference")
+        assert env is not None  # needs_env: BaseMetric refused None
         if check.value is not None and not isinstance(check.value, str):
             raise MetricError(f"{check.label}: `value` names the model to score with, not {check.value!r}")
         if check.threshold is not None and check.threshold < 1:

@@ -13,6 +13,7 @@ from llmdock.pipeline.env import StageEnv
 class SimilarMetric(ComparisonMetric):
     name = "similar"
     needs_env = True
+    what_it_uses = "embedding model"
     description = (
         "Cosine similarity of the output's and `value`'s (else the case's `expected`) embeddings from the "
         "configured embedding model (`default_embedding_model`), -1..1. Passes at 0.5 unless a threshold "
@@ -21,10 +22,7 @@ class SimilarMetric(ComparisonMetric):
 
     def __init__(self, check: Check, env: StageEnv | None) -> None:
         super().__init__(check, env)
-        if env is None:
-            raise MetricError(
-                f"{check.label}: needs the local runtime's embedding model, and this target has none"
-            )
+        assert env is not None  # needs_env: BaseMetric refused None
         self.models = env
 
     async def score(self, case: Case, output: Output) -> Score:
