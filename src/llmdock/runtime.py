@@ -23,6 +23,7 @@ from llmdock.routing.build import build_route
 from llmdock.routing.router import ModelRoute
 from llmdock.shared_state import SharedState
 from llmdock.store.engine import Store
+from llmdock.store.ingest_client import IngestedWriter
 from llmdock.store.journal import Journal
 from llmdock.store.trace_writer import TraceWriter
 
@@ -97,15 +98,21 @@ def build_pipeline(
 
 class Runtime:
     def __init__(
-        self, settings: Settings, *, with_store: bool = True, plugins: Plugins | None = None
+        self,
+        settings: Settings,
+        *,
+        with_store: bool = True,
+        plugins: Plugins | None = None,
+        serving: bool = False,
     ) -> None:
         self.settings = settings
         self.privacy = PrivacyPolicy(settings)
         self.plugins = plugins or load_plugins()
         self.shared = SharedState.connect(settings)
         self.backends = build_backends(settings, self.plugins, self.shared)
+        self.serving = serving  # under `llmdock serve`: journaled traces go to an ingester process
         self.store: Store | None = None
-        self.writer: TraceWriter | None = None
+        self.writer: TraceWriter | IngestedWriter | None = None
         self.store_error = ""
         self.start_error: LlmdockError | None = None  # why start() failed, for a one-line report
         self.prompts: PromptResolver | None = None  # prompt templates, from the store
@@ -150,6 +157,16 @@ class Runtime:
                 max_bytes=int(t.journal_max_mb * (1 << 20)),
                 when_full=t.journal_full,
             )
+        if journal is not None and (t.ingest == "process" or (t.ingest == "auto" and self.serving)):
+            self.writer = IngestedWriter(
+                self.store,
+                journal,
+                batch_size=t.batch_size,
+                flush_interval_s=t.flush_interval_s,
+                prepare=self.privacy.prepare_trace if self.privacy.active else None,
+            )
+            self.writer.adopt_orphans()
+            return
         self.writer = TraceWriter(
             self.store,
             batch_size=t.batch_size,

@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 import llmdock.store.journal as journal_module
 from llmdock.config import Settings
 from llmdock.store import Journal, Store, TraceWriter, count_traces, write_traces
+from llmdock.store.ingest import read_status
 from llmdock.store.journal import orphans, read_journal
 from llmdock.store.models import Span, Trace
 from tests.integration.conftest import Server, start_server
@@ -171,7 +172,7 @@ def _load(server: Server, answered: list[str], stop: threading.Event) -> None:
                 answered.append(answer.headers["x-llmdock-trace-id"])
 
 
-def _kill_rounds(home: Path, store_url: str, rounds: int) -> None:
+def _kill_rounds(home: Path, store_url: str, rounds: int, *, kill_ingester: bool = False) -> None:
     home.mkdir(parents=True, exist_ok=True)
     (home / "llmdock.yaml").write_text(
         "include_builtin_models: false\ndefault_model: fake\ndefault_embedding_model: ''\n"
@@ -186,6 +187,9 @@ def _kill_rounds(home: Path, store_url: str, rounds: int) -> None:
         for c in clients:
             c.start()
         time.sleep(rng.uniform(0.5, 2.0))
+        if kill_ingester:  # the process that stores the journals dies too; the server starts another
+            os.kill(read_status(home / "journal")["pid"], signal.SIGKILL)
+            time.sleep(rng.uniform(0.5, 3.0))
         os.killpg(server.proc.pid, signal.SIGKILL)
         server.proc.wait(timeout=10)
         stop.set()
@@ -209,6 +213,13 @@ def _kill_rounds(home: Path, store_url: str, rounds: int) -> None:
 @pytest.mark.server
 def test_kill_9_under_load_loses_no_answered_trace_sqlite(tmp_path: Path) -> None:
     _kill_rounds(tmp_path / "home", f"sqlite:///{tmp_path / 'home' / 'llmdock.db'}", rounds=3)
+
+
+@pytest.mark.server
+def test_kill_9_of_the_ingester_and_the_server_loses_no_answered_trace(tmp_path: Path) -> None:
+    _kill_rounds(
+        tmp_path / "home", f"sqlite:///{tmp_path / 'home' / 'llmdock.db'}", rounds=2, kill_ingester=True
+    )
 
 
 @pytest.mark.server

@@ -51,7 +51,7 @@ def serve(
         **_tls(ssl_certfile, ssl_keyfile),
     }
     if workers == 1:
-        runtime = Runtime(settings)
+        runtime = Runtime(settings, serving=True)
         try:
             uvicorn.run(create_app(runtime), **common)
         except SystemExit:

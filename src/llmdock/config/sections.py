@@ -105,6 +105,12 @@ class TraceSettings(BaseModel):
     journal_max_mb: float = Field(
         default=512, gt=0, description="how much the journal may hold while the store is away"
     )
+    ingest: Literal["auto", "thread", "process"] = Field(
+        default="auto",
+        description="who stores journaled traces: process = an ingester process shared by the server's "
+        "workers (their event loops never wait for a database writer); thread = a thread in each process; "
+        "auto = process under `llmdock serve`, thread elsewhere (CLI, evaluations)",
+    )
     journal_full: Literal["reject", "drop"] = Field(
         default="reject",
         description="past journal_max_mb: reject = answer new requests 503 until the store is back; "

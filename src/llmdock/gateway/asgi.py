@@ -18,4 +18,4 @@ def app_from_env() -> FastAPI:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     quiet_http_client_logs()
-    return create_app(Runtime(settings))
+    return create_app(Runtime(settings, serving=True))

@@ -13,6 +13,7 @@ from typing import Any
 
 from llmdock.backends.operations import OPERATIONS
 from llmdock.pipeline.context import RequestContext
+from llmdock.store.ingest_client import IngestedWriter
 from llmdock.store.trace_records import TraceRecord
 from llmdock.store.trace_writer import TraceWriter
 
@@ -174,7 +175,11 @@ class TraceSink:
     """The pipeline's sink: store the trace (batched, off the hot path) and export it over OTLP if set."""
 
     def __init__(
-        self, writer: TraceWriter | None, *, store_bodies: bool = True, otlp: OtlpExporter | None = None
+        self,
+        writer: TraceWriter | IngestedWriter | None,
+        *,
+        store_bodies: bool = True,
+        otlp: OtlpExporter | None = None,
     ):
         self.writer = writer
         self.store_bodies = store_bodies

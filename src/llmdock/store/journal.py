@@ -124,6 +124,22 @@ class Journal:
                 done.path.unlink(missing_ok=True)
                 self._bytes -= done.size
 
+    def refresh_size(self) -> None:
+        """Forget the segments someone else deleted (the ingester process, which stores them): the size and
+        ``full`` then count only what is still on disk."""
+        with self._guard:
+            kept = [seg for seg in self._segments[:-1] if seg.path.exists()]
+            gone = len(self._segments) - 1 - len(kept)
+            if gone:
+                self._segments[:-1] = kept
+                self._bytes = sum(seg.size for seg in self._segments)
+
+    @property
+    def position(self) -> tuple[str, int]:
+        """Where the journal ends: its newest segment's name and size (what an ingester must have read)."""
+        with self._guard:
+            return self._segments[-1].path.name, self._segments[-1].size
+
     def close(self, *, remove: bool) -> None:
         """Stop journaling; ``remove`` when everything is stored (a clean shutdown)."""
         if self._syncer is not None:
@@ -175,7 +191,7 @@ def read_journal(directory: Path) -> Iterator[TraceRecord]:
     for segment in sorted(directory.glob("*.log")):
         with segment.open("rb") as f:
             for number, line in enumerate(f, 1):
-                rec = _decode(line)
+                rec = decode_line(line)
                 if rec is None:
                     log.warning(
                         "%s:%d: torn or corrupt journal line; the rest of it is skipped", segment, number
@@ -184,7 +200,7 @@ def read_journal(directory: Path) -> Iterator[TraceRecord]:
                 yield rec
 
 
-def _decode(line: bytes) -> TraceRecord | None:
+def decode_line(line: bytes) -> TraceRecord | None:
     head, _, body = line.rstrip(b"\n").partition(b" ")
     try:
         if int(head, 16) != zlib.crc32(body):

@@ -229,39 +229,11 @@ class TraceWriter:
         """Store ``batch``, emptying it. Raises if the store fails, leaving in ``batch`` what is not stored."""
         if self.prepare is not None:
             self._prepare(batch)
-        if not self.store.migrated:
-            # The store was unreachable when it was opened: create the schema before the first write.
-            self.store.migrate()
-        if any(rec.replayed for rec in batch):  # back from a journal: some may be stored already
-            batch[:] = traces.missing(self.store, batch)
         last_seq = max((rec.seq for rec in batch), default=0)
-        try:
-            traces.write_traces(self.store, batch)
-        except Exception as exc:
-            if not _refused(exc):
-                raise
-        else:
-            with self._cond:
-                self.written += len(batch)
-            batch.clear()
-            self._stored(last_seq)
-            return
-        # The database refused something in the batch (a NUL character or a NaN for PostgreSQL, a duplicate
-        # id, a value that is not JSON): write the traces one by one and drop only those it refuses, so that
-        # one bad trace cannot hold back every trace after it.
-        while batch:
-            try:
-                traces.write_traces(self.store, batch[:1])
-            except Exception as exc:
-                if not _refused(exc):
-                    raise
-                log.warning("trace %s refused by the store and dropped: %s", batch[0].id, _short(exc))
-                with self._cond:
-                    self.dropped += 1
-            else:
-                with self._cond:
-                    self.written += 1
-            del batch[0]
+        written, dropped = store_batch(self.store, batch)
+        with self._cond:
+            self.written += written
+            self.dropped += dropped
         self._stored(last_seq)
 
     def _stored(self, seq: int) -> None:
@@ -297,3 +269,41 @@ def _refused(exc: BaseException) -> bool:
         # SQLAlchemy raised while preparing parameters, before reaching the database, is the record's.
         return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)
     return isinstance(exc, TypeError | ValueError)
+
+
+def store_batch(store: Store, batch: list[TraceRecord]) -> tuple[int, int]:
+    """Store ``batch`` (emptying it): how many traces were written and how many the store refused (dropped).
+
+    Raises if the store fails (unreachable, broken), leaving in ``batch`` what is not stored. Traces back from
+    a journal (``replayed``) may be stored already: those are skipped, so a replay stores each once.
+    """
+    if not store.migrated:
+        # The store was unreachable when it was opened: create the schema before the first write.
+        store.migrate()
+    if any(rec.replayed for rec in batch):
+        batch[:] = traces.missing(store, batch)
+    try:
+        traces.write_traces(store, batch)
+    except Exception as exc:
+        if not _refused(exc):
+            raise
+    else:
+        written = len(batch)
+        batch.clear()
+        return written, 0
+    # The database refused something in the batch (a NUL character or a NaN for PostgreSQL, a duplicate
+    # id, a value that is not JSON): write the traces one by one and drop only those it refuses, so that
+    # one bad trace cannot hold back every trace after it.
+    written = dropped = 0
+    while batch:
+        try:
+            traces.write_traces(store, batch[:1])
+        except Exception as exc:
+            if not _refused(exc):
+                raise
+            log.warning("trace %s refused by the store and dropped: %s", batch[0].id, _short(exc))
+            dropped += 1
+        else:
+            written += 1
+        del batch[0]
+    return written, dropped

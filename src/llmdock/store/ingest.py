@@ -1,0 +1,324 @@
+"""The trace ingester: one process per journal root that stores what the gateway's workers journal.
+
+Under ``llmdock serve`` (``trace.ingest: auto``) a worker only appends each finished trace to its journal
+(store/journal.py) before answering; this process tails every worker's journal, stores the traces in
+batches and deletes the segments it has stored. A worker's event loop then shares its GIL with no database
+writer: that sharing made the gateway's P99 at c=1 (a batch's insert holding the GIL while a request
+waited) and cost a worker about a third of its CPU at c=32 (bench/workers.py, bench/defaults_cost.py). One
+ingester per root (an ``flock`` on ``ingest.lock``) is also one writer for all workers, so they do not
+contend for SQLite's write lock.
+
+Exactly once: per journal directory the ingester keeps how far it has stored (``cursor``: a segment and an
+offset, replaced atomically after each commit), and checks each batch's ids against the store before
+writing it (a crash between the commit and the cursor re-reads at most that batch).
+
+It exits on SIGTERM after the batch in hand, or once no worker's journal is alive and everything is stored.
+Workers start it when no process holds the lock (at start-up and every few seconds after), so a ``kill -9``
+of any process, this one included, loses nothing: the journals hold whatever is not stored yet.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmdock.errors import StoreUnavailable
+from llmdock.store.engine import Store, _short
+from llmdock.store.journal import LOCK, decode_line
+from llmdock.store.trace_records import TraceRecord
+from llmdock.store.trace_writer import store_batch
+
+log = logging.getLogger("llmdock.ingest")
+INGEST_LOCK = "ingest.lock"
+STATUS = "ingest.json"
+CURSOR = "cursor"
+URL_ENV = "LLMDOCK_INGEST_DATABASE_URL"  # the store's URL reaches the process in its environment, not argv
+READ_BYTES = 1 << 20
+IDLE_EXIT_S = 2.0  # no live journal and nothing left to store for this long: exit
+
+
+def url_tag(url: str) -> str:
+    """Which store an ingester writes to, without the URL (it may hold a password) in a readable file."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def read_cursor(directory: Path) -> tuple[str, int]:
+    """How far the ingester has stored a journal directory: (segment name, offset); ("", 0) if not begun."""
+    try:
+        data = json.loads((directory / CURSOR).read_text())
+        return str(data["segment"]), int(data["offset"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "", 0
+
+
+def read_status(root: Path) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads((root / STATUS).read_text())
+        return data
+    except (OSError, ValueError):
+        return {}
+
+
+def _replace(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@dataclass
+class _Source:
+    """One worker's journal directory, and how far it is stored."""
+
+    dir: Path
+    segment: str = ""
+    offset: int = 0
+    lock_fd: int = -1  # held once its process is gone: the directory is ours to finish and remove
+    next: tuple[str, int] = ("", 0)  # where the records read but not yet stored end
+    finished: bool = False  # dead, and read to its end: removed once the batch in hand is stored
+    skipped: set[str] = field(default_factory=set)  # segments whose corrupt tail was reported
+
+
+class Ingester:
+    """Stores the traces in every journal under ``root``; :meth:`run` until told to stop or idle."""
+
+    def __init__(self, store: Store, root: Path, *, batch_size: int = 256, flush_interval_s: float = 0.2):
+        self.store = store
+        self.root = root
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self.sources: dict[str, _Source] = {}
+        self.written = 0
+        self.dropped = 0
+        self.last_error = ""
+        self.tag = url_tag(store.url)
+        self._status_at = 0.0  # the first round reports at once
+        self._draining = -1
+        self.stopping = False
+
+    # --- one round --------------------------------------------------------------------------------------
+    def run_once(self) -> int:
+        """Store what is new in the journals (one batch at most); how many traces that read."""
+        self._discover()
+        batch: list[TraceRecord] = []
+        for src in list(self.sources.values()):
+            if len(batch) >= self.batch_size:
+                break
+            try:
+                batch += self._read(src, self.batch_size - len(batch))
+            except FileNotFoundError:  # its worker closed it cleanly (everything stored) meanwhile
+                self._forget(src)
+        read = len(batch)
+        if batch:
+            written, dropped = store_batch(self.store, batch)
+            self.written += written
+            self.dropped += dropped
+        for src in list(self.sources.values()):
+            self._advance(src)
+        return read
+
+    def _discover(self) -> None:
+        if not self.root.is_dir():
+            return
+        for gone in [src for src in self.sources.values() if not src.dir.is_dir()]:
+            self._forget(gone)  # its worker stopped cleanly: everything stored, the directory removed
+        for directory in self.root.iterdir():
+            if directory.is_dir() and directory.name not in self.sources:
+                segment, offset = read_cursor(directory)
+                self.sources[directory.name] = _Source(directory, segment, offset)
+        for src in self.sources.values():
+            if src.lock_fd < 0:
+                src.lock_fd = _lock_if_dead(src.dir)
+
+    def _read(self, src: _Source, limit: int) -> list[TraceRecord]:
+        """Up to ``limit`` traces after ``src``'s cursor; ``src.next`` is where they end."""
+        dead = src.lock_fd >= 0
+        segments = sorted(p.name for p in src.dir.glob("*.log"))  # listed before reading: see below
+        segment, offset = src.segment, src.offset
+        if dead and not segments:
+            src.finished = True
+        if segment not in segments:
+            segment, offset = (segments[0], 0) if segments else ("", 0)
+        records: list[TraceRecord] = []
+        while segment and len(records) < limit:
+            # A newer segment existed before this read: this one is complete (its worker appends to its
+            # newest only), so a line without its newline is torn, not still being written.
+            final = dead or segment != segments[-1]
+            with (src.dir / segment).open("rb") as f:
+                f.seek(offset)
+                data = f.read(READ_BYTES)
+            end = data.rfind(b"\n") + 1
+            for line in data[:end].splitlines(keepends=True):
+                if len(records) >= limit:
+                    break
+                offset += len(line)
+                rec = decode_line(line)
+                if rec is None:
+                    log.warning("%s/%s: a corrupt journal line skipped", src.dir.name, segment)
+                    continue
+                records.append(rec)
+            if len(records) >= limit or (end < len(data) and not final) or len(data) == READ_BYTES:
+                break
+            if end < len(data) and segment not in src.skipped:  # a torn tail: never acknowledged
+                src.skipped.add(segment)
+                log.warning(
+                    "%s/%s: torn journal tail skipped (%d bytes)", src.dir.name, segment, len(data) - end
+                )
+            if not final:
+                break
+            later = segments.index(segment) + 1
+            if later == len(segments):
+                src.finished = True
+                break
+            segment, offset = segments[later], 0
+        src.next = (segment, offset)
+        return records
+
+    def _advance(self, src: _Source) -> None:
+        """The batch is stored: move ``src``'s cursor, delete the segments before it, remove it if done."""
+        if src.next == ("", 0):
+            if src.finished:
+                self._finish(src)
+            return
+        if src.next != (src.segment, src.offset):
+            src.segment, src.offset = src.next
+            try:
+                _replace(src.dir / CURSOR, json.dumps({"segment": src.segment, "offset": src.offset}))
+                for old in src.dir.glob("*.log"):
+                    if old.name < src.segment:
+                        old.unlink(missing_ok=True)
+            except FileNotFoundError:
+                self._forget(src)
+                return
+        if src.finished:
+            self._finish(src)
+
+    def _finish(self, src: _Source) -> None:
+        shutil.rmtree(src.dir, ignore_errors=True)
+        self._forget(src)
+
+    def _forget(self, src: _Source) -> None:
+        if src.lock_fd >= 0:
+            os.close(src.lock_fd)
+        self.sources.pop(src.dir.name, None)
+
+    # --- the loop ---------------------------------------------------------------------------------------
+    def run(self) -> None:
+        backoff = self.flush_interval_s
+        idle_since: float | None = None
+        while not self.stopping:
+            try:
+                read = self.run_once()
+            except Exception as exc:  # the store is away: the journals keep the traces; retry
+                self.last_error = exc.message if isinstance(exc, StoreUnavailable) else _short(exc)
+                self._report(force=True)
+                for src in self.sources.values():
+                    src.finished = False
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if self.last_error:
+                log.warning("trace store reachable again")
+                self.last_error = ""
+                self._report(force=True)
+            backoff = self.flush_interval_s
+            self._report()
+            live = any(src.lock_fd < 0 for src in self.sources.values())
+            if read or live:
+                idle_since = None
+            elif idle_since is None:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since >= IDLE_EXIT_S:
+                return
+            if read < self.batch_size:
+                time.sleep(self.flush_interval_s)
+
+    def _report(self, *, force: bool = False) -> None:
+        now = time.time()
+        draining = sum(src.lock_fd >= 0 for src in self.sources.values())  # journals of dead processes
+        if not force and now - self._status_at < 1.0 and draining == self._draining:
+            return
+        self._draining = draining
+        self._status_at = now
+        state = {
+            "pid": os.getpid(),
+            "store": self.tag,
+            "ok": not self.last_error,
+            "last_error": self.last_error,
+            "written": self.written,
+            "dropped": self.dropped,
+            "draining": draining,
+            "updated": now,
+        }
+        try:
+            _replace(self.root / STATUS, json.dumps(state))
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.root / STATUS, exc)
+
+
+def _lock_if_dead(directory: Path) -> int:
+    """The lock of a journal directory whose process is gone (now held by the caller), or -1 if it lives."""
+    try:
+        fd = os.open(directory / LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+    except OSError:
+        return -1
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return -1
+    return fd
+
+
+def take_lock(root: Path, wait_s: float) -> int:
+    """``root``'s ingester lock, waiting up to ``wait_s`` for a previous holder to exit; -1 if still held."""
+    fd = os.open(root / INGEST_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return -1
+            time.sleep(0.1)
+
+
+def main(argv: list[str]) -> int:
+    """``python -m llmdock.store.ingest JOURNAL_ROOT [BATCH_SIZE FLUSH_INTERVAL_S]`` (the URL in the env)."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = Path(argv[0])
+    batch_size = int(argv[1]) if len(argv) > 1 else 256
+    interval = float(argv[2]) if len(argv) > 2 else 0.2
+    lock = take_lock(root, wait_s=10)
+    if lock < 0:
+        return 0  # another ingester has this root
+    ingester = Ingester(
+        Store(os.environ[URL_ENV], migrate=False), root, batch_size=batch_size, flush_interval_s=interval
+    )
+
+    def stop(*_: Any) -> None:
+        ingester.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the server's terminal: drain, then exit
+    try:
+        ingester.run()
+    finally:
+        ingester.store.close()
+        (root / STATUS).unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

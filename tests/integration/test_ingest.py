@@ -1,0 +1,148 @@
+"""The trace ingester process: it stores what workers journal, each trace once, through crashes of either.
+
+The first tests run :class:`Ingester` rounds in this process against journals written here (SQLite, and
+PostgreSQL under its marker); the last ones run the real ingester process beside an
+:class:`IngestedWriter` and kill it with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+import llmdock.store.journal as journal_module
+from llmdock.store import Journal, Store, count_traces, write_traces
+from llmdock.store.ingest import CURSOR, Ingester, read_cursor, read_status
+from llmdock.store.ingest_client import IngestedWriter
+from tests.integration.test_store import make_trace, tid, wait_until
+
+UNREACHABLE = "postgresql+psycopg://llmdock@127.0.0.1:1/none?connect_timeout=1"
+
+
+def drain(ingester: Ingester, rounds: int = 50) -> None:
+    for _ in range(rounds):
+        if not ingester.run_once():
+            return
+
+
+def test_live_and_crashed_journals_are_stored_once_and_the_crashed_one_removed(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_module, "SEGMENT_BYTES", 3000)
+    store = Store(db_url)
+    root = tmp_path / "journal"
+    crashed, live = Journal(root), Journal(root)
+    for i in range(30):
+        crashed.append(make_trace(tid(i, "a")))
+        live.append(make_trace(tid(i, "b")))
+    write_traces(store, [make_trace(tid(0, "a"))])  # a thread writer had stored one before the crash
+    crashed.close(remove=False)  # as kill -9 leaves it
+    ingester = Ingester(store, root, batch_size=16)
+    drain(ingester)
+    assert count_traces(store) == 60
+    assert not crashed.dir.exists()
+    # The live journal: read to its end, the segments before the cursor deleted, the one being written kept.
+    assert read_cursor(live.dir) == live.position
+    assert [p.name for p in live.dir.glob("*.log")] == [live.position[0]]
+    for i in range(30, 35):  # what the worker appends later is picked up where the cursor stands
+        live.append(make_trace(tid(i, "b")))
+    drain(ingester)
+    assert count_traces(store) == 65
+    live.close(remove=True)
+    drain(ingester)
+    assert ingester.sources == {}
+    store.close()
+
+
+def test_a_crash_between_commit_and_cursor_stores_nothing_twice(db_url: str, tmp_path: Path) -> None:
+    store = Store(db_url)
+    root = tmp_path / "journal"
+    journal = Journal(root)
+    for i in range(20):
+        journal.append(make_trace(tid(i)))
+    drain(Ingester(store, root))
+    (journal.dir / CURSOR).unlink()  # the ingester was killed after its commit, before its cursor
+    for i in range(20, 25):
+        journal.append(make_trace(tid(i)))
+    drain(Ingester(store, root))
+    assert count_traces(store) == 25
+    journal.close(remove=True)
+    store.close()
+
+
+def test_a_torn_tail_is_skipped_and_the_rest_stored(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    root = tmp_path / "journal"
+    crashed = Journal(root)
+    for i in range(3):
+        crashed.append(make_trace(tid(i)))
+    crashed.close(remove=False)
+    with next(crashed.dir.glob("*.log")).open("ab") as f:
+        f.write(b'deadbeef {"id": "torn by a kill -9 in the middle of a wri')  # never acknowledged
+    drain(Ingester(store, root))
+    assert count_traces(store) == 3
+    assert not crashed.dir.exists()
+    store.close()
+
+
+def test_while_the_store_is_away_the_journal_keeps_everything(tmp_path: Path) -> None:
+    root = tmp_path / "journal"
+    crashed = Journal(root)
+    for i in range(5):
+        crashed.append(make_trace(tid(i)))
+    crashed.close(remove=False)
+    away = Store(UNREACHABLE, migrate=False)
+    with pytest.raises(Exception, match="connect|refused|Connection"):
+        Ingester(away, root).run_once()
+    away.close()
+    assert len(list(crashed.dir.glob("*.log"))) == 1
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    drain(Ingester(store, root))
+    assert count_traces(store) == 5
+    store.close()
+
+
+@pytest.mark.server
+def test_the_writer_keeps_an_ingester_running_through_kill_9(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    root = tmp_path / "journal"
+    writer = IngestedWriter(store, Journal(root), flush_interval_s=0.05, check_interval_s=0.2)
+    try:
+        writer.adopt_orphans()  # returns once the ingester it started has reported
+        assert writer.status()["ok"]
+        for i in range(50):
+            writer.submit(make_trace(tid(i)))
+        assert writer.flush(timeout=20)
+        assert count_traces(store) == 50
+        first = read_status(root)["pid"]
+        os.kill(first, signal.SIGKILL)
+        for i in range(50, 80):  # journaled while no ingester runs
+            writer.submit(make_trace(tid(i)))
+        wait_until(lambda: read_status(root).get("pid") not in (None, first), 30, "a new ingester")
+        assert writer.flush(timeout=20)
+        assert count_traces(store) == 80
+        assert writer.status()["ok"]
+    finally:
+        writer.close()
+        store.close()
+    assert not writer.journal.dir.exists()  # all stored: a clean close removes it
+    # No live journal left: the ingester exits by itself.
+    wait_until(lambda: not (root / "ingest.json").exists(), 30, "the idle ingester to exit")
+
+
+def test_the_status_file_never_holds_the_store_url(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'secret-name.sqlite'}"
+    store = Store(url)
+    root = tmp_path / "journal"
+    journal = Journal(root)
+    ingester = Ingester(store, root)
+    ingester.run_once()
+    ingester._report(force=True)
+    assert "secret-name" not in (root / "ingest.json").read_text()
+    assert json.loads((root / "ingest.json").read_text())["ok"] is True
+    journal.close(remove=True)
+    store.close()
