@@ -7,7 +7,9 @@ P99 for each configuration, in interleaved rounds so that load from elsewhere on
   everything off       trace.journal: false, privacy.pii: off (the gateway before issue 15)
   journal              trace.journal: true (the default: each trace written to the journal before answering)
   journal + fsync      trace.journal_sync: fsync (answers wait for a group fsync)
-  journal + PII mask   the defaults: journal on, privacy.pii: mask (masked before the journal sees it)
+  journal + PII mask   the defaults: journal on, privacy.pii: mask (masked before the journal sees it);
+                       the traces stored by the ingester process (trace.ingest: auto under serve)
+  writer thread        the defaults, but stored by a writer thread in the worker (trace.ingest: thread)
 
 Usage: .venv/bin/python bench/defaults_cost.py [--seconds 10] [--rounds 3]
 """
@@ -40,6 +42,7 @@ CONFIGS = {
     "journal": "privacy: {pii: 'off'}\n",
     "journal + fsync": "trace: {journal_sync: fsync}\nprivacy: {pii: 'off'}\n",
     "journal + PII mask (defaults)": "",
+    "defaults, writer thread (before the ingester)": "trace: {ingest: thread}\n",
 }
 
 

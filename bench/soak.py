@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import shutil
+import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -69,7 +70,18 @@ def minute_row(minute: int, outcomes: list[Any], rss: float, fds: int) -> dict[s
     }
 
 
-async def soak(url: str, pid: int, clients: int, minutes: int, console: Console) -> list[dict[str, Any]]:
+def ingester_rss_mib(home: Path) -> float:
+    """The trace ingester's resident memory (it stores the journals; a process of its own under serve)."""
+    try:
+        pid = int(json.loads((home / "journal" / "ingest.json").read_text())["pid"])
+        return rss_mib_and_fds(pid)[0]
+    except (OSError, ValueError, KeyError):
+        return 0.0
+
+
+async def soak(
+    url: str, pid: int, home: Path, clients: int, minutes: int, console: Console
+) -> list[dict[str, Any]]:
     bodies = [
         {"model": "chat", "messages": [{"role": "user", "content": p}], "max_tokens": 32} for p in PROMPTS
     ]
@@ -88,17 +100,18 @@ async def soak(url: str, pid: int, clients: int, minutes: int, console: Console)
                 done = [o for o in load.outcomes if (minute - 1) * 60 <= o.end < minute * 60]
                 rows.append(minute_row(minute, done, *rss_mib_and_fds(pid)))
                 r = rows[-1]
+                r["ingester_rss_mib"] = round(ingester_rss_mib(home), 1)
                 progress.console.print(
                     f"minute {minute:>2}: {r['requests']:>6} requests, {r['errors']} errors "
                     f"{r['error_kinds'] or ''}, P50 {r['p50_ms']:.1f} ms, P99 {r['p99_ms']:.1f} ms, "
-                    f"RSS {r['rss_mib']:.1f} MiB, {r['fds']} open fds"
+                    f"RSS {r['rss_mib']:.1f} MiB, {r['fds']} open fds, ingester RSS {r['ingester_rss_mib']} MiB"
                 )
 
         await asyncio.gather(load.run(minutes * 60), every_minute())
     return rows
 
 
-def verdict(rows: list[dict[str, Any]], console: Console) -> dict[str, Any]:
+def verdict(rows: list[dict[str, Any]], stored: int, console: Console) -> dict[str, Any]:
     warm = rows[0]["rss_mib"]
     growth = (rows[-1]["rss_mib"] - warm) / warm * 100
     errors = sum(r["errors"] for r in rows)
@@ -107,9 +120,22 @@ def verdict(rows: list[dict[str, Any]], console: Console) -> dict[str, Any]:
         f"{total} requests, {errors} errors (target 0: {'met' if errors == 0 else 'NOT met'}); "
         f"RSS {warm:.1f} MiB after the first minute → {rows[-1]['rss_mib']:.1f} MiB at the end: "
         f"{growth:+.1f} % (target < 10 %: {'met' if growth < 10 else 'NOT met'}); open fds "
-        f"{rows[0]['fds']} → {rows[-1]['fds']}"
+        f"{rows[0]['fds']} → {rows[-1]['fds']}; ingester RSS {rows[0]['ingester_rss_mib']} → "
+        f"{rows[-1]['ingester_rss_mib']} MiB; traces in the store after the stop: {stored} "
+        f"({'every request' if stored >= total else f'{total - stored} MISSING'})"
     )
-    return {"requests": total, "errors": errors, "rss_growth_pct": round(growth, 2), "minutes": rows}
+    return {
+        "requests": total,
+        "errors": errors,
+        "rss_growth_pct": round(growth, 2),
+        "traces_stored": stored,
+        "minutes": rows,
+    }
+
+
+def stored_traces(home: Path) -> int:
+    with sqlite3.connect(home / "llmdock.db") as db:
+        return int(db.execute("SELECT count(*) FROM traces").fetchone()[0])
 
 
 def main() -> None:
@@ -135,11 +161,11 @@ def main() -> None:
                 with console.status("starting llmdock serve (the guard classifiers train on a first start)"):
                     server.wait_answering(url + "/ready", timeout_s=900)
                 pid = int(httpx.get(url + "/health", timeout=10).json()["pid"])
-                rows = asyncio.run(soak(url, pid, args.clients, args.minutes, console))
+                rows = asyncio.run(soak(url, pid, home, args.clients, args.minutes, console))
                 server.check_alive()
             finally:
                 server.stop(timeout=15)
-        result = verdict(rows, console)
+        result = verdict(rows, stored_traces(home), console)
         if args.json:
             args.json.write_text(json.dumps(result, indent=1))
     finally:

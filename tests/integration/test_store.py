@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import inspect, select, text
 
 import llmdock.store.traces as traces_module
 from llmdock.config import Settings, TraceSettings
@@ -28,7 +28,7 @@ from llmdock.store import (
     write_traces,
 )
 from llmdock.store.engine import alembic_config
-from llmdock.store.models import Span, Trace
+from llmdock.store.models import Trace
 from tests.conftest import Gateway, fake_settings
 from tests.pgserver import PgServer
 
@@ -122,9 +122,9 @@ def test_migrations_to_head_are_idempotent(db_url: str) -> None:
             versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
         assert versions == [ScriptDirectory.from_config(alembic_config(second.engine)).get_current_head()]
         tables = set(inspect(second.engine).get_table_names())
-        assert {"traces", "spans", "alembic_version"} <= tables
-        indexes = {ix["name"] for ix in inspect(second.engine).get_indexes("spans")}
-        assert "ix_spans_trace_id_seq" in indexes
+        assert {"traces", "alembic_version"} <= tables
+        assert "spans" not in tables  # since 0007 the spans are on their trace's row
+        assert "spans" in {c["name"] for c in inspect(second.engine).get_columns("traces")}
     finally:
         second.close()
 
@@ -252,7 +252,7 @@ def test_trace_writer_batches_a_thousand_traces(store: Store, monkeypatch: pytes
     assert count_traces(store) == 1000
     assert trace_ids(store) == {tid(i) for i in range(1000)}
     with store.session() as s:
-        assert s.scalar(select(func.count()).select_from(Span)) == 3000
+        assert sum(len(spans) for spans in s.scalars(select(Trace.spans))) == 3000
     assert list_traces(store, limit=1)[0].id == tid(999)
 
 
@@ -260,25 +260,28 @@ def test_a_trace_the_store_refuses_does_not_hold_back_the_others(store: Store) -
     write_traces(store, [make_trace(tid(1))])
     duplicate = make_trace(tid(1))
     not_json = make_trace(tid(3))
-    not_json.attributes = {"when": datetime.now(UTC)}  # a plugin's attribute that JSON cannot encode
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    not_json.attributes = {"when": when, "ids": {1, 2}}  # a plugin's attributes that JSON has no type for
     writer = TraceWriter(store, batch_size=10, flush_interval_s=0.05)
     try:
         for rec in (make_trace(tid(2)), duplicate, not_json, make_trace(tid(4))):
             writer.submit(rec)
         assert writer.flush(10), writer.status()
-        assert writer.status() == {"ok": True, "pending": 0, "written": 2, "dropped": 2, "last_error": ""}
+        assert writer.status() == {"ok": True, "pending": 0, "written": 3, "dropped": 1, "last_error": ""}
         writer.submit(make_trace(tid(5)))  # and the writer is still alive
         assert writer.flush(10)
     finally:
         writer.close(timeout=2)
-    assert trace_ids(store) == {tid(1), tid(2), tid(4), tid(5)}
+    assert trace_ids(store) == {tid(1), tid(2), tid(3), tid(4), tid(5)}
+    # Kept as text rather than dropping the trace.
+    assert get_trace(store, tid(3))[0].attributes == {"when": when.isoformat(), "ids": "{1, 2}"}
 
 
 # -- PostgreSQL only ----------------------------------------------------------------------------------
 
 
 @pytest.mark.postgres
-def test_postgres_refusing_nul_and_nan_drops_only_those_traces(pg: PgServer) -> None:
+def test_postgres_refusing_nul_drops_only_that_trace_and_nan_is_stored_as_null(pg: PgServer) -> None:
     store = Store(pg.create_database())
     nul = make_trace(tid(1), output="a\x00b")  # anyone can send "\u0000" in a prompt
     nan = make_trace(tid(2))
@@ -288,8 +291,9 @@ def test_postgres_refusing_nul_and_nan_drops_only_those_traces(pg: PgServer) -> 
         for rec in (nul, make_trace(tid(3)), nan, make_trace(tid(4))):
             writer.submit(rec)
         assert writer.flush(10), writer.status()
-        assert writer.status() == {"ok": True, "pending": 0, "written": 2, "dropped": 2, "last_error": ""}
-        assert trace_ids(store) == {tid(3), tid(4)}
+        assert writer.status() == {"ok": True, "pending": 0, "written": 3, "dropped": 1, "last_error": ""}
+        assert trace_ids(store) == {tid(2), tid(3), tid(4)}
+        assert get_trace(store, tid(2))[0].attributes == {"score": None}
     finally:
         writer.close(timeout=2)
         store.close()
@@ -409,3 +413,50 @@ async def test_runtime_started_while_postgres_is_down_writes_traces_once_it_is_u
     assert get_trace(store, trace_id)[0].model == "fake"
     body = await _wait_ready(gw)
     assert body["store"] == {"ok": True}
+
+
+def test_migration_0007_moves_spans_onto_their_traces_and_back(db_url: str) -> None:
+    from alembic import command
+
+    store = Store(db_url, migrate=False)
+    cfg = alembic_config(store.engine)
+    try:
+        command.upgrade(cfg, "0006")
+        with store.engine.begin() as conn:  # a trace with two spans, as 0006 stored them
+            conn.execute(
+                text(
+                    "INSERT INTO traces (id, created_at, operation, model, status, duration_ms, backend, "
+                    "http_status, stream, prompt_tokens, completion_tokens, finish_reason, error, input, "
+                    "output, attributes, deployment, cost, cache, subject, api_key_id, team_id) VALUES "
+                    "(:id, :at, 'chat', 'm', 'ok', 1.0, 'fake', 200, 0, 1, 1, 'stop', '', '{}', 'o', '{}', "
+                    "'', 0, '', '', '', '')"
+                ),
+                {"id": tid(1), "at": datetime(2026, 1, 2, 3, 4, 5, 6, UTC)},
+            )
+            for seq, name in enumerate(["generate", "preprocess"][::-1]):
+                conn.execute(
+                    text(
+                        "INSERT INTO spans (trace_id, seq, name, started_at, duration_ms, status, attributes) "
+                        "VALUES (:t, :seq, :name, :at, 2.5, 'ok', :attrs)"
+                    ),
+                    {
+                        "t": tid(1),
+                        "seq": seq,
+                        "name": name,
+                        "at": datetime(2026, 1, 2, 3, 4, 5, 7 + seq, UTC),
+                        "attrs": f'{{"k": {seq}}}',
+                    },
+                )
+        command.upgrade(cfg, "head")
+        _, spans = get_trace(store, tid(1))
+        assert [(s.seq, s.name, s.attributes, s.duration_ms) for s in spans] == [
+            (0, "preprocess", {"k": 0}, 2.5),
+            (1, "generate", {"k": 1}, 2.5),
+        ]
+        assert spans[1].started_at == datetime(2026, 1, 2, 3, 4, 5, 8, UTC)
+        command.downgrade(cfg, "0006")
+        with store.engine.connect() as conn:
+            back = conn.execute(text("SELECT seq, name, duration_ms FROM spans ORDER BY seq")).all()
+        assert [tuple(r) for r in back] == [(0, "preprocess", 2.5), (1, "generate", 2.5)]
+    finally:
+        store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
@@ -53,7 +54,7 @@ def show_cmd(
     trace, spans = get_trace(open_store(config), trace_id)
     if as_json:
         data = {c.name: getattr(trace, c.name) for c in trace.__table__.columns}
-        data["spans"] = [{c.name: getattr(s, c.name) for c in s.__table__.columns} for s in spans]
+        data["spans"] = [asdict(s) for s in spans]
         typer.echo(json.dumps(data, default=str, indent=2, ensure_ascii=False))
         return
     console = Console()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,7 +22,9 @@ from llmdock.store.access_views import key_view, user_view
 from llmdock.store.audit import Actor
 from llmdock.store.engine import Store
 from llmdock.store.keyring import Keyring, open_trace_bodies
-from llmdock.store.models import ApiKey, AuditRow, Span, Trace, User
+from llmdock.store.models import ApiKey, AuditRow, Trace, User
+from llmdock.store.trace_records import StoredSpan
+from llmdock.store.traces import stored_spans
 
 
 def jsonable(value: Any) -> Any:
@@ -32,14 +35,11 @@ def subject_pseudonym(secret: bytes, subject: str) -> str:
     return "subject:" + hmac.new(secret, subject.encode(), hashlib.sha256).hexdigest()[:24]
 
 
-def trace_view(trace: Trace, spans: list[Span], keyring: Keyring | None = None) -> dict[str, Any]:
+def trace_view(trace: Trace, spans: list[StoredSpan], keyring: Keyring | None = None) -> dict[str, Any]:
     row = {c.name: getattr(trace, c.name) for c in Trace.__table__.columns}
     # Bodies stored encrypted (privacy.encrypt_bodies) are exported in the clear: the subject's own data.
     row["input"], row["output"] = open_trace_bodies(keyring, trace.id, trace.input, trace.output)
-    row["spans"] = [
-        {c.name: getattr(sp, c.name) for c in Span.__table__.columns if c.name not in ("id", "trace_id")}
-        for sp in spans
-    ]
+    row["spans"] = [{k: v for k, v in asdict(sp).items() if k != "trace_id"} for sp in spans]
     return jsonable(row)  # type: ignore[no-any-return]
 
 
@@ -59,14 +59,6 @@ def export_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> d
         user = _user_for(s, subject)
         ids = _subject_ids(subject, user, secret)
         traces = list(s.scalars(select(Trace).where(Trace.subject.in_(ids)).order_by(Trace.created_at)))
-        spans: dict[str, list[Span]] = {}
-        if traces:
-            for sp in s.scalars(
-                select(Span)
-                .where(Span.trace_id.in_([t.id for t in traces]))
-                .order_by(Span.trace_id, Span.seq)
-            ):
-                spans.setdefault(sp.trace_id, []).append(sp)
         keys = list(s.scalars(select(ApiKey).where(ApiKey.user_id == user.id))) if user else []
         targets = {subject_pseudonym(secret, subject)} | ({user.id} | {k.id for k in keys} if user else set())
         rows = list(s.scalars(select(AuditRow).where(AuditRow.target.in_(targets)).order_by(AuditRow.seq)))
@@ -75,7 +67,7 @@ def export_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> d
         "exported_at": datetime.now(UTC).isoformat(),
         "user": user_view(user) if user else None,
         "keys": [key_view(k) for k in keys],
-        "traces": [trace_view(t, spans.get(t.id, []), store.keyring) for t in traces],
+        "traces": [trace_view(t, stored_spans(t), store.keyring) for t in traces],
         "audit": [audit.row_view(r) for r in rows],
     }
     after = {"traces": len(traces), "keys": len(keys)}
@@ -93,7 +85,6 @@ def erase_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> di
         trace_ids = list(s.scalars(select(Trace.id).where(Trace.subject.in_(ids))))
         for i in range(0, len(trace_ids), 500):
             chunk = trace_ids[i : i + 500]
-            s.execute(delete(Span).where(Span.trace_id.in_(chunk)))
             s.execute(delete(Trace).where(Trace.id.in_(chunk)))
         revoked = 0
         if user is not None:
@@ -117,7 +108,7 @@ def erase_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> di
 
 
 def purge_older_than(store: Store, days: int, actor: Actor) -> int:
-    """Delete traces (and their spans) created more than ``days`` days ago; audited when any were."""
+    """Delete traces (their spans with them) created more than ``days`` days ago; audited when any were."""
     cutoff = datetime.now(UTC) - timedelta(days=days)
     total = 0
     while True:
@@ -125,7 +116,6 @@ def purge_older_than(store: Store, days: int, actor: Actor) -> int:
             ids = list(s.scalars(select(Trace.id).where(Trace.created_at < cutoff).limit(1000)))
             if not ids:
                 break
-            s.execute(delete(Span).where(Span.trace_id.in_(ids)))
             s.execute(delete(Trace).where(Trace.id.in_(ids)))
             total += len(ids)
     if total:

@@ -12,9 +12,11 @@ Exactly once: per journal directory the ingester keeps how far it has stored (``
 offset, replaced atomically after each commit), and checks each batch's ids against the store before
 writing it (a crash between the commit and the cursor re-reads at most that batch).
 
-It exits on SIGTERM after the batch in hand, or once no worker's journal is alive and everything is stored.
-Workers start it when no process holds the lock (at start-up and every few seconds after), so a ``kill -9``
-of any process, this one included, loses nothing: the journals hold whatever is not stored yet.
+It runs in the server's process group, so a stop signal reaches it with the workers: it then keeps storing
+until the workers have closed their journals (each waits for its last traces to be stored), for 10 s at
+most; it also exits once no worker's journal is alive and everything is stored. Workers start it when no
+process holds the lock (at start-up and every few seconds after), so a ``kill -9`` of any process, this one
+included, loses nothing: the journals hold whatever is not stored yet.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ CURSOR = "cursor"
 URL_ENV = "LLMDOCK_INGEST_DATABASE_URL"  # the store's URL reaches the process in its environment, not argv
 READ_BYTES = 1 << 20
 IDLE_EXIT_S = 2.0  # no live journal and nothing left to store for this long: exit
+STOP_GRACE_S = 10.0  # after SIGTERM, how long it keeps storing while workers close their journals
 
 
 def url_tag(url: str) -> str:
@@ -104,6 +107,7 @@ class Ingester:
         self._status_at = 0.0  # the first round reports at once
         self._draining = -1
         self.stopping = False
+        self.stop_by = 0.0
 
     # --- one round --------------------------------------------------------------------------------------
     def run_once(self) -> int:
@@ -119,7 +123,7 @@ class Ingester:
                 self._forget(src)
         read = len(batch)
         if batch:
-            written, dropped = store_batch(self.store, batch)
+            written, dropped = store_batch(self.store, batch, yield_gil=False)
             self.written += written
             self.dropped += dropped
         for src in list(self.sources.values()):
@@ -215,7 +219,7 @@ class Ingester:
     def run(self) -> None:
         backoff = self.flush_interval_s
         idle_since: float | None = None
-        while not self.stopping:
+        while not (self.stopping and time.monotonic() > self.stop_by):
             try:
                 read = self.run_once()
             except Exception as exc:  # the store is away: the journals keep the traces; retry
@@ -235,12 +239,20 @@ class Ingester:
             live = any(src.lock_fd < 0 for src in self.sources.values())
             if read or live:
                 idle_since = None
+            elif self.stopping:
+                return  # told to stop, and the workers have closed their journals (all stored)
             elif idle_since is None:
                 idle_since = time.monotonic()
             elif time.monotonic() - idle_since >= IDLE_EXIT_S:
                 return
             if read < self.batch_size:
                 time.sleep(self.flush_interval_s)
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop once the workers' journals are closed (they wait for it to store their last traces on a
+        clean shutdown), or after ``grace_s``: the server's stop signal reaches its whole process group."""
+        self.stopping = True
+        self.stop_by = time.monotonic() + grace_s
 
     def _report(self, *, force: bool = False) -> None:
         now = time.time()
@@ -308,10 +320,10 @@ def main(argv: list[str]) -> int:
     )
 
     def stop(*_: Any) -> None:
-        ingester.stopping = True
+        ingester.stop()
 
     signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the server's terminal: drain, then exit
+    signal.signal(signal.SIGINT, stop)  # Ctrl-C in the server's terminal reaches its whole process group
     try:
         ingester.run()
     finally:

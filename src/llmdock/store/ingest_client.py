@@ -125,7 +125,9 @@ class IngestedWriter:
 
     def ensure_ingester(self) -> None:
         """Start an ingester for this journal root unless one runs for the same store."""
-        if self._proc is not None and self._proc.poll() is not None:
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                return  # the one this worker started is running, or still starting (it takes the lock)
             self._proc = None  # reaped
         fd = take_lock(self.root, wait_s=0)
         if fd >= 0:
@@ -136,7 +138,7 @@ class IngestedWriter:
                 return  # it runs (or is starting and has not reported yet)
             log.warning("the trace ingester of %s writes to another store: replacing it", self.root)
             with contextlib.suppress(OSError, KeyError, ValueError):
-                os.kill(int(state["pid"]), signal.SIGTERM)  # it exits after its batch; the new one waits
+                os.kill(int(state["pid"]), signal.SIGKILL)  # the journals keep what it has not stored
         command = [sys.executable, "-m", "llmdock.store.ingest", str(self.root), str(self.batch_size)]
         log_file = (self.root / "ingest.log").open("ab")
         try:
@@ -146,7 +148,6 @@ class IngestedWriter:
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=log_file,
-                start_new_session=True,  # not in the server's process group: it finishes its batch
                 close_fds=True,
             )
         finally:

@@ -16,6 +16,19 @@ class SpanRecord:
     attributes: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(slots=True, frozen=True)
+class StoredSpan:
+    """A span as the store gives it back (spans are stored on their trace's row, as JSON)."""
+
+    trace_id: str
+    seq: int
+    name: str
+    started_at: datetime
+    duration_ms: float
+    status: str
+    attributes: dict[str, Any]
+
+
 @dataclass(slots=True)
 class TraceRecord:
     id: str

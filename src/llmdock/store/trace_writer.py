@@ -271,7 +271,7 @@ def _refused(exc: BaseException) -> bool:
     return isinstance(exc, TypeError | ValueError)
 
 
-def store_batch(store: Store, batch: list[TraceRecord]) -> tuple[int, int]:
+def store_batch(store: Store, batch: list[TraceRecord], *, yield_gil: bool = True) -> tuple[int, int]:
     """Store ``batch`` (emptying it): how many traces were written and how many the store refused (dropped).
 
     Raises if the store fails (unreachable, broken), leaving in ``batch`` what is not stored. Traces back from
@@ -283,7 +283,7 @@ def store_batch(store: Store, batch: list[TraceRecord]) -> tuple[int, int]:
     if any(rec.replayed for rec in batch):
         batch[:] = traces.missing(store, batch)
     try:
-        traces.write_traces(store, batch)
+        traces.write_traces(store, batch, yield_gil=yield_gil)
     except Exception as exc:
         if not _refused(exc):
             raise
