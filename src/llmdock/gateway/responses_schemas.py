@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic_core import PydanticCustomError
 
 from llmdock.gateway.http import FieldError
 from llmdock.gateway.schemas import FUNCTION_NAME, FunctionDefinition, NamedFunction
@@ -91,6 +92,17 @@ class FunctionTool(FunctionDefinition):
     """A function tool, as the Responses API writes it: the chat definition's fields, flat."""
 
     type: Literal["function"]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _functions_only(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("type") != "function":
+            raise PydanticCustomError(
+                "unsupported_tool",
+                "only function tools are supported, not {kind}",
+                {"kind": repr(data.get("type"))},
+            )
+        return data
 
 
 class FunctionChoice(NamedFunction):
