@@ -4,6 +4,7 @@ event stream in OpenAI's shapes (read back by the openai SDK itself), stored res
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,13 +12,16 @@ import openai
 import orjson
 import pytest
 from pydantic import BaseModel
+from sqlalchemy import text
 
 from llmdock.config import ModelConfig, Settings
 from llmdock.errors import InvalidRequest
 from llmdock.gateway.responses_schemas import ResponsesBody
 from llmdock.gateway.responses_translate import chat_body, chat_messages, responses_error
+from llmdock.privacy.crypto import new_key
 from llmdock.store import get_trace
 from llmdock.store.audit import Actor
+from llmdock.store.keyring import is_sealed
 from tests.conftest import Gateway
 
 MakeGateway = Callable[[Settings], Any]
@@ -327,6 +331,45 @@ async def test_stored_responses_are_masked_and_covered_by_gdpr_requests(
     assert exported["conversation"][0]["content"][0]["text"] == "I am <EMAIL_ADDRESS>"
     assert erase_subject(store, "ana", actor, secret)["responses_deleted"] == 1
     assert (await gw.client.get(f"/v1/responses/{resp['id']}")).status_code == 404
+
+
+async def test_input_items_are_listed_newest_first_in_pages(
+    gateway_factory: MakeGateway, make_settings: Callable[..., Settings]
+) -> None:
+    gw = await replying(gateway_factory, make_settings, None)
+    texts = ["one", "two", "three"]
+    body = {"model": "m", "input": [{"role": "user", "content": t} for t in texts]}
+    made = (await gw.client.post("/v1/responses", json=body)).json()
+    url = f"/v1/responses/{made['id']}/input_items"
+    newest = (await gw.client.get(url, params={"limit": 2})).json()
+    assert [i["content"][0]["text"] for i in newest["data"]] == ["three", "two"]
+    assert newest["has_more"] is True
+    rest = (await gw.client.get(url, params={"limit": 2, "after": newest["last_id"]})).json()
+    assert [i["content"][0]["text"] for i in rest["data"]] == ["one"]
+    assert rest["has_more"] is False
+    oldest = (await gw.client.get(url, params={"order": "asc"})).json()
+    assert [i["content"][0]["text"] for i in oldest["data"]] == texts
+    assert len({i["id"] for i in oldest["data"]}) == 3
+
+
+async def test_stored_responses_are_sealed_with_encrypt_bodies(
+    gateway_factory: MakeGateway,
+    make_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("LLMDOCK_ENCRYPTION_KEY", new_key())
+    gw: Gateway = await gateway_factory(make_settings(privacy={"encrypt_bodies": True}))
+    made = (await gw.client.post("/v1/responses", json={"model": "fake", "input": "about tulips"})).json()
+    assert gw.runtime.store is not None
+    with gw.runtime.store.engine.connect() as conn:
+        (data,) = conn.execute(text("SELECT data FROM responses WHERE id = :id"), {"id": made["id"]}).one()
+    assert "tulips" not in data
+    assert is_sealed(orjson.loads(data)["$sealed"])
+    kept = (await gw.client.get(f"/v1/responses/{made['id']}")).json()
+    assert kept["output"][0]["content"][0]["text"] == "fake answer to: about tulips"
+    follow = {"model": "fake", "input": "more", "previous_response_id": made["id"]}
+    assert (await gw.client.post("/v1/responses", json=follow)).status_code == 200
 
 
 # --- errors --------------------------------------------------------------------------------------------
