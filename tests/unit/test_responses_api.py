@@ -4,7 +4,6 @@ event stream in OpenAI's shapes (read back by the openai SDK itself), stored res
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -356,7 +355,6 @@ async def test_stored_responses_are_sealed_with_encrypt_bodies(
     gateway_factory: MakeGateway,
     make_settings: Callable[..., Settings],
     monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
 ) -> None:
     monkeypatch.setenv("LLMDOCK_ENCRYPTION_KEY", new_key())
     gw: Gateway = await gateway_factory(make_settings(privacy={"encrypt_bodies": True}))
