@@ -62,6 +62,18 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", "/v1/embeddings"): Row(
         "/v1/embeddings", "inference", 200, lambda n: {"model": "fake-embed", "input": "hi"}, True
     ),
+    ("POST", "/v1/responses"): Row(
+        "/v1/responses",
+        "inference",
+        200,
+        lambda n: {"model": "fake", "input": "hi", "max_output_tokens": 2},
+        True,
+    ),
+    ("GET", "/v1/responses/{response_id}"): Row("/v1/responses/resp_none", "inference", 404),
+    ("DELETE", "/v1/responses/{response_id}"): Row("/v1/responses/resp_none", "inference", 404),
+    ("GET", "/v1/responses/{response_id}/input_items"): Row(
+        "/v1/responses/resp_none/input_items", "inference", 404
+    ),
     ("GET", "/v1/deployments"): Row("/v1/deployments", "admin", 200),
     ("GET", "/admin/traces"): Row("/admin/traces", "observe", 200),
     ("GET", "/admin/traces/{trace_id}"): Row("/admin/traces/no-such-trace", "observe", 404),

@@ -123,7 +123,7 @@ def test_migrations_to_head_are_idempotent(db_url: str) -> None:
         assert versions == [ScriptDirectory.from_config(alembic_config(second.engine)).get_current_head()]
         tables = set(inspect(second.engine).get_table_names())
         assert {"traces", "alembic_version"} <= tables
-        assert "spans" not in tables  # since 0007 the spans are on their trace's row
+        assert "spans" not in tables  # since 0008 the spans are on their trace's row
         assert "spans" in {c["name"] for c in inspect(second.engine).get_columns("traces")}
     finally:
         second.close()
@@ -232,8 +232,8 @@ def test_trace_writer_batches_a_thousand_traces(store: Store, monkeypatch: pytes
     batches: list[int] = []
     real_write = traces_module.write_traces
 
-    def counting_write(s: Store, records: list[TraceRecord]) -> None:
-        real_write(s, records)
+    def counting_write(s: Store, records: list[TraceRecord], **options: Any) -> None:
+        real_write(s, records, **options)
         batches.append(len(records))
 
     monkeypatch.setattr(traces_module, "write_traces", counting_write)
@@ -415,14 +415,14 @@ async def test_runtime_started_while_postgres_is_down_writes_traces_once_it_is_u
     assert body["store"] == {"ok": True}
 
 
-def test_migration_0007_moves_spans_onto_their_traces_and_back(db_url: str) -> None:
+def test_migration_0008_moves_spans_onto_their_traces_and_back(db_url: str) -> None:
     from alembic import command
 
     store = Store(db_url, migrate=False)
     cfg = alembic_config(store.engine)
     try:
-        command.upgrade(cfg, "0006")
-        with store.engine.begin() as conn:  # a trace with two spans, as 0006 stored them
+        command.upgrade(cfg, "0007")
+        with store.engine.begin() as conn:  # a trace with two spans, as 0007 stored them
             conn.execute(
                 text(
                     "INSERT INTO traces (id, created_at, operation, model, status, duration_ms, backend, "
@@ -454,7 +454,7 @@ def test_migration_0007_moves_spans_onto_their_traces_and_back(db_url: str) -> N
             (1, "generate", {"k": 1}, 2.5),
         ]
         assert spans[1].started_at == datetime(2026, 1, 2, 3, 4, 5, 8, UTC)
-        command.downgrade(cfg, "0006")
+        command.downgrade(cfg, "0007")
         with store.engine.connect() as conn:
             back = conn.execute(text("SELECT seq, name, duration_ms FROM spans ORDER BY seq")).all()
         assert [tuple(r) for r in back] == [(0, "preprocess", 2.5), (1, "generate", 2.5)]

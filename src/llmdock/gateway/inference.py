@@ -7,13 +7,14 @@ structured output planned), runs the one pipeline, and is answered as JSON or as
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from llmdock.auth.service import Principal
+from llmdock.backends.base import StreamChunk
 from llmdock.backends.logprobs import require_logprobs
 from llmdock.errors import InvalidRequest, LlmdockError, StoreUnavailable
 from llmdock.gateway.deps import RuntimeDep, body_of, principal_of
@@ -131,28 +132,54 @@ def ask_logprobs(ctx: RequestContext) -> None:
     ctx.cache_control += " no-store"
 
 
-async def respond(runtime: Runtime, ctx: RequestContext, body: GenerationBody) -> Response:
-    """Run the pipeline: the whole answer as JSON, or a stream once its first chunk is there."""
-    headers = {"x-llmdock-trace-id": ctx.trace_id}
+async def run_whole(runtime: Runtime, ctx: RequestContext) -> None:
+    """Run the pipeline to the whole answer, its trace on disk when the journal says so."""
     try:
-        if not body.stream:
-            await runtime.pipeline.run(ctx)
-            if ctx.durable is not None:
-                await ctx.durable
-            headers["x-llmdock-cache"] = str(ctx.attributes.get("llmdock.cache", "off"))
-            return JSONResponse(completion_body(ctx), headers=headers)
-        chunks = await runtime.pipeline.prepare_stream(ctx)
-    except LlmdockError as exc:  # a refused request has a trace too (guard verdicts, the error)
-        exc.headers.setdefault("x-llmdock-trace-id", ctx.trace_id)
+        await runtime.pipeline.run(ctx)
         if ctx.durable is not None:
             await ctx.durable
+    except LlmdockError as exc:  # a refused request has a trace too (guard verdicts, the error)
+        await _refused(ctx, exc)
         raise
-    headers["x-llmdock-cache"] = str(ctx.attributes.get("llmdock.cache", "off"))
-    # Wait for the first chunk before answering 200: until then the router may still fail over, and if
-    # every deployment fails the client gets a real HTTP error rather than an error event.
-    first = await anext(chunks, None)
+
+
+async def open_stream(
+    runtime: Runtime, ctx: RequestContext
+) -> tuple[StreamChunk | None, AsyncIterator[StreamChunk]]:
+    """Run the stages before generate and wait for the first chunk (None: the stream is empty).
+
+    Until the first chunk the router may still fail over, and if every deployment fails the client gets a
+    real HTTP error rather than an error event.
+    """
+    try:
+        chunks = await runtime.pipeline.prepare_stream(ctx)
+    except LlmdockError as exc:
+        await _refused(ctx, exc)
+        raise
+    return await anext(chunks, None), chunks
+
+
+async def _refused(ctx: RequestContext, exc: LlmdockError) -> None:
+    exc.headers.setdefault("x-llmdock-trace-id", ctx.trace_id)
+    if ctx.durable is not None:
+        await ctx.durable
+
+
+def answer_headers(ctx: RequestContext) -> dict[str, str]:
+    return {
+        "x-llmdock-trace-id": ctx.trace_id,
+        "x-llmdock-cache": str(ctx.attributes.get("llmdock.cache", "off")),
+    }
+
+
+async def respond(runtime: Runtime, ctx: RequestContext, body: GenerationBody) -> Response:
+    """Run the pipeline: the whole answer as JSON, or a stream once its first chunk is there."""
+    if not body.stream:
+        await run_whole(runtime, ctx)
+        return JSONResponse(completion_body(ctx), headers=answer_headers(ctx))
+    first, chunks = await open_stream(runtime, ctx)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return SSEResponse(completion_events(ctx, first, chunks, include_usage), headers=headers)
+    return SSEResponse(completion_events(ctx, first, chunks, include_usage), headers=answer_headers(ctx))
 
 
 def generation_handler(body_type: type[G], name: str) -> Handler:

@@ -72,7 +72,7 @@ class SSEResponse(Response):
                 await aclose()
 
 
-async def _every_chunk(
+async def every_chunk(
     first: StreamChunk | None, chunks: AsyncIterator[StreamChunk]
 ) -> AsyncIterator[StreamChunk]:
     if first is not None:
@@ -106,7 +106,7 @@ async def completion_events(
         opening = op.opening_choice()
         if opening is not None:
             yield sse_event({**base, "choices": [opening]})
-        async for chunk in _every_chunk(first, chunks):
+        async for chunk in every_chunk(first, chunks):
             if req.logprobs is not None and chunk.text and chunk.logprobs is None:
                 raise InvalidRequest(
                     "the answer was changed as it streamed (a guard or structured output re-cut it), so its "

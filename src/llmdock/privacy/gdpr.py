@@ -22,7 +22,8 @@ from llmdock.store.access_views import key_view, user_view
 from llmdock.store.audit import Actor
 from llmdock.store.engine import Store
 from llmdock.store.keyring import Keyring, open_trace_bodies
-from llmdock.store.models import ApiKey, AuditRow, Trace, User
+from llmdock.store.models import ApiKey, AuditRow, StoredResponse, Trace, User
+from llmdock.store.responses import open_data, responses_of
 from llmdock.store.trace_records import StoredSpan
 from llmdock.store.traces import stored_spans
 
@@ -62,6 +63,10 @@ def export_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> d
         keys = list(s.scalars(select(ApiKey).where(ApiKey.user_id == user.id))) if user else []
         targets = {subject_pseudonym(secret, subject)} | ({user.id} | {k.id for k in keys} if user else set())
         rows = list(s.scalars(select(AuditRow).where(AuditRow.target.in_(targets)).order_by(AuditRow.seq)))
+    stored = [
+        {"id": r.id, "created_at": r.created_at, **open_data(store.keyring, r.id, r.data)}
+        for r in responses_of(store, ids)
+    ]
     data = {
         "subject": subject,
         "exported_at": datetime.now(UTC).isoformat(),
@@ -69,14 +74,16 @@ def export_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> d
         "keys": [key_view(k) for k in keys],
         "traces": [trace_view(t, stored_spans(t), store.keyring) for t in traces],
         "audit": [audit.row_view(r) for r in rows],
+        "responses": stored,  # stored Responses API answers (/v1/responses)
     }
-    after = {"traces": len(traces), "keys": len(keys)}
+    after = {"traces": len(traces), "keys": len(keys), "responses": len(stored)}
     audit.record(store, "data.export", actor, target=subject_pseudonym(secret, subject), after=after)
     return jsonable(data)  # type: ignore[no-any-return]
 
 
 def erase_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> dict[str, Any]:
-    """Delete the subject's traces; if it is a user, revoke its keys and anonymise the user row."""
+    """Delete the subject's traces and stored responses; if it is a user, revoke its keys and anonymise the
+    user row."""
     anon = subject_pseudonym(secret, subject)
     now = datetime.now(UTC)
     with store.session() as s, s.begin():
@@ -86,6 +93,7 @@ def erase_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> di
         for i in range(0, len(trace_ids), 500):
             chunk = trace_ids[i : i + 500]
             s.execute(delete(Trace).where(Trace.id.in_(chunk)))
+        responses = s.execute(delete(StoredResponse).where(StoredResponse.subject.in_(ids))).rowcount  # type: ignore[attr-defined]
         revoked = 0
         if user is not None:
             revoked = (
@@ -100,6 +108,7 @@ def erase_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> di
     report = {
         "subject": anon,
         "traces_deleted": len(trace_ids),
+        "responses_deleted": responses or 0,
         "keys_revoked": revoked,
         "user_anonymised": user is not None,
     }

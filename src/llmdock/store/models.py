@@ -260,3 +260,23 @@ class EvalResult(Base):
     trace_id: Mapped[str] = mapped_column(String(32), default="")
     served: Mapped[dict[str, Any]] = mapped_column(JSON)  # model, deployment, prompt version actually used
     created_at: Mapped[datetime] = mapped_column()
+
+
+class StoredResponse(Base):
+    """A Responses API answer kept for ``GET /v1/responses/{id}`` and ``previous_response_id``.
+
+    ``data`` holds the response object, the conversation it answered (the items it continued and its own
+    input) and how many of those items were earlier ones; redacted per ``privacy.pii`` and, with
+    ``privacy.encrypt_bodies``, sealed as ``{"$sealed": <token>}``. Only the key's own team reads it.
+    """
+
+    __tablename__ = "responses"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    team_id: Mapped[str] = mapped_column(String(32), default="")
+    api_key_id: Mapped[str] = mapped_column(String(32), default="")
+    subject: Mapped[str] = mapped_column(String(200), default="", index=True)  # end user (GDPR)
+    model: Mapped[str] = mapped_column(String(200))
+    previous_response_id: Mapped[str] = mapped_column(String(64), default="")
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
