@@ -46,7 +46,7 @@ def test_live_and_crashed_journals_are_stored_once_and_the_crashed_one_removed(
     assert count_traces(store) == 60
     assert not crashed.dir.exists()
     # The live journal: read to its end, the segments before the cursor deleted, the one being written kept.
-    assert read_cursor(live.dir) == live.position
+    assert read_cursor(live.dir) == (*live.position, 30)
     assert [p.name for p in live.dir.glob("*.log")] == [live.position[0]]
     for i in range(30, 35):  # what the worker appends later is picked up where the cursor stands
         live.append(make_trace(tid(i, "b")))
@@ -118,6 +118,7 @@ def test_the_writer_keeps_an_ingester_running_through_kill_9(tmp_path: Path) -> 
             writer.submit(make_trace(tid(i)))
         assert writer.flush(timeout=60)
         assert count_traces(store) == 50
+        assert writer.status()["pending"] == 0
         first = read_status(root)["pid"]
         os.kill(first, signal.SIGKILL)
         for i in range(50, 80):  # journaled while no ingester runs

@@ -55,13 +55,14 @@ def url_tag(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
-def read_cursor(directory: Path) -> tuple[str, int]:
-    """How far the ingester has stored a journal directory: (segment name, offset); ("", 0) if not begun."""
+def read_cursor(directory: Path) -> tuple[str, int, int]:
+    """How far the ingester has stored a journal directory: (segment name, offset, traces read up to there);
+    ("", 0, 0) if it has not begun."""
     try:
         data = json.loads((directory / CURSOR).read_text())
-        return str(data["segment"]), int(data["offset"])
+        return str(data["segment"]), int(data["offset"]), int(data.get("count", 0))
     except (OSError, ValueError, KeyError, TypeError):
-        return "", 0
+        return "", 0, 0
 
 
 def read_status(root: Path) -> dict[str, Any]:
@@ -86,7 +87,8 @@ class _Source:
     segment: str = ""
     offset: int = 0
     lock_fd: int = -1  # held once its process is gone: the directory is ours to finish and remove
-    next: tuple[str, int] = ("", 0)  # where the records read but not yet stored end
+    count: int = 0  # journal lines read up to the cursor (a worker's pending traces: its appends minus these)
+    next: tuple[str, int, int] = ("", 0, 0)  # where the records read but not yet stored end, and the count
     finished: bool = False  # dead, and read to its end: removed once the batch in hand is stored
     skipped: set[str] = field(default_factory=set)  # segments whose corrupt tail was reported
 
@@ -137,8 +139,8 @@ class Ingester:
             self._forget(gone)  # its worker stopped cleanly: everything stored, the directory removed
         for directory in self.root.iterdir():
             if directory.is_dir() and directory.name not in self.sources:
-                segment, offset = read_cursor(directory)
-                self.sources[directory.name] = _Source(directory, segment, offset)
+                segment, offset, count = read_cursor(directory)
+                self.sources[directory.name] = _Source(directory, segment, offset, count=count)
         for src in self.sources.values():
             if src.lock_fd < 0:
                 src.lock_fd = _lock_if_dead(src.dir)
@@ -153,6 +155,7 @@ class Ingester:
         if segment not in segments:
             segment, offset = (segments[0], 0) if segments else ("", 0)
         records: list[TraceRecord] = []
+        lines = 0
         while segment and len(records) < limit:
             # A newer segment existed before this read: this one is complete (its worker appends to its
             # newest only), so a line without its newline is torn, not still being written.
@@ -165,6 +168,7 @@ class Ingester:
                 if len(records) >= limit:
                     break
                 offset += len(line)
+                lines += 1
                 rec = decode_line(line)
                 if rec is None:
                     log.warning("%s/%s: a corrupt journal line skipped", src.dir.name, segment)
@@ -184,19 +188,20 @@ class Ingester:
                 src.finished = True
                 break
             segment, offset = segments[later], 0
-        src.next = (segment, offset)
+        src.next = (segment, offset, src.count + lines)
         return records
 
     def _advance(self, src: _Source) -> None:
         """The batch is stored: move ``src``'s cursor, delete the segments before it, remove it if done."""
-        if src.next == ("", 0):
+        if src.next[0] == "":
             if src.finished:
                 self._finish(src)
             return
-        if src.next != (src.segment, src.offset):
-            src.segment, src.offset = src.next
+        if src.next != (src.segment, src.offset, src.count):
+            src.segment, src.offset, src.count = src.next
             try:
-                _replace(src.dir / CURSOR, json.dumps({"segment": src.segment, "offset": src.offset}))
+                cursor = {"segment": src.segment, "offset": src.offset, "count": src.count}
+                _replace(src.dir / CURSOR, json.dumps(cursor))
                 for old in src.dir.glob("*.log"):
                     if old.name < src.segment:
                         old.unlink(missing_ok=True)

@@ -86,6 +86,7 @@ class IngestedWriter:
         return {
             "ok": running and bool(state.get("ok")),
             "ingester": int(state["pid"]) if running else None,
+            "pending": max(0, self.journal.appended - read_cursor(self.journal.dir)[2]),
             "pending_bytes": self._pending_bytes(),
             "written": int(state.get("written", 0)),
             "dropped": self.dropped + self.journal.lost + int(state.get("dropped", 0)),
@@ -162,7 +163,7 @@ class IngestedWriter:
         if not self.journal.size:
             return 0  # nothing journaled (or all of it stored and its segments deleted)
         segment, size = self.journal.position
-        stored_segment, offset = read_cursor(self.journal.dir)
+        stored_segment, offset, _ = read_cursor(self.journal.dir)
         if stored_segment > segment or (stored_segment == segment and offset >= size):
             return 0
         return max(self.journal.size - offset, 1) if stored_segment == segment else max(self.journal.size, 1)

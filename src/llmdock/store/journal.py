@@ -135,6 +135,11 @@ class Journal:
                 self._bytes = sum(seg.size for seg in self._segments)
 
     @property
+    def appended(self) -> int:
+        """How many traces this journal has been given (its last sequence number)."""
+        return self._seq
+
+    @property
     def position(self) -> tuple[str, int]:
         """Where the journal ends: its newest segment's name and size (what an ingester must have read)."""
         with self._guard:
