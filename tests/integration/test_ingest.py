@@ -16,7 +16,7 @@ import pytest
 
 import llmdock.store.journal as journal_module
 from llmdock.store import Journal, Store, count_traces, write_traces
-from llmdock.store.ingest import CURSOR, Ingester, read_cursor, read_status
+from llmdock.store.ingest import CURSOR, MARKER, Ingester, read_cursor, read_status
 from llmdock.store.ingest_client import IngestedWriter
 from tests.integration.test_store import make_trace, tid, wait_until
 
@@ -36,6 +36,7 @@ def test_live_and_crashed_journals_are_stored_once_and_the_crashed_one_removed(
     store = Store(db_url)
     root = tmp_path / "journal"
     crashed, live = Journal(root), Journal(root)
+    (live.dir / MARKER).touch()  # a serve worker's journal (IngestedWriter marks it)
     for i in range(30):
         crashed.append(make_trace(tid(i, "a")))
         live.append(make_trace(tid(i, "b")))
@@ -62,6 +63,7 @@ def test_a_crash_between_commit_and_cursor_stores_nothing_twice(db_url: str, tmp
     store = Store(db_url)
     root = tmp_path / "journal"
     journal = Journal(root)
+    (journal.dir / MARKER).touch()
     for i in range(20):
         journal.append(make_trace(tid(i)))
     drain(Ingester(store, root))
@@ -71,6 +73,23 @@ def test_a_crash_between_commit_and_cursor_stores_nothing_twice(db_url: str, tmp
     drain(Ingester(store, root))
     assert count_traces(store) == 25
     journal.close(remove=True)
+    store.close()
+
+
+def test_a_live_thread_mode_journal_is_left_to_its_own_writer(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    root = tmp_path / "journal"
+    cli = Journal(root)  # `llmdock chat` beside a server: its writer thread stores these
+    for i in range(3):
+        cli.append(make_trace(tid(i)))
+    ingester = Ingester(store, root)
+    drain(ingester)
+    assert count_traces(store) == 0
+    write_traces(store, [make_trace(tid(0))])  # its thread stored one, then it was killed
+    cli.close(remove=False)
+    drain(ingester)  # now an orphan: adopted, each trace checked against the store
+    assert count_traces(store) == 3
+    assert not cli.dir.exists()
     store.close()
 
 
@@ -96,8 +115,10 @@ def test_while_the_store_is_away_the_journal_keeps_everything(tmp_path: Path) ->
         crashed.append(make_trace(tid(i)))
     crashed.close(remove=False)
     away = Store(UNREACHABLE, migrate=False)
+    first = Ingester(away, root)
     with pytest.raises(Exception, match="connect|refused|Connection"):
-        Ingester(away, root).run_once()
+        first.run_once()
+    first.close()
     away.close()
     assert len(list(crashed.dir.glob("*.log"))) == 1
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")

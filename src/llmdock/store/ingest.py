@@ -44,6 +44,7 @@ log = logging.getLogger("llmdock.ingest")
 INGEST_LOCK = "ingest.lock"
 STATUS = "ingest.json"
 CURSOR = "cursor"
+MARKER = "ingested"  # in a journal directory whose traces only the ingester stores (trace.ingest: process)
 URL_ENV = "LLMDOCK_INGEST_DATABASE_URL"  # the store's URL reaches the process in its environment, not argv
 READ_BYTES = 1 << 20
 IDLE_EXIT_S = 2.0  # no live journal and nothing left to store for this long: exit
@@ -91,6 +92,10 @@ class _Source:
     next: tuple[str, int, int] = ("", 0, 0)  # where the records read but not yet stored end, and the count
     finished: bool = False  # dead, and read to its end: removed once the batch in hand is stored
     skipped: set[str] = field(default_factory=set)  # segments whose corrupt tail was reported
+    # Lines to check against the store before writing them: all of a crashed thread-mode journal (its
+    # writer thread may have stored any of them), else one batch after the cursor (an ingester killed
+    # between its commit and its cursor): the lines numbered up to ``check_until``; -1: all.
+    check_until: int = 0
 
 
 class Ingester:
@@ -140,14 +145,19 @@ class Ingester:
         for directory in self.root.iterdir():
             if directory.is_dir() and directory.name not in self.sources:
                 segment, offset, count = read_cursor(directory)
-                self.sources[directory.name] = _Source(directory, segment, offset, count=count)
+                src = _Source(directory, segment, offset, count=count, check_until=count + self.batch_size)
+                self.sources[directory.name] = src
         for src in self.sources.values():
             if src.lock_fd < 0:
                 src.lock_fd = _lock_if_dead(src.dir)
+                if src.lock_fd >= 0 and not (src.dir / MARKER).exists():
+                    src.check_until = -1  # a crashed CLI or thread-mode process: its writer stored some
 
     def _read(self, src: _Source, limit: int) -> list[TraceRecord]:
         """Up to ``limit`` traces after ``src``'s cursor; ``src.next`` is where they end."""
         dead = src.lock_fd >= 0
+        if not dead and not (src.dir / MARKER).exists():
+            return []  # a live process that stores its own traces (a writer thread: the CLI, evaluations)
         segments = sorted(p.name for p in src.dir.glob("*.log"))  # listed before reading: see below
         segment, offset = src.segment, src.offset
         if dead and not segments:
@@ -173,6 +183,7 @@ class Ingester:
                 if rec is None:
                     log.warning("%s/%s: a corrupt journal line skipped", src.dir.name, segment)
                     continue
+                rec.replayed = src.check_until < 0 or src.count + lines <= src.check_until
                 records.append(rec)
             if len(records) >= limit or (end < len(data) and not final) or len(data) == READ_BYTES:
                 break
@@ -214,6 +225,11 @@ class Ingester:
     def _finish(self, src: _Source) -> None:
         shutil.rmtree(src.dir, ignore_errors=True)
         self._forget(src)
+
+    def close(self) -> None:
+        """Release the journals of gone processes this ingester holds (another may take them)."""
+        for src in list(self.sources.values()):
+            self._forget(src)
 
     def _forget(self, src: _Source) -> None:
         if src.lock_fd >= 0:
@@ -332,6 +348,7 @@ def main(argv: list[str]) -> int:
     try:
         ingester.run()
     finally:
+        ingester.close()
         ingester.store.close()
         (root / STATUS).unlink(missing_ok=True)
     return 0

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from llmdock.store.engine import Store
-from llmdock.store.ingest import URL_ENV, read_cursor, read_status, take_lock, url_tag
+from llmdock.store.ingest import MARKER, URL_ENV, read_cursor, read_status, take_lock, url_tag
 from llmdock.store.journal import Journal
 from llmdock.store.trace_records import TraceRecord
 
@@ -50,6 +50,7 @@ class IngestedWriter:
         self.flush_interval_s = flush_interval_s
         self.dropped = 0  # traces whose ``prepare`` failed: never journaled, never stored
         self.root = journal.root
+        (journal.dir / MARKER).touch()  # the ingester stores this journal (it leaves thread-mode ones alone)
         self._tag = url_tag(store.url)
         self._proc: subprocess.Popen[bytes] | None = None
         self._started = time.time()

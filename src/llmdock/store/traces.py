@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -59,16 +59,23 @@ def _json(value: Any) -> str:
 
 
 def _spans(rec: TraceRecord) -> str:
+    """The spans of a trace as JSON: each one's start in ms after the trace's ``created_at`` (cheaper to
+    write and smaller than a time stamp per span; :func:`stored_spans` gives times back)."""
+    base = rec.created_at
+    try:
+        starts = [(s.started_at - base).total_seconds() * 1000 for s in rec.spans]
+    except TypeError:  # naive and aware times mixed: compare both in UTC
+        starts = [(_utc(s.started_at) - _utc(base)).total_seconds() * 1000 for s in rec.spans]
     return _json(
         [
             {
                 "name": s.name,
-                "started_at": _utc(s.started_at).isoformat(timespec="microseconds"),
+                "start_ms": start,
                 "duration_ms": s.duration_ms,
                 "status": s.status,
                 "attributes": s.attributes,
             }
-            for s in rec.spans
+            for s, start in zip(rec.spans, starts, strict=True)
         ]
     )
 
@@ -193,12 +200,13 @@ def get_trace(store: Store, trace_id: str) -> tuple[Trace, list[StoredSpan]]:
 
 def stored_spans(trace: Trace) -> list[StoredSpan]:
     """A stored trace's spans in stage order (times back as UTC datetimes)."""
+    base = _utc(trace.created_at)
     return [
         StoredSpan(
             trace.id,
             seq,
             str(s.get("name", "")),
-            _utc(datetime.fromisoformat(s["started_at"])),
+            base + timedelta(milliseconds=float(s.get("start_ms", 0.0))),
             float(s.get("duration_ms", 0.0)),
             str(s.get("status", "")),
             s.get("attributes") or {},
