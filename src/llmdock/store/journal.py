@@ -215,8 +215,10 @@ def decode_line(line: bytes) -> TraceRecord | None:
         return None
     data["created_at"] = datetime.fromisoformat(data["created_at"])
     data["seq"], data["replayed"] = 0, True
+    iso = datetime.fromisoformat
     data["spans"] = [
-        SpanRecord(**{**s, "started_at": datetime.fromisoformat(s["started_at"])}) for s in data["spans"]
+        SpanRecord(s["name"], iso(s["started_at"]), s["duration_ms"], s["status"], s["attributes"])
+        for s in data["spans"]
     ]
     return TraceRecord(**data)
 

@@ -5,6 +5,7 @@ The batching, retrying writer is store/trace_writer.py; the write-ahead journal 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -154,7 +155,9 @@ def _insert_many_rows(conn: Any, table: str, columns: tuple[str, ...], rows: lis
     one = "(" + ", ".join("?" * len(columns)) + ")"
     for start in range(0, len(rows), per_statement):
         chunk = rows[start : start + per_statement]
-        conn.exec_driver_sql(head + ", ".join([one] * len(chunk)), tuple(v for row in chunk for v in row))
+        conn.exec_driver_sql(
+            head + ", ".join([one] * len(chunk)), tuple(itertools.chain.from_iterable(chunk))
+        )
 
 
 def missing(store: Store, records: list[TraceRecord]) -> list[TraceRecord]:
