@@ -84,7 +84,8 @@ class Scrubadub:
 def detectors(only: str) -> dict[str, Callable[[str], Spans]]:
     makers: dict[str, Callable[[], Callable[[str], Spans]]] = {
         "llmdock default": lambda: engine_spans(PiiEngine(DEFAULT_PII_ENTITIES)),
-        "llmdock, every entity": lambda: engine_spans(PiiEngine(every_entity())),
+        "llmdock default + NER": lambda: engine_spans(PiiEngine(DEFAULT_PII_ENTITIES, ner=True)),
+        "llmdock, every entity + NER": lambda: engine_spans(PiiEngine(every_entity(), ner=True)),
         "Presidio default + spaCy sm": lambda: presidio_spans(PresidioDefault()),
         "scrubadub 2.0.1": lambda: Scrubadub().find,
     }
@@ -161,9 +162,12 @@ def print_tables(
 def main() -> None:
     parser = options(__doc__)
     parser.add_argument("--only", default="", help="run only the detectors whose name starts with this")
+    parser.add_argument("--sources", default="", help="comma-separated sources (default: all)")
     args = parser.parse_args()
-    console = Console(width=160)
+    console = Console(width=180)
     rows = load_rows()
+    if args.sources:
+        rows = [r for r in rows if r["source"] in args.sources.split(",")]
     console.print(f"loading detectors; {len(rows)} rows from {DATA.name}")
     runs = detectors(args.only)
     scores: dict[str, Any] = {}

