@@ -3,6 +3,7 @@ share of PII-free texts flagged, for llmdock's default and its peers in one run.
 
     .venv/bin/python bench/pii_quality.py                 # every detector
     .venv/bin/python bench/pii_quality.py --only llmdock  # detectors whose name starts with that
+    .venv/bin/python bench/pii_quality.py --sources faker,clean-health   # only these sources' rows
 
 Rows: ``bench/data/pii_test.jsonl.gz`` (built by ``bench/data/build_pii_set.py``; sources and licenses in
 bench/data/README.md). Three labelled sources, by protocol:

@@ -101,3 +101,8 @@ def test_a_place_that_is_also_a_surname_is_not_a_person_alone(engine: PiiEngine)
 def test_a_disease_named_after_a_person_is_not_a_person(engine: PiiEngine) -> None:
     assert found(engine, "Does Bowens disease spread?", "PERSON") == []
     assert "Bowens" in found(engine, "The doctor, Bowens, said it does not.", "PERSON")
+
+
+def test_a_text_of_over_a_million_characters_is_read_to_its_end(engine: PiiEngine) -> None:
+    text = "x " * 600_000 + "She was born on 3/4/1990."  # a weak finding: its context words are read
+    assert found(engine, text, "DATE_OF_BIRTH") == ["3/4/1990"]

@@ -53,8 +53,14 @@ _UNIT = (
     r"Planta|Escalera|Bloque|Etage|Étage|Stock|Room|Rm|H\.No|No|#)\.?"
 )
 # After the street, on the same line: flats, postcodes, the town's words.
-_TAIL = re.compile(rf"(?:[ \t]*,?[ \t]+(?:{_UNIT}[ \t]*\w+|{_POSTCODE}|(?:{_PARTICLE}[ \t]+)*{_CAP}))+")
+_TAIL = re.compile(
+    rf"(?:[ \t]*,?[ \t]+(?:{_UNIT}[ \t]*\w+|{_POSTCODE}|(?:{_PARTICLE}[ \t]+){{0,3}}{_CAP})){{1,6}}"
+)
+# How far from a house number its street, postcode and town can be: a bound, so that a 1 MB line full of
+# numbers costs linear time.
+REACH = 100
 _POSTCODE_TOWN = re.compile(rf",[ \t]+(?:{_POSTCODE}[ \t]+{_CAP}|(?:{_CAP}[ \t]+){{1,3}}{_POSTCODE})\b")
+_LETTERS = re.compile(r"[^\W\d_]{2}")
 _NAME_BEFORE = re.compile(rf"(?:{_CAP}[ \t]+){{1,3}}$")
 _ON_THEIR_OWN = re.compile(
     rf"\b{_UNIT}[ \t]*\d{{1,5}}[A-Za-z]?\b|\b(?:P\.?[ \t]?O\.?[ \t]?Box|Postfach|Apartado|Caixa Postal)[ \t]+\d{{1,6}}\b"
@@ -132,9 +138,12 @@ class StreetAddressRecognizer(EntityRecognizer):
     def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[RecognizerResult]:
         found = []
         for m in _NUMBER.finditer(text):
-            line_start = text.rfind("\n", 0, m.start()) + 1
-            line_end = text.find("\n", m.end())
-            line_end = len(text) if line_end < 0 else line_end
+            if not _LETTERS.search(text, max(0, m.start() - 30), m.end() + 30):
+                continue  # no word near it: a number in a table, a list of digits
+            line_start = text.rfind("\n", max(0, m.start() - REACH), m.start()) + 1
+            line_start = max(line_start, m.start() - REACH)
+            line_end = text.find("\n", m.end(), m.end() + REACH)
+            line_end = min(len(text), m.end() + REACH) if line_end < 0 else line_end
             before, after = text[line_start : m.start()], text[m.end() : line_end]
             start, end, score = m.start(), m.end(), 0.6
             if (stop := self._number_first(after)) is not None:
@@ -149,7 +158,7 @@ class StreetAddressRecognizer(EntityRecognizer):
                 end = tail.end()
             found.append(result("STREET_ADDRESS", start, end, score, self))
         for m in _ON_THEIR_OWN.finditer(text):
-            tail = _TAIL.match(text, m.end(), len(text))
+            tail = _TAIL.match(text, m.end(), m.end() + REACH)
             end = tail.end() if tail and "\n" not in tail.group() else m.end()
             found.append(result("STREET_ADDRESS", m.start(), end, 0.45, self))
         return found

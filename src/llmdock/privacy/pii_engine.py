@@ -124,6 +124,10 @@ class PiiEngine:
         )
         self.uses_ner = bool(ner_wanted)
         nlp = load_ner_pipeline(ner_model) if self.uses_ner else spacy.blank(language)
+        if not self.uses_ner:
+            # spaCy refuses texts over a million characters for the memory its parser and NER would need;
+            # the bare tokenizer (context words of a weak finding) needs none of it.
+            nlp.max_length = 10**9
         nlp_engine = nlp_engine_class()(nlp, language)
         registry = RecognizerRegistry(supported_languages=[language])
         presidio_log = logging.getLogger("presidio-analyzer")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -191,22 +192,52 @@ def configured_recognizer(recognizer: Any, phone_regions: tuple[str, ...]) -> An
 
 
 def context_enhancer(threshold: float) -> Any:
-    """Presidio's context enhancer, run only on findings whose score is below ``threshold``.
+    """Presidio's context rule, applied only to findings whose score is below ``threshold``.
 
     Context words ("phone", "card"…) only ever raise a finding's score, so one already at or above the
-    threshold is redacted either way: skipping it changes no decision. The enhancer lemmatises the words
-    around every finding, which was about a third of the analyzer's time on a short prompt holding PII.
+    threshold is redacted either way: skipping it changes no decision. A weak finding with one of its
+    recognizer's context words inside one of the five words before it (stop words not counted) gains 0.35,
+    to at least 0.4, as Presidio's ``LemmaContextAwareEnhancer`` does (a context word inside a longer word
+    counts, as there). Presidio's enhancer reads the words from the whole text's tokens and searches them
+    for each finding's token: a third of the analyzer's time on a short prompt, and quadratic on a long
+    text with many weak findings (77 s for 200,000 characters); this one reads 150 characters before each.
     """
-    from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+    from presidio_analyzer import RecognizerResult
+    from presidio_analyzer.context_aware_enhancers import ContextAwareEnhancer
+    from spacy.lang.en.stop_words import STOP_WORDS
 
-    class WeakFindingsEnhancer(LemmaContextAwareEnhancer):
+    words = re.compile(r"[^\W_]+")
+    key = RecognizerResult.RECOGNIZER_IDENTIFIER_KEY
+
+    class WeakFindingsEnhancer(ContextAwareEnhancer):
+        def __init__(self) -> None:
+            super().__init__(
+                context_similarity_factor=0.35,
+                min_score_with_context_similarity=0.4,
+                context_prefix_count=5,
+                context_suffix_count=0,
+            )
+
         def enhance_using_context(
-            self, text: str, raw_results: list[Any], *args: Any, **kwargs: Any
+            self,
+            text: str,
+            raw_results: list[Any],
+            nlp_artifacts: Any,
+            recognizers: list[Any],
+            context: Any = None,
         ) -> list[Any]:
-            weak = [r for r in raw_results if r.score < threshold]
-            if not weak:
-                return raw_results
-            strong = [r for r in raw_results if r.score >= threshold]
-            return strong + list(super().enhance_using_context(text, weak, *args, **kwargs))
+            by_id = {r.id: r for r in recognizers}
+            for result in raw_results:
+                recognizer = by_id.get((result.recognition_metadata or {}).get(key))
+                if result.score >= threshold or recognizer is None or not recognizer.context:
+                    continue
+                before = text[max(0, result.start - 150) : result.start].lower()
+                near = [w for w in words.findall(before) if w not in STOP_WORDS][-self.context_prefix_count :]
+                if any(c.lower() in w for c in recognizer.context for w in near):
+                    score = max(
+                        result.score + self.context_similarity_factor, self.min_score_with_context_similarity
+                    )
+                    result.score = min(score, ContextAwareEnhancer.MAX_SCORE)
+            return raw_results
 
     return WeakFindingsEnhancer()

@@ -36,7 +36,9 @@ PARTICLES = {"van", "von", "der", "den", "de", "da", "del", "della", "di", "du",
 _CAP = r"[^\W\d_a-z][^\W\d_]*(?:['\u2019-][^\W\d_]+)*"  # a capitalised word: Maria, O'Neil, Jean-Luc
 _PARTICLE = rf"(?:{'|'.join(sorted(PARTICLES))})"
 # Capitalised words on one line, with initials and particles between them: "Julie van der Linden".
-_NAME_RUN = re.compile(rf"{_CAP}(?:[ \t]+(?:[A-Z]\.|(?:{_PARTICLE}[ \t]+)*{_CAP}))*")
+_NAME_RUN = re.compile(
+    rf"{_CAP}(?:[ \t]+(?:[A-Z]\.|(?:{_PARTICLE}[ \t]+){{0,3}}{_CAP})){{0,5}}"
+)  # at most 6 words
 _AFTER_TITLE = re.compile(rf"\b{TITLES}[ \t]+({_CAP}(?:[ \t]+{_CAP})?)")
 _AFTER_GREETING = re.compile(rf"\b{GREETINGS}[ \t]+({_CAP})\b")
 # A name followed by one of these words names a thing after a person, not a person.
@@ -207,5 +209,8 @@ ID_CONTEXT = ["ssn", "social", "security", "passport", "licence", "license", "id
 
 
 def id_number_recognizer(language: str = "en") -> PatternRecognizer:
-    code = r"\b(?=(?:[A-Z0-9 -]*?\d){5})[A-Z0-9][A-Z0-9-]{2,}(?:[ -][A-Z0-9-]+){0,4}\b"
+    # At least 5 digits among the code's first 40 characters (bounded: a lookahead that may scan the
+    # whole text from every word would make a 1 MB text quadratic).
+    code = r"\b(?=[A-Z0-9 -]{0,40}?\d[A-Z -]{0,40}?\d[A-Z -]{0,40}?\d[A-Z -]{0,40}?\d[A-Z -]{0,40}?\d)"
+    code += r"[A-Z0-9][A-Z0-9-]{2,40}(?:[ -][A-Z0-9-]{1,40}){0,4}\b"
     return _pattern_recognizer("ID_NUMBER", [Pattern("code with digits", code, 0.05)], language, ID_CONTEXT)
