@@ -7,8 +7,11 @@ P99 for each configuration, in interleaved rounds so that load from elsewhere on
   everything off       trace.journal: false, privacy.pii: off (the gateway before issue 15)
   journal              trace.journal: true (the default: each trace written to the journal before answering)
   journal + fsync      trace.journal_sync: fsync (answers wait for a group fsync)
-  journal + PII mask   the defaults: journal on, privacy.pii: mask (masked before the journal sees it);
-                       the traces stored by the ingester process (trace.ingest: auto under serve)
+  journal + PII mask, patterns only   the entities of issue 15 (cards, e-mails, IBANs, IPs, phones, SSNs)
+  journal + PII mask   the defaults: journal on, privacy.pii: mask (masked before the journal sees it),
+                       with issue 16's names, street addresses, ID numbers and dates of birth; the traces
+                       stored by the ingester process (trace.ingest: auto under serve)
+  journal + PII mask + NER            privacy.ner: spaCy's NER for names besides the name lists
   writer thread        the defaults, but stored by a writer thread in the worker (trace.ingest: thread)
 
 Usage: .venv/bin/python bench/defaults_cost.py [--seconds 10] [--rounds 3]
@@ -41,7 +44,11 @@ CONFIGS = {
     "everything off": "trace: {journal: false}\nprivacy: {pii: 'off'}\n",
     "journal": "privacy: {pii: 'off'}\n",
     "journal + fsync": "trace: {journal_sync: fsync}\nprivacy: {pii: 'off'}\n",
+    "journal + PII mask, patterns only (issue 15's entities)": (
+        "privacy: {entities: [CREDIT_CARD, CRYPTO, EMAIL_ADDRESS, IBAN_CODE, IP_ADDRESS, PHONE_NUMBER, US_SSN]}\n"
+    ),
     "journal + PII mask (defaults)": "",
+    "journal + PII mask + NER (privacy.ner)": "privacy: {ner: true}\n",
     "defaults, writer thread (before the ingester)": "trace: {ingest: thread}\n",
 }
 

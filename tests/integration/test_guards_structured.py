@@ -85,10 +85,10 @@ async def test_a_redaction_inside_a_string_value_keeps_the_answer_valid_for_its_
     resp = await chat(gw, response_format=CONTACT)
     assert resp.status_code == 200
     content = resp.json()["choices"][0]["message"]["content"]
-    assert orjson.loads(content) == {"name": "Ada", "email": "[EMAIL-ADDRESS]"}
+    assert orjson.loads(content) == {"name": "[PERSON]", "email": "[EMAIL-ADDRESS]"}
     streamed = await chat(gw, response_format=CONTACT, stream=True)
     assert streamed.status_code == 200
-    assert orjson.loads(streamed_content(streamed)) == {"name": "Ada", "email": "[EMAIL-ADDRESS]"}
+    assert orjson.loads(streamed_content(streamed)) == {"name": "[PERSON]", "email": "[EMAIL-ADDRESS]"}
     assert "ada@example.com" not in streamed.text
 
 

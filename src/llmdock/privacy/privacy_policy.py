@@ -93,7 +93,7 @@ class PrivacyPolicy:
                 self.pseudonym_key = load_pseudonym_key(settings)
             try:
                 self.engine = shared_engine(
-                    tuple(p.entities), "en", p.score_threshold, tuple(p.phone_regions)
+                    tuple(p.entities), "en", p.score_threshold, tuple(p.phone_regions), ner=p.ner
                 )
             except UnknownEntity as exc:
                 index = p.entities.index(exc.entity)

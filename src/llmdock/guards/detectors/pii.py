@@ -13,10 +13,14 @@ from llmdock.guards.policy import DetectorEnv
 class PiiParams(DetectorParams):
     entities: list[str] = Field(
         default_factory=lambda: list(DEFAULT_PII_ENTITIES),
-        description="Presidio entity names (PERSON adds NER)",
+        description="Presidio entity names and llmdock's (STREET_ADDRESS, ID_NUMBER, DATE_OF_BIRTH, AGE); "
+        "LOCATION, NRP, ORGANIZATION add spaCy NER",
     )
     score_threshold: float = Field(default=0.4, ge=0, le=1, description="Presidio's confidence to report")
     phone_regions: list[str] = Field(default_factory=lambda: list(DEFAULT_PHONE_REGIONS))
+    ner: bool = Field(
+        default=False, description="spaCy NER for PERSON besides name lists (~25 ms per 1,000 chars)"
+    )
 
 
 class PiiDetector(BaseDetector, name="pii", directions={"input", "output"}, Params=PiiParams):
@@ -31,7 +35,10 @@ class PiiDetector(BaseDetector, name="pii", directions={"input", "output"}, Para
         from llmdock.privacy.pii_engine import PiiEngine
 
         self.engine = PiiEngine(
-            params.entities, score_threshold=params.score_threshold, phone_regions=params.phone_regions
+            params.entities,
+            score_threshold=params.score_threshold,
+            phone_regions=params.phone_regions,
+            ner=params.ner,
         )
         self.engine.find("warm up: a@example.com")  # the first call builds spaCy's tokenizer caches
 
