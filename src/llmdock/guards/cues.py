@@ -1,20 +1,22 @@
 """Structure cues: what makes a text an instruction to the model rather than text about instructions.
 
-Character and word n-grams learn the vocabulary of the attacks they were trained on; a new source uses other
-words for the same moves. These cues name the moves: a message addressed to the assistant or agent, an
-attempt to take over the task it was given ("before you answer…", "instead…", "do not tell the user"), a
-switch of role or a fake system message, a delimiter that pretends the data has ended, and an order to act
-on the outside world (send, forward, transfer, delete) found in text that should be data. Each cue that
-matches adds one feature (a reserved index in the word block) for the linear classifier to weigh; the
-classifier, not the cue, decides. They run on the normalised, lower-cased text (obfuscation undone).
+They name the moves of an attack: a message addressed to the assistant or agent, an attempt to take over the
+task it was given ("before you answer…", "instead…", "do not tell the user"), a switch of role or a fake
+system message, a delimiter that pretends the data has ended, an order to act on the outside world (send,
+forward, transfer, delete), and whether an "ignore / forget / disregard" is aimed at the model's
+instructions or at something else. They run on the normalised, lower-cased text. The injection detector
+names the cues a flagged text shows (``details["cues"]``) and does not block a short request whose only cue
+is an "ignore" aimed elsewhere ("please ignore case when you sort…").
+
+Measured as extra features of the classifier (one reserved feature per cue), they changed nothing in the
+leave-one-source-out figures (macro recall / FPR 0.737 / 0.130 without, 0.730 / 0.123 with) and doubled the
+injection detector's CPU time on 1,000-character prompts (window by window), so the classifier does not use
+them (bench/README.md, guards).
 """
 
 from __future__ import annotations
 
 import re
-import zlib
-
-import numpy as np
 
 _AI = r"(?:ai|a\.i\.|assistant|agent|model|language\s+model|llm|chatbot|bot|gpt(?:-?\d)?|claude|llama|gemini|copilot)"
 CUES: dict[str, re.Pattern[str]] = {
@@ -59,18 +61,6 @@ _INSTRUCTIONS = (
 # errors", "disregard the typo"): the word alone is in attacks and ordinary requests alike
 CUES["override-instructions"] = re.compile(_OVERRIDE + _INSTRUCTIONS)
 CUES["override-other"] = re.compile(_OVERRIDE + f"(?!{_INSTRUCTIONS})")
-# one reserved index per cue, in the word block (collisions with word hashes are as rare as between words)
-_SALT = b"llmdock-cue:"
-
-
-def _index(name: str, size: int) -> int:
-    return zlib.crc32(_SALT + name.encode()) % size
-
-
-def cue_ids(text: str, size: int) -> np.ndarray:
-    """The word-block indices of the cues that match ``text`` (normalised), sorted."""
-    found = sorted({_index(name, size) for name, pattern in CUES.items() if pattern.search(text)})
-    return np.array(found, dtype=np.int64)
 
 
 def cues_in(text: str) -> list[str]:

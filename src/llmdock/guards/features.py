@@ -21,8 +21,6 @@ import zlib
 import numpy as np
 import scipy.sparse as sp
 
-from llmdock.guards.cues import cue_ids
-
 CHAR_FEATURES = 2**18
 WORD_FEATURES = 2**18
 CHAR_NGRAMS = (2, 5)
@@ -87,13 +85,8 @@ def char_ids(text: str) -> np.ndarray:
 
 
 def word_ids(text: str) -> np.ndarray:
-    """Indices of the text's word unigrams and bigrams, and of the structure cues it shows (:mod:`cues`)."""
-    return _with_cues(_word_ids(_crc(_WORD.findall(text))), text)
-
-
-def _with_cues(ids: np.ndarray, text: str) -> np.ndarray:
-    cues = cue_ids(text, WORD_FEATURES)
-    return _distinct(np.concatenate([ids, cues])) if len(cues) else ids
+    """Indices of the text's word unigrams and bigrams."""
+    return _word_ids(_crc(_WORD.findall(text)))
 
 
 class Ngrams:
@@ -142,7 +135,7 @@ class Ngrams:
             for i in {first, last - 1}:
                 s, e = max(int(self.word_starts[i]), start), min(int(self.word_ends[i]), end)
                 hashes[i - first] = zlib.crc32(self.text[s:e].encode())
-        return chars, _with_cues(_word_ids(hashes), self.text[start:end])
+        return chars, _word_ids(hashes)
 
 
 def logit_of(

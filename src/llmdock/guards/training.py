@@ -37,7 +37,7 @@ log = logging.getLogger("llmdock.guards")
 TASKS = ("injection", "toxicity")
 # toxicity's categories, each a classifier of its own: that category's toxic rows against every benign row
 CATEGORIES = ("abuse", "hate", "threat", "sexual", "self-harm")
-FEATURES_VERSION = 4  # bump when features or training change: cached weights are then retrained
+FEATURES_VERSION = 5  # bump when features or training change: cached weights are then retrained
 TARGET_FPR = 0.03
 SENSITIVE_FPR = 0.05  # toxicity: benign text on sensitive subjects (medicine, history, crime, identity)
 SENSITIVE_SOURCES = ("openai-evals-sensitive",)

@@ -8,11 +8,11 @@ Layers, cheapest first, each recorded as the ``layer`` of the verdict when it de
    ``developer mode enabled``, chat-template control tokens in user text, markdown images that carry
    data out), matched on the normalised text;
 3. a classifier trained by llmdock (:mod:`llmdock.guards.training`) on labelled injection, jailbreak and
-   benign prompts and tool results from pinned PyPI packages, over character and word n-grams and the
-   structure cues of :mod:`llmdock.guards.cues` (a message addressed to the model, a take-over of its task,
-   a role switch, a fake end of data, an order to act on the outside world); long texts are also scored in
-   windows so an instruction buried in a retrieved document is not diluted. Text in ``tool`` messages is
-   data: what the classifier looks for there is an instruction addressed to the model;
+   benign prompts and tool results (AgentDojo's, with and without its attacks) from pinned PyPI packages;
+   long texts are also scored in windows so an instruction buried in a retrieved document is not diluted.
+   A flagged text's structure cues (:mod:`llmdock.guards.cues`: addressed to the model, task take-over,
+   role switch…) are named in the verdict, and a short request whose only cue is an "ignore" aimed at
+   something other than the model's instructions is let through (capped at 0.45);
 4. optionally, embedding similarity to known attacks (``embedding: true``; all-MiniLM-L6-v2, about
    12 ms per text on one core, so off by default). It is a weak layer: it recognises close variants of
    known jailbreaks but adds little recall over the classifier on the test split.
