@@ -3,8 +3,9 @@
 Mentioning a sensitive subject (an illness, a war, a crime, an identity) is not toxicity: the classifier learns
 from benign text on those subjects too (``training.training_rows``), its threshold keeps such text under 5 %
 false positives on validation, and a classifier per category (abuse, hate, threat, sexual, self-harm) says
-which kind of harm a text is (``details["categories"]``; the finding's label is the top category at or above
-0.5). The decision is the overall classifier's, so a category policy can be layered on the scores.
+which kind of harm a text is (``details["categories"]``; a flagged text's finding is labelled with the top
+category). The category classifiers are not calibrated on text from elsewhere (a polite parcel enquiry scores
+0.53 for "threat"), so they name the harm and do not decide. The decision is the overall classifier's, so a category policy can be layered on the scores.
 
 Layers: self-harm phrasings (a heuristic: these deserve a label of their own and are rare in training
 data); a classifier llmdock trains (:mod:`llmdock.guards.training`, task ``toxicity``: RealToxicityPrompts'
@@ -108,11 +109,11 @@ class ToxicityDetector(
         if self.categories:
             per = {c: round(m.score_span(grams), 4) for c, m in self.categories.items()}
             details["categories"] = per
-            top = max(per, key=per.__getitem__)
-            label = top if per[top] >= 0.5 else label
+            label = max(per, key=per.__getitem__)
         if self.profanity is not None:
             profanity = self.profanity.score(item.text)
             details["profanity_model"] = round(profanity, 4)
             if profanity > score:
                 score, layer = profanity, "profanity-model"
+        label = label if score >= 0.5 else "toxic"  # a category names the harm of a flagged text only
         return Verdict(score, layer, [Finding(0, len(item.text), label, score)], details)
