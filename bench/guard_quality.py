@@ -13,6 +13,9 @@ nothing pulls a CUDA build):
 - llm-guard 0.3.16's ``NoRefusalLight`` (substring rules) for refusal;
 - latency: llm-guard's offline input scanners (``InvisibleText`` + ``Secrets``) plus guardify, per prompt.
 
+Then the source-held-out protocol of ``guard_heldout.py`` (leave-one-source-family-out over the labelled pool,
+and sources never trained on; ``--no-held-out`` skips it, it retrains the classifiers once per family).
+
 Targets (issue 6): injection/jailbreak recall >= 90 % at a false-positive rate <= 5 % on ordinary prompts;
 input chain P50 <= 10 ms on a 1,000-character prompt (timed by guard_latency.py, per detector too; `--baseline
 OTHER/src` times another checkout beside this one). Figures are printed, never asserted.
@@ -208,6 +211,7 @@ def main() -> None:
     parser.add_argument(
         "--peer-venv", type=Path, default=Path(os.environ.get("GUARD_PEER_VENV", "/tmp/venv_guard_peer"))
     )
+    parser.add_argument("--no-held-out", action="store_true", help="skip guard_heldout.py's protocol")
     args = parser.parse_args()
     rows = test_rows()
     prompts = thousand_char_prompts(rows)
@@ -311,6 +315,10 @@ def main() -> None:
     console.print(
         "Secrets, leakage, URLs and grounding have no labelled third-party set in a package; their unit tests cover them."
     )
+    if not args.no_held_out:
+        import guard_heldout
+
+        guard_heldout.main(["--peer-venv", str(args.peer_venv)])
 
 
 if __name__ == "__main__":

