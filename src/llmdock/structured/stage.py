@@ -9,7 +9,7 @@ What happened (valid, repaired, reasked, failed; the errors) goes on the span an
 Streams of a JSON answer whose grammar the backend enforces (the embedded model; no tool calls, a schema the
 converter could express) are *live*: chunks pass as generated, since the grammar admits only JSON of the
 right shape, and the whole answer is judged at the end for what the grammar cannot check (formats,
-``minimum``, an answer cut off at ``max_tokens``). If that fails the client already has the text, so there
+``multipleOf``, an answer cut off at ``max_tokens``). If that fails the client already has the text, so there
 is no re-ask: the stream ends with an error event (``invalid_structured_output``) instead of a finish reason.
 
 Other streams are buffered: the answer is generated and judged in full before the first chunk is sent, then
@@ -128,7 +128,7 @@ def build_grammar(key: str, budget: int = 0) -> tuple[str, str]:
 
 def live(ctx: RequestContext, plan: StructuredPlan) -> bool:
     """Whether a stream may pass the answer on as it is generated: a JSON answer (no tool calls) whose
-    grammar every backend of the route enforces, so only checks the grammar cannot make (formats, minimum…)
+    grammar every backend of the route enforces, so only checks the grammar cannot make (formats, multipleOf…)
     are left for the end."""
     return (
         not plan.native
