@@ -375,3 +375,21 @@ def test_a_bounded_tool_argument_is_within_its_bounds_at_the_first_answer(
     structured = next(s for s in _spans(server, raw.headers["x-llmdock-trace-id"]) if s.name == "structured")
     assert structured.attributes["llmdock.structured.outcome"] == "valid"
     assert "llmdock.structured.unenforced" not in structured.attributes
+
+
+def test_json_object_mode_closes_its_object_within_a_small_max_tokens(
+    client: openai.OpenAI, server: Server
+) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="smollm2",
+        messages=[{"role": "user", "content": "Describe every planet of the solar system in a JSON object."}],
+        response_format={"type": "json_object"},
+        max_tokens=40,
+        temperature=0,
+    )
+    resp = raw.parse()
+    assert isinstance(orjson.loads(resp.choices[0].message.content or ""), dict)
+    assert resp.choices[0].finish_reason == "stop"
+    structured = next(s for s in _spans(server, raw.headers["x-llmdock-trace-id"]) if s.name == "structured")
+    assert "cut off" in structured.attributes["llmdock.structured.errors"][0]
+    assert structured.attributes["llmdock.structured.grammar"] == "json+budget"

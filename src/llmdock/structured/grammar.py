@@ -156,3 +156,31 @@ def calls_or_text(calls_gbnf: str) -> str:
     ]
     lines += [f"root ::= {CALLS_RULE} | {TEXT_RULE}", FREE_TEXT]
     return _checked("\n".join(lines) + "\n")
+
+
+def bounded_object_grammar(members: int, chars: int, nested: int, digits: int) -> str:
+    """Any JSON object of at most ``members`` members, keys and strings of at most ``chars`` characters, and
+    values that are scalars or arrays/objects of at most ``nested`` scalars (numbers of at most ``digits``
+    digits each side of the point): JSON-object mode within a token budget (see
+    :func:`llmdock.structured.budget.object_caps`)."""
+    if members == 0:
+        return _checked('root ::= "{" space "}" space\nspace ::= " "?\n')
+    rules = [
+        f'root ::= "{{" space (member ("," space member){{0,{members - 1}}})? "}}" space',
+        'member ::= key ":" space value',
+        f'key ::= "\\"" char{{1,{chars}}} "\\"" space',
+        f'str ::= "\\"" char{{0,{chars}}} "\\"" space',
+        f'num ::= "-"? [0-9]{{1,{digits}}} ("." [0-9]{{1,{digits}}})? space',
+        'scalar ::= str | num | ("true" | "false" | "null") space',
+        STRICT_CHAR,
+        'space ::= " "?',
+    ]
+    if nested:
+        rules += [
+            "value ::= scalar | list | dict",
+            f'list ::= "[" space (scalar ("," space scalar){{0,{nested - 1}}})? "]" space',
+            f'dict ::= "{{" space (key ":" space scalar ("," space key ":" space scalar){{0,{nested - 1}}})? "}}" space',
+        ]
+    else:
+        rules.append("value ::= scalar")
+    return _checked("\n".join(rules) + "\n")

@@ -32,8 +32,14 @@ from llmdock.config import Settings
 from llmdock.errors import ContextWindowExceeded, InvalidStructuredOutput
 from llmdock.pipeline.context import RequestContext
 from llmdock.pipeline.env import StageEnv
-from llmdock.structured.budget import fit_schema
-from llmdock.structured.grammar import GrammarUnavailable, calls_or_text, json_grammar, schema_grammar
+from llmdock.structured.budget import fit_schema, object_caps
+from llmdock.structured.grammar import (
+    GrammarUnavailable,
+    bounded_object_grammar,
+    calls_or_text,
+    json_grammar,
+    schema_grammar,
+)
 from llmdock.structured.judge import Verdict, judge, openai_tool_calls
 from llmdock.structured.plan import (
     CompiledSchema,
@@ -80,12 +86,16 @@ def build_grammar(key: str, budget: int = 0) -> tuple[str, str]:
     model then still writes JSON, and validation with re-asks enforces the rest. With a ``budget`` (characters,
     for a re-ask after a cut-off answer) the schema is narrowed so that every answer fits it, where it can be
     (kind ``…+budget``; ``…+tightest`` when even the tightest narrowing may be longer; see
-    :mod:`llmdock.structured.budget`).
+    :mod:`llmdock.structured.budget`); JSON-object mode then gets an object with caps on its size
+    (``json+budget``).
     """
     spec = orjson.loads(key)
     content, schema, tools = spec["content"], spec["schema"], spec["tools"]
     if not tools:
         if content == "json_object":
+            if budget > 0:  # any object, with caps on its size so that it closes within the budget
+                members, chars, nested, digits = object_caps(budget)
+                return bounded_object_grammar(members, chars, nested, digits), "json+budget"
             return json_grammar("object"), "json"
         try:
             return _fitted(schema, budget, "schema")
