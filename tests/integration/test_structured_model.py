@@ -393,3 +393,25 @@ def test_json_object_mode_closes_its_object_within_a_small_max_tokens(
     structured = next(s for s in _spans(server, raw.headers["x-llmdock-trace-id"]) if s.name == "structured")
     assert "cut off" in structured.attributes["llmdock.structured.errors"][0]
     assert structured.attributes["llmdock.structured.grammar"] == "json+budget"
+
+
+def test_a_json_object_stream_closes_its_object_within_a_small_max_tokens(server: Server) -> None:
+    """A live stream cannot be asked again, so its object grammar is bounded from the first token."""
+    body = {
+        "model": "smollm2",
+        "messages": [
+            {"role": "user", "content": "Describe every planet of the solar system in a JSON object."}
+        ],
+        "response_format": {"type": "json_object"},
+        "max_tokens": 40,
+        "temperature": 0,
+        "stream": True,
+    }
+    events, trace_id = _stream_events(server, body)
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events)
+    assert isinstance(orjson.loads(text), dict)
+    assert events[-1]["choices"][0]["finish_reason"] == "stop"
+    _spans(server, trace_id)  # waits for the trace writer
+    trace = get_trace(Store(f"sqlite:///{server.home / 'llmdock.db'}"), trace_id)[0]
+    assert trace.attributes["llmdock.structured.stream"] == "live"
+    assert trace.attributes["llmdock.structured.grammar"] == "json+budget"

@@ -143,7 +143,7 @@ def live(ctx: RequestContext, plan: StructuredPlan) -> bool:
     return (
         not plan.native
         and not plan.calls_allowed
-        and plan.grammar in ("schema", "json")
+        and plan.grammar in ("schema", "json", "json+budget")
         and all(type(b).enforces_grammar for b in route_backends(ctx.backend))
     )
 
@@ -192,8 +192,15 @@ class StructuredStage:
     def plan(self, ctx: RequestContext) -> None:
         """Check a chat request's response_format / tools / tool_choice (``ctx.structured_fields``) and
         prepare its request for them (a :class:`~llmdock.pipeline.stages.RequestPlanner`)."""
-        if ctx.structured_fields is not None:
-            ctx.structured = build_plan(ctx, self._compile, self._grammar, **ctx.structured_fields)
+        if ctx.structured_fields is None:
+            return
+        plan = ctx.structured = build_plan(ctx, self._compile, self._grammar, **ctx.structured_fields)
+        req = ctx.request
+        if plan is None or req is None or not req.params.max_tokens or not ctx.stream:
+            return
+        if plan.content == "json_object" and plan.grammar == "json":
+            # A live stream cannot be asked again once cut off, so its object is bounded from the first token.
+            req.grammar, plan.grammar = self._grammar(grammar_key(plan), req.params.max_tokens - 1)
 
     def retries(self, model: str) -> int:
         found = self._retries.get(model)
