@@ -270,6 +270,7 @@ class _PromptOnlyBackend:
         (_GrammarBackend(), "schema", False, True),
         (_GrammarBackend(), "json", False, True),
         (_GrammarBackend(), "json+budget", False, True),  # a json_object stream bounded to max_tokens
+        (_GrammarBackend(), "schema+budget", False, True),  # a json_schema stream bounded to max_tokens
         (_GrammarBackend(), "schema-fallback", False, False),  # any JSON: the shape is checked at the end
         (_GrammarBackend(), "tools+schema", True, False),  # tool-call deltas are made from the judged calls
         (_PromptOnlyBackend(), "schema", False, False),

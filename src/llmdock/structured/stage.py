@@ -8,7 +8,8 @@ What happened (valid, repaired, reasked, failed; the errors) goes on the span an
 
 Streams of a JSON answer whose grammar the backend enforces (the embedded model; no tool calls, a schema the
 converter could express) are *live*: chunks pass as generated, since the grammar admits only JSON of the
-right shape, and the whole answer is judged at the end for what the grammar cannot check (formats,
+right shape (narrowed to fit ``max_tokens`` from the first token where the schema can be bounded), and the
+whole answer is judged at the end for what the grammar cannot check (formats,
 ``multipleOf``, an answer cut off at ``max_tokens``). If that fails the client already has the text, so there
 is no re-ask: the stream ends with an error event (``invalid_structured_output``) instead of a finish reason.
 
@@ -143,7 +144,7 @@ def live(ctx: RequestContext, plan: StructuredPlan) -> bool:
     return (
         not plan.native
         and not plan.calls_allowed
-        and plan.grammar in ("schema", "json", "json+budget")
+        and plan.grammar in ("schema", "json", "schema+budget", "schema+tightest", "json+budget")
         and all(type(b).enforces_grammar for b in route_backends(ctx.backend))
     )
 
@@ -198,8 +199,8 @@ class StructuredStage:
         req = ctx.request
         if plan is None or req is None or not req.params.max_tokens or not ctx.stream:
             return
-        if plan.content == "json_object" and plan.grammar == "json":
-            # A live stream cannot be asked again once cut off, so its object is bounded from the first token.
+        if plan.grammar in ("json", "schema") and not plan.calls_allowed:
+            # A live stream cannot be asked again once cut off, so its answer is bounded from the first token.
             req.grammar, plan.grammar = self._grammar(grammar_key(plan), req.params.max_tokens - 1)
 
     def retries(self, model: str) -> int:
