@@ -86,6 +86,16 @@ class TestLlmdockChatModel(ChatModelIntegrationTests):
         return True
 
     @property
+    def supports_model_override(self) -> bool:
+        return (
+            True  # the server serves several chat models; the override is the stand-in (fast, no second load)
+        )
+
+    @property
+    def model_override_value(self) -> str:
+        return STAND_IN
+
+    @property
     def supports_image_inputs(self) -> bool:
         return False  # SmolLM2 reads text only; llmdock refuses image parts with a 400
 
