@@ -338,3 +338,80 @@ def test_a_live_stream_whose_answer_fails_at_the_end_ends_with_an_error_event(se
     assert error["code"] == "invalid_structured_output"
     assert "cut off" in error["message"]
     assert not any(e["choices"][0].get("finish_reason") for e in events[:-1])
+
+
+MAGIC = {
+    "type": "function",
+    "function": {
+        "name": "magic_function",
+        "description": "Apply a magic function to an input.",
+        "parameters": {  # as pydantic writes Field(gt=-1000, lt=1000), in LangChain's test_tool_choice
+            "type": "object",
+            "properties": {"input": {"type": "integer", "exclusiveMinimum": -1000, "exclusiveMaximum": 1000}},
+            "required": ["input"],
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_a_bounded_tool_argument_is_within_its_bounds_at_the_first_answer(
+    client: openai.OpenAI, server: Server, temperature: float
+) -> None:
+    """At temperature 0 SmolLM2 wrote 1000 here three times over (a 502) before the grammar carried bounds."""
+    raw = client.chat.completions.with_raw_response.create(
+        model="smollm2",
+        messages=[{"role": "user", "content": "Hello!"}],
+        tools=[MAGIC, WEATHER],  # type: ignore[list-item]
+        tool_choice="required",
+        max_tokens=128,
+        temperature=temperature,
+        seed=3,
+    )
+    calls = raw.parse().choices[0].message.tool_calls or []
+    for call in calls:
+        if call.function.name == "magic_function":  # type: ignore[union-attr]
+            assert -1000 < orjson.loads(call.function.arguments)["input"] < 1000  # type: ignore[union-attr]
+    structured = next(s for s in _spans(server, raw.headers["x-llmdock-trace-id"]) if s.name == "structured")
+    assert structured.attributes["llmdock.structured.outcome"] == "valid"
+    assert "llmdock.structured.unenforced" not in structured.attributes
+
+
+def test_json_object_mode_closes_its_object_within_a_small_max_tokens(
+    client: openai.OpenAI, server: Server
+) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="smollm2",
+        messages=[{"role": "user", "content": "Describe every planet of the solar system in a JSON object."}],
+        response_format={"type": "json_object"},
+        max_tokens=40,
+        temperature=0,
+    )
+    resp = raw.parse()
+    assert isinstance(orjson.loads(resp.choices[0].message.content or ""), dict)
+    assert resp.choices[0].finish_reason == "stop"
+    structured = next(s for s in _spans(server, raw.headers["x-llmdock-trace-id"]) if s.name == "structured")
+    assert "cut off" in structured.attributes["llmdock.structured.errors"][0]
+    assert structured.attributes["llmdock.structured.grammar"] == "json+budget"
+
+
+def test_a_json_object_stream_closes_its_object_within_a_small_max_tokens(server: Server) -> None:
+    """A live stream cannot be asked again, so its object grammar is bounded from the first token."""
+    body = {
+        "model": "smollm2",
+        "messages": [
+            {"role": "user", "content": "Describe every planet of the solar system in a JSON object."}
+        ],
+        "response_format": {"type": "json_object"},
+        "max_tokens": 40,
+        "temperature": 0,
+        "stream": True,
+    }
+    events, trace_id = _stream_events(server, body)
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events)
+    assert isinstance(orjson.loads(text), dict)
+    assert events[-1]["choices"][0]["finish_reason"] == "stop"
+    _spans(server, trace_id)  # waits for the trace writer
+    trace = get_trace(Store(f"sqlite:///{server.home / 'llmdock.db'}"), trace_id)[0]
+    assert trace.attributes["llmdock.structured.stream"] == "live"
+    assert trace.attributes["llmdock.structured.grammar"] == "json+budget"

@@ -17,6 +17,7 @@ from llmdock.structured.judge import judge
 from llmdock.structured.plan import StructuredPlan, ToolSpec, grammar_key
 from llmdock.structured.schemas import check_schema, nest_schema, unenforced_keywords
 from llmdock.structured.stage import build_grammar, compile_schema, live
+from tests.unit.test_structured_bounds import gbnf_regex
 
 PERSON = {
     "type": "object",
@@ -115,9 +116,9 @@ def test_refs_inside_tool_parameters_are_moved_with_them() -> None:
 def test_keywords_only_validation_enforces_are_listed() -> None:
     schema = {
         "type": "object",
-        "properties": {"n": {"type": "integer", "minimum": 1}, "e": {"format": "email"}},
+        "properties": {"n": {"type": "integer", "minimum": 1, "multipleOf": 5}, "e": {"format": "email"}},
     }
-    assert unenforced_keywords(schema) == ["format:email", "minimum"]
+    assert unenforced_keywords(schema) == ["format:email", "multipleOf"]
     assert unenforced_keywords(PERSON) == []
 
 
@@ -268,6 +269,8 @@ class _PromptOnlyBackend:
     [
         (_GrammarBackend(), "schema", False, True),
         (_GrammarBackend(), "json", False, True),
+        (_GrammarBackend(), "json+budget", False, True),  # a json_object stream bounded to max_tokens
+        (_GrammarBackend(), "schema+budget", False, True),  # a json_schema stream bounded to max_tokens
         (_GrammarBackend(), "schema-fallback", False, False),  # any JSON: the shape is checked at the end
         (_GrammarBackend(), "tools+schema", True, False),  # tool-call deltas are made from the judged calls
         (_PromptOnlyBackend(), "schema", False, False),
@@ -283,26 +286,10 @@ def test_only_streams_whose_grammar_is_enforced_go_out_live(
     assert live(SimpleNamespace(backend=backend), plan) is expected  # type: ignore[arg-type]
 
 
-def _gbnf_regex(rules: dict[str, str], name: str) -> str:
-    """A regex for a GBNF rule made only of literals, classes, groups, ``{n}``, ``|`` and rule names."""
-    token = re.compile(r'"((?:[^"\\]|\\.)*)"|(\[[^\]]*\](?:\{\d+\})?)|([()|])|([a-z][a-z-]*)|\s+')
-    out = []
-    for lit, cls, op, ref in token.findall(rules[name]):
-        if lit:
-            out.append(re.escape(lit))
-        elif cls:
-            out.append(cls)
-        elif op:
-            out.append("(?:" if op == "(" else op)
-        elif ref:
-            out.append(f"(?:{_gbnf_regex(rules, ref)})")
-    return "".join(out)
-
-
 def test_the_date_grammar_admits_exactly_the_calendar_dates() -> None:
     gbnf = schema_grammar({"type": "string", "format": "date"})
     rules = dict(line.split(" ::= ", 1) for line in gbnf.splitlines() if " ::= " in line)
-    pattern = re.compile(_gbnf_regex(rules, "date"))
+    pattern = re.compile(gbnf_regex(rules, "date"))
     for year in ("0000", "0001", "0004", "0100", "0400", "1900", "2000", "2023", "2024", "9999"):
         for month in range(14):
             for day in range(33):

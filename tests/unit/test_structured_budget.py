@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from typing import Any
 
 import jsonschema
 import orjson
 import pytest
 
-from llmdock.structured.budget import PATTERN_CHARS, fit_schema, longest
+from llmdock.structured.budget import PATTERN_CHARS, fit_schema, longest, object_caps
 from llmdock.structured.grammar import parses, schema_grammar
 from llmdock.structured.stage import build_grammar
+from tests.unit.test_structured_bounds import gbnf_regex
 
 NESTED: dict[str, Any] = {
     "type": "object",
@@ -168,9 +170,42 @@ def test_a_budget_grammar_is_built_only_where_it_can_bound_the_answer() -> None:
     assert parses(gbnf)
     assert build_grammar(key)[1] == "schema"
     as_object = orjson.loads(key) | {"content": "json_object", "schema": None}
-    assert build_grammar(orjson.dumps(as_object).decode(), 300)[1] == "json"
+    assert build_grammar(orjson.dumps(as_object).decode(), 300)[1] == "json+budget"  # caps on any object
+    assert build_grammar(orjson.dumps(as_object).decode())[1] == "json"
     tools = {"search": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}}
     required = orjson.loads(key) | {"content": "text", "schema": None, "tools": tools, "required": True}
     assert build_grammar(orjson.dumps(required).decode(), 300)[1] == "tools+budget"
     auto = required | {"required": False}  # free text has no length to bound
     assert build_grammar(orjson.dumps(auto).decode(), 300)[1] == "tools+text"
+
+
+def _longest_object(members: int, chars: int, nested: int, digits: int) -> str:
+    """The longest text of the bounded object grammar: every cap reached, every optional blank written."""
+    string = '"' + "s" * chars + '" '
+    number = "-" + "9" * digits + "." + "9" * digits + " "
+    scalar = max(string, number, "false ", key=len)
+    key = '"' + "k" * chars + '" '
+    entries = [scalar, f"{key}: {scalar}"]
+    inner = max(
+        ("[ " + ", ".join([scalar] * nested) + "] ", "{ " + ", ".join([entries[1]] * nested) + "} "), key=len
+    )
+    value = max(scalar, inner, key=len) if nested else scalar
+    return "{ " + ", ".join([f"{key}: {value}"] * members) + "} "
+
+
+@pytest.mark.parametrize("budget", [10, 30, 60, 127, 255, 1023, 4095])
+def test_json_object_mode_under_a_budget_admits_only_objects_that_fit(budget: int) -> None:
+    key = orjson.dumps({"content": "json_object", "schema": {"type": "object"}, "tools": {}}).decode()
+    gbnf, kind = build_grammar(key, budget)
+    assert kind == "json+budget"
+    rules = dict(line.split(" ::= ", 1) for line in gbnf.splitlines() if " ::= " in line)
+    pattern = re.compile(gbnf_regex(rules, "root"))
+    members, chars, nested, digits = object_caps(budget)
+    text = _longest_object(members, chars, nested, digits)
+    assert pattern.fullmatch(text)
+    assert len(text) <= budget
+    assert isinstance(orjson.loads(text), dict)
+    if members:  # one member more, or one character more, is not in the grammar
+        assert not pattern.fullmatch(_longest_object(members + 1, chars, nested, digits))
+        assert not pattern.fullmatch(_longest_object(members, chars + 1, nested, digits))
+    assert pattern.fullmatch("{}")

@@ -16,7 +16,8 @@ never returned.
 
 A schema whose shortest answers are already longer than the budget (by the worst-case count) gets its
 tightest narrowing. What cannot be bounded is not narrowed (:func:`fit_schema` returns None and the plain
-grammar is used): an object without declared properties (``{"type": "object"}``, JSON-object mode), a
+grammar is used): an object without declared properties (``{"type": "object"}``; JSON-object mode gets
+:func:`object_caps` instead), a
 schema without a type, ``allOf``, recursive ``$ref``.
 """
 
@@ -192,3 +193,33 @@ def fit_schema(schema: dict[str, Any], budget: int) -> tuple[dict[str, Any], boo
             else:
                 length = max(shortest, length // 2)
     return (narrowed, False) if longest(narrowed) < math.inf else None
+
+
+# Caps of a JSON object with no schema (json_object mode), from generous to tight: (characters of a string or
+# key, entries of a nested array or object). Each is tried with as many members as fit; the first that leaves
+# room for enough members (4 with nested values, 2 without, 1 for the last) is used.
+OBJECT_CAPS = ((64, 8), (48, 4), (32, 4), (32, 2), (32, 0), (24, 0), (16, 0), (8, 0), (4, 0), (1, 0))
+OBJECT_NUMBER_DIGITS = 8  # most digits before and after the point of a number in a bounded object
+
+
+def _member(key: int, value: int) -> int:
+    """A '"key": value' member: quotes, a blank after the key, the colon and its blank."""
+    return 2 + key + BLANK + 1 + BLANK + value
+
+
+def _container(entries: int, entry: int) -> int:
+    """An array or object of ``entries`` entries of ``entry`` characters: brackets, blanks, commas."""
+    return 2 * (1 + BLANK) + entries * entry + max(0, entries - 1) * (1 + BLANK)
+
+
+def object_caps(budget: int) -> tuple[int, int, int, int]:
+    """(members, string characters, nested entries, number digits) of the most generous bounded JSON object
+    whose longest text is at most ``budget`` characters; members 0 when only ``{}`` fits."""
+    for chars, nested in OBJECT_CAPS:
+        digits = min(OBJECT_NUMBER_DIGITS, max(1, chars // 2))
+        scalar = max(2 + chars, 2 * digits + 2, 5) + BLANK  # a string, a number, false
+        value = max(scalar, _container(nested, scalar), _container(nested, _member(chars, scalar)))
+        members = (budget - 2 * (1 + BLANK) + 1 + BLANK) // (_member(chars, value) + 1 + BLANK)
+        if members >= (4 if nested else 2) or (members >= 1 and chars == OBJECT_CAPS[-1][0]):
+            return members, chars, nested, digits
+    return 0, 0, 0, 0

@@ -8,6 +8,9 @@ quote, which no JSON parser accepts; they are narrowed to exclude them, as llama
 does. And its ``date`` rule (also inside ``date-time``) admits ``0000-01-01`` and ``2023-02-31``, which the
 ``date`` format check refuses; it is replaced by a rule of real calendar dates.
 
+Integers and numbers with bounds (``minimum``, ``maximum`` and their exclusive forms) get grammar rules
+that admit only values within them (:mod:`llmdock.structured.numeric`); the converter itself ignores bounds.
+
 One correction is made to its input: a schema whose ``type`` is a list (``["string", "null"]``) loses its
 other keywords in the converter (``maxLength`` among them), so it is first written as the equivalent
 ``anyOf`` of one schema per type.
@@ -21,6 +24,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+
+from llmdock.structured import numeric
 
 STRICT_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 # The converter's date admits year 0000 and 31 days in every month, which no date parser accepts; this one
@@ -39,6 +44,11 @@ TEXT_RULE = "llmdock-text"
 # Free text for tool_choice "auto": anything that does not open with "[" (which starts a tool call) or a
 # blank, so a text answer and a call are told apart by their first character.
 FREE_TEXT = rf"{TEXT_RULE} ::= [^\[\x00-\x20] [^\x00]*"
+
+
+_NOT_PLAIN = frozenset(
+    {"$ref", "anyOf", "oneOf", "allOf", "const", "enum"}
+)  # the converter handles these first
 
 
 class GrammarUnavailable(Exception):
@@ -85,12 +95,36 @@ def split_type_lists(node: Any) -> Any:
     return {**outside, "anyOf": [{**rest, "type": t} for t in types]}
 
 
+def _convert(schema: dict[str, Any]) -> str:
+    """llama.cpp's converter (``json_schema_to_gbnf``), with bounded integers and numbers written as ranges."""
+    from llama_cpp.llama_grammar import RESERVED_NAMES, SchemaConverter
+
+    class BoundedConverter(SchemaConverter):
+        def visit(self, schema: dict[str, Any], name: str) -> str:
+            kind = schema.get("type")
+            if kind in ("integer", "number") and not (_NOT_PLAIN & schema.keys()):
+                lower, upper = numeric.bounds(schema)
+                if lower is not None or upper is not None:
+                    if kind == "integer":
+                        body = numeric.integer_range(*numeric.integer_bounds(lower, upper))
+                    else:
+                        body = numeric.number_range(lower, upper)
+                    rule = name + "-" if name in RESERVED_NAMES else name or "root"
+                    return str(self._add_rule(rule, f"({body}) space"))  # type: ignore[no-untyped-call]
+            return str(super().visit(schema, name))  # type: ignore[no-untyped-call]
+
+    converter = BoundedConverter(  # type: ignore[no-untyped-call]
+        prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
+    )
+    resolved = converter.resolve_refs(orjson.loads(orjson.dumps(split_type_lists(schema))), "stdin")
+    converter.visit(resolved, "")
+    return str(converter.format_grammar())  # type: ignore[no-untyped-call]
+
+
 def schema_grammar(schema: dict[str, Any]) -> str:
     """The grammar of JSON texts that follow ``schema`` (as far as the converter enforces keywords)."""
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
     try:
-        gbnf = json_schema_to_gbnf(orjson.dumps(split_type_lists(schema)).decode())
+        gbnf = _convert(schema)
     except (AssertionError, ValueError, KeyError, TypeError, IndexError, RecursionError) as exc:
         # The converter reports what it cannot handle (unanchored patterns, lookaheads...) with asserts.
         raise GrammarUnavailable(f"{type(exc).__name__}: {exc}") from None
@@ -122,3 +156,31 @@ def calls_or_text(calls_gbnf: str) -> str:
     ]
     lines += [f"root ::= {CALLS_RULE} | {TEXT_RULE}", FREE_TEXT]
     return _checked("\n".join(lines) + "\n")
+
+
+def bounded_object_grammar(members: int, chars: int, nested: int, digits: int) -> str:
+    """Any JSON object of at most ``members`` members, keys and strings of at most ``chars`` characters, and
+    values that are scalars or arrays/objects of at most ``nested`` scalars (numbers of at most ``digits``
+    digits each side of the point): JSON-object mode within a token budget (see
+    :func:`llmdock.structured.budget.object_caps`)."""
+    if members == 0:
+        return _checked('root ::= "{" space "}" space\nspace ::= " "?\n')
+    rules = [
+        f'root ::= "{{" space (member ("," space member){{0,{members - 1}}})? "}}" space',
+        'member ::= key ":" space value',
+        f'key ::= "\\"" char{{1,{chars}}} "\\"" space',
+        f'str ::= "\\"" char{{0,{chars}}} "\\"" space',
+        f'num ::= "-"? [0-9]{{1,{digits}}} ("." [0-9]{{1,{digits}}})? space',
+        'scalar ::= str | num | ("true" | "false" | "null") space',
+        STRICT_CHAR,
+        'space ::= " "?',
+    ]
+    if nested:
+        rules += [
+            "value ::= scalar | list | dict",
+            f'list ::= "[" space (scalar ("," space scalar){{0,{nested - 1}}})? "]" space',
+            f'dict ::= "{{" space (key ":" space scalar ("," space key ":" space scalar){{0,{nested - 1}}})? "}}" space',
+        ]
+    else:
+        rules.append("value ::= scalar")
+    return _checked("\n".join(rules) + "\n")

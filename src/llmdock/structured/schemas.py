@@ -16,15 +16,13 @@ from jsonschema.exceptions import best_match
 from jsonschema.protocols import Validator
 
 from llmdock.errors import InvalidRequest
+from llmdock.structured.numeric import BOUND_KEYWORDS, exact_for
 
-# Keywords the validator checks but llama.cpp's schema-to-grammar converter does not turn into grammar rules.
-# An answer from a grammar-constrained model can still break these; validation catches it and re-asks.
+# Keywords the validator checks but the grammar (llama.cpp's schema-to-grammar converter, with bounds added by
+# llmdock.structured.numeric) does not enforce. An answer from a grammar-constrained model can still break
+# these; validation catches it and re-asks. docs/structured.md has the table.
 VALIDATION_ONLY = frozenset(
     {
-        "minimum",
-        "maximum",
-        "exclusiveMinimum",
-        "exclusiveMaximum",
         "multipleOf",
         "uniqueItems",
         "minProperties",
@@ -140,11 +138,25 @@ def check_schema(schema: Any, param: str) -> None:
             raise InvalidRequest(f"{where}: {ref!r} points at nothing in the schema", param=where)
 
 
+def _unenforced_bounds(schema: dict[str, Any]) -> list[str]:
+    """Bounds the grammar does not make exact: on a schema without a type (it may be any number), or
+    fractional bounds of a ``number`` (rounded outward to integers in the grammar)."""
+    present = [k for k in BOUND_KEYWORDS if k in schema]
+    if not present or {"enum", "const"} & schema.keys():
+        return []
+    kind = schema.get("type")
+    kinds = kind if isinstance(kind, list) else [kind]
+    if kind is None or ("number" in kinds and not exact_for({**schema, "type": "number"})):
+        return [k for k in present if not isinstance(schema[k], bool)]
+    return []
+
+
 def unenforced_keywords(schema: dict[str, Any]) -> list[str]:
     """Keywords (and string formats) in ``schema`` that only validation, not the grammar, can enforce."""
     found: set[str] = set()
     for _, sub in _walk(schema):
         found.update(k for k in sub if k in VALIDATION_ONLY)
+        found.update(_unenforced_bounds(sub))
         fmt = sub.get("format")
         if isinstance(fmt, str) and fmt not in GRAMMAR_FORMATS:
             found.add(f"format:{fmt}")

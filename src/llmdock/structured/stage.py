@@ -8,8 +8,9 @@ What happened (valid, repaired, reasked, failed; the errors) goes on the span an
 
 Streams of a JSON answer whose grammar the backend enforces (the embedded model; no tool calls, a schema the
 converter could express) are *live*: chunks pass as generated, since the grammar admits only JSON of the
-right shape, and the whole answer is judged at the end for what the grammar cannot check (formats,
-``minimum``, an answer cut off at ``max_tokens``). If that fails the client already has the text, so there
+right shape (narrowed to fit ``max_tokens`` from the first token where the schema can be bounded), and the
+whole answer is judged at the end for what the grammar cannot check (formats,
+``multipleOf``, an answer cut off at ``max_tokens``). If that fails the client already has the text, so there
 is no re-ask: the stream ends with an error event (``invalid_structured_output``) instead of a finish reason.
 
 Other streams are buffered: the answer is generated and judged in full before the first chunk is sent, then
@@ -32,8 +33,14 @@ from llmdock.config import Settings
 from llmdock.errors import ContextWindowExceeded, InvalidStructuredOutput
 from llmdock.pipeline.context import RequestContext
 from llmdock.pipeline.env import StageEnv
-from llmdock.structured.budget import fit_schema
-from llmdock.structured.grammar import GrammarUnavailable, calls_or_text, json_grammar, schema_grammar
+from llmdock.structured.budget import fit_schema, object_caps
+from llmdock.structured.grammar import (
+    GrammarUnavailable,
+    bounded_object_grammar,
+    calls_or_text,
+    json_grammar,
+    schema_grammar,
+)
 from llmdock.structured.judge import Verdict, judge, openai_tool_calls
 from llmdock.structured.plan import (
     CompiledSchema,
@@ -80,12 +87,16 @@ def build_grammar(key: str, budget: int = 0) -> tuple[str, str]:
     model then still writes JSON, and validation with re-asks enforces the rest. With a ``budget`` (characters,
     for a re-ask after a cut-off answer) the schema is narrowed so that every answer fits it, where it can be
     (kind ``…+budget``; ``…+tightest`` when even the tightest narrowing may be longer; see
-    :mod:`llmdock.structured.budget`).
+    :mod:`llmdock.structured.budget`); JSON-object mode then gets an object with caps on its size
+    (``json+budget``).
     """
     spec = orjson.loads(key)
     content, schema, tools = spec["content"], spec["schema"], spec["tools"]
     if not tools:
         if content == "json_object":
+            if budget > 0:  # any object, with caps on its size so that it closes within the budget
+                members, chars, nested, digits = object_caps(budget)
+                return bounded_object_grammar(members, chars, nested, digits), "json+budget"
             return json_grammar("object"), "json"
         try:
             return _fitted(schema, budget, "schema")
@@ -128,12 +139,12 @@ def build_grammar(key: str, budget: int = 0) -> tuple[str, str]:
 
 def live(ctx: RequestContext, plan: StructuredPlan) -> bool:
     """Whether a stream may pass the answer on as it is generated: a JSON answer (no tool calls) whose
-    grammar every backend of the route enforces, so only checks the grammar cannot make (formats, minimum…)
+    grammar every backend of the route enforces, so only checks the grammar cannot make (formats, multipleOf…)
     are left for the end."""
     return (
         not plan.native
         and not plan.calls_allowed
-        and plan.grammar in ("schema", "json")
+        and plan.grammar in ("schema", "json", "schema+budget", "schema+tightest", "json+budget")
         and all(type(b).enforces_grammar for b in route_backends(ctx.backend))
     )
 
@@ -182,8 +193,15 @@ class StructuredStage:
     def plan(self, ctx: RequestContext) -> None:
         """Check a chat request's response_format / tools / tool_choice (``ctx.structured_fields``) and
         prepare its request for them (a :class:`~llmdock.pipeline.stages.RequestPlanner`)."""
-        if ctx.structured_fields is not None:
-            ctx.structured = build_plan(ctx, self._compile, self._grammar, **ctx.structured_fields)
+        if ctx.structured_fields is None:
+            return
+        plan = ctx.structured = build_plan(ctx, self._compile, self._grammar, **ctx.structured_fields)
+        req = ctx.request
+        if plan is None or req is None or not req.params.max_tokens or not ctx.stream:
+            return
+        if plan.grammar in ("json", "schema") and not plan.calls_allowed:
+            # A live stream cannot be asked again once cut off, so its answer is bounded from the first token.
+            req.grammar, plan.grammar = self._grammar(grammar_key(plan), req.params.max_tokens - 1)
 
     def retries(self, model: str) -> int:
         found = self._retries.get(model)
