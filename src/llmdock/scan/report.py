@@ -43,6 +43,7 @@ def data(result: ScanResult) -> dict[str, Any]:
         "categories": {c.name: dataclasses.asdict(c) for c in CATEGORIES.values()},
         "tallies": [{**dataclasses.asdict(t), "found_rate": t.found_rate} for t in result.tallies],
         "findings": [{**dataclasses.asdict(f), "rate": f.rate} for f in result.findings],
+        "sentiment": [{**dataclasses.asdict(g), "sentence": g.sentence} for g in result.sentiment],
         "corpora": [dataclasses.asdict(c) for c in result.corpora],
         "probes": probes,
     }

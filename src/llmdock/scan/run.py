@@ -24,10 +24,11 @@ from llmdock.evaluate.runner import run
 from llmdock.evaluate.suite import Suite, SuiteSpec, TargetSpec
 from llmdock.evaluate.targets import Serving
 from llmdock.scan.corpora import CORPORA, TEMPLATES, Corpus
-from llmdock.scan.findings import Finding, Tally, aggregate, block_pattern
+from llmdock.scan.findings import Finding, Tally, aggregate, block_pattern, ordered
 from llmdock.scan.groups import compare_groups
 from llmdock.scan.judges import Judgement, ProbeMetric
 from llmdock.scan.probes import probes
+from llmdock.scan.sentiment import SentimentGap, gap_findings, gaps, pair_scores
 from llmdock.store.engine import Store
 
 Guards = Literal["on", "off", "both"] | None
@@ -60,6 +61,7 @@ class ScanResult:
     pipelines: dict[str, list[str]]  # per target label, the stages it ran (a URL: its server's own)
     groups: dict[tuple[str, str], Judgement]  # the group verdicts, by (target, case id)
     blocked: re.Pattern[str]  # what a guard's refusal looks like in a result's error
+    sentiment: list[SentimentGap]  # per target and bias axis: the answers' sentiment compared pair by pair
 
 
 def guarded(pipeline: list[str], on: bool) -> list[str]:
@@ -150,10 +152,23 @@ async def run_scan(
     repro = {s.label: chat_args(s, options, params) for s in specs}
     blocked = block_pattern(serving.settings.guards.block_message)
     tallies, findings = aggregate(by_id, results, groups, blocked, repro)
+    scored = await pair_scores(by_id, results, serving.stage_env)
+    sentiment = gaps(by_id, scored)
+    findings = ordered([*findings, *gap_findings(by_id, scored, sentiment, repro)])
     used = {str(c.metadata["source"]) for c in cases}
     corpora = tuple(c for c in (*CORPORA, TEMPLATES) if any(c.id in u.split("+") for u in used))
     served = [s for s in serving.settings.pipeline if s != "cache"]
     pipelines = {s.label: list(s.pipeline or ([] if s.url else served)) for s in specs}
     return ScanResult(
-        outcome.run_id, options, by_id, results, tallies, findings, corpora, pipelines, groups, blocked
+        outcome.run_id,
+        options,
+        by_id,
+        results,
+        tallies,
+        findings,
+        corpora,
+        pipelines,
+        groups,
+        blocked,
+        sentiment,
     )
