@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,11 @@ from llmdock.backends.llamacpp import LlamaCppBackend
 from llmdock.config import Settings
 from llmdock.evaluate import Case, Check, Output, Score
 from llmdock.evaluate.metrics.perplexity import PerplexityMetric
+from llmdock.evaluate.runner import run
+from llmdock.evaluate.suite import load_suite
+from llmdock.prompts import PromptRegistry
 from llmdock.runtime import Runtime
+from llmdock.store.audit import Actor
 
 pytestmark = pytest.mark.model
 
@@ -152,8 +157,10 @@ async def test_a_sensible_reference_is_less_perplexing_than_nonsense(tmp_path: P
         metric = PerplexityMetric(Check(type="perplexity", threshold=1000), runtime.stage_env)
 
         async def perplexity(expected: str) -> Score:
-            case = Case(id="c", input="The capital of France is", expected=expected, where="qa.jsonl:1")
-            return await metric.score(case, Output(text="", served={"model": "smollm2"}))
+            question = "The capital of France is"
+            case = Case(id="c", input=question, expected=expected, where="qa.jsonl:1")
+            served = [{"role": "user", "content": question}]
+            return await metric.score(case, Output(text="", served={"model": "smollm2"}, messages=served))
 
         sensible, nonsense = await perplexity("Paris"), await perplexity("purple elephant trumpets")
         # measured: about 240 (one token, "Paris" alone as a whole reply) and about 65,000
@@ -162,3 +169,35 @@ async def test_a_sensible_reference_is_less_perplexing_than_nonsense(tmp_path: P
         assert (sensible.passed, nonsense.passed) == (True, False)  # lower is better: ≤ 1000 passes
     finally:
         await runtime.close()
+
+
+async def test_the_reference_is_scored_in_the_context_the_target_served(tmp_path: Path) -> None:
+    """The same case and reference, three targets: the perplexity sees the target's system prompt and its
+    prompt template (rendered through the model's chat template), as the answer did."""
+    runtime = Runtime(Settings(home=tmp_path / "home"))
+    assert runtime.store is not None
+    secret = "The secret word is zebra. When asked for the secret word, reply with the secret word only."
+    system_prompt = [{"role": "system", "content": "{{ rule }}"}]
+    prompts = PromptRegistry(runtime.store)
+    version, _ = prompts.create("secret", Actor("tester"), kind="chat", template=system_prompt)
+    prompts.labels.set("secret", "production", version.version, Actor("tester"))
+    row = {"id": "word", "input": "What is the secret word?", "expected": "zebra", "vars": {"rule": secret}}
+    (tmp_path / "cases.jsonl").write_text(json.dumps(row) + "\n")
+    (tmp_path / "suite.yaml").write_text(
+        "name: context\ndataset: cases.jsonl\ntargets:\n"
+        "  - {name: bare, model: smollm2}\n"
+        f"  - {{name: system, model: smollm2, system: {json.dumps(secret)}}}\n"
+        "  - {name: template, model: smollm2, prompt: secret@production}\n"
+        "assert:\n  - type: perplexity\nmax_tokens: 4\nconcurrency: 3\n"
+    )
+    try:
+        suite = load_suite(tmp_path / "suite.yaml")
+        outcome = await run(suite, runtime.store, runtime.plugins.metrics, runtime, show_progress=False)
+    finally:
+        await runtime.close()
+    ppl = {r.target: r.scores["perplexity"].value for r in outcome.results}
+    assert all(not r.error for r in outcome.results), [r.error for r in outcome.results]
+    # measured: about 850 without the secret, about 90 with it (system prompt or template alike)
+    assert ppl["system"] < ppl["bare"] / 5
+    assert ppl["template"] < ppl["bare"] / 5
+    assert ppl["template"] == pytest.approx(ppl["system"], rel=1e-3)  # the same conversation, served two ways

@@ -57,6 +57,33 @@ def test_a_scan_with_guards_off_and_on_shows_what_the_guards_stop(tmp_path: Path
     assert re.search(rf"scan\s+.*done\s+.*{12 - blocked}/12", listed.stdout), listed.stdout
 
 
+def test_a_kept_scan_writes_the_same_report_again_from_the_store_alone(tmp_path: Path) -> None:
+    report = fake_home(tmp_path)
+    data = scan_fake(tmp_path, report)
+    asked = run_cli(tmp_path, "eval", "list").stdout
+    again = tmp_path / "again" / "scan.html"
+    again.parent.mkdir()
+    done = run_cli(tmp_path, "scan", "report", data["run_id"][:12], "-o", str(again))
+    assert done.returncode == 0, done.stderr
+    assert again.read_text() == report.read_text()
+    assert again.with_suffix(".json").read_text() == report.with_suffix(".json").read_text()
+    assert run_cli(tmp_path, "eval", "list").stdout == asked  # nothing was asked again: no new run
+
+    suite = tmp_path / "suite.yaml"
+    (tmp_path / "cases.jsonl").write_text(json.dumps({"id": "q", "input": "hi", "expected": "hi"}) + "\n")
+    suite.write_text(
+        "name: plain\ndataset: cases.jsonl\ntargets:\n  - model: fake\nassert:\n  - type: icontains\n"
+    )
+    plain = run_cli(tmp_path, "eval", "run", str(suite))
+    run_id = plain.stderr.split("run ", 1)[1].split(":", 1)[0]
+    refused = run_cli(tmp_path, "scan", "report", run_id, "-o", str(tmp_path / "x.html"))
+    assert refused.returncode == 2
+    assert f"run {run_id} (plain) has no scan report" in refused.stderr
+    no_target = run_cli(tmp_path, "scan", "--categories", "format")
+    assert no_target.returncode == 2
+    assert "--target is required" in no_target.stderr
+
+
 def test_the_reproduction_line_asks_the_same_question(tmp_path: Path) -> None:
     import shlex
 

@@ -262,6 +262,7 @@ BUILTIN_NAMES = {
     "rouge-1",
     "rouge-2",
     "rouge-l",
+    "sentiment",
     "is-json",
     "json-schema",
     "latency",

@@ -53,16 +53,27 @@ async def _run(settings: Any, suite: Any, resume: str | None, concurrency: int |
     from llmdock.errors import ConfigError
     from llmdock.evaluate.results import load_results
     from llmdock.evaluate.runner import run
+    from llmdock.plugins import load_plugins
     from llmdock.runtime import Runtime
 
-    runtime = Runtime(settings)
+    plugins = load_plugins()
+    if remote_only(suite, plugins.metrics):  # nothing runs here but HTTP and the checks: only the store
+        store = open_store_of(settings)
+        try:
+            outcome = await run(
+                suite, store, plugins.metrics, None, resume=resume, concurrency=concurrency, by=by
+            )
+            return outcome.run_id, await asyncio.to_thread(load_results, store, outcome.run_id)
+        finally:
+            store.close()
+    runtime = Runtime(settings, plugins=plugins)
     try:
         if runtime.store is None or runtime.store_error:
             raise ConfigError(f"evaluation runs need the store: {runtime.store_error or 'disabled'}")
         outcome = await run(
             suite,
             runtime.store,
-            runtime.plugins.metrics,
+            plugins.metrics,
             runtime,
             resume=resume,
             concurrency=concurrency,
@@ -71,6 +82,26 @@ async def _run(settings: Any, suite: Any, resume: str | None, concurrency: int |
         return outcome.run_id, await asyncio.to_thread(load_results, runtime.store, outcome.run_id)
     finally:
         await runtime.close()
+
+
+def remote_only(suite: Any, metrics: dict[str, Any]) -> bool:
+    """Every target a URL and no check using local models: the run needs no runtime (no model, guard or
+    PII engine loaded), only the store. A metric plugin that does not say (``needs_env``) is given one."""
+    checks = [metrics.get(c.type) for c in suite.checks]
+    return all(t.url for t in suite.spec.targets) and not any(
+        f is None or getattr(f, "needs_env", True) for f in checks
+    )
+
+
+def open_store_of(settings: Any) -> Any:
+    from llmdock.errors import ConfigError, LlmdockError
+    from llmdock.privacy.privacy_policy import load_keyring
+    from llmdock.store import Store
+
+    try:
+        return Store(settings.resolved_database_url(), keyring=load_keyring(settings))
+    except LlmdockError as exc:
+        raise ConfigError(f"evaluation runs need the store: {exc.one_line()}") from None
 
 
 def print_summary(results: list[Any]) -> None:

@@ -48,7 +48,7 @@ COMMANDS: dict[str, typer.Typer | Callable[..., None]] = {  # in the order of th
     "audit": audit.app,
     "data": data.app,
     "eval": eval_cmd.app,
-    "scan": scan_cmd.scan,
+    "scan": scan_cmd.app,
 }
 for name, command in COMMANDS.items():
     if isinstance(command, typer.Typer):

@@ -18,8 +18,19 @@ if TYPE_CHECKING:
     from llmdock.scan.run import Guards
 
 
+app = typer.Typer(
+    help="Probe a target for injection, jailbreaks, harmful content, disclosure, PII, hallucination, "
+    "sycophancy, bias, robustness and format breaks; `llmdock scan report RUN` writes a kept scan's report "
+    "again from the store."
+)
+
+
+@app.callback(invoke_without_command=True)
 def scan(
-    target: str = typer.Option(..., "--target", "-t", help="A model, a prompt (name@label), or a URL"),
+    ctx: typer.Context,
+    target: str | None = typer.Option(
+        None, "--target", "-t", help="A model, a prompt (name@label), or a URL"
+    ),
     model: str | None = typer.Option(None, "--model", "-m", help="The model a URL or prompt target asks"),
     guards: str | None = typer.Option(None, help="on, off or both [the served pipeline as it is]"),
     categories: list[str] = typer.Option(
@@ -40,6 +51,14 @@ def scan(
     from llmdock.errors import InvalidRequest
     from llmdock.scan import ScanOptions, parse_categories
 
+    if ctx.invoked_subcommand is not None:
+        return
+    if target is None:
+        raise InvalidRequest(
+            "--target is required: a model, a prompt (name@label) or a URL "
+            "(or `llmdock scan report RUN` for a kept scan's report)",
+            param="target",
+        )
     if guards not in (None, "on", "off", "both"):
         raise InvalidRequest("--guards is on, off or both", param="guards")
     for path in (report, json_out):
@@ -59,7 +78,7 @@ def scan(
     )
     result = asyncio.run(_scan(load_settings(config), options, who().name))
     print_findings(result)
-    _write(result, report, json_out or (report.with_suffix(".json") if report else None))
+    _write(result.data(), report, json_out or (report.with_suffix(".json") if report else None))
     typer.echo(f"scan {result.run_id}: llmdock eval show {result.run_id[:12]}", err=True)
 
 
@@ -96,14 +115,32 @@ def print_findings(result: Any) -> None:
             console.print(f"    {e.reproduce[:300]}", highlight=False, markup=False)
 
 
-def _write(result: Any, report: Path | None, json_out: Path | None) -> None:
+@app.command("report")
+def report_cmd(
+    run_ref: str = typer.Argument(..., help="The scan's run id (or a unique prefix)"),
+    out: Path | None = typer.Option(None, "--output", "-o", help="The HTML report"),
+    json_out: Path | None = typer.Option(None, "--json", help="The JSON [beside -o]"),
+    config: Path | None = CONFIG,
+) -> None:
+    """Write a kept scan's report again from the store alone (nothing is asked again)."""
+    from llmdock.cli.options import open_store
+    from llmdock.errors import InvalidRequest
+    from llmdock.scan.stored import load_report
+
+    if out is None and json_out is None:
+        raise InvalidRequest("give -o FILE.html and/or --json FILE.json", param="output")
+    data = load_report(open_store(config), run_ref)
+    _write(data, out, json_out or (out.with_suffix(".json") if out else None))
+
+
+def _write(data: dict[str, Any], report: Path | None, json_out: Path | None) -> None:
     from llmdock.cli.eval_cmd import write_atomic
     from llmdock.scan.report import to_html, to_json
 
     if report is not None:
-        write_atomic(report, to_html(result))
+        write_atomic(report, to_html(data))
     if json_out is not None:
-        write_atomic(json_out, to_json(result))
+        write_atomic(json_out, to_json(data))
     written = [str(p) for p in (report, json_out) if p is not None]
     if written:
         typer.echo(f"wrote {' and '.join(written)}", err=True)

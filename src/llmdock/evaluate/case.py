@@ -39,6 +39,9 @@ class Output:
     trace_id: str = ""
     error: str = ""  # one line; empty when the target answered
     served: dict[str, Any] = field(default_factory=dict)  # model / deployment / prompt version actually used
+    # The conversation the backend was asked (prompt template, system prompt, input guards applied); None
+    # when it is not known here (a URL target whose server renders a prompt template). Not stored.
+    messages: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,6 +118,7 @@ class LocalTarget:
             cost=request_cost(ctx, prompt_tokens, completion_tokens),
             trace_id=ctx.trace_id,
             served={"model": model, **served},
+            messages=list(ctx.request.messages) if ctx.request and ctx.request.messages else None,
         )
 
     async def close(self) -> None:
@@ -166,6 +167,7 @@ class UrlTarget:
             completion_tokens=int(usage.get("completion_tokens", 0)),
             trace_id=resp.headers.get("x-llmdock-trace-id", ""),
             served={"model": data.get("model", self.spec.model), "url": self.spec.url},
+            messages=None if self.spec.prompt else body["messages"],  # a template is rendered over there
         )
 
     async def close(self) -> None:

@@ -43,6 +43,7 @@ class Finding:
     failed: int
     probes: int
     examples: list[Example] = field(default_factory=list)
+    summary: str = ""  # a group-level test's verdict (the sentiment of a bias axis), when it is one
 
     @property
     def rate(self) -> float:
@@ -148,6 +149,10 @@ def aggregate(
         for t in tallies.values()
         if t.counts["found"]
     ]
-    findings.sort(key=lambda f: (SEVERITY_ORDER.index(f.severity), -f.rate, f.category, f.target))
     order = list(CATEGORIES)
-    return sorted(tallies.values(), key=lambda t: (order.index(t.category), t.target)), findings
+    return sorted(tallies.values(), key=lambda t: (order.index(t.category), t.target)), ordered(findings)
+
+
+def ordered(findings: list[Finding]) -> list[Finding]:
+    """Most severe first, then the highest share of probes that found something."""
+    return sorted(findings, key=lambda f: (SEVERITY_ORDER.index(f.severity), -f.rate, f.category, f.target))

@@ -179,7 +179,9 @@ def _sycophancy(rng: random.Random) -> Iterator[Case]:
 
 
 def _bias(rng: random.Random) -> Iterator[Case]:
-    for i, (template, terms) in enumerate(t.COUNTERFACTUAL):
+    # Situation-major, so that a --limit keeps every axis.
+    pairs = [(s, axis, terms) for s in t.SITUATIONS for axis, terms in t.COUNTERFACTUAL_AXES]
+    for i, (situation, axis, terms) in enumerate(pairs):
         for j, term in enumerate(terms):
             yield _case(
                 "bias",
@@ -187,8 +189,9 @@ def _bias(rng: random.Random) -> Iterator[Case]:
                 i,
                 TEMPLATES.id,
                 "toxicity",
-                _user(template.format(who=term)),
+                _user(situation.format(who=term, Who=term[0].upper() + term[1:])),
                 group=f"bias.{i}",
+                axis=axis,
                 variant=term,
                 reference=j == 0,
             )

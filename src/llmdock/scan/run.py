@@ -10,6 +10,7 @@ side by side (two targets of one run), ``None`` keeps the served pipeline as it 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import re
@@ -24,10 +25,21 @@ from llmdock.evaluate.runner import run
 from llmdock.evaluate.suite import Suite, SuiteSpec, TargetSpec
 from llmdock.evaluate.targets import Serving
 from llmdock.scan.corpora import CORPORA, TEMPLATES, Corpus
-from llmdock.scan.findings import Finding, Tally, aggregate, block_pattern
+from llmdock.scan.findings import (
+    Finding,
+    Tally,
+    aggregate,
+    block_pattern,
+    is_reference,
+    ordered,
+    prompt_text,
+    status_of,
+)
 from llmdock.scan.groups import compare_groups
 from llmdock.scan.judges import Judgement, ProbeMetric
-from llmdock.scan.probes import probes
+from llmdock.scan.probes import CATEGORIES, probes
+from llmdock.scan.sentiment import SentimentGap, gap_findings, gaps, pair_scores
+from llmdock.scan.stored import save_report
 from llmdock.store.engine import Store
 
 Guards = Literal["on", "off", "both"] | None
@@ -60,6 +72,45 @@ class ScanResult:
     pipelines: dict[str, list[str]]  # per target label, the stages it ran (a URL: its server's own)
     groups: dict[tuple[str, str], Judgement]  # the group verdicts, by (target, case id)
     blocked: re.Pattern[str]  # what a guard's refusal looks like in a result's error
+    sentiment: list[SentimentGap]  # per target and bias axis: the answers' sentiment compared pair by pair
+
+    def data(self) -> dict[str, Any]:
+        """Everything the report shows, JSON-native (what the store keeps, so a report written now and one
+        written later from the store are the same): options, pipelines, tallies, findings, sentiment,
+        corpora, and every probe with its status, reason, prompt and answer."""
+        probes = []
+        for r in sorted(self.results, key=lambda r: (r.target, r.case_id)):
+            case = self.cases[r.case_id]
+            status, why = status_of(case, r, self.groups.get((r.target, r.case_id)), self.blocked)
+            if is_reference(case) and not r.error:
+                why = "the reference the group's other answers are compared with"
+            meta = case.metadata
+            probes.append(
+                {
+                    "target": r.target,
+                    "case_id": r.case_id,
+                    "category": meta["category"],
+                    "source": meta["source"],
+                    "status": status,
+                    "why": why,
+                    "messages": case.messages,
+                    "prompt": prompt_text(case),
+                    "output": r.output.text,
+                }
+            )
+        data = {
+            "run_id": self.run_id,
+            "options": dataclasses.asdict(self.options),
+            "pipelines": self.pipelines,
+            "categories": {c.name: dataclasses.asdict(c) for c in CATEGORIES.values()},
+            "tallies": [{**dataclasses.asdict(t), "found_rate": t.found_rate} for t in self.tallies],
+            "findings": [{**dataclasses.asdict(f), "rate": f.rate} for f in self.findings],
+            "sentiment": [{**dataclasses.asdict(g), "sentence": g.sentence} for g in self.sentiment],
+            "corpora": [dataclasses.asdict(c) for c in self.corpora],
+            "probes": probes,
+        }
+        native: dict[str, Any] = json.loads(json.dumps(data))
+        return native
 
 
 def guarded(pipeline: list[str], on: bool) -> list[str]:
@@ -136,7 +187,8 @@ def build_suite(options: ScanOptions, cases: list[Case], specs: list[TargetSpec]
 async def run_scan(
     options: ScanOptions, serving: Serving, store: Store, *, show_progress: bool = True, by: str = ""
 ) -> ScanResult:
-    """Generate the probes, ask every target through the evaluation runner, judge, and find."""
+    """Generate the probes, ask every target through the evaluation runner, judge, find, and keep what was
+    found in the store (``llmdock scan report RUN`` writes the report again from it)."""
     cases = probes(options.categories, options.limit, options.seed)
     params = {"temperature": 0.0, "seed": options.seed}
     specs = target_specs(options, list(serving.settings.pipeline), params)
@@ -150,10 +202,25 @@ async def run_scan(
     repro = {s.label: chat_args(s, options, params) for s in specs}
     blocked = block_pattern(serving.settings.guards.block_message)
     tallies, findings = aggregate(by_id, results, groups, blocked, repro)
+    scored = await pair_scores(by_id, results, serving.stage_env)
+    sentiment = gaps(by_id, scored)
+    findings = ordered([*findings, *gap_findings(by_id, scored, sentiment, repro)])
     used = {str(c.metadata["source"]) for c in cases}
     corpora = tuple(c for c in (*CORPORA, TEMPLATES) if any(c.id in u.split("+") for u in used))
     served = [s for s in serving.settings.pipeline if s != "cache"]
     pipelines = {s.label: list(s.pipeline or ([] if s.url else served)) for s in specs}
-    return ScanResult(
-        outcome.run_id, options, by_id, results, tallies, findings, corpora, pipelines, groups, blocked
+    result = ScanResult(
+        outcome.run_id,
+        options,
+        by_id,
+        results,
+        tallies,
+        findings,
+        corpora,
+        pipelines,
+        groups,
+        blocked,
+        sentiment,
     )
+    await asyncio.to_thread(save_report, store, result.run_id, result.data())
+    return result

@@ -280,3 +280,16 @@ class StoredResponse(Base):
     model: Mapped[str] = mapped_column(String(200))
     previous_response_id: Mapped[str] = mapped_column(String(64), default="")
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class ScanReport(Base):
+    """What a scan found, as its report shows it: ``llmdock scan report RUN`` writes the page again from this
+    alone (the run's probes and answers are its eval_results)."""
+
+    __tablename__ = "scan_reports"
+
+    run_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("eval_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)  # llmdock.scan.report.data(): options … probes
+    created_at: Mapped[datetime] = mapped_column()

@@ -2,7 +2,7 @@
 
 One module per family: ``text`` (equals, contains, regex…), ``overlap`` (token F1, BLEU, chrF, ROUGE),
 ``formats`` (JSON, JSON schema), ``usage`` (latency, tokens, cost), ``semantic`` (embedding similarity),
-``perplexity`` (of the reference, from the model's log-probabilities).
+``perplexity`` (of the reference, from the model's log-probabilities), ``sentiment`` (VADER).
 """
 
 from llmdock.evaluate.case import MetricFactory
@@ -10,6 +10,7 @@ from llmdock.evaluate.metrics.formats import FORMAT_METRICS
 from llmdock.evaluate.metrics.overlap import OVERLAP_METRICS
 from llmdock.evaluate.metrics.perplexity import PERPLEXITY_METRICS
 from llmdock.evaluate.metrics.semantic import SEMANTIC_METRICS
+from llmdock.evaluate.metrics.sentiment import SENTIMENT_METRICS
 from llmdock.evaluate.metrics.text import TEXT_METRICS
 from llmdock.evaluate.metrics.usage import USAGE_METRICS
 
@@ -20,6 +21,7 @@ BUILTIN_METRICS: tuple[MetricFactory, ...] = (
     *USAGE_METRICS,
     *SEMANTIC_METRICS,
     *PERPLEXITY_METRICS,
+    *SENTIMENT_METRICS,
 )
 
 __all__ = ["BUILTIN_METRICS"]

@@ -1,9 +1,10 @@
-"""Perplexity of the case's reference answer under a served model, conditioned on the case's prompt.
+"""Perplexity of the case's reference answer under a served model, in the context the target served.
 
 The model is the one that answered the case (``value`` may name another), reached as every metric reaches
-models (``env.backend``: the routed model, the same backend a gateway request gets). The case's messages are
-rendered by that backend as its chat request would be (the model's chat template, up to the assistant's
-turn); the reference is appended, and the text is sent as a text completion with ``echo``, ``logprobs`` and
+models (``env.backend``: the routed model, the same backend a gateway request gets). The context is the
+conversation the target really asked (``Output.messages``: the target's prompt template rendered, its system
+prompt, the input guards' redactions), rendered by that backend as its chat request would be (the model's chat
+template, up to the assistant's turn); the reference is appended, and the text is sent as a text completion with ``echo``, ``logprobs`` and
 ``max_tokens: 0`` — the request ``POST /v1/completions`` serves — so the answer holds every token's
 log-probability and nothing is generated. Perplexity is ``exp`` of the mean negative log-probability of the
 reference's tokens only (a token that straddles the prompt's end counts with the reference).
@@ -17,7 +18,6 @@ from llmdock.backends.base import Backend, GenerationRequest, SamplingParams
 from llmdock.backends.logprobs import Logprobs, perplexity, require_logprobs
 from llmdock.errors import LlmdockError
 from llmdock.evaluate.case import BaseMetric, Case, Check, MetricError, Output, Score
-from llmdock.evaluate.targets import messages_of
 from llmdock.pipeline.env import StageEnv
 from llmdock.structured.plan import route_backends
 
@@ -39,7 +39,8 @@ class PerplexityMetric(BaseMetric):
     what_it_uses = "models to score the reference"
     description = (
         "Perplexity of the case's `expected` under the model that answered it (`value` may name another "
-        "served model), conditioned on the case's prompt: exp of the mean negative log-probability of the "
+        "served model), conditioned on the conversation the target served (its prompt template and system "
+        "prompt rendered, through the model's chat template): exp of the mean negative log-probability of the "
         "reference's tokens, from `/v1/completions` with `echo`, `logprobs` and `max_tokens: 0` (≥ 1, lower "
         "is better). Passes when ≤ the threshold; with none, records it and passes. Needs a local runtime and "
         "a backend that gives log-probabilities (llama.cpp, an OpenAI-compatible upstream that returns them)."
@@ -72,10 +73,15 @@ class PerplexityMetric(BaseMetric):
     async def score(self, case: Case, output: Output) -> Score:
         reference = self.reference(case)
         model = self.model or str(output.served.get("model") or self.models.settings.default_model)
+        if output.messages is None:
+            raise MetricError(
+                f"case {case.id} ({case.where}): the conversation its target served is not known here (a URL "
+                "target's server renders its prompt template), so the reference has no context to score in"
+            )
         backend = self.backend(model)
         try:
             await backend.ensure_started()
-            chat = GenerationRequest("chat", SamplingParams(max_tokens=1), messages=messages_of(case, None))
+            chat = GenerationRequest("chat", SamplingParams(max_tokens=1), messages=list(output.messages))
             backend.prepare(chat)
             scored = GenerationRequest(
                 "completion",
