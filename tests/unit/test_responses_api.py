@@ -253,19 +253,23 @@ async def test_previous_response_id_continues_the_stored_conversation(
 ) -> None:
     gw = await replying(gateway_factory, make_settings, None)
     client = sdk(gw)
-    first = await client.responses.create(model="m", input="My name is Ana.", instructions="Be kind.")
-    second = await client.responses.create(model="m", input="What is my name?", previous_response_id=first.id)
+    first = await client.responses.create(
+        model="m", input="My favourite colour is teal.", instructions="Be kind."
+    )
+    second = await client.responses.create(
+        model="m", input="What is my favourite colour?", previous_response_id=first.id
+    )
     gw.flush_traces()
     assert gw.runtime.store is not None
     trace, _ = get_trace(gw.runtime.store, second.id.removeprefix("resp_"))
     assert trace.input["messages"] == [  # the earlier instructions are not carried over, as OpenAI does
-        {"role": "user", "content": "My name is Ana."},
-        {"role": "assistant", "content": "fake answer to: My name is Ana."},
-        {"role": "user", "content": "What is my name?"},
+        {"role": "user", "content": "My favourite colour is teal."},
+        {"role": "assistant", "content": "fake answer to: My favourite colour is teal."},
+        {"role": "user", "content": "What is my favourite colour?"},
     ]
     assert (await client.responses.retrieve(second.id)).output_text == second.output_text
     items = await client.responses.input_items.list(second.id)
-    assert [i.content[0].text for i in items.data] == ["What is my name?"]  # type: ignore[union-attr]
+    assert [i.content[0].text for i in items.data] == ["What is my favourite colour?"]  # type: ignore[union-attr]
     await client.responses.delete(first.id)
     with pytest.raises(openai.NotFoundError, match="not found"):
         await client.responses.retrieve(first.id)
