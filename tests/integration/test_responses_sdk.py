@@ -146,14 +146,16 @@ def test_previous_response_id_lets_the_second_turn_see_the_first(
 ) -> None:
     first = client.responses.create(
         model="smollm2",
-        input="My name is Zorblax. Please remember it.",
+        # Not a name: names are masked in stored conversations by default (privacy.pii), so a continued
+        # conversation would see "<PERSON>" where the user's name was.
+        input="The secret codeword is Zorblax. Please remember it.",
         instructions="You are a helpful assistant.",
         max_output_tokens=30,
         temperature=0,
     )
     second = client.responses.create(
         model="smollm2",
-        input="What is my name?",
+        input="What is the secret codeword?",
         previous_response_id=first.id,
         max_output_tokens=30,
         temperature=0,
