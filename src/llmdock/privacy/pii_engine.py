@@ -55,6 +55,8 @@ ALLOW_LIST = ("127.0.0.1", "0.0.0.0", "::1")
 
 _DIGIT = re.compile(r"\d")  # any decimal digit, as the recognizers' \d and phonenumbers read them
 _IBAN_START = re.compile(r"[^\W\d_]{2}[0-9]{2}")  # two letters, two check digits
+# Every name pattern starts at a capitalised word, which recognizers.py reads as a letter other than a-z.
+_CAPITAL = re.compile(r"[^\W\d_a-z]")
 # What a text must hold for a recognizer's patterns to match at all (given the text and its digit count),
 # read off each pattern: a card number has at least 12 digits (a Maestro), an SSN 9, a Bitcoin address starts
 # with 1, 3 or bc1, an IPv4 address has 4 numbers and an IPv6 one at least two colons. Entities not listed
@@ -70,6 +72,7 @@ POSSIBLE: dict[str, Callable[[str, int], bool]] = {
     "DATE_OF_BIRTH": lambda text, digits: digits >= 4,
     "AGE": lambda text, digits: digits >= 1,
     "ID_NUMBER": lambda text, digits: digits >= 3,
+    "PERSON": lambda text, digits: _CAPITAL.search(text) is not None,  # unless spaCy's NER runs too
 }
 
 
@@ -168,6 +171,8 @@ class PiiEngine:
         }
         if "PHONE_NUMBER" in self._possible:
             self._possible["PHONE_NUMBER"] = lambda text, digits: digits >= phone_digits
+        if "PERSON" in self._possible and "PERSON" in ner_wanted:
+            self._possible["PERSON"] = lambda text, digits: True  # the NER model may find a lower-case name
         self._lock = threading.Lock()  # spaCy's Language is not documented as thread-safe
         self._inside = threading.local()
 
