@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,9 @@ models:
             (home / "llmdock.yaml").write_text(config)
             servers.append(start_server(home, "--config", str(home / "llmdock.yaml")))
         codes = []
+        # Redis counts over fixed minutes: six requests that straddle a minute's end would get 4 + 4.
+        if time.time() % 60 > 50:
+            time.sleep(61 - time.time() % 60)
         for _ in range(3):
             for srv in servers:
                 body = {**ASK, "temperature": 0.5}  # not cached: every request reaches the limiter
