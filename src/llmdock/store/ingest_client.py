@@ -25,6 +25,7 @@ from llmdock.store.engine import Store
 from llmdock.store.ingest import MARKER, URL_ENV, read_cursor, read_status, take_lock, url_tag
 from llmdock.store.journal import Journal
 from llmdock.store.trace_records import TraceRecord
+from llmdock.store.trace_writer import prepare_record
 
 log = logging.getLogger("llmdock.traces")
 STALE_S = 10.0  # an ingester status older than this: the ingester is gone
@@ -69,14 +70,9 @@ class IngestedWriter:
     def submit(self, record: TraceRecord) -> asyncio.Future[None] | None:
         """Journal a finished trace (prepared first: nothing reaches disk unprepared). Never blocks on the
         database; with ``journal_sync: fsync`` returns a future done once the trace is on disk."""
-        if self.prepare is not None and not record.prepared:
-            try:
-                self.prepare(record)
-            except Exception as exc:
-                log.error("trace %s dropped: preparing it failed (%s)", record.id, type(exc).__name__)
-                self.dropped += 1
-                return None
-            record.prepared = True
+        if self.prepare is not None and not record.prepared and not prepare_record(self.prepare, record):
+            self.dropped += 1
+            return None
         record.seq = self.journal.append(record)
         return self.journal.synced() if record.seq else None
 

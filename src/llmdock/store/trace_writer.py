@@ -158,15 +158,11 @@ class TraceWriter:
     def _prepared(self, rec: TraceRecord) -> bool:
         """Run ``prepare`` on a trace; False (the trace dropped, counted) if it fails."""
         assert self.prepare is not None
-        try:
-            self.prepare(rec)
-        except Exception as exc:
-            log.error("trace %s dropped: preparing it failed (%s)", rec.id, type(exc).__name__)
-            with self._cond:
-                self.dropped += 1
-            return False
-        rec.prepared = True
-        return True
+        if prepare_record(self.prepare, rec):
+            return True
+        with self._cond:
+            self.dropped += 1
+        return False
 
     def _overflow(self, oldest: TraceRecord) -> None:
         """The buffer is full and drops ``oldest``: lost, unless the journal keeps it for the next start."""
@@ -307,3 +303,15 @@ def store_batch(store: Store, batch: list[TraceRecord], *, yield_gil: bool = Tru
             written += 1
         del batch[0]
     return written, dropped
+
+
+def prepare_record(prepare: Callable[[TraceRecord], None], rec: TraceRecord) -> bool:
+    """Run ``prepare`` (privacy: redact, encrypt) on a trace and mark it prepared; False, logged, if it
+    fails (the caller drops the trace and counts it: nothing is stored unprepared)."""
+    try:
+        prepare(rec)
+    except Exception as exc:
+        log.error("trace %s dropped: preparing it failed (%s)", rec.id, type(exc).__name__)
+        return False
+    rec.prepared = True
+    return True
