@@ -69,7 +69,7 @@ class Trace(Base):
     input: Mapped[dict[str, Any]] = mapped_column(default=dict)
     output: Mapped[str] = mapped_column(Text, default="")
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    deployment: Mapped[str] = mapped_column(String(200), default="")
+    deployment: Mapped[str] = mapped_column(String(200), default="", index=True)
     cost: Mapped[float] = mapped_column(Float, default=0.0)
     cache: Mapped[str] = mapped_column(String(16), default="")
     subject: Mapped[str] = mapped_column(String(200), default="", index=True)  # end user (GDPR)

@@ -1,0 +1,1 @@
+"""Datasets (issue 20): import, cleaning steps, versions by content hash with lineage."""

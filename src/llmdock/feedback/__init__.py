@@ -1,0 +1,1 @@
+"""User feedback on traces (issue 19): scores, comments, corrections."""

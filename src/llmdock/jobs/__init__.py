@@ -1,0 +1,1 @@
+"""Offline work (issue 22): batch prediction, YAML pipelines, schedules, releases."""

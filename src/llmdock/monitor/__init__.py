@@ -1,0 +1,1 @@
+"""Monitoring (issue 21): metrics, online evaluation, drift, alerts, provider canaries."""

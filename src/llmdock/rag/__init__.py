@@ -1,0 +1,1 @@
+"""Grounding (issue 18): knowledge bases, chunking, embeddings, retrieval, the ground stage."""
