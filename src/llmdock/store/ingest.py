@@ -36,7 +36,7 @@ from typing import Any
 
 from llmdock.errors import StoreUnavailable
 from llmdock.store.engine import Store, _short
-from llmdock.store.journal import LOCK, decode_line
+from llmdock.store.journal import decode_line, lock_if_dead
 from llmdock.store.trace_records import TraceRecord
 from llmdock.store.trace_writer import store_batch
 
@@ -149,7 +149,7 @@ class Ingester:
                 self.sources[directory.name] = src
         for src in self.sources.values():
             if src.lock_fd < 0:
-                src.lock_fd = _lock_if_dead(src.dir)
+                src.lock_fd = lock_if_dead(src.dir)
                 if src.lock_fd >= 0 and not (src.dir / MARKER).exists():
                     src.check_until = -1  # a crashed CLI or thread-mode process: its writer stored some
 
@@ -296,20 +296,6 @@ class Ingester:
             _replace(self.root / STATUS, json.dumps(state))
         except OSError as exc:
             log.warning("cannot write %s: %s", self.root / STATUS, exc)
-
-
-def _lock_if_dead(directory: Path) -> int:
-    """The lock of a journal directory whose process is gone (now held by the caller), or -1 if it lives."""
-    try:
-        fd = os.open(directory / LOCK, os.O_CREAT | os.O_RDWR, 0o600)
-    except OSError:
-        return -1
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return -1
-    return fd
 
 
 def take_lock(root: Path, wait_s: float) -> int:

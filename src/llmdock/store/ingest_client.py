@@ -64,8 +64,8 @@ class IngestedWriter:
 
     @property
     def refusing(self) -> bool:
-        """Whether new requests should be refused: the journal is full and its policy says reject."""
-        return self.journal.when_full == "reject" and self.journal.full
+        """Whether new requests should be refused (:attr:`Journal.refusing`)."""
+        return self.journal.refusing
 
     def submit(self, record: TraceRecord) -> asyncio.Future[None] | None:
         """Journal a finished trace (prepared first: nothing reaches disk unprepared). Never blocks on the

@@ -86,6 +86,11 @@ class Journal:
         """Whether the journal reached ``max_bytes`` (the store has been away long enough)."""
         return self._bytes >= self.max_bytes
 
+    @property
+    def refusing(self) -> bool:
+        """Whether new requests should be refused: the journal is full and its policy says reject."""
+        return self.when_full == "reject" and self.full
+
     def append(self, rec: TraceRecord) -> int:
         """Write ``rec`` to the journal; its sequence number (0 if it was not written: the journal is full)."""
         if self.full:
@@ -171,19 +176,26 @@ class Journal:
         self._segments.append(_Segment(path))
 
 
+def lock_if_dead(directory: Path) -> int:
+    """The lock of a journal directory whose process is gone (now held by the caller), or -1 if it lives."""
+    try:
+        fd = os.open(directory / LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+    except OSError:
+        return -1
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # its process is alive (another worker)
+        os.close(fd)
+        return -1
+    return fd
+
+
 def orphans(root: Path) -> Iterator[Path]:
     """Journal directories whose process is gone, each locked for the caller (unlocked when it is removed)."""
     if not root.is_dir():
         return
     for directory in sorted(p for p in root.iterdir() if p.is_dir()):
-        try:
-            fd = os.open(directory / LOCK, os.O_CREAT | os.O_RDWR, 0o600)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # its process is alive (another worker)
-            os.close(fd)
+        if (fd := lock_if_dead(directory)) < 0:
             continue
         try:
             yield directory

@@ -67,8 +67,8 @@ class TraceWriter:
 
     @property
     def refusing(self) -> bool:
-        """Whether new requests should be refused: the journal is full and its policy says reject."""
-        return self.journal is not None and self.journal.when_full == "reject" and self.journal.full
+        """Whether new requests should be refused (:attr:`Journal.refusing`)."""
+        return self.journal is not None and self.journal.refusing
 
     def submit(self, record: TraceRecord) -> asyncio.Future[None] | None:
         """Queue a finished trace (journaled first, if there is a journal). Never blocks on the database.
