@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,28 @@ def serve(
         logging.getLogger("llmdock").warning(
             "%d workers without redis_url: caches and rate limits are per worker", workers
         )
-    uvicorn.run("llmdock.gateway.asgi:app_from_env", factory=True, workers=workers, **common)
+    run_dir = _metrics_dir(settings.home) if settings.metrics.enabled else None
+    try:
+        uvicorn.run("llmdock.gateway.asgi:app_from_env", factory=True, workers=workers, **common)
+    finally:
+        if run_dir is not None:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _metrics_dir(home: Path) -> Path | None:
+    """Where the workers write their metrics (prometheus-client's multiprocess mode), set in the environment
+    they inherit: $PROMETHEUS_MULTIPROC_DIR if the operator set one (emptied), else a fresh per-run directory
+    under <home>/prometheus (returned, to be removed at exit)."""
+    from llmdock.monitor.exposition import MULTIPROC_ENV, clear_dir, prepare_run_dir
+
+    chosen = os.environ.get(MULTIPROC_ENV)
+    if chosen:
+        Path(chosen).mkdir(parents=True, exist_ok=True)
+        clear_dir(Path(chosen))
+        return None
+    run_dir = prepare_run_dir(home)
+    os.environ[MULTIPROC_ENV] = str(run_dir)
+    return run_dir
 
 
 def _tls(certfile: Path | None, keyfile: Path | None) -> dict[str, Any]:
