@@ -6,6 +6,7 @@ pipeline over the same backends.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from llmdock.store.journal import Journal
 from llmdock.store.trace_writer import TraceWriter
 
 if TYPE_CHECKING:
+    from llmdock.monitor.alerts import AlertLoop
     from llmdock.monitor.metrics import RequestMetrics
 
 log = logging.getLogger("llmdock")
@@ -135,6 +137,8 @@ class Runtime:
         )
         self.pipeline = self.pipeline_with(settings.pipeline)
         self.metrics: RequestMetrics | None = None  # the gateway's /metrics (enable_metrics)
+        self.alerts: AlertLoop | None = None  # alert rules, evaluated by the serving runtime (start)
+        self._alert_task: asyncio.Task[None] | None = None
         # Log output is redacted too (privacy.pii): installed last, so a failed start leaves logging as it was.
         self._log_records = RedactingLogRecords(self.privacy) if self.privacy.engine is not None else None
         if self._log_records is not None:
@@ -217,6 +221,11 @@ class Runtime:
                 await route.start()
         if self.metrics is not None:
             self.metrics.start(self.settings.metrics.flush_interval_s)
+        if self.settings.alerts.rules and self.store is not None:
+            from llmdock.monitor.alerts import AlertLoop
+
+            self.alerts = AlertLoop(self.settings.alerts, self.store, self.settings.home)
+            self._alert_task = asyncio.get_running_loop().create_task(self.alerts.run())
 
     def readiness(self) -> dict[str, Any]:
         models = {name: r.loaded for name, r in self.backends.items() if not r.lazy}
@@ -239,6 +248,9 @@ class Runtime:
     async def close(self) -> None:
         if self.metrics is not None:
             self.metrics.stop()
+        if self._alert_task is not None and self.alerts is not None:
+            self._alert_task.cancel()
+            self.alerts.close()
         for backend in self.backends.values():
             await backend.close()
         if self.writer is not None:
