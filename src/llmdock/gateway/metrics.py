@@ -19,6 +19,7 @@ async def metrics(runtime: RuntimeDep) -> Response:
         raise NotFound("metrics are off (metrics.enabled: false)")
     from llmdock.monitor.exposition import render
 
-    # Reading every worker's files is disk work: off the event loop (the flush it starts with is cheap)
+    runtime.metrics.flush()  # on the loop that tallies, so no request's counts are caught half-way
+    # Reading every worker's files is disk work: off the event loop
     body, content_type = await asyncio.to_thread(render, runtime.metrics)
     return Response(body, media_type=content_type)

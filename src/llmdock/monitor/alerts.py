@@ -220,6 +220,7 @@ class AlertLoop:
         """Whether this process evaluates (holds the lock file); retried each tick, so a successor takes over."""
         if self._lock_fd is not None:
             return True
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -233,22 +234,32 @@ class AlertLoop:
         tick = min(5.0, *(r.every for r in self.settings.rules))
         loop = asyncio.get_running_loop()
         while True:
-            if self._leader():
-                now = loop.time()
-                rules = [r for r in self.settings.rules if self._due.get(r.name, 0.0) <= now]
-                for r in rules:
-                    self._due[r.name] = now + r.every
-                if rules:
-                    await self.round(rules)
+            try:
+                if self._leader():
+                    now = loop.time()
+                    rules = [r for r in self.settings.rules if self._due.get(r.name, 0.0) <= now]
+                    for r in rules:
+                        self._due[r.name] = now + r.every
+                    if rules:
+                        await self.round(rules)
+            except Exception:  # e.g. the store is away: try again at the next tick
+                log.exception("alerts: evaluation failed")
             await asyncio.sleep(tick)
 
     async def round(self, rules: list[AlertRule]) -> asyncio.Task[dict[str, str]]:
         """Evaluate ``rules`` now (in a thread) and start sending what is due (a background task)."""
         due = await asyncio.to_thread(evaluate, self.store, rules, datetime.now(UTC))
-        task = asyncio.get_running_loop().create_task(notify(self.store, self.settings, due))
+        task = asyncio.get_running_loop().create_task(self._send(due))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
         return task
+
+    async def _send(self, due: dict[str, list[Notice]]) -> dict[str, str]:
+        try:
+            return await notify(self.store, self.settings, due)
+        except Exception:  # recording the outcome failed (the store is away): the notices were sent or logged
+            log.exception("alerts: cannot record the deliveries")
+            return {}
 
     def close(self) -> None:
         for task in self._sending:

@@ -44,9 +44,9 @@ def clear_dir(path: Path) -> None:
 
 
 def render(metrics: RequestMetrics) -> tuple[bytes, str]:
-    """The exposition text (and its content type): this worker's tallies flushed first, then every worker's
-    values when in multiprocess mode, else this process's registry."""
-    metrics.flush()
+    """The exposition text (and its content type): every worker's values when in multiprocess mode, else this
+    process's registry. Thread-safe (prometheus-client locks its values); flush the worker's tallies first, on
+    the loop that records them."""
     path = os.environ.get(MULTIPROC_ENV)
     if not path:
         return generate_latest(metrics.registry), CONTENT_TYPE_LATEST
