@@ -59,6 +59,7 @@ bench: install
 	$(PY) bench/fuzz_api.py
 	$(PY) bench/workers.py
 	$(PY) bench/defaults_cost.py
+	$(PY) bench/metrics_overhead.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

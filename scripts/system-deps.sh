@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the test suite needs: PostgreSQL and Redis (throwaway servers the tests start themselves),
-# and Chromium (the eval report's page is opened in it headless).
+# Chromium (the eval report's page is opened in it headless) and promtool (package prometheus: the example
+# alerting rules and dashboard queries are checked with it).
 # With "bench": also what the benchmarks need (nginx as the constant upstream, wrk, valgrind's callgrind,
 # Node and npm for promptfoo), then promptfoo itself (npm, pinned) into bench/.node/ (gitignored).
 set -euo pipefail
@@ -9,6 +10,7 @@ need=()
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus) # promtool checks examples/prometheus/alerts.yml
 if [ "${1:-}" = bench ]; then
   for b in nginx wrk valgrind; do command -v "$b" >/dev/null 2>&1 || need+=("$b"); done
   command -v node >/dev/null 2>&1 || need+=(nodejs)

@@ -6,8 +6,9 @@ pipeline over the same backends.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmdock.auth.service import AuthService
 from llmdock.config import ModelConfig, Settings
@@ -26,6 +27,10 @@ from llmdock.store.engine import Store
 from llmdock.store.ingest_client import IngestedWriter
 from llmdock.store.journal import Journal
 from llmdock.store.trace_writer import TraceWriter
+
+if TYPE_CHECKING:
+    from llmdock.monitor.alerts import AlertLoop
+    from llmdock.monitor.metrics import RequestMetrics
 
 log = logging.getLogger("llmdock")
 
@@ -131,6 +136,9 @@ class Runtime:
             registered=self.plugins.registered(),
         )
         self.pipeline = self.pipeline_with(settings.pipeline)
+        self.metrics: RequestMetrics | None = None  # the gateway's /metrics (enable_metrics)
+        self.alerts: AlertLoop | None = None  # alert rules, evaluated by the serving runtime (start)
+        self._alert_task: asyncio.Task[None] | None = None
         # Log output is redacted too (privacy.pii): installed last, so a failed start leaves logging as it was.
         self._log_records = RedactingLogRecords(self.privacy) if self.privacy.engine is not None else None
         if self._log_records is not None:
@@ -187,6 +195,18 @@ class Runtime:
             stage.bind(self.stage_env)
         return pipeline
 
+    def enable_metrics(self) -> RequestMetrics:
+        """Count every finished request for ``GET /metrics`` (the gateway asks; the CLI never pays for it)."""
+        if self.metrics is None:
+            from llmdock.monitor.metrics import RequestMetrics
+
+            writer = self.writer
+            self.metrics = RequestMetrics(
+                self.backends, (lambda: int(writer.status()["pending"])) if writer is not None else None
+            )
+            self.sink.observers.append(self.metrics.record)
+        return self.metrics
+
     def backend(self, model: str) -> ModelRoute:
         backend = self.backends.get(model)
         if backend is None:
@@ -199,6 +219,13 @@ class Runtime:
         for route in self.backends.values():
             if not route.lazy:
                 await route.start()
+        if self.metrics is not None:
+            self.metrics.start(self.settings.metrics.flush_interval_s)
+        if self.settings.alerts.rules and self.store is not None:
+            from llmdock.monitor.alerts import AlertLoop
+
+            self.alerts = AlertLoop(self.settings.alerts, self.store, self.settings.home)
+            self._alert_task = asyncio.get_running_loop().create_task(self.alerts.run())
 
     def readiness(self) -> dict[str, Any]:
         models = {name: r.loaded for name, r in self.backends.items() if not r.lazy}
@@ -219,6 +246,11 @@ class Runtime:
         return state
 
     async def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.stop()
+        if self._alert_task is not None and self.alerts is not None:
+            self._alert_task.cancel()
+            self.alerts.close()
         for backend in self.backends.values():
             await backend.close()
         if self.writer is not None:

@@ -78,6 +78,7 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/admin/traces"): Row("/admin/traces", "observe", 200),
     ("GET", "/admin/traces/{trace_id}"): Row("/admin/traces/no-such-trace", "observe", 404),
     ("GET", "/admin/usage"): Row("/admin/usage", "observe", 200),
+    ("GET", "/metrics"): Row("/metrics", "observe", 200),
     ("GET", "/admin/keys"): Row("/admin/keys", "admin", 200),
     ("POST", "/admin/keys"): Row("/admin/keys", "admin", 201, lambda n: {"user": "fodder", "name": f"k{n}"}),
     ("POST", "/admin/keys/{ref}/revoke"): Row("/admin/keys/no-such-key/revoke", "admin", 404),

@@ -29,6 +29,7 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, str | None]] = [
     ("GET", "/v1/deployments", None, "admin"),
     ("GET", "/admin/traces", None, "observe"),
     ("GET", "/admin/usage", None, "observe"),
+    ("GET", "/metrics", None, "observe"),
     ("GET", "/admin/keys", None, "admin"),
     ("GET", "/admin/users", None, "admin"),
     ("GET", "/admin/teams", None, "admin"),

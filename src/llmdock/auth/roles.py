@@ -13,7 +13,7 @@ service     yes    yes       no      no
 
 ``read``: list models, /ready, the API docs. ``inference``: chat, completions, embeddings, responses (making them, and reading
 and deleting stored ones).
-``observe``: traces and usage through /admin/traces and /admin/usage. ``admin``: keys, users, teams,
+``observe``: traces and usage through /admin/traces and /admin/usage, the Prometheus metrics (/metrics). ``admin``: keys, users, teams,
 the audit log, data export/erasure, /v1/deployments. A key may narrow its role further (``routes``) and
 to some models (``models``).
 """
@@ -46,6 +46,8 @@ def required_permission(method: str, path: str) -> Permission | None:
         return "inference"
     if path == "/v1/deployments":
         return "admin"
+    if path == "/metrics":
+        return "observe"
     if path.startswith("/admin"):
         return "observe" if path.startswith(OBSERVE_PREFIXES) and method == "GET" else "admin"
     return "read"

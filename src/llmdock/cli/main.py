@@ -9,6 +9,7 @@ import typer
 
 from llmdock.cli import (
     access,
+    alerts,
     audit,
     chat,
     data,
@@ -17,6 +18,7 @@ from llmdock.cli import (
     eval_report,  # noqa: F401 (adds report to `llmdock eval`)
     guards,
     models,
+    monitor_cmd,
     prompts,
     scan_cmd,
     secrets_cmd,
@@ -49,6 +51,8 @@ COMMANDS: dict[str, typer.Typer | Callable[..., None]] = {  # in the order of th
     "data": data.app,
     "eval": eval_cmd.app,
     "scan": scan_cmd.app,
+    "alerts": alerts.app,
+    "monitor": monitor_cmd.app,
 }
 for name, command in COMMANDS.items():
     if isinstance(command, typer.Typer):

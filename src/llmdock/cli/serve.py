@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ def serve(
         "timeout_keep_alive": 75,
         **_tls(ssl_certfile, ssl_keyfile),
     }
+    run_dir = _metrics_dir(settings.home, workers) if settings.metrics.enabled else None
     if workers == 1:
         runtime = Runtime(settings, serving=True)
         try:
@@ -71,7 +73,30 @@ def serve(
         logging.getLogger("llmdock").warning(
             "%d workers without redis_url: caches and rate limits are per worker", workers
         )
-    uvicorn.run("llmdock.gateway.asgi:app_from_env", factory=True, workers=workers, **common)
+    try:
+        uvicorn.run("llmdock.gateway.asgi:app_from_env", factory=True, workers=workers, **common)
+    finally:
+        if run_dir is not None:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _metrics_dir(home: Path, workers: int) -> Path | None:
+    """Where the workers write their metrics (prometheus-client's multiprocess mode), set in the environment
+    they inherit: $PROMETHEUS_MULTIPROC_DIR if the operator set one (emptied), else with several workers a fresh
+    per-run directory under <home>/prometheus (returned, to be removed at exit). One worker without the
+    variable keeps its values in memory."""
+    from llmdock.monitor.exposition import MULTIPROC_ENV, clear_dir, prepare_run_dir
+
+    chosen = os.environ.get(MULTIPROC_ENV)
+    if chosen:
+        Path(chosen).mkdir(parents=True, exist_ok=True)
+        clear_dir(Path(chosen))
+        return None
+    if workers == 1:
+        return None
+    run_dir = prepare_run_dir(home)
+    os.environ[MULTIPROC_ENV] = str(run_dir)
+    return run_dir
 
 
 def _tls(certfile: Path | None, keyfile: Path | None) -> dict[str, Any]:

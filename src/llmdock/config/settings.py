@@ -15,6 +15,7 @@ from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from llmdock.config.models import ModelConfig, builtin_models
+from llmdock.config.monitor_settings import AlertSettings, MetricsSettings
 from llmdock.config.sections import (
     AuthSettings,
     CacheSettings,
@@ -58,6 +59,8 @@ class Settings(BaseSettings):
 
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     guards: GuardSettings = Field(default_factory=GuardSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     @field_validator("home")
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from llmdock.backends.operations import OPERATIONS
@@ -172,7 +173,11 @@ def otlp_configured() -> bool:
 
 
 class TraceSink:
-    """The pipeline's sink: store the trace (batched, off the hot path) and export it over OTLP if set."""
+    """The pipeline's sink: store the trace (batched, off the hot path) and export it over OTLP if set.
+
+    ``observers`` see every finished trace record too (the gateway's Prometheus metrics tally them: see
+    llmdock.monitor.metrics); they run on the request path, so they must be cheap and must not raise.
+    """
 
     def __init__(
         self,
@@ -184,9 +189,12 @@ class TraceSink:
         self.writer = writer
         self.store_bodies = store_bodies
         self.otlp = otlp
+        self.observers: list[Callable[[TraceRecord], None]] = []
 
     def __call__(self, ctx: RequestContext) -> None:
         rec = trace_record(ctx, store_bodies=self.store_bodies)
+        for observe in self.observers:
+            observe(rec)
         if self.writer is not None:
             ctx.durable = self.writer.submit(rec)
         if self.otlp is not None:

@@ -1,0 +1,137 @@
+"""Drift between a reference window and the current one: KS on lengths and tokens, Fisher on rates, MMD with a
+permutation p-value on embeddings; `llmdock monitor drift` prints the table and writes the HTML report."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llmdock.config import load_settings
+from llmdock.monitor.drift import Window, drift, mmd_test
+from llmdock.store import Store
+from llmdock.store.models import Trace
+
+COOKING = ["How long should I {} the {} for a family dinner?", "What spice goes well with {} {}?"]
+CODE = ["Why does my {} function raise a {} error in Python?", "How do I test a {} class with {} mocks?"]
+WORDS = ["roast", "chicken", "bake", "salmon", "simmer", "lentils", "grill", "peppers", "braise", "beef"]
+
+
+def sentences(templates: list[str], n: int, offset: int = 0) -> list[str]:
+    return [
+        templates[i % len(templates)].format(
+            WORDS[(i + offset) % len(WORDS)], WORDS[(3 * i + 1) % len(WORDS)]
+        )
+        for i in range(n)
+    ]
+
+
+def test_mmd_tells_a_shifted_sample_from_the_same_distribution() -> None:
+    rng = np.random.default_rng(1)
+    ref = rng.normal(size=(60, 8))
+    same = rng.normal(size=(60, 8))
+    shifted = rng.normal(loc=0.8, size=(60, 8))
+    assert mmd_test(ref, shifted, 200)[1] < 0.01
+    assert mmd_test(ref, same, 200)[1] > 0.05
+
+
+async def test_longer_prompts_and_more_errors_drift_the_rest_does_not() -> None:
+    rng = np.random.default_rng(2)
+    ref = Window(
+        inputs=["x" * int(n) for n in rng.normal(200, 20, 150)],
+        outputs=["y" * int(n) for n in rng.normal(300, 30, 150)],
+        prompt_tokens=[int(n) for n in rng.normal(50, 5, 150)],
+        completion_tokens=[int(n) for n in rng.normal(80, 8, 150)],
+        errors=3,
+    )
+    cur = Window(
+        inputs=["x" * int(n) for n in rng.normal(260, 20, 150)],
+        outputs=["y" * int(n) for n in rng.normal(300, 30, 150)],
+        prompt_tokens=[int(n) for n in rng.normal(65, 5, 150)],
+        completion_tokens=[int(n) for n in rng.normal(80, 8, 150)],
+        errors=25,
+    )
+    rows = {r.name: r for r in await drift(ref, cur, None)}
+    assert rows["input length (chars)"].drifted
+    assert rows["prompt tokens"].drifted
+    assert rows["error rate"].drifted
+    assert not rows["output length (chars)"].drifted
+    assert not rows["completion tokens"].drifted
+    assert not rows["guard-block rate"].drifted
+
+
+def add(store: Store, model: str, texts: list[str], at: datetime) -> None:
+    with store.session() as s, s.begin():
+        for i, text in enumerate(texts):
+            s.add(
+                Trace(
+                    id=f"{model[:4]}{int(at.timestamp())}{i:05d}",
+                    created_at=at - timedelta(minutes=i),
+                    operation="chat",
+                    model=model,
+                    status="ok",
+                    duration_ms=10.0,
+                    prompt_tokens=len(text.split()),
+                    completion_tokens=5,
+                    input={"messages": [{"role": "user", "content": text}]},
+                    output="Here is what I would suggest.",
+                    attributes={},
+                    spans=[],
+                )
+            )
+
+
+def run_drift(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "llmdock", "monitor", "drift", "--model", "m", "--config", str(cfg), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cfg.parent,
+    )
+
+
+def make_store(tmp_path: Path, current: list[str]) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    cfg = tmp_path / "llmdock.yaml"
+    cfg.write_text(f"home: {tmp_path}\n")
+    store = Store(load_settings(cfg).resolved_database_url())
+    now = datetime.now(UTC)
+    add(store, "m", sentences(COOKING, 80), now - timedelta(days=3))
+    add(store, "m", current, now - timedelta(hours=1))
+    store.close()
+    return cfg
+
+
+def test_the_cli_prints_the_table_and_writes_the_report(tmp_path: Path) -> None:
+    cfg = make_store(
+        tmp_path, [s + " Please answer in great detail with examples." for s in sentences(COOKING, 40)]
+    )
+    out = run_drift(cfg, "--no-embeddings", "--html", str(tmp_path / "r.html"))
+    assert out.returncode == 0, out.stderr
+    assert "input length" in out.stdout
+    page = (tmp_path / "r.html").read_text()
+    assert "Drift of m" in page
+    assert page.count("<svg") >= 4  # lengths and tokens, reference beside current
+    assert '<tr class="drift"><td>input length (chars)' in page
+    bad = run_drift(cfg, "--reference", "a week")
+    assert bad.returncode == 2
+    assert "malformed duration" in bad.stderr
+
+
+@pytest.mark.model
+def test_minilm_embeddings_see_a_change_of_topic_and_not_a_rephrasing(tmp_path: Path) -> None:
+    topic = make_store(tmp_path / "topic", sentences(CODE, 40))
+    out = run_drift(topic, "--html", str(tmp_path / "topic.html"))
+    assert out.returncode == 0, out.stderr
+    line = next(x for x in out.stdout.splitlines() if "inputs: meaning" in x)
+    assert line.rstrip(" │").endswith("yes"), out.stdout
+    same = make_store(tmp_path / "same", sentences(COOKING, 40, offset=5))
+    out = run_drift(same, "--html", str(tmp_path / "same.html"))
+    assert out.returncode == 0, out.stderr
+    line = next(x for x in out.stdout.splitlines() if "inputs: meaning" in x)
+    assert line.rstrip(" │").endswith("no"), out.stdout
