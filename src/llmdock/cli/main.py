@@ -16,6 +16,7 @@ from llmdock.cli import (
     eval_gate,  # noqa: F401 (adds compare and gate to `llmdock eval`)
     eval_report,  # noqa: F401 (adds report to `llmdock eval`)
     guards,
+    kb,
     models,
     prompts,
     scan_cmd,
@@ -49,6 +50,7 @@ COMMANDS: dict[str, typer.Typer | Callable[..., None]] = {  # in the order of th
     "data": data.app,
     "eval": eval_cmd.app,
     "scan": scan_cmd.app,
+    "kb": kb.app,
 }
 for name, command in COMMANDS.items():
     if isinstance(command, typer.Typer):

@@ -21,6 +21,7 @@ from llmdock.config.sections import (
     GuardSettings,
     PrivacySettings,
     PromptSettings,
+    RagSettings,
     RetentionSettings,
     TraceSettings,
 )
@@ -58,6 +59,7 @@ class Settings(BaseSettings):
 
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     guards: GuardSettings = Field(default_factory=GuardSettings)
+    rag: RagSettings = Field(default_factory=RagSettings)
 
     @field_validator("home")
     @classmethod
