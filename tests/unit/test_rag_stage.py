@@ -3,6 +3,7 @@ answer, hits on the trace, and retrieved text checked by the input guards."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,12 @@ async def test_a_grounded_answer_cites_its_numbered_sources(
         "/v1/chat/completions", json={"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
     )
     assert "citations" not in plain.json()  # a model without a knowledge base is not grounded
+    streamed = await gw.client.post(
+        "/v1/chat/completions",
+        json={"model": "fake-kb", "stream": True, "messages": [{"role": "user", "content": "frobnicator?"}]},
+    )
+    first = json.loads(streamed.text.split("\n\n")[0].removeprefix("data: "))
+    assert first["citations"][0]["source"].endswith("install.md")  # the first event carries them
 
 
 async def test_a_secret_planted_in_a_document_is_blocked_by_the_input_guards(
