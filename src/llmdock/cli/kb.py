@@ -65,6 +65,7 @@ def add_cmd(
     """Ingest text, Markdown, HTML and PDF files: unchanged files are skipped, removed ones removed."""
     from llmdock.rag import bases
     from llmdock.rag.ingest import Ingest, source_files
+    from llmdock.rag.retrieve import Retriever
 
     err = Console(stderr=True)
     total = len(source_files(paths)[0])
@@ -80,7 +81,11 @@ def add_cmd(
                     progress.console.print(f"[yellow]{path}[/]: {what}", highlight=False)
                 progress.advance(task)
 
-            return await Ingest(runtime.stage_env, runtime.store, kb, advance).run(paths)
+            report = await Ingest(runtime.stage_env, runtime.store, kb, advance).run(paths)
+            progress.update(task, description=f"kb add {name}: indexing")
+            # Built and saved now, by version: a server loads it instead of building it in a request.
+            Retriever(runtime.stage_env, runtime.store).index(name)
+            return report
 
     report = _with_runtime(config, work)
     for path, why in report.skipped:

@@ -129,7 +129,7 @@ class KbIndex:
             if len(index) == self.size:
                 return index
             index = new_hnsw(self.kb.dimensions)
-        index.add(np.arange(self.size, dtype=np.uint64), self.rows.vectors, threads=1)
+        index.add(np.arange(self.size, dtype=np.uint64), self.rows.vectors, threads=0)  # every core: once
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             for old in path.parent.glob(f"{self.kb.id}-v*.usearch"):
