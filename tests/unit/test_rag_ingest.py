@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pypdf import PdfWriter
 
 from llmdock.config import ModelConfig
 from llmdock.errors import ConfigError
@@ -32,6 +33,11 @@ def _corpus(root: Path) -> Path:
     (docs / "empty.txt").write_text("")
     (docs / "latin1.txt").write_bytes("café".encode("latin-1"))
     (docs / "broken.pdf").write_bytes(b"%PDF-1.4 not really a pdf")
+    writer = PdfWriter()
+    writer.add_blank_page(200, 200)
+    writer.encrypt(user_password="secret", owner_password="owner")
+    with (docs / "locked.pdf").open("wb") as out:
+        writer.write(out)
     return docs
 
 
@@ -56,6 +62,7 @@ async def test_ingest_skips_bad_files_with_a_reason_and_keeps_headings(
         "empty.txt": "empty file",
         "latin1.txt": "not UTF-8 (byte 0xe9 at offset 3): convert it to UTF-8",
         "broken.pdf": skipped["broken.pdf"],
+        "locked.pdf": "encrypted PDF (needs a password)",
     }
     assert skipped["broken.pdf"].startswith("unreadable PDF")
     hits = await Retriever(runtime.stage_env, runtime.store).search(
