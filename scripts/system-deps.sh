@@ -11,6 +11,7 @@ ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus) # promtool checks examples/prometheus/alerts.yml
+ls /usr/share/doc/python3*/html/library/json.html >/dev/null 2>&1 || need+=(python3-doc) # the knowledge-base corpus
 if [ "${1:-}" = bench ]; then
   for b in nginx wrk valgrind; do command -v "$b" >/dev/null 2>&1 || need+=("$b"); done
   command -v node >/dev/null 2>&1 || need+=(nodejs)

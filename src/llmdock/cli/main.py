@@ -17,6 +17,7 @@ from llmdock.cli import (
     eval_gate,  # noqa: F401 (adds compare and gate to `llmdock eval`)
     eval_report,  # noqa: F401 (adds report to `llmdock eval`)
     guards,
+    kb,
     models,
     monitor_cmd,
     prompts,
@@ -53,6 +54,7 @@ COMMANDS: dict[str, typer.Typer | Callable[..., None]] = {  # in the order of th
     "scan": scan_cmd.app,
     "alerts": alerts.app,
     "monitor": monitor_cmd.app,
+    "kb": kb.app,
 }
 for name, command in COMMANDS.items():
     if isinstance(command, typer.Typer):

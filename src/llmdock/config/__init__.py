@@ -22,6 +22,7 @@ from llmdock.config.sections import (
     GuardSettings,
     PrivacySettings,
     PromptSettings,
+    RagSettings,
     RetentionSettings,
     TraceSettings,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "Price",
     "PrivacySettings",
     "PromptSettings",
+    "RagSettings",
     "RetentionSettings",
     "Settings",
     "Timeouts",

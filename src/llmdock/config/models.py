@@ -85,6 +85,9 @@ class ModelConfig(BaseModel):
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     health_check_interval_s: float = Field(default=0.0, ge=0, description="0 = no active health checks")
     cache: dict[str, Any] = Field(default_factory=dict, description="overrides of the global cache settings")
+    knowledge_base: str | None = Field(
+        default=None, description="the ground stage answers this model's chats from this knowledge base"
+    )
     structured_retries: int = Field(
         default=2, ge=0, description="re-asks when an answer does not follow its JSON schema or tools"
     )

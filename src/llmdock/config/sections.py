@@ -197,3 +197,31 @@ class PrivacySettings(BaseModel):
     @classmethod
     def _yaml_off(cls, value: Any) -> Any:
         return "off" if value is False else value  # YAML reads a bare `off` as false
+
+
+class RagSettings(BaseModel):
+    """Knowledge bases and the ``ground`` stage (issue 18); a model names its base with ``knowledge_base``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    chunk_tokens: int = Field(
+        default=200, ge=16, le=512, description="longest chunk, in the embedding model's tokens"
+    )
+    chunk_overlap: int = Field(default=32, ge=0, description="tokens a chunk shares with the one before")
+    embed_batch: int = Field(default=64, gt=0, description="chunks embedded per call while ingesting")
+    top_k: int = Field(default=4, gt=0, le=50, description="chunks the ground stage puts in the context")
+    mode: Literal["hybrid", "dense", "bm25"] = Field(
+        default="hybrid", description="dense vectors, BM25, or both fused by reciprocal rank"
+    )
+    mmr: bool = Field(default=False, description="re-rank for diversity (maximal marginal relevance)")
+    mmr_lambda: float = Field(default=0.5, ge=0, le=1, description="1 = relevance only, 0 = diversity only")
+    min_score: float = Field(
+        default=0.0, ge=0, description="dense hits below this cosine similarity are left out (0 = keep all)"
+    )
+    context_template: str = Field(
+        default=(
+            "Answer from the numbered sources below and cite them as [n]. If they do not answer the "
+            "question, say so.\n\n{sources}{glossary}"
+        ),
+        description="the text put before the question; {sources} and {glossary} are filled in",
+    )

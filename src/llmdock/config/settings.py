@@ -22,6 +22,7 @@ from llmdock.config.sections import (
     GuardSettings,
     PrivacySettings,
     PromptSettings,
+    RagSettings,
     RetentionSettings,
     TraceSettings,
 )
@@ -61,6 +62,7 @@ class Settings(BaseSettings):
     guards: GuardSettings = Field(default_factory=GuardSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    rag: RagSettings = Field(default_factory=RagSettings)
 
     @field_validator("home")
     @classmethod

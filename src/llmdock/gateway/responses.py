@@ -32,7 +32,7 @@ def completion_body(ctx: RequestContext) -> dict[str, Any]:
     choice = op.response_choice(gen)
     if req.echo:  # text completions: the prompt, then the answer
         choice["text"] = req.prompt_text + choice["text"]
-    return {
+    body = {
         "id": op.id_prefix + ctx.trace_id,
         "object": op.response_object,
         "created": int(time.time()),
@@ -40,6 +40,9 @@ def completion_body(ctx: RequestContext) -> dict[str, Any]:
         "choices": [choice],
         "usage": usage(ctx),
     }
+    if "llmdock.ground.citations" in ctx.attributes:  # the ground stage's sources (docs/rag.md)
+        body["citations"] = ctx.attributes["llmdock.ground.citations"]
+    return body
 
 
 def check_logprobs(req: GenerationRequest, gen: Generation) -> None:

@@ -104,8 +104,11 @@ async def completion_events(
     }
     try:
         opening = op.opening_choice()
-        if opening is not None:
-            yield sse_event({**base, "choices": [opening]})
+        if opening is not None:  # a grounded chat's sources come with the first event (docs/rag.md)
+            cited = ctx.attributes.get("llmdock.ground.citations")
+            yield sse_event(
+                {**base, **({"citations": cited} if cited is not None else {}), "choices": [opening]}
+            )
         async for chunk in every_chunk(first, chunks):
             if req.logprobs is not None and chunk.text and chunk.logprobs is None:
                 raise InvalidRequest(

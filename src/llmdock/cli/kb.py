@@ -1,0 +1,200 @@
+"""``llmdock kb``: knowledge bases — create, add files, list, show, search, glossary."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from llmdock.cli.options import AS_JSON, CONFIG, open_store
+from llmdock.config import load_settings
+
+app = typer.Typer(help="Knowledge bases: ingest documents, search them, ground answers in them.")
+T = TypeVar("T")
+
+
+def _with_runtime(config: Path | None, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``work(runtime)`` with the configured models and store (the embedding model loads on use)."""
+    from llmdock.errors import ConfigError
+    from llmdock.runtime import Runtime
+
+    async def go() -> T:
+        runtime = Runtime(load_settings(config))
+        try:
+            if runtime.store is None or runtime.store_error:
+                raise ConfigError(f"knowledge bases live in the store: {runtime.store_error or 'disabled'}")
+            return await work(runtime)
+        finally:
+            await runtime.close()
+
+    return asyncio.run(go())
+
+
+@app.command("create")
+def create_cmd(
+    name: str,
+    model: str | None = typer.Option(None, help="embedding model [default_embedding_model]"),
+    config: Path | None = CONFIG,
+) -> None:
+    """Create an empty knowledge base, embedded with MODEL from now on."""
+    from llmdock.rag import bases
+
+    settings = load_settings(config)
+    embedder = model or settings.default_embedding_model
+    if embedder not in settings.all_models():
+        from llmdock.errors import ConfigError
+
+        raise ConfigError(f"no model {embedder!r} configured", where="--model")
+    kb = bases.create(open_store(config), name, embedder)
+    typer.echo(f"knowledge base {kb.name} created (embeddings: {kb.embedding_model})")
+
+
+@app.command("add")
+def add_cmd(
+    name: str,
+    paths: list[Path] = typer.Argument(..., help="files or folders (recursively)"),
+    config: Path | None = CONFIG,
+) -> None:
+    """Ingest text, Markdown, HTML and PDF files: unchanged files are skipped, removed ones removed."""
+    from llmdock.rag import bases
+    from llmdock.rag.ingest import Ingest, source_files
+    from llmdock.rag.retrieve import Retriever
+
+    err = Console(stderr=True)
+    total = len(source_files(paths)[0])
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+
+    async def work(runtime: Any) -> Any:
+        kb = bases.get(runtime.store, name)
+        with Progress(*columns, console=err, transient=True) as progress:
+            task = progress.add_task(f"kb add {name}", total=total)
+
+            def advance(path: Path, what: str) -> None:
+                if what.startswith("skipped"):
+                    progress.console.print(f"[yellow]{path}[/]: {what}", highlight=False)
+                progress.advance(task)
+
+            report = await Ingest(runtime.stage_env, runtime.store, kb, advance).run(paths)
+            progress.update(task, description=f"kb add {name}: indexing")
+            # Built and saved now, by version: a server loads it instead of building it in a request.
+            Retriever(runtime.stage_env, runtime.store).index(name)
+            return report
+
+    report = _with_runtime(config, work)
+    for path, why in report.skipped:
+        if why == "no such file or directory":
+            err.print(f"[yellow]{path}[/]: skipped: {why}", highlight=False)
+    typer.echo(
+        f"{name}: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
+        f"{report.removed} removed, {len(report.skipped)} skipped; {report.chunks} chunks "
+        f"({report.embedded} embedded, {report.reused} reused)"
+    )
+
+
+@app.command("list")
+def list_cmd(config: Path | None = CONFIG, as_json: bool = AS_JSON) -> None:
+    """Every knowledge base with its documents and chunks."""
+    from llmdock.rag import bases
+
+    kbs = bases.list_all(open_store(config))
+    if as_json:
+        typer.echo(json.dumps([_kb_dict(k) for k in kbs], indent=2))
+        return
+    table = Table("name", "documents", "chunks", "embeddings", "dims", "version")
+    for k in kbs:
+        table.add_row(
+            k.name, str(k.documents), str(k.chunks), k.embedding_model, str(k.dimensions), str(k.version)
+        )
+    Console().print(table)
+
+
+def _kb_dict(k: Any) -> dict[str, Any]:
+    return {
+        "name": k.name,
+        "documents": k.documents,
+        "chunks": k.chunks,
+        "embedding_model": k.embedding_model,
+        "dimensions": k.dimensions,
+        "version": k.version,
+        "created_at": k.created_at.isoformat(),
+    }
+
+
+@app.command("show")
+def show_cmd(name: str, config: Path | None = CONFIG, as_json: bool = AS_JSON) -> None:
+    """A knowledge base's documents (source, kind, chunks) and glossary size."""
+    from llmdock.rag import bases
+
+    store = open_store(config)
+    kb = bases.get(store, name)
+    docs = sorted(bases.documents(store, kb.id), key=lambda d: d.source)
+    terms = len(bases.glossary(store, kb.id))
+    if as_json:
+        data = _kb_dict(kb) | {"glossary_terms": terms}
+        data["documents_list"] = [{"source": d.source, "kind": d.kind, "chunks": d.chunks} for d in docs]
+        typer.echo(json.dumps(data, indent=2))
+        return
+    typer.echo(f"{kb.name}: {kb.documents} documents, {kb.chunks} chunks, {terms} glossary terms")
+    table = Table("source", "kind", "chunks", "title")
+    for d in docs:
+        table.add_row(d.source, d.kind, str(d.chunks), d.title)
+    Console().print(table)
+
+
+@app.command("search")
+def search_cmd(
+    name: str,
+    query: str,
+    k: int = typer.Option(5, "-k", min=1, help="hits"),
+    mode: str = typer.Option("hybrid", help="hybrid, dense or bm25"),
+    where: list[str] = typer.Option(
+        [], "--filter", help="source=GLOB, kind=html|pdf|markdown|text, heading=WORD"
+    ),
+    mmr: float | None = typer.Option(None, help="maximal marginal relevance λ (1 = relevance only)"),
+    config: Path | None = CONFIG,
+    as_json: bool = AS_JSON,
+) -> None:
+    """The chunks that best answer QUERY, with their sources and scores."""
+    from llmdock.errors import InvalidRequest
+    from llmdock.rag.chunking import HEADING_SEPARATOR
+    from llmdock.rag.retrieve import Retriever
+
+    if mode not in ("hybrid", "dense", "bm25"):
+        raise InvalidRequest("--mode is hybrid, dense or bm25", param="mode")
+    filters = dict(f.split("=", 1) for f in where if "=" in f)
+    if len(filters) != len(where):
+        raise InvalidRequest("--filter is KEY=VALUE", param="filter")
+
+    async def work(runtime: Any) -> Any:
+        retriever = Retriever(runtime.stage_env, runtime.store)
+        return await retriever.search(name, query, k=k, mode=mode, filters=filters, mmr=mmr)  # type: ignore[arg-type]
+
+    hits = _with_runtime(config, work)
+    if as_json:
+        typer.echo(json.dumps([h.cite() | {"headings": h.headings, "text": h.text} for h in hits], indent=2))
+        return
+    for n, h in enumerate(hits, 1):
+        head = HEADING_SEPARATOR.join(h.headings)
+        typer.echo(f"[{n}] {h.score:.4f} {h.source} #{h.chunk_id} {head}")
+        typer.echo("    " + h.text[:300].replace("\n", " "))
+
+
+@app.command("glossary")
+def glossary_cmd(
+    name: str, file: Path = typer.Argument(..., exists=True, dir_okay=False), config: Path | None = CONFIG
+) -> None:
+    """Replace the knowledge base's glossary with FILE (YAML: term: definition)."""
+    from llmdock.rag import bases
+    from llmdock.rag.glossary import read_glossary
+
+    entries = read_glossary(file)
+    store = open_store(config)
+    bases.set_glossary(store, bases.get(store, name).id, entries)
+    typer.echo(f"{name}: {len(entries)} glossary terms")

@@ -1,0 +1,12 @@
+"""The ``ground`` stage: answers grounded in a knowledge base, with citations."""
+
+from __future__ import annotations
+
+from llmdock.hookspecs import StageFactory, hookimpl
+
+
+@hookimpl
+def llmdock_stages() -> dict[str, StageFactory]:
+    from llmdock.rag.stage import GroundStage
+
+    return {"ground": GroundStage}

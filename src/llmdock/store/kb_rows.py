@@ -1,0 +1,75 @@
+"""Knowledge bases (issue 18): their documents, chunks, embeddings and glossaries.
+
+Vectors are float32 blobs keyed by (embedding model, chunk content hash) in ``kb_embeddings``, shared by
+every knowledge base: a chunk is embedded once, and re-ingests, other knowledge bases holding the same text,
+test-set generation and evaluation reuse the stored vector. The same tables work on SQLite and PostgreSQL;
+the vector index is built in process from them (``llmdock.rag.index``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from llmdock.store.models import Base
+
+
+class KnowledgeBaseRow(Base):
+    __tablename__ = "kb_bases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    embedding_model: Mapped[str] = mapped_column(String(200))
+    dimensions: Mapped[int] = mapped_column(Integer, default=0)  # 0 until the first chunk is embedded
+    version: Mapped[int] = mapped_column(Integer, default=0)  # bumped by every change: indexes rebuild
+    created_at: Mapped[datetime] = mapped_column()
+
+
+class KbDocumentRow(Base):
+    """One source file: ``status`` is ``done`` once all its chunks are stored (a killed ingest redoes it)."""
+
+    __tablename__ = "kb_documents"
+    __table_args__ = (UniqueConstraint("kb_id", "source", name="uq_kb_documents_source"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kb_id: Mapped[int] = mapped_column(ForeignKey("kb_bases.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(String(1000))
+    kind: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str] = mapped_column(Text, default="")
+    content_hash: Mapped[str] = mapped_column(String(64))
+    chunks: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column()
+
+
+class KbChunkRow(Base):
+    __tablename__ = "kb_chunks"
+    __table_args__ = (Index("ix_kb_chunks_kb_id", "kb_id"), Index("ix_kb_chunks_document_id", "document_id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kb_id: Mapped[int] = mapped_column(ForeignKey("kb_bases.id", ondelete="CASCADE"))
+    document_id: Mapped[int] = mapped_column(ForeignKey("kb_documents.id", ondelete="CASCADE"))
+    ordinal: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    headings: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    tokens: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class KbEmbeddingRow(Base):
+    __tablename__ = "kb_embeddings"
+
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dimensions: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class KbGlossaryRow(Base):
+    __tablename__ = "kb_glossary"
+
+    kb_id: Mapped[int] = mapped_column(ForeignKey("kb_bases.id", ondelete="CASCADE"), primary_key=True)
+    term: Mapped[str] = mapped_column(String(200), primary_key=True)
+    definition: Mapped[str] = mapped_column(Text)
