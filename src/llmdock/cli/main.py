@@ -15,6 +15,7 @@ from llmdock.cli import (
     eval_cmd,
     eval_gate,  # noqa: F401 (adds compare and gate to `llmdock eval`)
     eval_report,  # noqa: F401 (adds report to `llmdock eval`)
+    feedback,
     guards,
     models,
     prompts,
@@ -49,6 +50,7 @@ COMMANDS: dict[str, typer.Typer | Callable[..., None]] = {  # in the order of th
     "data": data.app,
     "eval": eval_cmd.app,
     "scan": scan_cmd.app,
+    "feedback": feedback.app,
 }
 for name, command in COMMANDS.items():
     if isinstance(command, typer.Typer):
