@@ -12,6 +12,7 @@ from typing import Any
 from llmdock.auth.service import AuthService
 from llmdock.config import ModelConfig, Settings
 from llmdock.errors import ConfigError, LlmdockError, ModelNotFound
+from llmdock.experiments.watch import ExperimentWatch
 from llmdock.pipeline.env import StageEnv
 from llmdock.pipeline.runner import Pipeline
 from llmdock.pipeline.stages import Stage
@@ -116,6 +117,7 @@ class Runtime:
         self.store_error = ""
         self.start_error: LlmdockError | None = None  # why start() failed, for a one-line report
         self.prompts: PromptResolver | None = None  # prompt templates, from the store
+        self.experiments: ExperimentWatch | None = None  # running A/B experiments, kept current
         if with_store:
             self._open_store()
         self.auth = AuthService(settings, self.store, self.shared)
@@ -146,6 +148,7 @@ class Runtime:
             log.warning("store not ready, traces will be kept in memory: %s", self.store_error)
             self.store = Store(url, migrate=False, keyring=self.privacy.keyring)
         self.prompts = PromptResolver(PromptRegistry(self.store), self.settings.prompts.cache_ttl_s)
+        self.experiments = ExperimentWatch(self.store, self.prompts.forget)
         t = self.settings.trace
         if not t.enabled:
             return
@@ -199,6 +202,8 @@ class Runtime:
         for route in self.backends.values():
             if not route.lazy:
                 await route.start()
+        if self.experiments is not None and self.store is not None and self.store.migrated:
+            self.experiments.start()
 
     def readiness(self) -> dict[str, Any]:
         models = {name: r.loaded for name, r in self.backends.items() if not r.lazy}
@@ -219,6 +224,8 @@ class Runtime:
         return state
 
     async def close(self) -> None:
+        if self.experiments is not None:
+            self.experiments.stop()
         for backend in self.backends.values():
             await backend.close()
         if self.writer is not None:

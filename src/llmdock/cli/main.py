@@ -15,6 +15,7 @@ from llmdock.cli import (
     eval_cmd,
     eval_gate,  # noqa: F401 (adds compare and gate to `llmdock eval`)
     eval_report,  # noqa: F401 (adds report to `llmdock eval`)
+    experiments,
     feedback,
     guards,
     models,
@@ -51,6 +52,7 @@ COMMANDS: dict[str, typer.Typer | Callable[..., None]] = {  # in the order of th
     "eval": eval_cmd.app,
     "scan": scan_cmd.app,
     "feedback": feedback.app,
+    "experiments": experiments.app,
 }
 for name, command in COMMANDS.items():
     if isinstance(command, typer.Typer):
