@@ -20,6 +20,7 @@ from llmdock.cli import (
     guards,
     models,
     prompts,
+    prompts_sync,  # noqa: F401 (adds diff and sync to `llmdock prompts`)
     scan_cmd,
     secrets_cmd,
     serve,
