@@ -212,3 +212,29 @@ def test_a_real_difference_is_found() -> None:
     assert d.significant
     assert d.low > 0
     assert d.samples_needed == 0
+
+
+def test_a_model_winner_moves_the_alias_of_the_registered_version_it_serves(tmp_path: Any) -> None:
+    from llmdock.config import ModelConfig
+    from llmdock.experiments.book import pinned_versions
+    from llmdock.registry.models import ModelRegistry
+
+    store = Store(f"sqlite:///{tmp_path / 'x.db'}")
+    weights = tmp_path / "w.gguf"
+    models = ModelRegistry(store, tmp_path)
+    for content in (b"one", b"two"):
+        weights.write_bytes(content)
+        models.register("my-ft", weights, ME, progress=False)
+    models.labels.set("my-ft", "production", 1, ME)
+    served = {
+        "ft-1": ModelConfig(backend="llamacpp", model_path="models:/my-ft/1"),
+        "ft-2": ModelConfig(backend="llamacpp", model_path="models:/my-ft/2"),
+        "ft-prod": ModelConfig(backend="llamacpp", model_path="models:/my-ft@production"),
+    }
+    pinned = pinned_versions(served)
+    assert pinned == {"ft-1": ("my-ft", 1), "ft-2": ("my-ft", 2)}  # an alias is not a pinned version
+    book = ExperimentBook(store)
+    book.create(spec("ft", "a=model:ft-1", "b=model:ft-2", match={"model": "ft-prod"}), ME, set(served))
+    book.conclude("ft", "b", ME, pinned)
+    assert models.labels.get("my-ft", "production") == 2
+    assert book.get("ft").winner == "b"

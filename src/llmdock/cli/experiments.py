@@ -147,12 +147,13 @@ def conclude(
     auto: bool = typer.Option(False, "--auto", help="conclude only if the primary comparison is significant"),
     config: Path | None = CONFIG,
 ) -> None:
-    """Move the prompt label to the winner's version (audited) and end the split."""
+    """Move the prompt label (and a pinned registry model's alias) to the winner (audited); end the split."""
+    from llmdock.experiments.book import pinned_versions
     from llmdock.experiments.report import auto_winner
 
     if (winner is None) == (not auto):
         raise InvalidRequest("give --winner VARIANT or --auto", param="winner")
-    book, _ = _book(config)
+    book, settings = _book(config)
     if auto:
         winner, why = auto_winner(book.store, book.get(name))
         if winner is None:
@@ -160,13 +161,14 @@ def conclude(
             raise typer.Exit(1)
         typer.echo(why)
     assert winner is not None
-    row = book.conclude(name, winner, who())
+    pinned = pinned_versions(settings.all_models())
+    row = book.conclude(name, winner, who(), pinned)
     v = next(v for v in row.variants if v["name"] == winner)
-    moved = (
-        f"; {v['prompt']}@{row.guard.get('label')} -> version {v['prompt_version']}"
-        if v.get("prompt")
-        else ""
-    )
+    label = row.guard.get("label")
+    moved = f"; {v['prompt']}@{label} -> version {v['prompt_version']}" if v.get("prompt") else ""
+    if v.get("model") in pinned:
+        registered, version = pinned[v["model"]]
+        moved += f"; model {registered}@{label} -> version {version}"
     typer.echo(f"experiment {name} concluded: winner {winner}{moved}")
 
 

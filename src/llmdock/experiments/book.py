@@ -7,16 +7,18 @@ through the registry (audited as ``prompt.promote``), then ends the split.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
 
+from llmdock.config import ModelConfig
 from llmdock.errors import Conflict, InvalidRequest, NotFound
 from llmdock.experiments.spec import ExperimentSpec, VariantSpec, check_name, default_match, overlaps
 from llmdock.prompts import PromptRegistry
-from llmdock.registry.labels import check_label
+from llmdock.registry.labels import Labels, check_label
+from llmdock.registry.models import URI_PREFIX, parse_uri
 from llmdock.store import audit
 from llmdock.store.audit import Actor
 from llmdock.store.engine import Store
@@ -27,6 +29,22 @@ RUNNING = "running"
 
 def _utc(when: datetime | None) -> datetime | None:
     return None if when is None else when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def pinned_versions(models: Mapping[str, ModelConfig]) -> dict[str, tuple[str, int]]:
+    """Served models whose deployments all serve one pinned registry version (``models:/NAME/3``):
+    served name -> (registered name, version). Concluding with such a model moves that model's alias."""
+    found: dict[str, tuple[str, int]] = {}
+    for served, cfg in models.items():
+        pins = set()
+        for dep, _ in cfg.deployment_configs():
+            path = str(dep.backend_params().get("model_path", ""))
+            ref = parse_uri(path) if path.startswith(URI_PREFIX) else None
+            pins.add((ref.name, ref.version) if ref is not None and ref.version is not None else None)
+        pin = pins.pop() if len(pins) == 1 else None
+        if pin is not None:
+            found[served] = pin
+    return found
 
 
 def windows_overlap(a: ExperimentRow, starts: datetime, ends: datetime | None) -> bool:
@@ -168,8 +186,12 @@ class ExperimentBook:
         """End the split without a winner (labels stay where they are)."""
         return self._change(name, actor, "stop", status="stopped", ends_at=datetime.now(UTC))
 
-    def conclude(self, name: str, winner: str, actor: Actor) -> ExperimentRow:
-        """Move the label to the winner's prompt version (audited by the registry), then end the split."""
+    def conclude(
+        self, name: str, winner: str, actor: Actor, pinned: Mapping[str, tuple[str, int]] | None = None
+    ) -> ExperimentRow:
+        """Move the label to the winner's prompt version, and, when the winner's model serves a pinned registry
+        version (``pinned``, from ``pinned_versions``), that model's alias of the same name to it (both audited
+        by the registry); then end the split."""
         row = self.get(name)
         variants = {v["name"]: VariantSpec.from_json(v) for v in row.variants}
         if winner not in variants:
@@ -180,10 +202,12 @@ class ExperimentBook:
         if row.status != RUNNING:
             raise Conflict(f"experiment {name!r} is {row.status} already", param="name")
         v = variants[winner]
+        label = str(row.guard.get("label", "production"))
         if v.prompt is not None and v.prompt_version is not None:
-            self.prompts.labels.set(
-                v.prompt, str(row.guard.get("label", "production")), v.prompt_version, actor
-            )
+            self.prompts.labels.set(v.prompt, label, v.prompt_version, actor)
+        if v.model is not None and pinned and v.model in pinned:
+            registered, version = pinned[v.model]
+            Labels(self.store, "model").set(registered, label, version, actor)
         return self._change(
             name, actor, "conclude", status="concluded", winner=winner, ends_at=datetime.now(UTC)
         )
