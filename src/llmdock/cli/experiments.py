@@ -229,5 +229,6 @@ def status(name: str = typer.Argument(...), as_json: bool = AS_JSON, config: Pat
     console.print(diffs)
     console.print(
         f"significance: {report.test}; peeking is safe (false positives stay <= 5 %). "
-        "'more n': per variant, for a fixed-horizon test at 80 % power."
+        "'more n': per variant, until a decision at the difference seen (fixed-horizon 80 % power, or "
+        "the sequential test's crossing, whichever is later)."
     )

@@ -13,8 +13,9 @@ d ± sqrt(V (V + tau^2) / tau^2 * (2 ln(1/alpha) + ln((V + tau^2) / V))). tau is
 pooled standard deviation (Cohen's d = 0.2).
 
 Beside it, the fixed-horizon test a single look would use is reported for reference — the two-proportion
-z-test for rates, Welch's t-test for scores (scipy) — and the samples per variant a fixed-horizon test at
-80 % power would need for the difference seen (or for d = 0.2 when there is none yet).
+z-test for rates, Welch's t-test for scores (scipy) — and how many more samples per variant a decision needs
+at the difference seen (or at d = 0.2 when there is none yet): the larger of what a fixed-horizon test at
+80 % power needs and where the sequential test would cross.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class Difference:
     test: str  # the fixed-horizon test reported beside it
     p_fixed: float
     significant: bool
-    samples_needed: int  # per variant, for a fixed-horizon test at 80 % power (0: enough already)
+    samples_needed: int  # more per variant before a decision at the difference seen (0: significant already)
 
 
 def _msprt(delta: float, v: float, tau2: float, alpha: float) -> tuple[float, float]:
@@ -62,12 +63,25 @@ def _msprt(delta: float, v: float, tau2: float, alpha: float) -> tuple[float, fl
 
 
 def _needed(var_a: float, var_b: float, delta: float, sd: float, alpha: float, have: int) -> int:
+    """More samples per variant a decision needs at the difference seen (else at a small effect): the larger of
+    a fixed-horizon test at 80 % power and the point where the sequential test would cross at that effect."""
     effect = abs(delta) if abs(delta) > 1e-12 else SMALL_EFFECT * sd
-    if effect <= 0 or not math.isfinite(effect):
+    if effect <= 0 or not math.isfinite(effect) or var_a + var_b <= 0:
         return 0
     z = float(sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(POWER))
-    n = math.ceil(z * z * (var_a + var_b) / (effect * effect))
-    return max(0, n - have)
+    fixed = math.ceil(z * z * (var_a + var_b) / (effect * effect))
+    tau2 = (SMALL_EFFECT * sd) ** 2
+
+    def crosses(n: int) -> bool:
+        return _msprt(effect, (var_a + var_b) / n, tau2, alpha)[0] < alpha
+
+    low, high = max(have, 1), max(have, 1)
+    while not crosses(high) and high < 10**8:
+        low, high = high, high * 2
+    while low < high:  # the smallest n that crosses, between the last look that does not and one that does
+        mid = (low + high) // 2
+        low, high = (mid + 1, high) if not crosses(mid) else (low, mid)
+    return max(0, max(fixed, high) - have)
 
 
 def compare_rates(
@@ -89,7 +103,7 @@ def compare_rates(
     needed = _needed(pooled * (1 - pooled), pooled * (1 - pooled), delta, sd, alpha, min(n_a, n_b))
     return Difference(
         measure, n_a, n_b, pa, pb, delta, delta - half, delta + half, p_seq,
-        "two-proportion z", p_fixed, p_seq < alpha, needed,
+        "two-proportion z", p_fixed, p_seq < alpha, 0 if p_seq < alpha else needed,
     )  # fmt: skip
 
 
@@ -110,5 +124,5 @@ def compare_means(
     needed = _needed(var_a, var_b, delta, sd, alpha, min(xa.size, xb.size))
     return Difference(
         measure, int(xa.size), int(xb.size), float(xa.mean()), float(xb.mean()), delta,
-        delta - half, delta + half, p_seq, "Welch's t", p_fixed, p_seq < alpha, needed,
+        delta - half, delta + half, p_seq, "Welch's t", p_fixed, p_seq < alpha, 0 if p_seq < alpha else needed,
     )  # fmt: skip
