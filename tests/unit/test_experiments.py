@@ -238,3 +238,58 @@ def test_a_model_winner_moves_the_alias_of_the_registered_version_it_serves(tmp_
     book.conclude("ft", "b", ME, pinned)
     assert models.labels.get("my-ft", "production") == 2
     assert book.get("ft").winner == "b"
+
+
+def test_variant_facts_come_from_the_tagged_traces_on_each_store(db_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from llmdock.experiments.results import guard_verdicts, variant_stats
+    from llmdock.store import TraceRecord, write_traces
+    from llmdock.store.feedback_rows import FeedbackRow
+
+    store = Store(db_url)
+    push_versions(store)
+    row = ExperimentBook(store).create(
+        spec("tone", guard=GuardRails(max_error_rate=0.2, min_samples=5)), ME, MODELS
+    )
+    now = datetime.now(UTC)
+    records = []
+    for i in range(20):
+        variant = "a" if i % 2 else "b"
+        failed = variant == "b" and i % 4 == 0  # b: 5 of its 10 fail
+        records.append(
+            TraceRecord(
+                f"{i:032x}",
+                now,
+                "chat",
+                "fake",
+                "error" if failed else "ok",
+                10.0 + i,
+                prompt_tokens=3,
+                completion_tokens=4,
+                cost=0.5,
+                error="content_policy: blocked" if failed else "",
+                attributes={"llmdock.experiment": "tone", "llmdock.experiment_variant": variant},
+            )  # fmt: skip
+        )
+    records.append(
+        TraceRecord("f" * 32, now, "chat", "fake", "ok", 1.0, attributes={"llmdock.experiment": "x"})
+    )
+    write_traces(store, records, yield_gil=False)
+    with store.session() as s, s.begin():
+        s.add(
+            FeedbackRow(id="1", trace_id=f"{1:032x}", created_at=now, name="thumbs", value=1.0, source="user")
+        )
+    stats = variant_stats(store, row)
+    assert (stats["a"].n, stats["a"].errors, stats["b"].n, stats["b"].errors, stats["b"].blocked) == (
+        10,
+        0,
+        10,
+        5,
+        5,
+    )
+    assert stats["a"].scores == {"thumbs": [1.0]}
+    assert stats["a"].cost == pytest.approx(5.0)
+    assert stats["a"].tokens == [7] * 10
+    assert guard_verdicts(row, stats) == {"b": "error rate 0.5 > 0.2 over 10 requests"}
+    store.close()
