@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from llmdock.auth.service import AuthService
 from llmdock.config import ModelConfig, Settings
 from llmdock.errors import ConfigError, LlmdockError, ModelNotFound
+from llmdock.experiments.watch import ExperimentWatch
 from llmdock.pipeline.env import StageEnv
 from llmdock.pipeline.runner import Pipeline
 from llmdock.pipeline.stages import Stage
@@ -121,6 +122,7 @@ class Runtime:
         self.store_error = ""
         self.start_error: LlmdockError | None = None  # why start() failed, for a one-line report
         self.prompts: PromptResolver | None = None  # prompt templates, from the store
+        self.experiments: ExperimentWatch | None = None  # running A/B experiments, kept current
         if with_store:
             self._open_store()
         self.auth = AuthService(settings, self.store, self.shared)
@@ -154,6 +156,7 @@ class Runtime:
             log.warning("store not ready, traces will be kept in memory: %s", self.store_error)
             self.store = Store(url, migrate=False, keyring=self.privacy.keyring)
         self.prompts = PromptResolver(PromptRegistry(self.store), self.settings.prompts.cache_ttl_s)
+        self.experiments = ExperimentWatch(self.store, self.prompts.forget)
         t = self.settings.trace
         if not t.enabled:
             return
@@ -226,6 +229,8 @@ class Runtime:
 
             self.alerts = AlertLoop(self.settings.alerts, self.store, self.settings.home)
             self._alert_task = asyncio.get_running_loop().create_task(self.alerts.run())
+        if self.experiments is not None and self.store is not None and self.store.migrated:
+            self.experiments.start()
 
     def readiness(self) -> dict[str, Any]:
         models = {name: r.loaded for name, r in self.backends.items() if not r.lazy}
@@ -251,6 +256,8 @@ class Runtime:
         if self._alert_task is not None and self.alerts is not None:
             self._alert_task.cancel()
             self.alerts.close()
+        if self.experiments is not None:
+            self.experiments.stop()
         for backend in self.backends.values():
             await backend.close()
         if self.writer is not None:

@@ -59,6 +59,8 @@ MATRIX: dict[tuple[str, str], Row] = {
         lambda n: {"model": "fake", "prompt": "hi", "max_tokens": 2},
         True,
     ),
+    # any role with inference or observe (all four); a body without a score is refused before any lookup
+    ("POST", "/v1/feedback"): Row("/v1/feedback", "read", 400, lambda n: {"trace_id": "0" * 32}),
     ("POST", "/v1/embeddings"): Row(
         "/v1/embeddings", "inference", 200, lambda n: {"model": "fake-embed", "input": "hi"}, True
     ),

@@ -16,11 +16,14 @@ from llmdock.cli import (
     eval_cmd,
     eval_gate,  # noqa: F401 (adds compare and gate to `llmdock eval`)
     eval_report,  # noqa: F401 (adds report to `llmdock eval`)
+    experiments,
+    feedback,
     guards,
     kb,
     models,
     monitor_cmd,
     prompts,
+    prompts_sync,  # noqa: F401 (adds diff and sync to `llmdock prompts`)
     scan_cmd,
     secrets_cmd,
     serve,
@@ -55,6 +58,8 @@ COMMANDS: dict[str, typer.Typer | Callable[..., None]] = {  # in the order of th
     "alerts": alerts.app,
     "monitor": monitor_cmd.app,
     "kb": kb.app,
+    "feedback": feedback.app,
+    "experiments": experiments.app,
 }
 for name, command in COMMANDS.items():
     if isinstance(command, typer.Typer):

@@ -66,6 +66,12 @@ def load_template_file(path: Path) -> tuple[dict[str, Any], Any]:
     return data, where
 
 
+def at_line(exc: InvalidRequest, where: Any, file: Path) -> ConfigError:
+    """A template error as ``file:line: field: message``: the line of the field at fault."""
+    loc = tuple(int(p) if p.isdigit() else p for p in (exc.param or "").split(".") if p)
+    return ConfigError(exc.message, where=where(loc) if loc else str(file))
+
+
 @app.command("push")
 def push(
     file: Path = typer.Argument(..., help="template file (YAML or JSON)"),
@@ -89,9 +95,8 @@ def push(
             config=data.get("config") or {},
             message=str(data.get("message", "")),
         )
-    except InvalidRequest as exc:  # name the line of the field at fault
-        loc = tuple(int(p) if p.isdigit() else p for p in (exc.param or "").split(".") if p)
-        raise ConfigError(exc.message, where=where(loc) if loc else str(file)) from None
+    except InvalidRequest as exc:
+        raise at_line(exc, where, file) from None
     for lab in label:
         registry.labels.set(row.name, lab, row.version, actor)
     state = "new version" if new else "unchanged, still version"

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llmdock import __version__
 from llmdock.errors import InvalidRequest, LlmdockError, NotFound
-from llmdock.gateway import inference, info, metrics, responses_api
+from llmdock.gateway import feedback, inference, info, metrics, responses_api
 from llmdock.gateway.admin import admin_router
 from llmdock.gateway.auth import AuthMiddleware
 from llmdock.gateway.http import JSONResponse, error_response, unexpected_error_response
@@ -145,6 +145,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(metrics.router)
     if runtime.settings.metrics.enabled:
         runtime.enable_metrics()
+    app.include_router(feedback.router)
     # The generation routes skip FastAPI's router and dependency machinery (same handlers, same errors):
     # measured 0.1-0.3 ms of CPU per request under load. The FastAPI routes above stay for the OpenAPI docs.
     app.add_middleware(HotRoutes, handlers=HOT_ROUTES, runtime=runtime)

@@ -18,11 +18,12 @@ from llmdock.backends.base import StreamChunk
 from llmdock.backends.logprobs import require_logprobs
 from llmdock.errors import InvalidRequest, LlmdockError, StoreUnavailable
 from llmdock.gateway.deps import RuntimeDep, body_of, principal_of
+from llmdock.gateway.experiments import EXPERIMENT_HEADER, assign_variant
 from llmdock.gateway.http import JSONResponse, parse_body, read_body
 from llmdock.gateway.responses import completion_body, embedding_body
 from llmdock.gateway.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
 from llmdock.gateway.sse import SSEResponse, completion_events
-from llmdock.pipeline.context import RequestContext
+from llmdock.pipeline.context import RequestContext, new_trace_id
 from llmdock.pipeline.telemetry import request_cost, token_counts
 from llmdock.prompts import PromptCall
 from llmdock.runtime import Runtime
@@ -100,6 +101,8 @@ def check_journal(runtime: Runtime) -> None:
 async def build_context(runtime: Runtime, request: Request, body: GenerationBody) -> RequestContext:
     check_journal(runtime)
     principal = principal_of(request)
+    trace_id = new_trace_id()
+    assignment = assign_variant(runtime, request, body, principal, trace_id)
     call = None
     model = body.model
     if body.prompt_id is not None or (principal is not None and principal.prompts is not None):
@@ -111,9 +114,16 @@ async def build_context(runtime: Runtime, request: Request, body: GenerationBody
         )
     backend = runtime.backend(model)
     ctx = RequestContext(
-        body.operation, model, backend, request=body.generation_request(), stream=body.stream
+        body.operation,
+        model,
+        backend,
+        request=body.generation_request(),
+        stream=body.stream,
+        trace_id=trace_id,
     )
     ctx.prompt = call
+    if assignment is not None:
+        ctx.attributes.update(assignment.attributes())
     ctx.cache_control = request.headers.get("cache-control", "").lower()
     ctx.namespace = tenant_namespace(request, principal)
     bind_principal(ctx, principal, body.user, runtime)
@@ -166,10 +176,15 @@ async def _refused(ctx: RequestContext, exc: LlmdockError) -> None:
 
 
 def answer_headers(ctx: RequestContext) -> dict[str, str]:
-    return {
+    headers = {
         "x-llmdock-trace-id": ctx.trace_id,
         "x-llmdock-cache": str(ctx.attributes.get("llmdock.cache", "off")),
     }
+    if "llmdock.experiment" in ctx.attributes:
+        headers[EXPERIMENT_HEADER] = (
+            f"{ctx.attributes['llmdock.experiment']}/{ctx.attributes['llmdock.experiment_variant']}"
+        )
+    return headers
 
 
 async def respond(runtime: Runtime, ctx: RequestContext, body: GenerationBody) -> Response:

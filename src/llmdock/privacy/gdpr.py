@@ -21,6 +21,7 @@ from llmdock.store import audit
 from llmdock.store.access_views import key_view, user_view
 from llmdock.store.audit import Actor
 from llmdock.store.engine import Store
+from llmdock.store.feedback_rows import FeedbackRow, feedback_view
 from llmdock.store.keyring import Keyring, open_trace_bodies
 from llmdock.store.models import ApiKey, AuditRow, StoredResponse, Trace, User
 from llmdock.store.responses import open_data, responses_of
@@ -63,6 +64,7 @@ def export_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> d
         keys = list(s.scalars(select(ApiKey).where(ApiKey.user_id == user.id))) if user else []
         targets = {subject_pseudonym(secret, subject)} | ({user.id} | {k.id for k in keys} if user else set())
         rows = list(s.scalars(select(AuditRow).where(AuditRow.target.in_(targets)).order_by(AuditRow.seq)))
+        feedback = list(s.scalars(select(FeedbackRow).where(FeedbackRow.subject.in_(ids))))
     stored = [
         {"id": r.id, "created_at": r.created_at, **open_data(store.keyring, r.id, r.data)}
         for r in responses_of(store, ids)
@@ -75,8 +77,9 @@ def export_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> d
         "traces": [trace_view(t, stored_spans(t), store.keyring) for t in traces],
         "audit": [audit.row_view(r) for r in rows],
         "responses": stored,  # stored Responses API answers (/v1/responses)
+        "feedback": [feedback_view(f, store.keyring) for f in feedback],  # scores, comments, corrections
     }
-    after = {"traces": len(traces), "keys": len(keys), "responses": len(stored)}
+    after = {"traces": len(traces), "keys": len(keys), "responses": len(stored), "feedback": len(feedback)}
     audit.record(store, "data.export", actor, target=subject_pseudonym(secret, subject), after=after)
     return jsonable(data)  # type: ignore[no-any-return]
 
@@ -93,6 +96,7 @@ def erase_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> di
         for i in range(0, len(trace_ids), 500):
             chunk = trace_ids[i : i + 500]
             s.execute(delete(Trace).where(Trace.id.in_(chunk)))
+        feedback = s.execute(delete(FeedbackRow).where(FeedbackRow.subject.in_(ids))).rowcount  # type: ignore[attr-defined]
         responses = s.execute(delete(StoredResponse).where(StoredResponse.subject.in_(ids))).rowcount  # type: ignore[attr-defined]
         revoked = 0
         if user is not None:
@@ -109,6 +113,7 @@ def erase_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> di
         "subject": anon,
         "traces_deleted": len(trace_ids),
         "responses_deleted": responses or 0,
+        "feedback_deleted": feedback or 0,
         "keys_revoked": revoked,
         "user_anonymised": user is not None,
     }

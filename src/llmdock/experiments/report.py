@@ -1,0 +1,120 @@
+"""``llmdock experiments status``: per variant what it did, and each variant against the first (the control).
+
+Measures compared: the thumbs-up rate and every other feedback score (means), the error rate, latency.
+Significance is the sequential test's (``experiments.sequential``), so reading the status often is safe.
+``auto_winner`` picks the primary measure (thumbs-up rate if there are thumbs, else the rating, else the
+first named score) and names a winner only when a variant differs from the control significantly on it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmdock.evaluate.stats import mean_ci, wilson
+from llmdock.experiments.results import VariantStats, variant_stats
+from llmdock.experiments.sequential import SEQUENTIAL_TEST, Difference, compare_means, compare_rates
+from llmdock.experiments.spec import VariantSpec
+from llmdock.store.engine import Store
+from llmdock.store.experiment_rows import ExperimentRow
+
+THUMBS_UP = "thumbs-up rate"
+
+
+@dataclass
+class Report:
+    name: str
+    status: str
+    winner: str
+    variants: list[dict[str, Any]]
+    differences: dict[str, list[Difference]] = field(default_factory=dict)  # by variant (not the control)
+    test: str = SEQUENTIAL_TEST
+
+    def primary(self) -> str | None:
+        """The measure ``--auto`` decides on."""
+        measures = [d.measure for diffs in self.differences.values() for d in diffs]
+        for preferred in (THUMBS_UP, "rating"):
+            if preferred in measures:
+                return preferred
+        named = [m for m in measures if m not in ("error rate", "latency ms")]
+        return named[0] if named else None
+
+
+def _variant_view(spec: VariantSpec, st: VariantStats) -> dict[str, Any]:
+    thumbs = st.scores.get("thumbs", [])
+    scores = {}
+    for name, values in sorted(st.scores.items()):
+        est = wilson(int(sum(values)), len(values)) if name == "thumbs" else mean_ci(values)
+        scores[THUMBS_UP if name == "thumbs" else name] = {
+            "n": est.n, "mean": est.mean, "low": est.low, "high": est.high,
+        }  # fmt: skip
+    return {
+        "name": spec.name,
+        "variant": spec.describe(),
+        "weight": spec.weight,
+        "stopped": spec.stopped,
+        "requests": st.n,
+        "errors": st.errors,
+        "error_rate": st.rate(st.errors),
+        "guard_blocked": st.blocked,
+        "latency_p50_ms": st.p50_ms,
+        "latency_p95_ms": st.p95_ms,
+        "mean_tokens": sum(st.tokens) / len(st.tokens) if st.tokens else math.nan,
+        "cost": st.cost,
+        "feedback": len(thumbs) + sum(len(v) for k, v in st.scores.items() if k != "thumbs"),
+        "scores": scores,
+    }
+
+
+def _differences(a: VariantStats, b: VariantStats) -> list[Difference]:
+    found = [
+        compare_rates("error rate", a.errors, a.n, b.errors, b.n),
+        compare_means("latency ms", a.latencies_ms, b.latencies_ms),
+    ]
+    ta, tb = a.scores.get("thumbs", []), b.scores.get("thumbs", [])
+    found.append(compare_rates(THUMBS_UP, int(sum(ta)), len(ta), int(sum(tb)), len(tb)))
+    for name in sorted((set(a.scores) & set(b.scores)) - {"thumbs"}):
+        found.append(compare_means(name, a.scores[name], b.scores[name]))
+    return [d for d in found if d is not None]
+
+
+def experiment_report(store: Store, row: ExperimentRow) -> Report:
+    stats = variant_stats(store, row)
+    specs = [VariantSpec.from_json(v) for v in row.variants]
+    report = Report(row.name, row.status, row.winner, [_variant_view(s, stats[s.name]) for s in specs])
+    control = stats[specs[0].name]
+    for s in specs[1:]:
+        report.differences[s.name] = _differences(control, stats[s.name])
+    return report
+
+
+def lower_is_better(measure: str) -> bool:
+    return measure in ("error rate", "latency ms")
+
+
+def auto_winner(store: Store, row: ExperimentRow) -> tuple[str | None, str]:
+    """(the winning variant, why) — or (None, why not) when nothing is significant yet."""
+    report = experiment_report(store, row)
+    primary = report.primary()
+    if primary is None:
+        return None, "no feedback scores to decide on yet"
+    control = row.variants[0]["name"]
+    best: tuple[float, str, Difference] | None = None
+    for variant, diffs in report.differences.items():
+        d = next((d for d in diffs if d.measure == primary), None)
+        if d is None:
+            continue
+        if not d.significant:
+            continue
+        gain = -d.delta if lower_is_better(primary) else d.delta
+        candidate = (gain, variant if gain > 0 else control, d)
+        if best is None or candidate[0] > best[0]:
+            best = candidate
+    if best is None:
+        return None, f"no variant differs significantly from {control} on {primary} ({SEQUENTIAL_TEST})"
+    gain, winner, d = best
+    return winner, (
+        f"{winner} wins on {primary}: {d.mean_b:.3g} vs {d.mean_a:.3g}, difference {d.delta:+.3g} "
+        f"[{d.low:+.3g}, {d.high:+.3g}], sequential p={d.p_sequential:.3g}"
+    )

@@ -1,0 +1,107 @@
+"""What each variant of an experiment did, read from the traces the gateway tagged and the feedback on them.
+
+One query for the experiment's traces (by the ``llmdock.experiment`` attribute, since its start) and one for
+their feedback. The guard rails (``guard_verdicts``) and ``llmdock experiments status`` read the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from sqlalchemy import select
+
+from llmdock.errors import GuardBlocked
+from llmdock.evaluate.stats import percentile
+from llmdock.experiments.live import EXPERIMENT, VARIANT
+from llmdock.experiments.spec import VariantSpec
+from llmdock.store.engine import Store
+from llmdock.store.experiment_rows import ExperimentRow
+from llmdock.store.feedback_rows import FeedbackRow
+from llmdock.store.models import Trace
+
+BLOCKED = GuardBlocked.code + ":"
+# id, attributes, status, error, duration_ms, tokens, cost
+TraceFacts = tuple[str, dict[str, Any] | None, str, str, float, int, float | None]
+
+
+@dataclass
+class VariantStats:
+    name: str
+    n: int = 0
+    errors: int = 0
+    blocked: int = 0  # refused by a guard (counted in errors too)
+    latencies_ms: list[float] = field(default_factory=list)
+    tokens: list[float] = field(default_factory=list)
+    cost: float = 0.0
+    scores: dict[str, list[float]] = field(default_factory=dict)  # feedback values by score name
+
+    def rate(self, count: int) -> float:
+        return count / self.n if self.n else math.nan
+
+    @property
+    def p50_ms(self) -> float:
+        return percentile(self.latencies_ms, 50) if self.latencies_ms else math.nan
+
+    @property
+    def p95_ms(self) -> float:
+        return percentile(self.latencies_ms, 95) if self.latencies_ms else math.nan
+
+
+def variant_stats(store: Store, row: ExperimentRow) -> dict[str, VariantStats]:
+    """Per variant (in the experiment's order): requests, errors, guard blocks, latency, tokens, cost,
+    feedback scores."""
+    stats = {v["name"]: VariantStats(v["name"]) for v in row.variants}
+    q = select(
+        Trace.id,
+        Trace.attributes,
+        Trace.status,
+        Trace.error,
+        Trace.duration_ms,
+        Trace.prompt_tokens + Trace.completion_tokens,
+        Trace.cost,
+    ).where(Trace.created_at >= row.starts_at, Trace.attributes[EXPERIMENT].as_string() == row.name)
+    variant_of: dict[str, str] = {}
+    with store.session() as s:
+        for tid, attrs, status, error, ms, tokens, cost in cast(Iterable[TraceFacts], s.execute(q)):
+            v = stats.get(str((attrs or {}).get(VARIANT, "")))
+            if v is None:
+                continue
+            variant_of[tid] = v.name
+            v.n += 1
+            v.errors += status == "error"
+            v.blocked += error.startswith(BLOCKED)
+            if status == "ok":
+                v.latencies_ms.append(ms)
+                v.tokens.append(tokens)
+            v.cost += cost or 0.0
+        ids = list(variant_of)
+        for i in range(0, len(ids), 500):
+            fq = select(FeedbackRow.trace_id, FeedbackRow.name, FeedbackRow.value).where(
+                FeedbackRow.trace_id.in_(ids[i : i + 500]), FeedbackRow.value.is_not(None)
+            )
+            for tid, name, value in s.execute(fq):
+                stats[variant_of[tid]].scores.setdefault(name, []).append(float(value or 0.0))
+    return stats
+
+
+def guard_verdicts(row: ExperimentRow, stats: dict[str, VariantStats]) -> dict[str, str]:
+    """The running variants a guard rail stops, each with the reason (empty: none)."""
+    g = row.guard
+    found: dict[str, str] = {}
+    for v in (VariantSpec.from_json(d) for d in row.variants):
+        st = stats[v.name]
+        if v.stopped or st.n < int(g.get("min_samples", 20)):
+            continue
+        bounds = (
+            ("error rate", st.rate(st.errors), g.get("max_error_rate")),
+            ("guard-block rate", st.rate(st.blocked), g.get("max_block_rate")),
+            ("latency p50 ms", st.p50_ms, g.get("max_p50_ms")),
+        )
+        for label, value, bound in bounds:
+            if bound is not None and value > bound:
+                found[v.name] = f"{label} {value:.3g} > {bound:g} over {st.n} requests"
+                break
+    return found

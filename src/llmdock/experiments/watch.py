@@ -1,0 +1,112 @@
+"""Keeps a worker's ``ExperimentTable`` current, and applies the guard rails, off the request path.
+
+Every ``SYNC_S`` seconds: one query for the highest experiment revision; when it moved, the running
+experiments are read again and the table replaced (prompt templates whose experiment changed are dropped
+from the worker's prompt cache, so a label ``conclude`` moved is served at once). Every ``GUARD_S`` seconds,
+the running experiments with guard rails are measured from their traces and a variant past a bound is
+stopped (audited as ``experiment.stop_variant`` by ``experiment-guard``); every worker may do it, the first
+one wins and the others find it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from llmdock.errors import LlmdockError
+from llmdock.experiments.book import RUNNING, ExperimentBook
+from llmdock.experiments.live import ExperimentTable, LiveExperiment, live_experiment
+from llmdock.experiments.results import guard_verdicts, variant_stats
+from llmdock.store.audit import Actor
+from llmdock.store.engine import Store
+
+SYNC_S = 0.5
+GUARD_S = 5.0
+GUARD_ACTOR = Actor("experiment-guard", "gateway")
+log = logging.getLogger("llmdock.experiments")
+
+
+class ExperimentWatch:
+    def __init__(self, store: Store, forget_prompt: Callable[[str], None] | None = None) -> None:
+        self.book = ExperimentBook(store)
+        self.forget_prompt = forget_prompt
+        self.table = ExperimentTable()
+        self._seen: tuple[int, int] = (-1, -1)
+        self._live: dict[str, LiveExperiment] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._guarded = 0.0
+        self._stale: set[str] = set()
+
+    def load(self) -> bool:
+        """Re-read the running experiments if the store's revision moved; returns whether it did. The templates
+        of experiments that changed are remembered for ``forget_changed`` (to run on the event loop)."""
+        seen = self.book.revision()
+        if seen == self._seen:
+            return False
+        live = {}
+        for row in self.book.rows(RUNNING):
+            exp = live_experiment(row)
+            if exp is not None:
+                live[exp.name] = exp
+        changed = {e for name, e in self._live.items() if live.get(name) != e}
+        changed |= {e for name, e in live.items() if self._live.get(name) != e}
+        self._stale |= {value for e in changed for key, value in e.match if key == "prompt"}
+        self.table, self._live, self._seen = ExperimentTable(live.values()), live, seen
+        return True
+
+    def forget_changed(self) -> None:
+        """Drop the worker's cached versions of templates whose experiment changed (on the event loop: the
+        prompt cache is not shared with threads)."""
+        stale, self._stale = self._stale, set()
+        if self.forget_prompt is not None:
+            for name in stale:
+                self.forget_prompt(name)
+
+    def apply_guards(self) -> list[tuple[str, str, str]]:
+        """Stop the variants past a bound; returns (experiment, variant, reason) for each one stopped."""
+        stopped = []
+        for row in self.book.rows(RUNNING):
+            if not any(
+                row.guard.get(k) is not None for k in ("max_error_rate", "max_block_rate", "max_p50_ms")
+            ):
+                continue
+            for variant, reason in guard_verdicts(row, variant_stats(self.book.store, row)).items():
+                try:
+                    self.book.stop_variant(row.name, variant, reason, GUARD_ACTOR)
+                except LlmdockError:  # another worker stopped it (or the experiment ended) meanwhile
+                    continue
+                log.warning("experiment %s: variant %s stopped: %s", row.name, variant, reason)
+                stopped.append((row.name, variant, reason))
+        return stopped
+
+    def start(self) -> None:
+        """Load once now (the first request sees the experiments), then keep watching in the background."""
+        self._tick(guards=False)
+        self.forget_changed()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def _tick(self, guards: bool) -> None:
+        try:
+            self.load()
+            if guards and time.monotonic() - self._guarded >= GUARD_S:
+                self._guarded = time.monotonic()
+                self.apply_guards()
+                self.load()
+        except (LlmdockError, SQLAlchemyError) as exc:  # store away: keep serving the table we have
+            log.warning("experiments: cannot read the store: %s", str(exc).splitlines()[0])
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(SYNC_S)
+            await asyncio.to_thread(self._tick, True)
+            self.forget_changed()
