@@ -10,6 +10,7 @@ import typer
 from llmdock.cli import (
     access,
     audit,
+    batch,
     chat,
     data,
     eval_cmd,
@@ -49,6 +50,7 @@ COMMANDS: dict[str, typer.Typer | Callable[..., None]] = {  # in the order of th
     "data": data.app,
     "eval": eval_cmd.app,
     "scan": scan_cmd.app,
+    "batch": batch.app,
 }
 for name, command in COMMANDS.items():
     if isinstance(command, typer.Typer):
