@@ -36,6 +36,7 @@ class ProgressJournal:
         self.path = path
         self.fingerprint = fingerprint
         self.done: set[int] = set()
+        self.failed: set[int] = set()
         self._fd = -1
         self._synced = time.monotonic()
 
@@ -64,7 +65,10 @@ class ProgressJournal:
                 if not raw.endswith(b"\n"):
                     break  # torn by a crash mid-write: cut off below
                 kept += len(raw)
-                self.done.add(int(raw.split(b"\t", 1)[0]))
+                index, ok, _ = raw.split(b"\t", 2)
+                self.done.add(int(index))
+                if ok != b"1":
+                    self.failed.add(int(index))
         if kept < size:
             os.ftruncate(self._fd, kept)
         return self.done
@@ -73,6 +77,8 @@ class ProgressJournal:
         """Append one finished row (``line`` is its output, one JSON document without a newline)."""
         os.write(self._fd, b"%d\t%d\t%s\n" % (index, ok, line))
         self.done.add(index)
+        if not ok:
+            self.failed.add(index)
         now = time.monotonic()
         if now - self._synced >= FSYNC_EVERY_S:
             os.fsync(self._fd)
@@ -92,15 +98,18 @@ class ProgressJournal:
                     index, ok, line = raw.split(b"\t", 2)
                     yield int(index), ok == b"1", line
 
-    def assemble(self, total: int, out: Path, errors: Path | None = None) -> tuple[int, int]:
+    def assemble(
+        self, total: int, out: Path, errors: Path | None = None, *, partial: bool = False
+    ) -> tuple[int, int]:
         """Write rows 0..total-1 in order to ``out`` (failed rows to ``errors`` when given), atomically.
 
-        Returns (rows answered, rows with an error). Only call when every row is done."""
+        Returns (rows answered, rows with an error). Every row must be done, unless ``partial`` (a
+        cancelled batch: the rows done)."""
         first: dict[int, tuple[bool, bytes]] = {}
         for index, ok, line in self._records():
             first.setdefault(index, (ok, line))
         missing = [i for i in range(total) if i not in first]
-        if missing:
+        if missing and not partial:
             raise Conflict(f"{len(missing)} rows are not done yet (first: row {missing[0] + 1})")
         targets = [out] if errors is None else [out, errors]
         tmps = {p: p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in targets}
@@ -108,6 +117,8 @@ class ProgressJournal:
         handles = {p: tmps[p].open("wb") for p in targets}
         try:
             for i in range(total):
+                if i not in first:
+                    continue
                 ok, line = first[i]
                 target = out if ok or errors is None else errors
                 handles[target].write(line)
@@ -120,7 +131,7 @@ class ProgressJournal:
         for p in targets:
             os.replace(tmps[p], p)
         fsync_dir(out.parent)
-        return total - failed, failed
+        return len(first) - failed, failed
 
     def remove(self) -> None:
         self.close()
