@@ -58,68 +58,58 @@ def run_cmd(
     """Answer every row; run the same command again after a crash to finish the rows not yet done."""
     from llmdock.config import load_settings
     from llmdock.errors import Conflict
-    from llmdock.jobs.batch import fingerprint
-    from llmdock.jobs.batch_journal import ProgressJournal
+    from llmdock.jobs.batch import journal_for
 
-    journal = ProgressJournal(output.with_name(output.name + ".progress"), "")
-    if output.exists() and not journal.path.exists():
+    if output.exists() and not journal_for(output).exists():
         raise Conflict(
             f"{output} exists and is complete: delete it to run the batch again", where=str(output)
         )
     settings = load_settings(config)
-    journal.fingerprint = fingerprint(input_file, model, prompt)
     err = Console(stderr=True)
     try:
-        counts = asyncio.run(_run(settings, input_file, output, journal, model, prompt, concurrency, err))
+        ok, failed = asyncio.run(_run(settings, input_file, output, model, prompt, concurrency, err))
     except KeyboardInterrupt:
-        journal.close()
-        err.print(f"interrupted: the rows done are kept in {journal.path}; run the same command to resume")
+        err.print(
+            f"interrupted: the rows done are kept in {journal_for(output)}; run the same command to resume"
+        )
         raise typer.Exit(130) from None
-    ok, failed = counts
     err.print(f"{ok + failed} rows: {ok} answered, {failed} with an error → {output}", highlight=False)
 
 
 async def _run(
     settings: Any,
-    input_file: Path,
+    src: Path,
     output: Path,
-    journal: Any,
     model: str | None,
     prompt: str | None,
     concurrency: int,
     err: Console,
 ) -> tuple[int, int]:
     from llmdock.gateway.batch_rows import PipelineRows
-    from llmdock.jobs.batch import override, run_rows
-    from llmdock.jobs.batch_input import count_rows, read_rows
+    from llmdock.jobs.batch import run_file
     from llmdock.plugins import load_plugins
     from llmdock.runtime import Runtime
 
-    total = count_rows(input_file)
-    done = journal.open()
     runtime = Runtime(settings, plugins=load_plugins())
     try:
         await runtime.start()
         with progress_bar(err) as bar:
-            task = bar.add_task(input_file.name, total=total, completed=len(done))
+            task = bar.add_task(src.name)
 
             def advance(row: Any, ok: bool) -> None:
                 if row.error is not None:
                     bar.console.print(f"[yellow]skipped[/] {row.error}", highlight=False)
                 bar.advance(task)
 
-            await run_rows(
-                read_rows(input_file),
-                PipelineRows(runtime),
-                journal,
-                batch_id=journal.fingerprint[:12],
+            return await run_file(
+                src,
+                output,
+                lambda: PipelineRows(runtime),
+                model=model,
+                prompt=prompt,
                 concurrency=concurrency,
-                edit=lambda body: override(body, model, prompt),
+                started=lambda total, done: bar.update(task, total=total, completed=done),
                 advance=advance,
             )
     finally:
-        journal.close()
         await runtime.close()
-    counts: tuple[int, int] = journal.assemble(total, output)
-    journal.remove()
-    return counts

@@ -135,3 +135,45 @@ def fingerprint(path: Path, *options: str | None) -> str:
             digest.update(chunk)
     digest.update(orjson.dumps(list(options)))
     return digest.hexdigest()
+
+
+def journal_for(output: Path) -> Path:
+    """Where the progress of the batch writing ``output`` is kept."""
+    return output.with_name(output.name + ".progress")
+
+
+async def run_file(
+    src: Path,
+    output: Path,
+    answerer: Callable[[], RowAnswerer],
+    *,
+    model: str | None = None,
+    prompt: str | None = None,
+    concurrency: int = 8,
+    started: Callable[[int, int], None] = lambda total, done: None,
+    advance: Callable[[Row, bool], None] = lambda row, ok: None,
+) -> tuple[int, int]:
+    """Answer every row of ``src`` into ``output`` (resuming a journal left by a killed run); returns (rows
+    answered, rows with an error). ``started(total, done)`` is called once the journal is read, before
+    ``answerer()`` is (so it may load models after the cheap checks)."""
+    from llmdock.jobs.batch_input import count_rows, read_rows
+
+    journal = ProgressJournal(journal_for(output), fingerprint(src, model, prompt))
+    done = journal.open()
+    total = count_rows(src)
+    try:
+        started(total, len(done))
+        await run_rows(
+            read_rows(src),
+            answerer(),
+            journal,
+            batch_id=journal.fingerprint[:12],
+            concurrency=concurrency,
+            edit=lambda body: override(body, model, prompt),
+            advance=advance,
+        )
+    finally:
+        journal.close()
+    counts = journal.assemble(total, output)
+    journal.remove()
+    return counts
