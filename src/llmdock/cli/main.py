@@ -17,6 +17,7 @@ from llmdock.cli import (
     eval_gate,  # noqa: F401 (adds compare and gate to `llmdock eval`)
     eval_report,  # noqa: F401 (adds report to `llmdock eval`)
     guards,
+    jobs,
     models,
     prompts,
     scan_cmd,
@@ -51,6 +52,7 @@ COMMANDS: dict[str, typer.Typer | Callable[..., None]] = {  # in the order of th
     "eval": eval_cmd.app,
     "scan": scan_cmd.app,
     "batch": batch.app,
+    "jobs": jobs.app,
 }
 for name, command in COMMANDS.items():
     if isinstance(command, typer.Typer):

@@ -1,4 +1,5 @@
-"""Rows of offline work (issue 22): files uploaded for (and written by) batches, and the batches themselves.
+"""Rows of offline work (issue 22): files uploaded for (and written by) batches, the batches themselves, and
+the runs of pipeline YAMLs with their steps.
 
 A file's content is not in the store: it lives content-addressed under the llmdock home
 (``llmdock.jobs.blobs``), and its row names it by ``sha256``. A batch holds its state as OpenAI's Batch API
@@ -11,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, String, Text
+from sqlalchemy import BigInteger, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from llmdock.store.models import Base
@@ -50,3 +51,37 @@ class BatchJob(Base):
     created_at: Mapped[datetime] = mapped_column(index=True)
     lease_owner: Mapped[str] = mapped_column(String(64), default="")
     lease_until: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class JobRun(Base):
+    """One run of a pipeline YAML (``llmdock jobs run``): its parameters, status and times."""
+
+    __tablename__ = "job_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    path: Mapped[str] = mapped_column(Text)
+    params: Mapped[dict[str, Any]] = mapped_column()
+    status: Mapped[str] = mapped_column(String(16))  # running, succeeded, failed
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class JobStepRun(Base):
+    """One step of a run: what it was given (references resolved), what it produced, its log and duration."""
+
+    __tablename__ = "job_steps"
+
+    run_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("job_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    step_id: Mapped[str] = mapped_column(String(64))
+    uses: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # pending, running, succeeded, failed, skipped
+    inputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    outputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str] = mapped_column(Text, default="")
+    log: Mapped[str] = mapped_column(Text, default="")
+    duration_ms: Mapped[float] = mapped_column(Float, default=0.0)
