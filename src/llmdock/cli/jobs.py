@@ -15,18 +15,6 @@ from llmdock.cli.options import CONFIG, open_store
 app = typer.Typer(help="Pipelines as YAML: run, list and show runs.", no_args_is_help=True)
 
 
-def parse_params(values: list[str]) -> dict[str, str]:
-    from llmdock.errors import InvalidRequest
-
-    params: dict[str, str] = {}
-    for value in values:
-        key, sep, val = value.partition("=")
-        if not sep or not key:
-            raise InvalidRequest(f"--param {value!r}: give NAME=VALUE", param="param")
-        params[key] = val
-    return params
-
-
 @app.command("run")
 def run_cmd(
     pipeline_file: Path = typer.Argument(..., help="The pipeline (YAML)", exists=True, dir_okay=False),
@@ -35,12 +23,13 @@ def run_cmd(
 ) -> None:
     """Check the whole pipeline, then run its steps in order; each run and step is stored."""
     from llmdock.cli.access import who
+    from llmdock.cli.prompts import parse_vars
     from llmdock.config import load_settings
     from llmdock.jobs.pipeline_spec import load_pipeline
     from llmdock.plugins import load_plugins
 
     plugins = load_plugins()
-    pipeline = load_pipeline(pipeline_file, plugins.job_steps, parse_params(param))
+    pipeline = load_pipeline(pipeline_file, plugins.job_steps, parse_vars(param))
     settings = load_settings(config)
     run = asyncio.run(_run(settings, plugins, pipeline, who().name))
     typer.echo(f"run {run.id[:12]} {run.status}: llmdock jobs show {run.id[:12]}", err=True)

@@ -70,7 +70,7 @@ def refs_in(value: Any) -> list[str]:
     return []
 
 
-def load_pipeline(path: Path, steps: dict[str, StepFactory], given: dict[str, str]) -> Pipeline:
+def load_pipeline(path: Path, steps: dict[str, StepFactory], given: dict[str, Any]) -> Pipeline:
     """Read and check ``path`` with ``--param`` values ``given``; ConfigError ``file:line: field`` otherwise."""
     doc = YamlDocument(path)
     try:
