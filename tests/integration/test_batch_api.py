@@ -33,6 +33,7 @@ def batch_file(n: int) -> bytes:
     ]
     lines[3] = json.dumps({"custom_id": "bad", "body": {"model": "fake", "messages": [], "temperature": 9}})
     lines[5] = "{not json"
+    lines[4] = lines[4].replace("/v1/chat/completions", "/v1/completions")  # not the batch's endpoint
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -77,18 +78,22 @@ async def test_a_batch_runs_every_line_through_the_pipeline_and_keeps_errors_apa
     finally:
         worker.cancel()
     assert done["status"] == "completed"
-    assert done["request_counts"] == {"total": 12, "completed": 10, "failed": 2}
+    assert done["request_counts"] == {"total": 12, "completed": 9, "failed": 3}
     out = (await gateway.client.get(f"/v1/files/{done['output_file_id']}/content")).text.splitlines()
     errs = (await gateway.client.get(f"/v1/files/{done['error_file_id']}/content")).text.splitlines()
     answers = [json.loads(x) for x in out]
-    assert [a["custom_id"] for a in answers] == [f"q{i}" for i in range(12) if i not in (3, 5)]
+    assert [a["custom_id"] for a in answers] == [f"q{i}" for i in range(12) if i not in (3, 4, 5)]
     assert answers[0]["response"]["body"]["choices"][0]["message"]["content"] == "fake answer to: question 0"
     assert all(a["response"]["request_id"] for a in answers)  # each row traced
     failed = [json.loads(x) for x in errs]
     assert failed[0]["custom_id"] == "bad"
     assert failed[0]["response"]["status_code"] == 422  # what /v1/chat/completions answers
     assert failed[0]["error"]["message"].startswith("temperature:")
-    assert failed[1]["error"]["message"].startswith(f"{f['id']}:6: not valid JSON")
+    assert (
+        failed[1]["error"]["message"]
+        == "url '/v1/completions' is not the batch's endpoint '/v1/chat/completions'"
+    )
+    assert failed[2]["error"]["message"].startswith(f"{f['id']}:6: not valid JSON")
     listed = (await gateway.client.get("/v1/batches")).json()
     assert [b["id"] for b in listed["data"]] == [created["id"]]
 

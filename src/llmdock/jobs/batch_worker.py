@@ -19,8 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from llmdock.errors import InvalidRequest
 from llmdock.jobs import batch_store as db
-from llmdock.jobs.batch import RowAnswerer, run_rows
+from llmdock.jobs.batch import RowAnswer, RowAnswerer, run_rows
 from llmdock.jobs.batch_input import count_rows, read_rows
 from llmdock.jobs.batch_journal import ProgressJournal
 from llmdock.store.engine import Store
@@ -29,6 +30,22 @@ from llmdock.store.jobs_rows import BatchJob
 log = logging.getLogger("llmdock.jobs")
 CONCURRENCY = 8  # rows at once per gateway worker process, beside the interactive traffic
 POLL_S = 1.0
+
+
+class EndpointRows:
+    """A batch answers only rows sent to its own endpoint, as OpenAI's Batch API does."""
+
+    def __init__(self, inner: RowAnswerer, endpoint: str) -> None:
+        self.inner = inner
+        self.endpoint = endpoint
+
+    async def answer(self, url: str, body: dict[str, Any]) -> RowAnswer:
+        if url != self.endpoint:
+            refused = InvalidRequest(
+                f"url {url!r} is not the batch's endpoint {self.endpoint!r}", param="url"
+            )
+            return RowAnswer(refused.status, refused.to_body())
+        return await self.inner.answer(url, body)
 
 
 class BatchWorker:
@@ -82,7 +99,7 @@ class BatchWorker:
             if not state["cancel"] and job.status != "finalizing":
                 await run_rows(
                     read_rows(source, job.input_file_id),
-                    self.rows_for(job.owner),
+                    EndpointRows(self.rows_for(job.owner), job.endpoint),
                     journal,
                     batch_id=job.id.removeprefix("batch_"),
                     concurrency=CONCURRENCY,
