@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.upstream import Upstream
 
 ROWS = 120
@@ -71,3 +73,34 @@ def test_a_batch_killed_mid_way_resumes_without_redoing_rows_or_duplicating_them
         assert not progress.exists()
     finally:
         up.stop()
+
+
+@pytest.mark.model
+def test_the_embedded_model_answers_a_batch_with_structured_output_and_traces(tmp_path: Path) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    rows = [
+        {"messages": [{"role": "user", "content": "What is the capital of Japan?"}], "max_tokens": 12},
+        {"custom_id": "json", "body": {"messages": [{"role": "user", "content": "Name the capital of Japan."}],
+         "max_tokens": 24, "response_format": {"type": "json_schema", "json_schema": {"name": "c", "schema": schema}}}},
+    ]  # fmt: skip
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    env = {**os.environ, "LLMDOCK_HOME": str(tmp_path), "LLMDOCK_N_THREADS": "2"}
+    done = subprocess.run(
+        [sys.executable, "-m", "llmdock", "batch", "run", str(src), "-o", str(out), "--model", "smollm2"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    plain, structured = (json.loads(x) for x in out.read_text().splitlines())
+    assert plain["response"]["body"]["choices"][0]["message"]["content"]
+    content = structured["response"]["body"]["choices"][0]["message"]["content"]
+    assert isinstance(json.loads(content)["city"], str)  # the structured stage held the answer to the schema
+    traces = subprocess.run(
+        [sys.executable, "-m", "llmdock", "traces", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert structured["response"]["request_id"][:8] in traces.stdout
