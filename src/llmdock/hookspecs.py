@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from llmdock.config import Settings
     from llmdock.evaluate.case import MetricFactory
     from llmdock.guards.base import DetectorFactory
+    from llmdock.jobs.steps import StepFactory
     from llmdock.pipeline.stages import Stage
 
 hookspec = pluggy.HookspecMarker("llmdock")
@@ -46,3 +47,8 @@ class LlmdockSpec:
     def llmdock_metrics(self) -> list[MetricFactory]:  # type: ignore[empty-body]
         """Evaluation metric classes (see llmdock.evaluate.case); each is known by its ``name`` in a
         suite's ``assert`` list (``type:``)."""
+
+    @hookspec
+    def llmdock_job_steps(self) -> list[StepFactory]:  # type: ignore[empty-body]
+        """Pipeline step classes (see llmdock.jobs.steps); each is known by its ``name`` in a pipeline
+        YAML's ``uses:``."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pluggy
 
@@ -13,6 +13,7 @@ from llmdock.default_plugins import DEFAULT_PLUGINS
 from llmdock.evaluate.case import MetricFactory
 from llmdock.guards.base import DetectorFactory
 from llmdock.hookspecs import LlmdockSpec, StageFactory
+from llmdock.jobs.steps import StepFactory
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class Plugins:
     detectors: dict[str, DetectorFactory]
     metrics: dict[str, MetricFactory]
     names: list[str]
+    job_steps: dict[str, StepFactory] = field(default_factory=dict)
 
     def registered(self) -> dict[str, dict[str, object]]:
         """What stages may look up by kind (``StageEnv.plugins``): everything but stages and backends."""
@@ -54,4 +56,14 @@ def load_plugins(entry_points: bool = True, extra: Sequence[object] = ()) -> Plu
     for metric_group in reversed(pm.hook.llmdock_metrics()):
         metrics.update({cls.name: cls for cls in metric_group})
     names = [name for name, _ in pm.list_name_plugin()]
-    return Plugins(backends=backends, stages=stages, detectors=detectors, metrics=metrics, names=names)
+    job_steps: dict[str, StepFactory] = {}
+    for step_group in reversed(pm.hook.llmdock_job_steps()):
+        job_steps.update({cls.name: cls for cls in step_group})
+    return Plugins(
+        backends=backends,
+        stages=stages,
+        detectors=detectors,
+        metrics=metrics,
+        names=names,
+        job_steps=job_steps,
+    )

@@ -76,6 +76,22 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/v1/responses/{response_id}/input_items"): Row(
         "/v1/responses/resp_none/input_items", "inference", 404
     ),
+    ("POST", "/v1/files"): Row("/v1/files", "inference", 400),  # no multipart file
+    ("GET", "/v1/files/{file_id}"): Row("/v1/files/file-none", "inference", 404),
+    ("GET", "/v1/files/{file_id}/content"): Row("/v1/files/file-none/content", "inference", 404),
+    ("POST", "/v1/batches"): Row(
+        "/v1/batches",
+        "inference",
+        404,
+        lambda n: {
+            "input_file_id": "file-none",
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+        },
+    ),
+    ("GET", "/v1/batches"): Row("/v1/batches", "inference", 200),
+    ("GET", "/v1/batches/{batch_id}"): Row("/v1/batches/batch_none", "inference", 404),
+    ("POST", "/v1/batches/{batch_id}/cancel"): Row("/v1/batches/batch_none/cancel", "inference", 404),
     ("GET", "/v1/deployments"): Row("/v1/deployments", "admin", 200),
     ("GET", "/admin/traces"): Row("/admin/traces", "observe", 200),
     ("GET", "/admin/traces/{trace_id}"): Row("/admin/traces/no-such-trace", "observe", 404),

@@ -11,6 +11,7 @@ from llmdock.cli import (
     access,
     alerts,
     audit,
+    batch,
     chat,
     data,
     eval_cmd,
@@ -20,6 +21,7 @@ from llmdock.cli import (
     feedback,
     guards,
     kb,
+    jobs,
     models,
     monitor_cmd,
     prompts,
@@ -60,6 +62,8 @@ COMMANDS: dict[str, typer.Typer | Callable[..., None]] = {  # in the order of th
     "kb": kb.app,
     "feedback": feedback.app,
     "experiments": experiments.app,
+    "batch": batch.app,
+    "jobs": jobs.app,
 }
 for name, command in COMMANDS.items():
     if isinstance(command, typer.Typer):

@@ -13,6 +13,7 @@ DEFAULT_PLUGINS = (
     "llmdock.default_plugins.structured",
     "llmdock.default_plugins.metrics",
     "llmdock.default_plugins.rag",
+    "llmdock.default_plugins.job_steps",
 )
 
 __all__ = ["DEFAULT_PLUGINS"]

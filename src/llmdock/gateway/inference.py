@@ -99,10 +99,25 @@ def check_journal(runtime: Runtime) -> None:
 
 
 async def build_context(runtime: Runtime, request: Request, body: GenerationBody) -> RequestContext:
-    check_journal(runtime)
     principal = principal_of(request)
     trace_id = new_trace_id()
     assignment = assign_variant(runtime, request, body, principal, trace_id)
+    ctx = await context_of(runtime, body, principal, tenant_namespace(request, principal), trace_id)
+    if assignment is not None:
+        ctx.attributes.update(assignment.attributes())
+    ctx.cache_control = request.headers.get("cache-control", "").lower() + ctx.cache_control
+    return ctx
+
+
+async def context_of(
+    runtime: Runtime,
+    body: GenerationBody,
+    principal: Principal | None,
+    namespace: str,
+    trace_id: str | None = None,
+) -> RequestContext:
+    """The context of a parsed body for ``principal`` (an HTTP request's, or a batch row's)."""
+    check_journal(runtime)
     call = None
     model = body.model
     if body.prompt_id is not None or (principal is not None and principal.prompts is not None):
@@ -119,13 +134,10 @@ async def build_context(runtime: Runtime, request: Request, body: GenerationBody
         backend,
         request=body.generation_request(),
         stream=body.stream,
-        trace_id=trace_id,
+        trace_id=trace_id or new_trace_id(),
     )
     ctx.prompt = call
-    if assignment is not None:
-        ctx.attributes.update(assignment.attributes())
-    ctx.cache_control = request.headers.get("cache-control", "").lower()
-    ctx.namespace = tenant_namespace(request, principal)
+    ctx.namespace = namespace
     bind_principal(ctx, principal, body.user, runtime)
     fields = body.structured_fields()
     if fields is not None:

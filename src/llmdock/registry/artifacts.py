@@ -58,7 +58,7 @@ def put(home: Path, source: Path, *, progress: bool = True) -> tuple[str, int]:
             return sha, size
         os.chmod(tmp, 0o444)  # artifacts are immutable
         os.replace(tmp, target)
-        _fsync_dir(root)
+        fsync_dir(root)
         return sha, size
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -87,7 +87,8 @@ def _bar(name: str, size: int, show: bool) -> Progress:
     )
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -1,0 +1,87 @@
+"""Rows of offline work (issue 22): files uploaded for (and written by) batches, the batches themselves, and
+the runs of pipeline YAMLs with their steps.
+
+A file's content is not in the store: it lives content-addressed under the llmdock home
+(``llmdock.jobs.blobs``), and its row names it by ``sha256``. A batch holds its state as OpenAI's Batch API
+reports it, who made it (``scope``: the team, so a key sees only its team's files and batches; ``owner``:
+what its rows run as), and a lease: the one gateway worker running it and until when that claim holds.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from llmdock.store.models import Base
+
+
+class BatchFile(Base):
+    __tablename__ = "batch_files"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(64), index=True)
+    purpose: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(String(255))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column()
+
+
+class BatchJob(Base):
+    __tablename__ = "batch_jobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(64), index=True)
+    owner: Mapped[dict[str, Any]] = mapped_column()
+    endpoint: Mapped[str] = mapped_column(String(64))
+    input_file_id: Mapped[str] = mapped_column(String(40))
+    completion_window: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", nullable=True)
+    output_file_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    error_file_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    completed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[str] = mapped_column(Text, default="")
+    times: Mapped[dict[str, Any]] = mapped_column()  # in_progress_at, completed_at… as Unix seconds
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    lease_owner: Mapped[str] = mapped_column(String(64), default="")
+    lease_until: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class JobRun(Base):
+    """One run of a pipeline YAML (``llmdock jobs run``): its parameters, status and times."""
+
+    __tablename__ = "job_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    path: Mapped[str] = mapped_column(Text)
+    params: Mapped[dict[str, Any]] = mapped_column()
+    status: Mapped[str] = mapped_column(String(16))  # running, succeeded, failed
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class JobStepRun(Base):
+    """One step of a run: what it was given (references resolved), what it produced, its log and duration."""
+
+    __tablename__ = "job_steps"
+
+    run_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("job_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    step_id: Mapped[str] = mapped_column(String(64))
+    uses: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # pending, running, succeeded, failed, skipped
+    inputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    outputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str] = mapped_column(Text, default="")
+    log: Mapped[str] = mapped_column(Text, default="")
+    duration_ms: Mapped[float] = mapped_column(Float, default=0.0)
