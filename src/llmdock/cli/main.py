@@ -12,6 +12,7 @@ from llmdock.cli import (
     audit,
     chat,
     data,
+    datasets_cmd,
     eval_cmd,
     eval_gate,  # noqa: F401 (adds compare and gate to `llmdock eval`)
     eval_report,  # noqa: F401 (adds report to `llmdock eval`)
@@ -49,6 +50,7 @@ COMMANDS: dict[str, typer.Typer | Callable[..., None]] = {  # in the order of th
     "data": data.app,
     "eval": eval_cmd.app,
     "scan": scan_cmd.app,
+    "datasets": datasets_cmd.app,
 }
 for name, command in COMMANDS.items():
     if isinstance(command, typer.Typer):

@@ -1,0 +1,156 @@
+"""``llmdock datasets``: import files as versioned datasets, clean them step by step, compare and export them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from llmdock.cli.options import AS_JSON, CONFIG
+from llmdock.cli.registry_views import print_rows
+
+if TYPE_CHECKING:
+    from llmdock.datasets.versions import Datasets
+    from llmdock.store.dataset_rows import DatasetVersion
+
+app = typer.Typer(
+    help="Datasets: import, clean, version (by content hash, with lineage), export.", no_args_is_help=True
+)
+ON_ERROR = typer.Option(
+    "skip", "--on-error", help="skip: drop bad rows and report them; stop: fail on the first"
+)
+
+
+def _datasets(config: Path | None) -> Datasets:
+    from llmdock.config import load_settings
+    from llmdock.datasets.versions import Datasets
+    from llmdock.store import Store
+
+    settings = load_settings(config)
+    return Datasets(Store(settings.resolved_database_url()), settings.home)
+
+
+def print_saved(version: DatasetVersion, new: bool, report: dict[str, Any], as_json: bool) -> None:
+    """The version a command stored (or found unchanged) and what its last step kept and dropped."""
+    from llmdock.datasets.versions import view
+
+    if as_json:
+        typer.echo(json.dumps(view(version) | {"new": new}, indent=2, default=str))
+        return
+    dropped = ", ".join(f"{k}: {v}" for k, v in sorted(report.get("dropped", {}).items())) or "none"
+    for line in report.get("errors", []):
+        typer.echo(line, err=True)
+    state = "" if new else " (unchanged: the same rows as the latest version)"
+    typer.echo(
+        f"{version.name}/{version.version} @{version.digest[:12]}{state}: {version.rows} rows kept, "
+        f"dropped {dropped}"
+    )
+
+
+@app.command("import")
+def import_file(
+    file: Path = typer.Argument(..., help="chat JSONL (messages), prompt/completion JSONL, CSV or Parquet"),
+    name: str = typer.Option(..., "--name", "-n", help="the dataset to add a version to"),
+    fmt: str = typer.Option("", "--format", help="jsonl, csv or parquet (default: the file's suffix)"),
+    on_error: str = ON_ERROR,
+    description: str = typer.Option("", "--description", "-d"),
+    as_json: bool = AS_JSON,
+    config: Path | None = CONFIG,
+) -> None:
+    """Validate a file row by row and store its rows as a new version of NAME."""
+    from llmdock.cli.access import who
+    from llmdock.datasets.importing import load_file
+
+    if on_error not in ("skip", "stop"):
+        raise typer.BadParameter("skip or stop", param_hint="--on-error")
+    rows, report, source = load_file(file, fmt, on_error)  # type: ignore[arg-type]
+    lineage = {
+        "sources": [source],
+        "steps": [{"step": "import", "params": {"on_error": on_error}, **report.as_dict()}],
+    }
+    version, new = _datasets(config).save(
+        name, rows, who(), lineage=lineage, report=report.as_dict(), description=description
+    )
+    print_saved(version, new, report.as_dict(), as_json)
+
+
+@app.command("list")
+def list_datasets(as_json: bool = AS_JSON, config: Path | None = CONFIG) -> None:
+    """Every dataset with its number of versions, latest version and its rows."""
+    rows = [{"name": n, "versions": c, "latest": v, "rows": r} for n, c, v, r in _datasets(config).names()]
+    print_rows(rows, as_json, {k: (lambda r, k=k: r[k]) for k in ("name", "versions", "latest", "rows")})
+
+
+@app.command("show")
+def show(
+    ref: str = typer.Argument(..., help="NAME (the latest version), NAME/VERSION or NAME@DIGEST"),
+    head: int = typer.Option(0, "--head", help="also print the first N rows"),
+    as_json: bool = AS_JSON,
+    config: Path | None = CONFIG,
+) -> None:
+    """A version: its digest, rows, lineage (sources and each step with its parameters and counts)."""
+    from itertools import islice
+
+    from llmdock.datasets.versions import view
+
+    datasets = _datasets(config)
+    version = datasets.get(ref)
+    out = view(version)
+    if head:
+        out["head"] = list(islice(datasets.rows(version), head))
+    if as_json:
+        typer.echo(json.dumps(out, indent=2, default=str))
+        return
+    typer.echo(
+        f"{version.name}/{version.version} @{version.digest}  {version.rows} rows, {version.size:,} bytes"
+    )
+    for src in version.lineage.get("sources", []):
+        typer.echo(f"  source: {json.dumps(src)}")
+    for step in version.lineage.get("steps", []):
+        counts = f"kept {step.get('kept')}, dropped {step.get('dropped') or {}}"
+        typer.echo(f"  step {step['step']} {json.dumps(step.get('params', {}))}: {counts}")
+    for row in out.get("head", []):
+        typer.echo(json.dumps(row, ensure_ascii=False))
+
+
+@app.command("diff")
+def diff(
+    a: str = typer.Argument(..., help="NAME/VERSION"),
+    b: str = typer.Argument(..., help="NAME/VERSION"),
+    as_json: bool = AS_JSON,
+    config: Path | None = CONFIG,
+) -> None:
+    """Rows removed, added and shared between two versions, and how their lineage differs."""
+    from llmdock.datasets import versions
+
+    datasets = _datasets(config)
+    va, vb = datasets.get(a), datasets.get(b)
+    out = versions.diff(datasets.rows(va), datasets.rows(vb))
+    steps = [s["step"] for s in vb.lineage.get("steps", [])]
+    out["steps_a"], out["steps_b"] = [s["step"] for s in va.lineage.get("steps", [])], steps
+    if as_json:
+        typer.echo(json.dumps(out, indent=2, default=str))
+        return
+    typer.echo(f"{a} → {b}: {out['removed']} removed, {out['added']} added, {out['common']} in both")
+    typer.echo(f"  steps: {' → '.join(out['steps_a'])}  |  {' → '.join(steps)}")
+
+
+@app.command("export")
+def export(
+    ref: str = typer.Argument(..., help="NAME, NAME/VERSION or NAME@DIGEST"),
+    out: Path = typer.Argument(..., help="the file to write"),
+    fmt: str = typer.Option("", "--format", help="jsonl (chat), csv or parquet (default: the file's suffix)"),
+    split: str = typer.Option("", "--split", help="only rows of this split (train, validation, test)"),
+    config: Path | None = CONFIG,
+) -> None:
+    """Write a version's rows as chat JSONL, CSV or Parquet (atomically: no partial file on a crash)."""
+    from llmdock.datasets.formats import detect_format, export
+
+    datasets = _datasets(config)
+    version = datasets.get(ref)
+    rows = [r for r in datasets.rows(version) if not split or r["meta"].get("split") == split]
+    export(rows, out, detect_format(out, fmt))
+    typer.echo(f"{len(rows)} rows of {version.name}/{version.version} written to {out}")
+
