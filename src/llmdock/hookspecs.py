@@ -15,6 +15,7 @@ import pluggy
 if TYPE_CHECKING:
     from llmdock.backends.base import Backend
     from llmdock.config import Settings
+    from llmdock.datasets.steps.base import Step
     from llmdock.evaluate.case import MetricFactory
     from llmdock.guards.base import DetectorFactory
     from llmdock.pipeline.stages import Stage
@@ -46,3 +47,8 @@ class LlmdockSpec:
     def llmdock_metrics(self) -> list[MetricFactory]:  # type: ignore[empty-body]
         """Evaluation metric classes (see llmdock.evaluate.case); each is known by its ``name`` in a
         suite's ``assert`` list (``type:``)."""
+
+    @hookspec
+    def llmdock_dataset_steps(self) -> list[type[Step]]:  # type: ignore[empty-body]
+        """Dataset cleaning step classes (see llmdock.datasets.steps.base); each is known by its ``name`` in
+        ``llmdock datasets clean --step`` and recipes."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pluggy
 
 from llmdock.backends.base import Backend
+from llmdock.datasets.steps.base import Step
 from llmdock.default_plugins import DEFAULT_PLUGINS
 from llmdock.evaluate.case import MetricFactory
 from llmdock.guards.base import DetectorFactory
@@ -22,6 +23,7 @@ class Plugins:
     detectors: dict[str, DetectorFactory]
     metrics: dict[str, MetricFactory]
     names: list[str]
+    dataset_steps: dict[str, type[Step]] = field(default_factory=dict)
 
     def registered(self) -> dict[str, dict[str, object]]:
         """What stages may look up by kind (``StageEnv.plugins``): everything but stages and backends."""
@@ -54,4 +56,12 @@ def load_plugins(entry_points: bool = True, extra: Sequence[object] = ()) -> Plu
     for metric_group in reversed(pm.hook.llmdock_metrics()):
         metrics.update({cls.name: cls for cls in metric_group})
     names = [name for name, _ in pm.list_name_plugin()]
-    return Plugins(backends=backends, stages=stages, detectors=detectors, metrics=metrics, names=names)
+    steps = {cls.name: cls for group in reversed(pm.hook.llmdock_dataset_steps()) for cls in group}
+    return Plugins(
+        backends=backends,
+        stages=stages,
+        detectors=detectors,
+        metrics=metrics,
+        names=names,
+        dataset_steps=steps,
+    )

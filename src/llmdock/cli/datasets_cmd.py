@@ -154,3 +154,62 @@ def export(
     export(rows, out, detect_format(out, fmt))
     typer.echo(f"{len(rows)} rows of {version.name}/{version.version} written to {out}")
 
+
+@app.command("clean")
+def clean(
+    ref: str = typer.Argument(..., help="NAME (the latest version), NAME/VERSION or NAME@DIGEST"),
+    step: list[str] = typer.Option(
+        [], "--step", "-s", help='a step and its parameters, e.g. "length max_tokens=512" (repeat, in order)'
+    ),
+    recipe: Path | None = typer.Option(None, "--recipe", "-r", help="a YAML recipe: steps: [name: {params}]"),
+    save_as: str = typer.Option("", "--as", help="save under another dataset name (default: the same)"),
+    as_json: bool = AS_JSON,
+    config: Path | None = CONFIG,
+) -> None:
+    """Apply cleaning steps to a version and save the result as a new version, each step in its lineage."""
+    from llmdock.cli.access import who
+    from llmdock.config import load_settings
+    from llmdock.datasets import clean as cleaning
+    from llmdock.plugins import load_plugins
+
+    known = load_plugins().dataset_steps
+    if (recipe is None) == (not step):
+        raise typer.BadParameter("give --step (one or more) or --recipe", param_hint="--step/--recipe")
+    specs = cleaning.recipe_specs(recipe) if recipe else cleaning.cli_specs(step, known)
+    ctx = cleaning.context(load_settings(config))
+    version, new, records = cleaning.clean(_datasets(config), ref, specs, known, ctx, who(), save_as=save_as)
+    if not as_json:
+        for r in records:
+            dropped = ", ".join(f"{k}: {v}" for k, v in r["dropped"].items()) or "none"
+            typer.echo(
+                f"  {r['step']}: {r['read']} → {r['kept']} (dropped {dropped}) {json.dumps(r['figures'])}"
+            )
+    print_saved(version, new, version.report if new else {}, as_json)
+
+
+@app.command("stats")
+def stats(
+    ref: str = typer.Argument(..., help="NAME, NAME/VERSION or NAME@DIGEST"),
+    epsilon: float = typer.Option(
+        1.0, "--epsilon", help="the privacy budget spent on this release, in total"
+    ),
+    column: list[str] = typer.Option(
+        [], "--column", help="COLUMN=LOW,HIGH: a numeric meta column and its bounds (chars: row length)"
+    ),
+    config: Path | None = CONFIG,
+) -> None:
+    """Differentially private aggregate statistics (OpenDP): the row count, and each column's sum and mean."""
+    from llmdock.datasets.dpstats import release
+
+    columns: dict[str, tuple[float, float]] = {}
+    for spec in column or ["chars=0,4000"]:
+        name, _, bounds = spec.partition("=")
+        try:
+            lo, hi = (float(b) for b in bounds.split(","))
+        except ValueError:
+            raise typer.BadParameter(f"{spec!r}: COLUMN=LOW,HIGH", param_hint="--column") from None
+        columns[name] = (lo, hi)
+    datasets = _datasets(config)
+    version = datasets.get(ref)
+    out = release(list(datasets.rows(version)), columns, epsilon)
+    typer.echo(json.dumps({"dataset": f"{version.name}/{version.version}"} | out, indent=2))

@@ -12,6 +12,7 @@ DEFAULT_PLUGINS = (
     "llmdock.default_plugins.guards",
     "llmdock.default_plugins.structured",
     "llmdock.default_plugins.metrics",
+    "llmdock.default_plugins.datasets",
 )
 
 __all__ = ["DEFAULT_PLUGINS"]
