@@ -51,27 +51,50 @@ def print_saved(version: DatasetVersion, new: bool, report: dict[str, Any], as_j
 
 @app.command("import")
 def import_file(
-    file: Path = typer.Argument(..., help="chat JSONL (messages), prompt/completion JSONL, CSV or Parquet"),
+    file: Path | None = typer.Argument(
+        None, help="chat JSONL (messages), prompt/completion JSONL, CSV or Parquet"
+    ),
     name: str = typer.Option(..., "--name", "-n", help="the dataset to add a version to"),
     fmt: str = typer.Option("", "--format", help="jsonl, csv or parquet (default: the file's suffix)"),
     on_error: str = ON_ERROR,
+    from_traces: bool = typer.Option(False, "--from-traces", help="rows from stored chat traces, not a file"),
+    model: str = typer.Option("", "--model", help="--from-traces: only this model's traces"),
+    since: str = typer.Option("", "--since", help="--from-traces: ISO 8601 time or a duration ago (7d, 12h)"),
+    until: str = typer.Option("", "--until", help="--from-traces: ISO 8601 time or a duration ago"),
+    status: str = typer.Option("ok", "--status", help="--from-traces: ok, error, cancelled ('' for any)"),
+    limit: int | None = typer.Option(None, "--limit", help="--from-traces: at most this many (oldest first)"),
     description: str = typer.Option("", "--description", "-d"),
     as_json: bool = AS_JSON,
     config: Path | None = CONFIG,
 ) -> None:
-    """Validate a file row by row and store its rows as a new version of NAME."""
+    """Validate a file (or stored traces) row by row and store the rows as a new version of NAME."""
     from llmdock.cli.access import who
-    from llmdock.datasets.importing import load_file
 
     if on_error not in ("skip", "stop"):
         raise typer.BadParameter("skip or stop", param_hint="--on-error")
-    rows, report, source = load_file(file, fmt, on_error)  # type: ignore[arg-type]
-    lineage = {
-        "sources": [source],
-        "steps": [{"step": "import", "params": {"on_error": on_error}, **report.as_dict()}],
-    }
+    if from_traces == (file is not None):
+        raise typer.BadParameter("give a FILE or --from-traces", param_hint="FILE")
+    if file is not None:
+        from llmdock.datasets.importing import load_file
+
+        rows, report, source = load_file(file, fmt, on_error)  # type: ignore[arg-type]
+        params: dict[str, Any] = {"on_error": on_error}
+    else:
+        from llmdock.cli.options import open_store
+        from llmdock.datasets.from_traces import TraceFilter, parse_time, trace_rows
+
+        window = {k: parse_time(v, f"--{k}") if v else None for k, v in (("since", since), ("until", until))}
+        traces = TraceFilter(model=model, status=status, limit=limit, **window)
+        rows, report = trace_rows(open_store(config), traces)
+        source, params = traces.lineage(), {}
+    step = {"step": "import", "params": params, **report.as_dict()}
     version, new = _datasets(config).save(
-        name, rows, who(), lineage=lineage, report=report.as_dict(), description=description
+        name,
+        rows,
+        who(),
+        lineage={"sources": [source], "steps": [step]},
+        report=report.as_dict(),
+        description=description,
     )
     print_saved(version, new, report.as_dict(), as_json)
 
