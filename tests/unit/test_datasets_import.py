@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from llmdock.cli.main import app
 from llmdock.datasets.importing import load_file
 from llmdock.datasets.versions import Datasets, file_sha256
-from llmdock.errors import ValidationError
+from llmdock.errors import InvalidRequest, ValidationError
 from llmdock.registry import artifacts
 from llmdock.store import Store
 
@@ -161,3 +161,51 @@ def test_a_kill_during_import_leaves_no_half_written_version(tmp_path: Path) -> 
         artifacts.artifacts_dir(home).glob("[0-9a-f]*") if artifacts.artifacts_dir(home).exists() else []
     ):
         assert artifacts.verify(home, f.name), f
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["import", "{tmp}/missing.jsonl", "--name", "a"], "no file '{tmp}/missing.jsonl'"),
+        (["import", "{tmp}/fake.parquet", "--name", "a"], "{tmp}/fake.parquet: not a Parquet file"),
+        (
+            ["import", "{tmp}/random.jsonl", "--name", "a"],
+            "{tmp}/random.jsonl: no valid rows (3 read): nothing stored",
+        ),
+        (["show", "nothing/3"], "no dataset 'nothing' (llmdock datasets list)"),
+    ],
+)
+def test_bad_input_ends_in_one_line_and_exit_code_2_never_a_traceback(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    (tmp_path / "fake.parquet").write_text("a,b\n1,2\n")
+    (tmp_path / "random.jsonl").write_bytes(b"\xff\xfe\x00garbage\n\x80\n{]\n")
+    env = dict(os.environ, LLMDOCK_HOME=str(tmp_path / "home"))
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    done = subprocess.run(
+        [sys.executable, "-m", "llmdock", "datasets", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1].startswith(
+        "llmdock: error: " + message.replace("{tmp}", str(tmp_path))
+    )
+
+
+def test_a_failed_export_leaves_no_file_behind(tmp_path: Path) -> None:
+    from llmdock.datasets.formats import export
+
+    rows = [
+        {"messages": GOOD["messages"], "meta": {"n": 1}},
+        {"messages": GOOD["messages"], "meta": {"n": "text"}},
+    ]
+    target = tmp_path / "out.parquet"
+    with pytest.raises(InvalidRequest, match="different types"):
+        export(rows, target, "parquet")
+    assert list(tmp_path.iterdir()) == []  # neither the target nor its temporary file
+    export(rows, tmp_path / "out.jsonl", "jsonl")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]

@@ -10,6 +10,7 @@ import typer
 
 from llmdock.cli.options import AS_JSON, CONFIG
 from llmdock.cli.registry_views import print_rows
+from llmdock.errors import InvalidRequest
 
 if TYPE_CHECKING:
     from llmdock.datasets.versions import Datasets
@@ -71,9 +72,9 @@ def import_file(
     from llmdock.cli.access import who
 
     if on_error not in ("skip", "stop"):
-        raise typer.BadParameter("skip or stop", param_hint="--on-error")
+        raise InvalidRequest(f"{on_error!r}: skip or stop", where="--on-error")
     if from_traces == (file is not None):
-        raise typer.BadParameter("give a FILE or --from-traces", param_hint="FILE")
+        raise InvalidRequest("give a FILE or --from-traces, not both", where="FILE")
     if file is not None:
         from llmdock.datasets.importing import load_file
 
@@ -87,6 +88,12 @@ def import_file(
         traces = TraceFilter(model=model, status=status, limit=limit, **window)
         rows, report = trace_rows(open_store(config), traces)
         source, params = traces.lineage(), {}
+    if not rows:
+        for line in report.errors:
+            typer.echo(line, err=True)
+        raise InvalidRequest(
+            f"no valid rows ({report.read} read): nothing stored", where=str(file or "--from-traces")
+        )
     step = {"step": "import", "params": params, **report.as_dict()}
     version, new = _datasets(config).save(
         name,
@@ -197,7 +204,7 @@ def clean(
 
     known = load_plugins().dataset_steps
     if (recipe is None) == (not step):
-        raise typer.BadParameter("give --step (one or more) or --recipe", param_hint="--step/--recipe")
+        raise InvalidRequest("give --step (one or more) or --recipe, not both", where="--step/--recipe")
     specs = cleaning.recipe_specs(recipe) if recipe else cleaning.cli_specs(step, known)
     ctx = cleaning.context(load_settings(config))
     version, new, records = cleaning.clean(_datasets(config), ref, specs, known, ctx, who(), save_as=save_as)
@@ -230,7 +237,7 @@ def stats(
         try:
             lo, hi = (float(b) for b in bounds.split(","))
         except ValueError:
-            raise typer.BadParameter(f"{spec!r}: COLUMN=LOW,HIGH", param_hint="--column") from None
+            raise InvalidRequest(f"{spec!r} is not COLUMN=LOW,HIGH", where="--column") from None
         columns[name] = (lo, hi)
     datasets = _datasets(config)
     version = datasets.get(ref)

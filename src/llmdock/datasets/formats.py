@@ -169,6 +169,7 @@ def _write_parquet(rows: list[Row], out: IO[bytes]) -> None:
         table = pa.Table.from_pylist([flat(r) for r in rows], schema=None).select(columns)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise InvalidRequest(
-            f"the meta columns do not fit one Parquet type each: {exc}", where="--format"
+            f"a meta column holds values of different types, which Parquet cannot ({exc}): export .jsonl or .csv",
+            where="--format",
         ) from None
     pq.write_table(table, out)
