@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -134,33 +135,44 @@ def test_versions_are_content_addressed_and_round_trip_through_every_format(
     assert [d["name"] for d in listed] == ["back-csv", "back-jsonl", "back-parquet", "demo"]
 
 
+def _kill_when(cmd: list[str], env: dict[str, str], appeared: Callable[[], bool]) -> bool:
+    """Start ``cmd``, kill -9 it as soon as ``appeared()``; whether it was killed before it finished."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        if appeared():
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.002)
+    proc.wait()
+    return False
+
+
 def test_a_kill_during_import_leaves_no_half_written_version(tmp_path: Path) -> None:
-    """kill -9 at several moments of a large import: afterwards every stored version's rows file hashes to its
-    digest and holds its row count; no file under the artifacts directory has a digest name it does not match."""
+    """kill -9 while the rows file is being written, then while it is copied under its digest: no version
+    is recorded and no file under the artifacts directory has a digest name it does not match; the next
+    import stores a complete version."""
     home = tmp_path / "home"
     big = tmp_path / "big.jsonl"
-    line = json.dumps(GOOD) + "\n"
-    big.write_text(line * 60_000)
+    big.write_text((json.dumps(GOOD) + "\n") * 40_000)
     env = dict(os.environ, LLMDOCK_HOME=str(home))
     cmd = [sys.executable, "-m", "llmdock", "datasets", "import", str(big), "--name", "big"]
-    for delay in (0.5, 1.5, 2.5, 3.0, 3.5, 4.0, 4.5, 5.5):
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    staging, stored = home / "tmp", artifacts.artifacts_dir(home)
+    assert _kill_when(cmd, env, lambda: staging.exists() and any(staging.iterdir()))  # writing the rows
+    assert _kill_when(cmd, env, lambda: stored.exists() and any(stored.glob(".incoming-*")))  # storing them
     store = Store(f"sqlite:///{home / 'llmdock.db'}")
     try:
         datasets = Datasets(store, home)
-        stored = datasets.versions("big") if datasets.names() else []
-        for v in stored:
-            assert artifacts.verify(home, v.digest)
-            assert sum(1 for _ in datasets.rows(v)) == v.rows == 60_000
+        assert datasets.names() == []
+        for f in stored.glob("[0-9a-f]*"):
+            assert artifacts.verify(home, f.name), f
+        assert subprocess.run(cmd, env=env, capture_output=True, timeout=300).returncode == 0
+        [version] = datasets.versions("big")
+        assert artifacts.verify(home, version.digest)
+        assert sum(1 for _ in datasets.rows(version)) == version.rows == 40_000
     finally:
         store.close()
-    for f in (
-        artifacts.artifacts_dir(home).glob("[0-9a-f]*") if artifacts.artifacts_dir(home).exists() else []
-    ):
-        assert artifacts.verify(home, f.name), f
 
 
 @pytest.mark.parametrize(
