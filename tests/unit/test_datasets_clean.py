@@ -172,7 +172,17 @@ def test_every_step_is_registered_through_the_plugin_hook_with_a_parameters_mode
     from llmdock.plugins import load_plugins
 
     assert load_plugins(entry_points=False).dataset_steps == KNOWN
-    assert sorted(KNOWN) == ["augment", "dedup", "kanon", "language", "length", "normalize", "pii", "split"]
+    assert sorted(KNOWN) == [
+        "augment",
+        "dedup",
+        "kanon",
+        "language",
+        "length",
+        "normalize",
+        "paraphrase",
+        "pii",
+        "split",
+    ]
     assert all(issubclass(cls, Step) and cls.Params is not None for cls in BUILTIN_STEPS)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +15,9 @@ from llmdock.cli.registry_views import print_rows
 from llmdock.errors import InvalidRequest
 
 if TYPE_CHECKING:
+    from llmdock.config import Settings
     from llmdock.datasets.versions import Datasets
+    from llmdock.runtime import Runtime
     from llmdock.store.dataset_rows import DatasetVersion
 
 app = typer.Typer(
@@ -33,12 +37,14 @@ def _datasets(config: Path | None) -> Datasets:
     return Datasets(Store(settings.resolved_database_url()), settings.home)
 
 
-def print_saved(version: DatasetVersion, new: bool, report: dict[str, Any], as_json: bool) -> None:
+def print_saved(
+    version: DatasetVersion, new: bool, report: dict[str, Any], as_json: bool, **extra: Any
+) -> None:
     """The version a command stored (or found unchanged) and what its last step kept and dropped."""
     from llmdock.datasets.versions import view
 
     if as_json:
-        typer.echo(json.dumps(view(version) | {"new": new}, indent=2, default=str))
+        typer.echo(json.dumps(view(version) | {"new": new} | extra, indent=2, default=str))
         return
     dropped = ", ".join(f"{k}: {v}" for k, v in sorted(report.get("dropped", {}).items())) or "none"
     for line in report.get("errors", []):
@@ -206,15 +212,49 @@ def clean(
     if (recipe is None) == (not step):
         raise InvalidRequest("give --step (one or more) or --recipe, not both", where="--step/--recipe")
     specs = cleaning.recipe_specs(recipe) if recipe else cleaning.cli_specs(step, known)
-    ctx = cleaning.context(load_settings(config))
-    version, new, records = cleaning.clean(_datasets(config), ref, specs, known, ctx, who(), save_as=save_as)
+    settings = load_settings(config)
+    with ModelAsker(settings) as ask:
+        ctx = replace(cleaning.context(settings), ask=ask)
+        version, new, records = cleaning.clean(
+            _datasets(config), ref, specs, known, ctx, who(), save_as=save_as
+        )
     if not as_json:
         for r in records:
             dropped = ", ".join(f"{k}: {v}" for k, v in r["dropped"].items()) or "none"
             typer.echo(
                 f"  {r['step']}: {r['read']} → {r['kept']} (dropped {dropped}) {json.dumps(r['figures'])}"
             )
-    print_saved(version, new, version.report if new else {}, as_json)
+    print_saved(version, new, version.report if new else {}, as_json, steps=records)
+
+
+class ModelAsker:
+    """Asks configured models through the in-process pipeline (traced like any request), for steps that
+    need a model (``paraphrase``). The runtime is built on the first question and closed on exit."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.runtime: Runtime | None = None
+
+    def __enter__(self) -> ModelAsker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.runtime is not None:
+            self.loop.run_until_complete(self.runtime.close())
+        self.loop.close()
+
+    def __call__(self, model: str, messages: list[dict[str, str]], sampling: dict[str, Any]) -> str:
+        from llmdock.backends.base import GenerationRequest, SamplingParams
+        from llmdock.pipeline.context import RequestContext
+        from llmdock.runtime import Runtime
+
+        if self.runtime is None:
+            self.runtime = Runtime(self.settings)
+        runtime = self.runtime
+        request = GenerationRequest("chat", SamplingParams(**sampling), messages=messages)
+        ctx = RequestContext("chat", model, runtime.backend(model), request=request, source="cli")
+        return self.loop.run_until_complete(runtime.pipeline.run(ctx)).output_text
 
 
 @app.command("stats")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, get_origin
 
@@ -128,9 +129,7 @@ def run_steps(
 ) -> tuple[list[Row], list[dict[str, Any]]]:
     records = []
     for step in steps:
-        ctx = StepContext(
-            base.home, base.model_path, base.pseudonym_key, base.default_model, Report(read=len(rows))
-        )
+        ctx = replace(base, report=Report(read=len(rows)), extra={})
         with progress(f"{step.name}") as bar:
             task = bar.add_task(step.name, total=len(rows))
             ctx.advance = lambda n, task=task: bar.advance(task, n)  # type: ignore[misc]

@@ -1,4 +1,4 @@
-"""The built-in dataset cleaning steps (normalize, length, language, dedup, pii, kanon, split, augment)."""
+"""The built-in dataset cleaning steps (normalize, length, language, dedup, pii, kanon, split, augment, paraphrase)."""
 
 from __future__ import annotations
 

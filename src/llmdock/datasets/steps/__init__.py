@@ -9,10 +9,21 @@ from __future__ import annotations
 
 from llmdock.datasets.steps.base import Step, StepContext
 from llmdock.datasets.steps.dedup import Dedup
+from llmdock.datasets.steps.paraphrase import Paraphrase
 from llmdock.datasets.steps.privacy import KAnonymity, Pii
 from llmdock.datasets.steps.split import Augment, Split
 from llmdock.datasets.steps.text import Language, Length, Normalize
 
-BUILTIN_STEPS: tuple[type[Step], ...] = (Normalize, Length, Language, Dedup, Pii, KAnonymity, Split, Augment)
+BUILTIN_STEPS: tuple[type[Step], ...] = (
+    Normalize,
+    Length,
+    Language,
+    Dedup,
+    Pii,
+    KAnonymity,
+    Split,
+    Augment,
+    Paraphrase,
+)
 
 __all__ = ["BUILTIN_STEPS", "Step", "StepContext"]

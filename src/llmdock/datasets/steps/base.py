@@ -29,6 +29,9 @@ class StepContext:
     report: Report = field(default_factory=Report)
     extra: dict[str, Any] = field(default_factory=dict)
     advance: Callable[[int], None] = lambda n: None
+    # Asks a configured model through the served pipeline (model, messages, sampling) -> the answer's text;
+    # given by the command that runs the steps (it owns the runtime), None where no model may be asked.
+    ask: Callable[[str, list[dict[str, str]], dict[str, Any]], str] | None = None
 
 
 class Step:
