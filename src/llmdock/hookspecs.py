@@ -15,6 +15,7 @@ import pluggy
 if TYPE_CHECKING:
     from llmdock.backends.base import Backend
     from llmdock.config import Settings
+    from llmdock.datasets.steps.base import Step
     from llmdock.evaluate.case import MetricFactory
     from llmdock.guards.base import DetectorFactory
     from llmdock.jobs.steps import StepFactory
@@ -52,3 +53,6 @@ class LlmdockSpec:
     def llmdock_job_steps(self) -> list[StepFactory]:  # type: ignore[empty-body]
         """Pipeline step classes (see llmdock.jobs.steps); each is known by its ``name`` in a pipeline
         YAML's ``uses:``."""
+    def llmdock_dataset_steps(self) -> list[type[Step]]:  # type: ignore[empty-body]
+        """Dataset cleaning step classes (see llmdock.datasets.steps.base); each is known by its ``name`` in
+        ``llmdock datasets clean --step`` and recipes."""

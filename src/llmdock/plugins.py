@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import pluggy
 
 from llmdock.backends.base import Backend
+from llmdock.datasets.steps.base import Step
 from llmdock.default_plugins import DEFAULT_PLUGINS
 from llmdock.evaluate.case import MetricFactory
 from llmdock.guards.base import DetectorFactory
@@ -24,6 +25,7 @@ class Plugins:
     metrics: dict[str, MetricFactory]
     names: list[str]
     job_steps: dict[str, StepFactory] = field(default_factory=dict)
+    dataset_steps: dict[str, type[Step]] = field(default_factory=dict)
 
     def registered(self) -> dict[str, dict[str, object]]:
         """What stages may look up by kind (``StageEnv.plugins``): everything but stages and backends."""
@@ -59,6 +61,7 @@ def load_plugins(entry_points: bool = True, extra: Sequence[object] = ()) -> Plu
     job_steps: dict[str, StepFactory] = {}
     for step_group in reversed(pm.hook.llmdock_job_steps()):
         job_steps.update({cls.name: cls for cls in step_group})
+    steps = {cls.name: cls for group in reversed(pm.hook.llmdock_dataset_steps()) for cls in group}
     return Plugins(
         backends=backends,
         stages=stages,
@@ -66,4 +69,5 @@ def load_plugins(entry_points: bool = True, extra: Sequence[object] = ()) -> Plu
         metrics=metrics,
         names=names,
         job_steps=job_steps,
+        dataset_steps=steps,
     )

@@ -14,6 +14,7 @@ from llmdock.cli import (
     batch,
     chat,
     data,
+    datasets_cmd,
     eval_cmd,
     eval_gate,  # noqa: F401 (adds compare and gate to `llmdock eval`)
     eval_report,  # noqa: F401 (adds report to `llmdock eval`)
@@ -64,6 +65,7 @@ COMMANDS: dict[str, typer.Typer | Callable[..., None]] = {  # in the order of th
     "experiments": experiments.app,
     "batch": batch.app,
     "jobs": jobs.app,
+    "datasets": datasets_cmd.app,
 }
 for name, command in COMMANDS.items():
     if isinstance(command, typer.Typer):

@@ -14,6 +14,7 @@ DEFAULT_PLUGINS = (
     "llmdock.default_plugins.metrics",
     "llmdock.default_plugins.rag",
     "llmdock.default_plugins.job_steps",
+    "llmdock.default_plugins.datasets",
 )
 
 __all__ = ["DEFAULT_PLUGINS"]
