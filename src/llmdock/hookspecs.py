@@ -53,6 +53,7 @@ class LlmdockSpec:
     def llmdock_job_steps(self) -> list[StepFactory]:  # type: ignore[empty-body]
         """Pipeline step classes (see llmdock.jobs.steps); each is known by its ``name`` in a pipeline
         YAML's ``uses:``."""
+
     def llmdock_dataset_steps(self) -> list[type[Step]]:  # type: ignore[empty-body]
         """Dataset cleaning step classes (see llmdock.datasets.steps.base); each is known by its ``name`` in
         ``llmdock datasets clean --step`` and recipes."""
