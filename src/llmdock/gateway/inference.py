@@ -30,6 +30,7 @@ from llmdock.structured.plan import route_backends
 
 GenerationBody = ChatCompletionBody | CompletionBody
 G = TypeVar("G", ChatCompletionBody, CompletionBody)
+SESSION_HEADER = "x-llmdock-session"
 # HotRoutes calls these with the runtime it holds: no dependency machinery, no app-state read per request.
 Handler = Callable[[Request, Runtime], Awaitable[Response]]
 
@@ -97,6 +98,14 @@ def check_journal(runtime: Runtime) -> None:
         )
 
 
+def session_of(request: Request) -> str:
+    """The conversation a request continues (``x-llmdock-session``), for the memory stage."""
+    session = request.headers.get(SESSION_HEADER, "").strip()
+    if len(session) > 200:
+        raise InvalidRequest(f"{SESSION_HEADER}: longer than 200 characters", param=SESSION_HEADER)
+    return session
+
+
 async def build_context(runtime: Runtime, request: Request, body: GenerationBody) -> RequestContext:
     check_journal(runtime)
     principal = principal_of(request)
@@ -115,6 +124,7 @@ async def build_context(runtime: Runtime, request: Request, body: GenerationBody
     )
     ctx.prompt = call
     ctx.cache_control = request.headers.get("cache-control", "").lower()
+    ctx.session = session_of(request)
     ctx.namespace = tenant_namespace(request, principal)
     bind_principal(ctx, principal, body.user, runtime)
     fields = body.structured_fields()
