@@ -14,7 +14,13 @@ from tests.integration.conftest import run_cli, start_server, stop_server
 
 pytestmark = [pytest.mark.model, pytest.mark.server]
 
-PAGES = ("json", "bisect", "glob", "csv", "keyword")  # json and csv among shorter pages: the ingest is most of the time
+PAGES = (
+    "json",
+    "bisect",
+    "glob",
+    "csv",
+    "keyword",
+)  # json and csv among shorter pages: the ingest is most of the time
 
 
 def _library() -> Path:

@@ -225,3 +225,9 @@ class RagSettings(BaseModel):
         ),
         description="the text put before the question; {sources} and {glossary} are filled in",
     )
+    memory_turns: int = Field(
+        default=20, ge=1, description="previous exchanges of a session the memory stage loads at most"
+    )
+    memory_share: float = Field(
+        default=0.5, gt=0, le=1, description="share of the model's window a session's history may take"
+    )

@@ -16,7 +16,7 @@ from llmdock.experiments.live import Assignment
 from llmdock.gateway.schemas import ChatCompletionBody, CompletionBody
 from llmdock.runtime import Runtime
 
-SESSION_HEADER = "x-llmdock-session"
+SESSION_HEADER = "x-llmdock-session"  # a conversation: sticky experiments, the memory stage
 EXPERIMENT_HEADER = "x-llmdock-experiment"
 
 

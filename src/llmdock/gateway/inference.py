@@ -18,7 +18,7 @@ from llmdock.backends.base import StreamChunk
 from llmdock.backends.logprobs import require_logprobs
 from llmdock.errors import InvalidRequest, LlmdockError, StoreUnavailable
 from llmdock.gateway.deps import RuntimeDep, body_of, principal_of
-from llmdock.gateway.experiments import EXPERIMENT_HEADER, assign_variant
+from llmdock.gateway.experiments import EXPERIMENT_HEADER, SESSION_HEADER, assign_variant
 from llmdock.gateway.http import JSONResponse, parse_body, read_body
 from llmdock.gateway.responses import completion_body, embedding_body
 from llmdock.gateway.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
@@ -98,6 +98,14 @@ def check_journal(runtime: Runtime) -> None:
         )
 
 
+def session_of(request: Request) -> str:
+    """The conversation a request continues (``x-llmdock-session``), for the memory stage."""
+    session = request.headers.get(SESSION_HEADER, "").strip()
+    if len(session) > 200:
+        raise InvalidRequest(f"{SESSION_HEADER}: longer than 200 characters", param=SESSION_HEADER)
+    return session
+
+
 async def build_context(runtime: Runtime, request: Request, body: GenerationBody) -> RequestContext:
     principal = principal_of(request)
     trace_id = new_trace_id()
@@ -105,6 +113,7 @@ async def build_context(runtime: Runtime, request: Request, body: GenerationBody
     ctx = await context_of(runtime, body, principal, tenant_namespace(request, principal), trace_id)
     if assignment is not None:
         ctx.attributes.update(assignment.attributes())
+    ctx.session = session_of(request)
     ctx.cache_control = request.headers.get("cache-control", "").lower() + ctx.cache_control
     return ctx
 

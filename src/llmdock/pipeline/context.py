@@ -52,6 +52,7 @@ class RequestContext:
     namespace: str = ""  # tenant scope (API key); caches never cross it
     cache_control: str = ""  # the request's Cache-Control header ("no-cache" bypasses caches)
     subject: str = ""  # the end user the data belongs to (the request's `user`, else the key's user)
+    session: str = ""  # the conversation (x-llmdock-session header) whose turns the memory stage keeps
     api_key_id: str = ""
     team_id: str = ""
     structured_fields: dict[str, Any] | None = None  # response_format / tools / tool_choice, as sent

@@ -3,6 +3,7 @@
 A subject is the end user a request was made for: the request's OpenAI ``user`` field, else the user that
 owns the calling key. Traces carry it in ``traces.subject``. Audit rows about a subject name it only by a
 keyed pseudonym (``subject:<hmac>``), so erasing the subject leaves no identifier in the append-only log.
+Conversation memory (``kb_memory``, the memory stage's turns) is exported and erased with the subject.
 Caches are not searched: their entries expire after ``cache.ttl_s``.
 """
 
@@ -22,6 +23,7 @@ from llmdock.store.access_views import key_view, user_view
 from llmdock.store.audit import Actor
 from llmdock.store.engine import Store
 from llmdock.store.feedback_rows import FeedbackRow, feedback_view
+from llmdock.store.kb_rows import KbMemoryRow
 from llmdock.store.keyring import Keyring, open_trace_bodies
 from llmdock.store.models import ApiKey, AuditRow, StoredResponse, Trace, User
 from llmdock.store.responses import open_data, responses_of
@@ -65,6 +67,12 @@ def export_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> d
         targets = {subject_pseudonym(secret, subject)} | ({user.id} | {k.id for k in keys} if user else set())
         rows = list(s.scalars(select(AuditRow).where(AuditRow.target.in_(targets)).order_by(AuditRow.seq)))
         feedback = list(s.scalars(select(FeedbackRow).where(FeedbackRow.subject.in_(ids))))
+        memory = [
+            {"session": m.session, "role": m.role, "content": m.content, "created_at": m.created_at}
+            for m in s.scalars(
+                select(KbMemoryRow).where(KbMemoryRow.subject.in_(ids)).order_by(KbMemoryRow.id)
+            )
+        ]
     stored = [
         {"id": r.id, "created_at": r.created_at, **open_data(store.keyring, r.id, r.data)}
         for r in responses_of(store, ids)
@@ -78,6 +86,7 @@ def export_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> d
         "audit": [audit.row_view(r) for r in rows],
         "responses": stored,  # stored Responses API answers (/v1/responses)
         "feedback": [feedback_view(f, store.keyring) for f in feedback],  # scores, comments, corrections
+        "memory": memory,  # conversation turns kept by the memory stage
     }
     after = {"traces": len(traces), "keys": len(keys), "responses": len(stored), "feedback": len(feedback)}
     audit.record(store, "data.export", actor, target=subject_pseudonym(secret, subject), after=after)
@@ -98,6 +107,7 @@ def erase_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> di
             s.execute(delete(Trace).where(Trace.id.in_(chunk)))
         feedback = s.execute(delete(FeedbackRow).where(FeedbackRow.subject.in_(ids))).rowcount  # type: ignore[attr-defined]
         responses = s.execute(delete(StoredResponse).where(StoredResponse.subject.in_(ids))).rowcount  # type: ignore[attr-defined]
+        memory = s.execute(delete(KbMemoryRow).where(KbMemoryRow.subject.in_(ids))).rowcount  # type: ignore[attr-defined]
         revoked = 0
         if user is not None:
             revoked = (
@@ -114,6 +124,7 @@ def erase_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> di
         "traces_deleted": len(trace_ids),
         "responses_deleted": responses or 0,
         "feedback_deleted": feedback or 0,
+        "memory_turns_deleted": memory or 0,
         "keys_revoked": revoked,
         "user_anonymised": user is not None,
     }

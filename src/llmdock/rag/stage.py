@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Any
 
 from llmdock.config import Settings
-from llmdock.errors import ContextWindowExceeded
 from llmdock.pipeline.context import RequestContext
 from llmdock.pipeline.env import StageEnv
 from llmdock.pipeline.stages import flatten_content
@@ -24,6 +23,7 @@ from llmdock.rag import bases
 from llmdock.rag.chunking import HEADING_SEPARATOR
 from llmdock.rag.glossary import linked
 from llmdock.rag.retrieve import Hit, Retriever
+from llmdock.rag.window import shrink_to_fit
 
 CITATIONS = "llmdock.ground.citations"  # ctx.attributes: the answer's `citations` field
 
@@ -70,19 +70,16 @@ class GroundStage:
             min_score=rag.min_score,
         )
         terms = linked(self._glossary(kb), question)
-        original = req.messages[turn]
-        while True:
-            req.messages[turn] = {
+        messages = req.messages
+        original = messages[turn]
+
+        def write(sources: list[Hit]) -> None:
+            messages[turn] = {
                 **original,
-                "content": self._context(hits, terms) + "\n\nQuestion: " + question,
+                "content": self._context(sources, terms) + "\n\nQuestion: " + question,
             }
-            try:
-                ctx.backend.prepare(req)
-                break
-            except ContextWindowExceeded:
-                if not hits:
-                    raise
-                hits = hits[:-1]  # the lowest-ranked source makes room
+
+        hits = shrink_to_fit(ctx.backend, req, hits, write, lambda h: h[:-1])  # the lowest-ranked goes
         ctx.attributes[CITATIONS] = [h.cite() for h in hits]
         ctx.annotate(**{"llmdock.ground.kb": kb, "llmdock.ground.hits": [_traced(h) for h in hits]})
         if terms:

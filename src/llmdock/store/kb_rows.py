@@ -3,7 +3,8 @@
 Vectors are float32 blobs keyed by (embedding model, chunk content hash) in ``kb_embeddings``, shared by
 every knowledge base: a chunk is embedded once, and re-ingests, other knowledge bases holding the same text,
 test-set generation and evaluation reuse the stored vector. The same tables work on SQLite and PostgreSQL;
-the vector index is built in process from them (``llmdock.rag.index``).
+the vector index is built in process from them (``llmdock.rag.index``). ``kb_memory`` holds conversation
+turns by (team, session id), for the ``memory`` stage.
 """
 
 from __future__ import annotations
@@ -73,3 +74,22 @@ class KbGlossaryRow(Base):
     kb_id: Mapped[int] = mapped_column(ForeignKey("kb_bases.id", ondelete="CASCADE"), primary_key=True)
     term: Mapped[str] = mapped_column(String(200), primary_key=True)
     definition: Mapped[str] = mapped_column(Text)
+
+
+class KbMemoryRow(Base):
+    """One turn of a conversation (``role`` user or assistant), by team and the caller's session id."""
+
+    __tablename__ = "kb_memory"
+    __table_args__ = (
+        Index("ix_kb_memory_session", "team_id", "session"),
+        Index("ix_kb_memory_subject", "subject"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    team_id: Mapped[str] = mapped_column(String(32), default="")
+    session: Mapped[str] = mapped_column(String(200))
+    subject: Mapped[str] = mapped_column(String(200), default="")  # GDPR erase deletes the subject's turns
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text)
+    trace_id: Mapped[str] = mapped_column(String(32), default="")
+    created_at: Mapped[datetime] = mapped_column()

@@ -1,4 +1,4 @@
-"""knowledge bases: documents, chunks, embeddings by content hash, glossaries (issue 18)
+"""knowledge bases: documents, chunks, embeddings by content hash, glossaries, conversation memory (issue 18)
 
 Revision ID: 0010
 Revises: 0009
@@ -64,8 +64,21 @@ def upgrade() -> None:
         sa.Column("term", sa.String(200), primary_key=True),
         sa.Column("definition", sa.Text, nullable=False),
     )
+    op.create_table(
+        "kb_memory",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("team_id", sa.String(32), nullable=False),
+        sa.Column("session", sa.String(200), nullable=False),
+        sa.Column("subject", sa.String(200), nullable=False),
+        sa.Column("role", sa.String(16), nullable=False),
+        sa.Column("content", sa.Text, nullable=False),
+        sa.Column("trace_id", sa.String(32), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_index("ix_kb_memory_session", "kb_memory", ["team_id", "session"])
+    op.create_index("ix_kb_memory_subject", "kb_memory", ["subject"])
 
 
 def downgrade() -> None:
-    for table in ("kb_glossary", "kb_embeddings", "kb_chunks", "kb_documents", "kb_bases"):
+    for table in ("kb_memory", "kb_glossary", "kb_embeddings", "kb_chunks", "kb_documents", "kb_bases"):
         op.drop_table(table)
