@@ -11,10 +11,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import numpy as np
 from sqlalchemy import select
 
 from llmdock.errors import GuardBlocked
-from llmdock.evaluate.stats import percentile
 from llmdock.experiments.live import EXPERIMENT, VARIANT
 from llmdock.experiments.spec import VariantSpec
 from llmdock.store.engine import Store
@@ -43,11 +43,11 @@ class VariantStats:
 
     @property
     def p50_ms(self) -> float:
-        return percentile(self.latencies_ms, 50) if self.latencies_ms else math.nan
+        return float(np.percentile(self.latencies_ms, 50)) if self.latencies_ms else math.nan
 
     @property
     def p95_ms(self) -> float:
-        return percentile(self.latencies_ms, 95) if self.latencies_ms else math.nan
+        return float(np.percentile(self.latencies_ms, 95)) if self.latencies_ms else math.nan
 
 
 def variant_stats(store: Store, row: ExperimentRow) -> dict[str, VariantStats]:
