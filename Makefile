@@ -35,7 +35,7 @@ lint: install
 	$(PY) scripts/structure.py src    # no module over 400 lines, no function over 80
 
 test: install system-deps lint
-	LLMDOCK_REQUIRE_SERVICES=1 bash scripts/pytest.sh $(PYTEST_ARGS)
+	LLMDOCK_REQUIRE_SERVICES=1 bash scripts/pytest.sh --durations=30 $(PYTEST_ARGS)
 
 # The fast tier: no real model, no database server, no server process, no browser.
 test-fast: install

@@ -149,3 +149,22 @@ class BudgetExceeded(LlmdockError):
     status = 402
     code = "budget_exceeded"
     type = "insufficient_quota"
+
+
+def from_gateway(status: int, body: Any) -> LlmdockError:
+    """The error a gateway answered (status, parsed or raw body) as the matching class, for the SDKs.
+
+    The gateway's message and ``param`` are kept as it wrote them; an unmapped status is a plain LlmdockError.
+    """
+    kinds: dict[int, type[LlmdockError]] = {
+        400: InvalidRequest,
+        401: AuthError,
+        403: Forbidden,
+        404: NotFound,
+    }
+    try:
+        error = body["error"]
+        message, param = str(error["message"]), error.get("param")
+    except (KeyError, TypeError):
+        message, param = f"HTTP {status}: {str(body)[:200]}", None
+    return kinds.get(status, LlmdockError)(message, param=param)

@@ -11,6 +11,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from llmdock import prompts
 from llmdock.prompts import PromptRegistry
 from llmdock.store import Store, audit
 from llmdock.store.audit import Actor
@@ -97,6 +98,10 @@ def test_a_registered_model_and_a_stored_template_serve_together(tmp_path: Path)
         )
         assert "Rome" in (resp.choices[0].message.content or "")
         assert "is version 1 of smollm2-ft" in server.log.read_text()
+        # The prompt SDK reads the same template from the running gateway (GET /v1/prompts/capital).
+        served = prompts.get("capital", base_url=server.url, ttl=0)
+        assert (served.version, served.labels, served.config["model"]) == (1, ("production",), "assistant")
+        assert served.render(country="Peru")[0]["content"].startswith("What is the capital of Peru?")
     finally:
         stop_server(server)
     versions = json.loads(llmdock(home, "models", "versions", "smollm2-ft", "--json").stdout)

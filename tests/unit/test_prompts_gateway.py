@@ -113,7 +113,8 @@ async def test_bad_template_requests_say_what_is_wrong(
     assert text in err["message"]
 
 
-async def test_keys_scoped_to_templates(gw: Gateway) -> None:
+def scoped_keys(gw: Gateway) -> tuple[str, str, str]:
+    """Auth on with an admin; keys of a service user scoped to ``supp*`` and unscoped, and a viewer's key."""
     d = gw.runtime.auth.directory
     assert d is not None
     d.create_user("root", ADMIN, role="admin")
@@ -121,7 +122,14 @@ async def test_keys_scoped_to_templates(gw: Gateway) -> None:
     d.create_user("app", ADMIN, role="service")
     scoped, _ = d.create_key("app", ADMIN, prompts=["supp*"])
     free, _ = d.create_key("app", ADMIN)
+    d.create_user("watcher", ADMIN, role="viewer")
+    viewer, _ = d.create_key("watcher", ADMIN)
     gw.runtime.auth.refresh()
+    return scoped, free, viewer
+
+
+async def test_keys_scoped_to_templates(gw: Gateway) -> None:
+    scoped, free, _ = scoped_keys(gw)
     ok = await gw.client.post(
         "/v1/chat/completions",
         json=chat(prompt_id="support", prompt_variables={"product": "a", "question": "b"}),
@@ -235,3 +243,26 @@ async def test_guard_policy_overrides_follow_the_template(
         json=chat(model="fake", prompt_id="red-team", prompt_variables={"attack": attack}),
     )
     assert templated.status_code == 200, templated.text
+
+
+async def test_applications_read_their_templates_with_an_inference_key(gw: Gateway) -> None:
+    scoped, _, viewer = scoped_keys(gw)
+    production = await gw.client.get("/v1/prompts/support", headers=bearer(scoped))
+    assert production.status_code == 200, production.text
+    assert production.json()["version"] == 1
+    assert production.json()["labels"] == ["production"]
+    assert production.json()["variables"] == ["product", "question"]
+    latest = await gw.client.get("/v1/prompts/support?label=latest", headers=bearer(scoped))
+    assert latest.json()["version"] == 2
+    pinned = await gw.client.get("/v1/prompts/support?version=2", headers=bearer(scoped))
+    assert pinned.json()["template"][1]["content"] == "v2: {{ question }}"
+    # Out of the key's scope, known or not: refused alike.
+    for name in ("summary", "secret-x"):
+        refused = await gw.client.get(f"/v1/prompts/{name}", headers=bearer(scoped))
+        assert refused.status_code == 403, refused.text
+    assert (await gw.client.get("/v1/prompts/support", headers=bearer(viewer))).status_code == 403
+    missing = await gw.client.get("/v1/prompts/support?version=9", headers=bearer(scoped))
+    assert missing.status_code == 404
+    assert missing.json()["error"]["param"] == "version"
+    bad = await gw.client.get("/v1/prompts/support?version=zero", headers=bearer(scoped))
+    assert bad.status_code == 400

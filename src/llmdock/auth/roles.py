@@ -12,7 +12,7 @@ service     yes    yes       no      no
 =========== ====== ========= ======= =====
 
 ``read``: list models, /ready, the API docs. ``inference``: chat, completions, embeddings, responses (making them, and reading
-and deleting stored ones), batch files and batches.
+and deleting stored ones), batch files and batches, reading prompt templates (``/v1/prompts/{name}``).
 ``observe``: traces and usage through /admin/traces and /admin/usage, the Prometheus metrics (/metrics). ``admin``: keys, users, teams,
 the audit log, data export/erasure, /v1/deployments. A key may narrow its role further (``routes``) and
 to some models (``models``).
@@ -36,6 +36,7 @@ PUBLIC_PATHS = frozenset({"/health"})
 INFERENCE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"})
 RESPONSES_PREFIX = "/v1/responses/"  # a stored response: read and deleted with the key that may make one
 BATCH_PREFIXES = ("/v1/files", "/v1/batches")  # the Batch API: batches are inference, run later
+PROMPTS_PREFIX = "/v1/prompts/"  # the prompt SDK reads templates with the key it sends requests with
 OBSERVE_PREFIXES = ("/admin/traces", "/admin/usage")
 
 
@@ -43,7 +44,7 @@ def required_permission(method: str, path: str) -> Permission | None:
     """The permission a request needs; None for the public routes."""
     if path in PUBLIC_PATHS:
         return None
-    if path in INFERENCE_PATHS or path.startswith((RESPONSES_PREFIX, *BATCH_PREFIXES)):
+    if path in INFERENCE_PATHS or path.startswith((RESPONSES_PREFIX, PROMPTS_PREFIX, *BATCH_PREFIXES)):
         return "inference"
     if path == "/v1/deployments":
         return "admin"

@@ -15,10 +15,8 @@ from typing import Any
 
 import httpx
 
-from llmdock.errors import AuthError, Forbidden, InvalidRequest, LlmdockError, NotFound
+from llmdock.errors import from_gateway
 from llmdock.feedback.scores import Source, check_feedback
-
-ERRORS: dict[int, type[LlmdockError]] = {400: InvalidRequest, 401: AuthError, 403: Forbidden, 404: NotFound}
 
 
 def send_feedback(
@@ -44,10 +42,6 @@ def send_feedback(
     url = base_url.rstrip("/").removesuffix("/v1") + "/v1/feedback"
     response = httpx.post(url, json=body, headers=headers, timeout=timeout)
     if response.status_code >= 400:
-        try:
-            message = response.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = response.text[:200]
-        raise ERRORS.get(response.status_code, LlmdockError)(message)
+        raise from_gateway(response.status_code, response.text)
     result: dict[str, Any] = response.json()
     return result

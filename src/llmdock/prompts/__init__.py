@@ -1,6 +1,7 @@
 """Prompt templates: a versioned, labelled registry and sandboxed Jinja rendering."""
 
 from llmdock.prompts.apply import PromptCall, apply_prompt
+from llmdock.prompts.client import Prompt, clear_cache, get
 from llmdock.prompts.registry import (
     DEFAULT_LABEL,
     PromptRegistry,
@@ -12,12 +13,15 @@ from llmdock.prompts.render import check_template, render
 
 __all__ = [
     "DEFAULT_LABEL",
+    "Prompt",
     "PromptCall",
     "PromptRegistry",
     "PromptResolver",
     "ResolvedPrompt",
     "apply_prompt",
     "check_template",
+    "clear_cache",
+    "get",
     "prompt_view",
     "render",
 ]
