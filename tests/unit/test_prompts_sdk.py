@@ -72,3 +72,25 @@ def test_cached_for_ttl_and_a_failed_refresh_keeps_the_last_good_copy(
     assert len(calls) == 2
     with pytest.raises(httpx.ConnectError):  # nothing known for this name: the failure is the caller's
         prompts.get("other", base_url="http://gw:1", ttl=0)
+
+
+def test_render_adds_the_same_features_as_the_gateway(config: Path) -> None:
+    from llmdock.store import Store
+
+    store = Store(f"sqlite:///{config.parent / 'store.db'}")
+    prompts.PromptRegistry(store).create(
+        "shots",
+        ADMIN,
+        kind="chat",
+        template=[{"role": "user", "content": "{{ q }}"}],
+        config={"examples": [{"user": "2+2?", "assistant": "4"}], "reasoning": True},
+    )
+    store.close()
+    messages = prompts.get("shots", config=config).render(q="3+3?")
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[1:] == [
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4"},
+        {"role": "user", "content": "3+3?"},
+    ]
+    assert prompts.split_reasoning("<reasoning>3+3</reasoning> 6") == ("3+3", "6")

@@ -60,6 +60,7 @@ class RequestContext:
     # llmdock.structured.plan_of; the pipeline itself never looks inside)
     structured: object | None = None
     prompt: PromptCall | None = None  # a stored prompt template, rendered by the pre-process stage
+    reasoning: str = ""  # the model's reasoning, split off the answer (a template's reasoning mode)
     on_success: list[Callable[[RequestContext], None]] = field(default_factory=list)
     # Set by the trace sink when traces are fsynced before answering (trace.journal_sync: fsync): done once
     # this request's trace is on disk. The gateway awaits it before the answer leaves.
@@ -69,6 +70,10 @@ class RequestContext:
     def annotate(self, **attrs: Any) -> None:
         """Add attributes to the span of the stage now running."""
         self._span_attrs.update(attrs)
+
+    @property
+    def reasoning_mode(self) -> bool:
+        return self.prompt is not None and bool(self.prompt.prompt.config.get("reasoning"))
 
     @property
     def output_text(self) -> str:

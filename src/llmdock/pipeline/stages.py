@@ -16,9 +16,11 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from llmdock.backends.base import Generation, StreamChunk
 from llmdock.backends.operations import OPERATIONS
 from llmdock.config import Settings
+from llmdock.errors import InvalidRequest
 from llmdock.pipeline.context import RequestContext
 from llmdock.pipeline.env import StageEnv
 from llmdock.prompts.apply import apply_prompt
+from llmdock.prompts.reasoning import StreamSplitter, split
 
 
 @runtime_checkable
@@ -92,6 +94,12 @@ class PreprocessStage(_NormalizingStage):
         req = ctx.request
         assert req is not None
         if ctx.prompt is not None:
+            if ctx.reasoning_mode and ctx.structured_fields:
+                raise InvalidRequest(
+                    f"prompt {ctx.prompt.ref} answers in reasoning mode, which cannot be combined with "
+                    "response_format or tools",
+                    param="prompt_id",
+                )
             apply_prompt(ctx.prompt, req)
             ctx.attributes.update(ctx.prompt.attributes())
             ctx.annotate(**{"llmdock.prompt": ctx.prompt.ref})
@@ -142,13 +150,17 @@ class GenerateStage:
             return ctx
         assert ctx.request is not None
         ctx.generation = await ctx.backend.generate(ctx.request)
+        if ctx.reasoning_mode:
+            ctx.reasoning, ctx.generation.text = split(ctx.generation.text)
+            ctx.annotate(**{"llmdock.reasoning_chars": len(ctx.reasoning)})
         self._annotate(ctx, ctx.generation)
         record_route(ctx)
         return ctx
 
     def open_stream(self, ctx: RequestContext) -> AsyncIterator[StreamChunk]:
         assert ctx.request is not None
-        return ctx.backend.stream(ctx.request)
+        chunks = ctx.backend.stream(ctx.request)
+        return _answer_only(ctx, chunks) if ctx.reasoning_mode else chunks
 
     @staticmethod
     def _annotate(ctx: RequestContext, gen: Generation) -> None:
@@ -158,6 +170,15 @@ class GenerateStage:
                 "gen_ai.response.finish_reasons": [gen.finish_reason],
             }
         )
+
+
+async def _answer_only(ctx: RequestContext, chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[StreamChunk]:
+    """The stream without its reasoning block, which lands on ``ctx.reasoning`` once it is complete."""
+    splitter = StreamSplitter()
+    async for chunk in splitter.wrap(chunks):
+        ctx.reasoning = splitter.reasoning
+        yield chunk
+    ctx.reasoning = splitter.reasoning
 
 
 def record_route(ctx: RequestContext) -> None:

@@ -45,6 +45,8 @@ def trace_record(ctx: RequestContext, *, store_bodies: bool = True) -> TraceReco
             inputs["prompt"] = req.prompt
         elif ctx.inputs:
             inputs["input"] = ctx.inputs
+        if ctx.reasoning:  # kept with the bodies: redacted and sealed like the messages
+            inputs["reasoning"] = ctx.reasoning
     prompt_tokens, completion_tokens = token_counts(ctx)
     served = req.route.get("served", {}) if req else {}
     cache = str(ctx.attributes.get("llmdock.cache", ""))

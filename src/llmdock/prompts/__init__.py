@@ -2,6 +2,7 @@
 
 from llmdock.prompts.apply import PromptCall, apply_prompt
 from llmdock.prompts.client import Prompt, clear_cache, get
+from llmdock.prompts.reasoning import split as split_reasoning
 from llmdock.prompts.registry import (
     DEFAULT_LABEL,
     PromptRegistry,
@@ -24,4 +25,5 @@ __all__ = [
     "get",
     "prompt_view",
     "render",
+    "split_reasoning",
 ]

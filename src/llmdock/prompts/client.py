@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from llmdock.errors import Forbidden, LlmdockError, NotFound, from_gateway
+from llmdock.prompts.apply import with_features
 from llmdock.prompts.registry import DEFAULT_LABEL, PromptRegistry
 from llmdock.prompts.render import render
 
@@ -45,8 +46,11 @@ class Prompt:
     labels: tuple[str, ...] = ()
 
     def render(self, **variables: Any) -> Any:
-        """Messages (chat template) or a string (text template), rendered in the same sandbox as the gateway."""
-        return render(self.kind, self.template, variables, f"{self.name}@{self.version}")
+        """Messages (chat template) or a string (text template), rendered in the same sandbox as the gateway,
+        with the few-shot examples and reasoning instruction the gateway would add. (Sending these messages
+        yourself, split a reasoning answer with ``llmdock.prompts.split_reasoning``.)"""
+        rendered = render(self.kind, self.template, variables, f"{self.name}@{self.version}")
+        return with_features(rendered, self.config) if self.kind == "chat" else rendered
 
     @classmethod
     def from_view(cls, view: dict[str, Any]) -> Prompt:

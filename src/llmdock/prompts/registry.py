@@ -30,8 +30,18 @@ DEFAULT_LABEL = "production"
 REQUEST_FIELDS = {"name": "prompt_id", "version": "prompt_version", "label": "prompt_label"}
 
 
+class Example(BaseModel):
+    """One few-shot example: a user turn and the answer wanted, rendered as two messages."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user: str = Field(min_length=1)
+    assistant: str = Field(min_length=1)
+
+
 class PromptConfig(BaseModel):
-    """Defaults a template carries: the model and sampling values a request does not set itself."""
+    """Defaults a template carries (the model and sampling values a request does not set itself), and its
+    few-shot ``examples`` and ``reasoning`` mode (see prompts.apply and prompts.reasoning)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -43,6 +53,8 @@ class PromptConfig(BaseModel):
     seed: int | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    examples: list[Example] | None = Field(default=None, min_length=1, max_length=64)
+    reasoning: bool | None = None
 
 
 def content_hash(kind: str, template: Any, config: dict[str, Any]) -> str:
@@ -86,6 +98,8 @@ class PromptRegistry(Versioned[PromptVersion]):
         check_name(name, "prompt")
         variables = check_template(kind, template)
         config = check_config(dict(config or {}))
+        if kind == "text" and (config.get("examples") or config.get("reasoning")):
+            raise InvalidRequest("few-shot examples and reasoning need a chat template", param="config")
         sha = content_hash(kind, template, config)
         latest = self.labels.latest(name)
         if latest is not None:
