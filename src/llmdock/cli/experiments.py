@@ -232,3 +232,12 @@ def status(name: str = typer.Argument(...), as_json: bool = AS_JSON, config: Pat
         "'more n': per variant, until a decision at the difference seen (fixed-horizon 80 % power, or "
         "the sequential test's crossing, whichever is later)."
     )
+
+
+def _register_offline() -> None:
+    from llmdock.cli.experiments_offline import offline
+
+    app.command("offline")(offline)
+
+
+_register_offline()
