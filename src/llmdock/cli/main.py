@@ -22,6 +22,7 @@ from llmdock.cli import (
     feedback,
     guards,
     jobs,
+    jobs_schedule,  # noqa: F401 (adds schedule, schedules, unschedule and scheduler to `llmdock jobs`)
     kb,
     models,
     monitor_cmd,
