@@ -1,0 +1,68 @@
+"""`llmdock jobs schedule` and `llmdock jobs scheduler` for real: a per-second schedule fired by two scheduler
+processes on one store runs each slot exactly once; bad cron and time zone flags are refused."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from llmdock.store import Store
+from llmdock.store.jobs_rows import JobRun, JobSchedule, JobScheduleFire
+from tests.integration.conftest import run_cli
+
+PIPELINE = """\
+name: tick
+steps:
+  - id: stamp
+    uses: shell
+    with: {run: "sh -c 'date +%s.%N >> stamps.txt'"}
+"""
+
+
+def test_two_schedulers_run_each_slot_of_a_per_second_schedule_once(tmp_path: Path) -> None:
+    (tmp_path / "pipeline.yaml").write_text(PIPELINE)
+    added = run_cli(tmp_path, "jobs", "schedule", str(tmp_path / "pipeline.yaml"), "--cron", "* * * * * *")
+    assert added.returncode == 0, added.stderr
+    env = {**os.environ, "LLMDOCK_HOME": str(tmp_path)}
+    schedulers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "llmdock", "jobs", "scheduler", "--tick", "0.2", "--for", "8"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=120) for p in schedulers]
+    assert [p.returncode for p in schedulers] == [0, 0], outs
+    store = Store(f"sqlite:///{tmp_path / 'llmdock.db'}")
+    with store.session() as s:
+        slots = list(s.scalars(select(JobScheduleFire)))
+        runs = s.scalar(select(func.count()).select_from(JobRun))
+    assert len(slots) >= 3  # about 8 s of per-second slots, less each scheduler's start
+    assert {f.status for f in slots} == {"succeeded"}
+    assert runs == len(slots)  # no slot ran twice, though both schedulers saw every one
+    assert len({f.run_id for f in slots}) == len(slots)
+    assert len((tmp_path / "stamps.txt").read_text().splitlines()) == len(slots)
+    print(f"{len(slots)} slots, claimed by {sorted({f.claimed_by for f in slots})}")
+    listed = run_cli(tmp_path, "jobs", "schedules", env={"COLUMNS": "200"})
+    assert "* * * * * *" in listed.stdout
+    assert "succeeded" in listed.stdout
+
+
+def test_a_bad_cron_or_time_zone_is_refused_naming_the_flag(tmp_path: Path) -> None:
+    (tmp_path / "pipeline.yaml").write_text(PIPELINE)
+    path = str(tmp_path / "pipeline.yaml")
+    bad_cron = run_cli(tmp_path, "jobs", "schedule", path, "--cron", "0 25 * * *")
+    assert bad_cron.returncode == 2
+    assert "--cron: '0 25 * * *' is not a cron expression" in bad_cron.stderr
+    bad_tz = run_cli(tmp_path, "jobs", "schedule", path, "--cron", "0 3 * * *", "--tz", "Berlin")
+    assert bad_tz.returncode == 2
+    assert "--tz: 'Berlin' is not a time zone" in bad_tz.stderr
+    with Store(f"sqlite:///{tmp_path / 'llmdock.db'}").session() as s:
+        assert s.scalar(select(func.count()).select_from(JobSchedule)) == 0  # nothing was kept
