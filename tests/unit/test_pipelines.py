@@ -281,3 +281,14 @@ def test_every_step_kind_of_the_issue_is_a_registered_plugin() -> None:
              "models.register", "models.promote", "scan"}  # fmt: skip
     assert kinds <= set(STEPS)
     assert STEPS["eval.gate"].outputs[0] == "passed"
+
+
+def test_the_docs_example_checks_and_the_docs_list_every_registered_step(tmp_path: Path) -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "jobs.md").read_text()
+    example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    p = pipeline(tmp_path, example)
+    assert [s.uses for s in p.steps][-2:] == ["models.register", "models.promote"]
+    assert p.schedule is not None
+    assert p.schedule.tz == "Europe/Berlin"
+    for name in STEPS:
+        assert f"| `{name}` |" in doc, name
