@@ -112,6 +112,7 @@ def scheduler_cmd(
 async def _scheduler(settings: Any, tick: float, seconds: float | None) -> None:
     from llmdock.cli.access import who
     from llmdock.cli.eval_cmd import open_store_of
+    from llmdock.errors import LlmdockError
     from llmdock.jobs.pipeline_spec import load_pipeline
     from llmdock.jobs.schedules import scheduler_loop
     from llmdock.plugins import load_plugins
@@ -130,8 +131,10 @@ async def _scheduler(settings: Any, tick: float, seconds: float | None) -> None:
         err.print(f"{slot.isoformat()} schedule {row.id[:12]}: {row.path}", highlight=False)
         try:
             pipeline = load_pipeline(Path(row.path), plugins.job_steps, dict(row.params))
-        except Exception as exc:  # the file changed since: the slot is recorded as invalid, the loop goes on
-            err.print(f"schedule {row.id[:12]}: {exc}", highlight=False)
+        except (
+            LlmdockError
+        ) as exc:  # the file changed since: the slot is recorded as invalid, the loop goes on
+            err.print(f"schedule {row.id[:12]}: {exc.one_line()}", highlight=False)
             return "", "invalid"
         run = await run_pipeline_file(settings, plugins, pipeline, actor, prefix=f"[{row.id[:8]}] ")
         return run.id, str(run.status)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,10 +22,12 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from llmdock.errors import NotFound
+from llmdock.errors import LlmdockError, NotFound
 from llmdock.jobs.schedule_spec import ScheduleSpec, due_slots, next_slot
 from llmdock.store.engine import Store
 from llmdock.store.jobs_rows import JobSchedule, JobScheduleFire
+
+log = logging.getLogger(__name__)
 
 
 def add_schedule(
@@ -149,7 +152,13 @@ async def scheduler_loop(
     running: set[asyncio.Task[None]] = set()
 
     async def one(row: JobSchedule, slot: datetime) -> None:
-        run_id, status = await fire(row, slot)
+        try:
+            run_id, status = await fire(row, slot)
+        except (
+            LlmdockError
+        ) as exc:  # the pipeline could not start (its file, the store): recorded, loop goes on
+            log.warning("schedule %s, slot %s: %s", row.id[:12], slot.isoformat(), exc.one_line())
+            run_id, status = "", "error"
         await asyncio.to_thread(record_run, store, row.id, slot, run_id, status)
 
     while not stop.is_set():
