@@ -6,13 +6,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
+from llmdock.jobs.schedule_spec import ScheduleSpec
+from llmdock.jobs.schedules import add_schedule, fires
 from llmdock.store import Store
 from llmdock.store.jobs_rows import JobRun, JobSchedule, JobScheduleFire
-from tests.integration.conftest import run_cli
+from tests.integration.conftest import run_cli, start_server, stop_server
 
 PIPELINE = """\
 name: tick
@@ -66,3 +70,27 @@ def test_a_bad_cron_or_time_zone_is_refused_naming_the_flag(tmp_path: Path) -> N
     assert "--tz: 'Berlin' is not a time zone" in bad_tz.stderr
     with Store(f"sqlite:///{tmp_path / 'llmdock.db'}").session() as s:
         assert s.scalar(select(func.count()).select_from(JobSchedule)) == 0  # nothing was kept
+
+
+@pytest.mark.server
+def test_a_gateway_with_job_scheduler_on_fires_a_per_second_schedule(tmp_path: Path) -> None:
+    (tmp_path / "pipeline.yaml").write_text(PIPELINE)
+    (tmp_path / "llmdock.yaml").write_text(
+        "include_builtin_models: false\ndefault_model: fake\ndefault_embedding_model: ''\n"
+        "job_scheduler: true\nmodels:\n  fake: {backend: fake}\n"
+    )
+    store = Store(f"sqlite:///{tmp_path / 'llmdock.db'}")
+    add_schedule(store, tmp_path / "pipeline.yaml", {}, ScheduleSpec(cron="* * * * * *"), "test")
+    server = start_server(tmp_path, "--config", str(tmp_path / "llmdock.yaml"))
+    try:
+        deadline = time.monotonic() + 60
+        while len(done := [f for f in fires(store) if f.status == "succeeded"]) < 2:
+            assert server.proc.poll() is None, server.log.read_text()[-3000:]
+            assert time.monotonic() < deadline, server.log.read_text()[-3000:]
+            time.sleep(0.2)
+    finally:
+        stop_server(server)
+    with store.session() as s:
+        runs = list(s.scalars(select(JobRun).where(JobRun.id.in_([f.run_id for f in done[:2]]))))
+    assert [r.status for r in runs] == ["succeeded", "succeeded"]
+    assert all(r.created_by.startswith("schedule ") for r in runs)
