@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from llmdock.errors import ConfigError
 from llmdock.jobs.schedule_spec import ScheduleSpec
 from llmdock.jobs.schedules import add_schedule, fires
 from llmdock.store import Store
@@ -59,15 +60,26 @@ def test_two_schedulers_run_each_slot_of_a_per_second_schedule_once(tmp_path: Pa
     assert "succeeded" in listed.stdout
 
 
-def test_a_bad_cron_or_time_zone_is_refused_naming_the_flag(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--cron", "0 25 * * *"], "--cron: '0 25 * * *' is not a cron expression"),
+        (["--cron", "0 3 * * *", "--tz", "Berlin"], "--tz: 'Berlin' is not a time zone"),
+        (["--cron", "0 3 * * *", "--misfire", "later"], "--misfire: Input should be 'skip' or 'run_once'"),
+    ],
+)
+def test_a_bad_cron_or_time_zone_is_refused_naming_the_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str], message: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from llmdock.cli.main import app
+
+    monkeypatch.setenv("LLMDOCK_HOME", str(tmp_path))
     (tmp_path / "pipeline.yaml").write_text(PIPELINE)
-    path = str(tmp_path / "pipeline.yaml")
-    bad_cron = run_cli(tmp_path, "jobs", "schedule", path, "--cron", "0 25 * * *")
-    assert bad_cron.returncode == 2
-    assert "--cron: '0 25 * * *' is not a cron expression" in bad_cron.stderr
-    bad_tz = run_cli(tmp_path, "jobs", "schedule", path, "--cron", "0 3 * * *", "--tz", "Berlin")
-    assert bad_tz.returncode == 2
-    assert "--tz: 'Berlin' is not a time zone" in bad_tz.stderr
+    result = CliRunner().invoke(app, ["jobs", "schedule", str(tmp_path / "pipeline.yaml"), *flags])
+    assert isinstance(result.exception, ConfigError)  # main() prints it as one line and exits 2
+    assert result.exception.one_line().startswith(message)
     with Store(f"sqlite:///{tmp_path / 'llmdock.db'}").session() as s:
         assert s.scalar(select(func.count()).select_from(JobSchedule)) == 0  # nothing was kept
 
