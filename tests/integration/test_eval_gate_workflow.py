@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.integration.test_eval_cli import write_suite
@@ -29,7 +30,8 @@ def step(name: str) -> dict[str, Any]:
     return next(s for s in steps if s.get("name") == name)
 
 
-def test_the_workflow_validates_against_the_github_workflow_schema() -> None:
+@pytest.mark.parametrize("workflow", [WORKFLOW, ROOT / "examples" / "ci" / "release.yml"])
+def test_the_workflow_validates_against_the_github_workflow_schema(workflow: Path) -> None:
     checked = subprocess.run(
         [
             sys.executable,
@@ -37,7 +39,7 @@ def test_the_workflow_validates_against_the_github_workflow_schema() -> None:
             "check_jsonschema",
             "--builtin-schema",
             "vendor.github-workflows",
-            str(WORKFLOW),
+            str(workflow),
         ],
         capture_output=True,
         text=True,

@@ -1,8 +1,10 @@
-"""``llmdock jobs``: run a pipeline YAML (checked before anything runs), list and show the stored runs."""
+"""``llmdock jobs``: run a pipeline YAML (checked before anything runs), list, show, follow the logs of and
+cancel the stored runs. Schedules are in ``cli/jobs_schedule.py``."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +14,15 @@ from rich.table import Table
 
 from llmdock.cli.options import CONFIG, open_store
 
-app = typer.Typer(help="Pipelines as YAML: run, list and show runs.", no_args_is_help=True)
+app = typer.Typer(help="Pipelines as YAML: run, list, show, logs, cancel; schedules.", no_args_is_help=True)
+COLOURS = {"succeeded": "green", "cached": "green", "failed": "red", "skipped": "yellow", "cancelled": "red"}
 
 
 @app.command("run")
 def run_cmd(
     pipeline_file: Path = typer.Argument(..., help="The pipeline (YAML)", exists=True, dir_okay=False),
     param: list[str] = typer.Option([], "--param", "-p", help="NAME=VALUE, overriding the file's params"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Run cached steps again (their keys are kept)"),
     config: Path | None = CONFIG,
 ) -> None:
     """Check the whole pipeline, then run its steps in order; each run and step is stored."""
@@ -31,34 +35,48 @@ def run_cmd(
     plugins = load_plugins()
     pipeline = load_pipeline(pipeline_file, plugins.job_steps, parse_vars(param))
     settings = load_settings(config)
-    run = asyncio.run(_run(settings, plugins, pipeline, who().name))
+    run = asyncio.run(run_pipeline_file(settings, plugins, pipeline, who(), use_cache=not no_cache))
     typer.echo(f"run {run.id[:12]} {run.status}: llmdock jobs show {run.id[:12]}", err=True)
     if run.status != "succeeded":
         raise typer.Exit(1)
 
 
-async def _run(settings: Any, plugins: Any, pipeline: Any, by: str) -> Any:
+async def run_pipeline_file(
+    settings: Any, plugins: Any, pipeline: Any, actor: Any, *, use_cache: bool = True, prefix: str = ""
+) -> Any:
+    """Run a checked pipeline in this process, steps reported on stderr; the runtime (models, guards) is
+    built only when a step needs it."""
     from llmdock.cli.eval_cmd import open_store_of
     from llmdock.gateway.batch_rows import PipelineRows
-    from llmdock.jobs.pipeline_run import run_pipeline
+    from llmdock.jobs.pipeline_run import RunOptions, run_pipeline
+    from llmdock.jobs.steps import Services
     from llmdock.runtime import Runtime
 
     err = Console(stderr=True)
     runtime: Runtime | None = None
 
-    def rows() -> PipelineRows:  # the runtime (models, guards) is built only for a step that needs it
+    def serving() -> Runtime:
         nonlocal runtime
         if runtime is None:
             runtime = Runtime(settings, plugins=plugins)
-        return PipelineRows(runtime)
+        return runtime
 
     def report(step: str, status: str, detail: str) -> None:
-        colour = {"succeeded": "green", "failed": "red", "skipped": "yellow"}.get(status, "cyan")
-        err.print(f"[{colour}]{status:>9}[/] {step} {detail}", highlight=False)
+        colour = COLOURS.get(status, "cyan")
+        err.print(f"{prefix}[{colour}]{status:>9}[/] {step} {detail}", highlight=False)
 
     store = open_store_of(settings)
+    services = Services(settings, store, actor, serving, plugins.metrics, plugins.dataset_steps)
+    options = RunOptions(by=actor.name, use_cache=use_cache, services=services)
     try:
-        return await run_pipeline(pipeline, plugins.job_steps, store, rows, by=by, report=report)
+        return await run_pipeline(
+            pipeline,
+            plugins.job_steps,
+            store,
+            lambda: PipelineRows(serving()),
+            options=options,
+            report=report,
+        )
     finally:
         store.close()
         if runtime is not None:
@@ -71,7 +89,7 @@ def list_cmd(
     config: Path | None = CONFIG,
 ) -> None:
     """The newest pipeline runs."""
-    from llmdock.jobs.pipeline_run import list_runs
+    from llmdock.jobs.run_store import list_runs
 
     table = Table("run", "time (UTC)", "pipeline", "status", "by")
     for run in list_runs(open_store(config), limit):
@@ -87,17 +105,66 @@ def show_cmd(
     logs: bool = typer.Option(False, "--logs", help="Each step's log too"),
     config: Path | None = CONFIG,
 ) -> None:
-    """A run's steps: status, duration, outputs or error."""
-    from llmdock.jobs.pipeline_run import get_run
+    """A run's steps: status, attempts, duration, outputs or error (a cached step: the run it reused)."""
+    from llmdock.jobs.run_store import get_run
 
     run, steps = get_run(open_store(config), run_ref)
     typer.echo(f"run {run.id} · {run.name} ({run.path}) · {run.status} · params {run.params}")
-    table = Table("step", "uses", "status", "ms", "outputs / error")
+    table = Table("step", "uses", "status", "tries", "ms", "outputs / error")
     for s in steps:
         detail = s.error or ", ".join(f"{k}={v}" for k, v in s.outputs.items())
-        table.add_row(s.step_id, s.uses, s.status, f"{s.duration_ms:.0f}", detail.replace("\n", " ")[:100])
+        if s.cached_from:
+            detail = f"(from run {s.cached_from[:12]}) {detail}"
+        status = f"[{COLOURS.get(s.status, 'cyan')}]{s.status}[/]"
+        tries = str(s.attempts) if s.attempts else ""
+        table.add_row(
+            s.step_id, s.uses, status, tries, f"{s.duration_ms:.0f}", detail.replace("\n", " ")[:100]
+        )
     Console().print(table)
     if logs:
         for s in steps:
             if s.log:
                 typer.echo(f"--- {s.step_id}\n{s.log}")
+
+
+@app.command("logs")
+def logs_cmd(
+    run_ref: str = typer.Argument(..., help="Run id or a unique prefix"),
+    step: str | None = typer.Argument(None, help="One step's id (default: every step)"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the run ends"),
+    config: Path | None = CONFIG,
+) -> None:
+    """The stored logs of a run's steps (a running step's log is flushed while it runs)."""
+    from llmdock.errors import NotFound
+    from llmdock.jobs.run_store import FINAL, get_run
+
+    store = open_store(config)
+    printed: dict[str, int] = {}
+    while True:
+        run, steps = get_run(store, run_ref)
+        chosen = [s for s in steps if step is None or s.step_id == step]
+        if not chosen:
+            raise NotFound(f"run {run.id[:12]} has no step {step!r} ({', '.join(s.step_id for s in steps)})")
+        for s in chosen:
+            lines = s.log.splitlines() if s.log else []
+            done = printed.get(s.step_id, 0)
+            if lines[done:] and step is None and not done:
+                typer.echo(f"--- {s.step_id} ({s.status})")
+            for line in lines[done:]:
+                typer.echo(line)
+            printed[s.step_id] = len(lines)
+        if not follow or run.status in FINAL:
+            return
+        time.sleep(0.5)
+
+
+@app.command("cancel")
+def cancel_cmd(
+    run_ref: str = typer.Argument(..., help="Run id or a unique prefix"),
+    config: Path | None = CONFIG,
+) -> None:
+    """Stop a running pipeline (in any process): its current step is cancelled, the rest are not run."""
+    from llmdock.jobs.run_store import cancel_run
+
+    run = cancel_run(open_store(config), run_ref)
+    typer.echo(f"run {run.id[:12]}: cancelling (the runner stops within a second)")

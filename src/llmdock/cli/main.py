@@ -12,6 +12,7 @@ from llmdock.cli import (
     alerts,
     audit,
     batch,
+    build,
     chat,
     data,
     datasets_cmd,
@@ -22,6 +23,7 @@ from llmdock.cli import (
     feedback,
     guards,
     jobs,
+    jobs_schedule,  # noqa: F401 (adds schedule, schedules, unschedule and scheduler to `llmdock jobs`)
     kb,
     models,
     monitor_cmd,
@@ -66,6 +68,7 @@ COMMANDS: dict[str, typer.Typer | Callable[..., None]] = {  # in the order of th
     "batch": batch.app,
     "jobs": jobs.app,
     "datasets": datasets_cmd.app,
+    "build": build.build,
 }
 for name, command in COMMANDS.items():
     if isinstance(command, typer.Typer):

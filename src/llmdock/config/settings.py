@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     rag: RagSettings = Field(default_factory=RagSettings)
+    job_scheduler: bool = Field(
+        default=False, description="fire the stored schedules (llmdock jobs schedule) in each gateway worker"
+    )
 
     @field_validator("home")
     @classmethod

@@ -1,4 +1,5 @@
-"""The built-in pipeline steps (``llmdock jobs run``): ``shell`` and ``batch.run``."""
+"""The built-in pipeline steps (``llmdock jobs run``): ``shell``, ``batch.run``, ``datasets.import``,
+``datasets.clean``, ``eval.run``, ``eval.gate``, ``models.register``, ``models.promote`` and ``scan``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,22 @@ from llmdock.jobs.steps import StepFactory
 
 @hookimpl
 def llmdock_job_steps() -> list[StepFactory]:
+    from llmdock.jobs.eval_steps import EvalGateStep, EvalRunStep, ScanStep
+    from llmdock.jobs.service_steps import (
+        DatasetCleanStep,
+        DatasetImportStep,
+        ModelPromoteStep,
+        ModelRegisterStep,
+    )
     from llmdock.jobs.steps import BUILTIN_STEPS
 
-    return list(BUILTIN_STEPS)
+    return [
+        *BUILTIN_STEPS,
+        DatasetImportStep,
+        DatasetCleanStep,
+        EvalRunStep,
+        EvalGateStep,
+        ModelRegisterStep,
+        ModelPromoteStep,
+        ScanStep,
+    ]

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llmdock import __version__
 from llmdock.errors import InvalidRequest, LlmdockError, NotFound
-from llmdock.gateway import batches, feedback, inference, info, metrics, prompts_read, responses_api
+from llmdock.gateway import batches, feedback, inference, info, jobs, metrics, prompts_read, responses_api
 from llmdock.gateway.admin import admin_router
 from llmdock.gateway.auth import AuthMiddleware
 from llmdock.gateway.http import JSONResponse, error_response, unexpected_error_response
@@ -93,6 +93,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Everything loaded so far (models, libraries, settings) lives as long as the process: keep it out
     # of the cyclic GC's generations, so full collections under load stay short (P99 latency).
     batch_worker = batches.start_worker(runtime)  # the Batch API's batches, off the request path
+    scheduler = jobs.start_scheduler(runtime)  # job_scheduler: true fires the stored schedules here
     gc.freeze()
     log.info("llmdock %s ready: models %s", __version__, ", ".join(runtime.backends))
     yield
@@ -100,6 +101,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         retention.cancel()
     if batch_worker is not None:
         batch_worker.cancel()
+    if scheduler is not None:  # running pipelines end first
+        scheduler[1].set()
+        await scheduler[0]
     await runtime.close()
 
 

@@ -10,15 +10,36 @@ from __future__ import annotations
 
 import asyncio
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmdock.errors import InvalidRequest
+from llmdock.config import Settings
+from llmdock.errors import ConfigError, InvalidRequest
 from llmdock.jobs.batch import RowAnswerer, run_file
+from llmdock.store.audit import Actor
+from llmdock.store.engine import Store
+
+if TYPE_CHECKING:
+    from llmdock.datasets.steps.base import Step as DatasetStep
+    from llmdock.evaluate.targets import Serving
+
+
+@dataclass
+class Services:
+    """The existing services a step calls (datasets, evaluation, registry, scan), given by whoever runs the
+    pipeline: the settings, the store, who acts (the audit log), the registered metrics and dataset steps, and
+    the in-process serving runtime (built on first use)."""
+
+    settings: Settings
+    store: Store
+    actor: Actor
+    serving: Callable[[], Serving]
+    metrics: Mapping[str, Any]
+    dataset_steps: Mapping[str, type[DatasetStep]]
 
 
 @dataclass
@@ -29,6 +50,14 @@ class StepContext:
     folder: Path
     rows: Callable[[], RowAnswerer]
     lines: list[str] = field(default_factory=list)
+    services_: Services | None = None
+    attempts: int = 0
+
+    @property
+    def services(self) -> Services:
+        if self.services_ is None:
+            raise ConfigError("this step needs the store and settings, which this runner does not give")
+        return self.services_
 
     def log(self, line: str) -> None:
         self.lines.append(line)
@@ -66,22 +95,36 @@ class ShellStep:
     outputs: ClassVar[tuple[str, ...]] = ("stdout", "exit_code")
 
     async def run(self, params: ShellParams, ctx: StepContext) -> dict[str, Any]:
-        proc = await asyncio.create_subprocess_exec(
-            *shlex.split(params.run),
-            cwd=ctx.folder,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(), params.timeout_s)
+            argv = shlex.split(params.run)
+        except ValueError as exc:
+            raise InvalidRequest(f"{params.run!r}: {exc}", param="run") from None
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, cwd=ctx.folder, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+            )
+        except OSError as exc:
+            raise InvalidRequest(f"{params.run!r}: {exc.strerror}", param="run") from None
+        start = len(ctx.lines)
+        try:
+            await asyncio.wait_for(self._read(proc, ctx), params.timeout_s)
         except TimeoutError:
-            proc.kill()
             raise InvalidRequest(f"{params.run!r} did not finish in {params.timeout_s:g} s") from None
-        text = out.decode(errors="replace")
-        ctx.lines.extend(text.splitlines())
+        finally:  # a timeout, or the step cancelled (its run cancelled, its timeout_s): no process left over
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
         if proc.returncode:
             raise InvalidRequest(f"{params.run!r} exited with {proc.returncode}")
-        return {"stdout": text.strip(), "exit_code": proc.returncode}
+        return {"stdout": "\n".join(ctx.lines[start:]).strip(), "exit_code": proc.returncode}
+
+    @staticmethod
+    async def _read(proc: asyncio.subprocess.Process, ctx: StepContext) -> None:
+        """Line by line into the step's log, so ``llmdock jobs logs`` shows a running step's output."""
+        assert proc.stdout is not None
+        async for line in proc.stdout:
+            ctx.lines.append(line.decode(errors="replace").rstrip("\n"))
+        await proc.wait()
 
 
 class BatchParams(StepParams):

@@ -85,3 +85,42 @@ class JobStepRun(Base):
     error: Mapped[str] = mapped_column(Text, default="")
     log: Mapped[str] = mapped_column(Text, default="")
     duration_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # sha256 of (uses, step version, llmdock version, resolved inputs, input files' contents): an equal key
+    # on a succeeded step lets a later run reuse its outputs (status ``cached``, ``cached_from`` its run)
+    cache_key: Mapped[str] = mapped_column(String(64), default="", index=True)
+    cached_from: Mapped[str] = mapped_column(String(32), default="")
+
+
+class JobSchedule(Base):
+    """A pipeline YAML run on a cron expression in a time zone (``llmdock jobs schedule``)."""
+
+    __tablename__ = "job_schedules"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    params: Mapped[dict[str, Any]] = mapped_column()
+    cron: Mapped[str] = mapped_column(String(120))
+    tz: Mapped[str] = mapped_column(String(64))
+    misfire: Mapped[str] = mapped_column(String(16))  # skip or run_once
+    grace_s: Mapped[float] = mapped_column(Float)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column()
+
+
+class JobScheduleFire(Base):
+    """One slot of a schedule, claimed by the first runner to insert it (the primary key is the lock: a second
+    gateway or scheduler inserting the same slot fails and does not run it). ``status``: ``started`` (its
+    run is ``run_id``) or ``missed`` (past its grace time, skipped by the misfire policy)."""
+
+    __tablename__ = "job_schedule_fires"
+
+    schedule_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("job_schedules.id", ondelete="CASCADE"), primary_key=True
+    )
+    slot: Mapped[datetime] = mapped_column(primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    run_id: Mapped[str] = mapped_column(String(32), default="")
+    claimed_by: Mapped[str] = mapped_column(String(64))
+    claimed_at: Mapped[datetime] = mapped_column()
