@@ -17,12 +17,12 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import numpy as np
 from scipy import stats
 from sqlalchemy import select
 
+from llmdock.monitor.trace_text import last_user_text
 from llmdock.store.engine import Store
 from llmdock.store.models import Trace
 
@@ -56,18 +56,6 @@ class DriftRow:
     adjusted_p: float = float("nan")
     drifted: bool = False
     samples: tuple[Sequence[float], Sequence[float]] = ((), ())  # for the report's plots
-
-
-def last_user_text(inputs: dict[str, Any]) -> str:
-    """The text the caller sent: the last user message (chat), the prompt, or the embedded inputs."""
-    for message in reversed(inputs.get("messages") or []):
-        if message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, list):
-                return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-            return str(content or "")
-    prompt = inputs.get("prompt") or inputs.get("input") or ""
-    return " ".join(map(str, prompt)) if isinstance(prompt, list) else str(prompt)
 
 
 def load_window(store: Store, model: str, since: datetime, until: datetime) -> Window:
