@@ -201,3 +201,47 @@ async def test_an_alert_rule_watches_an_online_score(gw: Gateway) -> None:
     assert (verdict.model, verdict.value, verdict.firing) == ("fake", 0.75, True)
     fine = rule.model_copy(update={"below": 0.5})
     assert not judge(fine, gw.runtime.store, datetime.now(UTC))[0].firing
+
+
+async def test_experiments_report_online_scores_per_variant_beside_the_feedback(
+    gateway_factory: Callable[[Settings], Any], tmp_path: Path
+) -> None:
+    from llmdock.experiments.book import ExperimentBook
+    from llmdock.experiments.report import experiment_report
+    from tests.unit.test_experiments import ME, ask, push_versions, spec
+
+    online = {
+        "settle": 0.05,
+        "rules": [
+            {
+                "name": "tone",
+                "sample": 1.0,
+                "metrics": [{"type": "icontains", "name": "detailed", "value": "detail"}],
+            }
+        ],
+    }
+    settings = fake_settings(tmp_path, online_eval=OnlineEvalSettings(**online))
+    gw: Gateway = await gateway_factory(settings)
+    store = gw.runtime.store
+    assert store is not None
+    assert gw.runtime.experiments is not None
+    push_versions(store)
+    book = ExperimentBook(store)
+    book.create(spec("tone"), ME, {"fake", "fake-embed"})
+    assert gw.runtime.experiments.load()
+    ev = evaluator(gw)
+    await ev.look()
+    for i in range(30):
+        assert (await gw.client.post("/v1/chat/completions", json=ask(f"user-{i}"))).status_code == 200
+    gw.flush_traces()
+    await asyncio.sleep(0.06)
+    assert await ev.look() == 30
+    await ev.drain()
+    report = experiment_report(store, book.get("tone"))
+    a, b = report.variants
+    assert a["online_eval"]["detailed"]["mean"] == 0.0  # version 1 answers briefly
+    assert b["online_eval"]["detailed"]["mean"] == 1.0  # version 2 "in detail"
+    assert a["online_eval"]["detailed"]["n"] + b["online_eval"]["detailed"]["n"] == 30
+    assert a["scores"] == b["scores"] == {}  # no user feedback: the evaluator's scores are kept apart
+    (diff,) = [d for d in report.differences["b"] if d.measure == "online eval: detailed"]
+    assert (diff.mean_a, diff.mean_b, diff.test) == (0.0, 1.0, "Welch's t")
