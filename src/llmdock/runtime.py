@@ -32,6 +32,7 @@ from llmdock.store.trace_writer import TraceWriter
 if TYPE_CHECKING:
     from llmdock.monitor.alerts import AlertLoop
     from llmdock.monitor.metrics import RequestMetrics
+    from llmdock.monitor.online_eval import OnlineEvaluator
 
 log = logging.getLogger("llmdock")
 
@@ -141,6 +142,8 @@ class Runtime:
         self.metrics: RequestMetrics | None = None  # the gateway's /metrics (enable_metrics)
         self.alerts: AlertLoop | None = None  # alert rules, evaluated by the serving runtime (start)
         self._alert_task: asyncio.Task[None] | None = None
+        self.online_eval: OnlineEvaluator | None = None  # sampled online evaluation (start_online_eval)
+        self._online_task: asyncio.Task[None] | None = None
         # Log output is redacted too (privacy.pii): installed last, so a failed start leaves logging as it was.
         self._log_records = RedactingLogRecords(self.privacy) if self.privacy.engine is not None else None
         if self._log_records is not None:
@@ -232,6 +235,17 @@ class Runtime:
         if self.experiments is not None and self.store is not None and self.store.migrated:
             self.experiments.start()
 
+    def start_online_eval(self) -> None:
+        """Score a sample of the stored traces in the background (``online_eval.rules``; the gateway asks, the
+        CLI never pays for it). A bad rule is a ConfigError naming its ``file:line``."""
+        if self.settings.online_eval.rules and self.store is not None and self.online_eval is None:
+            from llmdock.monitor.online_eval import evaluator_for
+
+            self.online_eval = evaluator_for(
+                self.settings, self.stage_env, self.plugins.metrics, self.metrics
+            )
+            self._online_task = asyncio.get_running_loop().create_task(self.online_eval.run())
+
     def readiness(self) -> dict[str, Any]:
         models = {name: r.loaded for name, r in self.backends.items() if not r.lazy}
         store: dict[str, Any] = {"ok": False, "error": "traces disabled"}
@@ -256,6 +270,8 @@ class Runtime:
         if self._alert_task is not None and self.alerts is not None:
             self._alert_task.cancel()
             self.alerts.close()
+        if self._online_task is not None:
+            self._online_task.cancel()
         if self.experiments is not None:
             self.experiments.stop()
         for backend in self.backends.values():

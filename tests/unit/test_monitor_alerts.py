@@ -267,7 +267,7 @@ async def test_the_gateway_answers_at_once_while_a_webhook_is_being_retried(
 @pytest.mark.parametrize(
     ("yaml_rule", "field", "message"),
     [
-        ("{name: x, metric: latency_p97, above: 1}", "alerts.rules.0.metric", "Input should be"),
+        ("{name: x, metric: latency_p97, above: 1}", "alerts.rules.0.metric", "unknown metric 'latency_p97'"),
         ("{name: x, metric: cost, above: 1, every: 5 minutes}", "alerts.rules.0.every", "malformed duration"),
         ("{name: x, metric: cost, above: 1, channels: [pager]}", "alerts", "unknown channel 'pager'"),
         ("{name: x, metric: cost}", "alerts.rules.0", "needs above or below"),

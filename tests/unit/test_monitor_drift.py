@@ -135,3 +135,68 @@ def test_minilm_embeddings_see_a_change_of_topic_and_not_a_rephrasing(tmp_path: 
     assert out.returncode == 0, out.stderr
     line = next(x for x in out.stdout.splitlines() if "inputs: meaning" in x)
     assert line.rstrip(" │").endswith("no"), out.stdout
+
+
+ENGLISH = "Could you tell me how long to roast a chicken for a family dinner tonight?"
+FRENCH = "Pouvez-vous me dire combien de temps il faut rôtir un poulet pour le dîner ce soir ?"
+
+
+async def test_a_new_language_drifts_the_same_language_does_not() -> None:
+    from llmdock.monitor.drift import Window
+
+    ref = Window(inputs=[ENGLISH] * 60, outputs=["Roast it for about an hour and a half."] * 60)
+    ref.prompt_tokens = ref.completion_tokens = [10] * 60
+    mixed = Window(inputs=[ENGLISH] * 30 + [FRENCH] * 30, outputs=ref.outputs, prompt_tokens=[10] * 60)
+    mixed.completion_tokens = [10] * 60
+    rows = {r.name: r for r in await drift(ref, mixed, None)}
+    assert rows["inputs: language"].drifted
+    assert "fr 50%" in rows["inputs: language"].current
+    assert not rows["outputs: language"].drifted  # one language on both sides: p = 1
+    same = {r.name: r for r in await drift(ref, ref, None)}
+    assert not same["inputs: language"].drifted
+
+
+async def test_online_scores_drift_when_their_distribution_moves() -> None:
+    rng = np.random.default_rng(3)
+    base = {"prompt_tokens": [5] * 80, "completion_tokens": [5] * 80}
+    ref = Window(
+        scores={"helpful": list(rng.uniform(0.6, 1.0, 80)), "polite": list(rng.uniform(0, 1, 80))}, **base
+    )
+    cur = Window(
+        scores={"helpful": list(rng.uniform(0.2, 0.6, 80)), "polite": list(rng.uniform(0, 1, 80))}, **base
+    )
+    rows = {r.name: r for r in await drift(ref, cur, None)}
+    assert rows["online eval: helpful"].drifted
+    assert not rows["online eval: polite"].drifted
+
+
+async def test_a_stored_reference_is_read_back_whole_and_drift_uses_it(tmp_path: Path) -> None:
+    from llmdock.monitor.drift_summary import Summary
+    from llmdock.monitor.reference import get_reference, set_reference
+
+    cfg = make_store(
+        tmp_path, [s + " Please answer in great detail with examples." for s in sentences(COOKING, 40)]
+    )
+    store = Store(load_settings(cfg).resolved_database_url())
+    now = datetime.now(UTC)
+
+    async def embed(texts: list[str]) -> list[list[float]]:
+        return [[float(len(t)), float(t.count(" ")), 1.0] for t in texts]
+
+    made = await set_reference(store, "m", now - timedelta(days=7), now - timedelta(days=1), embed, "toy")
+    assert made.summary.n == 80
+    got = get_reference(store, "m")
+    assert got is not None
+    assert got.embedding_model == "toy"
+    assert got.summary.to_json() == made.summary.to_json()
+    assert set(got.summary.embeddings) == {"inputs", "outputs"}
+    assert np.allclose(got.summary.embeddings["inputs"], made.summary.embeddings["inputs"])
+    assert isinstance(got.summary, Summary)
+    with store.session() as s, s.begin():  # the reference window's traces are gone: the stored summary is not
+        s.query(Trace).filter(Trace.created_at < now - timedelta(days=1)).delete()
+    store.close()
+    out = run_drift(cfg, "--no-embeddings", "--html", str(tmp_path / "r.html"))
+    assert out.returncode == 0, out.stderr
+    assert "reference stored" in out.stdout
+    assert "(80 traces)" in out.stdout
+    assert "input length" in out.stdout

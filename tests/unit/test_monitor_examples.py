@@ -22,9 +22,9 @@ NAME = re.compile(r"\bllmdock_[a-z_]+")
 
 
 def exported(name: str) -> bool:
-    """Whether ``name`` is a series /metrics serves (a histogram's _bucket, _sum and _count included)."""
+    """Whether ``name`` is a series /metrics serves (a histogram's _bucket, _sum and _count, a summary's _sum and _count included)."""
     base = re.sub(r"_(bucket|sum|count)$", "", name)
-    return name in INSTRUMENTS or (base in INSTRUMENTS and INSTRUMENTS[base][0] == "histogram")
+    return name in INSTRUMENTS or (base in INSTRUMENTS and INSTRUMENTS[base][0] in ("histogram", "summary"))
 
 
 def dashboard_queries() -> list[str]:

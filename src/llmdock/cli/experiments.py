@@ -197,11 +197,25 @@ def status(name: str = typer.Argument(...), as_json: bool = AS_JSON, config: Pat
         f", winner {report.winner}" if report.winner else ""
     )
     console.print(head)
-    table = Table("variant", "requests", "errors", "blocked", "p50 ms", "p95 ms", "tokens", "cost", "scores")
+    table = Table(
+        "variant",
+        "requests",
+        "errors",
+        "blocked",
+        "p50 ms",
+        "p95 ms",
+        "tokens",
+        "cost",
+        "scores",
+        "online eval",
+    )
     for v in report.variants:
-        scores = "  ".join(
-            f"{k} {s['mean']:.3g} [{_num(s['low'])}, {_num(s['high'])}] n={s['n']}"
-            for k, s in v["scores"].items()
+        scores, online = (
+            "  ".join(
+                f"{k} {s['mean']:.3g} [{_num(s['low'])}, {_num(s['high'])}] n={s['n']}"
+                for k, s in v[field].items()
+            )
+            for field in ("scores", "online_eval")
         )
         table.add_row(
             f"{v['name']} {v['variant']} {v['weight']}%"
@@ -214,6 +228,7 @@ def status(name: str = typer.Argument(...), as_json: bool = AS_JSON, config: Pat
             _num(v["mean_tokens"], ".1f"),
             _num(v["cost"], ".4g"),
             scores or "-",
+            online or "-",
         )
     console.print(table)
     diffs = Table(

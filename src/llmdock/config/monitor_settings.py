@@ -1,4 +1,5 @@
-"""The monitoring sections: Prometheus metrics (``metrics``) and alert rules on stored traces (``alerts``).
+"""The monitoring sections: Prometheus metrics (``metrics``), alert rules on stored traces (``alerts``) and
+sampled online evaluation of answered traffic (``online_eval``).
 
 A bad rule (an unknown metric, a malformed schedule or window, an unknown channel) stops llmdock at start with
 ``file:line: alerts.rules.N.field: message``, as every setting does."""
@@ -45,7 +46,7 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-AlertMetric = Literal[
+TRACE_METRICS = (
     "requests",
     "error_rate",
     "latency_p50_ms",
@@ -54,7 +55,31 @@ AlertMetric = Literal[
     "cost",
     "tokens",
     "guard_block_rate",
-]
+)
+ONLINE_EVAL = "online_eval:"  # an alert metric ``online_eval:NAME``: the mean of that online-evaluation score
+SCORE_NAME = r"[a-z][a-z0-9_.-]{0,63}"  # what feedback accepts as a score's name
+
+
+def _alert_metric(value: Any) -> Any:
+    if (
+        isinstance(value, str)
+        and re.fullmatch(re.escape(ONLINE_EVAL) + SCORE_NAME, value)
+        and len(value) > 32
+    ):
+        raise ValueError(
+            f"{value!r}: an alert on an online-evaluation score takes a name of 20 characters at most"
+        )
+    if isinstance(value, str) and (
+        value in TRACE_METRICS or re.fullmatch(re.escape(ONLINE_EVAL) + SCORE_NAME, value)
+    ):
+        return value
+    raise ValueError(
+        f"unknown metric {value!r}: one of {', '.join(TRACE_METRICS)}, or online_eval:NAME "
+        "(an online-evaluation score)"
+    )
+
+
+AlertMetric = Annotated[str, BeforeValidator(_alert_metric)]
 
 
 class AlertChannel(BaseModel):
@@ -133,3 +158,79 @@ class AlertSettings(BaseModel):
                     f"(configured: {', '.join(self.channels) or 'none'})"
                 )
         return self
+
+
+class OnlineMetric(BaseModel):
+    """One metric an online-evaluation rule scores with: an evaluation check (``{type, value, threshold}``, as
+    in a suite's ``assert``), whose ``name`` names its scores on the trace and its time series."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(min_length=1, description="a metric of the evaluation registry (llm-rubric, regex…)")
+    name: str = Field(default="", description="the score's name (default: the type)")
+    value: Any = Field(default=None, description="what the metric compares with: a rubric, a pattern…")
+    threshold: float | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.type
+
+    @model_validator(mode="after")
+    def _named(self) -> OnlineMetric:
+        if not re.fullmatch(SCORE_NAME, self.label) or self.label in ("thumbs", "rating"):
+            raise ValueError(
+                f"{self.label!r} cannot name a score: give `name` (lowercase letters, digits, _ . -; "
+                "not thumbs or rating)"
+            )
+        return self
+
+
+class OnlineEvalRule(BaseModel):
+    """Which answered traffic is scored (models, routes, prompts; empty: any), what share of it, and how."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    models: list[str] = Field(default_factory=list, description="empty: every model")
+    routes: list[Literal["chat", "completion", "responses"]] = Field(
+        default_factory=list, description="empty: every route that answers with text"
+    )
+    prompts: list[str] = Field(
+        default_factory=list, description="prompt templates: NAME, NAME@LABEL or NAME/VERSION; empty: any"
+    )
+    sample: float = Field(default=0.05, gt=0, le=1, description="the share of matching traces scored")
+    metrics: list[OnlineMetric] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> OnlineEvalRule:
+        _once([m.label for m in self.metrics], "two metrics are named {!r}: give each a `name`")
+        return self
+
+
+class OnlineEvalSettings(BaseModel):
+    """Sampled online evaluation (docs/monitoring.md#online-evaluation)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rules: list[OnlineEvalRule] = Field(default_factory=list)
+    every: Duration = Field(default=5.0, description="how often the stored traces are read for new ones")
+    settle: Duration = Field(
+        default=10.0, description="traces are read this long after they were answered (ingest delay)"
+    )
+    batch: int = Field(default=200, gt=0, le=10_000, description="traces read per look")
+    queue: int = Field(default=256, gt=0, description="claimed traces waiting to be scored, at most")
+    concurrency: int = Field(default=1, gt=0, le=64, description="traces scored at once")
+    max_lag: Duration = Field(
+        default=3600.0, description="further behind than this, the evaluator skips ahead (counted as dropped)"
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> OnlineEvalSettings:
+        _once([r.name for r in self.rules], "two online_eval rules are named {!r}")
+        return self
+
+
+def _once(names: list[str], message: str) -> None:
+    for name in names:
+        if names.count(name) > 1:
+            raise ValueError(message.format(name))

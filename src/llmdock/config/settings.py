@@ -15,7 +15,7 @@ from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from llmdock.config.models import ModelConfig, builtin_models
-from llmdock.config.monitor_settings import AlertSettings, MetricsSettings
+from llmdock.config.monitor_settings import AlertSettings, MetricsSettings, OnlineEvalSettings
 from llmdock.config.sections import (
     AuthSettings,
     CacheSettings,
@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     guards: GuardSettings = Field(default_factory=GuardSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    online_eval: OnlineEvalSettings = Field(default_factory=OnlineEvalSettings)
     rag: RagSettings = Field(default_factory=RagSettings)
     job_scheduler: bool = Field(
         default=False, description="fire the stored schedules (llmdock jobs schedule) in each gateway worker"

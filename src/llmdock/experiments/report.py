@@ -1,9 +1,10 @@
 """``llmdock experiments status``: per variant what it did, and each variant against the first (the control).
 
-Measures compared: the thumbs-up rate and every other feedback score (means), the error rate, latency.
+Measures compared: the thumbs-up rate and every other feedback score (means), the online-evaluation scores
+(``online eval: NAME``, means, from the sampled traces), the error rate, latency.
 Significance is the sequential test's (``experiments.sequential``), so reading the status often is safe.
 ``auto_winner`` picks the primary measure (thumbs-up rate if there are thumbs, else the rating, else the
-first named score) and names a winner only when a variant differs from the control significantly on it.
+first named feedback score, else the first online-evaluation score) and names a winner only when a variant differs from the control significantly on it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from llmdock.store.engine import Store
 from llmdock.store.experiment_rows import ExperimentRow
 
 THUMBS_UP = "thumbs-up rate"
+ONLINE = "online eval: "  # the measures of online-evaluation scores (``online_eval`` rules)
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Report:
             if preferred in measures:
                 return preferred
         named = [m for m in measures if m not in ("error rate", "latency ms")]
+        named.sort(key=lambda m: m.startswith(ONLINE))  # feedback first, online evaluation after
         return named[0] if named else None
 
 
@@ -49,6 +52,10 @@ def _variant_view(spec: VariantSpec, st: VariantStats) -> dict[str, Any]:
         scores[THUMBS_UP if name == "thumbs" else name] = {
             "n": est.n, "mean": est.mean, "low": est.low, "high": est.high,
         }  # fmt: skip
+    online = {
+        name: {"n": est.n, "mean": est.mean, "low": est.low, "high": est.high}
+        for name, est in ((name, mean_ci(values)) for name, values in sorted(st.online.items()))
+    }
     return {
         "name": spec.name,
         "variant": spec.describe(),
@@ -64,6 +71,7 @@ def _variant_view(spec: VariantSpec, st: VariantStats) -> dict[str, Any]:
         "cost": st.cost,
         "feedback": len(thumbs) + sum(len(v) for k, v in st.scores.items() if k != "thumbs"),
         "scores": scores,
+        "online_eval": online,
     }
 
 
@@ -76,6 +84,8 @@ def _differences(a: VariantStats, b: VariantStats) -> list[Difference]:
     found.append(compare_rates(THUMBS_UP, int(sum(ta)), len(ta), int(sum(tb)), len(tb)))
     for name in sorted((set(a.scores) & set(b.scores)) - {"thumbs"}):
         found.append(compare_means(name, a.scores[name], b.scores[name]))
+    for name in sorted(set(a.online) & set(b.online)):
+        found.append(compare_means(ONLINE + name, a.online[name], b.online[name]))
     return [d for d in found if d is not None]
 
 

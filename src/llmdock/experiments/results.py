@@ -23,6 +23,7 @@ from llmdock.store.feedback_rows import FeedbackRow
 from llmdock.store.models import Trace
 
 BLOCKED = GuardBlocked.code + ":"
+EVALUATOR = "evaluator"  # feedback from an automatic evaluator (online evaluation): reported on its own
 # id, attributes, status, error, duration_ms, tokens, cost
 TraceFacts = tuple[str, dict[str, Any] | None, str, str, float, int, float | None]
 
@@ -37,6 +38,9 @@ class VariantStats:
     tokens: list[float] = field(default_factory=list)
     cost: float = 0.0
     scores: dict[str, list[float]] = field(default_factory=dict)  # feedback values by score name
+    online: dict[str, list[float]] = field(
+        default_factory=dict
+    )  # online-evaluation scores (source evaluator)
 
     def rate(self, count: int) -> float:
         return count / self.n if self.n else math.nan
@@ -52,7 +56,7 @@ class VariantStats:
 
 def variant_stats(store: Store, row: ExperimentRow) -> dict[str, VariantStats]:
     """Per variant (in the experiment's order): requests, errors, guard blocks, latency, tokens, cost,
-    feedback scores."""
+    feedback scores, and the online-evaluation scores (feedback of source ``evaluator``) apart."""
     stats = {v["name"]: VariantStats(v["name"]) for v in row.variants}
     q = select(
         Trace.id,
@@ -79,11 +83,14 @@ def variant_stats(store: Store, row: ExperimentRow) -> dict[str, VariantStats]:
             v.cost += cost or 0.0
         ids = list(variant_of)
         for i in range(0, len(ids), 500):
-            fq = select(FeedbackRow.trace_id, FeedbackRow.name, FeedbackRow.value).where(
+            fq = select(FeedbackRow.trace_id, FeedbackRow.name, FeedbackRow.value, FeedbackRow.source).where(
                 FeedbackRow.trace_id.in_(ids[i : i + 500]), FeedbackRow.value.is_not(None)
             )
-            for tid, name, value in s.execute(fq):
-                stats[variant_of[tid]].scores.setdefault(name, []).append(float(value or 0.0))
+            for tid, name, value, source in s.execute(fq):
+                v = stats[variant_of[tid]]
+                (v.online if source == EVALUATOR else v.scores).setdefault(name, []).append(
+                    float(value or 0.0)
+                )
     return stats
 
 

@@ -49,7 +49,7 @@ class FeedbackBook:
             raise NotFound(f"no trace {trace_id!r}", param="trace_id")
         return trace
 
-    def _prepared(self, text: str, row_id: str, field: str) -> str:
+    def prepared(self, text: str, row_id: str, field: str) -> str:
         """Text as it may be stored: redacted (privacy.pii), then sealed (privacy.encrypt_bodies)."""
         policy = self.privacy
         if not text or policy is None:
@@ -70,8 +70,8 @@ class FeedbackBook:
             created_at=datetime.now(UTC),
             name=name,
             value=value,
-            comment=self._prepared(item.comment, row_id, "comment"),
-            correction=self._prepared(item.correction, row_id, "correction"),
+            comment=self.prepared(item.comment, row_id, "comment"),
+            correction=self.prepared(item.correction, row_id, "correction"),
             source=item.source,
             subject=trace.subject,
             team_id=trace.team_id,

@@ -82,6 +82,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     runtime: Runtime = app.state.runtime
     try:
         await runtime.start()
+        runtime.start_online_eval()  # sampled scoring of stored traces, in the background (online_eval)
     except LlmdockError as exc:  # e.g. a model file that is not there: one line, not a traceback
         runtime.start_error = exc
         raise

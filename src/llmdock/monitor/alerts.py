@@ -16,9 +16,7 @@ ever reach a request.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,8 +24,16 @@ from pathlib import Path
 from sqlalchemy import select
 
 from llmdock.config.monitor_settings import AlertRule, AlertSettings
+from llmdock.monitor.leader import LeaderLock
 from llmdock.monitor.notify import Notice, deliver
-from llmdock.monitor.trace_stats import TraceFacts, bucket_values, by_model, load_facts, metric_value, zscore
+from llmdock.monitor.trace_stats import (
+    TraceFacts,
+    bucket_values,
+    by_model,
+    load_metric_facts,
+    metric_value,
+    zscore,
+)
 from llmdock.store.engine import Store
 from llmdock.store.monitor_rows import AlertFiring, AlertSilence
 
@@ -46,7 +52,7 @@ def judge(rule: AlertRule, store: Store, now: datetime) -> list[Verdict]:
     """The rule's verdict on each model with traffic in its window (or each model it names)."""
     window = timedelta(seconds=rule.window)
     reach = timedelta(seconds=rule.baseline) if rule.condition == "anomaly" else 2 * window
-    facts = by_model(load_facts(store, now - reach, now, rule.models))
+    facts = by_model(load_metric_facts(store, rule.metric, now - reach, now, rule.models))
     verdicts = []
     for model in rule.models or sorted(facts):
         current = [f for f in facts.get(model, []) if f.created_at >= now - window]
@@ -211,31 +217,16 @@ class AlertLoop:
     def __init__(self, settings: AlertSettings, store: Store, home: Path) -> None:
         self.settings = settings
         self.store = store
-        self.lock_path = home / "alerts.lock"
-        self._lock_fd: int | None = None
+        self.lock = LeaderLock(home / "alerts.lock")
         self._due: dict[str, float] = {}
         self._sending: set[asyncio.Task[dict[str, str]]] = set()
-
-    def _leader(self) -> bool:
-        """Whether this process evaluates (holds the lock file); retried each tick, so a successor takes over."""
-        if self._lock_fd is not None:
-            return True
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return False
-        self._lock_fd = fd
-        return True
 
     async def run(self) -> None:
         tick = min(5.0, *(r.every for r in self.settings.rules))
         loop = asyncio.get_running_loop()
         while True:
             try:
-                if self._leader():
+                if self.lock.held():
                     now = loop.time()
                     rules = [r for r in self.settings.rules if self._due.get(r.name, 0.0) <= now]
                     for r in rules:
@@ -264,6 +255,4 @@ class AlertLoop:
     def close(self) -> None:
         for task in self._sending:
             task.cancel()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self.lock.release()

@@ -5,7 +5,12 @@ Each statistic compares the two windows with a test from scipy, or a permutation
 - input and output length (characters) and prompt / completion tokens: two-sample Kolmogorov-Smirnov;
 - error rate and guard-block rate: Fisher's exact test on the 2x2 counts;
 - input and output meaning: the maximum mean discrepancy (MMD², RBF kernel, median-distance bandwidth) between the
-  two windows' sentence embeddings (all-MiniLM-L6-v2 by default), its p-value from label permutations.
+  two windows' sentence embeddings (all-MiniLM-L6-v2 by default), its p-value from label permutations;
+- input and output language mix (py3langid): chi-square test of homogeneity on the counts per language;
+- each online-evaluation score: two-sample Kolmogorov-Smirnov.
+
+Both windows are first reduced to a :class:`~llmdock.monitor.drift_summary.Summary`; the reference's can be
+stored once (monitor/reference.py) and read back instead of recomputed.
 
 The p-values are adjusted for the number of tests (Benjamini-Hochberg, ``scipy.stats.false_discovery_control``);
 a statistic has drifted when its adjusted p-value is below ``alpha``.
@@ -13,36 +18,16 @@ a statistic has drifted when its adjusted p-value is below ``alpha``.
 
 from __future__ import annotations
 
-import random
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
-from sqlalchemy import select
 
-from llmdock.store.engine import Store
-from llmdock.store.models import Trace
+from llmdock.monitor.drift_summary import TEXTS, Embed, Summary, summarize
+from llmdock.monitor.drift_window import Window, load_window
 
-Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
-
-
-@dataclass(slots=True)
-class Window:
-    """What one window's traces say: texts, lengths, tokens, outcomes."""
-
-    inputs: list[str] = field(default_factory=list)
-    outputs: list[str] = field(default_factory=list)
-    prompt_tokens: list[int] = field(default_factory=list)
-    completion_tokens: list[int] = field(default_factory=list)
-    errors: int = 0
-    blocked: int = 0
-
-    @property
-    def n(self) -> int:
-        return len(self.prompt_tokens)
+__all__ = ["DriftRow", "Embed", "Summary", "Window", "drift", "load_window", "mmd_test"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,34 +41,6 @@ class DriftRow:
     adjusted_p: float = float("nan")
     drifted: bool = False
     samples: tuple[Sequence[float], Sequence[float]] = ((), ())  # for the report's plots
-
-
-def last_user_text(inputs: dict[str, Any]) -> str:
-    """The text the caller sent: the last user message (chat), the prompt, or the embedded inputs."""
-    for message in reversed(inputs.get("messages") or []):
-        if message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, list):
-                return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-            return str(content or "")
-    prompt = inputs.get("prompt") or inputs.get("input") or ""
-    return " ".join(map(str, prompt)) if isinstance(prompt, list) else str(prompt)
-
-
-def load_window(store: Store, model: str, since: datetime, until: datetime) -> Window:
-    q = select(
-        Trace.input, Trace.output, Trace.prompt_tokens, Trace.completion_tokens, Trace.status, Trace.error
-    ).where(Trace.model == model, Trace.created_at >= since, Trace.created_at < until)
-    w = Window()
-    with store.session() as s:
-        for row in s.execute(q):
-            w.inputs.append(last_user_text(row.input or {}))
-            w.outputs.append(row.output or "")
-            w.prompt_tokens.append(row.prompt_tokens or 0)
-            w.completion_tokens.append(row.completion_tokens or 0)
-            w.errors += row.status == "error"
-            w.blocked += (row.error or "").startswith("guard_blocked")
-    return w
 
 
 def ks_row(name: str, ref: Sequence[float], cur: Sequence[float]) -> DriftRow | None:
@@ -129,16 +86,9 @@ def mmd_test(x: np.ndarray, y: np.ndarray, permutations: int, seed: int = 0) -> 
     return observed, (1 + exceed) / (1 + permutations)
 
 
-async def embedding_row(
-    name: str, ref: list[str], cur: list[str], embed: Embed, permutations: int, max_samples: int
-) -> DriftRow | None:
-    rng = random.Random(0)
-    ref = rng.sample(ref, min(max_samples, len(ref)))
-    cur = rng.sample(cur, min(max_samples, len(cur)))
-    if len(ref) < 5 or len(cur) < 5:
-        return None
-    vectors = np.asarray(await embed(ref + cur), dtype=np.float64)
-    x, y = vectors[: len(ref)], vectors[len(ref) :]
+def embedding_row(name: str, x: np.ndarray, y: np.ndarray, permutations: int) -> DriftRow:
+    """MMD² between two windows' embeddings (rows), with each text's distance from the reference's mean for
+    the plot."""
     mmd2, p = mmd_test(x, y, permutations)
     centre = x.mean(0)
 
@@ -148,40 +98,68 @@ async def embedding_row(
     return DriftRow(
         name,
         f"MMD², {permutations} permutations",
-        f"n={len(ref)}",
-        f"n={len(cur)}",
+        f"n={len(x)}",
+        f"n={len(y)}",
         mmd2,
         p,
         samples=(distance(x), distance(y)),
     )
 
 
+def _mix(counts: dict[str, int]) -> str:
+    total = sum(counts.values())
+    top = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
+    return ", ".join(f"{lang} {c / total:.0%}" for lang, c in top) if total else "-"
+
+
+def language_row(name: str, ref: dict[str, int], cur: dict[str, int]) -> DriftRow | None:
+    """Chi-square test of homogeneity on the language counts (languages seen fewer than 5 times in both
+    windows together are pooled as ``other``)."""
+    if sum(ref.values()) < 5 or sum(cur.values()) < 5:
+        return None
+    langs = sorted(set(ref) | set(cur))
+    common = [lang for lang in langs if ref.get(lang, 0) + cur.get(lang, 0) >= 5]
+    rare = [lang for lang in langs if lang not in common]
+    table = [
+        [side.get(lang, 0) for lang in common] + [sum(side.get(r, 0) for r in rare)] for side in (ref, cur)
+    ]
+    table = [row for row in np.array(table).T.tolist() if sum(row)]  # languages as rows, empty ones dropped
+    if len(table) < 2:  # one language on both sides: nothing moved
+        return DriftRow(name, "chi-square", _mix(ref), _mix(cur), 0.0, 1.0)
+    result = stats.chi2_contingency(np.array(table).T)
+    return DriftRow(name, "chi-square", _mix(ref), _mix(cur), float(result.statistic), float(result.pvalue))
+
+
 async def drift(
-    ref: Window,
-    cur: Window,
+    ref: Window | Summary,
+    cur: Window | Summary,
     embed: Embed | None,
     *,
     permutations: int = 200,
     max_samples: int = 300,
     alpha: float = 0.05,
 ) -> list[DriftRow]:
-    """Every statistic that both windows have enough traces for, p-values adjusted, drift flagged."""
-    rows = [
-        ks_row("input length (chars)", [len(t) for t in ref.inputs], [len(t) for t in cur.inputs]),
-        ks_row("output length (chars)", [len(t) for t in ref.outputs], [len(t) for t in cur.outputs]),
-        ks_row("prompt tokens", ref.prompt_tokens, cur.prompt_tokens),
-        ks_row("completion tokens", ref.completion_tokens, cur.completion_tokens),
-        rate_row("error rate", ref.errors, ref.n, cur.errors, cur.n),
-        rate_row("guard-block rate", ref.blocked, ref.n, cur.blocked, cur.n),
+    """Every statistic that both windows have enough data for, p-values adjusted, drift flagged. A window
+    is summarised first (its texts embedded with ``embed``); a stored reference is already a summary."""
+    if isinstance(ref, Window):
+        ref = await summarize(ref, embed, max_samples)
+    if isinstance(cur, Window):
+        cur = await summarize(cur, embed if ref.embeddings else None, max_samples)
+    rows = [ks_row(name, values, cur.samples.get(name, [])) for name, values in ref.samples.items()]
+    rows += [rate_row(name, *ref.rates[name], *cur.rates[name]) for name in ref.rates if name in cur.rates]
+    rows += [
+        language_row(f"{kind}: language", ref.languages.get(kind, {}), cur.languages.get(kind, {}))
+        for kind in TEXTS
     ]
-    if embed is not None:
-        for label, a, b in (("inputs", ref.inputs, cur.inputs), ("outputs", ref.outputs, cur.outputs)):
-            texts_a, texts_b = [t for t in a if t.strip()], [t for t in b if t.strip()]
-            rows.append(
-                await embedding_row(
-                    f"{label}: meaning (embeddings)", texts_a, texts_b, embed, permutations, max_samples
-                )
-            )
+    rows += [
+        ks_row(f"online eval: {name}", values, cur.scores[name])
+        for name, values in ref.scores.items()
+        if name in cur.scores
+    ]
+    for kind in TEXTS:
+        x, y = ref.embeddings.get(kind), cur.embeddings.get(kind)
+        if x is not None and y is not None and len(x) >= 5 and len(y) >= 5:
+            rows.append(embedding_row(f"{kind}: meaning (embeddings)", x, y, permutations))
     found = [r for r in rows if r is not None]
     if not found:
         return []

@@ -20,7 +20,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 
 from llmdock.routing.router import ModelRoute
 from llmdock.store.trace_records import TraceRecord
@@ -120,6 +120,22 @@ INSTRUMENTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "Finished traces not yet in the store, summed over workers",
         (),
     ),
+    # Online evaluation (monitor/online_eval.py): written by the evaluating worker, off the request path.
+    "llmdock_online_eval_score": (
+        "summary",
+        "Online-evaluation scores by model and metric (the rule's metric name); mean = rate(_sum) / rate(_count)",
+        ("model", "metric"),
+    ),
+    "llmdock_online_eval_traces_total": (
+        "counter",
+        "Traces the online evaluator finished, by model and outcome (scored, error, skipped, dropped)",
+        ("model", "outcome"),
+    ),
+    "llmdock_online_eval_backlog": (
+        "gauge:livesum",
+        "Claimed traces waiting to be scored by the online evaluator",
+        (),
+    ),
 }
 
 
@@ -176,10 +192,12 @@ def tally_record(t: Tally, rec: TraceRecord) -> None:
                 t.observe("llmdock_time_to_first_token_seconds", (model,), ttft / 1000)
 
 
-def _instrument(name: str, registry: CollectorRegistry) -> Counter | Histogram | Gauge:
+def _instrument(name: str, registry: CollectorRegistry) -> Counter | Histogram | Gauge | Summary:
     kind, doc, labels = INSTRUMENTS[name]
     if kind == "counter":
         return Counter(name, doc, labels, registry=registry)
+    if kind == "summary":
+        return Summary(name, doc, labels, registry=registry)
     if kind == "histogram":
         return Histogram(name, doc, labels, buckets=BUCKETS_S, registry=registry)
     if kind == "gauge:livemax":
@@ -210,6 +228,17 @@ class RequestMetrics:
     def record(self, rec: TraceRecord) -> None:
         """The trace sink's observer: tally one finished request (the request path's whole cost)."""
         tally_record(self._tally, rec)
+
+    # What the online evaluator reports (its EvalMetrics protocol); called on the event loop, off the request
+    # path, straight into the instruments: a scored trace is rare next to a request.
+    def online_score(self, model: str, metric: str, value: float) -> None:
+        self._child("llmdock_online_eval_score", (model, metric)).observe(value)
+
+    def online_traces(self, model: str, outcome: str, n: int = 1) -> None:
+        self._child("llmdock_online_eval_traces_total", (model, outcome)).inc(n)
+
+    def online_backlog(self, n: int) -> None:
+        self._child("llmdock_online_eval_backlog", ()).set(n)
 
     def _child(self, name: str, labels: Labels) -> Any:
         key = (name, labels)

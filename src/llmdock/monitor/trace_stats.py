@@ -2,10 +2,12 @@
 
 Computed in the store's process from the columns every trace has (status, duration, cost, tokens, error), so
 they agree with `llmdock traces` and hold for every worker and every way in (gateway, CLI, evaluations).
+``online_eval:NAME`` is the mean of an online-evaluation score over the traces it scored (monitor/scores.py).
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
@@ -15,6 +17,8 @@ from datetime import datetime
 import numpy as np
 from sqlalchemy import select
 
+from llmdock.config.monitor_settings import ONLINE_EVAL
+from llmdock.monitor.scores import load_scores
 from llmdock.store.engine import Store
 from llmdock.store.models import Trace
 
@@ -30,6 +34,7 @@ class TraceFacts:
     duration_ms: float
     cost: float
     tokens: int
+    score: float = math.nan  # online_eval:NAME facts: the trace's score
 
 
 def load_facts(store: Store, since: datetime, until: datetime, models: list[str]) -> list[TraceFacts]:
@@ -65,6 +70,18 @@ def load_facts(store: Store, since: datetime, until: datetime, models: list[str]
         ]
 
 
+def load_metric_facts(
+    store: Store, metric: str, since: datetime, until: datetime, models: list[str]
+) -> list[TraceFacts]:
+    """What ``metric`` is computed from: the traces, or for ``online_eval:NAME`` the traces NAME scored."""
+    if not metric.startswith(ONLINE_EVAL):
+        return load_facts(store, since, until, models)
+    return [
+        TraceFacts(f.model, f.created_at, False, False, 0.0, 0.0, 0, f.value)
+        for f in load_scores(store, since, until, models, [metric.removeprefix(ONLINE_EVAL)])
+    ]
+
+
 def by_model(facts: Iterable[TraceFacts]) -> dict[str, list[TraceFacts]]:
     out: dict[str, list[TraceFacts]] = defaultdict(list)
     for f in facts:
@@ -79,6 +96,8 @@ def metric_value(metric: str, facts: list[TraceFacts]) -> float | None:
     if not facts:
         return None
     n = len(facts)
+    if metric.startswith(ONLINE_EVAL):
+        return statistics.fmean(f.score for f in facts)
     if metric == "error_rate":
         return sum(f.failed for f in facts) / n
     if metric == "guard_block_rate":
