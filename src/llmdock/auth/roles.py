@@ -37,12 +37,13 @@ INFERENCE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/emb
 RESPONSES_PREFIX = "/v1/responses/"  # a stored response: read and deleted with the key that may make one
 BATCH_PREFIXES = ("/v1/files", "/v1/batches")  # the Batch API: batches are inference, run later
 OBSERVE_PREFIXES = ("/admin/traces", "/admin/usage")
+UI_PREFIX = "/ui"
 
 
 def required_permission(method: str, path: str) -> Permission | None:
     """The permission a request needs; None for the public routes."""
-    if path in PUBLIC_PATHS:
-        return None
+    if path in PUBLIC_PATHS or path == UI_PREFIX or path.startswith(UI_PREFIX + "/"):
+        return None  # the dashboard signs its users in itself (llmdock.ui.session)
     if path in INFERENCE_PATHS or path.startswith((RESPONSES_PREFIX, *BATCH_PREFIXES)):
         return "inference"
     if path == "/v1/deployments":
