@@ -280,3 +280,80 @@ def test_monitoring_static_files_and_path_tricks(app: Any) -> None:
     for path in ("/ui/../admin/keys", "/ui/static/../../admin/keys", "/ui%2f../admin/keys"):
         resp = client.get(path, headers=viewer, follow_redirects=False)
         assert resp.status_code in (303, 403, 404), path  # never the admin API's answer to a viewer
+
+
+def test_an_evaluation_run_its_intervals_and_its_report(app: Any) -> None:
+    from llmdock.evaluate.case import Case, CaseResult, Output, Score
+    from llmdock.evaluate.results import create_run, finish_run, save_result
+
+    client, runtime = app
+    create_run(runtime.store, "run0000000001", "capitals", "suite.yaml", "0" * 64, {}, 6, "test")
+    for i in range(6):
+        passed = i != 3
+        case = Case(id=f"c{i}", input=HOSTILE if i == 0 else f"question {i}", expected="x")
+        score = Score(value=1.0 if passed else 0.0, passed=passed, reason="")
+        result = CaseResult(
+            "fake",
+            case.id,
+            0,
+            Output(text=f"answer {HOSTILE}", latency_ms=10.0 + i),
+            {"icontains": score},
+            float(passed),
+            passed,
+        )
+        save_result(runtime.store, "run0000000001", case, result)
+    finish_run(runtime.store, "run0000000001", "done")
+    listing = client.get("/ui/evaluations")
+    assert 'href="/ui/evaluations/run0000000001"' in listing.text
+    page = client.get("/ui/evaluations/run0000000001")
+    assert page.status_code == 200
+    pass_rate = re.search(r"pass rate</th><td>([\d.]+) <small>\[([\d.]+), ([\d.]+)\] n=6", page.text)
+    assert pass_rate is not None
+    mean, low, high = (float(x) for x in pass_rate.groups())
+    assert mean == pytest.approx(5 / 6, abs=1e-3)
+    assert low < mean < high
+    report = client.get("/ui/evaluations/run0000000001/report")
+    assert report.status_code == 200
+    assert "default-src 'none'" in report.headers["content-security-policy"]
+    assert HOSTILE not in report.text
+    assert client.get("/ui/evaluations/nope").status_code == 404
+
+
+def test_monitoring_keeps_closed_hours_and_counts_the_open_one_live(app: Any) -> None:
+    from sqlalchemy import func, select
+
+    from llmdock.store.ui_rows import UiTraceHour
+
+    client, runtime = app
+    k = keys(runtime)
+    blue, red = team_id(runtime, "blue"), team_id(runtime, "red")
+    three_hours_ago = datetime.now(UTC) - timedelta(hours=3)
+    write_traces(
+        runtime.store,
+        [
+            record(1, created_at=three_hours_ago, team_id=blue, duration_ms=100.0),
+            record(2, created_at=three_hours_ago, team_id=blue, duration_ms=300.0, status="error"),
+            record(3, created_at=three_hours_ago, team_id=red, duration_ms=50.0),
+        ],
+    )
+
+    def totals(key: str) -> tuple[int, int, float]:
+        client.cookies.clear()
+        sign_in(client, key)
+        page = client.get("/ui/monitoring?period=24h").text
+        found = re.search(r"<p>(\d+) requests, (\d+) errors", page)
+        mean = re.search(
+            r"<td class=\"num\">([\d.,]+)</td><td class=\"num\">([\d.,]+)</td><td class=\"num\">[\d.]+</td></tr>",
+            page,
+        )
+        assert found is not None
+        assert mean is not None
+        return int(found.group(1)), int(found.group(2)), float(mean.group(1).replace(",", ""))
+
+    assert totals(k["root"]) == (3, 1, 150.0)  # every team: mean of 100, 300, 50
+    assert totals(k["vera"]) == (2, 1, 200.0)  # team blue only
+    with runtime.store.session() as s:
+        kept = s.scalar(select(func.count()).select_from(UiTraceHour).where(UiTraceHour.team_id != "*"))
+    assert kept == 2  # the closed hour, once per team
+    write_traces(runtime.store, [record(4, created_at=datetime.now(UTC), team_id=blue)])
+    assert totals(k["vera"])[:2] == (3, 1)  # the open hour is counted live

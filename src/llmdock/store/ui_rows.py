@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Index, String
+from sqlalchemy import Float, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from llmdock.store.models import Base, Trace
@@ -33,3 +33,18 @@ TRACE_INDEXES = (
     Index("ix_traces_ui_status", Trace.status, Trace.created_at, Trace.id),
     Index("ix_traces_ui_team", Trace.team_id, Trace.created_at, Trace.id),
 )
+
+
+class UiTraceHour(Base):
+    """The monitoring charts' hourly totals of one team's traces, kept once an hour has closed (computed on
+    the first view that needs them). ``team_id`` ``"*"`` marks an hour as computed, traffic or not."""
+
+    __tablename__ = "ui_trace_hours"
+
+    hour: Mapped[str] = mapped_column(String(13), primary_key=True)  # "YYYY-MM-DD HH", UTC
+    team_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    requests: Mapped[int] = mapped_column(Integer)
+    errors: Mapped[int] = mapped_column(Integer)
+    sum_ms: Mapped[float] = mapped_column(Float)
+    max_ms: Mapped[float] = mapped_column(Float)
+    cost: Mapped[float] = mapped_column(Float)

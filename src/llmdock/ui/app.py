@@ -19,7 +19,7 @@ from starlette.templating import Jinja2Templates
 
 from llmdock.errors import AuthError, Forbidden, LlmdockError
 from llmdock.runtime import Runtime
-from llmdock.ui import monitor_pages, prompt_pages, trace_pages
+from llmdock.ui import eval_pages, monitor_pages, prompt_pages, trace_pages
 from llmdock.ui.pages import LOCAL_ADMIN, Ui, environment, error_page, http_error, render, ui_of
 from llmdock.ui.session import COOKIE, SESSION_TTL_S, Sessions, Viewer
 
@@ -128,7 +128,7 @@ def create_ui(runtime: Runtime) -> Starlette:
         Route("/logout", page(logout), methods=["POST"]),
         *[
             Route(path, page(h, changes=c), methods=[m])
-            for module in (trace_pages, prompt_pages, monitor_pages)
+            for module in (trace_pages, prompt_pages, eval_pages, monitor_pages)
             for path, m, h, c in module.ROUTES
         ],
         Mount("/static", StaticFiles(directory=str(files("llmdock.ui").joinpath("static"))), name="static"),

@@ -1,4 +1,4 @@
-"""the dashboard (llmdock.ui): browser sessions, and trace indexes for its filters and keyset pages
+"""the dashboard (llmdock.ui): browser sessions, hourly totals for the charts, and trace indexes for its filters and keyset pages
 
 Revision ID: 0016
 Revises: 0014
@@ -31,6 +31,16 @@ def upgrade() -> None:
     )
     op.create_index("ix_ui_sessions_key_prefix", "ui_sessions", ["key_prefix"])
     op.create_index("ix_ui_sessions_expires_at", "ui_sessions", ["expires_at"])
+    op.create_table(
+        "ui_trace_hours",
+        sa.Column("hour", sa.String(13), primary_key=True),
+        sa.Column("team_id", sa.String(32), primary_key=True),
+        sa.Column("requests", sa.Integer, nullable=False),
+        sa.Column("errors", sa.Integer, nullable=False),
+        sa.Column("sum_ms", sa.Float, nullable=False),
+        sa.Column("max_ms", sa.Float, nullable=False),
+        sa.Column("cost", sa.Float, nullable=False),
+    )
     for name, columns in TRACE_INDEXES.items():
         op.create_index(name, "traces", columns)
 
@@ -38,4 +48,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     for name in TRACE_INDEXES:
         op.drop_index(name, table_name="traces")
+    op.drop_table("ui_trace_hours")
     op.drop_table("ui_sessions")
