@@ -1,7 +1,7 @@
 """The dashboard end to end: a real ``llmdock serve`` answering with the embedded model, driven in headless
 Chromium (Debian's ``chromium``, through Playwright from PyPI; no browser is downloaded): sign in with a key,
 see the traces of real requests, filter them (htmx), open a trace and its stages, promote a prompt label and
-see the next request use it, and the monitoring charts drawn (uPlot, under the pages' CSP). A ``<script>``
+see the next request use it, open an evaluation run's report and its plots, and the monitoring charts drawn (uPlot, under the pages' CSP). A ``<script>``
 sent in a request stays text. Screenshots go to the test's tmp dir (and to ``$LLMDOCK_ARTIFACTS`` if set)."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -42,6 +43,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, s
     for word in ("Reply with one word: yes.", "Reply with one word: no."):
         prompts.create("answer", ACTOR, kind="chat", template=[{"role": "system", "content": word}])
     prompts.labels.set("answer", "production", 1, ACTOR)
+    store_run(store)
     store.close()
     server = start_server(
         home, env={"LLMDOCK_PROMPTS__CACHE_TTL_S": "0"}, headers={"authorization": f"Bearer {key}"}
@@ -50,8 +52,27 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, s
     stop_server(server)
 
 
+RUN = "uirun00000000001"
+
+
+def store_run(store: Store) -> None:
+    """An evaluation run of six cases with one check (as ``llmdock eval run`` stores them)."""
+    from llmdock.evaluate.case import Case, CaseResult, Output, Score
+    from llmdock.evaluate.results import create_run, finish_run, save_result
+
+    create_run(store, RUN, "capitals", "suite.yaml", "0" * 64, {}, 6, "test")
+    for i in range(6):
+        passed = i % 3 != 0
+        checks = {"icontains": Score(float(passed), passed)}
+        result = CaseResult(
+            "smollm2", f"c{i}", 0, Output(f"answer {i}", 100.0 + i), checks, float(passed), passed
+        )
+        save_result(store, RUN, Case(id=f"c{i}", input=f"question {i}", expected="x"), result)
+    finish_run(store, RUN, "done")
+
+
 def chat(server: Server, key: str, content: str, **extra: object) -> dict[str, object]:
-    body = {"model": "smollm2", "messages": [{"role": "user", "content": content}], "max_tokens": 4, **extra}
+    body = {"model": "smollm2", "messages": [{"role": "user", "content": content}], "max_tokens": 2, **extra}
     resp = httpx.post(
         f"{server.v1}/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}, timeout=60
     )
@@ -64,8 +85,8 @@ def test_sign_in_see_filter_open_a_trace_and_promote_a_prompt(
 ) -> None:
     chromium = chromium_or_skip()
     server, key = served
-    chat(server, key, "Say hello.")
-    chat(server, key, f"Repeat: {HOSTILE}")
+    with ThreadPoolExecutor(2) as pool:  # the server batches the two (n_parallel): one model call's time
+        list(pool.map(lambda text: chat(server, key, text), ["Say hello.", f"Repeat: {HOSTILE}"]))
     shots = tmp_path / "screenshots"
     shots.mkdir()
     dialogs: list[str] = []
@@ -110,6 +131,14 @@ def test_sign_in_see_filter_open_a_trace_and_promote_a_prompt(
             page.reload()
         page.click("table.traces tbody tr a")  # the newest
         assert "answer version 2" in page.inner_text("dl.facts")
+
+        page.goto(f"{server.url}/ui/evaluations")
+        page.click(f"a[href$='/evaluations/{RUN}']")
+        assert "0.667" in page.inner_text("main")  # the pass rate, with its interval
+        page.click("text=The full report")
+        page.wait_for_selector("svg.plot")  # the report as `llmdock eval report` writes it, under its own CSP
+        assert page.locator("svg.plot").count() >= 3
+        page.screenshot(path=str(shots / "evaluation-report.png"), full_page=True)
 
         page.goto(f"{server.url}/ui/monitoring")
         page.wait_for_selector(".chart canvas")
