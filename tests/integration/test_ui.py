@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from llmdock.gateway import create_app
+from llmdock.privacy.gdpr import subject_pseudonym
 from llmdock.runtime import Runtime
 from llmdock.store import audit
 from llmdock.store.audit import Actor
@@ -130,6 +131,8 @@ def test_keyset_pages_and_filters(app: Any) -> None:
     records = [record(i) for i in range(110)]
     records += [record(200, status="error", duration_ms=900.0, output=f"boom {HOSTILE}")]
     records += [record(201, model="other", created_at=T0 - timedelta(days=2))]
+    secret = runtime.auth.secret
+    records += [record(202, subject="alice"), record(203, subject=subject_pseudonym(secret, "alice"))]
     write_traces(runtime.store, records)
     seen: list[str] = []
     url = "/ui/traces"
@@ -138,13 +141,16 @@ def test_keyset_pages_and_filters(app: Any) -> None:
         seen += re.findall(r'href="/ui/traces/(t\d+)"', page.text)
         nxt = re.search(r'rel="next" href="([^"]+)"', page.text)
         url = nxt.group(1).replace("&amp;", "&") if nxt else ""
-    assert seen == sorted(seen, key=lambda t: (t != "t00200", t == "t00201", -int(t[1:])))
-    assert len(seen) == len(set(seen)) == 112
+    assert seen == sorted(
+        seen, key=lambda t: (t not in ("t00200", "t00202", "t00203"), t == "t00201", -int(t[1:]))
+    )
+    assert len(seen) == len(set(seen)) == 114
 
     def ids(query: str) -> set[str]:
         return set(re.findall(r'href="/ui/traces/(t\d+)"', client.get(f"/ui/traces?{query}").text))
 
     assert ids("status=error") == {"t00200"}
+    assert ids("user=alice") == {"t00202", "t00203"}  # as given, and as its pseudonym (privacy.pii)
     assert ids("model=other") == {"t00201"}
     assert ids("min_ms=500") == {"t00200"}
     assert ids("text=BOOM") == {"t00200"}

@@ -16,6 +16,8 @@ and deleting stored ones), batch files and batches.
 ``observe``: traces and usage through /admin/traces and /admin/usage, the Prometheus metrics (/metrics). ``admin``: keys, users, teams,
 the audit log, data export/erasure, /v1/deployments. A key may narrow its role further (``routes``) and
 to some models (``models``).
+The dashboard under ``/ui`` is not checked here: it signs its users in itself (``llmdock.ui.session``:
+``observe`` to look, role developer or admin to move prompt labels).
 """
 
 from __future__ import annotations

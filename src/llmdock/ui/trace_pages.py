@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from llmdock.errors import InvalidRequest, LlmdockError
 from llmdock.feedback import FeedbackBook
+from llmdock.privacy.gdpr import subject_pseudonym
 from llmdock.store.engine import Store
 from llmdock.store.keyring import open_trace_bodies
 from llmdock.store.models import Trace
@@ -34,7 +35,9 @@ def store_of(ui: Ui) -> Store:
 async def traces(request: Request, viewer: Viewer, ui: Ui) -> Response:
     store = store_of(ui)
     filters, problems = parse_filters(request.query_params)
-    rows, next_cursor = await asyncio.to_thread(list_page, store, filters, viewer.scope)
+    user = filters.user
+    subjects = [user, subject_pseudonym(ui.runtime.auth.secret, user)] if user else None
+    rows, next_cursor = await asyncio.to_thread(list_page, store, filters, viewer.scope, subjects)
     context: dict[str, Any] = {
         "filters": filters,
         "problems": problems,

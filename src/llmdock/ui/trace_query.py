@@ -2,7 +2,8 @@
 
 Pages are keyset pages, newest first: the cursor is the last row's ``(created_at, id)``, so page 1,000 costs
 what page 1 costs (no OFFSET). Filters on model, status and team use the indexes of ``store/ui_rows.py``;
-latency and time range narrow the same scan; text is a case-insensitive substring of the stored (redacted)
+a user (the request's ``user``, stored as given or as its pseudonym
+when ``privacy.pii`` is on) uses the subject index; latency and time range narrow the same scan; text is a case-insensitive substring of the stored (redacted)
 input or output, which no index serves: it reads rows newest first until a page is full (bodies stored
 encrypted cannot be searched).
 """
@@ -39,6 +40,7 @@ class TraceFilters(BaseModel):
     since: datetime | None = None
     until: datetime | None = None
     text: str = Field(default="", max_length=200)
+    user: str = Field(default="", max_length=200)  # the end user (``user`` of the request) as stored
     min_ms: float | None = Field(default=None, ge=0)
     max_ms: float | None = Field(default=None, ge=0)
     after: str = Field(default="", max_length=200)  # the cursor: the last row of the page before
@@ -104,8 +106,11 @@ class TraceRow:
     preview: str
 
 
-def list_page(store: Store, filters: TraceFilters, scope: Scope) -> tuple[list[TraceRow], str]:
-    """One page of traces the scope may see, newest first, and the cursor of the next page ("" at the end)."""
+def list_page(
+    store: Store, filters: TraceFilters, scope: Scope, subjects: list[str] | None = None
+) -> tuple[list[TraceRow], str]:
+    """One page of traces the scope may see, newest first, and the cursor of the next page ("" at the end).
+    ``subjects``: the ways the store may name ``filters.user`` (as given, and its pseudonym)."""
     q = select(
         Trace.id,
         Trace.created_at,
@@ -124,6 +129,8 @@ def list_page(store: Store, filters: TraceFilters, scope: Scope) -> tuple[list[T
         q = q.where(Trace.model == filters.model)
     if filters.status:
         q = q.where(Trace.status == filters.status)
+    if subjects:
+        q = q.where(Trace.subject.in_(subjects))
     if filters.since:
         q = q.where(Trace.created_at >= _utc(filters.since))
     if filters.until:
