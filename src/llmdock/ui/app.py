@@ -4,6 +4,7 @@ wrapper every page goes through (who is looking, CSRF on every POST, who may cha
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from importlib.resources import files
@@ -35,8 +36,6 @@ async def viewer_for(request: Request, ui: Ui) -> Viewer | None:
     """The viewer of this request: the local admin while auth is off, else the session's (None: sign in)."""
     if not ui.sessions.auth_on():
         return LOCAL_ADMIN
-    import asyncio
-
     return await asyncio.to_thread(ui.sessions.viewer, request.cookies.get(COOKIE))
 
 
@@ -106,8 +105,6 @@ async def login(request: Request) -> Response:
 
 
 async def logout(request: Request, viewer: Viewer, ui: Ui) -> Response:
-    import asyncio
-
     await asyncio.to_thread(ui.sessions.sign_out, viewer, client(request))
     base = request.scope.get("root_path", "")
     response = RedirectResponse(f"{base}/login" if viewer.auth_on else f"{base}/traces", 303)

@@ -3,7 +3,6 @@ page carries, and the pages for errors (404, 403, bad input, a bug) instead of t
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,11 +12,9 @@ from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
 from llmdock import __version__
-from llmdock.errors import LlmdockError
 from llmdock.runtime import Runtime
 from llmdock.ui.session import LOCAL_ADMIN, Sessions, Viewer
 
-log = logging.getLogger("llmdock.ui")
 # Scripts only from /ui/static (htmx, uPlot, app.js); inline style attributes are allowed (the waterfall's
 # bars are positioned with them), nothing is fetched from elsewhere, and no other site may frame the pages.
 CSP = (
@@ -79,20 +76,10 @@ def error_page(request: Request, status: int, message: str) -> Response:
     return render(request, "error.html", viewer, status=status, title=title, message=message)
 
 
-async def llmdock_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, LlmdockError)
-    return error_page(request, exc.status, exc.one_line())
-
-
 async def http_error(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 500)
     message = "no such page" if status == 404 else str(getattr(exc, "detail", "")) or "error"
     return error_page(request, status, message)
-
-
-async def unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error in the dashboard", exc_info=exc)
-    return error_page(request, 500, f"internal error ({type(exc).__name__}); see the server log")
 
 
 __all__ = ["LOCAL_ADMIN", "Ui", "environment", "error_page", "render", "ui_of"]
