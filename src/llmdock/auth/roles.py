@@ -16,6 +16,8 @@ and deleting stored ones), batch files and batches, reading prompt templates (``
 ``observe``: traces and usage through /admin/traces and /admin/usage, the Prometheus metrics (/metrics). ``admin``: keys, users, teams,
 the audit log, data export/erasure, /v1/deployments. A key may narrow its role further (``routes``) and
 to some models (``models``).
+The dashboard under ``/ui`` is not checked here: it signs its users in itself (``llmdock.ui.session``:
+``observe`` to look, role developer or admin to move prompt labels).
 """
 
 from __future__ import annotations
@@ -38,12 +40,13 @@ RESPONSES_PREFIX = "/v1/responses/"  # a stored response: read and deleted with 
 BATCH_PREFIXES = ("/v1/files", "/v1/batches")  # the Batch API: batches are inference, run later
 PROMPTS_PREFIX = "/v1/prompts/"  # the prompt SDK reads templates with the key it sends requests with
 OBSERVE_PREFIXES = ("/admin/traces", "/admin/usage")
+UI_PREFIX = "/ui"
 
 
 def required_permission(method: str, path: str) -> Permission | None:
     """The permission a request needs; None for the public routes."""
-    if path in PUBLIC_PATHS:
-        return None
+    if path in PUBLIC_PATHS or path == UI_PREFIX or path.startswith(UI_PREFIX + "/"):
+        return None  # the dashboard signs its users in itself (llmdock.ui.session)
     if path in INFERENCE_PATHS or path.startswith((RESPONSES_PREFIX, PROMPTS_PREFIX, *BATCH_PREFIXES)):
         return "inference"
     if path == "/v1/deployments":

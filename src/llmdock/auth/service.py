@@ -164,6 +164,12 @@ class AuthService:
             raise AuthError(UNAUTHORIZED)
         return principal
 
+    def principal_of(self, prefix: str, mac: str) -> Principal | None:
+        """The principal of a key known by its prefix and keyed hash (a dashboard session keeps those, never
+        the key); None when the key is unknown, revoked or expired. Reads the store: call it in a thread."""
+        found = self._load(prefix, mac)
+        return None if isinstance(found, str) else found
+
     def _load(self, prefix: str, mac: str) -> Principal | str:
         """The principal for a key, or why it is refused (for the audit log, never for the client)."""
         assert self.store is not None

@@ -33,6 +33,7 @@ from llmdock.gateway.openapi import install as install_openapi
 from llmdock.gateway.openapi import json_body
 from llmdock.gateway.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
 from llmdock.runtime import Runtime
+from llmdock.ui import create_ui
 
 log = logging.getLogger("llmdock.gateway")
 
@@ -160,6 +161,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     # measured 0.1-0.3 ms of CPU per request under load. The FastAPI routes above stay for the OpenAPI docs.
     app.add_middleware(HotRoutes, handlers=HOT_ROUTES, runtime=runtime)
     app.include_router(admin_router)
+    app.mount("/ui", create_ui(runtime))  # the dashboard (llmdock.ui): its own sign-in, pages, errors
     # Added last, so it runs first: nothing (not even the hot routes) is reached without a valid key.
     app.add_middleware(AuthMiddleware, service=runtime.auth)
     return app
