@@ -31,9 +31,16 @@ log = logging.getLogger("llmdock.experiments")
 
 
 class ExperimentWatch:
-    def __init__(self, store: Store, forget_prompt: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        forget_prompt: Callable[[str], None] | None = None,
+        on_table: Callable[[ExperimentTable], None] | None = None,
+    ) -> None:
         self.book = ExperimentBook(store)
         self.forget_prompt = forget_prompt
+        self.on_table = on_table  # told each new table, on the event loop (variant routes to load or drop)
+        self._table_changed = False
         self.table = ExperimentTable()
         self._seen: tuple[int, int] = (-1, -1)
         self._live: dict[str, LiveExperiment] = {}
@@ -56,12 +63,16 @@ class ExperimentWatch:
         changed |= {e for name, e in live.items() if self._live.get(name) != e}
         self._stale |= {value for e in changed for key, value in e.match if key == "prompt"}
         self.table, self._live, self._seen = ExperimentTable(live.values()), live, seen
+        self._table_changed = True
         return True
 
     def forget_changed(self) -> None:
         """Drop the worker's cached versions of templates whose experiment changed (on the event loop: the
         prompt cache is not shared with threads)."""
         stale, self._stale = self._stale, set()
+        if self._table_changed and self.on_table is not None:
+            self._table_changed = False
+            self.on_table(self.table)
         if self.forget_prompt is not None:
             for name in stale:
                 self.forget_prompt(name)
