@@ -27,6 +27,7 @@ from llmdock.cli import (
     monitor_cmd,
     prompts,
     prompts_sync,  # noqa: F401 (adds diff and sync to `llmdock prompts`)
+    release,
     scan_cmd,
     secrets_cmd,
     serve,
@@ -66,6 +67,7 @@ COMMANDS: dict[str, typer.Typer | Callable[..., None]] = {  # in the order of th
     "batch": batch.app,
     "jobs": jobs.app,
     "datasets": datasets_cmd.app,
+    "release": release.app,
 }
 for name, command in COMMANDS.items():
     if isinstance(command, typer.Typer):

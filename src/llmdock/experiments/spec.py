@@ -79,6 +79,9 @@ class ExperimentSpec:
     starts_at: datetime | None = None
     ends_at: datetime | None = None
     label: str = "production"  # the prompt label a prompt winner gets
+    release: dict[str, Any] | None = (
+        None  # a canary release's model, challenger and rules (experiments.release)
+    )
 
 
 def parse_variant(text: str) -> VariantSpec:

@@ -5,7 +5,8 @@ experiments are read again and the table replaced (prompt templates whose experi
 from the worker's prompt cache, so a label ``conclude`` moved is served at once). Every ``GUARD_S`` seconds,
 the running experiments with guard rails are measured from their traces and a variant past a bound is
 stopped (audited as ``experiment.stop_variant`` by ``experiment-guard``); every worker may do it, the first
-one wins and the others find it stopped.
+one wins and the others find it stopped. Canary releases' promote and rollback rules are applied on the same
+beat (``experiments.release``).
 """
 
 from __future__ import annotations
@@ -94,6 +95,20 @@ class ExperimentWatch:
                 stopped.append((row.name, variant, reason))
         return stopped
 
+    def apply_releases(self) -> list[tuple[str, str, str]]:
+        """Promote or roll back the running canary releases whose rules say so (``experiments.release``)."""
+        rows = [r for r in self.book.rows(RUNNING) if "release" in r.guard]
+        if not rows:
+            return []
+        from llmdock.experiments.release import judge_releases  # scipy: imported only once a release runs
+
+        done = judge_releases(self.book, rows)
+        for name, action, why in done:
+            log.warning(
+                "release %s: %s (%s)", name, "promoted" if action == "promote" else "rolled back", why
+            )
+        return done
+
     def start(self) -> None:
         """Load once now (the first request sees the experiments), then keep watching in the background."""
         self._tick(guards=False)
@@ -112,6 +127,7 @@ class ExperimentWatch:
             if guards and time.monotonic() - self._guarded >= GUARD_S:
                 self._guarded = time.monotonic()
                 self.apply_guards()
+                self.apply_releases()
                 self.load()
         except (LlmdockError, SQLAlchemyError) as exc:  # store away: keep serving the table we have
             log.warning("experiments: cannot read the store: %s", str(exc).splitlines()[0])
