@@ -15,6 +15,7 @@ asked for with ``want`` and added to (or removed from) the gateway's routes when
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, MutableMapping
@@ -63,14 +64,18 @@ def pinned(backend: Backend, uri: str) -> Backend:
     return type(backend)(spec, backend.settings)
 
 
-async def load(backend: Backend) -> str:
-    """Load ``backend``; "" when it is ready, else why not (and it is closed again)."""
+async def load(make: Callable[[], Backend]) -> Backend | str:
+    """Build a backend with ``make`` and load it: the backend when it is ready, else why not (closed again)."""
+    try:
+        backend = make()
+    except LlmdockError as exc:  # its parameters do not take a model_path, say
+        return exc.one_line()
     try:
         await backend.start()
     except LOAD_ERRORS as exc:
         await backend.close()
         return exc.one_line() if isinstance(exc, LlmdockError) else f"{type(exc).__name__}: {exc}"
-    return ""
+    return backend
 
 
 async def retire(backend: Backend) -> None:
@@ -137,13 +142,12 @@ class RegistryFollow:
 
     async def _switch(self, f: Followed, version: int) -> None:
         uri = f"{URI_PREFIX}{f.ref.name}/{version}"
-        new = pinned(f.dep.backend, uri)
         t0 = time.perf_counter()
-        error = await load(new)
-        if error:
-            f.failed, f.error = version, error
+        new = await load(functools.partial(pinned, f.dep.backend, uri))
+        if isinstance(new, str):
+            f.failed, f.error = version, new
             log.warning("%s: %s moved to %s, which cannot load; still serving %s/%s: %s",
-                        f.route.name, f.ref, uri, f.ref.name, f.serving, error)  # fmt: skip
+                        f.route.name, f.ref, uri, f.ref.name, f.serving, new)  # fmt: skip
             return
         old, f.dep.backend = f.dep.backend, new
         log.info("%s: %s now serves %s (loaded in %.2f s); the old version closes when idle",
@@ -171,17 +175,17 @@ class RegistryFollow:
                 self._loading[name] = self._spawn(self._add_variant(name, self.routes[base], uri))
 
     async def _add_variant(self, name: str, base: ModelRoute, uri: str) -> None:
-        deps = [
-            deployment(f"{d.id}@{name}", pinned(d.backend, uri), d.config, base.model_config, base.shared)
-            for d in base.deployments
-        ]
-        route = ModelRoute(name, base.model_config, deps, base.settings, base.shared)
-        for d in deps:
-            if error := await load(d.backend):
-                self.variant_errors[name] = error
-                log.warning("variant %s (%s as %s) cannot load: %s", name, uri, base.name, error)
-                await _close_route(route)
+        deps: list[Deployment] = []
+        for d in base.deployments:
+            backend = await load(functools.partial(pinned, d.backend, uri))
+            if isinstance(backend, str):
+                self.variant_errors[name] = backend
+                log.warning("variant %s (%s as %s) cannot load: %s", name, uri, base.name, backend)
+                for loaded in deps:
+                    await loaded.backend.close()
                 return
+            deps.append(deployment(f"{d.id}@{name}", backend, d.config, base.model_config, base.shared))
+        route = ModelRoute(name, base.model_config, deps, base.settings, base.shared)
         route.loaded = True
         self.routes[name] = route
         self._loading.pop(name, None)
