@@ -23,6 +23,7 @@ from llmdock.experiments.release import (
 )
 from llmdock.experiments.release_rules import DEFAULT_PROMOTE, DEFAULT_ROLLBACK, evidence, holds, parse_rule
 from llmdock.experiments.results import VariantStats
+from llmdock.experiments.spec import ExperimentSpec, VariantSpec
 from llmdock.experiments.watch import ExperimentWatch
 from llmdock.registry.models import ModelRegistry
 from llmdock.store import Store, TraceRecord, write_traces
@@ -192,3 +193,32 @@ def test_the_watcher_rolls_back_a_failing_challenger_and_promotes_a_good_one(reg
     assert (row.status, row.winner) == ("concluded", "challenger")
     assert registry.labels.get("smol", "production") == 2  # gateways follow the alias from here
     assert challenger_route("assistant") == "assistant@release"
+
+
+async def test_a_key_that_may_not_use_the_variants_model_stays_out_instead_of_being_refused(
+    gateway_factory: Any, make_settings: Any
+) -> None:
+    from llmdock.config import ModelConfig as Model
+
+    models = {"fake": Model(backend="fake", reply="stable"), "fake-b": Model(backend="fake", reply="other")}
+    gw = await gateway_factory(make_settings(models=models, auth={"cache_ttl_s": 0}))
+    d = gw.runtime.auth.directory
+    d.create_user("root", ME, role="admin")
+    d.create_key("root", ME)  # an admin key: keys are required from now on
+    d.create_user("app", ME, role="service", kind="service")
+    scoped, free = d.create_key("app", ME, models=["fake"])[0], d.create_key("app", ME)[0]
+    gw.runtime.auth.refresh()
+    book = ExperimentBook(gw.runtime.store)
+    variants = [VariantSpec("a", model="fake", weight=50), VariantSpec("b", model="fake-b", weight=50)]
+    book.create(ExperimentSpec("ab", variants, match={"model": "fake"}), ME, set(models))
+    gw.runtime.experiments.load()
+    seen: dict[str, set[str]] = {"scoped": set(), "free": set()}
+    for i in range(20):
+        for who, key in (("scoped", scoped), ("free", free)):
+            body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "user": f"u{i}"}
+            resp = await gw.client.post(
+                "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}
+            )
+            assert resp.status_code == 200, resp.text
+            seen[who].add(resp.json()["choices"][0]["message"]["content"])
+    assert seen == {"scoped": {"stable"}, "free": {"stable", "other"}}
