@@ -75,6 +75,9 @@ async def load(make: Callable[[], Backend]) -> Backend | str:
     except LOAD_ERRORS as exc:
         await backend.close()
         return exc.one_line() if isinstance(exc, LlmdockError) else f"{type(exc).__name__}: {exc}"
+    except asyncio.CancelledError:  # no longer wanted while it loaded (a release ended meanwhile)
+        await backend.close()
+        raise
     return backend
 
 
