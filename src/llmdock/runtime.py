@@ -22,6 +22,7 @@ from llmdock.plugins import Plugins, load_plugins
 from llmdock.privacy.privacy_policy import PrivacyPolicy, RedactingLogRecords
 from llmdock.prompts import PromptRegistry, PromptResolver
 from llmdock.routing.build import build_route
+from llmdock.routing.follow import RegistryFollow
 from llmdock.routing.router import ModelRoute
 from llmdock.shared_state import SharedState
 from llmdock.store.engine import Store
@@ -124,6 +125,7 @@ class Runtime:
         self.start_error: LlmdockError | None = None  # why start() failed, for a one-line report
         self.prompts: PromptResolver | None = None  # prompt templates, from the store
         self.experiments: ExperimentWatch | None = None  # running A/B experiments, kept current
+        self.follow: RegistryFollow | None = None  # models served from registry aliases, kept current
         if with_store:
             self._open_store()
         self.auth = AuthService(settings, self.store, self.shared)
@@ -159,7 +161,10 @@ class Runtime:
             log.warning("store not ready, traces will be kept in memory: %s", self.store_error)
             self.store = Store(url, migrate=False, keyring=self.privacy.keyring)
         self.prompts = PromptResolver(PromptRegistry(self.store), self.settings.prompts.cache_ttl_s)
-        self.experiments = ExperimentWatch(self.store, self.prompts.forget)
+        self.follow = follow = RegistryFollow(self.backends, self.store)
+        self.experiments = ExperimentWatch(
+            self.store, self.prompts.forget, lambda table: follow.want(table.registry_variants())
+        )
         t = self.settings.trace
         if not t.enabled:
             return
@@ -233,6 +238,8 @@ class Runtime:
             self.alerts = AlertLoop(self.settings.alerts, self.store, self.settings.home)
             self._alert_task = asyncio.get_running_loop().create_task(self.alerts.run())
         if self.experiments is not None and self.store is not None and self.store.migrated:
+            if self.follow is not None:
+                self.follow.start()
             self.experiments.start()
 
     def start_online_eval(self) -> None:
@@ -247,7 +254,7 @@ class Runtime:
             self._online_task = asyncio.get_running_loop().create_task(self.online_eval.run())
 
     def readiness(self) -> dict[str, Any]:
-        models = {name: r.loaded for name, r in self.backends.items() if not r.lazy}
+        models = {name: r.loaded for name, r in list(self.backends.items()) if not r.lazy}
         store: dict[str, Any] = {"ok": False, "error": "traces disabled"}
         if self.store is not None:
             try:
@@ -262,6 +269,8 @@ class Runtime:
         state = {"ready": ready, "models": models, "store": store, "trace_writer": writer}
         if self.shared is not None:
             state["redis"] = self.shared.status()  # degraded Redis is reported, but the worker still serves
+        if self.follow is not None and (follow := self.follow.status()):
+            state["registry_follow"] = follow  # the old version serves on while a new one fails to load
         return state
 
     async def close(self) -> None:
@@ -274,6 +283,8 @@ class Runtime:
             self._online_task.cancel()
         if self.experiments is not None:
             self.experiments.stop()
+        if self.follow is not None:
+            await self.follow.stop()
         for backend in self.backends.values():
             await backend.close()
         if self.writer is not None:

@@ -174,8 +174,6 @@ def test_model_registry_stores_content_addressed_artifacts(store: Store, tmp_pat
         reg.resolve("models:/tiny@staging")
     with pytest.raises(NotFound, match="no model 'other'"):
         reg.resolve("models:/other")
-    with pytest.raises(InvalidRequest, match="directory"):
-        reg.register("tiny", tmp_path, ME)
     actions = [r.action for r in audit.list_rows(store)]
     assert actions.count("model.create") == 2
     assert "model.promote" in actions
@@ -185,6 +183,34 @@ def test_model_registry_stores_content_addressed_artifacts(store: Store, tmp_pat
         "base_model": "smollm2",
         "dataset": "ds@abc",
     }
+
+
+def test_a_directory_is_registered_by_its_content_and_checked_file_by_file(
+    store: Store, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    reg = ModelRegistry(store, home)
+    adapter = tmp_path / "adapter"
+    (adapter / "sub").mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text('{"r": 8}')
+    (adapter / "sub" / "weights.bin").write_bytes(bytes(range(256)) * 10)
+    v1 = reg.register("tuned", adapter, ME)
+    (adapter / "adapter_config.json").touch()  # a new date, the same content: the same address
+    v2 = reg.register("tuned", adapter, ME)
+    assert (v1.artifact, v1.format, v1.size) == (v2.artifact, "directory", 2568)
+    stored = reg.resolve("models:/tuned/1")[0]
+    assert stored.is_dir()
+    assert (stored / "sub" / "weights.bin").read_bytes() == (adapter / "sub" / "weights.bin").read_bytes()
+    assert verify(home, v1.artifact)
+    assert sorted(p.name for p in stored.parent.iterdir()) == [v1.artifact]  # no temporary left over
+    (adapter / "sub" / "weights.bin").rename(adapter / "weights.bin")  # the same bytes elsewhere: a new tree
+    assert reg.register("tuned", adapter, ME).artifact != v1.artifact
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InvalidRequest, match="holds no files"):
+        reg.register("tuned", tmp_path / "empty", ME)
+    (adapter / "link").symlink_to(adapter / "weights.bin")
+    with pytest.raises(InvalidRequest, match="symbolic link"):
+        reg.register("tuned", adapter, ME)
 
 
 def test_cli_push_names_file_line_and_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,6 +29,7 @@ from llmdock.cli import (
     monitor_cmd,
     prompts,
     prompts_sync,  # noqa: F401 (adds diff and sync to `llmdock prompts`)
+    release,
     scan_cmd,
     secrets_cmd,
     serve,
@@ -69,6 +70,7 @@ COMMANDS: dict[str, typer.Typer | Callable[..., None]] = {  # in the order of th
     "jobs": jobs.app,
     "datasets": datasets_cmd.app,
     "build": build.build,
+    "release": release.app,
 }
 for name, command in COMMANDS.items():
     if isinstance(command, typer.Typer):

@@ -54,7 +54,7 @@ def _registry(config: Path | None) -> ModelRegistry:
 @app.command("register")
 def register(
     name: str = typer.Argument(..., help="registered model name"),
-    path: Path = typer.Argument(..., help="the model file (e.g. a GGUF)"),
+    path: Path = typer.Argument(..., help="the model file (e.g. a GGUF) or directory (e.g. a LoRA adapter)"),
     fmt: str = typer.Option("", "--format", help="file format (default: the file's suffix)"),
     lineage: list[str] = typer.Option(
         [], "--lineage", help="key=value: what it was made from (base_model, dataset, prompt, run…)"
@@ -64,7 +64,7 @@ def register(
     alias: list[str] = typer.Option([], "--alias", "-a", help="aliases to point at the new version"),
     config: Path | None = CONFIG,
 ) -> None:
-    """Store a model file as a content-addressed artifact and record it as the next version."""
+    """Store a model file or directory as a content-addressed artifact and record it as the next version."""
     from llmdock.cli.access import who
     from llmdock.cli.prompts import parse_vars
 
@@ -115,5 +115,5 @@ add_label_commands(
     word="alias",
     flags=("--alias", "-a"),
     uri_prefix="models:/",
-    promote_note="; gateways pick it up when they (re)load it",
+    promote_note="; running gateways serving it follow within a second",
 )

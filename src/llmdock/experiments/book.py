@@ -107,7 +107,9 @@ class ExperimentBook:
         starts, ends = _utc(spec.starts_at) or now, _utc(spec.ends_at)
         if ends is not None and ends <= starts:
             raise InvalidRequest("the end must come after the start", param="end")
-        guard = spec.guard.to_json() | {"label": spec.label}
+        guard = (
+            spec.guard.to_json() | {"label": spec.label} | ({"release": spec.release} if spec.release else {})
+        )
         with self.store.session() as s, s.begin():
             if s.get(ExperimentRow, spec.name) is not None:
                 raise Conflict(f"experiment {spec.name!r} exists already", param="name")
@@ -182,12 +184,21 @@ class ExperimentBook:
             values["status"] = "stopped"
         return self._change(name, actor, "stop_variant", **values)
 
-    def stop(self, name: str, actor: Actor) -> ExperimentRow:
-        """End the split without a winner (labels stay where they are)."""
-        return self._change(name, actor, "stop", status="stopped", ends_at=datetime.now(UTC))
+    def stop(self, name: str, actor: Actor, reason: str = "") -> ExperimentRow:
+        """End the split without a winner (labels stay where they are); ``reason`` is kept with the row."""
+        return self._change(name, actor, "stop", status="stopped", ends_at=datetime.now(UTC),
+                            **self._reason(name, reason))  # fmt: skip
+
+    def _reason(self, name: str, reason: str) -> dict[str, Any]:
+        return {"guard": self.get(name).guard | {"reason": reason}} if reason else {}
 
     def conclude(
-        self, name: str, winner: str, actor: Actor, pinned: Mapping[str, tuple[str, int]] | None = None
+        self,
+        name: str,
+        winner: str,
+        actor: Actor,
+        pinned: Mapping[str, tuple[str, int]] | None = None,
+        reason: str = "",
     ) -> ExperimentRow:
         """Move the label to the winner's prompt version, and, when the winner's model serves a pinned registry
         version (``pinned``, from ``pinned_versions``), that model's alias of the same name to it (both audited
@@ -209,5 +220,6 @@ class ExperimentBook:
             registered, version = pinned[v.model]
             Labels(self.store, "model").set(registered, label, version, actor)
         return self._change(
-            name, actor, "conclude", status="concluded", winner=winner, ends_at=datetime.now(UTC)
-        )
+            name, actor, "conclude", status="concluded", winner=winner, ends_at=datetime.now(UTC),
+            **self._reason(name, reason),
+        )  # fmt: skip

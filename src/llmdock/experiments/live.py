@@ -32,6 +32,9 @@ class LiveVariant:
     prompt_version: int | None
     model: str | None
     upto: int  # buckets below this (and at or above the previous variant's) go to this variant
+    registry: str | None = (
+        None  # a registered version the gateway serves as ``model`` (a release's challenger)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +82,8 @@ def live_experiment(row: ExperimentRow) -> LiveExperiment | None:
     live, acc = [], 0
     for v in variants:  # stopped variants' shares are spread over the others, in proportion
         acc += v.weight
-        live.append(LiveVariant(v.name, v.prompt, v.prompt_version, v.model, round(acc * BUCKETS / total)))
+        upto = round(acc * BUCKETS / total)
+        live.append(LiveVariant(v.name, v.prompt, v.prompt_version, v.model, upto, v.registry))
     return LiveExperiment(
         row.name,
         row.sticky,
@@ -107,6 +111,17 @@ class ExperimentTable:
             else:
                 self.others.append(e)
         self.empty = not (self.by_prompt or self.by_model or self.others)
+
+    def registry_variants(self) -> dict[str, tuple[str, str]]:
+        """Variants served as a registered version under a name of their own: name -> (the model the experiment
+        matches, whose deployment settings they take; the registry URI)."""
+        found = {}
+        for e in (*[e for es in self.by_model.values() for e in es], *self.others):
+            base = dict(e.match).get("model")
+            for v in e.variants:
+                if v.registry and v.model and base:
+                    found[v.model] = (base, v.registry)
+        return found
 
     @property
     def prompts(self) -> set[str]:

@@ -32,6 +32,7 @@ class VariantSpec:
     model: str | None = None
     weight: int = 0
     stopped: str = ""  # why a guard rail stopped it ("" while it runs)
+    registry: str | None = None  # served as this pinned registry version (``model`` then names its route)
 
     def describe(self) -> str:
         parts = [f"prompt:{self.prompt}@{self.prompt_version or self.prompt_ref}"] if self.prompt else []
@@ -51,6 +52,7 @@ class VariantSpec:
             data.get("model"),
             int(data["weight"]),
             data.get("stopped", ""),
+            data.get("registry"),
         )
 
 
@@ -77,6 +79,9 @@ class ExperimentSpec:
     starts_at: datetime | None = None
     ends_at: datetime | None = None
     label: str = "production"  # the prompt label a prompt winner gets
+    release: dict[str, Any] | None = (
+        None  # a canary release's model, challenger and rules (experiments.release)
+    )
 
 
 def parse_variant(text: str) -> VariantSpec:

@@ -5,7 +5,8 @@ experiments are read again and the table replaced (prompt templates whose experi
 from the worker's prompt cache, so a label ``conclude`` moved is served at once). Every ``GUARD_S`` seconds,
 the running experiments with guard rails are measured from their traces and a variant past a bound is
 stopped (audited as ``experiment.stop_variant`` by ``experiment-guard``); every worker may do it, the first
-one wins and the others find it stopped.
+one wins and the others find it stopped. Canary releases' promote and rollback rules are applied on the same
+beat (``experiments.release``).
 """
 
 from __future__ import annotations
@@ -31,9 +32,16 @@ log = logging.getLogger("llmdock.experiments")
 
 
 class ExperimentWatch:
-    def __init__(self, store: Store, forget_prompt: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        forget_prompt: Callable[[str], None] | None = None,
+        on_table: Callable[[ExperimentTable], None] | None = None,
+    ) -> None:
         self.book = ExperimentBook(store)
         self.forget_prompt = forget_prompt
+        self.on_table = on_table  # told each new table, on the event loop (variant routes to load or drop)
+        self._table_changed = False
         self.table = ExperimentTable()
         self._seen: tuple[int, int] = (-1, -1)
         self._live: dict[str, LiveExperiment] = {}
@@ -56,12 +64,16 @@ class ExperimentWatch:
         changed |= {e for name, e in live.items() if self._live.get(name) != e}
         self._stale |= {value for e in changed for key, value in e.match if key == "prompt"}
         self.table, self._live, self._seen = ExperimentTable(live.values()), live, seen
+        self._table_changed = True
         return True
 
     def forget_changed(self) -> None:
         """Drop the worker's cached versions of templates whose experiment changed (on the event loop: the
         prompt cache is not shared with threads)."""
         stale, self._stale = self._stale, set()
+        if self._table_changed and self.on_table is not None:
+            self._table_changed = False
+            self.on_table(self.table)
         if self.forget_prompt is not None:
             for name in stale:
                 self.forget_prompt(name)
@@ -83,6 +95,20 @@ class ExperimentWatch:
                 stopped.append((row.name, variant, reason))
         return stopped
 
+    def apply_releases(self) -> list[tuple[str, str, str]]:
+        """Promote or roll back the running canary releases whose rules say so (``experiments.release``)."""
+        rows = [r for r in self.book.rows(RUNNING) if "release" in r.guard]
+        if not rows:
+            return []
+        from llmdock.experiments.release import judge_releases  # scipy: imported only once a release runs
+
+        done = judge_releases(self.book, rows)
+        for name, action, why in done:
+            log.warning(
+                "release %s: %s (%s)", name, "promoted" if action == "promote" else "rolled back", why
+            )
+        return done
+
     def start(self) -> None:
         """Load once now (the first request sees the experiments), then keep watching in the background."""
         self._tick(guards=False)
@@ -101,6 +127,7 @@ class ExperimentWatch:
             if guards and time.monotonic() - self._guarded >= GUARD_S:
                 self._guarded = time.monotonic()
                 self.apply_guards()
+                self.apply_releases()
                 self.load()
         except (LlmdockError, SQLAlchemyError) as exc:  # store away: keep serving the table we have
             log.warning("experiments: cannot read the store: %s", str(exc).splitlines()[0])

@@ -40,6 +40,10 @@ def assign_variant(
     if found is None or (body.prompt_label not in (None, found.experiment.label)):
         return None
     v = found.variant
+    if v.registry is not None and v.model not in runtime.backends:  # a challenger still loading (or failed)
+        return None
+    if v.model is not None and principal is not None and not principal.may_use(v.model):
+        return None  # the key may not use the variant's model: it stays out rather than being refused
     if v.prompt is not None:
         body.prompt_id, body.prompt_version, body.prompt_label = v.prompt, v.prompt_version, None
     if v.model is not None:

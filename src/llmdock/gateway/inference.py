@@ -30,6 +30,7 @@ from llmdock.runtime import Runtime
 from llmdock.structured.plan import route_backends
 
 GenerationBody = ChatCompletionBody | CompletionBody
+MODEL_VERSION_HEADER = "x-llmdock-model-version"  # NAME/N when a registered version answered
 G = TypeVar("G", ChatCompletionBody, CompletionBody)
 # HotRoutes calls these with the runtime it holds: no dependency machinery, no app-state read per request.
 Handler = Callable[[Request, Runtime], Awaitable[Response]]
@@ -201,6 +202,8 @@ def answer_headers(ctx: RequestContext) -> dict[str, str]:
         "x-llmdock-trace-id": ctx.trace_id,
         "x-llmdock-cache": str(ctx.attributes.get("llmdock.cache", "off")),
     }
+    if "llmdock.served_model_version" in ctx.attributes:  # a registered model: which version answered
+        headers[MODEL_VERSION_HEADER] = str(ctx.attributes["llmdock.served_model_version"])
     if "llmdock.experiment" in ctx.attributes:
         headers[EXPERIMENT_HEADER] = (
             f"{ctx.attributes['llmdock.experiment']}/{ctx.attributes['llmdock.experiment_variant']}"

@@ -9,6 +9,7 @@ versions it pointed at before, so ``rollback`` moves it back one step (audited a
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypeVar
 
@@ -83,6 +84,24 @@ class Labels:
         with self.store.session() as s:
             row = s.get(RegistryLabel, (self.kind, name, label))
             return row.version if row else None
+
+    def pointing(self, names: Collection[str]) -> dict[tuple[str, str], int]:
+        """(name, label) -> version for every label of ``names``, ``latest`` included, in one session: what a
+        running gateway polls to follow aliases (two small queries)."""
+        if not names:
+            return {}
+        model = self.versions
+        with self.store.session() as s:
+            rows = s.execute(
+                select(RegistryLabel.name, RegistryLabel.label, RegistryLabel.version).where(
+                    RegistryLabel.kind == self.kind, RegistryLabel.name.in_(names)
+                )
+            ).all()
+            latest = s.execute(
+                select(model.name, func.max(model.version)).where(model.name.in_(names)).group_by(model.name)
+            ).all()
+        found = {(n, label): int(v) for n, label, v in rows}
+        return found | {(n, LATEST): int(v) for n, v in latest}
 
     def of(self, name: str) -> dict[str, int]:
         with self.store.session() as s:

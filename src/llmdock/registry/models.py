@@ -1,6 +1,6 @@
 """The model registry: named models with immutable, numbered versions, aliases, lineage and metrics.
 
-Each version is a content-addressed artifact (see ``artifacts``) plus where it came from (``source``), what it
+Each version is a content-addressed artifact, a file or a directory (see ``artifacts``), plus where it came from (``source``), what it
 was made from (``lineage``: base model, datasets, prompt versions, a training run — free-form keys) and how it
 scored (``metrics``). Aliases (``production``, ``staging``…) are the registry's labels: moved (promoted) and rolled back, audited.
 
@@ -73,11 +73,12 @@ class ModelRegistry(Versioned[ModelVersion]):
         description: str = "",
         progress: bool = True,
     ) -> ModelVersion:
-        """Store the file as an artifact and record it as the next version of ``name``."""
+        """Store the file (or directory: an adapter, a tokenizer…) as an artifact and record it as the next
+        version of ``name``."""
         check_name(name, "model")
         path = Path(path).expanduser()
         sha, size = artifacts.put(self.home, path, progress=progress)
-        fmt = fmt or (path.suffix.lstrip(".").lower() or "file")
+        fmt = fmt or ("directory" if path.is_dir() else path.suffix.lstrip(".").lower() or "file")
 
         fields = {
             "artifact": sha,

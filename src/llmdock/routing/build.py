@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from llmdock.backends.base import Backend, BackendSpec
-from llmdock.config import ModelConfig, Settings
+from llmdock.config import DeploymentConfig, ModelConfig, Settings
 from llmdock.errors import ConfigError
 from llmdock.limits import MinuteLimiter, SharedMinuteLimiter
 from llmdock.routing.breaker import CircuitBreaker
@@ -46,18 +46,23 @@ def build_route(
             description=config.description,
             where=where,
         )
-        b = config.breaker
-        deployments.append(
-            Deployment(
-                id=dep_id,
-                backend=cls(spec, settings),
-                config=dcfg,
-                breaker=CircuitBreaker(
-                    failures=b.failures, window_s=b.window_s, cooldown_s=b.cooldown_s, probes=b.probes
-                ),
-                limiter=SharedMinuteLimiter(shared, dep_id, MinuteLimiter(dcfg.rpm, dcfg.tpm))
-                if shared is not None
-                else MinuteLimiter(dcfg.rpm, dcfg.tpm),
-            )
-        )
+        deployments.append(deployment(dep_id, cls(spec, settings), dcfg, config, shared))
     return ModelRoute(name, config, deployments, settings, shared)
+
+
+def deployment(
+    dep_id: str, backend: Backend, dcfg: DeploymentConfig, config: ModelConfig, shared: SharedState | None
+) -> Deployment:
+    """A deployment of ``backend`` with its own breaker and limiter, as the model's config sets them."""
+    b = config.breaker
+    return Deployment(
+        id=dep_id,
+        backend=backend,
+        config=dcfg,
+        breaker=CircuitBreaker(
+            failures=b.failures, window_s=b.window_s, cooldown_s=b.cooldown_s, probes=b.probes
+        ),
+        limiter=SharedMinuteLimiter(shared, dep_id, MinuteLimiter(dcfg.rpm, dcfg.tpm))
+        if shared is not None
+        else MinuteLimiter(dcfg.rpm, dcfg.tpm),
+    )

