@@ -44,8 +44,9 @@ from llmdock.structured.schemas import SchemaValidator
 
 MIN_CHARS = 200  # shorter chunks (a heading, a line of navigation) make poor questions
 GROUNDED_AT = 0.5  # share of the answer's words that must be in the source text
+MAX_TOKENS = 240  # a question and its answer (a conversational row: two of each)
 REASONS = ("not JSON", "too short", "duplicate", "answer not in the text", "judged not answerable")
-_TEXT = {"type": "string", "minLength": 1, "maxLength": 400}
+_TEXT = {"type": "string", "minLength": 1, "maxLength": 300}
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"question": _TEXT, "answer": _TEXT},
@@ -210,7 +211,7 @@ class TestsetGenerator:
     async def _generate(self, cand: Candidate, seed: int) -> dict[str, str] | None:
         schema = FOLLOW_UP_SCHEMA if cand.kind == "conversational" else SCHEMA
         grammar = _grammar(schema) if self.enforcement == "grammar" else None
-        params = SamplingParams(max_tokens=320, temperature=0.7, seed=seed)
+        params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.7, seed=seed)
         answer = await ask_json(self.backend, self._messages(cand), schema, params, self.enforcement, grammar)
         plan = StructuredPlan(
             content="json_schema", content_schema=CompiledSchema(schema, SchemaValidator(schema), [])
