@@ -212,6 +212,7 @@ def testset_cmd(
         "simple,complex,distracting,situational,double,conversational", help="kinds, in turn"
     ),
     retries: int = typer.Option(2, min=0, help="new attempts for a rejected generation"),
+    concurrency: int = typer.Option(4, min=1, max=64, help="chunks asked about at once"),
     config: Path | None = CONFIG,
 ) -> None:
     """Generate questions with reference answers and their source chunks from a knowledge base."""
@@ -235,6 +236,7 @@ def testset_cmd(
                 seed=seed,
                 kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
                 retries=retries,
+                concurrency=concurrency,
                 advance=lambda kept: progress.update(task, completed=kept),
             )
             return await gen.run(n)
