@@ -20,7 +20,11 @@ def _cell(est: Any) -> str:
         return "-"
     if math.isclose(est.low, est.high):
         return f"{est.mean:.3f}"
-    return f"{est.mean:.3f} ({est.low:.2f}-{est.high:.2f})"
+    low, high = (
+        max(est.low, 0.0),
+        min(est.high, 1.0),
+    )  # every measure here is a share: a t-interval may overrun
+    return f"{est.mean:.3f} ({low:.2f}-{high:.2f})"
 
 
 def _estimates(summary: Any) -> dict[str, dict[str, float]]:
