@@ -277,6 +277,8 @@ BUILTIN_NAMES = {
     "guard",
     "llm-rubric",  # tests/unit/test_eval_judge.py
     "perplexity",  # tests/unit/test_logprobs.py
+    # the RAG judge metrics (tests/unit/test_rag_kbeval.py), registered by default_plugins/rag.py
+    *("faithfulness", "answer-correctness", "context-precision", "context-recall"),
 }
 
 

@@ -198,3 +198,100 @@ def glossary_cmd(
     store = open_store(config)
     bases.set_glossary(store, bases.get(store, name).id, entries)
     typer.echo(f"{name}: {len(entries)} glossary terms")
+
+
+@app.command("testset")
+def testset_cmd(
+    name: str,
+    out: Path = typer.Option(..., "-o", "--output", help="the test set to write (JSON lines)"),
+    n: int = typer.Option(20, "-n", min=1, help="questions to keep"),
+    model: str | None = typer.Option(None, help="the model that writes them [default_model]"),
+    judge: str | None = typer.Option(None, help="the model that checks them [the --model]"),
+    seed: int = typer.Option(0, help="the same seed, knowledge base and model give the same test set"),
+    kinds: str = typer.Option(
+        "simple,complex,distracting,situational,double,conversational", help="kinds, in turn"
+    ),
+    retries: int = typer.Option(2, min=0, help="new attempts for a rejected generation"),
+    concurrency: int = typer.Option(4, min=1, max=64, help="chunks asked about at once"),
+    config: Path | None = CONFIG,
+) -> None:
+    """Generate questions with reference answers and their source chunks from a knowledge base."""
+    from llmdock.errors import InvalidRequest
+    from llmdock.rag.testset import REASONS, TestsetGenerator, why_empty
+    from llmdock.rag.testset_file import write_testset
+
+    err = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+
+    async def work(runtime: Any) -> Any:
+        writer = model or runtime.settings.default_model
+        with Progress(*columns, console=err, transient=True) as progress:
+            task = progress.add_task(f"kb testset {name}", total=n)
+            gen = TestsetGenerator(
+                runtime.stage_env,
+                runtime.store,
+                name,
+                writer,
+                judge or writer,
+                seed=seed,
+                kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
+                retries=retries,
+                concurrency=concurrency,
+                advance=lambda kept: progress.update(task, completed=kept),
+            )
+            return await gen.run(n)
+
+    outcome = _with_runtime(config, work)
+    if not outcome.rows:
+        raise InvalidRequest(f"kb testset {name}: no question kept: {why_empty(outcome)}", param="n")
+    written = write_testset(out, outcome.rows)
+    rejected = ", ".join(f"{why} {outcome.rejected[why]}" for why in REASONS if outcome.rejected[why])
+    typer.echo(
+        f"{out}: {written} questions kept of {outcome.generated} generated from {outcome.candidates} chunks"
+        f" (rejected: {rejected or 'none'}); every row is marked synthetic"
+    )
+    if written < n:
+        err.print(f"[yellow]{written} of the {n} asked for[/]: the chunks ran out", highlight=False)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    name: str,
+    testset: Path = typer.Argument(..., help="a test set (llmdock kb testset, or written by hand)"),
+    model: str | None = typer.Option(None, help="the chat model that names the knowledge base"),
+    judge: str | None = typer.Option(None, help="the judge model [llm-rubric's default]"),
+    repeats: int = typer.Option(1, min=1, max=20, help="answers per question (the judge's noise shows)"),
+    retrieval_only: bool = typer.Option(False, "--retrieval-only", help="score the retriever alone"),
+    judge_cache: bool = typer.Option(True, "--judge-cache/--no-judge-cache"),
+    config: Path | None = CONFIG,
+    as_json: bool = AS_JSON,
+) -> None:
+    """Score the retriever (dense, BM25, hybrid) and the generator on a test set, as an evaluation run."""
+    from llmdock.cli.access import who
+    from llmdock.rag.kbeval import Plan, evaluate_kb, kb_model
+    from llmdock.rag.testset_file import load_testset
+
+    questions = load_testset(testset)
+
+    from llmdock.cli.kb_report import print_kb_report
+
+    err = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+
+    async def work(runtime: Any) -> Any:
+        chat = kb_model(runtime, name, model) if not retrieval_only else (model or "")
+        plan = Plan(name, chat, judge or "", repeats, not retrieval_only, judge_cache)
+        with Progress(*columns, console=err, transient=True) as progress:
+            task = progress.add_task(f"kb evaluate {name}", total=None)
+            return await evaluate_kb(
+                runtime,
+                runtime.store,
+                runtime.plugins.metrics,
+                plan,
+                testset,
+                questions,
+                who().name,
+                lambda done, total: progress.update(task, completed=done, total=total),
+            )
+
+    print_kb_report(_with_runtime(config, work), as_json)

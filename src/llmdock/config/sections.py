@@ -231,3 +231,8 @@ class RagSettings(BaseModel):
     memory_share: float = Field(
         default=0.5, gt=0, le=1, description="share of the model's window a session's history may take"
     )
+    memory_summary_model: str = Field(
+        default="",
+        description="model that summarises the turns a session's window no longer holds ('' = drop them)",
+    )
+    memory_summary_tokens: int = Field(default=160, gt=0, le=2048, description="longest summary, in tokens")

@@ -1,8 +1,10 @@
 """The ``ground`` stage (answers grounded in a knowledge base, with citations) and the ``memory`` stage
-(a session's previous turns)."""
+(a session's previous turns), and the RAG answer metrics (faithfulness, answer-correctness,
+context-precision, context-recall)."""
 
 from __future__ import annotations
 
+from llmdock.evaluate.case import MetricFactory
 from llmdock.hookspecs import StageFactory, hookimpl
 
 
@@ -12,3 +14,10 @@ def llmdock_stages() -> dict[str, StageFactory]:
     from llmdock.rag.stage import GroundStage
 
     return {"ground": GroundStage, "memory": MemoryStage}
+
+
+@hookimpl
+def llmdock_metrics() -> list[MetricFactory]:
+    from llmdock.rag.metrics import RAG_METRICS
+
+    return list(RAG_METRICS)

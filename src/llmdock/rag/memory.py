@@ -10,6 +10,10 @@ stage's sources (listed after ``memory``, it drops sources only once the history
 When the request succeeds, its last user turn (as sent, before any sources were added) and the answer are
 stored in ``kb_memory`` with the request's subject, so a GDPR erase of the subject deletes them; with
 ``privacy.pii`` on they are stored redacted, as traces are (the next turn then sees the redacted text).
+
+With ``rag.memory_summary_model`` set, the turns the window could not hold are not simply lost: once the
+request is answered they are summarised by that model in the background (``llmdock.rag.summary``), and the
+session's next requests get the summary in their system message and only the turns after it.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from llmdock.pipeline.env import StageEnv
 from llmdock.pipeline.stages import flatten_content
 from llmdock.privacy.gdpr import subject_pseudonym
 from llmdock.privacy.privacy_policy import PrivacyPolicy
+from llmdock.rag.summary import SUMMARY, load_summary, save_summary, summarise, with_summary
 from llmdock.rag.window import shrink_to_fit
 from llmdock.store import Store
 from llmdock.store.kb_rows import KbMemoryRow
@@ -42,25 +47,38 @@ TURN_OVERHEAD = 8  # tokens a chat template adds around one message (role marker
 class Turn:
     role: str
     content: str
+    id: int = 0  # its kb_memory row
 
     def message(self) -> dict[str, Any]:
         return {"role": self.role, "content": self.content}
 
 
-def load_turns(store: Store, team: str, session: str, exchanges: int) -> list[Turn]:
-    """The session's last ``exchanges`` user/assistant pairs, oldest first."""
+def load_turns(store: Store, team: str, session: str, exchanges: int, after: int = 0) -> list[Turn]:
+    """The session's last ``exchanges`` user/assistant pairs newer than row ``after``, oldest first."""
     with store.session() as s:
         rows = s.scalars(
             select(KbMemoryRow)
-            .where(KbMemoryRow.team_id == team, KbMemoryRow.session == session)
+            .where(
+                KbMemoryRow.team_id == team,
+                KbMemoryRow.session == session,
+                KbMemoryRow.role != SUMMARY,
+                KbMemoryRow.id > after,
+            )
             .order_by(KbMemoryRow.id.desc())
             .limit(exchanges * 2)
         )
-        turns = [Turn(r.role, r.content) for r in rows]
+        turns = [Turn(r.role, r.content, r.id) for r in rows]
     turns.reverse()
     if turns and turns[0].role != "user":
         turns = turns[1:]  # the limit cut an exchange in two
     return turns
+
+
+def stored_subject(ctx: RequestContext, privacy: PrivacyPolicy | None) -> str:
+    """The request's subject as memory rows keep it: its pseudonym when ``privacy.pii`` is on."""
+    if privacy is not None and privacy.engine is not None and ctx.subject and privacy.subject_key:
+        return subject_pseudonym(privacy.subject_key, ctx.subject)
+    return ctx.subject
 
 
 def save_exchange(
@@ -68,11 +86,9 @@ def save_exchange(
 ) -> None:
     """Store the question and the answer, redacted per ``privacy.pii`` like traces (the subject as its
     pseudonym then, which GDPR erase also looks for)."""
-    texts, subject = [question, ctx.output_text], ctx.subject
+    texts, subject = [question, ctx.output_text], stored_subject(ctx, privacy)
     if privacy is not None and privacy.engine is not None:
         texts = privacy.redact_json(texts)
-        if subject and privacy.subject_key:
-            subject = subject_pseudonym(privacy.subject_key, subject)
     now = datetime.now(UTC)
     with store.session() as s, s.begin():
         for role, content in zip(("user", "assistant"), texts, strict=True):
@@ -89,13 +105,16 @@ def save_exchange(
             )
 
 
-def fitting(backend: Backend, req: GenerationRequest, turns: list[Turn], share: float) -> list[Turn]:
-    """The newest turns that fit the window (whole exchanges; the oldest go first); all without a window."""
+def fitting(
+    backend: Backend, req: GenerationRequest, turns: list[Turn], share: float, reserved: int = 0
+) -> list[Turn]:
+    """The newest turns that fit the window, less ``reserved`` tokens (whole exchanges; the oldest go first);
+    all without a window."""
     window = backend.context_window
     if not window:
         return turns
     backend.prepare(req)  # the request alone: what is left of the window
-    budget = min(int(window * share), window - req.n_prompt_tokens - (req.params.max_tokens or 0))
+    budget = min(int(window * share), window - req.n_prompt_tokens - (req.params.max_tokens or 0)) - reserved
     kept = len(turns)
     used = 0
     for i in range(len(turns) - 1, -1, -1):
@@ -107,16 +126,26 @@ def fitting(backend: Backend, req: GenerationRequest, turns: list[Turn], share: 
     return turns[kept:]
 
 
+def _drop_oldest(items: list[Turn]) -> list[Turn]:
+    """The oldest exchange goes; the summary (first, if any) goes last."""
+    if items and items[0].role == SUMMARY:
+        return [items[0], *items[3:]] if len(items) > 1 else []
+    return items[2:]
+
+
 class MemoryStage:
     name = "memory"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store: Store | None = None
+        self.env: StageEnv | None = None
         self.privacy: PrivacyPolicy | None = None
         self._saving: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._summarising: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     def bind(self, env: StageEnv) -> None:
+        self.env = env
         self.store = env.store
         self.privacy = env.privacy
 
@@ -132,28 +161,43 @@ class MemoryStage:
         if pending is not None:  # this process's last answer in the session is stored before it is read
             with contextlib.suppress(Exception):
                 await asyncio.shield(pending)
-        rag = self.settings.rag
-        turns = await asyncio.to_thread(load_turns, self.store, ctx.team_id, ctx.session, rag.memory_turns)
+        rag, store = self.settings.rag, self.store
+        found = None
+        if rag.memory_summary_model:
+            found = await asyncio.to_thread(load_summary, store, ctx.team_id, ctx.session)
+        summary = found[0] if found else None
+        turns = await asyncio.to_thread(
+            load_turns, store, ctx.team_id, ctx.session, rag.memory_turns, found[1] if found else 0
+        )
         at = next((i for i, m in enumerate(req.messages) if m.get("role") != "system"), len(req.messages))
         own = list(req.messages)
 
-        def write(kept: list[Turn]) -> None:
-            req.messages = own[:at] + [t.message() for t in kept] + own[at:]
+        def write(items: list[Turn]) -> None:
+            history = own[:at] + [t.message() for t in items if t.role != SUMMARY] + own[at:]
+            has_summary = bool(items) and items[0].role == SUMMARY
+            req.messages = with_summary(history, items[0].content) if has_summary else history
 
-        kept = fitting(ctx.backend, req, turns, rag.memory_share)
-        kept = shrink_to_fit(ctx.backend, req, kept, write, lambda k: k[2:])  # the oldest exchange goes
+        reserved = ctx.backend.count_tokens(summary) + TURN_OVERHEAD if summary else 0
+        kept = fitting(ctx.backend, req, turns, rag.memory_share, reserved)
+        items = shrink_to_fit(
+            ctx.backend, req, [Turn(SUMMARY, summary)] * bool(summary) + kept, write, _drop_oldest
+        )
+        kept = [t for t in items if t.role != SUMMARY]
+        dropped = turns[: len(turns) - len(kept)]
         ctx.annotate(**{"llmdock.memory.session": ctx.session, "llmdock.memory.turns": len(kept)})
-        if len(kept) < len(turns):
-            ctx.annotate(**{"llmdock.memory.dropped": len(turns) - len(kept)})
+        if dropped:
+            ctx.annotate(**{"llmdock.memory.dropped": len(dropped)})
+        if len(items) > len(kept):
+            ctx.annotate(**{"llmdock.memory.summary": True})
         question = flatten_content(users[-1].get("content"))
-        ctx.on_success.append(lambda done: self._save(done, question))
+        ctx.on_success.append(lambda done: self._save(done, question, summary, dropped))
         return ctx
 
-    def _save(self, ctx: RequestContext, question: str) -> None:
+    def _save(self, ctx: RequestContext, question: str, summary: str | None, dropped: list[Turn]) -> None:
         assert self.store is not None
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:  # a caller outside the event loop (a batch job)
+        except RuntimeError:  # a caller outside the event loop (a batch job): stored, not summarised
             save_exchange(self.store, ctx, question, self.privacy)
             return
         key = (ctx.team_id, ctx.session)
@@ -167,3 +211,31 @@ class MemoryStage:
                 log.error("memory: session %r: turn not stored: %s", ctx.session, future.exception())
 
         saving.add_done_callback(done)
+        if dropped and self.settings.rag.memory_summary_model and key not in self._summarising:
+            task = loop.create_task(self._summarise(ctx, summary, dropped))
+            self._summarising[key] = task
+            task.add_done_callback(lambda t: self._summarised(key, ctx.session, t))
+
+    async def _summarise(self, ctx: RequestContext, previous: str | None, dropped: list[Turn]) -> None:
+        """Off the request path: the dropped turns (and the summary before them) summarised and stored."""
+        assert self.store is not None
+        assert self.env is not None
+        rag = self.settings.rag
+        text = await summarise(
+            self.env.backend(rag.memory_summary_model), previous, dropped, rag.memory_summary_tokens
+        )
+        subject = stored_subject(ctx, self.privacy)
+        await asyncio.to_thread(
+            save_summary, self.store, ctx.team_id, ctx.session, subject, text, dropped[-1].id
+        )
+
+    def _summarised(self, key: tuple[str, str], session: str, task: asyncio.Task[None]) -> None:
+        self._summarising.pop(key, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("memory: session %r: turns not summarised: %s", session, task.exception())
+
+    async def settle(self) -> None:
+        """Wait for every answer being stored and summary being written (tests; shutdown)."""
+        for pending in [*self._saving.values(), *self._summarising.values()]:
+            with contextlib.suppress(Exception):
+                await pending

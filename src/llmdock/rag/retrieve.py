@@ -1,7 +1,7 @@
 """Retrieval over a knowledge base: dense, BM25, or both fused by reciprocal rank; filters; optional MMR.
 
-This is the API the ground stage calls, and the one ``llmdock kb testset`` / ``kb evaluate`` (not built
-yet) are to call for their retriever scores::
+This is the API the ground stage calls, and the one ``llmdock kb evaluate`` calls for its retriever scores
+(``llmdock.rag.kbeval``)::
 
     retriever = Retriever(env, store)
     hits = await retriever.search("kb name", "question", k=10, mode="hybrid", filters={"kind": "html"})

@@ -77,7 +77,8 @@ class KbGlossaryRow(Base):
 
 
 class KbMemoryRow(Base):
-    """One turn of a conversation (``role`` user or assistant), by team and the caller's session id."""
+    """One turn of a conversation (``role`` user or assistant), by team and the caller's session id; or
+    (``role`` summary) a summary of the session's turns up to and including row ``covers_to``."""
 
     __tablename__ = "kb_memory"
     __table_args__ = (
@@ -93,3 +94,4 @@ class KbMemoryRow(Base):
     content: Mapped[str] = mapped_column(Text)
     trace_id: Mapped[str] = mapped_column(String(32), default="")
     created_at: Mapped[datetime] = mapped_column()
+    covers_to: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)  # summaries only

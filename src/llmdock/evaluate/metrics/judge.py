@@ -89,7 +89,8 @@ def _grammar(form: VerdictForm) -> str:
         return json_grammar("object")
 
 
-def _enforcement(backend: Backend) -> Enforcement:
+def enforcement_of(backend: Backend) -> Enforcement:
+    """How a JSON answer can be made valid by construction on this backend (its every deployment)."""
     deployments = route_backends(backend)
     if all(type(b).native_structured_output for b in deployments):
         return "response_format"
@@ -102,6 +103,33 @@ def _enforcement(backend: Backend) -> Enforcement:
 class Answer:
     text: str
     truncated: bool
+
+
+async def ask_json(
+    backend: Backend,
+    messages: list[dict[str, Any]],
+    schema: dict[str, Any],
+    params: SamplingParams,
+    enforcement: Enforcement,
+    grammar: str | None = None,
+    name: str = "answer",
+) -> Answer:
+    """One chat call asking for a JSON answer of ``schema``: as ``response_format`` where the upstream
+    implements it, constrained by ``grammar`` (the schema's GBNF) where the backend decodes by grammar, else
+    by the prompt alone. The answer is not parsed here (``structured.judge.judge`` checks it). Raises the
+    backend's LlmdockError."""
+    req = GenerationRequest("chat", params, messages=messages)
+    if enforcement == "response_format":
+        req.extra["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": name, "schema": schema, "strict": True},
+        }
+    elif enforcement == "grammar":
+        req.grammar = grammar or json_grammar("object")
+    await backend.ensure_started()
+    backend.prepare(req)
+    generation = await backend.generate(req)
+    return Answer(generation.text, generation.finish_reason == "length")
 
 
 class LlmRubricMetric(BaseMetric):
@@ -133,7 +161,7 @@ class LlmRubricMetric(BaseMetric):
         except LlmdockError as exc:
             raise MetricError(f"{check.label}: judge model: {exc.message}") from None
         self.form: VerdictForm = self.spec.verdict
-        self.enforcement = _enforcement(self.backend)
+        self.enforcement = enforcement_of(self.backend)
         self.params = {
             "max_tokens": self.spec.max_tokens,
             "temperature": config.get("temperature", 0.0),
@@ -163,22 +191,13 @@ class LlmRubricMetric(BaseMetric):
     async def ask(self, messages: list[dict[str, Any]]) -> Answer:
         """One call of the judge model, asked for the verdict's schema as well as the backend can enforce it."""
         params = SamplingParams(**{k: v for k, v in self.params.items() if v is not None})
-        req = GenerationRequest("chat", params, messages=messages)
-        schema = SCHEMAS[self.form]
-        if self.enforcement == "response_format":
-            req.extra["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "judge_verdict", "schema": schema, "strict": True},
-            }
-        elif self.enforcement == "grammar":
-            req.grammar = _grammar(self.form)
+        grammar = _grammar(self.form) if self.enforcement == "grammar" else None
         try:
-            await self.backend.ensure_started()
-            self.backend.prepare(req)
-            generation = await self.backend.generate(req)
+            return await ask_json(
+                self.backend, messages, SCHEMAS[self.form], params, self.enforcement, grammar, "judge_verdict"
+            )
         except LlmdockError as exc:
             raise MetricError(f"the judge ({self.model}) failed: {exc.message}") from None
-        return Answer(generation.text, generation.finish_reason == "length")
 
     async def answer(self, messages: list[dict[str, Any]]) -> Answer:
         """The judge's answer, from the cache when this exact call was made before."""
