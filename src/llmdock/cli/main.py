@@ -20,6 +20,7 @@ from llmdock.cli import (
     eval_report,  # noqa: F401 (adds report to `llmdock eval`)
     experiments,
     feedback,
+    finetune,
     guards,
     jobs,
     kb,
@@ -66,6 +67,7 @@ COMMANDS: dict[str, typer.Typer | Callable[..., None]] = {  # in the order of th
     "batch": batch.app,
     "jobs": jobs.app,
     "datasets": datasets_cmd.app,
+    "finetune": finetune.app,
 }
 for name, command in COMMANDS.items():
     if isinstance(command, typer.Typer):
