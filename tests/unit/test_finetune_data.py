@@ -122,3 +122,27 @@ def test_a_run_killed_while_saving_resumes_from_the_last_complete_checkpoint(
     assert (again.steps, again.resumed_from) == (4, 2)
     assert [step for step, _ in again.losses] == [1, 2, 3, 4]  # steps 1-2 from the checkpoint's history
     assert again.losses[:2] == first.losses[:2]
+
+
+def test_a_failed_export_leaves_no_export_and_nothing_staged(tokenizer: Any, tmp_path: Path) -> None:
+    """llama.cpp's converter refuses the tiny tokenizer (its pre-tokenizer is not one llama.cpp knows): the
+    error names the converter, and neither an ``export/`` directory nor a staging directory is left."""
+    from peft import LoraConfig, get_peft_model
+
+    from llmdock.finetune.base import BaseModel
+    from llmdock.finetune.convert import ExportFailed, find_converter
+    from llmdock.finetune.export import export
+
+    if find_converter(tmp_path) is None:
+        pytest.skip("the converter is fetched by make install (llmdock finetune converter)")
+    hf_dir, run_dir = tmp_path / "base", tmp_path / "run"
+    model = _tiny_model(tokenizer)
+    model.save_pretrained(hf_dir)
+    tokenizer.save_pretrained(hf_dir)
+    lora = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    lora.save_pretrained(str(run_dir / "adapter"))
+    base = BaseModel(name="tiny", gguf=hf_dir / "none.gguf", sha256="0" * 64, origin={}, hf_dir=hf_dir)
+    with pytest.raises(ExportFailed, match=r"convert_hf_to_gguf.py failed \(exit 1\)"):
+        export(base, run_dir / "adapter", run_dir, "tiny", ["q8_0"], 4, tmp_path / "home")
+    assert not (run_dir / "export").exists()
+    assert list((tmp_path / "home" / "tmp").iterdir()) == []

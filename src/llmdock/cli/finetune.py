@@ -60,3 +60,41 @@ def converter(config: Path | None = CONFIG) -> None:
     tools = ensure_converter(load_settings(config).home)
     source = converter_source(tools)
     typer.echo(f"{tools} (from {source.get('sdist', '?')}, sha256 {source.get('sha256', '?')[:12]})")
+
+
+@app.command("lineage")
+def lineage(
+    match: list[str] = typer.Argument(
+        ..., help="KEY=VALUE (dataset_version=…, training_run=…, hyperparameters.lora.r=8); values are YAML"
+    ),
+    as_json: bool = AS_JSON,
+    config: Path | None = CONFIG,
+) -> None:
+    """Registered versions whose lineage matches every KEY=VALUE: what was made from a dataset, a run…"""
+    import yaml
+
+    from llmdock.config import load_settings
+    from llmdock.errors import InvalidRequest
+    from llmdock.registry import ModelRegistry
+    from llmdock.store import Store
+
+    wanted = {}
+    for item in match:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidRequest(f"{item!r} is not KEY=VALUE", param="match")
+        wanted[key] = yaml.safe_load(value)
+    settings = load_settings(config)
+    store = Store(settings.resolved_database_url())
+    try:
+        rows = ModelRegistry(store, settings.home).with_lineage(**wanted)
+    finally:
+        store.close()
+    if as_json:
+        views = [
+            {"version": f"{r.name}/{r.version}", "lineage": r.lineage, "metrics": r.metrics} for r in rows
+        ]
+        typer.echo(json.dumps(views, indent=2, default=str))
+        return
+    for r in rows:
+        typer.echo(f"models:/{r.name}/{r.version}  {r.lineage.get('training_run', '')}  {r.description}")
