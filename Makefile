@@ -16,6 +16,8 @@ $(STAMP):
 	$(PY) -m pip install -q torch==2.13.0
 	# llama-cpp-python compiles from source the first time (about 7 minutes on 2 cores); pip caches the wheel.
 	CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) $(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	# llmdock finetune's GGUF converter: from the sdist of the installed llama-cpp-python (once, docs/finetune.md)
+	$(VENV)/bin/llmdock finetune converter
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)

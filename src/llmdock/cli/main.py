@@ -21,6 +21,7 @@ from llmdock.cli import (
     eval_report,  # noqa: F401 (adds report to `llmdock eval`)
     experiments,
     feedback,
+    finetune,
     guards,
     jobs,
     jobs_schedule,  # noqa: F401 (adds schedule, schedules, unschedule and scheduler to `llmdock jobs`)
@@ -71,6 +72,7 @@ COMMANDS: dict[str, typer.Typer | Callable[..., None]] = {  # in the order of th
     "datasets": datasets_cmd.app,
     "build": build.build,
     "release": release.app,
+    "finetune": finetune.app,
 }
 for name, command in COMMANDS.items():
     if isinstance(command, typer.Typer):

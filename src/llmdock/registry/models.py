@@ -111,6 +111,25 @@ class ModelRegistry(Versioned[ModelVersion]):
             )
         return path
 
+    def with_lineage(self, **match: Any) -> list[ModelVersion]:
+        """Every version whose lineage has each of these keys with this value (``dataset_version=…``,
+        ``training_run=…``); a dotted key reaches into a mapping (``hyperparameters.training.max_steps``)."""
+        found = []
+        for name, _count, _latest in self.names():
+            for row in self.versions(name):
+                if all(_lookup(row.lineage, key) == value for key, value in match.items()):
+                    found.append(row)
+        return found
+
     def resolve(self, uri: str) -> tuple[Path, ModelVersion]:
         row = self.get(parse_uri(uri))
         return self.path_of(row), row
+
+
+def _lookup(lineage: dict[str, Any], dotted: str) -> Any:
+    value: Any = lineage
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
