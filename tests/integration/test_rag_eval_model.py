@@ -56,6 +56,8 @@ def test_a_generated_test_set_scores_each_component(tmp_path: Path) -> None:
         "0",
         "--concurrency",
         "1",
+        "--max-chunks",
+        "2",
         timeout=600,
     )
     if made.returncode == 0:  # SmolLM2 may write nothing that passes the checks: then it says why

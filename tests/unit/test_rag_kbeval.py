@@ -126,6 +126,10 @@ async def test_generation_keeps_checked_questions_and_counts_the_rest(tmp_path: 
     ).run(1)
     assert judged_out.rows == []
     assert judged_out.rejected == {"judged not answerable": 3, "answer not in the text": 6}
+    budget = await TestsetGenerator(
+        rt.stage_env, rt.store, "kb", "writer", "fake", kinds=("simple",), retries=0, max_chunks=1
+    ).run(3)
+    assert (budget.candidates, budget.generated) == (1, 1)  # --max-chunks 1: one chunk asked about, once
     await rt.close()
 
 

@@ -213,6 +213,9 @@ def testset_cmd(
     ),
     retries: int = typer.Option(2, min=0, help="new attempts for a rejected generation"),
     concurrency: int = typer.Option(4, min=1, max=64, help="chunks asked about at once"),
+    max_chunks: int | None = typer.Option(
+        None, "--max-chunks", min=1, help="give up after asking about this many chunks [all of them]"
+    ),
     config: Path | None = CONFIG,
 ) -> None:
     """Generate questions with reference answers and their source chunks from a knowledge base."""
@@ -237,6 +240,7 @@ def testset_cmd(
                 kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
                 retries=retries,
                 concurrency=concurrency,
+                max_chunks=max_chunks,
                 advance=lambda kept: progress.update(task, completed=kept),
             )
             return await gen.run(n)
@@ -251,7 +255,9 @@ def testset_cmd(
         f" (rejected: {rejected or 'none'}); every row is marked synthetic"
     )
     if written < n:
-        err.print(f"[yellow]{written} of the {n} asked for[/]: the chunks ran out", highlight=False)
+        spent = max_chunks is not None and outcome.candidates >= max_chunks
+        why = "the --max-chunks budget was spent" if spent else "the chunks ran out"
+        err.print(f"[yellow]{written} of the {n} asked for[/]: {why}", highlight=False)
 
 
 @app.command("evaluate")

@@ -137,6 +137,7 @@ class TestsetGenerator:
         kinds: tuple[str, ...] = KINDS,
         retries: int = 2,
         concurrency: int = 4,
+        max_chunks: int | None = None,
         advance: Callable[[int], None] | None = None,
     ) -> None:
         unknown = [k for k in kinds if k not in KINDS]
@@ -152,6 +153,7 @@ class TestsetGenerator:
         check = Check("llm-rubric", {"rubric": ANSWERABLE, "verdict": "pass", "model": judge_model})
         self.judge = LlmRubricMetric(check, env)
         self.seed, self.kinds, self.retries, self.concurrency = seed, kinds, retries, concurrency
+        self.max_chunks = max_chunks  # a budget: chunks asked about before giving up (None: all of them)
         self.advance = advance or (lambda kept: None)
         self._seen: set[tuple[str, ...]] = set()
 
@@ -176,7 +178,7 @@ class TestsetGenerator:
         if n < 1:
             raise InvalidRequest("the test set needs at least one question", param="n")
         out = Outcome([])
-        todo = list(enumerate(self.drawn()))
+        todo = list(enumerate(self.drawn()))[: self.max_chunks]
         kept: list[tuple[int, dict[str, Any]]] = []
         await self.backend.ensure_started()
         while todo and len(kept) < n:
