@@ -265,6 +265,11 @@ async def test_the_gateway_applies_the_retention_period(make_settings: Callable[
     ]
     write_traces(runtime.store, records)
     from llmdock.store import audit
+    from llmdock.store.monitor_eval_rows import EvalClaim
+
+    with runtime.store.session() as s, s.begin():  # the online evaluator's claims go with their traces
+        for r in records:
+            s.add(EvalClaim(rule="r", trace_id=r.id, trace_created_at=r.created_at, claimed_at=now))
 
     task = asyncio.create_task(retention_loop(runtime))
     for _ in range(300):  # the purge runs in a thread; its audit row is written after the deletes
@@ -273,6 +278,8 @@ async def test_the_gateway_applies_the_retention_period(make_settings: Callable[
         await asyncio.sleep(0.01)
     task.cancel()
     assert count_traces(runtime.store) == 2
+    with runtime.store.session() as s:
+        assert sorted(c.trace_id for c in s.query(EvalClaim)) == ["t1", "t29"]
     purge = audit.list_rows(runtime.store, action="retention.purge")
     assert purge[0].after == {"older_than_days": 30, "traces_deleted": 2}
     await runtime.close()

@@ -152,11 +152,21 @@ async def test_feedback_is_exported_and_erased_with_its_subject(gateway: Gateway
     json.dumps(data.lines)
 
     secret = gateway.runtime.auth.secret
+    from datetime import UTC, datetime
+
+    from llmdock.store.monitor_eval_rows import EvalClaim
+
+    with store.session() as s, s.begin():  # the online evaluator's claims go with the erased traces
+        for trace_id in (liked, disliked):
+            now = datetime.now(UTC)
+            s.add(EvalClaim(rule="r", trace_id=trace_id, trace_created_at=now, claimed_at=now))
     exported = export_subject(store, "ana", ADMIN, secret)
     assert sorted(f["trace_id"] for f in exported["feedback"]) == sorted([liked, corrected])
     report = erase_subject(store, "ana", ADMIN, secret)
     assert report["feedback_deleted"] == 2
     assert [r.trace_id for r in FeedbackBook(store).rows(Scope(None))] == [disliked]
+    with store.session() as s:
+        assert [c.trace_id for c in s.query(EvalClaim)] == [disliked]
 
 
 async def test_feedback_text_is_masked_and_sealed_like_traces(

@@ -26,6 +26,7 @@ from llmdock.store.feedback_rows import FeedbackRow, feedback_view
 from llmdock.store.kb_rows import KbMemoryRow
 from llmdock.store.keyring import Keyring, open_trace_bodies
 from llmdock.store.models import ApiKey, AuditRow, StoredResponse, Trace, User
+from llmdock.store.monitor_eval_rows import EvalClaim
 from llmdock.store.responses import open_data, responses_of
 from llmdock.store.trace_records import StoredSpan
 from llmdock.store.traces import stored_spans
@@ -105,6 +106,7 @@ def erase_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> di
         for i in range(0, len(trace_ids), 500):
             chunk = trace_ids[i : i + 500]
             s.execute(delete(Trace).where(Trace.id.in_(chunk)))
+            s.execute(delete(EvalClaim).where(EvalClaim.trace_id.in_(chunk)))
         feedback = s.execute(delete(FeedbackRow).where(FeedbackRow.subject.in_(ids))).rowcount  # type: ignore[attr-defined]
         responses = s.execute(delete(StoredResponse).where(StoredResponse.subject.in_(ids))).rowcount  # type: ignore[attr-defined]
         memory = s.execute(delete(KbMemoryRow).where(KbMemoryRow.subject.in_(ids))).rowcount  # type: ignore[attr-defined]
@@ -133,9 +135,13 @@ def erase_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> di
 
 
 def purge_older_than(store: Store, days: int, actor: Actor) -> int:
-    """Delete traces (their spans with them) created more than ``days`` days ago; audited when any were."""
+    """Delete traces (their spans with them) created more than ``days`` days ago, and the online evaluator's
+    claims on them (one row per sampled trace and rule, which would otherwise grow without end); audited when
+    any trace was deleted."""
     cutoff = datetime.now(UTC) - timedelta(days=days)
     total = 0
+    with store.session() as s, s.begin():
+        s.execute(delete(EvalClaim).where(EvalClaim.trace_created_at < cutoff))
     while True:
         with store.session() as s, s.begin():
             ids = list(s.scalars(select(Trace.id).where(Trace.created_at < cutoff).limit(1000)))
