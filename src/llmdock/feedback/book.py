@@ -63,26 +63,51 @@ class FeedbackBook:
         """Store one piece of feedback (audited as ``feedback.add``); returns it as stored, text opened."""
         trace = self.trace(item.trace_id, scope)
         name, value = item.score()
-        row_id = uuid.uuid4().hex
-        row = FeedbackRow(
-            id=row_id,
-            trace_id=trace.id,
-            created_at=datetime.now(UTC),
+        row = self.new_row(
+            trace,
             name=name,
             value=value,
-            comment=self.prepared(item.comment, row_id, "comment"),
-            correction=self.prepared(item.correction, row_id, "correction"),
             source=item.source,
-            subject=trace.subject,
-            team_id=trace.team_id,
             created_by=actor.name,
+            comment=item.comment,
+            correction=item.correction,
         )
+        row_id = row.id
         with self.store.session() as s, s.begin():
             s.add(row)
         after = {"id": row_id, "name": name, "value": value, "source": item.source}
         after |= {"comment": bool(item.comment), "correction": bool(item.correction)}
         audit.record(self.store, "feedback.add", actor, target=f"trace:{trace.id}", after=after)
         return feedback_view(row, self.store.keyring)
+
+    def new_row(
+        self,
+        trace: Trace,
+        *,
+        name: str,
+        value: float | None,
+        source: str,
+        created_by: str,
+        comment: str = "",
+        correction: str = "",
+        now: datetime | None = None,
+    ) -> FeedbackRow:
+        """A feedback row on ``trace``, its texts prepared (redacted, sealed), not yet stored: ``add`` stores it
+        audited; the online evaluator stores it in the transaction that finishes its claim."""
+        row_id = uuid.uuid4().hex
+        return FeedbackRow(
+            id=row_id,
+            trace_id=trace.id,
+            created_at=now or datetime.now(UTC),
+            name=name,
+            value=value,
+            comment=self.prepared(comment, row_id, "comment"),
+            correction=self.prepared(correction, row_id, "correction"),
+            source=source,
+            subject=trace.subject,
+            team_id=trace.team_id,
+            created_by=created_by,
+        )
 
     def rows(
         self, scope: Scope, *, trace_id: str | None = None, limit: int = 50, since: datetime | None = None

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,7 +35,6 @@ from llmdock.monitor.leader import LeaderLock
 from llmdock.monitor.online_rules import SOURCE, Candidate, ScoringRule, build_rules, case_of
 from llmdock.pipeline.env import StageEnv
 from llmdock.store.engine import Store
-from llmdock.store.feedback_rows import FeedbackRow
 from llmdock.store.keyring import open_trace_bodies
 from llmdock.store.models import Trace
 from llmdock.store.monitor_eval_rows import EvalClaim, EvalCursor
@@ -201,21 +199,18 @@ class OnlineEvaluator:
             if claim is None or claim.done_at is not None:
                 return  # finished elsewhere: never store a second set of scores
             claim.done_at, claim.outcome = now, scored.outcome
-            for name, value, reason in scored.scores if trace is not None else []:
-                row_id = uuid.uuid4().hex
+            if trace is None:  # the trace is gone: the claim is finished, there is nothing to score on
+                return
+            for name, value, reason in scored.scores:
                 s.add(
-                    FeedbackRow(
-                        id=row_id,
-                        trace_id=job.trace_id,
-                        created_at=now,
+                    self.book.new_row(
+                        trace,
                         name=name,
                         value=value,
-                        comment=self.book.prepared(reason, row_id, "comment"),
-                        correction="",
                         source=SOURCE,
-                        subject=trace.subject if trace is not None else "",
-                        team_id=trace.team_id if trace is not None else "",
                         created_by=f"online-eval:{job.rule}",
+                        comment=reason,
+                        now=now,
                     )
                 )
 
