@@ -15,7 +15,8 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from llmdock.errors import Forbidden, InvalidRequest
+from llmdock.errors import Forbidden
+from llmdock.gateway.admin_registry import prompt_registry
 from llmdock.gateway.deps import RuntimeDep, principal_of
 from llmdock.gateway.http import JSONResponse
 from llmdock.gateway.schemas import StoredCount
@@ -34,9 +35,7 @@ async def get_prompt(
     principal = principal_of(request)
     if principal is not None and not principal.may_prompt(name):
         raise Forbidden(f"this key may not use prompt template {name!r}", param="name")
-    if runtime.prompts is None:
-        raise InvalidRequest("the prompt registry needs the store")
-    registry = runtime.prompts.registry
+    registry = prompt_registry(runtime)
 
     def read() -> dict[str, object]:
         return registry.described_one(registry.get(name, version=version, label=label))
