@@ -46,3 +46,17 @@ def test_running_one_command_does_not_import_the_others() -> None:
     assert "llmdock.cli.eval_gate" in loaded
     assert "llmdock.cli.serve" not in loaded
     assert "llmdock.cli.finetune" not in loaded
+
+
+def test_serve_with_workers_gives_uvicorn_the_configured_healthcheck(tmp_path, monkeypatch) -> None:
+    import uvicorn
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: seen.update(kwargs))
+    monkeypatch.setenv("LLMDOCK_HOME", str(tmp_path))
+    config = tmp_path / "llmdock.yaml"
+    config.write_text("worker_healthcheck_s: 45\nmodels:\n  fake: {backend: fake}\ndefault_model: fake\n")
+    result = CliRunner().invoke(build_app(["serve"]), ["serve", "-c", str(config), "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    assert seen["workers"] == 2
+    assert seen["timeout_worker_healthcheck"] == 45

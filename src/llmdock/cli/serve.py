@@ -74,7 +74,13 @@ def serve(
             "%d workers without redis_url: caches and rate limits are per worker", workers
         )
     try:
-        uvicorn.run("llmdock.gateway.asgi:app_from_env", factory=True, workers=workers, **common)
+        uvicorn.run(
+            "llmdock.gateway.asgi:app_from_env",
+            factory=True,
+            workers=workers,
+            timeout_worker_healthcheck=settings.worker_healthcheck_s,
+            **common,
+        )
     finally:
         if run_dir is not None:
             shutil.rmtree(run_dir, ignore_errors=True)

@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     database_url: str = Field(default="", description="SQLAlchemy URL; empty means SQLite in home.")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    worker_healthcheck_s: int = Field(
+        default=30,
+        ge=1,
+        description="With --workers N: seconds a worker may miss uvicorn's ping before a restart.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     default_model: str = "smollm2"
     default_embedding_model: str = "all-minilm-l6-v2"
