@@ -10,6 +10,8 @@
 #   * llmdock added P99 at c=1 (gateway P99 - direct P99) <= 2 ms, beside LiteLLM's (issue 15)
 #   * llmdock RPS at c=32 >= 10 x LiteLLM's RPS at c=32 (same run, same machine)
 #   * --workers 2 at c=32 >= 1.8 x one worker (issue 15), with the CPU per request of each
+#   * with guard_in and guard_out in the pipeline and a realistic 300-character prompt: llmdock's RPS at c=32
+#     >= 15 x LiteLLM's (no guards at all) on the same prompt, in a second harness run (issue 16; GUARDS=0 skips)
 # It reports figures and whether they meet the targets; it fails only on errors, never on a miss.
 #
 # Usage: bench/gateway_overhead.sh            (from anywhere; DURATION=10 bench/gateway_overhead.sh)
@@ -44,6 +46,9 @@ TARGET_P50_MS=0.5
 TARGET_RPS_RATIO=10
 TARGET_P99_MS=2
 TARGET_WORKERS=1.8
+TARGET_GUARDS_RATIO=15
+# issue 16's polite customer message (bookshop): realistic length, and it must pass every guard
+GUARDED_PROMPT="Hello, I ordered two novels last Tuesday and the parcel has not arrived yet. The tracking page says it left the warehouse on Wednesday. Could you tell me what usually happens in such cases and whether I should wait a few more days before asking for a replacement? Thanks a lot for your help."
 
 log() { printf '[gateway_overhead] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -127,6 +132,24 @@ RESULTS="$RUN_DIR/results.tsv"
 [ "$rc" = 0 ] || die "run_peer.sh failed (exit $rc); see $RUN_DIR"
 [ -s "$RESULTS" ] || die "no results in $RESULTS"
 
+# ---------------------------------------------------------------- guarded run (issue 16)
+# The same harness again at c=32 only, every request carrying GUARDED_PROMPT: LiteLLM as it is (no guards)
+# against llmdock with guard_in and guard_out in the pipeline (the default detectors of each).
+if [ "${GUARDS:-1}" = 1 ]; then
+  GCONFIG="$TMP/llmdock-guards.yaml"
+  { cat "$CONFIG"; echo "pipeline: [preprocess, guard_in, cache, generate, structured, guard_out, postprocess]"; } > "$GCONFIG"
+  GUARD_TARGET="llmdock-guards|http://127.0.0.1:$PORT/v1/chat/completions|fake|sk-bench|'$LLMDOCK_BIN' serve --config '$GCONFIG' --port $PORT"
+  # the detectors train once per home (minutes on a loaded machine): before the run, not inside its 120 s start
+  log "preparing the guards (trained once, cached in $LLMDOCK_HOME)"
+  "$LLMDOCK_BIN" guards check --config "$GCONFIG" "$GUARDED_PROMPT" >/dev/null
+  "$LLMDOCK_BIN" guards check --output --config "$GCONFIG" "hello from upstream" >/dev/null
+  log "guarded run: $GUARD_TARGET (prompt of ${#GUARDED_PROMPT} characters)"
+  grc=0
+  BENCH_PROMPT_JSON="$(python3 -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$GUARDED_PROMPT")" \
+    CONCURRENCY=32 RUN_DIR="$RUN_DIR/guards" bash "$PEER_DIR/run_peer.sh" $LITELLM_TARGETS "$GUARD_TARGET" || grc=$?
+  [ "$grc" = 0 ] || die "run_peer.sh (guarded run) failed (exit $grc); see $RUN_DIR/guards"
+fi
+
 # ---------------------------------------------------------------- summary against the targets
 field() { # field TARGET CONC COLUMN -> value from results.tsv (empty if absent)
   awk -F'\t' -v t="$1" -v c="$2" -v col="$3" 'NR == 1 { for (i = 1; i <= NF; i++) idx[$i] = i; next }
@@ -170,4 +193,15 @@ for c in ${CONCURRENCY:-1 32}; do
   [ -n "$cpu" ] && awk -v c="$c" -v cpu="$cpu" -v rps="$rps" 'BEGIN {
     printf "  llmdock at c=%s: %s%% of one core for %.0f RPS = %.2f ms CPU per request\n", c, cpu, rps, (rps > 0 ? cpu * 10 / rps : 0) }'
 done
+GRESULTS="$RUN_DIR/guards/results.tsv"
+if [ -s "$GRESULTS" ]; then
+  g_rps="$(RESULTS="$GRESULTS" field llmdock-guards 32 rps)"
+  for lt in $LITELLM_TARGETS; do
+    b_rps="$(RESULTS="$GRESULTS" field "$lt" 32 rps)"
+    [ -n "$g_rps" ] && [ -n "$b_rps" ] && awk -v g="$g_rps" -v b="$b_rps" -v t="$TARGET_GUARDS_RATIO" -v n="$lt" \
+      -v e="$(RESULTS="$GRESULTS" field llmdock-guards 32 errors)" 'BEGIN {
+      printf "  guards, c=32:      llmdock with guard_in + guard_out %.1f RPS (%s errors) vs %s without guards %.1f = %.1fx  target >= %dx  -> %s\n",
+        g, e, n, b, (b > 0 ? g / b : 0), t, (g >= t * b ? "MET" : "MISSED") }'
+  done
+fi
 echo "  raw output: $RUN_DIR"
