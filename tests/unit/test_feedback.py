@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from llmdock.cli.main import app
 from llmdock.config import Settings
+from llmdock.datasets.versions import Datasets
 from llmdock.errors import InvalidRequest
 from llmdock.feedback import FeedbackBook, Scope, chat_dataset, check_feedback
 from llmdock.privacy.crypto import Keyring, new_key, parse_keys
@@ -157,7 +160,10 @@ async def test_bad_feedback_is_a_400_and_stores_nothing(gateway: Gateway) -> Non
     assert FeedbackBook(gateway.runtime.store).rows(Scope(None)) == []
 
 
-async def test_feedback_is_exported_and_erased_with_its_subject(gateway: Gateway) -> None:
+async def test_feedback_is_exported_as_a_dataset_and_erased_with_its_subject(
+    gateway: Gateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMDOCK_HOME", str(tmp_path))  # the CLI on the gateway's home and store
     liked = await answered(gateway, "none", user="ana", text="what is two plus two")
     corrected = await answered(gateway, "none", user="ana", text="capital of France?")
     disliked = await answered(gateway, "none", user="bob", text="tell me a joke")
@@ -177,6 +183,19 @@ async def test_feedback_is_exported_and_erased_with_its_subject(gateway: Gateway
     assert by_trace[corrected][-1] == {"role": "assistant", "content": "Paris."}
     assert by_trace[liked][0]["content"] == "what is two plus two"
     json.dumps(data.lines)
+    exported = CliRunner().invoke(app, ["feedback", "export", "--to-dataset", "support-fixes", "--json"])
+    assert exported.exit_code == 0, exported.output
+    version = json.loads(exported.output)
+    assert (version["name"], version["version"], version["rows"]) == ("support-fixes", 1, 2)
+    assert version["lineage"]["sources"] == [
+        {"feedback": {"min_rating": 4, "corrections": 1, "good_answers": 1, "skipped_no_body": 0}}
+    ]
+    rows = list(Datasets(store, tmp_path).rows(Datasets(store, tmp_path).get("support-fixes/1")))
+    assert {r["meta"]["trace_id"]: r["messages"][-1]["content"] for r in rows}[corrected] == "Paris."
+    again = CliRunner().invoke(app, ["feedback", "export", "--to-dataset", "support-fixes"])
+    assert "unchanged" in again.output  # the same rows: no new version
+    neither = CliRunner().invoke(app, ["feedback", "export"])
+    assert neither.exception.one_line() == "give --to-dataset NAME or --to-file PATH"
 
     secret = gateway.runtime.auth.secret
     from datetime import UTC, datetime
