@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from llmdock.config import ModelConfig
 from llmdock.experiments.book import ExperimentBook, served_versions
 from llmdock.experiments.spec import ExperimentSpec, parse_variant
@@ -84,3 +86,58 @@ def test_a_model_winner_that_serves_no_registered_version_moves_nothing(tmp_path
     book.conclude("models", "b", ME, served_versions(configs, registry.store))
     assert registry.labels.get("m", "production") == 1
     assert book.get("models").winner == "b"
+
+
+@pytest.mark.parametrize(
+    ("guard", "outcomes", "says"),
+    [
+        (
+            {"max_error_rate": 0.2},
+            ["ok"] * 7 + ["upstream: down"] * 3,
+            "error rate 0.3 > 0.2 over 10 requests",
+        ),
+        (
+            {"max_block_rate": 0.1},
+            ["ok"] * 8 + ["content_policy: injection"] * 2,
+            "guard-block rate 0.2 > 0.1",
+        ),
+        (
+            {"max_p50_ms": 100.0},
+            [5.0] * 4 + [500.0] * 6,
+            "latency p50 > 100 ms (6 of 10 answered requests slower)",
+        ),
+        ({"max_p50_ms": 100.0}, [5.0] * 5 + [500.0] * 5, ""),  # half slower: the median is not above it
+        ({"max_error_rate": 0.2}, ["ok"] * 6 + ["upstream: down"] * 3, ""),  # 9 < min_samples
+    ],
+)
+def test_each_bound_flags_the_variant_at_the_request_that_crosses_it(
+    guard: dict[str, float], outcomes: list[str | float], says: str
+) -> None:
+    from datetime import UTC, datetime
+
+    from llmdock.experiments.guard_tally import GuardTally
+    from llmdock.store.experiment_rows import ExperimentRow
+    from llmdock.store.trace_records import TraceRecord
+
+    row = ExperimentRow(name="tone", variants=[{"name": "a", "weight": 50}, {"name": "b", "weight": 50}],
+                        guard={"min_samples": 10, **guard})  # fmt: skip
+    tally = GuardTally()
+    for fresh, bounds in tally.watch([row]):
+        tally.seed(fresh, bounds, None)
+    attrs = {"llmdock.experiment": "tone", "llmdock.experiment_variant": "b"}
+    first = None
+    for i, outcome in enumerate(outcomes):
+        ms, error = (
+            (outcome, "") if isinstance(outcome, float) else (10.0, "" if outcome == "ok" else outcome)
+        )
+        status = "error" if error else "ok"
+        tally.observe(TraceRecord(f"{i:032x}", datetime.now(UTC), "chat", "fake", status, ms, error=error,
+                                  attributes=attrs))  # fmt: skip
+        first = i if first is None and tally.tripped else first
+    flagged = tally.take()
+    if not says:
+        assert flagged == []
+        return
+    assert first == len(outcomes) - 1  # the 10th request (min_samples) crossed it
+    assert [(e, v) for e, v, _ in flagged] == [("tone", "b")]
+    assert says in flagged[0][2]
