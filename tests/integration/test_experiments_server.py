@@ -109,7 +109,7 @@ def test_two_prompt_versions_split_scored_and_concluded(tmp_path: Path) -> None:
         assert json.loads(shown.stdout)["attributes"]["llmdock.prompt_version"] == 2
 
         dataset = home / "feedback.jsonl"
-        exported = run_cli(home, "feedback", "export", "--to-dataset", str(dataset))
+        exported = run_cli(home, "feedback", "export", "--to-file", str(dataset))
         assert exported.returncode == 0, exported.stderr
         lines = [json.loads(line) for line in dataset.read_text().splitlines()]
         assert len(lines) == counts["b"]

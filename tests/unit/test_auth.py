@@ -281,7 +281,7 @@ async def test_the_gateway_applies_the_retention_period(make_settings: Callable[
     with runtime.store.session() as s:
         assert sorted(c.trace_id for c in s.query(EvalClaim)) == ["t1", "t29"]
     purge = audit.list_rows(runtime.store, action="retention.purge")
-    assert purge[0].after == {"older_than_days": 30, "traces_deleted": 2}
+    assert purge[0].after == {"older_than_days": 30, "traces_deleted": 2, "feedback_deleted": 0}
     await runtime.close()
 
 

@@ -147,20 +147,71 @@ async def test_requests_are_split_sticky_by_user_recorded_and_concluded(gw: Gate
     assert "detail" in after.json()["choices"][0]["message"]["content"]  # the winner, at once
 
 
-async def test_guard_rails_stop_each_variant_past_its_bound_and_the_last_one_ends_it(gw: Gateway) -> None:
+async def test_guard_rails_stop_each_variant_at_the_request_past_its_bound_without_reading_traces(
+    gw: Gateway,
+) -> None:
+    from sqlalchemy import event
+
     store = gw.runtime.store
+    watch = gw.runtime.experiments
     assert store is not None
-    assert gw.runtime.experiments is not None
+    assert watch is not None
     book = ExperimentBook(store)
     book.create(spec("tone", guard=GuardRails(max_p50_ms=0.0, min_samples=5)), ME, MODELS)
-    gw.runtime.experiments.load()
+    watch.load()
+    served: Counter[str] = Counter()
+    flagged_at: dict[str, int] = {}
     for i in range(30):
-        assert (await gw.client.post("/v1/chat/completions", json=ask(f"u{i}"))).status_code == 200
-    gw.flush_traces()
-    stopped = gw.runtime.experiments.apply_guards()
+        resp = await gw.client.post("/v1/chat/completions", json=ask(f"u{i}"))
+        variant = resp.headers["x-llmdock-experiment"].split("/")[1]
+        served[variant] += 1
+        for _, v in watch.tally.tripped:
+            flagged_at.setdefault(v, served[v])
+    assert flagged_at == {"a": 5, "b": 5}  # flagged by the very request that reached min_samples
+    statements: list[str] = []
+    event.listen(store.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    stopped = watch.apply_guards()
     assert {(e, v) for e, v, _ in stopped} == {("tone", "a"), ("tone", "b")}
+    assert not [q for q in statements if "FROM traces" in q]  # counters, not a read of the traces
     assert book.get("tone").status == "stopped"  # the last variant standing ends it
-    assert "latency p50 ms" in stopped[0][2]
+    assert "latency p50 > 0 ms" in stopped[0][2]
+    assert watch.apply_guards() == []  # flagged once
+
+
+def test_a_worker_that_starts_late_counts_on_from_the_stored_traces(tmp_path: Any) -> None:
+    from datetime import UTC, datetime
+
+    from llmdock.experiments.watch import ExperimentWatch
+    from llmdock.store import TraceRecord, write_traces
+
+    store = Store(f"sqlite:///{tmp_path / 'x.db'}")
+    push_versions(store)
+    book = ExperimentBook(store)
+    book.create(spec("tone", guard=GuardRails(max_error_rate=0.3, min_samples=10)), ME, MODELS)
+    attrs = {"llmdock.experiment": "tone", "llmdock.experiment_variant": "b"}
+    old = [
+        TraceRecord(
+            f"{i:032x}",
+            datetime.now(UTC),
+            "chat",
+            "fake",
+            "error" if i < 4 else "ok",
+            5.0,
+            error="upstream: down" if i < 4 else "",
+            attributes=attrs,
+        )  # fmt: skip
+        for i in range(9)
+    ]
+    write_traces(store, old, yield_gil=False)  # 4 errors in 9: under min_samples still
+    watch = ExperimentWatch(store)
+    watch.load()
+    assert watch.apply_guards() == []
+    late = TraceRecord("f" * 32, datetime.now(UTC), "chat", "fake", "ok", 5.0, attributes=attrs)
+    watch.observe(late)  # the 10th request: 4 of 10 failed
+    assert [(e, v) for e, v, _ in watch.apply_guards()] == [("tone", "b")]
+    with pytest.raises(Conflict, match="stopped already"):  # a second worker finds it done
+        book.stop_variant("tone", "b", "again", ME)
+    store.close()
 
 
 def test_a_stopped_variants_traffic_goes_to_the_others(tmp_path: Any) -> None:
@@ -214,36 +265,11 @@ def test_a_real_difference_is_found() -> None:
     assert d.samples_needed == 0
 
 
-def test_a_model_winner_moves_the_alias_of_the_registered_version_it_serves(tmp_path: Any) -> None:
-    from llmdock.config import ModelConfig
-    from llmdock.experiments.book import pinned_versions
-    from llmdock.registry.models import ModelRegistry
-
-    store = Store(f"sqlite:///{tmp_path / 'x.db'}")
-    weights = tmp_path / "w.gguf"
-    models = ModelRegistry(store, tmp_path)
-    for content in (b"one", b"two"):
-        weights.write_bytes(content)
-        models.register("my-ft", weights, ME, progress=False)
-    models.labels.set("my-ft", "production", 1, ME)
-    served = {
-        "ft-1": ModelConfig(backend="llamacpp", model_path="models:/my-ft/1"),
-        "ft-2": ModelConfig(backend="llamacpp", model_path="models:/my-ft/2"),
-        "ft-prod": ModelConfig(backend="llamacpp", model_path="models:/my-ft@production"),
-    }
-    pinned = pinned_versions(served)
-    assert pinned == {"ft-1": ("my-ft", 1), "ft-2": ("my-ft", 2)}  # an alias is not a pinned version
-    book = ExperimentBook(store)
-    book.create(spec("ft", "a=model:ft-1", "b=model:ft-2", match={"model": "ft-prod"}), ME, set(served))
-    book.conclude("ft", "b", ME, pinned)
-    assert models.labels.get("my-ft", "production") == 2
-    assert book.get("ft").winner == "b"
-
-
 def test_variant_facts_come_from_the_tagged_traces_on_each_store(db_url: str) -> None:
     from datetime import UTC, datetime
 
-    from llmdock.experiments.results import guard_verdicts, variant_stats
+    from llmdock.experiments.guard_tally import Bounds, Tally
+    from llmdock.experiments.results import variant_stats
     from llmdock.store import TraceRecord, write_traces
     from llmdock.store.feedback_rows import FeedbackRow
 
@@ -291,5 +317,8 @@ def test_variant_facts_come_from_the_tagged_traces_on_each_store(db_url: str) ->
     assert stats["a"].scores == {"thumbs": [1.0]}
     assert stats["a"].cost == pytest.approx(5.0)
     assert stats["a"].tokens == [7] * 10
-    assert guard_verdicts(row, stats) == {"b": "error rate 0.5 > 0.2 over 10 requests"}
+    bounds = Bounds.of(row)
+    assert bounds is not None
+    verdicts = {v: bounds.verdict(Tally.of(st, bounds.max_p50_ms)) for v, st in stats.items()}
+    assert verdicts == {"a": "", "b": "error rate 0.5 > 0.2 over 10 requests"}
     store.close()

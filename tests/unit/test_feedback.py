@@ -8,17 +8,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from llmdock.cli.main import app
 from llmdock.config import Settings
+from llmdock.datasets.versions import Datasets
 from llmdock.errors import InvalidRequest
 from llmdock.feedback import FeedbackBook, Scope, chat_dataset, check_feedback
-from llmdock.privacy.crypto import new_key
-from llmdock.privacy.gdpr import erase_subject, export_subject
+from llmdock.privacy.crypto import Keyring, new_key, parse_keys
+from llmdock.privacy.gdpr import erase_subject, export_subject, purge_older_than
+from llmdock.privacy.rotation import key_usage, rotate
 from llmdock.store import audit
 from llmdock.store.audit import Actor
+from llmdock.store.feedback_rows import FeedbackRow, feedback_view
 from tests.conftest import Gateway
 
 ADMIN = Actor("test", "pytest")
+
+
+def ring(*keys: str) -> Keyring:
+    return Keyring(parse_keys(",".join(keys), "test"))
 
 
 def chat(user: str, text: str = "hi") -> dict[str, Any]:
@@ -100,6 +109,27 @@ async def test_a_team_scores_its_own_traces_and_not_another_teams(teams: Any) ->
     assert {r.target for r in added} == {f"trace:{red_trace}"}
 
 
+async def test_a_rotated_key_loses_its_feedback_rights_and_its_successor_keeps_the_teams(teams: Any) -> None:
+    gw, keys = teams
+    red_trace = await answered(gw, keys["red"])
+    gw.flush_traces()
+    d = gw.runtime.auth.directory
+    successor, _ = d.rotate(keys["red"][:16], ADMIN)
+    gw.runtime.auth.refresh()
+    old = await gw.client.post(
+        "/v1/feedback", json={"trace_id": red_trace, "thumbs": "up"}, headers=bearer(keys["red"])
+    )
+    assert old.status_code == 401  # revoked by the rotation
+    new = await gw.client.post(
+        "/v1/feedback", json={"trace_id": red_trace, "thumbs": "up"}, headers=bearer(successor)
+    )
+    assert new.status_code == 201, new.text  # the old key's traces are the team's: the successor scores them
+    blue = await gw.client.post(
+        "/v1/feedback", json={"trace_id": red_trace, "thumbs": "up"}, headers=bearer(keys["blue"])
+    )
+    assert blue.status_code == 404
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -130,7 +160,10 @@ async def test_bad_feedback_is_a_400_and_stores_nothing(gateway: Gateway) -> Non
     assert FeedbackBook(gateway.runtime.store).rows(Scope(None)) == []
 
 
-async def test_feedback_is_exported_and_erased_with_its_subject(gateway: Gateway) -> None:
+async def test_feedback_is_exported_as_a_dataset_and_erased_with_its_subject(
+    gateway: Gateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMDOCK_HOME", str(tmp_path))  # the CLI on the gateway's home and store
     liked = await answered(gateway, "none", user="ana", text="what is two plus two")
     corrected = await answered(gateway, "none", user="ana", text="capital of France?")
     disliked = await answered(gateway, "none", user="bob", text="tell me a joke")
@@ -150,6 +183,19 @@ async def test_feedback_is_exported_and_erased_with_its_subject(gateway: Gateway
     assert by_trace[corrected][-1] == {"role": "assistant", "content": "Paris."}
     assert by_trace[liked][0]["content"] == "what is two plus two"
     json.dumps(data.lines)
+    exported = CliRunner().invoke(app, ["feedback", "export", "--to-dataset", "support-fixes", "--json"])
+    assert exported.exit_code == 0, exported.output
+    version = json.loads(exported.output)
+    assert (version["name"], version["version"], version["rows"]) == ("support-fixes", 1, 2)
+    assert version["lineage"]["sources"] == [
+        {"feedback": {"min_rating": 4, "corrections": 1, "good_answers": 1, "skipped_no_body": 0}}
+    ]
+    rows = list(Datasets(store, tmp_path).rows(Datasets(store, tmp_path).get("support-fixes/1")))
+    assert {r["meta"]["trace_id"]: r["messages"][-1]["content"] for r in rows}[corrected] == "Paris."
+    again = CliRunner().invoke(app, ["feedback", "export", "--to-dataset", "support-fixes"])
+    assert "unchanged" in again.output  # the same rows: no new version
+    neither = CliRunner().invoke(app, ["feedback", "export"])
+    assert neither.exception.one_line() == "give --to-dataset NAME or --to-file PATH"
 
     secret = gateway.runtime.auth.secret
     from datetime import UTC, datetime
@@ -169,20 +215,58 @@ async def test_feedback_is_exported_and_erased_with_its_subject(gateway: Gateway
         assert [c.trace_id for c in s.query(EvalClaim)] == [disliked]
 
 
-async def test_feedback_text_is_masked_and_sealed_like_traces(
+async def test_feedback_text_is_masked_sealed_and_resealed_by_key_rotation(
     gateway_factory: Callable[[Settings], Any],
     make_settings: Callable[..., Settings],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    monkeypatch.setenv("LLMDOCK_ENCRYPTION_KEY", new_key())
+    old_key, new_key_ = new_key(), new_key()
+    monkeypatch.setenv("LLMDOCK_ENCRYPTION_KEY", old_key)
     gw: Gateway = await gateway_factory(make_settings(privacy={"pii": "mask", "encrypt_bodies": True}))
     trace_id = await answered(gw, "none")
     gw.flush_traces()
-    body = {"trace_id": trace_id, "thumbs": "down", "comment": "mail me at ana@example.org about tulips"}
+    body = {"trace_id": trace_id, "thumbs": "down", "comment": "mail me at ana@example.org about tulips",
+            "correction": "Tulips are flowers."}  # fmt: skip
     resp = await gw.client.post("/v1/feedback", json=body)
     assert resp.status_code == 201
     assert resp.json()["comment"] == "mail me at <EMAIL_ADDRESS> about tulips"
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("llmdock.db*"))
     assert b"tulips" not in raw
     assert b"ana@example.org" not in raw
+
+    store = gw.runtime.store
+    assert store is not None
+    rotate(store, ring(new_key_, old_key))  # LLMDOCK_ENCRYPTION_KEY="NEW,OLD" llmdock secrets rotate-key
+    assert set(key_usage(store)) == {ring(new_key_).current_id}  # trace and feedback: nothing on the old key
+    with store.session() as s:
+        row = s.query(FeedbackRow).one()
+    opened = feedback_view(row, ring(new_key_))  # the old key may now be dropped
+    assert (opened["comment"], opened["correction"]) == (
+        "mail me at <EMAIL_ADDRESS> about tulips",
+        "Tulips are flowers.",
+    )
+
+
+async def test_retention_deletes_feedback_with_its_traces(gateway: Gateway) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from llmdock.store.models import Trace
+
+    old, fresh = await answered(gateway, "none", text="old"), await answered(gateway, "none", text="new")
+    gateway.flush_traces()
+    for trace_id in (old, fresh):
+        body = {"trace_id": trace_id, "thumbs": "down", "correction": "a better answer"}
+        assert (await gateway.client.post("/v1/feedback", json=body)).status_code == 201
+    store = gateway.runtime.store
+    assert store is not None
+    with store.session() as s, s.begin():
+        s.execute(
+            update(Trace).where(Trace.id == old).values(created_at=datetime.now(UTC) - timedelta(days=40))
+        )
+    assert purge_older_than(store, 30, ADMIN) == 1
+    assert [r.trace_id for r in FeedbackBook(store).rows(Scope(None))] == [fresh]
+    purge = audit.list_rows(store, action="retention.purge")
+    assert purge[0].after == {"older_than_days": 30, "traces_deleted": 1, "feedback_deleted": 1}

@@ -147,8 +147,9 @@ def conclude(
     auto: bool = typer.Option(False, "--auto", help="conclude only if the primary comparison is significant"),
     config: Path | None = CONFIG,
 ) -> None:
-    """Move the prompt label (and a pinned registry model's alias) to the winner (audited); end the split."""
-    from llmdock.experiments.book import pinned_versions
+    """Move the prompt label (and the alias of the registered model it serves) to the winner (audited); end
+    the split. Running gateways serve the winner within a second."""
+    from llmdock.experiments.book import served_versions
     from llmdock.experiments.report import auto_winner
 
     if (winner is None) == (not auto):
@@ -161,13 +162,13 @@ def conclude(
             raise typer.Exit(1)
         typer.echo(why)
     assert winner is not None
-    pinned = pinned_versions(settings.all_models())
-    row = book.conclude(name, winner, who(), pinned)
+    served = served_versions(settings.all_models(), book.store)
+    row = book.conclude(name, winner, who(), served)
     v = next(v for v in row.variants if v["name"] == winner)
     label = row.guard.get("label")
     moved = f"; {v['prompt']}@{label} -> version {v['prompt_version']}" if v.get("prompt") else ""
-    if v.get("model") in pinned:
-        registered, version = pinned[v["model"]]
+    if v.get("model") in served:
+        registered, version = served[v["model"]]
         moved += f"; model {registered}@{label} -> version {version}"
     typer.echo(f"experiment {name} concluded: winner {winner}{moved}")
 

@@ -14,6 +14,7 @@ import typer
 from llmdock.cli.access import who
 from llmdock.cli.options import AS_JSON, CONFIG
 from llmdock.cli.registry_views import as_text, print_rows
+from llmdock.errors import InvalidRequest
 
 app = typer.Typer(help="Feedback on traces: scores, comments, corrections.", no_args_is_help=True)
 
@@ -34,8 +35,6 @@ def _named(score: str | None) -> dict[str, Any]:
         return {}
     name, sep, value = score.partition("=")
     if not sep:
-        from llmdock.errors import InvalidRequest
-
         raise InvalidRequest(f"--score {score!r}: give name=value (e.g. helpfulness=0.8)", param="score")
     try:
         return {"name": name, "value": float(value)}
@@ -97,20 +96,64 @@ def list_cmd(
 
 @app.command("export")
 def export(
-    to_dataset: Path = typer.Option(..., "--to-dataset", help="chat JSONL file to write"),
+    to_dataset: str | None = typer.Option(
+        None, "--to-dataset", help="a dataset to add a version to (llmdock datasets show NAME)"
+    ),
+    to_file: Path | None = typer.Option(None, "--to-file", help="or a chat JSONL file to write"),
     min_rating: int = typer.Option(4, min=1, max=5, help="ratings from here up count as good answers"),
+    as_json: bool = AS_JSON,
     config: Path | None = CONFIG,
 ) -> None:
-    """Corrections, and answers rated good, as chat JSONL for fine-tuning and evaluation suites."""
+    """Corrections, and answers rated good, as a chat dataset (a new version of NAME, with its lineage) or a
+    chat JSONL file, for fine-tuning and evaluation suites."""
     import json
 
-    from llmdock.cli.eval_cmd import write_atomic
     from llmdock.feedback import chat_dataset
 
-    found = chat_dataset(_book(config).store, min_rating=min_rating)
-    write_atomic(to_dataset, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in found.lines))
+    if (to_dataset is None) == (to_file is None):
+        raise InvalidRequest("give --to-dataset NAME or --to-file PATH", param="to_dataset")
+    book = _book(config)
+    found = chat_dataset(book.store, min_rating=min_rating)
     skipped = f", {found.skipped_no_body} skipped (trace without bodies)" if found.skipped_no_body else ""
-    typer.echo(
-        f"wrote {len(found.lines)} conversations to {to_dataset}: {found.corrections} corrections, "
-        f"{found.good_answers} good answers{skipped}"
-    )
+    what = f"{len(found.lines)} conversations: {found.corrections} corrections, {found.good_answers} good answers"
+    if to_file is not None:
+        from llmdock.cli.eval_cmd import write_atomic
+
+        write_atomic(to_file, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in found.lines))
+        typer.echo(f"wrote {what}{skipped} to {to_file}")
+        return
+    assert to_dataset is not None
+    _save_dataset(to_dataset, found, min_rating, as_json, book.store, config)
+
+
+def _save_dataset(
+    name: str, found: Any, min_rating: int, as_json: bool, store: Any, config: Path | None
+) -> None:
+    """The exported conversations as the next version of dataset ``name`` (rows validated like an import)."""
+    from llmdock.cli.datasets_cmd import print_saved
+    from llmdock.config import load_settings
+    from llmdock.datasets.importing import Report
+    from llmdock.datasets.rows import RowError, validate
+    from llmdock.datasets.versions import Datasets
+
+    report, rows = Report(read=len(found.lines)), []
+    for line in found.lines:
+        try:
+            rows.append(validate({"messages": line["messages"], "meta": line["metadata"]}))
+        except RowError as exc:
+            report.drop(exc.reason, exc.at(f"trace {line['metadata']['trace_id']}"))
+    report.kept = len(rows)
+    if not rows:
+        raise InvalidRequest(
+            f"no corrections or good answers to export ({found.skipped_no_body} traces without bodies): "
+            "nothing stored",
+            param="to_dataset",
+        )
+    source = {"feedback": {"min_rating": min_rating, "corrections": found.corrections,
+                           "good_answers": found.good_answers, "skipped_no_body": found.skipped_no_body}}  # fmt: skip
+    step = {"step": "import", "params": {"min_rating": min_rating}, **report.as_dict()}
+    version, new = Datasets(store, load_settings(config).home).save(
+        name, rows, who(), lineage={"sources": [source], "steps": [step]}, report=report.as_dict(),
+        description="corrections and good answers from feedback",
+    )  # fmt: skip
+    print_saved(version, new, report.as_dict(), as_json)

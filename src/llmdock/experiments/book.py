@@ -1,8 +1,9 @@
 """Experiments in the store: created checked (nothing half-made), listed, stopped, concluded; all audited.
 
 Every change bumps the row's ``revision`` to one past the highest, so gateways see it on their next poll
-(``experiments.live``). Concluding with a prompt winner moves the template's label to the winner's version
-through the registry (audited as ``prompt.promote``), then ends the split.
+(``experiments.live``). Concluding moves the label to the winner: a prompt winner's template label to its
+version (audited as ``prompt.promote``), a model winner's registered-model alias to the version it serves
+(``model.promote``); then it ends the split.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from llmdock.config import ModelConfig
 from llmdock.errors import Conflict, InvalidRequest, NotFound
 from llmdock.experiments.spec import ExperimentSpec, VariantSpec, check_name, default_match, overlaps
 from llmdock.prompts import PromptRegistry
-from llmdock.registry.labels import Labels, check_label
-from llmdock.registry.models import URI_PREFIX, parse_uri
+from llmdock.registry.labels import LATEST, Labels, check_label
+from llmdock.registry.models import URI_PREFIX, ModelRef, parse_uri
 from llmdock.store import audit
 from llmdock.store.audit import Actor
 from llmdock.store.engine import Store
@@ -31,20 +32,29 @@ def _utc(when: datetime | None) -> datetime | None:
     return None if when is None else when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def pinned_versions(models: Mapping[str, ModelConfig]) -> dict[str, tuple[str, int]]:
-    """Served models whose deployments all serve one pinned registry version (``models:/NAME/3``):
-    served name -> (registered name, version). Concluding with such a model moves that model's alias."""
-    found: dict[str, tuple[str, int]] = {}
+def served_versions(models: Mapping[str, ModelConfig], store: Store) -> dict[str, tuple[str, int]]:
+    """Served models whose deployments all serve one registered model version, pinned (``models:/NAME/3``) or
+    through an alias (``models:/NAME@candidate``; ``models:/NAME`` is the latest version), as the store has it
+    now: served name -> (registered name, version). Concluding with such a model moves that registered model's
+    alias of the experiment's label to that version (a gateway serving that alias follows it)."""
+    refs: dict[str, ModelRef] = {}
     for served, cfg in models.items():
-        pins = set()
+        found = set()
         for dep, _ in cfg.deployment_configs():
             path = str(dep.backend_params().get("model_path", ""))
-            ref = parse_uri(path) if path.startswith(URI_PREFIX) else None
-            pins.add((ref.name, ref.version) if ref is not None and ref.version is not None else None)
-        pin = pins.pop() if len(pins) == 1 else None
-        if pin is not None:
-            found[served] = pin
-    return found
+            found.add(parse_uri(path) if path.startswith(URI_PREFIX) else None)
+        ref = found.pop() if len(found) == 1 else None
+        if ref is not None:
+            refs[served] = ref
+    pointing = Labels(store, "model").pointing({r.name for r in refs.values() if r.version is None})
+    versions = {
+        served: (
+            ref.name,
+            ref.version if ref.version is not None else pointing.get((ref.name, ref.alias or LATEST)),
+        )
+        for served, ref in refs.items()
+    }
+    return {served: (name, v) for served, (name, v) in versions.items() if v is not None}
 
 
 def windows_overlap(a: ExperimentRow, starts: datetime, ends: datetime | None) -> bool:
@@ -176,7 +186,9 @@ class ExperimentBook:
         if variant not in {v.name for v in variants}:
             raise NotFound(f"experiment {name!r} has no variant {variant!r}", param="variant")
         for v in variants:
-            if v.name == variant and not v.stopped:
+            if v.name == variant:
+                if v.stopped:  # another worker's guard rail got there first
+                    raise Conflict(f"variant {variant!r} of {name!r} is stopped already", param="variant")
                 v.stopped = reason
         live = [v for v in variants if not v.stopped]
         values: dict[str, Any] = {"variants": [v.to_json() for v in variants]}
@@ -197,12 +209,12 @@ class ExperimentBook:
         name: str,
         winner: str,
         actor: Actor,
-        pinned: Mapping[str, tuple[str, int]] | None = None,
+        served: Mapping[str, tuple[str, int]] | None = None,
         reason: str = "",
     ) -> ExperimentRow:
-        """Move the label to the winner's prompt version, and, when the winner's model serves a pinned registry
-        version (``pinned``, from ``pinned_versions``), that model's alias of the same name to it (both audited
-        by the registry); then end the split."""
+        """Move the label to the winner's prompt version, and, when the winner's model serves a registered
+        version (``served``, from ``served_versions``), that registered model's alias of the same name to it
+        (both audited by the registry); then end the split."""
         row = self.get(name)
         variants = {v["name"]: VariantSpec.from_json(v) for v in row.variants}
         if winner not in variants:
@@ -216,8 +228,8 @@ class ExperimentBook:
         label = str(row.guard.get("label", "production"))
         if v.prompt is not None and v.prompt_version is not None:
             self.prompts.labels.set(v.prompt, label, v.prompt_version, actor)
-        if v.model is not None and pinned and v.model in pinned:
-            registered, version = pinned[v.model]
+        if v.model is not None and served and v.model in served:
+            registered, version = served[v.model]
             Labels(self.store, "model").set(registered, label, version, actor)
         return self._change(
             name, actor, "conclude", status="concluded", winner=winner, ends_at=datetime.now(UTC),

@@ -1,7 +1,8 @@
 """What each variant of an experiment did, read from the traces the gateway tagged and the feedback on them.
 
 One query for the experiment's traces (by the ``llmdock.experiment`` attribute, since its start) and one for
-their feedback. The guard rails (``guard_verdicts``) and ``llmdock experiments status`` read the same numbers.
+their feedback: what ``llmdock experiments status`` reports, and where a worker's guard-rail counters start
+(``guard_tally``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from sqlalchemy import select
 
 from llmdock.errors import GuardBlocked
 from llmdock.experiments.live import EXPERIMENT, VARIANT
-from llmdock.experiments.spec import VariantSpec
 from llmdock.store.engine import Store
 from llmdock.store.experiment_rows import ExperimentRow
 from llmdock.store.feedback_rows import FeedbackRow
@@ -92,23 +92,3 @@ def variant_stats(store: Store, row: ExperimentRow) -> dict[str, VariantStats]:
                     float(value or 0.0)
                 )
     return stats
-
-
-def guard_verdicts(row: ExperimentRow, stats: dict[str, VariantStats]) -> dict[str, str]:
-    """The running variants a guard rail stops, each with the reason (empty: none)."""
-    g = row.guard
-    found: dict[str, str] = {}
-    for v in (VariantSpec.from_json(d) for d in row.variants):
-        st = stats[v.name]
-        if v.stopped or st.n < int(g.get("min_samples", 20)):
-            continue
-        bounds = (
-            ("error rate", st.rate(st.errors), g.get("max_error_rate")),
-            ("guard-block rate", st.rate(st.blocked), g.get("max_block_rate")),
-            ("latency p50 ms", st.p50_ms, g.get("max_p50_ms")),
-        )
-        for label, value, bound in bounds:
-            if bound is not None and value > bound:
-                found[v.name] = f"{label} {value:.3g} > {bound:g} over {st.n} requests"
-                break
-    return found

@@ -2,11 +2,12 @@
 
 Every ``SYNC_S`` seconds: one query for the highest experiment revision; when it moved, the running
 experiments are read again and the table replaced (prompt templates whose experiment changed are dropped
-from the worker's prompt cache, so a label ``conclude`` moved is served at once). Every ``GUARD_S`` seconds,
-the running experiments with guard rails are measured from their traces and a variant past a bound is
-stopped (audited as ``experiment.stop_variant`` by ``experiment-guard``); every worker may do it, the first
-one wins and the others find it stopped. Canary releases' promote and rollback rules are applied on the same
-beat (``experiments.release``).
+from the worker's prompt cache, so a label ``conclude`` moved is served at once). Guard rails are counted on
+the request path (``guard_tally``: the trace sink calls ``observe``); on the same beat, a variant a request
+took past a bound is stopped (audited as ``experiment.stop_variant`` by ``experiment-guard``) and the table
+reloaded, so it stops within ``SYNC_S`` of the request that crossed the bound; every worker may do it, the
+first one wins and the others find it stopped. Every ``GUARD_S`` seconds, canary releases' promote and
+rollback rules are applied (``experiments.release``: they read the traces, for the sequential test).
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from llmdock.errors import LlmdockError
 from llmdock.experiments.book import RUNNING, ExperimentBook
+from llmdock.experiments.guard_tally import GuardTally
 from llmdock.experiments.live import ExperimentTable, LiveExperiment, live_experiment
-from llmdock.experiments.results import guard_verdicts, variant_stats
+from llmdock.experiments.results import variant_stats
 from llmdock.store.audit import Actor
 from llmdock.store.engine import Store
+from llmdock.store.trace_records import TraceRecord
 
 SYNC_S = 0.5
 GUARD_S = 5.0
@@ -48,6 +51,7 @@ class ExperimentWatch:
         self._task: asyncio.Task[None] | None = None
         self._guarded = 0.0
         self._stale: set[str] = set()
+        self.tally = GuardTally()
 
     def load(self) -> bool:
         """Re-read the running experiments if the store's revision moved; returns whether it did. The templates
@@ -56,7 +60,10 @@ class ExperimentWatch:
         if seen == self._seen:
             return False
         live = {}
-        for row in self.book.rows(RUNNING):
+        rows = self.book.rows(RUNNING)
+        for row, bounds in self.tally.watch(rows):  # newly guarded: count on from what the store holds
+            self.tally.seed(row, bounds, variant_stats(self.book.store, row))
+        for row in rows:
             exp = live_experiment(row)
             if exp is not None:
                 live[exp.name] = exp
@@ -78,21 +85,21 @@ class ExperimentWatch:
             for name in stale:
                 self.forget_prompt(name)
 
+    def observe(self, rec: TraceRecord) -> None:
+        """The trace sink's observer (the request path): count a guarded experiment's request."""
+        self.tally.observe(rec)
+
     def apply_guards(self) -> list[tuple[str, str, str]]:
-        """Stop the variants past a bound; returns (experiment, variant, reason) for each one stopped."""
+        """Stop the variants a request took past a bound; returns (experiment, variant, reason) for each one
+        stopped. Reads nothing from the store unless there is one to stop."""
         stopped = []
-        for row in self.book.rows(RUNNING):
-            if not any(
-                row.guard.get(k) is not None for k in ("max_error_rate", "max_block_rate", "max_p50_ms")
-            ):
+        for name, variant, reason in self.tally.take():
+            try:
+                self.book.stop_variant(name, variant, reason, GUARD_ACTOR)
+            except LlmdockError:  # another worker stopped it (or the experiment ended) meanwhile
                 continue
-            for variant, reason in guard_verdicts(row, variant_stats(self.book.store, row)).items():
-                try:
-                    self.book.stop_variant(row.name, variant, reason, GUARD_ACTOR)
-                except LlmdockError:  # another worker stopped it (or the experiment ended) meanwhile
-                    continue
-                log.warning("experiment %s: variant %s stopped: %s", row.name, variant, reason)
-                stopped.append((row.name, variant, reason))
+            log.warning("experiment %s: variant %s stopped: %s", name, variant, reason)
+            stopped.append((name, variant, reason))
         return stopped
 
     def apply_releases(self) -> list[tuple[str, str, str]]:
@@ -124,10 +131,13 @@ class ExperimentWatch:
     def _tick(self, guards: bool) -> None:
         try:
             self.load()
-            if guards and time.monotonic() - self._guarded >= GUARD_S:
+            if not guards:
+                return
+            acted = bool(self.apply_guards())
+            if time.monotonic() - self._guarded >= GUARD_S:
                 self._guarded = time.monotonic()
-                self.apply_guards()
-                self.apply_releases()
+                acted |= bool(self.apply_releases())
+            if acted:
                 self.load()
         except (LlmdockError, SQLAlchemyError) as exc:  # store away: keep serving the table we have
             log.warning("experiments: cannot read the store: %s", str(exc).splitlines()[0])

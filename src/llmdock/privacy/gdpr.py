@@ -135,22 +135,25 @@ def erase_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> di
 
 
 def purge_older_than(store: Store, days: int, actor: Actor) -> int:
-    """Delete traces (their spans with them) created more than ``days`` days ago, and the online evaluator's
-    claims on them (one row per sampled trace and rule, which would otherwise grow without end); audited when
-    any trace was deleted."""
+    """Delete traces (their spans with them) created more than ``days`` days ago, the feedback on them (its
+    comments and corrections quote the conversation), and the online evaluator's claims on them (one row per
+    sampled trace and rule, which would otherwise grow without end); audited when anything was deleted."""
     cutoff = datetime.now(UTC) - timedelta(days=days)
-    total = 0
+    total = feedback = 0
     with store.session() as s, s.begin():
         s.execute(delete(EvalClaim).where(EvalClaim.trace_created_at < cutoff))
+        # feedback older than the cutoff is on a trace older still: gone already (a purge before feedback
+        # went with its traces) or deleted below
+        feedback += s.execute(delete(FeedbackRow).where(FeedbackRow.created_at < cutoff)).rowcount or 0  # type: ignore[attr-defined]
     while True:
         with store.session() as s, s.begin():
             ids = list(s.scalars(select(Trace.id).where(Trace.created_at < cutoff).limit(1000)))
             if not ids:
                 break
+            feedback += s.execute(delete(FeedbackRow).where(FeedbackRow.trace_id.in_(ids))).rowcount or 0  # type: ignore[attr-defined]
             s.execute(delete(Trace).where(Trace.id.in_(ids)))
             total += len(ids)
-    if total:
-        audit.record(
-            store, "retention.purge", actor, after={"older_than_days": days, "traces_deleted": total}
-        )
+    if total or feedback:
+        after = {"older_than_days": days, "traces_deleted": total, "feedback_deleted": feedback}
+        audit.record(store, "retention.purge", actor, after=after)
     return total

@@ -19,6 +19,7 @@ from sqlalchemy.sql.schema import Table
 
 from llmdock.privacy.crypto import Keyring
 from llmdock.store.engine import Store
+from llmdock.store.feedback_rows import FeedbackRow
 from llmdock.store.keyring import SEALED, is_sealed, sealed_key_id
 from llmdock.store.models import Trace
 from llmdock.store.secret_rows import KeyRotation, Secret, secret_context
@@ -56,6 +57,14 @@ def sealed_tables() -> list[SealedTable]:
             (
                 SealedColumn("input", True, lambda pk: f"trace:{pk}:input"),
                 SealedColumn("output", False, lambda pk: f"trace:{pk}:output"),
+            ),
+        ),
+        SealedTable(
+            FeedbackRow.__table__,  # type: ignore[arg-type]
+            "id",
+            (
+                SealedColumn("comment", False, lambda pk: f"feedback:{pk}:comment"),
+                SealedColumn("correction", False, lambda pk: f"feedback:{pk}:correction"),
             ),
         ),
     ]
