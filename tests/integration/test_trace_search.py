@@ -4,8 +4,12 @@ dashboard's query and from ``llmdock traces list --text``."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text, update
@@ -102,3 +106,34 @@ def test_sqlite_uses_the_fts5_table(store: Store) -> None:
     with store.engine.connect() as conn:
         found = conn.scalars(text("SELECT rowid FROM traces_fts WHERE traces_fts MATCH '\"sunset\"'")).all()
     assert len(found) == 1
+
+
+def test_the_cli_lists_traces_by_text_and_purges_by_the_configured_rules(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    cfg = tmp_path / "llmdock.yaml"
+    cfg.write_text(
+        f"home: {home}\ninclude_builtin_models: false\nmodels:\n  fake: {{backend: fake}}\n"
+        "default_model: fake\ndefault_embedding_model: ''\n"
+        "retention:\n  rules:\n    - {model: fake, traces_days: 1}\n"
+    )
+    store = Store(f"sqlite:///{home / 'llmdock.db'}")
+    fill(store, 120)
+    with store.engine.begin() as conn:  # 100 traces three days old, 20 new ones
+        old = datetime.now(UTC) - timedelta(days=3)
+        conn.execute(update(Trace).where(Trace.id < f"{100:032x}").values(created_at=old))
+        conn.execute(update(Trace).where(Trace.id >= f"{100:032x}").values(created_at=datetime.now(UTC)))
+    store.close()
+    env = {**os.environ, "COLUMNS": "200"}
+
+    def llmdock(*args: str) -> subprocess.CompletedProcess[str]:
+        run = [sys.executable, "-m", "llmdock", *args, "--config", str(cfg)]
+        return subprocess.run(run, capture_output=True, text=True, env=env, timeout=120, check=False)
+
+    listed = llmdock("traces", "list", "--text", "zanzibar sunset", "--status", "ok")
+    assert listed.returncode == 0, listed.stderr
+    assert [line.split()[1] for line in listed.stdout.splitlines() if "│ 0000" in line] == [
+        f"{i:032x}"[:12] for i in (103, 53, 3)
+    ]
+    purged = llmdock("data", "purge")
+    assert purged.returncode == 0, purged.stderr
+    assert purged.stdout.strip() == "deleted 100 traces"
