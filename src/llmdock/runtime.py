@@ -28,6 +28,7 @@ from llmdock.shared_state import SharedState
 from llmdock.store.engine import Store
 from llmdock.store.ingest_client import IngestedWriter
 from llmdock.store.journal import Journal
+from llmdock.store.trace_policy import RetentionPolicy, TraceSampling
 from llmdock.store.trace_writer import TraceWriter
 
 if TYPE_CHECKING:
@@ -131,7 +132,13 @@ class Runtime:
         self.auth = AuthService(settings, self.store, self.shared)
         self.privacy.subject_key = self.auth.secret
         self.otlp = OtlpExporter() if otlp_configured() else None
-        self.sink = TraceSink(self.writer, store_bodies=settings.trace.store_bodies, otlp=self.otlp)
+        self.retention = RetentionPolicy.from_settings(settings)  # applied by the gateway (retention_loop)
+        self.sink = TraceSink(
+            self.writer,
+            store_bodies=settings.trace.store_bodies,
+            otlp=self.otlp,
+            sampling=TraceSampling.from_settings(settings),
+        )
         if self.experiments is not None:  # guard rails count each finished request (experiments.guard_tally)
             self.sink.observers.append(self.experiments.observe)
         self.stage_env = StageEnv(

@@ -16,7 +16,7 @@ from llmdock.datasets.versions import Datasets
 from llmdock.errors import InvalidRequest
 from llmdock.feedback import FeedbackBook, Scope, chat_dataset, check_feedback
 from llmdock.privacy.crypto import Keyring, new_key, parse_keys
-from llmdock.privacy.gdpr import erase_subject, export_subject, purge_older_than
+from llmdock.privacy.gdpr import erase_subject, export_subject
 from llmdock.privacy.rotation import key_usage, rotate
 from llmdock.store import audit
 from llmdock.store.audit import Actor
@@ -266,7 +266,10 @@ async def test_retention_deletes_feedback_with_its_traces(gateway: Gateway) -> N
         s.execute(
             update(Trace).where(Trace.id == old).values(created_at=datetime.now(UTC) - timedelta(days=40))
         )
-    assert purge_older_than(store, 30, ADMIN) == 1
+    from llmdock.store.retention import purge
+    from llmdock.store.trace_policy import RetentionPolicy
+
+    assert purge(store, RetentionPolicy(default=30, rules=()), ADMIN) == 1
     assert [r.trace_id for r in FeedbackBook(store).rows(Scope(None))] == [fresh]
     purge = audit.list_rows(store, action="retention.purge")
     assert purge[0].after == {"older_than_days": 30, "traces_deleted": 1, "feedback_deleted": 1}

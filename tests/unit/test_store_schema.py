@@ -13,6 +13,7 @@ from alembic.migration import MigrationContext
 import llmdock.store
 from llmdock.store import Store
 from llmdock.store.models import Base
+from llmdock.store.trace_search import include_name
 
 
 def test_migrations_match_the_models(tmp_path: Path) -> None:
@@ -22,7 +23,8 @@ def test_migrations_match_the_models(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'schema.db'}")
     try:
         with store.engine.connect() as conn:
-            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+            context = MigrationContext.configure(conn, opts={"include_name": include_name})
+            diff = compare_metadata(context, Base.metadata)
     finally:
         store.close()
     assert diff == []

@@ -65,11 +65,21 @@ def erase(
 
 @app.command("purge")
 def purge(
-    older_than_days: int = typer.Option(..., min=1, help="Delete traces older than this"),
+    older_than_days: int | None = typer.Option(
+        None, min=1, help="Delete every trace older than this; default: the configured retention (rules too)"
+    ),
     config: Path | None = CONFIG,
 ) -> None:
-    """Apply a retention period now (the gateway does it on a schedule when retention.traces_days is set)."""
-    from llmdock.privacy.gdpr import purge_older_than
+    """Apply a retention period now (the gateway does it on a schedule when retention is configured)."""
+    from llmdock.store.retention import purge as apply_retention
+    from llmdock.store.trace_policy import RetentionPolicy
 
     store, actor, _ = _context(config)
-    typer.echo(f"deleted {purge_older_than(store, older_than_days, actor)} traces")
+    if older_than_days is not None:
+        policy = RetentionPolicy(older_than_days, ())
+    else:
+        policy = RetentionPolicy.from_settings(load_settings(config))
+        if not policy.active:
+            typer.echo("no retention configured (retention.traces_days, retention.rules): nothing to do")
+            return
+    typer.echo(f"deleted {apply_retention(store, policy, actor)} traces")

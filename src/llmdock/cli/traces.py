@@ -19,6 +19,8 @@ app = typer.Typer(help="Request traces from the store.", no_args_is_help=True)
 def list_cmd(
     limit: int = typer.Option(20, "--limit", "-n", help="How many, newest first"),
     model: str | None = typer.Option(None, help="Only this model"),
+    status: str | None = typer.Option(None, help="Only this status: ok, error, cancelled"),
+    text: str | None = typer.Option(None, "--text", help="Only traces whose request or answer holds this"),
     config: Path | None = CONFIG,
 ) -> None:
     """The newest traces."""
@@ -26,7 +28,7 @@ def list_cmd(
 
     store = open_store(config)
     table = Table("id", "time (UTC)", "op", "model", "status", "ms", "in", "out", "source")
-    for t in list_traces(store, limit=limit, model=model):
+    for t in list_traces(store, limit=limit, model=model, status=status, text=text):
         status = t.status if t.http_status == 200 else f"{t.status} {t.http_status}"
         table.add_row(
             t.id[:12],

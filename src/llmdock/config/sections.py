@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from llmdock.config.trace_policy import RetentionRule, SampleRule
+
 
 class CacheSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -92,6 +94,13 @@ class TraceSettings(BaseModel):
         default=100_000, gt=0, description="Traces kept in memory while the store is down."
     )
     store_bodies: bool = Field(default=True, description="Keep request and response text on traces.")
+    sample: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="share of requests whose trace keeps its bodies and spans (the rest keep usage and cost)",
+    )
+    sampling: list[SampleRule] = Field(default_factory=list, description="per model/team shares; first match")
     journal: bool = Field(
         default=True,
         description="append each finished trace to a write-ahead file under <home>/journal before the "
@@ -137,6 +146,9 @@ class RetentionSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     traces_days: int | None = Field(default=None, gt=0, description="delete traces older than this")
+    rules: list[RetentionRule] = Field(
+        default_factory=list, description="per model/team periods; the first match decides"
+    )
     interval_s: float = Field(default=3600.0, gt=0, description="how often the gateway applies it")
 
 

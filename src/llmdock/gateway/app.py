@@ -61,18 +61,19 @@ def audit_config(runtime: Runtime) -> None:
 
 
 async def retention_loop(runtime: Runtime) -> None:
-    """Delete traces older than ``retention.traces_days``, now and every ``retention.interval_s``."""
-    from llmdock.privacy.gdpr import purge_older_than
+    """Delete traces past their retention period (``retention``: the default and per model/team rules), now and
+    every ``retention.interval_s``."""
     from llmdock.store.audit import Actor
+    from llmdock.store.retention import purge
 
-    days, store = runtime.settings.retention.traces_days, runtime.store
-    if days is None or store is None:
+    policy, store = runtime.retention, runtime.store
+    if not policy.active or store is None:
         return
     while True:
         try:
-            deleted = await asyncio.to_thread(purge_older_than, store, days, Actor("retention", "gateway"))
+            deleted = await asyncio.to_thread(purge, store, policy, Actor("retention", "gateway"))
             if deleted:
-                log.info("retention: deleted %d traces older than %d days", deleted, days)
+                log.info("retention: deleted %d traces past their retention period", deleted)
         except Exception as exc:
             log.warning("retention: cannot purge old traces: %s", exc)
         await asyncio.sleep(runtime.settings.retention.interval_s)
@@ -89,9 +90,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise
     if runtime.store is not None:
         await asyncio.to_thread(audit_config, runtime)
-    retention = (
-        asyncio.create_task(retention_loop(runtime)) if runtime.settings.retention.traces_days else None
-    )
+    retention = asyncio.create_task(retention_loop(runtime)) if runtime.retention.active else None
     # Everything loaded so far (models, libraries, settings) lives as long as the process: keep it out
     # of the cyclic GC's generations, so full collections under load stay short (P99 latency).
     batch_worker = batches.start_worker(runtime)  # the Batch API's batches, off the request path

@@ -15,6 +15,7 @@ from typing import Any
 from llmdock.backends.operations import OPERATIONS
 from llmdock.pipeline.context import RequestContext
 from llmdock.store.ingest_client import IngestedWriter
+from llmdock.store.trace_policy import TraceSampling
 from llmdock.store.trace_records import TraceRecord
 from llmdock.store.trace_writer import TraceWriter
 
@@ -187,17 +188,23 @@ class TraceSink:
         *,
         store_bodies: bool = True,
         otlp: OtlpExporter | None = None,
+        sampling: TraceSampling | None = None,
     ):
         self.writer = writer
         self.store_bodies = store_bodies
         self.otlp = otlp
+        # trace.sample / trace.sampling: which stored traces keep bodies and spans (None: all of them).
+        # Observers and OTLP see every trace whole (OTLP has its own sampler: OTEL_TRACES_SAMPLER).
+        self.sampling = None if sampling is None or sampling.keeps_all else sampling
         self.observers: list[Callable[[TraceRecord], None]] = []
 
     def __call__(self, ctx: RequestContext) -> None:
         rec = trace_record(ctx, store_bodies=self.store_bodies)
         for observe in self.observers:
             observe(rec)
-        if self.writer is not None:
-            ctx.durable = self.writer.submit(rec)
         if self.otlp is not None:
             self.otlp.export(rec)
+        if self.writer is not None:
+            if self.sampling is not None:
+                self.sampling.apply(rec)
+            ctx.durable = self.writer.submit(rec)

@@ -1,4 +1,4 @@
-"""Data-subject requests and retention: export and erase everything linked to a subject; purge old traces.
+"""Data-subject requests: export and erase everything linked to a subject (retention: llmdock.store.retention).
 
 A subject is the end user a request was made for: the request's OpenAI ``user`` field, else the user that
 owns the calling key. Traces carry it in ``traces.subject``. Audit rows about a subject name it only by a
@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import json
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -132,28 +132,3 @@ def erase_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> di
     }
     audit.record(store, "data.erase", actor, target=anon, after=report)
     return report
-
-
-def purge_older_than(store: Store, days: int, actor: Actor) -> int:
-    """Delete traces (their spans with them) created more than ``days`` days ago, the feedback on them (its
-    comments and corrections quote the conversation), and the online evaluator's claims on them (one row per
-    sampled trace and rule, which would otherwise grow without end); audited when anything was deleted."""
-    cutoff = datetime.now(UTC) - timedelta(days=days)
-    total = feedback = 0
-    with store.session() as s, s.begin():
-        s.execute(delete(EvalClaim).where(EvalClaim.trace_created_at < cutoff))
-        # feedback older than the cutoff is on a trace older still: gone already (a purge before feedback
-        # went with its traces) or deleted below
-        feedback += s.execute(delete(FeedbackRow).where(FeedbackRow.created_at < cutoff)).rowcount or 0  # type: ignore[attr-defined]
-    while True:
-        with store.session() as s, s.begin():
-            ids = list(s.scalars(select(Trace.id).where(Trace.created_at < cutoff).limit(1000)))
-            if not ids:
-                break
-            feedback += s.execute(delete(FeedbackRow).where(FeedbackRow.trace_id.in_(ids))).rowcount or 0  # type: ignore[attr-defined]
-            s.execute(delete(Trace).where(Trace.id.in_(ids)))
-            total += len(ids)
-    if total or feedback:
-        after = {"older_than_days": days, "traces_deleted": total, "feedback_deleted": feedback}
-        audit.record(store, "retention.purge", actor, after=after)
-    return total

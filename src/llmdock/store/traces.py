@@ -19,6 +19,7 @@ from llmdock.store.engine import Store
 from llmdock.store.keyring import open_trace_bodies
 from llmdock.store.models import Trace
 from llmdock.store.trace_records import StoredSpan, TraceRecord
+from llmdock.store.trace_search import text_match
 
 log = logging.getLogger("llmdock.traces")
 
@@ -170,11 +171,23 @@ def missing(store: Store, records: list[TraceRecord]) -> list[TraceRecord]:
     return [rec for rec in records if rec.id not in found]
 
 
-def list_traces(store: Store, *, limit: int = 20, model: str | None = None) -> list[Trace]:
+def list_traces(
+    store: Store,
+    *,
+    limit: int = 20,
+    model: str | None = None,
+    status: str | None = None,
+    text: str | None = None,
+) -> list[Trace]:
+    """The newest traces, optionally of one model, one status, holding ``text`` (store/trace_search.py)."""
     with store.session() as s:
-        q = select(Trace).order_by(Trace.created_at.desc()).limit(limit)
+        q = select(Trace).order_by(Trace.created_at.desc(), Trace.id.desc()).limit(limit)
         if model:
             q = q.where(Trace.model == model)
+        if status:
+            q = q.where(Trace.status == status)
+        if text:
+            q = q.where(text_match(s, text))
         traces = list(s.scalars(q))
     # Without a key the list is still shown (it holds no bodies); with one, the bodies come decrypted.
     return [_opened(store, t) for t in traces] if store.keyring is not None else traces
@@ -189,9 +202,12 @@ def _opened(store: Store, trace: Trace) -> Trace:
 def get_trace(store: Store, trace_id: str) -> tuple[Trace, list[StoredSpan]]:
     """A trace by id or unique id prefix, with its spans in stage order."""
     with store.session() as s:
+        exact = s.get(Trace, trace_id)  # a whole id: the primary key, whatever the database's collation
         # autoescape: a '%' or '_' the user typed is a character of the id, not a LIKE wildcard.
-        matches = list(
-            s.scalars(select(Trace).where(Trace.id.startswith(trace_id, autoescape=True)).limit(2))
+        matches = (
+            [exact]
+            if exact is not None
+            else list(s.scalars(select(Trace).where(Trace.id.startswith(trace_id, autoescape=True)).limit(2)))
         )
         if not matches:
             raise NotFound(f"no trace with id {trace_id!r}")

@@ -3,9 +3,9 @@
 Pages are keyset pages, newest first: the cursor is the last row's ``(created_at, id)``, so page 1,000 costs
 what page 1 costs (no OFFSET). Filters on model, status and team use the indexes of ``store/ui_rows.py``;
 a user (the request's ``user``, stored as given or as its pseudonym
-when ``privacy.pii`` is on) uses the subject index; latency and time range narrow the same scan; text is a case-insensitive substring of the stored (redacted)
-input or output, which no index serves: it reads rows newest first until a page is full (bodies stored
-encrypted cannot be searched).
+when ``privacy.pii`` is on) uses the subject index; latency and time range narrow the same scan; text is a
+case-insensitive substring of the stored (redacted) input or output, found through the search index of
+store/trace_search.py (SQLite FTS5 trigrams, PostgreSQL pg_trgm; bodies stored encrypted cannot be searched).
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import String, cast, func, or_, select, tuple_
+from sqlalchemy import func, select, tuple_
 
 from llmdock.errors import NotFound
 from llmdock.feedback import Scope
 from llmdock.store.engine import Store
 from llmdock.store.keyring import is_sealed
 from llmdock.store.models import Trace
+from llmdock.store.trace_search import text_match
 
 PAGE_ROWS = 50
 PREVIEW_CHARS = 120
@@ -139,18 +140,13 @@ def list_page(
         q = q.where(Trace.duration_ms >= filters.min_ms)
     if filters.max_ms is not None:
         q = q.where(Trace.duration_ms <= filters.max_ms)
-    if filters.text:
-        q = q.where(
-            or_(
-                Trace.output.icontains(filters.text, autoescape=True),
-                cast(Trace.input, String).icontains(filters.text, autoescape=True),
-            )
-        )
     cursor = decode_cursor(filters.after) if filters.after else None
     if cursor is not None:
         q = q.where(tuple_(Trace.created_at, Trace.id) < tuple_(*cursor))
     q = q.order_by(Trace.created_at.desc(), Trace.id.desc()).limit(PAGE_ROWS + 1)
     with store.session() as s:
+        if filters.text:  # the search index (store/trace_search.py) where it serves
+            q = q.where(text_match(s, filters.text))
         rows = [
             TraceRow(**{**r._mapping, "tokens": int(r.tokens or 0), "preview": _shown(r.preview)})
             for r in s.execute(q)
