@@ -278,7 +278,7 @@ BUILTIN_NAMES = {
     "llm-rubric",  # tests/unit/test_eval_judge.py
     "perplexity",  # tests/unit/test_logprobs.py
     # the RAG judge metrics (tests/unit/test_rag_kbeval.py), registered by default_plugins/rag.py
-    *("faithfulness", "answer-correctness", "context-precision", "context-recall"),
+    *("faithfulness", "answer-correctness", "context-precision", "context-recall", "context-recall-claims"),
 }
 
 

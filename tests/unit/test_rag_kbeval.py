@@ -4,20 +4,23 @@ checked row by row, generation that keeps only checked questions, and an evaluat
 from __future__ import annotations
 
 import json
+import math
+import statistics
 from pathlib import Path
 
 import pytest
 
 from llmdock.config import ModelConfig
 from llmdock.errors import ConfigError
-from llmdock.evaluate.case import Case, Output
+from llmdock.evaluate.case import Case, CaseResult, Check, Output, Score
 from llmdock.evaluate.results import get_run, load_results
 from llmdock.rag import bases
 from llmdock.rag.index import load_rows
 from llmdock.rag.ingest import Ingest
 from llmdock.rag.ir_metrics import mean_scores, score_rankings
-from llmdock.rag.kbeval import Plan, evaluate_kb, grounded_pipeline
-from llmdock.rag.metrics import given_context
+from llmdock.rag.judge_noise import merged, noise
+from llmdock.rag.kbeval import JUDGED, Plan, evaluate_kb, grounded_pipeline
+from llmdock.rag.metrics import claims, given_context
 from llmdock.rag.testset import TestsetGenerator, grounded, why_empty
 from llmdock.rag.testset_file import load_testset, row, write_testset
 from llmdock.runtime import Runtime
@@ -198,4 +201,72 @@ async def test_an_evaluation_scores_each_component_and_is_stored_as_a_run(tmp_pa
     stored = load_results(rt.store, report.run_id)
     assert len(stored) == len(report.results) == 2 * 3 + 3 * 2
     assert get_run(rt.store, report.run_id).status == "done"
+    await rt.close()
+
+
+def test_a_reference_answer_is_split_into_its_claims() -> None:
+    assert claims("Use json.loads. It returns a dict!  ") == ["Use json.loads.", "It returns a dict!"]
+    assert claims(" ... ") == []
+
+
+async def test_context_recall_per_claim_is_the_share_of_claims_the_judge_finds(tmp_path: Path) -> None:
+    models = {
+        **MODELS,
+        "yes": ModelConfig(backend="fake", reply='{"reason": "stated", "pass": true}'),
+        "no": ModelConfig(backend="fake", reply='{"reason": "absent", "pass": false}'),
+    }
+    rt = Runtime(fake_settings(tmp_path, models=models))
+    case = Case(
+        id="1", input="What turns?", expected="The blades turn. A shaft turns too.", context="Blades."
+    )
+    factory = rt.plugins.metrics["context-recall-claims"]
+    found = await factory(Check("context-recall-claims", {"model": "yes"}), rt.stage_env).score(
+        case, Output()
+    )
+    assert (found.value, found.passed) == (1.0, True)
+    assert found.reason.startswith(
+        "2 of 2 claims of the reference are in the context (found: 'The blades turn.'"
+    )
+    missing = await factory(Check("context-recall-claims", {"model": "no"}), rt.stage_env).score(
+        case, Output()
+    )
+    assert (missing.value, missing.passed) == (0.0, False)
+    empty = await factory(Check("context-recall-claims", {"model": "yes"}), rt.stage_env).score(
+        Case(id="2", input="?", expected=" - ", context="Blades."), Output()
+    )
+    assert (empty.value, empty.reason) == (0.0, "the reference answer states no claim to look for")
+    await rt.close()
+
+
+def test_the_judges_noise_is_how_much_its_verdicts_on_one_answer_differ() -> None:
+    def judged(case_id: str, *values: float) -> list[CaseResult]:
+        return [
+            CaseResult("g", case_id, 0, Output(), {"faithfulness": Score(v, v >= 0.5)}, v, v >= 0.5)
+            for v in values
+        ]
+
+    steady, split = judged("a", 1.0, 1.0, 1.0), judged("b", 1.0, 0.0, 1.0)
+    found = noise([steady, split])["faithfulness"]
+    assert found.answers == 2
+    assert found.sd.mean == pytest.approx((0 + statistics.pstdev([1, 0, 1])) / 2)
+    assert found.disagree.mean == 0.5  # one answer of two had a split verdict
+    one = merged(split, {"faithfulness": 0.5})
+    assert one.scores["faithfulness"].value == pytest.approx(2 / 3)
+    assert one.scores["faithfulness"].reason == "judged 3x: 1.00, 0.00, 1.00"
+    assert one.passed
+
+
+async def test_an_unanswerable_question_is_scored_never_nan(tmp_path: Path) -> None:
+    rt = await _runtime(tmp_path)
+    assert rt.store is not None
+    testset = tmp_path / "t.jsonl"
+    write_testset(testset, [row("peru", "What is the capital of Peru?", "Lima.", "", {"source_chunks": []})])
+    plan = Plan("kb", "fake-kb", judge="judge", judge_repeats=2)
+    report = await evaluate_kb(rt, rt.store, rt.plugins.metrics, plan, testset, load_testset(testset))
+    [answer] = report.results  # no source chunk: nothing for the retriever, the answer still judged
+    assert not answer.error
+    assert set(answer.scores) == set(JUDGED)
+    assert all(math.isfinite(s.value) for s in answer.scores.values())
+    assert report.diagnosis == {"peru": "knowledge base"}
+    assert report.judge_noise["faithfulness"].sd.mean == 0.0  # the fake judge says the same each time
     await rt.close()

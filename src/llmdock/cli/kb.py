@@ -41,6 +41,7 @@ def _with_runtime(config: Path | None, work: Callable[[Any], Awaitable[T]]) -> T
 def create_cmd(
     name: str,
     model: str | None = typer.Option(None, help="embedding model [default_embedding_model]"),
+    description: str = typer.Option("", help="what it holds, in words (rag.route_by: description)"),
     config: Path | None = CONFIG,
 ) -> None:
     """Create an empty knowledge base, embedded with MODEL from now on."""
@@ -52,8 +53,17 @@ def create_cmd(
         from llmdock.errors import ConfigError
 
         raise ConfigError(f"no model {embedder!r} configured", where="--model")
-    kb = bases.create(open_store(config), name, embedder)
+    kb = bases.create(open_store(config), name, embedder, description)
     typer.echo(f"knowledge base {kb.name} created (embeddings: {kb.embedding_model})")
+
+
+@app.command("describe")
+def describe_cmd(name: str, description: str, config: Path | None = CONFIG) -> None:
+    """Say what a knowledge base holds: a model naming several routes each question by it (rag.route_by)."""
+    from llmdock.rag import bases
+
+    kb = bases.describe(open_store(config), name, description)
+    typer.echo(f"{kb.name}: {kb.description}")
 
 
 @app.command("add")
@@ -123,6 +133,7 @@ def _kb_dict(k: Any) -> dict[str, Any]:
         "embedding_model": k.embedding_model,
         "dimensions": k.dimensions,
         "version": k.version,
+        "description": k.description,
         "created_at": k.created_at.isoformat(),
     }
 
@@ -203,7 +214,10 @@ def glossary_cmd(
 @app.command("testset")
 def testset_cmd(
     name: str,
-    out: Path = typer.Option(..., "-o", "--output", help="the test set to write (JSON lines)"),
+    out: Path | None = typer.Option(None, "-o", "--output", help="also write it to this file (JSON lines)"),
+    dataset: str | None = typer.Option(
+        None, "--dataset", help="the dataset it is saved as, a new version each time [NAME-testset]"
+    ),
     n: int = typer.Option(20, "-n", min=1, help="questions to keep"),
     model: str | None = typer.Option(None, help="the model that writes them [default_model]"),
     judge: str | None = typer.Option(None, help="the model that checks them [the --model]"),
@@ -219,7 +233,10 @@ def testset_cmd(
     config: Path | None = CONFIG,
 ) -> None:
     """Generate questions with reference answers and their source chunks from a knowledge base."""
+    from llmdock.cli.access import who
+    from llmdock.datasets.versions import Datasets
     from llmdock.errors import InvalidRequest
+    from llmdock.rag import testset_store
     from llmdock.rag.testset import REASONS, TestsetGenerator, why_empty
     from llmdock.rag.testset_file import write_testset
 
@@ -243,16 +260,26 @@ def testset_cmd(
                 max_chunks=max_chunks,
                 advance=lambda kept: progress.update(task, completed=kept),
             )
-            return await gen.run(n)
+            outcome = await gen.run(n)
+        if not outcome.rows:
+            raise InvalidRequest(f"kb testset {name}: no question kept: {why_empty(outcome)}", param="n")
+        made = testset_store.lineage_of(outcome, name, gen.kb.version, writer, judge or writer, seed)
+        datasets = Datasets(runtime.store, runtime.settings.home)
+        saved = testset_store.save_testset(
+            datasets, dataset or testset_store.default_name(name), outcome, who(), made
+        )
+        return outcome, saved
 
-    outcome = _with_runtime(config, work)
-    if not outcome.rows:
-        raise InvalidRequest(f"kb testset {name}: no question kept: {why_empty(outcome)}", param="n")
-    written = write_testset(out, outcome.rows)
+    outcome, (version, new) = _with_runtime(config, work)
+    written = len(outcome.rows)
+    if out is not None:
+        write_testset(out, outcome.rows)
     rejected = ", ".join(f"{why} {outcome.rejected[why]}" for why in REASONS if outcome.rejected[why])
+    state = "" if new else " (unchanged: the same rows as the latest version)"
     typer.echo(
-        f"{out}: {written} questions kept of {outcome.generated} generated from {outcome.candidates} chunks"
-        f" (rejected: {rejected or 'none'}); every row is marked synthetic"
+        f"dataset {version.name}/{version.version} @{version.digest[:12]}{state}"
+        f"{f' and {out}' if out else ''}: {written} questions kept of {outcome.generated} generated from "
+        f"{outcome.candidates} chunks (rejected: {rejected or 'none'}); every row is marked synthetic"
     )
     if written < n:
         spent = max_chunks is not None and outcome.candidates >= max_chunks
@@ -263,10 +290,15 @@ def testset_cmd(
 @app.command("evaluate")
 def evaluate_cmd(
     name: str,
-    testset: Path = typer.Argument(..., help="a test set (llmdock kb testset, or written by hand)"),
+    testset: str = typer.Argument(
+        ..., help="a test set: a dataset NAME[/VERSION] (llmdock kb testset) or a JSON-lines file"
+    ),
     model: str | None = typer.Option(None, help="the chat model that names the knowledge base"),
     judge: str | None = typer.Option(None, help="the judge model [llm-rubric's default]"),
-    repeats: int = typer.Option(1, min=1, max=20, help="answers per question (the judge's noise shows)"),
+    repeats: int = typer.Option(1, min=1, max=20, help="answers per question"),
+    judge_repeats: int = typer.Option(
+        1, "--judge-repeats", min=1, max=20, help="judgements of each answer (the judge's own noise shows)"
+    ),
     retrieval_only: bool = typer.Option(False, "--retrieval-only", help="score the retriever alone"),
     judge_cache: bool = typer.Option(True, "--judge-cache/--no-judge-cache"),
     config: Path | None = CONFIG,
@@ -274,30 +306,35 @@ def evaluate_cmd(
 ) -> None:
     """Score the retriever (dense, BM25, hybrid) and the generator on a test set, as an evaluation run."""
     from llmdock.cli.access import who
-    from llmdock.rag.kbeval import Plan, evaluate_kb, kb_model
-    from llmdock.rag.testset_file import load_testset
-
-    questions = load_testset(testset)
-
     from llmdock.cli.kb_report import print_kb_report
+    from llmdock.datasets.versions import Datasets
+    from llmdock.rag import bases, testset_store
+    from llmdock.rag.kbeval import Plan, evaluate_kb, kb_model
 
     err = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
 
     async def work(runtime: Any) -> Any:
         chat = kb_model(runtime, name, model) if not retrieval_only else (model or "")
-        plan = Plan(name, chat, judge or "", repeats, not retrieval_only, judge_cache)
-        with Progress(*columns, console=err, transient=True) as progress:
-            task = progress.add_task(f"kb evaluate {name}", total=None)
-            return await evaluate_kb(
-                runtime,
-                runtime.store,
-                runtime.plugins.metrics,
-                plan,
-                testset,
-                questions,
-                who().name,
-                lambda done, total: progress.update(task, completed=done, total=total),
-            )
+        plan = Plan(name, chat, judge or "", repeats, not retrieval_only, judge_cache, judge_repeats)
+        with testset_store.scratch_dir(runtime.settings.home) as scratch:
+            datasets = Datasets(runtime.store, runtime.settings.home)
+            loaded = testset_store.load(testset, datasets, Path(scratch))
+            kb = bases.get(runtime.store, name)
+            for warning in testset_store.lineage_warnings(loaded, name, kb.version):
+                err.print(f"[yellow]{warning}[/]", highlight=False)
+            with Progress(*columns, console=err, transient=True) as progress:
+                task = progress.add_task(f"kb evaluate {name}", total=None)
+                return await evaluate_kb(
+                    runtime,
+                    runtime.store,
+                    runtime.plugins.metrics,
+                    plan,
+                    loaded.path,
+                    loaded.questions,
+                    who().name,
+                    lambda done, total: progress.update(task, completed=done, total=total),
+                    label=loaded.label,
+                )
 
     print_kb_report(_with_runtime(config, work), as_json)

@@ -85,8 +85,10 @@ class ModelConfig(BaseModel):
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     health_check_interval_s: float = Field(default=0.0, ge=0, description="0 = no active health checks")
     cache: dict[str, Any] = Field(default_factory=dict, description="overrides of the global cache settings")
-    knowledge_base: str | None = Field(
-        default=None, description="the ground stage answers this model's chats from this knowledge base"
+    knowledge_base: str | list[str] | None = Field(
+        default=None,
+        description="the ground stage answers this model's chats from this knowledge base (a list: the "
+        "router picks one per question, rag.route_by)",
     )
     structured_retries: int = Field(
         default=2, ge=0, description="re-asks when an answer does not follow its JSON schema or tools"
@@ -104,6 +106,11 @@ class ModelConfig(BaseModel):
 
     def backend_params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+    def knowledge_bases(self) -> list[str]:
+        """The knowledge bases this model answers from (several: the ground stage routes each question)."""
+        kb = self.knowledge_base
+        return [kb] if isinstance(kb, str) else list(kb or [])
 
     def deployment_configs(self) -> list[tuple[DeploymentConfig, tuple[str | int, ...]]]:
         """The deployments with the config path of each (for error messages)."""

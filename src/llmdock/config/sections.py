@@ -248,3 +248,12 @@ class RagSettings(BaseModel):
         description="model that summarises the turns a session's window no longer holds ('' = drop them)",
     )
     memory_summary_tokens: int = Field(default=160, gt=0, le=2048, description="longest summary, in tokens")
+    rewrite_model: str = Field(
+        default="",
+        description="model that rewrites a follow-up question into a standalone one for retrieval ('' = off)",
+    )
+    route_by: Literal["content", "description"] = Field(
+        default="content",
+        description="how a model naming several knowledge bases picks one per question: the question's "
+        "embedding against each base's mean chunk vector, or against its description's",
+    )

@@ -1,6 +1,6 @@
 """The ``ground`` stage (answers grounded in a knowledge base, with citations) and the ``memory`` stage
 (a session's previous turns), and the RAG answer metrics (faithfulness, answer-correctness,
-context-precision, context-recall)."""
+context-precision, context-recall, context-recall-claims)."""
 
 from __future__ import annotations
 

@@ -32,19 +32,33 @@ class KnowledgeBase:
     created_at: datetime
     documents: int = 0
     chunks: int = 0
+    description: str = ""  # what it holds, in words: the ground stage's router may compare questions to it
 
 
 def _info(row: KnowledgeBaseRow, documents: int = 0, chunks: int = 0) -> KnowledgeBase:
     return KnowledgeBase(
-        row.id, row.name, row.embedding_model, row.dimensions, row.version, row.created_at, documents, chunks
+        row.id,
+        row.name,
+        row.embedding_model,
+        row.dimensions,
+        row.version,
+        row.created_at,
+        documents,
+        chunks,
+        row.description or "",
     )
 
 
-def create(store: Store, name: str, embedding_model: str) -> KnowledgeBase:
+def create(store: Store, name: str, embedding_model: str, description: str = "") -> KnowledgeBase:
     if not name or len(name) > NAME_MAX or not name.isprintable() or name.strip() != name:
         raise InvalidRequest(f"a knowledge base name is 1 to {NAME_MAX} printable characters", param="name")
     row = KnowledgeBaseRow(
-        name=name, embedding_model=embedding_model, dimensions=0, version=0, created_at=datetime.now(UTC)
+        name=name,
+        embedding_model=embedding_model,
+        dimensions=0,
+        version=0,
+        created_at=datetime.now(UTC),
+        description=description,
     )
     try:
         with store.session() as s, s.begin():
@@ -75,6 +89,17 @@ def list_all(store: Store) -> list[KnowledgeBase]:
         )
         rows = s.scalars(select(KnowledgeBaseRow).order_by(KnowledgeBaseRow.name))
         return [_info(r, docs.get(r.id, 0), chunks.get(r.id, 0)) for r in rows]
+
+
+def describe(store: Store, name: str, description: str) -> KnowledgeBase:
+    """Set what the knowledge base holds, in words (the router's description); bumps its version."""
+    kb = get(store, name)
+    with store.session() as s, s.begin():
+        s.execute(
+            update(KnowledgeBaseRow).where(KnowledgeBaseRow.id == kb.id).values(description=description)
+        )
+        bump(s, kb.id)
+    return get(store, name)
 
 
 def version(store: Store, kb_id: int) -> int:

@@ -30,23 +30,28 @@ import orjson
 from sqlalchemy import select
 
 from llmdock.errors import ConfigError
-from llmdock.evaluate.case import CaseResult, Check, Metric, MetricFactory, Output, Score
+from llmdock.evaluate.case import CaseResult, Check, Metric, MetricFactory
 from llmdock.evaluate.results import create_run, finish_run, save_result
 from llmdock.evaluate.runner import score_case
 from llmdock.evaluate.suite import TargetSpec
 from llmdock.evaluate.targets import LocalTarget, Serving
 from llmdock.pipeline.context import new_trace_id
 from llmdock.rag import bases
-from llmdock.rag.ir_metrics import score_rankings
-from llmdock.rag.retrieve import Mode, Retriever
+from llmdock.rag.judge_noise import Noise, merged, noise
+from llmdock.rag.kbeval_search import MODES, expected_searches, own, routed_among, search_results
 from llmdock.rag.testset_file import RagQuestion
 from llmdock.store import Store
 from llmdock.store.kb_rows import KbChunkRow
 
-MODES: tuple[Mode, ...] = ("dense", "bm25", "hybrid")
-JUDGED = ("faithfulness", "answer-correctness", "context-precision", "context-recall")
+JUDGED = (
+    "faithfulness",
+    "answer-correctness",
+    "context-precision",
+    "context-recall",
+    "context-recall-claims",
+)
 PASS_AT = 0.5
-Component = Literal["ok", "retriever", "generator", "knowledge base"]
+Component = Literal["ok", "router", "rewriter", "retriever", "generator", "knowledge base"]
 
 
 @dataclass
@@ -57,6 +62,7 @@ class Plan:
     repeats: int = 1
     generate: bool = True
     judge_cache: bool = True
+    judge_repeats: int = 1  # judgements of each answer (more than one: the judge cache is off)
     concurrency: int = 4
     max_tokens: int = 256
 
@@ -69,6 +75,8 @@ class Report:
     stale_chunks: int = 0  # source chunks no longer in the knowledge base
     ks: tuple[int, ...] = ()
     modes: dict[str, str] = field(default_factory=dict)  # target label -> what it is
+    mode: str = "hybrid"  # the ground stage's retrieval mode (the rewriter's "without" figures)
+    judge_noise: dict[str, Noise] = field(default_factory=dict)  # by metric, with --judge-repeats
 
     def fix_first(self) -> str:
         failed = Counter(c for c in self.diagnosis.values() if c != "ok")
@@ -77,7 +85,7 @@ class Report:
 
 def kb_model(serving: Serving, kb: str, model: str | None) -> str:
     """The chat model to ask: ``model`` if it names ``kb``, else the one configured model that does."""
-    named = [m for m, cfg in serving.settings.all_models().items() if cfg.knowledge_base == kb]
+    named = [m for m, cfg in serving.settings.all_models().items() if kb in cfg.knowledge_bases()]
     if model is not None:
         if model not in named:
             raise ConfigError(
@@ -118,37 +126,10 @@ def stale(store: Store, kb_id: int, questions: Sequence[RagQuestion]) -> set[int
     return wanted - present
 
 
-async def retrieval_results(
-    retriever: Retriever, kb: str, questions: Sequence[RagQuestion], ks: tuple[int, ...]
-) -> list[CaseResult]:
-    """Each mode's ranking of each question's chunks, scored against its source chunks."""
-    asked = [q for q in questions if q.source_chunks]
-    relevant = {q.case.id: [str(c) for c in q.source_chunks] for q in asked}
-    results: list[CaseResult] = []
-    for mode in MODES:
-        rankings: dict[str, list[str]] = {}
-        shown: dict[str, str] = {}
-        for q in asked:
-            hits = await retriever.search(kb, q.question, k=max(ks), mode=mode)
-            rankings[q.case.id] = [str(h.chunk_id) for h in hits]
-            shown[q.case.id] = "\n".join(f"{h.chunk_id} {h.source}" for h in hits)
-        per_query = score_rankings(rankings, relevant, ks)
-        for q in asked:
-            values = per_query[q.case.id]
-            scores = {
-                name: Score(v, v > 0 if not name.startswith("recall") else v >= 1)
-                for name, v in values.items()
-            }
-            hit = values[f"hit@{min(ks)}"] > 0
-            output = Output(text=shown[q.case.id], served={"mode": mode, "kb": kb})
-            results.append(CaseResult(f"retriever:{mode}", q.case.id, 0, output, scores, float(hit), hit))
-    return results
-
-
 def judge_metrics(
     factories: dict[str, MetricFactory], plan: Plan, serving: Serving
 ) -> list[tuple[Check, Metric]]:
-    value: dict[str, Any] = {"cache": plan.judge_cache}
+    value: dict[str, Any] = {"cache": plan.judge_cache and plan.judge_repeats == 1}
     if plan.judge:
         value["model"] = plan.judge
     built = []
@@ -164,8 +145,9 @@ async def generation_results(
     plan: Plan,
     questions: Sequence[RagQuestion],
     save: Callable[[RagQuestion, CaseResult], None],
-) -> list[CaseResult]:
-    """Each question asked through the pipeline with the ground stage, ``repeats`` times, and judged."""
+) -> tuple[list[CaseResult], list[list[CaseResult]]]:
+    """Each question asked through the pipeline with the ground stage, ``repeats`` times, and judged
+    ``judge_repeats`` times; the merged results, and each answer's judgements."""
     spec = TargetSpec(
         name=f"generator:{plan.model}",
         model=plan.model,
@@ -174,17 +156,24 @@ async def generation_results(
     target = LocalTarget(spec, serving)
     metrics = judge_metrics(factories, plan, serving)
     gate = asyncio.Semaphore(plan.concurrency)
+    thresholds = {c.label: c.threshold if c.threshold is not None else PASS_AT for c, _ in metrics}
     results: list[CaseResult] = []
+    judgements: list[list[CaseResult]] = []
 
     async def one(q: RagQuestion, repeat: int) -> None:
         async with gate:
             output = await target.answer(q.case, repeat, plan.max_tokens)
-            result = await score_case(spec.label, q.case, repeat, output, metrics, None)
+            judged = [
+                await score_case(spec.label, q.case, repeat, output, metrics, None)
+                for _ in range(plan.judge_repeats)
+            ]
+            result = merged(judged, thresholds)
             await asyncio.to_thread(save, q, result)
             results.append(result)
+            judgements.append(judged)
 
     await asyncio.gather(*(one(q, r) for r in range(plan.repeats) for q in questions))
-    return results
+    return results, judgements
 
 
 def diagnose(
@@ -195,11 +184,13 @@ def diagnose(
     stale_ids: set[int],
 ) -> dict[str, Component]:
     """Per question, the component that failed it (``ok`` when none did); repeats are averaged."""
-    hit = {
-        r.case_id: r.scores[f"hit@{top_k}"].value > 0
-        for r in results
-        if r.target == f"retriever:{mode}" and f"hit@{top_k}" in r.scores
-    }
+
+    def hits(prefix: str) -> dict[str, bool]:
+        key = f"hit@{top_k}"
+        return {r.case_id: r.scores[key].value > 0 for r in results if r.target.startswith(prefix)}
+
+    hit, rewritten_hit = hits(f"retriever:{mode}"), hits("rewriter:")
+    routed = {r.case_id: r.passed for r in results if r.target.startswith("router:")}
     judged: dict[str, list[float]] = {}
     for r in results:
         if r.target.startswith("generator:") and not r.error:
@@ -210,8 +201,10 @@ def diagnose(
         qid = q.case.id
         if not q.source_chunks or set(q.source_chunks) <= stale_ids:
             found[qid] = "knowledge base"
-        elif not hit.get(qid, False):
-            found[qid] = "retriever"
+        elif not routed.get(qid, True):
+            found[qid] = "router"  # sent to another knowledge base
+        elif not rewritten_hit.get(qid, hit.get(qid, False)):
+            found[qid] = "rewriter" if hit.get(qid, False) else "retriever"  # the rewrite lost what it found
         elif qid in judged and sum(judged[qid]) / len(judged[qid]) < PASS_AT:
             found[qid] = "generator"
         else:
@@ -228,17 +221,22 @@ async def evaluate_kb(
     questions: Sequence[RagQuestion],
     by: str = "",
     progress: Callable[[int, int], None] | None = None,
+    *,
+    label: str = "",
 ) -> Report:
     """Score every component on the test set and store it all as one evaluation run."""
     rag = serving.settings.rag
     ks = tuple(sorted({rag.top_k, 10}))
     kb = bases.get(store, plan.kb)
-    stale_ids = await asyncio.to_thread(stale, store, kb.id, questions)
+    stale_ids = await asyncio.to_thread(stale, store, kb.id, own(questions, plan.kb))
     run_id = new_trace_id()
-    n_retrieval = len(MODES) * sum(1 for q in questions if q.source_chunks)
-    n_expected = n_retrieval + (len(questions) * plan.repeats if plan.generate else 0)
+    mine = own(questions, plan.kb)  # rows generated from other knowledge bases are only routed
+    n_searches = expected_searches(serving, plan.kb, plan.model, questions)
+    n_expected = n_searches + (len(mine) * plan.repeats if plan.generate else 0)
     config = {"kind": "kb evaluate", **plan.__dict__, "ks": list(ks), "mode": rag.mode, "top_k": rag.top_k}
-    create_run(store, run_id, f"kb {plan.kb}", str(path), fingerprint(path, plan), config, n_expected, by)
+    config |= {"rewrite_model": rag.rewrite_model, "routed_among": routed_among(serving, plan.model)}
+    fp = fingerprint(path, plan)
+    create_run(store, run_id, f"kb {plan.kb}", label or str(path), fp, config, n_expected, by)
     by_id = {q.case.id: q for q in questions}
     done = 0
 
@@ -249,18 +247,26 @@ async def evaluate_kb(
         if progress is not None:
             progress(done, n_expected)
 
+    judgements: list[list[CaseResult]] = []
     try:
-        results = await retrieval_results(Retriever(serving.stage_env, store), plan.kb, questions, ks)
+        results = await search_results(serving, store, plan.kb, plan.model, questions, ks)
         for r in results:
             save(by_id[r.case_id], r)
         if plan.generate:
-            results += await generation_results(serving, factories, plan, questions, save)
+            generated, judgements = await generation_results(serving, factories, plan, mine, save)
+            results += generated
     except BaseException:
         finish_run(store, run_id, "interrupted")
         raise
     finish_run(store, run_id, "done")
-    diagnosis = diagnose(questions, results, rag.mode, rag.top_k, stale_ids)
+    diagnosis = diagnose(mine, results, rag.mode, rag.top_k, stale_ids)
     labels = {f"retriever:{m}": f"retriever, {m}" for m in MODES}
+    if rag.rewrite_model:
+        labels[f"rewriter:{rag.rewrite_model}"] = f"rewriter {rag.rewrite_model}, then {rag.mode} retrieval"
+    if len(routed_among(serving, plan.model)) > 1:
+        labels[f"router:{plan.model}"] = f"router among {', '.join(routed_among(serving, plan.model))}"
     if plan.generate:
         labels[f"generator:{plan.model}"] = f"generator (ground stage: {rag.mode}, top {rag.top_k})"
-    return Report(run_id, results, diagnosis, len(stale_ids), ks, labels)
+    report = Report(run_id, results, diagnosis, len(stale_ids), ks, labels, rag.mode)
+    report.judge_noise = noise(judgements)
+    return report

@@ -8,19 +8,25 @@ and stored judge prompt; ``value`` may still name the judge ``model``). What the
 - ``answer-correctness``: the answer against the case's reference answer (``expected``).
 - ``context-precision``: how much of the context given is relevant to the question.
 - ``context-recall``: how much of the reference answer the context given contains.
+- ``context-recall-claims``: the same per claim, as Ragas counts it: the reference answer split into its
+  sentences, each judged (pass/fail) present in the context or not; the value is the share present.
 
 "The context given" is what the ground stage wrote into the question's turn, read from the conversation the
 target served (``Output.messages``); when nothing was added there (no knowledge base, a URL target), the
-case's own ``context``. Unlike Ragas' per-chunk precision and per-claim recall, each is one judge call over
-the whole context: a small judge model cannot be asked for a verdict per claim reliably.
+case's own ``context``. Except ``context-recall-claims``, each is one judge call over the whole context (a
+small judge model is asked for fewer, simpler verdicts); ``context-recall-claims`` asks one pass/fail
+verdict per claim.
 """
 
 from __future__ import annotations
 
+import functools
+from dataclasses import replace
 from typing import Any, ClassVar
 
-from llmdock.evaluate.case import Case, Check, MetricError, Output
-from llmdock.evaluate.metrics.judge import LlmRubricMetric
+from llmdock.evaluate.case import Case, Check, MetricError, Output, Score
+from llmdock.evaluate.metrics.base import clip
+from llmdock.evaluate.metrics.judge import PASS_AT, LlmRubricMetric
 from llmdock.pipeline.env import StageEnv
 from llmdock.pipeline.stages import flatten_content
 
@@ -123,4 +129,63 @@ class ContextRecallMetric(RagJudgeMetric):
     )
 
 
-RAG_METRICS = (FaithfulnessMetric, AnswerCorrectnessMetric, ContextPrecisionMetric, ContextRecallMetric)
+@functools.cache
+def _sentencizer() -> Any:
+    import spacy
+
+    nlp = spacy.blank("en")  # rules only: no model to load
+    nlp.add_pipe("sentencizer")
+    return nlp
+
+
+def claims(text: str) -> list[str]:
+    """The reference answer's claims: its sentences (spaCy's rule-based sentencizer), empty ones left out."""
+    return [s.text.strip() for s in _sentencizer()(text).sents if any(c.isalnum() for c in s.text)]
+
+
+class ContextRecallClaimsMetric(RagJudgeMetric):
+    """Ragas' context recall: each claim of the reference answer judged present in the context or not."""
+
+    name = "context-recall-claims"
+    grades = "context"
+    needs_reference = True
+    rubric = (
+        "Claim check: the 'answer to grade' is the context retrieved for the question, and the reference "
+        "answer is one claim. Pass if the context states that claim (in any wording); fail if it does not."
+    )
+    description = (
+        "RAG: the reference answer (`expected`) split into claims (its sentences), each judged by "
+        "`llm-rubric` (pass/fail) present in the context the model was given or not; the value is the "
+        "share present (Ragas' context recall). A reference with no claim scores 0. Passes at 0.5 unless a "
+        "threshold is set. Needs a local runtime."
+    )
+
+    def __init__(self, check: Check, env: StageEnv | None) -> None:
+        value = check.value if isinstance(check.value, dict) else {}
+        super().__init__(replace(check, value={"verdict": "pass", **value}), env)
+        self.check = check
+
+    async def score(self, case: Case, output: Output) -> Score:
+        found = claims(case.expected or "")
+        if not found:
+            return Score(0.0, False, "the reference answer states no claim to look for")
+        verdicts = []
+        for claim in found:  # one at a time: a small judge serves one call at once anyway
+            verdicts.append(await super().score(replace(case, expected=claim), output))
+        share = sum(v.value for v in verdicts) / len(verdicts)
+        listed = "; ".join(
+            f"{'found' if v.passed else 'missing'}: {clip(c, 60)}"
+            for c, v in zip(found, verdicts, strict=True)
+        )
+        kept = sum(v.passed for v in verdicts)
+        reason = f"{kept} of {len(found)} claims of the reference are in the context ({listed})"
+        return Score(share, self.passes(share, PASS_AT), reason)
+
+
+RAG_METRICS = (
+    FaithfulnessMetric,
+    AnswerCorrectnessMetric,
+    ContextPrecisionMetric,
+    ContextRecallMetric,
+    ContextRecallClaimsMetric,
+)

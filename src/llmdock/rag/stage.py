@@ -23,6 +23,7 @@ from llmdock.rag import bases
 from llmdock.rag.chunking import HEADING_SEPARATOR
 from llmdock.rag.glossary import linked
 from llmdock.rag.retrieve import Hit, Retriever
+from llmdock.rag.route import Rewriter, Router, earlier_turns
 from llmdock.rag.window import shrink_to_fit
 
 CITATIONS = "llmdock.ground.citations"  # ctx.attributes: the answer's `citations` field
@@ -39,31 +40,46 @@ class GroundStage:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.retriever: Retriever | None = None
+        self.router: Router | None = None
+        self.rewriter: Rewriter | None = None
         self._glossaries: dict[tuple[str, int], dict[str, str]] = {}
 
     def bind(self, env: StageEnv) -> None:
         if env.store is not None:
             self.retriever = Retriever(env, env.store)
+            self.router = Router(self.retriever, self.settings.rag.route_by)
+        if self.settings.rag.rewrite_model:
+            self.rewriter = Rewriter(env, self.settings.rag.rewrite_model)
 
-    def knowledge_base(self, model: str) -> str | None:
+    def knowledge_bases(self, model: str) -> list[str]:
         cfg = self.settings.all_models().get(model)
-        return cfg.knowledge_base if cfg is not None else None
+        return cfg.knowledge_bases() if cfg is not None else []
 
     async def __call__(self, ctx: RequestContext) -> RequestContext:
         req = ctx.request
-        kb = self.knowledge_base(ctx.model)
-        if req is None or req.messages is None or ctx.generation is not None or not kb:
+        names = self.knowledge_bases(ctx.model)
+        if req is None or req.messages is None or ctx.generation is not None or not names:
             return ctx
         turn = next(
             (i for i in range(len(req.messages) - 1, -1, -1) if req.messages[i].get("role") == "user"), None
         )
-        if turn is None or self.retriever is None:
+        if turn is None or self.retriever is None or self.router is None:
             return ctx
         question = flatten_content(req.messages[turn].get("content"))
+        query = question
+        if self.rewriter is not None:
+            rewritten = await self.rewriter.rewrite(earlier_turns(req.messages, turn), question)
+            if rewritten:
+                query = rewritten
+                ctx.annotate(**{"llmdock.ground.rewritten": rewritten})
+        routed = await self.router.route(names, query)
+        kb = routed.kb
+        if routed.scores:
+            ctx.annotate(**{"llmdock.ground.routes": {k: round(v, 6) for k, v in routed.scores.items()}})
         rag = self.settings.rag
         hits = await self.retriever.search(
             kb,
-            question,
+            query,
             k=rag.top_k,
             mode=rag.mode,
             mmr=rag.mmr_lambda if rag.mmr else None,

@@ -27,6 +27,7 @@ class KnowledgeBaseRow(Base):
     dimensions: Mapped[int] = mapped_column(Integer, default=0)  # 0 until the first chunk is embedded
     version: Mapped[int] = mapped_column(Integer, default=0)  # bumped by every change: indexes rebuild
     created_at: Mapped[datetime] = mapped_column()
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")  # the router reads it
 
 
 class KbDocumentRow(Base):
