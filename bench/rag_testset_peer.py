@@ -4,7 +4,7 @@ wall time, questions made, the share a judge rates answerable from their context
 
 The peer is Ragas 0.4.3 (Apache-2.0), installed from PyPI into its own venv (``--peer-venv``, created on first
 use) with ``langchain-community==0.3.31`` (Ragas 0.4.3 imports ``langchain_community.chat_models.vertexai``,
-which later releases dropped). Ragas counts tokens with tiktoken, whose BPE files tiktoken downloads from
+which later releases dropped) and ``rapidfuzz==3.14.6`` (its string distances need it). Ragas counts tokens with tiktoken, whose BPE files tiktoken downloads from
 openaipublic.blob.core.windows.net on first use — no network here — so the bench takes them from a PyPI
 package that ships them: ``litellm==1.106.2`` (MIT; ``litellm/litellm_core_utils/tokenizers/``, installed
 with ``--no-deps``) as ``TIKTOKEN_CACHE_DIR``. Nothing else is downloaded.
@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 from harness import llmdock_command, llmdock_server, options  # noqa: E402
 
-PEER_PINS = ("ragas==0.4.3", "langchain-community==0.3.31")
+PEER_PINS = ("ragas==0.4.3", "langchain-community==0.3.31", "rapidfuzz==3.14.6")
 TIKTOKEN_PIN = "litellm==1.106.2"  # ships tiktoken's cl100k_base and o200k_base BPE files
 NEAR = 0.95
 MODELS = {

