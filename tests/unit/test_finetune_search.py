@@ -58,11 +58,11 @@ def test_a_poor_trial_is_pruned_and_a_second_run_continues_the_stored_study(
         )
         first.enqueue_trial({"training.learning_rate": 0.05})  # learns: the pruner's yardstick
         first.enqueue_trial({"training.learning_rate": 1.0e-9})  # learns nothing: pruned at step 2
-        kw = {"best_file": tmp_path / "tiny.best.yaml", "workdir": tmp_path}
-        outcome = search(config, _inputs(tokenizer), store, 2, **kw)
+        best_file = tmp_path / "tiny.best.yaml"
+        outcome = search(config, _inputs(tokenizer), store, 2, best_file=best_file, workdir=tmp_path)
         assert [(n, s) for n, s, _ in outcome.trials] == [(0, "complete"), (1, "pruned")]
         assert outcome.best_params == {"training.learning_rate": 0.05}
-        again = search(config, _inputs(tokenizer), store, 3, **kw)  # one more trial, sampled by TPE
+        again = search(config, _inputs(tokenizer), store, 3, best_file=best_file, workdir=tmp_path)
     finally:
         store.close()
     assert [n for n, _, _ in again.trials] == [0, 1, 2]
