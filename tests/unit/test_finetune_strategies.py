@@ -14,6 +14,7 @@ import pytest
 from llmdock.errors import ConfigError
 from llmdock.finetune import mixing
 from llmdock.finetune.config import FinetuneConfig, load_config
+from llmdock.finetune.data import encode_all
 from llmdock.finetune.run import check_full, resolve_adapter
 from llmdock.finetune.train import train, trainable
 from tests.unit.test_finetune_config import _settings
@@ -98,7 +99,7 @@ def test_a_run_can_start_from_an_existing_adapter_and_trains_it_further(
     tmp_path: Path,
 ) -> None:
     config = FinetuneConfig.model_validate(dict(BASE, dataset="x.jsonl"))
-    examples = mixing.encode_all(tokenizer, [ROW], max_length=64)
+    examples = encode_all(tokenizer, [ROW], max_length=64)
     first = train(config, _tiny_model(tokenizer), tokenizer, examples, tmp_path / "first")
     adapter = resolve_adapter(str(first.adapter_dir), _settings(tmp_path), "finetune.yaml:3: init_adapter")
     assert adapter == first.adapter_dir
@@ -125,7 +126,7 @@ def test_full_fine_tuning_trains_every_weight_where_the_model_is_small_enough(
     )
     model = _tiny_model(tokenizer)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    result = train(config, model, tokenizer, mixing.encode_all(tokenizer, [ROW], 64), tmp_path)
+    result = train(config, model, tokenizer, encode_all(tokenizer, [ROW], 64), tmp_path)
     assert result.adapter_dir.name == "model"
     assert (result.adapter_dir / "config.json").exists()
     changed = [n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())]
