@@ -146,3 +146,30 @@ def test_a_failed_export_leaves_no_export_and_nothing_staged(tokenizer: Any, tmp
         export(base, run_dir / "adapter", run_dir, "tiny", ["q8_0"], 4, tmp_path / "home")
     assert not (run_dir / "export").exists()
     assert list((tmp_path / "home" / "tmp").iterdir()) == []
+
+
+def test_an_adapter_becomes_a_gguf_lora_for_llama_cpp(tokenizer: Any, tmp_path: Path) -> None:
+    """llama.cpp's own convert_lora_to_gguf.py (from the pinned sdist) turns a peft adapter into a GGUF LoRA:
+    an ``adapter`` file of type ``lora`` holding an A and a B matrix for each adapted weight."""
+    from gguf import GGUFReader
+    from peft import LoraConfig, get_peft_model
+
+    from llmdock.finetune.convert import convert_lora_to_gguf, find_converter
+
+    tools = find_converter(tmp_path)
+    if tools is None:
+        pytest.skip("the converter is fetched by make install (llmdock finetune converter)")
+    hf_dir = tmp_path / "base"
+    model = _tiny_model(tokenizer)
+    model.save_pretrained(hf_dir)
+    lora = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    lora.save_pretrained(str(tmp_path / "adapter"))
+    out = tmp_path / "tiny-lora.gguf"
+    convert_lora_to_gguf(tmp_path / "adapter", hf_dir, out, tools)
+    reader = GGUFReader(out)
+    fields = {name: reader.fields[name] for name in ("general.type", "adapter.type")}
+    assert [bytes(f.parts[-1]).decode() for f in fields.values()] == ["adapter", "lora"]
+    names = sorted(t.name for t in reader.tensors)
+    assert names == sorted(
+        f"blk.{i}.attn_{m}.weight.lora_{ab}" for i in (0, 1) for m in ("q", "v") for ab in ("a", "b")
+    )

@@ -153,6 +153,11 @@ class BatchEngine:
         }
 
     # --- the worker thread ----------------------------------------------------------------------------
+    def use_lora(self, adapter: Any, scale: float) -> None:
+        """Apply a GGUF LoRA adapter (``llama_adapter_lora_init``) on top of the model in this context."""
+        if llama_cpp.llama_set_adapter_lora(self._ctx, adapter, scale) != 0:
+            raise ValueError("llama.cpp refused the LoRA adapter for this model")
+
     def free(self) -> None:
         """Release the context and batch (worker thread, after :meth:`shutdown`)."""
         if self._ctx is not None:

@@ -67,6 +67,11 @@ class LlamaCppParams(BackendParams):
         description="Sampling defaults used when a request leaves a value unset",
     )
     lazy: bool = False
+    lora_path: str = Field(
+        default="",
+        description="A GGUF LoRA adapter applied on top of model_path (a path or models:/NAME@alias)",
+    )
+    lora_scale: float = Field(default=1.0, gt=0.0, description="How strongly the LoRA adapter applies")
 
     @model_validator(mode="after")
     def _batch_holds_every_sequence(self) -> LlamaCppParams:
@@ -132,6 +137,8 @@ class LlamaCppBackend(InProcessBackend):
         except ValueError as exc:
             model.close()
             raise ConfigError(f"cannot serve model {str(path)!r}: {exc}", where=self.where("n_ctx")) from None
+        if self.params.lora_path:
+            self._apply_lora(model, engine)
         eos_id, bos_id = model.token_eos(), model.token_bos()
         eos = model.token_get_text(eos_id) if eos_id != -1 else ""
         bos = model.token_get_text(bos_id) if bos_id != -1 else ""
@@ -150,6 +157,23 @@ class LlamaCppBackend(InProcessBackend):
         self._bos_id = bos_id
         self._model = model
         self._engine = engine
+
+    def _apply_lora(self, model: Any, engine: Any) -> None:
+        """The GGUF LoRA of ``lora_path`` on top of the base (freed by llama.cpp with the model)."""
+        import llama_cpp
+
+        where = self.where("lora_path")
+        path, origin = resolve_model_file(self.params.lora_path, self.settings, where=where)
+        adapter = llama_cpp.llama_adapter_lora_init(model.model, str(path).encode())
+        try:
+            if not adapter:
+                raise ValueError(f"{str(path)!r} is not a GGUF LoRA adapter llama.cpp can load")
+            engine.use_lora(adapter, self.params.lora_scale)
+        except ValueError as exc:
+            engine.free()
+            model.close()
+            raise ConfigError(f"cannot apply the LoRA adapter: {exc}", where=where) from None
+        self.origin = self.origin | {f"lora_{k}": v for k, v in origin.items()}
 
     def _unload(self) -> None:
         """Free the context, then the model (worker thread, after the decode loop has stopped)."""

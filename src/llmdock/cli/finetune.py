@@ -46,9 +46,42 @@ def run(
     typer.echo(f"  f16 GGUF: {f16['size'] / 2**20:.1f} MiB, {f16['tokens_per_s']} tokens/s")
     for v in outcome.versions:
         typer.echo(
-            f"models:/{v.name}/{v.version} ({v.lineage['quantization']}): {v.size / 2**20:.1f} MiB, "
-            f"{v.metrics['tokens_per_s']} tokens/s"
+            f"models:/{v.name}/{v.version} ({v.lineage['quantization']}, {v.format}): {v.size / 2**20:.1f} MiB"
+            + (f", {v.metrics['tokens_per_s']} tokens/s" if "tokens_per_s" in v.metrics else "")
         )
+
+
+@app.command("search")
+def search(
+    file: Path = typer.Argument(..., help="the run's config, with a search: section (search.space)"),
+    trials: int = typer.Option(10, "--trials", min=1, help="finished trials the study should hold in all"),
+    restart: bool = typer.Option(False, "--restart", help="drop the study and start it over"),
+    as_json: bool = AS_JSON,
+    config: Path | None = CONFIG,
+) -> None:
+    """optuna over search.space on the validation loss (pruning poor trials); the study is kept in the store,
+    so running it again continues it; the best trial's values are written to NAME.best.yaml."""
+    from llmdock.config import load_settings
+    from llmdock.finetune.search import run_search
+
+    outcome = run_search(file, load_settings(config), trials, restart=restart)
+    if as_json:
+        view = {
+            "study": outcome.study,
+            "trials": [{"number": n, "state": s, "value": v} for n, s, v in outcome.trials],
+            "best": {"params": outcome.best_params, "value": outcome.best_value},
+            "best_file": str(outcome.best_file),
+        }
+        typer.echo(json.dumps(view, indent=2))
+        return
+    for number, state, value in outcome.trials:
+        typer.echo(
+            f"trial {number}: {state}" + (f", validation loss {value:.4f}" if value is not None else "")
+        )
+    typer.echo(
+        f"study {outcome.study}: best validation loss {outcome.best_value:.4f} with {outcome.best_params}; "
+        f"written to {outcome.best_file} (llmdock finetune run {outcome.best_file})"
+    )
 
 
 @app.command("converter")

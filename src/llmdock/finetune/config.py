@@ -28,6 +28,8 @@ from pydantic import ValidationError as PydanticValidationError
 from llmdock.config import Settings
 from llmdock.config.yaml_source import load_yaml_file
 from llmdock.errors import ConfigError, LlmdockError
+from llmdock.finetune.search_config import SearchSettings
+from llmdock.finetune.strategy import MixtureItem, ReplaySettings, Task, check_strategy
 
 Where = Callable[[tuple[str | int, ...]], str]
 QuantType = Literal["q8_0", "q4_k_m", "q4_0", "q5_k_m", "q6_k"]
@@ -72,17 +74,26 @@ class ExportSettings(_Strict):
     quantize: list[QuantType] = Field(default_factory=lambda: list(DEFAULT_QUANTS), min_length=1)
     alias: str = Field(default="", description="the alias set on the first quantization's version")
     speed_tokens: int = Field(default=32, ge=1, le=1024, description="tokens generated to measure tokens/s")
+    lora_adapter: bool = Field(
+        default=False,
+        description="also register the adapter: as a GGUF LoRA (NAME-lora) and as peft's directory (NAME-adapter)",
+    )
 
 
 class FinetuneConfig(_Strict):
     name: str = Field(min_length=1, description="the registered model name of the result")
     base_model: str = Field(min_length=1)
-    dataset: str = Field(min_length=1)
-    task: Literal["sft"] = "sft"
+    dataset: str = Field(default="", description="a dataset version or file; or mixture: instead")
+    task: Task = Field(default="sft", description="sft: loss on assistant tokens; pretrain: on every token")
+    method: Literal["lora", "full"] = "lora"
     train_split: str = "train"
+    mixture: list[MixtureItem] = Field(default_factory=list, description="datasets mixed by weight")
+    replay: ReplaySettings | None = None
+    init_adapter: str = Field(default="", description="start from this LoRA adapter (models:/… or a path)")
     lora: LoraSettings = Field(default_factory=LoraSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
+    search: SearchSettings | None = None
 
     @field_validator("name")
     @classmethod
@@ -96,12 +107,17 @@ class FinetuneConfig(_Strict):
 
     def hyperparameters(self) -> dict[str, Any]:
         """What lineage records and what names a run: everything that changes the weights."""
-        return {
-            "task": self.task,
-            "train_split": self.train_split,
-            "lora": self.lora.model_dump(),
-            "training": self.training.model_dump(),
-        }
+        found: dict[str, Any] = {"task": self.task, "method": self.method, "train_split": self.train_split}
+        if self.method == "lora":
+            found["lora"] = self.lora.model_dump()
+        found["training"] = self.training.model_dump()
+        if self.mixture:
+            found["mixture"] = [m.model_dump() for m in self.mixture]
+        if self.replay is not None:
+            found["replay"] = self.replay.model_dump()
+        if self.init_adapter:
+            found["init_adapter"] = self.init_adapter
+        return found
 
 
 def run_id(config: FinetuneConfig, base_sha256: str, dataset_digest: str) -> str:
@@ -121,9 +137,16 @@ def load_config(path: Path, settings: Settings) -> tuple[FinetuneConfig, Where]:
     except PydanticValidationError as exc:
         first = exc.errors()[0]
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise ConfigError(first["msg"] + more, where=where(tuple(first["loc"]))) from None
+        loc = tuple(first["loc"])
+        raise ConfigError(_message(first) + more, where=where(loc)) from None
+    check_strategy(config, where, set(data))
     _check_base(config.base_model, settings, where(("base_model",)))
     return config, where
+
+
+def _message(error: Any) -> str:
+    """Pydantic's message without its "Value error, " prefix (a validator's own words)."""
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 def _check_base(name: str, settings: Settings, where: str) -> None:

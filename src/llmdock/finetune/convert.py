@@ -17,6 +17,7 @@ import ctypes
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -28,8 +29,9 @@ from llmdock.errors import LlmdockError
 from llmdock.finetune.progress import status
 
 SCRIPT = "convert_hf_to_gguf.py"
+LORA_SCRIPT = "convert_lora_to_gguf.py"  # a peft adapter → a GGUF LoRA llama.cpp applies on the base
 SDIST_ONLY = ("--no-binary", ":all:", "--no-deps", "-d")
-WANTED = (SCRIPT, "conversion/", "gguf-py/", "LICENSE")
+WANTED = (SCRIPT, LORA_SCRIPT, "conversion/", "gguf-py/", "LICENSE")
 
 
 class ExportFailed(LlmdockError):
@@ -48,7 +50,8 @@ def converter_candidates(home: Path) -> list[Path]:
 
 
 def find_converter(home: Path) -> Path | None:
-    return next((c for c in converter_candidates(home) if (c / SCRIPT).exists()), None)
+    scripts = (SCRIPT, LORA_SCRIPT)
+    return next((c for c in converter_candidates(home) if all((c / n).exists() for n in scripts)), None)
 
 
 def ensure_converter(home: Path) -> Path:
@@ -112,6 +115,8 @@ def _fetch(target: Path) -> Path:
             "sha256": digest,
         }
         (staged / "SOURCE.json").write_text(json.dumps(source, indent=2))
+        if target.exists() and not (target / LORA_SCRIPT).exists():  # extracted before the LoRA script was
+            shutil.rmtree(target)
         try:
             os.replace(staged, target)
         except OSError:  # fetched by another process meanwhile
@@ -131,17 +136,29 @@ def converter_source(tools: Path) -> dict[str, str]:
 
 def convert_to_gguf(hf_dir: Path, out: Path, tools: Path) -> None:
     """``convert_hf_to_gguf.py hf_dir --outtype f16`` with the sdist's own gguf-py."""
+    _run_script(tools, SCRIPT, [str(hf_dir)], out, "to GGUF (f16)")
+
+
+def convert_lora_to_gguf(adapter_dir: Path, base_hf_dir: Path, out: Path, tools: Path) -> None:
+    """``convert_lora_to_gguf.py adapter --base base_hf_dir --outtype f16``: a GGUF LoRA for llama.cpp."""
+    _run_script(
+        tools, LORA_SCRIPT, [str(adapter_dir), "--base", str(base_hf_dir)], out, "the adapter to a GGUF LoRA"
+    )
+
+
+def _run_script(tools: Path, script: str, args: list[str], out: Path, what: str) -> None:
+    """One of llama.cpp's conversion scripts, in a subprocess with the sdist's gguf-py first on the path."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tools / "gguf-py"), str(tools)]))
-    with status(f"converting to GGUF (f16) with llama.cpp {llama_cpp_version()}'s {SCRIPT}"):
+    with status(f"converting {what} with llama.cpp {llama_cpp_version()}'s {script}"):
         done = subprocess.run(
-            [sys.executable, str(tools / SCRIPT), str(hf_dir), "--outfile", str(out), "--outtype", "f16"],
+            [sys.executable, str(tools / script), *args, "--outfile", str(out), "--outtype", "f16"],
             capture_output=True,
             text=True,
             env=env,
             check=False,
         )
     if done.returncode != 0 or not out.exists():
-        raise ExportFailed(f"{SCRIPT} failed (exit {done.returncode}): {_tail(done.stderr)}")
+        raise ExportFailed(f"{script} failed (exit {done.returncode}): {_tail(done.stderr)}")
 
 
 FTYPES = {

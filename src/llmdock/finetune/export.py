@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from llmdock.finetune.base import BaseModel
-from llmdock.finetune.convert import convert_to_gguf, ensure_converter, quantize
+from llmdock.finetune.convert import convert_lora_to_gguf, convert_to_gguf, ensure_converter, quantize
 from llmdock.finetune.progress import status
 
 SPEED_PROMPT = "<|im_start|>user\nWrite a few sentences about the sea.<|im_end|>\n<|im_start|>assistant\n"
@@ -33,6 +33,7 @@ class Exported:
     files: dict[str, Path]  # quantization → GGUF
     measures: dict[str, dict[str, float]]  # f16 and each quantization → size, tokens_per_s
     notes: dict[str, str]  # quantization → what llama.cpp's quantizer said (tensors that fell back)
+    lora: Path | None = None  # the adapter as a GGUF LoRA, when asked for
 
 
 def export(
@@ -43,17 +44,23 @@ def export(
     quants: Sequence[str],
     speed_tokens: int,
     home: Path,
+    *,
+    full: bool = False,
+    lora: bool = False,
 ) -> Exported:
+    """``adapter_dir`` is a LoRA adapter to merge into the base, or (``full``) the whole trained model."""
     tools = ensure_converter(home)
     staging_root = Path(home).expanduser() / "tmp"
     staging_root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=staging_root, prefix=f".export-{run_dir.name}-"))
     try:
-        merged = staging / "merged"
-        merge_adapter(base, adapter_dir, merged)
+        merged = adapter_dir if full else staging / "merged"
+        if not full:
+            merge_adapter(base, adapter_dir, merged)
         f16 = staging / f"{name}-f16.gguf"
         convert_to_gguf(merged, f16, tools)
-        shutil.rmtree(merged)
+        if not full:
+            shutil.rmtree(merged)
         measures = {"f16": measure(f16, speed_tokens)}
         files, notes = {}, {}
         for kind in quants:
@@ -63,6 +70,9 @@ def export(
             if note:
                 notes[kind] = note
             files[kind] = out
+        lora_file = staging / f"{name}-lora-f16.gguf"
+        if lora:
+            convert_lora_to_gguf(adapter_dir, base.hf_dir, lora_file, tools)
         final = run_dir / "export"
         staging.chmod(0o755)
         if final.exists():
@@ -71,7 +81,8 @@ def export(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return Exported(final, {k: final / p.name for k, p in files.items()}, measures, notes)
+    found = {k: final / p.name for k, p in files.items()}
+    return Exported(final, found, measures, notes, final / lora_file.name if lora else None)
 
 
 def merge_adapter(base: BaseModel, adapter_dir: Path, out: Path) -> None:

@@ -19,14 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmdock.backends.model_files import resolve_model_file
 from llmdock.config import Settings
-from llmdock.errors import Conflict
+from llmdock.errors import ConfigError, Conflict
+from llmdock.finetune import mixing
 from llmdock.finetune.base import BaseModel, load_for_training, prepare_base
 from llmdock.finetune.config import FinetuneConfig, load_config, run_id
 from llmdock.finetune.convert import converter_source, find_converter
-from llmdock.finetune.data import TrainingRows, encode_all, load_rows
 from llmdock.finetune.export import Exported, export
 from llmdock.finetune.progress import status
+from llmdock.finetune.strategy import FULL_MAX_PARAMS
 from llmdock.store.audit import Actor
 from llmdock.store.models import ModelVersion
 
@@ -47,24 +49,23 @@ def run_finetune(
     config_path: Path, settings: Settings, actor: Actor, *, resume: bool = False, restart: bool = False
 ) -> RunOutcome:
     config, where = load_config(config_path, settings)
-    rows = load_rows(
-        config.dataset,
-        config.train_split,
-        settings,
-        relative_to=Path(config_path).parent,
-        where=where(("dataset",)),
+    found = mixing.load_sources(
+        config, settings, split=config.train_split, relative_to=Path(config_path).parent, where=where
     )
+    data = mixing.lineage(found)
+    adapter = resolve_adapter(config.init_adapter, settings, where(("init_adapter",)))
     base = prepare_base(config.base_model, settings, where=where(("base_model",)))
-    rid = run_id(config, base.sha256, rows.lineage["dataset_version"])
+    rid = run_id(config, base.sha256, data["dataset_version"])
     run_dir = Path(settings.home) / "finetune" / "runs" / rid
     _claim(run_dir, rid, resume=resume, restart=restart)
     from llmdock.finetune.train import train  # torch and transformers: only once the inputs are sound
 
     model, tokenizer = load_for_training(base)
-    with status(f"encoding {len(rows.rows)} rows with the chat template (loss on assistant tokens)"):
-        examples = encode_all(tokenizer, rows.rows, config.training.max_length)
+    check_full(config, model, where(("method",)))
+    with status(f"encoding {sum(len(s.data.rows) for s in found)} rows ({', '.join(s.task for s in found)})"):
+        encoded = mixing.examples(config, tokenizer, found)
     _record(run_dir, {"run": rid, "status": "training", "config": config.model_dump()})
-    result = train(config, model, tokenizer, examples, run_dir)
+    result = train(config, model, tokenizer, encoded, run_dir, init_adapter=adapter)
     _record(run_dir, {"status": "exporting", "steps": result.steps, "resumed_from": result.resumed_from})
     exported = export(
         base,
@@ -74,10 +75,38 @@ def run_finetune(
         config.export.quantize,
         config.export.speed_tokens,
         settings.home,
+        full=config.method == "full",
+        lora=config.export.lora_adapter,
     )
-    versions = register(config, base, rows, rid, result, exported, settings, actor)
+    versions = register(config, base, data, rid, result, exported, settings, actor)
     _record(run_dir, {"status": "registered", "versions": [f"{v.name}/{v.version}" for v in versions]})
     return RunOutcome(rid, run_dir, result, exported, versions)
+
+
+def resolve_adapter(spec: str, settings: Settings, where: str) -> Path | None:
+    """The adapter a run starts from: a registered directory (``models:/NAME@alias``) or a local one."""
+    if not spec:
+        return None
+    if spec.startswith("models:/"):
+        path, _origin = resolve_model_file(spec, settings, where=where)
+    else:
+        path = Path(spec).expanduser()
+    if not (path / "adapter_config.json").exists():
+        raise ConfigError(f"{spec!r} is not a LoRA adapter (no adapter_config.json in {path})", where=where)
+    return path
+
+
+def check_full(config: FinetuneConfig, model: Any, where: str) -> None:
+    """``method: full`` only where every weight and its optimizer state fit: up to FULL_MAX_PARAMS."""
+    if config.method != "full":
+        return
+    count = sum(p.numel() for p in model.parameters())
+    if count > FULL_MAX_PARAMS:
+        raise ConfigError(
+            f"the base has {count / 1e6:.0f}M parameters, more than full fine-tuning allows here "
+            f"({FULL_MAX_PARAMS / 1e6:.0f}M, about 16 bytes each with AdamW): use method: lora",
+            where=where,
+        )
 
 
 def _claim(run_dir: Path, rid: str, *, resume: bool, restart: bool) -> None:
@@ -108,7 +137,7 @@ def _record(run_dir: Path, fields: dict[str, Any]) -> None:
 def register(
     config: FinetuneConfig,
     base: BaseModel,
-    rows: TrainingRows,
+    data: dict[str, Any],
     rid: str,
     result: TrainingResult,
     exported: Exported,
@@ -122,7 +151,9 @@ def register(
     tools = find_converter(settings.home)
     source = converter_source(tools) if tools else {}
     converter = f"llama-cpp-python {source.get('version', '?')} sdist convert_hf_to_gguf.py"
-    lineage = base.lineage() | rows.lineage | {"training_run": rid, "method": "lora"}
+    lineage = base.lineage() | data | {"training_run": rid, "method": config.method}
+    if config.init_adapter:
+        lineage["init_adapter"] = config.init_adapter
     lineage |= {"hyperparameters": config.hyperparameters(), "converter": converter}
     trained = {
         "train_seconds": round(result.seconds, 1),
@@ -147,12 +178,50 @@ def register(
                 fmt="gguf",
                 lineage=lineage | {"quantization": kind},
                 metrics=trained | measured | {"quantizer_note": exported.notes.get(kind, "")},
-                description=f"LoRA on {base.name} over {rows.lineage['dataset']} ({kind})",
+                description=f"{config.method} on {base.name} over {data['dataset']} ({kind})",
                 progress=False,
             )
             versions.append(row)
         if config.export.alias and versions:
             registry.labels.set(config.name, config.export.alias, versions[0].version, actor)
+        if exported.lora is not None:
+            versions += _register_adapter(
+                registry, config, base, exported.lora, result, lineage, trained, actor
+            )
     finally:
         store.close()
+    return versions
+
+
+def _register_adapter(
+    registry: Any,
+    config: FinetuneConfig,
+    base: BaseModel,
+    gguf_lora: Path,
+    result: TrainingResult,
+    lineage: dict[str, Any],
+    metrics: dict[str, Any],
+    actor: Actor,
+) -> list[ModelVersion]:
+    """The adapter twice: as a GGUF LoRA (``NAME-lora``, for llama.cpp's ``lora_path`` on the base) and as
+    peft's directory (``NAME-adapter``, what ``init_adapter:`` starts a later run from)."""
+    adapter = lineage | {"adapter_of": base.lineage()["base_model_version"], "quantization": "f16"}
+    versions = []
+    for name, path, fmt in (
+        (f"{config.name}-lora", gguf_lora, "gguf"),
+        (f"{config.name}-adapter", result.adapter_dir, "peft"),
+    ):
+        row = registry.register(
+            name,
+            path,
+            actor,
+            fmt=fmt,
+            lineage=adapter,
+            metrics=metrics,
+            description=f"the LoRA adapter of {config.name} for {base.name} ({fmt})",
+            progress=False,
+        )
+        versions.append(row)
+        if config.export.alias:
+            registry.labels.set(name, config.export.alias, row.version, actor)
     return versions

@@ -13,6 +13,7 @@ import json
 import resource
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,8 @@ class TrainingResult:
     tokens_per_s: float
     losses: list[tuple[int, float]] = field(default_factory=list)
     peak_rss: int = 0
+    method: str = "lora"
+    eval_losses: list[tuple[int, float]] = field(default_factory=list)
 
 
 class RichProgress(TrainerCallback):
@@ -114,33 +117,33 @@ def last_complete_checkpoint(checkpoints: Path) -> Path | None:
 
 
 def train(
-    config: FinetuneConfig, model: Any, tokenizer: Any, examples: list[dict[str, list[int]]], run_dir: Path
+    config: FinetuneConfig,
+    model: Any,
+    tokenizer: Any,
+    examples: list[dict[str, list[int]]],
+    run_dir: Path,
+    *,
+    init_adapter: Path | None = None,
+    eval_examples: list[dict[str, list[int]]] | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> TrainingResult:
-    """Train a LoRA adapter on ``examples``; resumes from the run's newest complete checkpoint if any."""
+    """Train on ``examples`` (a LoRA adapter, or every weight with ``method: full``); resumes from the run's
+    newest complete checkpoint if any. With ``eval_examples`` the validation loss is computed every
+    ``search.eval_every`` steps and no checkpoint is written (a search trial)."""
     import torch
-    from peft import LoraConfig, get_peft_model
     from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer
 
-    lora = config.lora
-    peft_model = get_peft_model(
-        model,
-        LoraConfig(
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=lora.target_modules,
-            task_type="CAUSAL_LM",
-        ),
-    )
+    trained = trainable(config, model, init_adapter)
     checkpoints = run_dir / "checkpoints"
-    resume = last_complete_checkpoint(checkpoints)
+    resume = None if eval_examples is not None else last_complete_checkpoint(checkpoints)
     progress = RichProgress(config.training.max_steps)
     trainer = Trainer(
-        model=peft_model,
-        args=_arguments(config, checkpoints),
+        model=trained,
+        args=_arguments(config, checkpoints, evaluate=eval_examples is not None),
         train_dataset=examples,
+        eval_dataset=eval_examples,
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
-        callbacks=[progress],
+        callbacks=[progress, *callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # the rich bar shows the loss; no dict per step on stdout
     started = time.monotonic()
@@ -153,23 +156,53 @@ def train(
             f"grad_accum to keep the effective batch) or training.max_length (now {config.training.max_length}), "
             "then run again with --resume"
         ) from None
-    adapter = run_dir / "adapter"
-    peft_model.save_pretrained(str(adapter))
+    out = run_dir / ("model" if config.method == "full" else "adapter")
+    trained.save_pretrained(str(out))
+    if config.method == "full":
+        tokenizer.save_pretrained(str(out))
+    history = trainer.state.log_history
     return TrainingResult(
-        adapter_dir=adapter,
+        adapter_dir=out,
         steps=int(trainer.state.global_step),
         resumed_from=int(resume.name.split("-")[-1]) if resume else 0,
         seconds=time.monotonic() - started,
         tokens_per_s=progress.tokens_per_s,
-        losses=[(int(h["step"]), float(h["loss"])) for h in trainer.state.log_history if "loss" in h],
+        losses=[(int(h["step"]), float(h["loss"])) for h in history if "loss" in h],
         peak_rss=progress.peak_rss,
+        method=config.method,
+        eval_losses=[(int(h["step"]), float(h["eval_loss"])) for h in history if "eval_loss" in h],
     )
 
 
-def _arguments(config: FinetuneConfig, checkpoints: Path) -> Any:
+def trainable(config: FinetuneConfig, model: Any, init_adapter: Path | None) -> Any:
+    """The model as trained: itself (``method: full``), the given adapter on it, or a fresh LoRA adapter."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if config.method == "full":
+        return model
+    if init_adapter is not None:
+        return PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+    lora = config.lora
+    return get_peft_model(
+        model,
+        LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=lora.target_modules,
+            task_type="CAUSAL_LM",
+        ),
+    )
+
+
+def _arguments(config: FinetuneConfig, checkpoints: Path, *, evaluate: bool) -> Any:
     from transformers import TrainingArguments
 
     t = config.training
+    every = config.search.eval_every if config.search is not None else t.max_steps
+    during = {"eval_strategy": "steps", "eval_steps": every, "save_strategy": "no"}
+    if not evaluate:
+        during = {"save_strategy": "steps"}
     return TrainingArguments(
         output_dir=str(checkpoints),
         max_steps=t.max_steps,
@@ -181,7 +214,6 @@ def _arguments(config: FinetuneConfig, checkpoints: Path) -> Any:
         seed=t.seed,
         data_seed=t.seed,
         logging_steps=1,
-        save_strategy="steps",
         save_steps=t.checkpoint_every,
         save_total_limit=2,
         report_to=[],
@@ -190,4 +222,5 @@ def _arguments(config: FinetuneConfig, checkpoints: Path) -> Any:
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
         remove_unused_columns=False,
+        **during,
     )
