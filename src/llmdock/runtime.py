@@ -132,8 +132,8 @@ class Runtime:
         self.privacy.subject_key = self.auth.secret
         self.otlp = OtlpExporter() if otlp_configured() else None
         self.sink = TraceSink(self.writer, store_bodies=settings.trace.store_bodies, otlp=self.otlp)
-        if self.experiments is not None:  # guard rails count each finished request (experiments.guard_tally)
-            self.sink.observers.append(self.experiments.observe)
+        if self.experiments is not None:  # guard rails count finished requests while one runs (guard_tally)
+            self.experiments.observers = self.sink.observers
         self.stage_env = StageEnv(
             settings=settings,
             backend=self.backend,
