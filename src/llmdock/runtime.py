@@ -139,8 +139,8 @@ class Runtime:
             otlp=self.otlp,
             sampling=TraceSampling.from_settings(settings),
         )
-        if self.experiments is not None:  # guard rails count each finished request (experiments.guard_tally)
-            self.sink.observers.append(self.experiments.observe)
+        if self.experiments is not None:  # guard rails count finished requests while one runs (guard_tally)
+            self.experiments.observers = self.sink.observers
         self.stage_env = StageEnv(
             settings=settings,
             backend=self.backend,

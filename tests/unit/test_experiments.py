@@ -157,8 +157,11 @@ async def test_guard_rails_stop_each_variant_at_the_request_past_its_bound_witho
     assert store is not None
     assert watch is not None
     book = ExperimentBook(store)
+    assert watch.observe not in gw.runtime.sink.observers  # no guarded experiment: nothing counts
     book.create(spec("tone", guard=GuardRails(max_p50_ms=0.0, min_samples=5)), ME, MODELS)
     watch.load()
+    watch.forget_changed()  # what the watch loop does on the event loop after each reload
+    assert watch.observe in gw.runtime.sink.observers
     served: Counter[str] = Counter()
     flagged_at: dict[str, int] = {}
     for i in range(30):
@@ -176,6 +179,9 @@ async def test_guard_rails_stop_each_variant_at_the_request_past_its_bound_witho
     assert book.get("tone").status == "stopped"  # the last variant standing ends it
     assert "latency p50 > 0 ms" in stopped[0][2]
     assert watch.apply_guards() == []  # flagged once
+    watch.load()
+    watch.forget_changed()
+    assert watch.observe not in gw.runtime.sink.observers  # it ended: the counters come off the sink
 
 
 def test_a_worker_that_starts_late_counts_on_from_the_stored_traces(tmp_path: Any) -> None:

@@ -52,6 +52,7 @@ class ExperimentWatch:
         self._guarded = 0.0
         self._stale: set[str] = set()
         self.tally = GuardTally()
+        self.observers: list[Callable[[TraceRecord], None]] | None = None  # the trace sink's (runtime)
 
     def load(self) -> bool:
         """Re-read the running experiments if the store's revision moved; returns whether it did. The templates
@@ -84,6 +85,18 @@ class ExperimentWatch:
         if self.forget_prompt is not None:
             for name in stale:
                 self.forget_prompt(name)
+        self._count_if_guarded()
+
+    def _count_if_guarded(self) -> None:
+        """Hang the guard counters on the trace sink while a guarded experiment runs, and take them off when
+        none does (on the event loop, where the sink reads its observers: nothing pays for them unused)."""
+        if self.observers is None:
+            return
+        counting = self.observe in self.observers
+        if bool(self.tally.bounds) and not counting:
+            self.observers.append(self.observe)
+        elif not self.tally.bounds and counting:
+            self.observers.remove(self.observe)
 
     def observe(self, rec: TraceRecord) -> None:
         """The trace sink's observer (the request path): count a guarded experiment's request."""
