@@ -6,7 +6,8 @@
   matches are read first (at most ``FTS_ROWS``); when there are that many the word is common, and reading the
   newest rows until a page is full is faster than sorting every match, so the plain substring test is used.
 - PostgreSQL: GIN ``pg_trgm`` indexes on ``output`` and ``CAST(input AS VARCHAR)``, which serve the substring
-  test itself (``ILIKE``); the planner picks them for rare words and the time index for common ones.
+  test itself (``ILIKE``). The same two steps: the ids of at most ``FTS_ROWS`` matches, unordered (the indexes'
+  bitmap); past that, the substring test ordered by time, which the planner serves from the time index.
 
 Shorter texts, and bodies stored encrypted (``privacy.encrypt_bodies``), are matched by the substring test
 alone, reading rows newest first.
@@ -14,7 +15,7 @@ alone, reading rows newest first.
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, String, and_, cast, literal_column, or_, text
+from sqlalchemy import ColumnElement, String, and_, cast, literal_column, or_, select, text
 from sqlalchemy.orm import Session
 
 from llmdock.store.models import Trace
@@ -45,8 +46,14 @@ def substring(needle: str) -> ColumnElement[bool]:
 
 def text_match(session: Session, needle: str) -> ColumnElement[bool]:
     """The condition for traces whose stored text holds ``needle``, using the search index where it helps."""
-    if session.get_bind().dialect.name != "sqlite" or len(needle) < MIN_FTS_CHARS:
+    dialect = session.get_bind().dialect.name
+    if len(needle) < MIN_FTS_CHARS or dialect not in ("sqlite", "postgresql"):
         return substring(needle)
+    if dialect == "postgresql":
+        # Unordered, the pg_trgm indexes find a rare word's rows (or none) at once; ordered by time, the
+        # planner may walk the time index through every row for a word that is nowhere.
+        ids = list(session.scalars(select(Trace.id).where(substring(needle)).limit(FTS_ROWS + 1)))
+        return substring(needle) if len(ids) > FTS_ROWS else Trace.id.in_(ids)
     found = session.execute(
         text("SELECT name FROM sqlite_master WHERE type = 'table' AND name = :t"), {"t": FTS_TABLE}
     ).first()
