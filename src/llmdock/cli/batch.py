@@ -20,6 +20,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from llmdock.cli.executors import ADDRESS, EXECUTOR, WORKERS
 from llmdock.cli.options import CONFIG
 
 app = typer.Typer(help="Batch prediction through the served pipeline.", no_args_is_help=True)
@@ -53,13 +54,18 @@ def run_cmd(
     model: str | None = typer.Option(None, "--model", "-m", help="Send every row to this model [each row's]"),
     prompt: str | None = typer.Option(None, "--prompt", help="A prompt template: name@label or name/version"),
     concurrency: int = typer.Option(8, "--concurrency", "-j", min=1, help="Rows at once"),
+    executor: str | None = EXECUTOR,
+    address: str | None = ADDRESS,
+    workers: int | None = WORKERS,
     config: Path | None = CONFIG,
 ) -> None:
     """Answer every row; run the same command again after a crash to finish the rows not yet done."""
     from llmdock.config import load_settings
     from llmdock.errors import Conflict
     from llmdock.jobs.batch import journal_for
+    from llmdock.jobs.executor import chosen
 
+    spec = chosen(executor, address, workers)
     if output.exists() and not journal_for(output).exists():
         raise Conflict(
             f"{output} exists and is complete: delete it to run the batch again", where=str(output)
@@ -67,7 +73,7 @@ def run_cmd(
     settings = load_settings(config)
     err = Console(stderr=True)
     try:
-        ok, failed = asyncio.run(_run(settings, input_file, output, model, prompt, concurrency, err))
+        ok, failed = asyncio.run(_run(settings, input_file, output, (model, prompt), concurrency, err, spec))
     except KeyboardInterrupt:
         err.print(
             f"interrupted: the rows done are kept in {journal_for(output)}; run the same command to resume"
@@ -80,21 +86,18 @@ async def _run(
     settings: Any,
     src: Path,
     output: Path,
-    model: str | None,
-    prompt: str | None,
+    overrides: tuple[str | None, str | None],
     concurrency: int,
     err: Console,
+    spec: Any,
 ) -> tuple[int, int]:
-    from llmdock.gateway.batch_rows import PipelineRows
+    from llmdock.cli.executors import ServedRows, rows_on_ray
     from llmdock.jobs.batch import run_file
-    from llmdock.plugins import load_plugins
-    from llmdock.runtime import Runtime
 
-    runtime = Runtime(settings, plugins=load_plugins())
+    answerer = await (rows_on_ray(settings, spec) if spec.remote else ServedRows.start(settings))
     try:
-        await runtime.start()
         with progress_bar(err) as bar:
-            task = bar.add_task(src.name)
+            task = bar.add_task(src.name if not spec.remote else f"{src.name} (ray: {spec.address})")
 
             def advance(row: Any, ok: bool) -> None:
                 if row.error is not None:
@@ -104,12 +107,12 @@ async def _run(
             return await run_file(
                 src,
                 output,
-                lambda: PipelineRows(runtime),
-                model=model,
-                prompt=prompt,
+                lambda: answerer,
+                model=overrides[0],
+                prompt=overrides[1],
                 concurrency=concurrency,
                 started=lambda total, done: bar.update(task, total=total, completed=done),
                 advance=advance,
             )
     finally:
-        await runtime.close()
+        await answerer.close()

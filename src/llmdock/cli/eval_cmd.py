@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from llmdock.cli.executors import ADDRESS, EXECUTOR, WORKERS
 from llmdock.cli.options import CONFIG, open_store
 from llmdock.config import load_settings
 
@@ -32,15 +33,20 @@ def run_cmd(
     ),
     concurrency: int | None = typer.Option(None, min=1, help="Cases at once [the suite's]"),
     on_error: str = typer.Option("stop", "--on-error", help="A malformed dataset row: stop, or skip it"),
+    executor: str | None = EXECUTOR,
+    address: str | None = ADDRESS,
+    workers: int | None = WORKERS,
     config: Path | None = CONFIG,
 ) -> None:
     """Run every case on every target, store each result as it finishes, print a summary."""
     from llmdock.cli.access import who
     from llmdock.errors import InvalidRequest
     from llmdock.evaluate.suite import load_suite
+    from llmdock.jobs.executor import chosen
 
     if on_error not in ("stop", "skip"):
         raise InvalidRequest("--on-error is stop or skip", param="on-error")
+    spec = chosen(executor, address, workers)
     settings = load_settings(config)
     suite = load_suite(suite_file, "skip" if on_error == "skip" else "stop")
     err = Console(stderr=True)
@@ -49,7 +55,12 @@ def run_cmd(
     # The summary's intervals need scipy.stats, ~1 s to import: done in the background while cases wait on
     # their answers, instead of after the last one.
     threading.Thread(target=importlib.import_module, args=("llmdock.evaluate.stats",), daemon=True).start()
-    run_id, results = asyncio.run(_run(settings, suite, resume, concurrency, who().name))
+    if spec.remote:
+        from llmdock.cli.executors import eval_on_ray
+
+        run_id, results = asyncio.run(eval_on_ray(settings, suite, spec, resume, concurrency, who().name))
+    else:
+        run_id, results = asyncio.run(_run(settings, suite, resume, concurrency, who().name))
     print_summary(results)
     typer.echo(f"run {run_id}: llmdock eval show {run_id[:12]}", err=True)
 

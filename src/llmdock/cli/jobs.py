@@ -12,10 +12,19 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from llmdock.cli.executors import ADDRESS, EXECUTOR, WORKERS
 from llmdock.cli.options import CONFIG, open_store
 
 app = typer.Typer(help="Pipelines as YAML: run, list, show, logs, cancel; schedules.", no_args_is_help=True)
-COLOURS = {"succeeded": "green", "cached": "green", "failed": "red", "skipped": "yellow", "cancelled": "red"}
+LEASE = typer.Option(30.0, "--lease-s", min=1, help="Without a heartbeat for this long, the run is lost")
+COLOURS = {
+    "kept": "green",
+    "succeeded": "green",
+    "cached": "green",
+    "failed": "red",
+    "skipped": "yellow",
+    "cancelled": "red",
+}
 
 
 @app.command("run")
@@ -23,30 +32,82 @@ def run_cmd(
     pipeline_file: Path = typer.Argument(..., help="The pipeline (YAML)", exists=True, dir_okay=False),
     param: list[str] = typer.Option([], "--param", "-p", help="NAME=VALUE, overriding the file's params"),
     no_cache: bool = typer.Option(False, "--no-cache", help="Run cached steps again (their keys are kept)"),
+    executor: str | None = EXECUTOR,
+    address: str | None = ADDRESS,
+    workers: int | None = WORKERS,
+    lease_s: float = LEASE,
     config: Path | None = CONFIG,
 ) -> None:
     """Check the whole pipeline, then run its steps in order; each run and step is stored."""
     from llmdock.cli.access import who
     from llmdock.cli.prompts import parse_vars
     from llmdock.config import load_settings
+    from llmdock.jobs.executor import chosen
     from llmdock.jobs.pipeline_spec import load_pipeline
     from llmdock.plugins import load_plugins
 
     plugins = load_plugins()
     pipeline = load_pipeline(pipeline_file, plugins.job_steps, parse_vars(param))
+    pipeline.executor = chosen(executor, address, workers, pipeline.executor)
     settings = load_settings(config)
-    run = asyncio.run(run_pipeline_file(settings, plugins, pipeline, who(), use_cache=not no_cache))
+    run = asyncio.run(
+        run_pipeline_file(settings, plugins, pipeline, who(), use_cache=not no_cache, lease_s=lease_s)
+    )
+    _ended(run)
+
+
+def _ended(run: Any) -> None:
     typer.echo(f"run {run.id[:12]} {run.status}: llmdock jobs show {run.id[:12]}", err=True)
     if run.status != "succeeded":
         raise typer.Exit(1)
 
 
+@app.command("resume")
+def resume_cmd(
+    run_ref: str = typer.Argument(
+        ..., help="Run id or a unique prefix: failed, cancelled, or its runner lost"
+    ),
+    executor: str | None = EXECUTOR,
+    address: str | None = ADDRESS,
+    workers: int | None = WORKERS,
+    lease_s: float = LEASE,
+    config: Path | None = CONFIG,
+) -> None:
+    """Take over a run whose runner died (once its lease has run out), failed or was cancelled: the steps
+    that had finished keep their outputs, the others run again, under the same run id."""
+    from llmdock.cli.access import who
+    from llmdock.cli.eval_cmd import open_store_of
+    from llmdock.config import load_settings
+    from llmdock.jobs.executor import chosen
+    from llmdock.jobs.pipeline_spec import load_pipeline
+    from llmdock.jobs.run_store import claim_for_resume, get_run
+    from llmdock.plugins import load_plugins
+
+    settings = load_settings(config)
+    plugins = load_plugins()
+    store = open_store_of(settings)
+    try:
+        stored, _ = get_run(store, run_ref)
+        pipeline = load_pipeline(Path(stored.path), plugins.job_steps, dict(stored.params))
+        pipeline.executor = chosen(executor, address, workers, pipeline.executor)
+        claimed = claim_for_resume(store, stored.id, lease_s)
+    finally:
+        store.close()
+    kept = sum(s.status in ("succeeded", "cached") for s in claimed[1])
+    typer.echo(f"run {stored.id[:12]}: resuming, {kept} of {len(claimed[1])} steps kept", err=True)
+    _ended(
+        asyncio.run(run_pipeline_file(settings, plugins, pipeline, who(), lease_s=lease_s, resume=claimed))
+    )
+
+
 async def run_pipeline_file(
-    settings: Any, plugins: Any, pipeline: Any, actor: Any, *, use_cache: bool = True, prefix: str = ""
-) -> Any:
+    settings: Any, plugins: Any, pipeline: Any, actor: Any, *, use_cache: bool = True, prefix: str = "",
+    lease_s: float = 30.0, resume: Any = None,
+) -> Any:  # fmt: skip
     """Run a checked pipeline in this process, steps reported on stderr; the runtime (models, guards) is
     built only when a step needs it."""
     from llmdock.cli.eval_cmd import open_store_of
+    from llmdock.cli.executors import worker_builders
     from llmdock.gateway.batch_rows import PipelineRows
     from llmdock.jobs.pipeline_run import RunOptions, run_pipeline
     from llmdock.jobs.steps import Services
@@ -67,7 +128,13 @@ async def run_pipeline_file(
 
     store = open_store_of(settings)
     services = Services(settings, store, actor, serving, plugins.metrics, plugins.dataset_steps)
-    options = RunOptions(by=actor.name, use_cache=use_cache, services=services)
+    options = RunOptions(
+        by=actor.name,
+        use_cache=use_cache,
+        services=services,
+        builders=worker_builders(settings),
+        lease_s=lease_s,
+    )
     try:
         return await run_pipeline(
             pipeline,
@@ -76,6 +143,7 @@ async def run_pipeline_file(
             lambda: PipelineRows(serving()),
             options=options,
             report=report,
+            resume=resume,
         )
     finally:
         store.close()
@@ -89,10 +157,12 @@ def list_cmd(
     config: Path | None = CONFIG,
 ) -> None:
     """The newest pipeline runs."""
-    from llmdock.jobs.run_store import list_runs
+    from llmdock.jobs.run_store import list_runs, reap_lost
 
+    store = open_store(config)
+    reap_lost(store)
     table = Table("run", "time (UTC)", "pipeline", "status", "by")
-    for run in list_runs(open_store(config), limit):
+    for run in list_runs(store, limit):
         table.add_row(
             run.id[:12], run.created_at.strftime("%Y-%m-%d %H:%M:%S"), run.name, run.status, run.created_by
         )
@@ -106,10 +176,14 @@ def show_cmd(
     config: Path | None = CONFIG,
 ) -> None:
     """A run's steps: status, attempts, duration, outputs or error (a cached step: the run it reused)."""
-    from llmdock.jobs.run_store import get_run
+    from llmdock.jobs.run_store import get_run, reap_lost
 
-    run, steps = get_run(open_store(config), run_ref)
+    store = open_store(config)
+    reap_lost(store)
+    run, steps = get_run(store, run_ref)
     typer.echo(f"run {run.id} · {run.name} ({run.path}) · {run.status} · params {run.params}")
+    if run.error:
+        typer.echo(f"error: {run.error}")
     table = Table("step", "uses", "status", "tries", "ms", "outputs / error")
     for s in steps:
         detail = s.error or ", ".join(f"{k}={v}" for k, v in s.outputs.items())
@@ -136,11 +210,12 @@ def logs_cmd(
 ) -> None:
     """The stored logs of a run's steps (a running step's log is flushed while it runs)."""
     from llmdock.errors import NotFound
-    from llmdock.jobs.run_store import FINAL, get_run
+    from llmdock.jobs.run_store import FINAL, get_run, reap_lost
 
     store = open_store(config)
     printed: dict[str, int] = {}
     while True:
+        reap_lost(store)
         run, steps = get_run(store, run_ref)
         chosen = [s for s in steps if step is None or s.step_id == step]
         if not chosen:

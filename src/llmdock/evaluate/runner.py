@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -76,6 +77,35 @@ async def score_case(
     return CaseResult(target, case.id, repeat, output, scores, weighted, passed)
 
 
+class CaseScoring(Protocol):
+    """Answers and scores one case on one target: :class:`CaseScorer` in this process, or an executor's
+    (e.g. Ray workers, each holding a CaseScorer of its own)."""
+
+    async def score(self, target: str, case: Case, repeat: int) -> CaseResult: ...
+
+    async def close(self) -> None: ...
+
+
+class CaseScorer:
+    """A suite's targets and checks, built once (the checks are checked before anything is asked)."""
+
+    def __init__(self, suite: Suite, factories: Mapping[str, MetricFactory], serving: Serving | None) -> None:
+        self.spec = suite.spec
+        self.metrics = build_metrics(suite, factories, serving.stage_env if serving is not None else None)
+        self.targets: dict[str, Target] = {}
+        for spec in suite.spec.targets:
+            target = build_target(spec, serving)
+            self.targets[target.label] = target
+
+    async def score(self, target: str, case: Case, repeat: int) -> CaseResult:
+        output = await self.targets[target].answer(case, self.spec.seed + repeat, self.spec.max_tokens)
+        return await score_case(target, case, repeat, output, self.metrics, self.spec.threshold)
+
+    async def close(self) -> None:
+        for target in self.targets.values():
+            await target.close()
+
+
 def _start(
     suite: Suite, store: Store, run_id: str | None, n_expected: int, by: str
 ) -> tuple[str, set[tuple[str, str, int]]]:
@@ -103,19 +133,21 @@ async def run(
     concurrency: int | None = None,
     show_progress: bool = True,
     by: str = "",
+    scorer: CaseScoring | None = None,
 ) -> RunOutcome:
-    """Run (or resume) a suite; every result is in the store as soon as it is scored."""
+    """Run (or resume) a suite; every result is in the store as soon as it is scored. ``scorer``: who
+    answers and scores the cases (an executor's); by default a :class:`CaseScorer` in this process."""
     spec = suite.spec
-    metrics = build_metrics(suite, factories, serving.stage_env if serving is not None else None)
-    targets: list[Target] = [build_target(t, serving) for t in spec.targets]
-    n_expected = len(targets) * len(suite.cases) * spec.repeats
+    scorer = scorer or CaseScorer(suite, factories, serving)
+    labels = [t.label for t in spec.targets]
+    n_expected = len(labels) * len(suite.cases) * spec.repeats
     run_id, done = _start(suite, store, resume, n_expected, by)
     todo = [
-        (target, case, r)
+        (label, case, r)
         for r in range(spec.repeats)
         for case in suite.cases
-        for target in targets
-        if (target.label, case.id, r) not in done
+        for label in labels
+        if (label, case.id, r) not in done
     ]
     results: list[CaseResult] = []
     gate = asyncio.Semaphore(concurrency or spec.concurrency)
@@ -123,10 +155,9 @@ async def run(
     with Progress(*columns, disable=not show_progress) as progress:
         task = progress.add_task(f"{suite.name} ({run_id[:8]})", total=n_expected, completed=len(done))
 
-        async def one(target: Target, case: Case, repeat: int) -> None:
+        async def one(label: str, case: Case, repeat: int) -> None:
             async with gate:
-                output = await target.answer(case, spec.seed + repeat, spec.max_tokens)
-                result = await score_case(target.label, case, repeat, output, metrics, spec.threshold)
+                result = await scorer.score(label, case, repeat)
                 await asyncio.to_thread(save_result, store, run_id, case, result)
                 results.append(result)
                 progress.advance(task)
@@ -137,7 +168,6 @@ async def run(
             finish_run(store, run_id, "interrupted")
             raise
         finally:
-            for target in targets:
-                await target.close()
+            await scorer.close()
     finish_run(store, run_id, "done")
     return RunOutcome(run_id, results, len(done))

@@ -26,6 +26,7 @@ import orjson
 from llmdock.errors import LlmdockError
 from llmdock.jobs.batch_input import Row
 from llmdock.jobs.batch_journal import ProgressJournal
+from llmdock.jobs.executor import ExecutorUnavailable
 
 log = logging.getLogger("llmdock.jobs")
 
@@ -86,6 +87,8 @@ async def _answer(
 ) -> RowAnswer:
     try:
         return await answerer.answer(row.url, edit(row.body))
+    except ExecutorUnavailable:  # the executor is gone, not the row: stop; the rows done are kept
+        raise
     except Exception as exc:  # a bug must not stop a million-row batch: the row carries it
         log.exception("batch row %d failed unexpectedly", row.index)
         return RowAnswer(500, LlmdockError(f"internal error ({type(exc).__name__})").to_body())
@@ -123,7 +126,14 @@ async def run_rows(
             counts.failed += not ok
             advance(row, ok)
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    workers = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
+    try:
+        await asyncio.gather(*workers)
+    except BaseException:  # one failed (its executor lost) or we were cancelled: none may outlive the journal
+        for w in workers:
+            w.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        raise
     return counts
 
 

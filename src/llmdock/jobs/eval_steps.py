@@ -6,7 +6,7 @@ existing run, or a fresh one, held to the suite's bounds and optionally a baseli
 from __future__ import annotations
 
 import asyncio
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -14,19 +14,25 @@ from llmdock.errors import InvalidRequest
 from llmdock.jobs.steps import StepContext, StepParams
 
 
-async def _run_suite(suite: Any, ctx: StepContext, concurrency: int | None) -> tuple[str, list[Any]]:
+async def _run_suite(
+    suite: Any, ctx: StepContext, concurrency: int | None, executor: str | None = None
+) -> tuple[str, list[Any]]:
     from llmdock.evaluate.results import load_results
     from llmdock.evaluate.runner import run
+    from llmdock.jobs.ray_executor import RayScorer, pooled
 
     services = ctx.services
+    remote = ctx.remote(executor)
+    scorer = None if remote is None else await pooled(remote[1].scorer(suite), remote[0], RayScorer)
     outcome = await run(
         suite,
         services.store,
         services.metrics,
-        services.serving(),
+        services.serving() if remote is None else None,
         concurrency=concurrency,
         show_progress=False,
         by=services.actor.name,
+        scorer=scorer,
     )
     return outcome.run_id, await asyncio.to_thread(load_results, services.store, outcome.run_id)
 
@@ -48,6 +54,7 @@ def _summary(results: list[Any], ctx: StepContext) -> dict[str, Any]:
 class EvalRunParams(StepParams):
     suite: str = Field(min_length=1, description="the suite (YAML)")
     concurrency: int | None = Field(default=None, ge=1)
+    executor: Literal["local", "ray"] | None = Field(default=None, description="[the pipeline's]")
 
 
 class EvalRunStep:
@@ -61,7 +68,7 @@ class EvalRunStep:
         from llmdock.evaluate.suite import load_suite
 
         suite = await asyncio.to_thread(load_suite, ctx.path(params.suite))
-        run_id, results = await _run_suite(suite, ctx, params.concurrency)
+        run_id, results = await _run_suite(suite, ctx, params.concurrency, params.executor)
         ctx.log(f"evaluation run {run_id}")
         return {"run_id": run_id, **_summary(results, ctx)}
 
@@ -73,6 +80,7 @@ class EvalGateParams(StepParams):
     baseline: str | None = Field(default=None, description="as eval gate --baseline (a run, NAME@alias…)")
     alpha: float = Field(default=0.05, gt=0, lt=1)
     fail: bool = Field(default=False, description="fail the step (and the run) when the gate does not pass")
+    executor: Literal["local", "ray"] | None = Field(default=None, description="[the pipeline's]")
 
 
 class EvalGateStep:
@@ -95,7 +103,7 @@ class EvalGateStep:
             run_id = (await asyncio.to_thread(get_run, store, params.run)).id
             results = await asyncio.to_thread(load_results, store, run_id)
         else:
-            run_id, results = await _run_suite(suite, ctx, None)
+            run_id, results = await _run_suite(suite, ctx, None, params.executor)
         comparison = None
         if params.baseline:
             found = await asyncio.to_thread(

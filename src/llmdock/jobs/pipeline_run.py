@@ -7,6 +7,10 @@ a step that did not run; ``cached`` when caching is on and a previous run's step
 attempt is bounded by ``timeout_s``. While a step runs, its log is flushed to the store and the run's row is
 polled: ``llmdock jobs cancel`` (from any process) cancels the step (a shell step's process is killed) and
 stores the rest as ``cancelled``.
+
+The runner holds its run by a lease renewed by a heartbeat (``run_store``): a runner killed mid-run leaves a
+run that is soon ``failed: runner lost``, which :func:`run_pipeline` given ``resume`` (``llmdock jobs resume``)
+takes over, keeping the steps that had finished and running the rest.
 """
 
 from __future__ import annotations
@@ -24,13 +28,14 @@ from pydantic import ValidationError as PydanticValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 import llmdock
-from llmdock.errors import InvalidRequest, LlmdockError
+from llmdock.errors import Conflict, InvalidRequest, LlmdockError
 from llmdock.jobs import run_store
 from llmdock.jobs.batch import RowAnswerer
+from llmdock.jobs.executor import WorkerBuilders
 from llmdock.jobs.pipeline_spec import Pipeline, StepSpec, condition_holds, resolve, step_refs
 from llmdock.jobs.steps import Services, StepContext, StepFactory
 from llmdock.store.engine import Store
-from llmdock.store.jobs_rows import JobRun
+from llmdock.store.jobs_rows import JobRun, JobStepRun
 
 Report = Callable[[str, str, str], None]
 
@@ -45,6 +50,8 @@ class RunOptions:
     use_cache: bool = True  # False: --no-cache (nothing reused; the keys are still stored)
     poll_s: float = 0.5  # how often a running step's log is flushed and the run's row is polled for cancel
     services: Services | None = None
+    builders: WorkerBuilders | None = None  # what Ray workers build (the CLI's)
+    lease_s: float = run_store.LEASE_S  # a run not renewed for this long is lost; renewed every third of it
 
 
 def cache_key(spec: StepSpec, factory: StepFactory, inputs: dict[str, Any], ctx: StepContext) -> str:
@@ -118,7 +125,7 @@ async def _watched(
         if len(ctx.lines) != flushed:
             flushed = len(ctx.lines)
             await asyncio.to_thread(run_store.save_step, store, run_id, position, log="\n".join(ctx.lines))
-        if await asyncio.to_thread(run_store.run_status, store, run_id) == "cancelling":
+        if await asyncio.to_thread(run_store.run_status, store, run_id) != "running":  # cancelled or reaped
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             raise Cancelled
@@ -166,6 +173,24 @@ def _why_skip(spec: StepSpec, ran: set[str], status: str) -> str | None:
     return None
 
 
+async def _heartbeat(store: Store, run_id: str, lease_s: float) -> None:
+    while True:
+        await asyncio.sleep(lease_s / 3)
+        if not await asyncio.to_thread(run_store.renew, store, run_id, lease_s):
+            return  # no longer ours (reaped after a stall, or resumed elsewhere): the step poll stops it
+
+
+def _same_steps(pipeline: Pipeline, stored: list[JobStepRun]) -> None:
+    now = [(s.id, s.uses) for s in pipeline.steps]
+    then = [(s.step_id, s.uses) for s in stored]
+    if now != then:
+        raise Conflict(
+            f"{pipeline.path} has other steps than when the run started ({', '.join(i for i, _ in then)}): "
+            "start a new run",
+            param="run",
+        )
+
+
 async def run_pipeline(
     pipeline: Pipeline,
     steps: dict[str, StepFactory],
@@ -174,16 +199,42 @@ async def run_pipeline(
     *,
     options: RunOptions | None = None,
     report: Report = lambda step, status, detail: None,
+    resume: tuple[JobRun, list[JobStepRun]] | None = None,
 ) -> JobRun:
-    """Run every step in order, storing each; the run ends ``succeeded``, ``failed`` or ``cancelled``."""
+    """Run every step in order, storing each; the run ends ``succeeded``, ``failed`` or ``cancelled``.
+    ``resume``: a run claimed by ``run_store.claim_for_resume``; its finished steps are kept, not run."""
     options = options or RunOptions()
-    run = await asyncio.to_thread(run_store.start_run, store, pipeline, options.by)
+    if resume is None:
+        run = await asyncio.to_thread(run_store.start_run, store, pipeline, options.by, options.lease_s)
+        kept: dict[int, JobStepRun] = {}
+    else:
+        run, stored = resume
+        _same_steps(pipeline, stored)
+        kept = {s.position: s for s in stored if s.status in run_store.KEPT}
+    heartbeat = asyncio.ensure_future(_heartbeat(store, run.id, options.lease_s))
+    try:
+        status = await _steps(pipeline, steps, store, rows, run.id, options, report, kept)
+    finally:
+        heartbeat.cancel()
+    await asyncio.to_thread(run_store.end_run, store, run.id, status)
+    run.status = status
+    return run
+
+
+async def _steps(
+    pipeline: Pipeline, steps: dict[str, StepFactory], store: Store, rows: Callable[[], RowAnswerer],
+    run_id: str, options: RunOptions, report: Report, kept: dict[int, JobStepRun],
+) -> str:  # fmt: skip
     outputs: dict[str, dict[str, Any]] = {}
     status = "succeeded"
     for i, spec in enumerate(pipeline.steps):
+        if i in kept:
+            outputs[spec.id] = dict(kept[i].outputs)
+            report(spec.id, "kept", f"{kept[i].status} before the resume")
+            continue
         if (
             status == "succeeded"
-            and await asyncio.to_thread(run_store.run_status, store, run.id) == "cancelling"
+            and await asyncio.to_thread(run_store.run_status, store, run_id) != "running"
         ):
             status = "cancelled"
         why = _why_skip(spec, set(outputs), status)
@@ -191,25 +242,29 @@ async def run_pipeline(
             why = f"if: {spec.if_.strip()} is false"
         if why is not None:
             skipped = "cancelled" if status == "cancelled" else "skipped"
-            await asyncio.to_thread(run_store.save_step, store, run.id, i, status=skipped, error=why)
+            await asyncio.to_thread(run_store.save_step, store, run_id, i, status=skipped, error=why)
             report(spec.id, skipped, why)
             continue
-        ctx = StepContext(folder=pipeline.path.parent, rows=rows, services_=options.services)
+        ctx = StepContext(
+            folder=pipeline.path.parent,
+            rows=rows,
+            services_=options.services,
+            executor=pipeline.executor,
+            builders=options.builders,
+        )
         report(spec.id, "running", spec.uses)
         t0 = time.perf_counter()
-        fields = await _run_step(pipeline, i, steps[spec.uses], run.id, store, ctx, outputs, options)
+        fields = await _run_step(pipeline, i, steps[spec.uses], run_id, store, ctx, outputs, options)
         fields.update(
             log="\n".join(ctx.lines), attempts=ctx.attempts, duration_ms=(time.perf_counter() - t0) * 1000
         )
-        await asyncio.to_thread(run_store.save_step, store, run.id, i, **fields)
+        await asyncio.to_thread(run_store.save_step, store, run_id, i, **fields)
         report(spec.id, fields["status"], fields.get("error", ""))
         if fields["status"] in ("succeeded", "cached"):
             outputs[spec.id] = fields["outputs"]
         else:
             status = "cancelled" if fields["status"] == "cancelled" else "failed"
-    await asyncio.to_thread(run_store.end_run, store, run.id, status)
-    run.status = status
-    return run
+    return status
 
 
 def check_outputs(produced: dict[str, Any], factory: StepFactory) -> None:

@@ -13,7 +13,8 @@
 Checked: the shape; ids unique; ``uses`` a registered step; each ``with`` against the step's ``Params``;
 ``${params.x}`` a declared parameter; ``${steps.s.outputs.o}`` (or ``${steps.s.o}``) a step *before* this one
 (steps run in file order, so a cycle or a forward reference is refused) that declares output ``o``; ``if:``
-one reference, optionally negated (``!${steps.gate.passed}``); a ``schedule:`` block's cron and time zone.
+one reference, optionally negated (``!${steps.gate.passed}``); a ``schedule:`` block's cron and time zone;
+``executor:`` (``local``, ``ray`` or ``{kind, address, workers}``: where ``batch.run`` and ``eval.*`` compute).
 
 Per step: ``retries`` (extra attempts after a failure, waiting ``backoff_s`` times 2^n between them, with tenacity),
 ``timeout_s`` (per attempt; a shell step's process is killed), ``cache`` (reuse a previous run's outputs when
@@ -33,6 +34,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from llmdock.config.yaml_source import YamlDocument, config_error_from_pydantic, where_in
 from llmdock.errors import ConfigError
+from llmdock.jobs.executor import LOCAL, ExecutorSpec
 from llmdock.jobs.schedule_spec import ScheduleSpec
 from llmdock.jobs.steps import StepFactory
 
@@ -63,6 +65,7 @@ class PipelineSpec(BaseModel):
     params: dict[str, Scalar] = Field(default_factory=dict)
     cache: bool = False
     schedule: ScheduleSpec | None = None
+    executor: ExecutorSpec = LOCAL
     steps: list[StepSpec] = Field(min_length=1)
 
 
@@ -74,6 +77,7 @@ class Pipeline:
     steps: list[StepSpec]
     cache: bool = False
     schedule: ScheduleSpec | None = None
+    executor: ExecutorSpec = LOCAL
 
 
 def refs_in(value: Any) -> list[str]:
@@ -122,7 +126,9 @@ def load_pipeline(path: Path, steps: dict[str, StepFactory], given: dict[str, An
         _check_params(factory, step, where, i)
         seen[step.id] = factory.outputs
     params = {**spec.params, **given}
-    return Pipeline(path, spec.name or path.stem, params, spec.steps, spec.cache, spec.schedule)
+    return Pipeline(
+        path, spec.name or path.stem, params, spec.steps, spec.cache, spec.schedule, spec.executor
+    )
 
 
 def _check_condition(

@@ -1,14 +1,22 @@
 """The stored side of pipeline runs: a run and its steps as they start and end, a cancel request (another
-process sets ``cancelling``; the running process notices it and stops), and the previous outputs a cached step
-reuses."""
+process sets ``cancelling``; the running process notices it and stops), the previous outputs a cached step
+reuses, and the lease that says a run's runner is alive.
+
+The lease: a runner holds its run (``lease_owner`` host:pid) until ``lease_until``, renewed by its heartbeat
+every third of ``LEASE_S``. A runner killed (``kill -9``, a lost machine) stops renewing; once the lease has
+run out, :func:`reap_lost` (called by ``jobs list/show/logs/resume`` and the scheduler) stores the run as
+``failed`` with ``runner lost`` and its running step too, and ``llmdock jobs resume`` may take it over
+(:func:`claim_for_resume`): its finished steps are kept, the rest run again."""
 
 from __future__ import annotations
 
+import os
 import secrets
-from datetime import UTC, datetime
+import socket
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from llmdock.errors import Conflict, NotFound
 from llmdock.jobs.pipeline_spec import Pipeline
@@ -16,9 +24,21 @@ from llmdock.store.engine import Store
 from llmdock.store.jobs_rows import JobRun, JobStepRun
 
 FINAL = ("succeeded", "failed", "cancelled")
+LIVE = ("running", "cancelling")
+LEASE_S = 30.0
+KEPT = ("succeeded", "cached")  # a resumed run keeps these steps' outputs
 
 
-def start_run(store: Store, pipeline: Pipeline, by: str) -> JobRun:
+def runner_name() -> str:
+    """Who holds a lease: this host and process."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}"
+
+
+def _until(lease_s: float) -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=lease_s)
+
+
+def start_run(store: Store, pipeline: Pipeline, by: str, lease_s: float = LEASE_S) -> JobRun:
     run = JobRun(
         id=secrets.token_hex(16),
         name=pipeline.name,
@@ -27,6 +47,8 @@ def start_run(store: Store, pipeline: Pipeline, by: str) -> JobRun:
         status="running",
         created_by=by,
         created_at=datetime.now(UTC),
+        lease_owner=runner_name(),
+        lease_until=_until(lease_s),
     )
     with store.session() as s, s.begin():
         s.add(run)
@@ -48,6 +70,62 @@ def end_run(store: Store, run_id: str, status: str) -> None:
         row = s.get(JobRun, run_id)
         assert row is not None
         row.status, row.finished_at = status, datetime.now(UTC)
+        row.lease_until = None
+
+
+def renew(store: Store, run_id: str, lease_s: float = LEASE_S) -> bool:
+    """The heartbeat: extend this runner's lease; False when the run is no longer this runner's (reaped as
+    lost after a stall longer than the lease, or taken over by a resume)."""
+    with store.session() as s, s.begin():
+        done = s.execute(
+            update(JobRun)
+            .where(JobRun.id == run_id, JobRun.lease_owner == runner_name(), JobRun.status.in_(LIVE))
+            .values(lease_until=_until(lease_s))
+        )
+    return bool(done.rowcount)  # type: ignore[attr-defined]
+
+
+def reap_lost(store: Store) -> list[str]:
+    """Store every live run whose lease has run out as ``failed: runner lost`` (and its unfinished steps);
+    returns their ids."""
+    now = datetime.now(UTC)
+    with store.session() as s, s.begin():
+        lost = list(
+            s.scalars(
+                select(JobRun).where(JobRun.status.in_(LIVE), JobRun.lease_until < now).with_for_update()
+            )
+        )
+        for run in lost:
+            why = f"runner lost: {run.lease_owner} stopped renewing its lease (last until {run.lease_until:%H:%M:%S} UTC)"
+            run.status, run.error, run.finished_at = "failed", why, now
+            for step in s.scalars(select(JobStepRun).where(JobStepRun.run_id == run.id)):
+                if step.status == "running":
+                    step.status, step.error = "failed", "runner lost"
+    return [run.id for run in lost]
+
+
+def claim_for_resume(store: Store, ref: str, lease_s: float = LEASE_S) -> tuple[JobRun, list[JobStepRun]]:
+    """Take over a failed or cancelled run (a lost one once its lease ran out): it is ``running`` again under
+    this runner's lease, its steps not kept reset to ``pending``. Conflict when it is live or succeeded."""
+    reap_lost(store)
+    run, _ = get_run(store, ref)
+    with store.session() as s, s.begin():
+        row = s.get(JobRun, run.id, with_for_update=True)
+        assert row is not None
+        if row.status in LIVE:
+            raise Conflict(
+                f"run {row.id[:12]} is {row.status}, held by {row.lease_owner} until "
+                f"{row.lease_until:%H:%M:%S} UTC: it may only be resumed once that runner is gone",
+                param="run",
+            )
+        if row.status == "succeeded":
+            raise Conflict(f"run {row.id[:12]} has already succeeded: nothing to resume", param="run")
+        row.status, row.error, row.finished_at = "running", "", None
+        row.lease_owner, row.lease_until = runner_name(), _until(lease_s)
+        for step in s.scalars(select(JobStepRun).where(JobStepRun.run_id == row.id)):
+            if step.status not in KEPT:
+                step.status, step.error = "pending", ""
+    return get_run(store, run.id)
 
 
 def run_status(store: Store, run_id: str) -> str:

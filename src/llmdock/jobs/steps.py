@@ -13,13 +13,14 @@ import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmdock.config import Settings
 from llmdock.errors import ConfigError, InvalidRequest
 from llmdock.jobs.batch import RowAnswerer, run_file
+from llmdock.jobs.executor import LOCAL, ExecutorSpec, WorkerBuilders
 from llmdock.store.audit import Actor
 from llmdock.store.engine import Store
 
@@ -52,6 +53,8 @@ class StepContext:
     lines: list[str] = field(default_factory=list)
     services_: Services | None = None
     attempts: int = 0
+    executor: ExecutorSpec = LOCAL  # the pipeline's (executor: in the file, or --executor)
+    builders: WorkerBuilders | None = None  # what Ray workers build (given by the CLI)
 
     @property
     def services(self) -> Services:
@@ -61,6 +64,17 @@ class StepContext:
 
     def log(self, line: str) -> None:
         self.lines.append(line)
+
+    def remote(self, kind: str | None) -> tuple[ExecutorSpec, WorkerBuilders] | None:
+        """The Ray executor and builders a fan-out step runs on (its ``executor:`` over the pipeline's), or
+        None to run here."""
+        spec = self.executor if kind is None else self.executor.model_copy(update={"kind": kind})
+        if not spec.remote:
+            return None
+        if self.builders is None:
+            raise ConfigError("this runner cannot start Ray workers: run the pipeline with llmdock jobs run")
+        self.log(f"executor: ray at {spec.address}")
+        return spec, self.builders
 
     def path(self, value: str) -> Path:
         p = Path(value).expanduser()
@@ -133,6 +147,7 @@ class BatchParams(StepParams):
     model: str | None = None
     prompt: str | None = None
     concurrency: int = Field(default=8, ge=1)
+    executor: Literal["local", "ray"] | None = Field(default=None, description="[the pipeline's]")
 
 
 class BatchStep:
@@ -146,11 +161,28 @@ class BatchStep:
         src, out = ctx.path(params.input), ctx.path(params.output)
         if not src.is_file():
             raise InvalidRequest(f"no input file {src}", param="input")
-        answered, failed = await run_file(
-            src, out, ctx.rows, model=params.model, prompt=params.prompt, concurrency=params.concurrency
-        )
+        remote = ctx.remote(params.executor)
+        ray_rows = None if remote is None else await _ray_rows(*remote)
+        try:
+            answered, failed = await run_file(
+                src,
+                out,
+                ctx.rows if ray_rows is None else lambda: ray_rows,
+                model=params.model,
+                prompt=params.prompt,
+                concurrency=params.concurrency,
+            )
+        finally:
+            if ray_rows is not None:
+                await ray_rows.close()
         ctx.log(f"{answered + failed} rows: {answered} answered, {failed} with an error -> {out}")
         return {"output": str(out), "answered": answered, "failed": failed}
+
+
+async def _ray_rows(spec: ExecutorSpec, builders: WorkerBuilders) -> Any:
+    from llmdock.jobs.ray_executor import RayRows, pooled
+
+    return await pooled(builders.rows, spec, RayRows)
 
 
 BUILTIN_STEPS: list[StepFactory] = [ShellStep, BatchStep]

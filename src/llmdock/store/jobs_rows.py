@@ -62,10 +62,15 @@ class JobRun(Base):
     name: Mapped[str] = mapped_column(String(200))
     path: Mapped[str] = mapped_column(Text)
     params: Mapped[dict[str, Any]] = mapped_column()
-    status: Mapped[str] = mapped_column(String(16))  # running, succeeded, failed
+    status: Mapped[str] = mapped_column(String(16))  # running, cancelling, succeeded, failed, cancelled
     created_by: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(index=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # the runner holding the run (host:pid) and until when: renewed by its heartbeat; once past, the run is
+    # ``failed`` with ``error`` "runner lost", and ``llmdock jobs resume`` may take it over
+    lease_owner: Mapped[str] = mapped_column(String(64), default="")
+    lease_until: Mapped[datetime | None] = mapped_column(nullable=True)
+    error: Mapped[str] = mapped_column(Text, default="")
 
 
 class JobStepRun(Base):
