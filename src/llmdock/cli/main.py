@@ -13,6 +13,7 @@ from llmdock.cli import (
     audit,
     batch,
     build,
+    canary,
     chat,
     data,
     datasets_cmd,
@@ -73,6 +74,7 @@ COMMANDS: dict[str, typer.Typer | Callable[..., None]] = {  # in the order of th
     "build": build.build,
     "release": release.app,
     "finetune": finetune.app,
+    "canary": canary.app,
 }
 for name, command in COMMANDS.items():
     if isinstance(command, typer.Typer):

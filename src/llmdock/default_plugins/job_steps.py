@@ -1,5 +1,5 @@
 """The built-in pipeline steps (``llmdock jobs run``): ``shell``, ``batch.run``, ``datasets.import``,
-``datasets.clean``, ``eval.run``, ``eval.gate``, ``models.register``, ``models.promote`` and ``scan``."""
+``datasets.clean``, ``eval.run``, ``eval.gate``, ``models.register``, ``models.promote``, ``scan`` and ``canary.run``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from llmdock.jobs.steps import StepFactory
 @hookimpl
 def llmdock_job_steps() -> list[StepFactory]:
     from llmdock.jobs.eval_steps import EvalGateStep, EvalRunStep, ScanStep
+    from llmdock.jobs.monitor_steps import CanaryRunStep
     from llmdock.jobs.service_steps import (
         DatasetCleanStep,
         DatasetImportStep,
@@ -27,4 +28,5 @@ def llmdock_job_steps() -> list[StepFactory]:
         ModelRegisterStep,
         ModelPromoteStep,
         ScanStep,
+        CanaryRunStep,
     ]
