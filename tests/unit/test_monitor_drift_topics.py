@@ -1,5 +1,5 @@
 """Topic and refusal drift: the reference's embeddings clustered into named topics, stored with the reference
-and reused; a shift of the topic mix drifts, the same mix in other words does not; more refusing answers
+and reused; a shift of the topic mix, or a topic the reference never had, drifts, the same mix does not; more refusing answers
 (the ``refusal`` guard detector) drift, as many do not."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from llmdock.monitor.drift_report import render
 from llmdock.monitor.drift_summary import Summary, summarize
 from llmdock.monitor.reference import get_reference, set_reference
 from llmdock.store import Store
-from tests.unit.test_monitor_drift import CODE, COOKING, add, sentences
+from tests.unit.test_monitor_drift import CODE, COOKING, ENGLISH, add, sentences
 
 HASHER = HashingVectorizer(n_features=128, alternate_sign=False, norm="l2")
 
@@ -35,7 +35,7 @@ def mix(cooking: int, code: int, offset: int = 0) -> list[str]:
     return sentences(COOKING, cooking, offset) + sentences(CODE, code, offset)
 
 
-async def test_a_shift_of_topics_drifts_and_the_same_topics_reworded_do_not() -> None:
+async def test_a_shift_of_topics_drifts_and_the_same_mix_does_not() -> None:
     ref = await summarize(window(mix(60, 60)), embed, max_samples=300)
     topics = ref.topics["inputs"]
     assert sum(topics.counts) == 120
@@ -44,8 +44,11 @@ async def test_a_shift_of_topics_drifts_and_the_same_topics_reworded_do_not() ->
     shifted = {r.name: r for r in await drift(ref, window(mix(10, 110, offset=3)), embed, permutations=20)}
     assert shifted["inputs: topic"].drifted
     assert shifted["inputs: topic"].test == "chi-square"
-    same = {r.name: r for r in await drift(ref, window(mix(60, 60, offset=5)), embed, permutations=20)}
+    same = {r.name: r for r in await drift(ref, window(mix(30, 30)), embed, permutations=20)}
     assert not same["inputs: topic"].drifted
+    new = {r.name: r for r in await drift(ref, window(sentences([ENGLISH], 60)), embed, permutations=20)}
+    assert new["inputs: topic"].drifted  # a topic the reference never had is not filed under an old one
+    assert new["inputs: topic"].mix[1]["new: unlike any reference topic"] == 60
     page = render("m", list(shifted.values()), reference="7d", current="1d", ref_n=120, cur_n=120, alpha=0.05)
     assert "<h2>inputs: topic</h2>" in page
     assert "topic (its most particular words)" in page

@@ -197,7 +197,7 @@ def _print_reference(stored: StoredReference) -> None:
     hits, answered = s.rates.get("refusal rate (answers)", (0, 0))
     typer.echo(f"  refusals: {hits} of {answered} answers")
     for kind, topics in s.topics.items():
-        shares = "; ".join(f"{name} {c}" for name, c in zip(topics.names, topics.counts, strict=False))
+        shares = "; ".join(f"{name} {c}" for name, c in topics.shares(topics.counts).items())
         typer.echo(f"  {kind} topics: {shares}")
     vectors = ", ".join(f"{k} {len(v)}" for k, v in s.embeddings.items())
     typer.echo(f"  embeddings: {vectors} ({stored.embedding_model})" if vectors else "  embeddings: none")

@@ -53,7 +53,9 @@ class Summary:
             "rates": {k: list(v) for k, v in self.rates.items()},
             "languages": self.languages,
             "scores": self.scores,
-            "topics": {k: {"counts": t.counts, "names": t.names} for k, t in self.topics.items()},
+            "topics": {
+                k: {"counts": t.counts, "names": t.names, "radius": t.radius} for k, t in self.topics.items()
+            },
         }
 
     def embeddings_blob(self) -> bytes | None:
@@ -75,7 +77,9 @@ class Summary:
             k.removeprefix(TOPICS): embeddings.pop(k) for k in list(embeddings) if k.startswith(TOPICS)
         }
         topics = {
-            k: Topics(centroids[k], [int(c) for c in t["counts"]], [str(n) for n in t["names"]])
+            k: Topics(
+                centroids[k], [int(c) for c in t["counts"]], [str(n) for n in t["names"]], float(t["radius"])
+            )
             for k, t in data.get("topics", {}).items()
             if k in centroids
         }

@@ -4,8 +4,9 @@
 uses) are clustered with k-means (scikit-learn; ``k`` grows with the sample, 2 to 8); each cluster is named by
 the words most particular to its texts (a word must occur in at least ``MIN_WORD_TEXTS`` of them, so no one
 caller's name or number becomes a label). The centroids, the reference's count per topic and the names are
-stored with the reference; the current window's texts are assigned to the nearest reference centroid and the
-two windows' shares compared with a chi-square test of homogeneity. Why embeddings and not a glossary of
+stored with the reference; the current window's texts are assigned to the nearest reference centroid, or to
+``new`` when farther from every centroid than any reference text is from its own, plus half (a topic the
+reference never had), and the two windows' shares compared with a chi-square test of homogeneity. Why embeddings and not a glossary of
 keywords: users phrase the same topic many ways and in several languages, a keyword list has to be written
 and kept, and the embeddings are already computed for the meaning test; the word labels make the clusters
 readable ("pasta, boil, sauce 40% -> 5%").
@@ -23,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 MIN_WORD_TEXTS = 3
+NEW = "new: unlike any reference topic"
+RADIUS_MARGIN = 1.5
 MAX_TOPICS = 8
 TEXTS_PER_TOPIC = 25  # k = sample / 25, between 2 and MAX_TOPICS
 
@@ -32,16 +35,24 @@ class Topics:
     """A reference window's topics: centroids (rows), how many of its texts fell in each, their names."""
 
     centroids: np.ndarray
-    counts: list[int]
+    counts: list[int]  # per topic, then the texts unlike any (farther than ``radius``)
     names: list[str] = field(default_factory=list)
+    radius: float = float(
+        "inf"
+    )  # beyond the farthest reference text from its topic's centroid (plus a margin)
 
     def shares(self, counts: list[int]) -> dict[str, int]:
-        return {self.names[i] if i < len(self.names) else f"topic {i + 1}": c for i, c in enumerate(counts)}
+        names = [*self.names, NEW]
+        return {names[i] if i < len(names) else f"topic {i + 1}": c for i, c in enumerate(counts)}
 
     def assign(self, x: np.ndarray) -> list[int]:
-        """How many rows of ``x`` are nearest each centroid."""
-        distances = ((x[:, None, :] - self.centroids[None, :, :]) ** 2).sum(-1)
-        return [int(c) for c in np.bincount(distances.argmin(1), minlength=len(self.centroids))]
+        """How many rows of ``x`` are nearest each centroid, and (last) how many are farther than ``radius``
+        from every centroid: a topic the reference did not have lands there, not in its nearest old topic."""
+        distances = np.sqrt(((x[:, None, :] - self.centroids[None, :, :]) ** 2).sum(-1))
+        nearest = distances.argmin(1)
+        far = distances.min(1) > self.radius
+        counts = np.bincount(nearest[~far], minlength=len(self.centroids))
+        return [*(int(c) for c in counts), int(far.sum())]
 
 
 def fit_topics(x: np.ndarray, texts: list[str], seed: int = 0) -> Topics | None:
@@ -53,9 +64,13 @@ def fit_topics(x: np.ndarray, texts: list[str], seed: int = 0) -> Topics | None:
         return None
     k = int(min(MAX_TOPICS, distinct, max(2, len(x) // TEXTS_PER_TOPIC)))
     km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(x)
-    labels = km.labels_.tolist()
-    counts = np.bincount(km.labels_, minlength=k).tolist()
-    return Topics(np.asarray(km.cluster_centers_, dtype=np.float64), counts, topic_names(texts, labels, k))
+    centroids = np.asarray(km.cluster_centers_, dtype=np.float64)
+    own = np.linalg.norm(x - centroids[km.labels_], axis=1)
+    topics = Topics(
+        centroids, [], topic_names(texts, km.labels_.tolist(), k), RADIUS_MARGIN * float(own.max())
+    )
+    topics.counts = topics.assign(x)
+    return topics
 
 
 def topic_names(texts: list[str], labels: list[int], k: int, words: int = 3) -> list[str]:

@@ -40,18 +40,20 @@ class Canary(Base):
 
 
 class CanaryRun(Base):
+    """One run of a canary: ``status`` is ``baseline`` (it became the baseline), ``same`` or ``changed``."""
+
     __tablename__ = "canary_runs"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     canary: Mapped[str] = mapped_column(String(100), index=True)
+    status: Mapped[str] = mapped_column(String(16))
     eval_run: Mapped[str] = mapped_column(String(32), default="")
+    findings: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # [{kind, message}]
     started_at: Mapped[datetime] = mapped_column()
     finished_at: Mapped[datetime] = mapped_column()
-    status: Mapped[str] = mapped_column(String(16))  # baseline, same, changed, error
     unchanged: Mapped[float | None] = mapped_column(
         Float, default=None
     )  # share of answers as in the baseline
-    findings: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # [{kind, message}]
     firing_id: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
