@@ -53,6 +53,7 @@ class Upstream:
         self.delay = delay
         self.replies = list(replies or [])
         self.bodies: list[dict[str, Any]] = []
+        self.fingerprint = ""  # when set, answers carry it as system_fingerprint (and a version header)
         self.hits = 0
         self.last_authorization: str | None = None
         self.port = port or _free_port()
@@ -133,9 +134,11 @@ class Upstream:
                         }
                     ],
                     "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6},
+                    **({"system_fingerprint": self.fingerprint} if self.fingerprint else {}),
                 }
             ),
             media_type="application/json",
+            headers={"x-model-version": self.fingerprint} if self.fingerprint else None,
         )
 
     async def _stream(self, text: str):  # type: ignore[no-untyped-def]

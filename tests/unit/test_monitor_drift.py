@@ -130,11 +130,18 @@ def test_minilm_embeddings_see_a_change_of_topic_and_not_a_rephrasing(tmp_path: 
     assert out.returncode == 0, out.stderr
     line = next(x for x in out.stdout.splitlines() if "inputs: meaning" in x)
     assert line.rstrip(" │").endswith("yes"), out.stdout
+    topics = next(
+        x for x in out.stdout.splitlines() if "inputs: topic" in x
+    )  # the reference's k-means topics
+    assert topics.rstrip(" │").endswith("yes"), out.stdout
+    assert "<h2>inputs: topic</h2>" in (tmp_path / "topic.html").read_text()
     same = make_store(tmp_path / "same", sentences(COOKING, 40, offset=5))
     out = run_drift(same, "--html", str(tmp_path / "same.html"))
     assert out.returncode == 0, out.stderr
     line = next(x for x in out.stdout.splitlines() if "inputs: meaning" in x)
     assert line.rstrip(" │").endswith("no"), out.stdout
+    topics = next(x for x in out.stdout.splitlines() if "inputs: topic" in x)
+    assert topics.rstrip(" │").endswith("no"), out.stdout
 
 
 ENGLISH = "Could you tell me how long to roast a chicken for a family dinner tonight?"

@@ -117,6 +117,9 @@ class Generation:
     # then holds the calls in llmdock's canonical form ([{"name", "arguments"}]) for traces and caches.
     tool_calls: list[dict[str, Any]] | None = None
     logprobs: Logprobs | None = None  # when the request asked for them (GenerationRequest.logprobs)
+    # What an upstream says answered (its ``model``, ``system_fingerprint``, version headers): how a hosted
+    # model that changed under the same name is seen (provider canaries, llmdock.monitor.canary)
+    served: dict[str, str] = field(default_factory=dict)
 
 
 def tool_calls_text(calls: list[dict[str, Any]]) -> str:

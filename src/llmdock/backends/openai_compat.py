@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -173,6 +174,10 @@ class OpenAICompatBackend(Backend):
         return body
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return (await self._exchange(path, body))[0]
+
+    async def _exchange(self, path: str, body: dict[str, Any]) -> tuple[dict[str, Any], Mapping[str, str]]:
+        """The answer's JSON and its headers."""
         # The request/response calls go through a lean keep-alive pool (backends/http1.py, where the CPU
         # it saves per request is measured) unless a proxy is configured; streams and health checks use httpx.
         try:
@@ -180,21 +185,21 @@ class OpenAICompatBackend(Backend):
                 resp = await self._client.post(path, content=orjson.dumps(body), headers=self._headers)
                 if resp.status_code != 200:
                     raise upstream_error(resp.status_code, resp.text, resp.headers, self._where)
-                content = resp.content
+                content, headers = resp.content, dict(resp.headers)
             else:
                 async with asyncio.timeout(self.params.timeout_s):
                     answer = await self._connections().post(path, orjson.dumps(body))
                 if answer.status != 200:
                     text = answer.body.decode(errors="replace")
                     raise upstream_error(answer.status, text, answer.headers, self._where)
-                content = answer.body
+                content, headers = answer.body, answer.headers
         except TRANSPORT_FAILURES as exc:
             raise transport_error(exc, self._where) from None
         data: dict[str, Any] = orjson.loads(content)
-        return data
+        return data, headers
 
     async def generate(self, req: GenerationRequest) -> Generation:
-        data = await self._post(req.op.upstream_path, self._body(req, stream=False))
+        data, headers = await self._exchange(req.op.upstream_path, self._body(req, stream=False))
         choice = data["choices"][0]
         text, tool_calls = req.op.read_choice(choice)
         finish = choice.get("finish_reason") or "stop"
@@ -211,6 +216,7 @@ class OpenAICompatBackend(Backend):
             completion_tokens=int(usage.get("completion_tokens", self.count_tokens(text or ""))),
             finish_reason=finish,
             logprobs=logprobs,
+            served=served_by(data, headers),
         )
 
     def _logprobs(self, req: GenerationRequest, choice: dict[str, Any], text: str) -> tuple[str, Logprobs]:
@@ -282,6 +288,22 @@ class OpenAICompatBackend(Backend):
         vectors = [item["embedding"] for item in sorted(data["data"], key=lambda d: d["index"])]
         usage = data.get("usage") or {}
         return EmbeddingResult(vectors, int(usage.get("prompt_tokens", 0)))
+
+
+_VERSION_HEADER = re.compile(r"(?:^|-)(?:model|version|fingerprint)(?:-|$)")
+
+
+def served_by(data: dict[str, Any], headers: Mapping[str, str]) -> dict[str, str]:
+    """What the upstream says answered: the body's ``model`` (a hosted name resolves to a dated snapshot) and
+    ``system_fingerprint``, and headers naming a model, version or fingerprint (``openai-model``,
+    ``x-model-version``…); at most 8 headers, 200 characters each."""
+    found = {
+        name: str(data[k])[:200]
+        for k, name in (("model", "upstream_model"), ("system_fingerprint", "system_fingerprint"))
+        if data.get(k)
+    }
+    named = sorted(n for n in headers if _VERSION_HEADER.search(n.lower()))[:8]
+    return found | {f"header.{n.lower()}": str(headers[n])[:200] for n in named}
 
 
 def _join_call_delta(calls: dict[int, dict[str, Any]], delta: dict[str, Any]) -> None:

@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "build": "build:build",
     "release": "release:app",
     "finetune": "finetune:app",
+    "canary": "canary:app",
 }
 # Modules that add subcommands to another command's group: imported with it.
 EXTENSIONS: dict[str, tuple[str, ...]] = {

@@ -62,8 +62,8 @@ def drift_cmd(
     alpha: float = typer.Option(0.05, min=0.0, max=1.0, help="Drift when the adjusted p-value is below"),
     config: Path | None = CONFIG,
 ) -> None:
-    """Lengths, tokens, error and guard-block rates, languages, online-evaluation scores and input/output
-    meaning: a table and an HTML report."""
+    """Lengths, tokens, error, guard-block and refusal rates, languages, topics, online-evaluation scores and
+    input/output meaning: a table and an HTML report."""
     from llmdock.config import load_settings
     from llmdock.errors import InvalidRequest
     from llmdock.monitor.drift import DriftRow, Summary, Window, drift, load_window
@@ -194,6 +194,11 @@ def _print_reference(stored: StoredReference) -> None:
         typer.echo(f"  {kind} languages: {mix or '-'}")
     for name, values in s.scores.items():
         typer.echo(f"  online eval {name}: n={len(values)} mean {sum(values) / len(values):.3g}")
+    hits, answered = s.rates.get("refusal rate (answers)", (0, 0))
+    typer.echo(f"  refusals: {hits} of {answered} answers")
+    for kind, topics in s.topics.items():
+        shares = "; ".join(f"{name} {c}" for name, c in topics.shares(topics.counts).items())
+        typer.echo(f"  {kind} topics: {shares}")
     vectors = ", ".join(f"{k} {len(v)}" for k, v in s.embeddings.items())
     typer.echo(f"  embeddings: {vectors} ({stored.embedding_model})" if vectors else "  embeddings: none")
 

@@ -1,5 +1,6 @@
 """The built-in pipeline steps (``llmdock jobs run``): ``shell``, ``batch.run``, ``datasets.import``,
-``datasets.clean``, ``eval.run``, ``eval.gate``, ``models.register``, ``models.promote``, ``scan`` and ``finetune``."""
+``datasets.clean``, ``eval.run``, ``eval.gate``, ``models.register``, ``models.promote``, ``scan``, ``finetune``
+and ``canary.run``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from llmdock.jobs.steps import StepFactory
 def llmdock_job_steps() -> list[StepFactory]:
     from llmdock.jobs.eval_steps import EvalGateStep, EvalRunStep, ScanStep
     from llmdock.jobs.finetune_step import FinetuneStep
+    from llmdock.jobs.monitor_steps import CanaryRunStep
     from llmdock.jobs.service_steps import (
         DatasetCleanStep,
         DatasetImportStep,
@@ -29,4 +31,5 @@ def llmdock_job_steps() -> list[StepFactory]:
         ModelPromoteStep,
         ScanStep,
         FinetuneStep,
+        CanaryRunStep,
     ]

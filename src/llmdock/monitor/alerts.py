@@ -120,7 +120,8 @@ def record(store: Store, rule: AlertRule, verdicts: list[Verdict], now: datetime
                 continue
             message = f"{rule.name}: {rule.metric} of {v.model} is {v.value:.4g} ({v.expected})"
             if row is None:
-                row = AlertFiring(
+                row = AlertFiring.opened(
+                    now,
                     rule=rule.name,
                     model=v.model,
                     metric=rule.metric,
@@ -128,10 +129,6 @@ def record(store: Store, rule: AlertRule, verdicts: list[Verdict], now: datetime
                     value=v.value,
                     expected=v.expected[:200],
                     message=message,
-                    fired_at=now,
-                    last_seen_at=now,
-                    repeats=0,
-                    deliveries={},
                 )
                 s.add(row)
                 s.flush()

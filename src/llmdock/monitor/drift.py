@@ -3,10 +3,13 @@
 Each statistic compares the two windows with a test from scipy, or a permutation test:
 
 - input and output length (characters) and prompt / completion tokens: two-sample Kolmogorov-Smirnov;
-- error rate and guard-block rate: Fisher's exact test on the 2x2 counts;
+- error rate, guard-block rate and refusal rate (the ``refusal`` guard detector on the answers): Fisher's exact
+  test on the 2x2 counts;
 - input and output meaning: the maximum mean discrepancy (MMD², RBF kernel, median-distance bandwidth) between the
   two windows' sentence embeddings (all-MiniLM-L6-v2 by default), its p-value from label permutations;
 - input and output language mix (py3langid): chi-square test of homogeneity on the counts per language;
+- input and output topics: the reference's embeddings clustered by k-means (drift_topics.py), the current
+  window's texts assigned to the nearest reference topic, chi-square test on the counts per topic;
 - each online-evaluation score: two-sample Kolmogorov-Smirnov.
 
 Both windows are first reduced to a :class:`~llmdock.monitor.drift_summary.Summary`; the reference's can be
@@ -18,6 +21,7 @@ a statistic has drifted when its adjusted p-value is below ``alpha``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -41,6 +45,7 @@ class DriftRow:
     adjusted_p: float = float("nan")
     drifted: bool = False
     samples: tuple[Sequence[float], Sequence[float]] = ((), ())  # for the report's plots
+    mix: tuple[dict[str, int], dict[str, int]] = ({}, {})  # counts per category (topics), for the report
 
 
 def ks_row(name: str, ref: Sequence[float], cur: Sequence[float]) -> DriftRow | None:
@@ -113,8 +118,8 @@ def _mix(counts: dict[str, int]) -> str:
 
 
 def language_row(name: str, ref: dict[str, int], cur: dict[str, int]) -> DriftRow | None:
-    """Chi-square test of homogeneity on the language counts (languages seen fewer than 5 times in both
-    windows together are pooled as ``other``)."""
+    """Chi-square test of homogeneity on the counts per language (or topic; categories seen fewer than 5
+    times in both windows together are pooled as ``other``)."""
     if sum(ref.values()) < 5 or sum(cur.values()) < 5:
         return None
     langs = sorted(set(ref) | set(cur))
@@ -128,6 +133,12 @@ def language_row(name: str, ref: dict[str, int], cur: dict[str, int]) -> DriftRo
         return DriftRow(name, "chi-square", _mix(ref), _mix(cur), 0.0, 1.0)
     result = stats.chi2_contingency(np.array(table).T)
     return DriftRow(name, "chi-square", _mix(ref), _mix(cur), float(result.statistic), float(result.pvalue))
+
+
+def topic_row(name: str, ref: dict[str, int], cur: dict[str, int]) -> DriftRow | None:
+    """The topic shares compared like languages, the counts kept for the report's table."""
+    row = language_row(name, ref, cur)
+    return None if row is None else dataclasses.replace(row, mix=(ref, cur))
 
 
 async def drift(
@@ -144,7 +155,7 @@ async def drift(
     if isinstance(ref, Window):
         ref = await summarize(ref, embed, max_samples)
     if isinstance(cur, Window):
-        cur = await summarize(cur, embed if ref.embeddings else None, max_samples)
+        cur = await summarize(cur, embed if ref.embeddings else None, max_samples, topics=False)
     rows = [ks_row(name, values, cur.samples.get(name, [])) for name, values in ref.samples.items()]
     rows += [rate_row(name, *ref.rates[name], *cur.rates[name]) for name in ref.rates if name in cur.rates]
     rows += [
@@ -160,21 +171,16 @@ async def drift(
         x, y = ref.embeddings.get(kind), cur.embeddings.get(kind)
         if x is not None and y is not None and len(x) >= 5 and len(y) >= 5:
             rows.append(embedding_row(f"{kind}: meaning (embeddings)", x, y, permutations))
+        topics = ref.topics.get(kind)
+        if topics is not None and y is not None and len(y) >= 5 and y.shape[1] == topics.centroids.shape[1]:
+            rows.append(
+                topic_row(f"{kind}: topic", topics.shares(topics.counts), topics.shares(topics.assign(y)))
+            )
     found = [r for r in rows if r is not None]
     if not found:
         return []
     adjusted = stats.false_discovery_control([min(max(r.p_value, 0.0), 1.0) for r in found])
     return [
-        DriftRow(
-            r.name,
-            r.test,
-            r.reference,
-            r.current,
-            r.statistic,
-            r.p_value,
-            float(a),
-            bool(a < alpha),
-            r.samples,
-        )
+        dataclasses.replace(r, adjusted_p=float(a), drifted=bool(a < alpha))
         for r, a in zip(found, adjusted, strict=True)
     ]

@@ -1,4 +1,5 @@
-"""The drift report as one self-contained HTML page: the table, and each distribution's plot (inline SVG)."""
+"""The drift report as one self-contained HTML page: the table, the topic shares of each window, and each
+distribution's plot (inline SVG)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,12 @@ p-values adjusted for {{ rows|length }} tests (Benjamini-Hochberg) · drift when
 <td class="num">{{ '%.3g' % r.p_value }}</td><td class="num">{{ '%.3g' % r.adjusted_p }}</td>
 <td>{{ 'yes' if r.drifted else 'no' }}</td></tr>
 {% endfor %}</tbody></table>
+{% for name, shares in mixes %}<h2>{{ name }}</h2>
+<table><thead><tr><th>topic (its most particular words)</th><th>reference</th><th>current</th></tr></thead><tbody>
+{% for topic, a, b in shares %}<tr><td>{{ topic }}</td><td class="num">{{ '%.1f%%' % (100 * a) }}</td>
+<td class="num">{{ '%.1f%%' % (100 * b) }}</td></tr>
+{% endfor %}</tbody></table>
+{% endfor %}
 {% for plot in plots %}{{ plot }}{% endfor %}
 <p class="muted">Embedding plots show each trace's distance from the reference window's mean embedding.
 Generated {{ generated }} by llmdock monitor drift.</p>
@@ -51,6 +58,7 @@ def render(
     return template.render(
         model=model,
         rows=rows,
+        mixes=[(r.name, _shares(*r.mix)) for r in rows if r.mix[0]],
         plots=plots,
         reference=reference,
         current=current,
@@ -59,3 +67,10 @@ def render(
         alpha=alpha,
         generated=datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
     )
+
+
+def _shares(ref: dict[str, int], cur: dict[str, int]) -> list[tuple[str, float, float]]:
+    """Each category's share of the reference and of the current window, the reference's largest first."""
+    a, b = sum(ref.values()) or 1, sum(cur.values()) or 1
+    names = sorted(set(ref) | set(cur), key=lambda n: -ref.get(n, 0))
+    return [(n, ref.get(n, 0) / a, cur.get(n, 0) / b) for n in names]

@@ -1,5 +1,6 @@
-"""A window of traffic reduced to what drift compares: samples of lengths and tokens, outcome counts, the
-language mix, online-evaluation scores and a sample of embeddings.
+"""A window of traffic reduced to what drift compares: samples of lengths and tokens, outcome counts (errors,
+guard blocks, refusals), the language mix, online-evaluation scores, a sample of embeddings and, for a
+reference, the topics those embeddings cluster into (drift_topics.py).
 
 The reference window is summarised once and stored (``llmdock monitor reference set``; monitor/reference.py):
 a summary is small (at most ``MAX_VALUES`` values per distribution, ``max_samples`` embeddings per text kind)
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from llmdock.monitor.drift_topics import Topics, fit_topics, refusals
 from llmdock.monitor.drift_window import Window
 
 Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
@@ -29,6 +31,7 @@ MAX_VALUES = 5000
 LANGUAGE_CHARS = 300
 MIN_LANGUAGE_CHARS = 12
 TEXTS = ("inputs", "outputs")
+TOPICS = "topics-"  # the centroids' names in the embeddings blob
 
 
 @dataclass
@@ -39,6 +42,9 @@ class Summary:
     languages: dict[str, dict[str, int]] = field(default_factory=dict)  # inputs/outputs -> language -> count
     scores: dict[str, list[float]] = field(default_factory=dict)  # online-evaluation score -> values
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # inputs/outputs -> rows of vectors
+    topics: dict[str, Topics] = field(
+        default_factory=dict
+    )  # inputs/outputs -> k-means topics (a reference's)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -47,6 +53,9 @@ class Summary:
             "rates": {k: list(v) for k, v in self.rates.items()},
             "languages": self.languages,
             "scores": self.scores,
+            "topics": {
+                k: {"counts": t.counts, "names": t.names, "radius": t.radius} for k, t in self.topics.items()
+            },
         }
 
     def embeddings_blob(self) -> bytes | None:
@@ -54,6 +63,7 @@ class Summary:
             return None
         buffer = io.BytesIO()
         arrays: dict[str, Any] = {k: v.astype(np.float32) for k, v in self.embeddings.items()}
+        arrays |= {f"{TOPICS}{k}": t.centroids.astype(np.float32) for k, t in self.topics.items()}
         np.savez_compressed(buffer, allow_pickle=False, **arrays)
         return buffer.getvalue()
 
@@ -63,6 +73,16 @@ class Summary:
         if blob:
             with np.load(io.BytesIO(blob)) as found:
                 embeddings = {k: np.asarray(found[k], dtype=np.float64) for k in found.files}
+        centroids = {
+            k.removeprefix(TOPICS): embeddings.pop(k) for k in list(embeddings) if k.startswith(TOPICS)
+        }
+        topics = {
+            k: Topics(
+                centroids[k], [int(c) for c in t["counts"]], [str(n) for n in t["names"]], float(t["radius"])
+            )
+            for k, t in data.get("topics", {}).items()
+            if k in centroids
+        }
         return cls(
             int(data.get("n", 0)),
             {k: [float(x) for x in v] for k, v in data.get("samples", {}).items()},
@@ -70,6 +90,7 @@ class Summary:
             {k: {lang: int(c) for lang, c in v.items()} for k, v in data.get("languages", {}).items()},
             {k: [float(x) for x in v] for k, v in data.get("scores", {}).items()},
             embeddings,
+            topics,
         )
 
 
@@ -93,9 +114,11 @@ def languages(texts: list[str], limit: int = MAX_VALUES) -> dict[str, int]:
     return dict(Counter(identify.classify(t[:LANGUAGE_CHARS])[0] for t in usable))
 
 
-async def summarize(window: Window, embed: Embed | None, max_samples: int = 300) -> Summary:
+async def summarize(
+    window: Window, embed: Embed | None, max_samples: int = 300, *, topics: bool = True
+) -> Summary:
     """``window`` as drift compares it; its texts embedded (a fixed sample of ``max_samples`` per kind) when
-    ``embed`` is given."""
+    ``embed`` is given, and with ``topics`` (a reference) those embeddings clustered into topics."""
     rng = random.Random(0)
     w = window
     s = Summary(n=w.n)
@@ -105,7 +128,12 @@ async def summarize(window: Window, embed: Embed | None, max_samples: int = 300)
         "prompt tokens": _capped([float(t) for t in w.prompt_tokens], rng),
         "completion tokens": _capped([float(t) for t in w.completion_tokens], rng),
     }
-    s.rates = {"error rate": (w.errors, w.n), "guard-block rate": (w.blocked, w.n)}
+    answered = [t for t in w.outputs if t.strip()]
+    s.rates = {
+        "error rate": (w.errors, w.n),
+        "guard-block rate": (w.blocked, w.n),
+        "refusal rate (answers)": (await refusals(answered), len(answered)),
+    }
     s.languages = {"inputs": languages(w.inputs), "outputs": languages(w.outputs)}
     s.scores = {name: _capped(values, rng) for name, values in sorted(w.scores.items())}
     if embed is not None:
@@ -114,4 +142,7 @@ async def summarize(window: Window, embed: Embed | None, max_samples: int = 300)
             chosen = random.Random(0).sample(chosen, min(max_samples, len(chosen)))
             if len(chosen) >= 5:
                 s.embeddings[kind] = np.asarray(await embed(chosen), dtype=np.float64)
+                found = fit_topics(s.embeddings[kind], chosen) if topics else None
+                if found is not None:
+                    s.topics[kind] = found
     return s

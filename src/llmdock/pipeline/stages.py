@@ -155,6 +155,10 @@ class GenerateStage:
             ctx.annotate(**{"llmdock.reasoning_chars": len(ctx.reasoning)})
         self._annotate(ctx, ctx.generation)
         record_route(ctx)
+        if ctx.generation.served:  # what the upstream says answered (model snapshot, fingerprint)
+            served = {f"llmdock.served_{k}": v for k, v in ctx.generation.served.items()}
+            ctx.annotate(**served)
+            ctx.attributes.update(served)
         return ctx
 
     def open_stream(self, ctx: RequestContext) -> AsyncIterator[StreamChunk]:

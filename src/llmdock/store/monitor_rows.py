@@ -8,7 +8,7 @@ condition no longer holds. ``deliveries`` says, per channel, whether its notific
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 from sqlalchemy import JSON, Float, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column
@@ -17,7 +17,27 @@ from llmdock.store.engine import Store
 from llmdock.store.models import Base
 
 
-class AlertFiring(Base):
+class FiringColumns:
+    """What a firing records, an alert rule's or a provider canary's (store/canary_rows.py): when it fired and
+    was last seen, when it resolved, how often it was seen again, when and where it was sent."""
+
+    message: Mapped[str] = mapped_column(Text, default="")
+    fired_at: Mapped[datetime] = mapped_column(index=True)
+    last_seen_at: Mapped[datetime] = mapped_column()
+    resolved_at: Mapped[datetime | None] = mapped_column(default=None)
+    repeats: Mapped[int] = mapped_column(Integer, default=0)
+    notified_at: Mapped[datetime | None] = mapped_column(default=None)
+    deliveries: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    @classmethod
+    def opened(cls, now: datetime, **fields: Any) -> Self:
+        """A new firing, first seen ``now``."""
+        make: Any = cls  # a mapped subclass takes its columns as keywords
+        firing: Self = make(fired_at=now, last_seen_at=now, repeats=0, deliveries={}, **fields)
+        return firing
+
+
+class AlertFiring(FiringColumns, Base):
     __tablename__ = "alert_firings"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -27,13 +47,6 @@ class AlertFiring(Base):
     condition: Mapped[str] = mapped_column(String(16))
     value: Mapped[float] = mapped_column(Float)
     expected: Mapped[str] = mapped_column(String(200), default="")  # the bound or the baseline it broke
-    message: Mapped[str] = mapped_column(Text, default="")
-    fired_at: Mapped[datetime] = mapped_column(index=True)
-    last_seen_at: Mapped[datetime] = mapped_column()
-    resolved_at: Mapped[datetime | None] = mapped_column(default=None)
-    repeats: Mapped[int] = mapped_column(Integer, default=0)
-    notified_at: Mapped[datetime | None] = mapped_column(default=None)
-    deliveries: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class AlertSilence(Base):
