@@ -28,9 +28,13 @@ from pathlib import Path
 
 from harness import options, pct
 from rich.progress import Progress
+from sqlalchemy import func, select
 
 from llmdock.config import ModelConfig, Settings
+from llmdock.registry import ModelRegistry
+from llmdock.runtime import Runtime
 from llmdock.store.audit import Actor
+from llmdock.store.models import Trace
 from llmdock.store.trace_records import SpanRecord, TraceRecord
 from llmdock.store.traces import write_traces
 
@@ -103,6 +107,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL (tests/pgserver.py)")
+    parser.add_argument("--home", help="measure the store an earlier run left in this home (no new traces)")
     args = parser.parse_args()
     pg = None
     if args.postgres:
@@ -114,10 +119,8 @@ def main() -> None:
     from fastapi.testclient import TestClient
 
     from llmdock.gateway import create_app
-    from llmdock.prompts import PromptRegistry
-    from llmdock.runtime import Runtime
 
-    home = Path(tempfile.mkdtemp(prefix="ui-pages-"))
+    home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="ui-pages-"))
     settings = Settings(
         home=home,
         include_builtin_models=False,
@@ -128,22 +131,17 @@ def main() -> None:
     )
     runtime = Runtime(settings)
     assert runtime.store is not None
-    assert runtime.auth.directory is not None
-    d = runtime.auth.directory
-    teams = [d.create_team(f"team{i}", ACTOR).id for i in range(5)]
-    d.create_user("root", ACTOR, role="admin")
-    d.create_user("vera", ACTOR, role="viewer", team="team0")
-    admin_key, _ = d.create_key("root", ACTOR)
-    viewer_key, _ = d.create_key("vera", ACTOR)
-    d.create_user("tess", ACTOR, role="viewer", team="team4")  # the team with 0.5 % of the traces
-    tiny_key, _ = d.create_key("tess", ACTOR)
-    registry = PromptRegistry(runtime.store)
-    for v in range(5):
-        registry.create("greet", ACTOR, kind="text", template=f"Hello {{{{ name }}}} v{v}")
-    t0 = time.perf_counter()
-    fill(settings, args.traces, teams, args.seed)
-    print(f"{args.traces:,} traces written in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    beside_the_traces(runtime, home)
+    if args.home:  # a store an earlier run filled (stopped while writing, say): measure what it holds
+        admin_key, viewer_key, tiny_key = keys_again(runtime)
+        with runtime.store.session() as s:
+            args.traces = int(s.scalar(select(func.count()).select_from(Trace)) or 0)
+    else:
+        admin_key, viewer_key, tiny_key, teams = people(runtime)
+        t0 = time.perf_counter()
+        fill(settings, args.traces, teams, args.seed)
+        print(f"{args.traces:,} traces written in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    if not ModelRegistry(runtime.store, home).names():
+        beside_the_traces(runtime, home)
     with TestClient(create_app(runtime)) as client:  # one event loop for every request, as a server has
         pages = measure(client, admin_key, viewer_key, tiny_key, args.repeat)
     kind = "PostgreSQL" if pg else "SQLite"
@@ -158,6 +156,28 @@ def main() -> None:
         pg.destroy()
 
 
+def people(runtime: Runtime) -> tuple[str, str, str, list[str]]:
+    """Five teams, an admin, a viewer of a 20 % team and one of the 0.5 % team (their keys), a prompt."""
+    from llmdock.prompts import PromptRegistry
+
+    d = runtime.auth.directory
+    assert d is not None
+    teams = [d.create_team(f"team{i}", ACTOR).id for i in range(5)]
+    d.create_user("root", ACTOR, role="admin")
+    d.create_user("vera", ACTOR, role="viewer", team="team0")
+    d.create_user("tess", ACTOR, role="viewer", team="team4")  # the team with 0.5 % of the traces
+    registry = PromptRegistry(runtime.store)  # type: ignore[arg-type]
+    for v in range(5):
+        registry.create("greet", ACTOR, kind="text", template=f"Hello {{{{ name }}}} v{v}")
+    return (*keys_again(runtime), teams)
+
+
+def keys_again(runtime: Runtime) -> tuple[str, str, str]:
+    d = runtime.auth.directory
+    assert d is not None
+    return d.create_key("root", ACTOR)[0], d.create_key("vera", ACTOR)[0], d.create_key("tess", ACTOR)[0]
+
+
 def beside_the_traces(runtime: object, home: Path) -> None:
     """A model with two versions (one tuned from the other), two evaluation runs of 200 cases and a scan
     report, the A/B experiment the traces were assigned to, 40 alert firings."""
@@ -165,7 +185,6 @@ def beside_the_traces(runtime: object, home: Path) -> None:
     from llmdock.evaluate.results import create_run, finish_run, save_result
     from llmdock.experiments.book import ExperimentBook
     from llmdock.experiments.spec import ExperimentSpec, VariantSpec
-    from llmdock.registry import ModelRegistry
     from llmdock.scan.stored import save_report
     from llmdock.store.monitor_rows import AlertFiring
 
@@ -286,6 +305,9 @@ def timed(client: object, url: str, repeat: int) -> tuple[list[float], int]:
         times.append((time.perf_counter() - t) * 1000)
         assert resp.status_code == 200, (url, resp.status_code, resp.text[-300:])
         rows = resp.text.count("<tr>")
+    print(
+        f"  {url[:60]:<60} P50 {pct(times, 50):8.1f}  P95 {pct(times, 95):8.1f}", file=sys.stderr, flush=True
+    )
     return times, rows
 
 
