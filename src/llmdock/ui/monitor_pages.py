@@ -12,11 +12,10 @@ from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import Response
 
-from llmdock.errors import InvalidRequest
 from llmdock.store.monitor_eval_rows import DriftReference
 from llmdock.store.monitor_rows import AlertFiring, list_firings
 from llmdock.ui.monitor_hours import hourly
-from llmdock.ui.pages import Ui, render
+from llmdock.ui.pages import Ui, chosen_period, render
 from llmdock.ui.session import Viewer
 from llmdock.ui.trace_pages import store_of
 
@@ -32,10 +31,8 @@ def _alerts_and_references(ui: Ui) -> tuple[list[AlertFiring], list[DriftReferen
 
 
 async def monitoring(request: Request, viewer: Viewer, ui: Ui) -> Response:
-    period = request.query_params.get("period", "24h")
-    if period not in PERIODS:
-        raise InvalidRequest(f"period: one of {', '.join(PERIODS)}, not {period[:20]!r}", param="period")
-    data = await asyncio.to_thread(hourly, store_of(ui), viewer.scope, PERIODS[period])
+    hours_back, shown = chosen_period(request, PERIODS)
+    data = await asyncio.to_thread(hourly, store_of(ui), viewer.scope, hours_back)
     alerts, references = await asyncio.to_thread(_alerts_and_references, ui)
     totals = {
         "requests": int(sum(data["requests"])),
@@ -48,8 +45,7 @@ async def monitoring(request: Request, viewer: Viewer, ui: Ui) -> Response:
         request,
         "monitoring.html",
         viewer,
-        period=period,
-        periods=list(PERIODS),
+        **shown,
         data=data,
         totals=totals,
         hours=hours,

@@ -18,11 +18,11 @@ from llmdock.errors import Forbidden, InvalidRequest
 from llmdock.store.access_views import key_state
 from llmdock.ui.labels import source_of
 from llmdock.ui.monitor_hours import TOTALS, add, totals_by
-from llmdock.ui.pages import Ui, render
+from llmdock.ui.pages import Ui, chosen_period, render
 from llmdock.ui.session import Viewer
 from llmdock.ui.trace_pages import store_of
 
-PERIODS = {"7d": 7, "30d": 30}
+PERIODS = {"7d": 7 * 24, "30d": 30 * 24}
 DIMENSIONS = ("day", "model", "team", "key")
 
 
@@ -59,10 +59,8 @@ def _names(ui: Ui) -> tuple[dict[str, str], dict[str, str]]:
 
 
 async def usage(request: Request, viewer: Viewer, ui: Ui) -> Response:
-    period = request.query_params.get("period", "7d")
-    if period not in PERIODS:
-        raise InvalidRequest(f"period: one of {', '.join(PERIODS)}, not {period[:20]!r}", param="period")
-    totals = await asyncio.to_thread(totals_by, store_of(ui), viewer.scope, 24 * PERIODS[period], DIMENSIONS)
+    hours_back, shown = chosen_period(request, PERIODS)
+    totals = await asyncio.to_thread(totals_by, store_of(ui), viewer.scope, hours_back, DIMENSIONS)
     teams, keys = await asyncio.to_thread(_names, ui)
     tables = usage_tables(totals, teams, keys)
     total = [0.0] * len(TOTALS)
@@ -72,8 +70,7 @@ async def usage(request: Request, viewer: Viewer, ui: Ui) -> Response:
         request,
         "usage.html",
         viewer,
-        period=period,
-        periods=list(PERIODS),
+        **shown,
         tables=tables,
         total=dict(zip(TOTALS, total, strict=True)),
     )
