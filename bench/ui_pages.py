@@ -1,12 +1,16 @@
 """Each dashboard page's server time with N traces in the store (issue 23 asks for 1,000,000; target P95
 <= 150 ms).
 
-Fills a fresh SQLite store (or --store URL) with N traces spread over the last 7 days — 4 models (one at 1 %),
-2 % errors, 5 teams (one at 0.5 %), lognormal latencies, a rare word in 0.1 % of answers, spans of a real
-pipeline — through the trace writer's own insert (store.traces.write_traces), then asks every page through
+Fills a fresh SQLite store (or --database-url, e.g. PostgreSQL) with N traces spread over the last 7 days —
+4 models (one at 1 %), 2 % errors (half of them guard blocks), 5 teams (one at 0.5 %), 20 keys, lognormal
+latencies, a rare word in 0.1 % of answers, a prompt template on 1 %, an A/B experiment on 2 %, a guard
+detector's span flagging on 1 %, spans of a real pipeline — through the trace writer's own insert
+(store.traces.write_traces), and a registered model with lineage, two evaluation runs and a scan, alert
+firings; then asks every page through
 the gateway app in process (Starlette's TestClient: no sockets; the time is the app's) --repeat times: the
 list unfiltered and under each filter, page 2 and a deep page (keyset cursors), a team's view (a viewer's
-session), a trace, the prompts, the monitoring charts. Prints each page's P50/P95 in ms and the query plan
+session), a trace, the prompts, models, evaluations (a comparison, a scan), the experiment, usage, keys,
+the monitoring charts and alerts. Prints each page's P50/P95 in ms and the query plan
 of the list's queries (which index SQLite uses).
 
     python bench/ui_pages.py --traces 200000
@@ -24,9 +28,13 @@ from pathlib import Path
 
 from harness import options, pct
 from rich.progress import Progress
+from sqlalchemy import func, select
 
 from llmdock.config import ModelConfig, Settings
+from llmdock.registry import ModelRegistry
+from llmdock.runtime import Runtime
 from llmdock.store.audit import Actor
+from llmdock.store.models import Trace
 from llmdock.store.trace_records import SpanRecord, TraceRecord
 from llmdock.store.traces import write_traces
 
@@ -57,13 +65,28 @@ def fill(settings: Settings, n: int, teams: list[str], seed: int) -> None:
                     SpanRecord(s, at + timedelta(milliseconds=k), ms / len(STAGES))
                     for k, s in enumerate(STAGES)
                 ]
+                flagged = rng.random() < 0.01
+                spans.append(
+                    SpanRecord("guard_in.injection", at, 1.0, "ok", {"score": 0.5, "flagged": flagged})
+                )
+                failed, roll = rng.random() < 0.02, rng.random()
+                attributes = (
+                    {"llmdock.prompt_template": "greet", "llmdock.prompt_version": 1} if roll < 0.01 else {}
+                )
+                if 0.5 < roll < 0.52:
+                    attributes = {"llmdock.experiment": "tone", "llmdock.experiment_variant": "ab"[i % 2]}
                 records.append(
                     TraceRecord(
                         id=f"{i:032x}",
                         created_at=at,
                         operation="chat",
                         model=rng.choice(MODELS),
-                        status="error" if rng.random() < 0.02 else "ok",
+                        status="error" if failed else "ok",
+                        error=("content_policy: blocked" if i % 2 else "backend_error: down")
+                        if failed
+                        else "",
+                        attributes=attributes,
+                        api_key_id=f"key{rng.randrange(20):02d}",
                         duration_ms=ms,
                         prompt_tokens=rng.randint(10, 200),
                         completion_tokens=rng.randint(5, 100),
@@ -83,46 +106,126 @@ def main() -> None:
     parser.add_argument("--traces", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL (tests/pgserver.py)")
+    parser.add_argument("--home", help="measure the store an earlier run left in this home (no new traces)")
     args = parser.parse_args()
+    pg = None
+    if args.postgres:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.pgserver import start_pg_server
+
+        pg = start_pg_server()
 
     from fastapi.testclient import TestClient
 
     from llmdock.gateway import create_app
-    from llmdock.prompts import PromptRegistry
-    from llmdock.runtime import Runtime
 
-    home = Path(tempfile.mkdtemp(prefix="ui-pages-"))
+    home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="ui-pages-"))
     settings = Settings(
         home=home,
         include_builtin_models=False,
         models={"fake": ModelConfig(backend="fake")},
         default_model="fake",
         default_embedding_model="",
+        database_url=pg.url() if pg else "",
     )
     runtime = Runtime(settings)
     assert runtime.store is not None
-    assert runtime.auth.directory is not None
-    d = runtime.auth.directory
-    teams = [d.create_team(f"team{i}", ACTOR).id for i in range(5)]
-    d.create_user("root", ACTOR, role="admin")
-    d.create_user("vera", ACTOR, role="viewer", team="team0")
-    admin_key, _ = d.create_key("root", ACTOR)
-    viewer_key, _ = d.create_key("vera", ACTOR)
-    d.create_user("tess", ACTOR, role="viewer", team="team4")  # the team with 0.5 % of the traces
-    tiny_key, _ = d.create_key("tess", ACTOR)
-    registry = PromptRegistry(runtime.store)
-    for v in range(5):
-        registry.create("greet", ACTOR, kind="text", template=f"Hello {{{{ name }}}} v{v}")
-    t0 = time.perf_counter()
-    fill(settings, args.traces, teams, args.seed)
-    print(f"{args.traces:,} traces written in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    if args.home:  # a store an earlier run filled (stopped while writing, say): measure what it holds
+        admin_key, viewer_key, tiny_key = keys_again(runtime)
+        with runtime.store.session() as s:
+            args.traces = int(s.scalar(select(func.count()).select_from(Trace)) or 0)
+    else:
+        admin_key, viewer_key, tiny_key, teams = people(runtime)
+        t0 = time.perf_counter()
+        fill(settings, args.traces, teams, args.seed)
+        print(f"{args.traces:,} traces written in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    if not ModelRegistry(runtime.store, home).names():
+        beside_the_traces(runtime, home)
     with TestClient(create_app(runtime)) as client:  # one event loop for every request, as a server has
         pages = measure(client, admin_key, viewer_key, tiny_key, args.repeat)
-    print(f"\n{args.traces:,} traces in SQLite; {args.repeat} requests per page; server time in ms")
+    kind = "PostgreSQL" if pg else "SQLite"
+    print(f"\n{args.traces:,} traces in {kind}; {args.repeat} requests per page; server time in ms")
     print(f"{'page':<34} {'P50':>8} {'P95':>8} {'rows':>6}")
     for name, (times, rows) in pages.items():
         print(f"{name:<34} {pct(times, 50):>8.1f} {pct(times, 95):>8.1f} {rows:>6}")
-    explain(runtime)
+    if pg is None:
+        explain(runtime)
+    else:
+        runtime.store.close()
+        pg.destroy()
+
+
+def people(runtime: Runtime) -> tuple[str, str, str, list[str]]:
+    """Five teams, an admin, a viewer of a 20 % team and one of the 0.5 % team (their keys), a prompt."""
+    from llmdock.prompts import PromptRegistry
+
+    d = runtime.auth.directory
+    assert d is not None
+    teams = [d.create_team(f"team{i}", ACTOR).id for i in range(5)]
+    d.create_user("root", ACTOR, role="admin")
+    d.create_user("vera", ACTOR, role="viewer", team="team0")
+    d.create_user("tess", ACTOR, role="viewer", team="team4")  # the team with 0.5 % of the traces
+    registry = PromptRegistry(runtime.store)  # type: ignore[arg-type]
+    for v in range(5):
+        registry.create("greet", ACTOR, kind="text", template=f"Hello {{{{ name }}}} v{v}")
+    return (*keys_again(runtime), teams)
+
+
+def keys_again(runtime: Runtime) -> tuple[str, str, str]:
+    d = runtime.auth.directory
+    assert d is not None
+    return d.create_key("root", ACTOR)[0], d.create_key("vera", ACTOR)[0], d.create_key("tess", ACTOR)[0]
+
+
+def beside_the_traces(runtime: object, home: Path) -> None:
+    """A model with two versions (one tuned from the other), two evaluation runs of 200 cases and a scan
+    report, the A/B experiment the traces were assigned to, 40 alert firings."""
+    from llmdock.evaluate.case import Case, CaseResult, Output, Score
+    from llmdock.evaluate.results import create_run, finish_run, save_result
+    from llmdock.experiments.book import ExperimentBook
+    from llmdock.experiments.spec import ExperimentSpec, VariantSpec
+    from llmdock.scan.stored import save_report
+    from llmdock.store.monitor_rows import AlertFiring
+
+    store = runtime.store  # type: ignore[attr-defined]
+    weights = home / "weights.gguf"
+    weights.write_bytes(b"x" * 4096)
+    registry = ModelRegistry(store, home)
+    registry.register("tuned", weights, ACTOR, progress=False)
+    lineage = {"base_model_version": "tuned/1", "training_run": "ft-1", "dataset": "support"}
+    registry.register("tuned", weights, ACTOR, progress=False, lineage=lineage)
+    rng = random.Random(3)
+    for run in ("benchrun0000000a", "benchrun0000000b"):
+        create_run(store, run, "capitals", "suite.yaml", "0" * 64, {}, 200, "bench")
+        for i in range(200):
+            passed = rng.random() < 0.8
+            result = CaseResult(
+                "fake",
+                f"c{i}",
+                0,
+                Output("x", 10.0),
+                {"icontains": Score(float(passed), passed)},
+                float(passed),
+                passed,
+            )
+            save_result(store, run, Case(id=f"c{i}", input=f"q {i}", expected="x"), result)
+        finish_run(store, run, "done")
+    save_report(store, "benchrun0000000b", {"run_id": "benchrun0000000b", "findings": [], "tallies": []})
+    variants = [VariantSpec("a", model="smollm2", weight=50), VariantSpec("b", model="smollm2", weight=50)]
+    spec = ExperimentSpec(
+        "tone", variants, match={"model": "smollm2"}, starts_at=datetime.now(UTC) - timedelta(days=8)
+    )
+    ExperimentBook(store).create(spec, ACTOR, {"smollm2"})
+    now = datetime.now(UTC)
+    with store.session() as s, s.begin():
+        s.add_all(
+            AlertFiring(
+                rule=f"rule{i % 4}", model="smollm2", metric="p95_ms", condition="threshold", value=900.0 + i,
+                expected="> 800", message="slow", fired_at=now - timedelta(hours=i), last_seen_at=now,
+            )
+            for i in range(40)
+        )  # fmt: skip
 
 
 def measure(
@@ -165,14 +268,28 @@ def measure(
         "prompt diff": "/ui/prompts/greet/diff?a=1&b=5",
         "monitoring 24h": "/ui/monitoring?period=24h",
         "monitoring 7d": "/ui/monitoring?period=7d",
+        "traces prompt (1 %)": "/ui/traces?prompt=greet",
+        "traces guard=blocked (1 %)": "/ui/traces?guard=blocked",
+        "traces guard=flagged (1 %)": "/ui/traces?guard=flagged",
+        "models": "/ui/models",
+        "model versions + lineage": "/ui/models/tuned",
+        "evaluations": "/ui/evaluations",
+        "evaluation compare (200 cases)": "/ui/evaluations/compare?a=benchrun0000000a&b=benchrun0000000b",
+        "scan findings": "/ui/evaluations/benchrun0000000b/scan",
+        "experiments": "/ui/experiments",
+        "experiment (2 % of traces)": "/ui/experiments/tone",
+        "usage 7d": "/ui/usage?period=7d",
+        "usage 30d": "/ui/usage?period=30d",
+        "keys": "/ui/keys",
     }
     cold = time.perf_counter()
-    client.get("/ui/monitoring?period=7d")  # the first view keeps the week's closed hours (monitor_hours)
-    print(f"monitoring 7d, first view (keeps the closed hours): {(time.perf_counter() - cold) * 1000:.0f} ms")
+    client.get("/ui/usage?period=30d")  # the first view keeps the month's closed hours (monitor_hours)
+    print(f"usage 30d, first view (keeps the closed hours): {(time.perf_counter() - cold) * 1000:.0f} ms")
     out = {name: timed(client, url, repeat) for name, url in admin_pages.items()}
     sign_in(viewer_key)
     out["traces, team view (viewer)"] = timed(client, "/ui/traces", repeat)
     out["monitoring 24h, team (viewer)"] = timed(client, "/ui/monitoring?period=24h", repeat)
+    out["usage 7d, team (viewer)"] = timed(client, "/ui/usage?period=7d", repeat)
     sign_in(tiny_key)
     out["traces, team of 0.5 % (viewer)"] = timed(client, "/ui/traces", repeat)
     return out
@@ -188,6 +305,9 @@ def timed(client: object, url: str, repeat: int) -> tuple[list[float], int]:
         times.append((time.perf_counter() - t) * 1000)
         assert resp.status_code == 200, (url, resp.status_code, resp.text[-300:])
         rows = resp.text.count("<tr>")
+    print(
+        f"  {url[:60]:<60} P50 {pct(times, 50):8.1f}  P95 {pct(times, 95):8.1f}", file=sys.stderr, flush=True
+    )
     return times, rows
 
 

@@ -1,7 +1,7 @@
 """The dashboard end to end: a real ``llmdock serve`` answering with the embedded model, driven in headless
 Chromium (Debian's ``chromium``, through Playwright from PyPI; no browser is downloaded): sign in with a key,
 see the traces of real requests, filter them (htmx), open a trace and its stages, promote a prompt label and
-see the next request use it, open an evaluation run's report and its plots, and the monitoring charts drawn (uPlot, under the pages' CSP). A ``<script>``
+see the next request use it, open an evaluation run's report and its plots, the monitoring charts drawn (uPlot, under the pages' CSP), a model's lineage and an alias promoted from the keyboard, usage, and an API key created and shown once. A ``<script>``
 sent in a request stays text. Screenshots go to the test's tmp dir (and to ``$LLMDOCK_ARTIFACTS`` if set)."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +20,7 @@ import pytest
 from llmdock.auth.keys import Directory, load_secret
 from llmdock.config import Settings
 from llmdock.prompts import PromptRegistry
+from llmdock.registry import ModelRegistry
 from llmdock.store import Store
 from llmdock.store.audit import Actor
 from tests.integration.conftest import Server, start_server, stop_server
@@ -44,6 +46,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, s
         prompts.create("answer", ACTOR, kind="chat", template=[{"role": "system", "content": word}])
     prompts.labels.set("answer", "production", 1, ACTOR)
     store_run(store)
+    weights = home / "tuned.gguf"
+    weights.write_bytes(b"not a real model: the registry only keeps and hashes it")
+    registry = ModelRegistry(store, home)
+    for _ in range(2):
+        registry.register("tuned", weights, ACTOR, progress=False, lineage=LINEAGE)
+    registry.labels.set("tuned", "production", 1, ACTOR)
     store.close()
     server = start_server(
         home, env={"LLMDOCK_PROMPTS__CACHE_TTL_S": "0"}, headers={"authorization": f"Bearer {key}"}
@@ -53,6 +61,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, s
 
 
 RUN = "uirun00000000001"
+LINEAGE = {"base_model": "smollm2", "training_run": "ft-1", "method": "lora", "dataset": "support"}
 
 
 def store_run(store: Store) -> None:
@@ -142,14 +151,40 @@ def test_sign_in_see_filter_open_a_trace_and_promote_a_prompt(
 
         page.goto(f"{server.url}/ui/monitoring")
         page.wait_for_selector(".chart canvas")
-        assert page.locator(".chart canvas").count() == 3
+        assert page.locator(".chart canvas").count() == 4
+        more_pages(page, server, shots)
         page.set_viewport_size({"width": 390, "height": 844})
-        page.goto(f"{server.url}/ui/traces")
-        assert (
-            page.evaluate("document.documentElement.scrollWidth") <= 390 + 1
-        )  # no sideways page at phone width
-        page.screenshot(path=str(shots / "traces-phone.png"), full_page=True)
+        for name in ("traces", "models/tuned", "usage", "keys"):
+            page.goto(f"{server.url}/ui/{name}")
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390 + 1, name  # no sideways page
+        page.screenshot(path=str(shots / "keys-phone.png"), full_page=True)
         browser.close()
     assert dialogs == []
     if os.environ.get("LLMDOCK_ARTIFACTS"):
         shutil.copytree(shots, Path(os.environ["LLMDOCK_ARTIFACTS"]) / "ui-screenshots", dirs_exist_ok=True)
+
+
+def more_pages(page: Any, server: Server, shots: Path) -> None:
+    """Models (lineage, an alias promoted by keyboard alone), usage, and a key created and shown once."""
+    page.goto(f"{server.url}/ui/models")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.click("a[href$='/models/tuned']")
+    assert page.locator("#v2 ol.lineage li").all_inner_texts()[0].startswith("base")
+    page.select_option("form[action$='/promote'] select[name=version]", "2")
+    page.focus("form[action$='/promote'] button")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("p.done")
+    assert "production now points at version 2 (was version 1)" in page.inner_text("p.done")
+    page.screenshot(path=str(shots / "model.png"), full_page=True)
+    page.goto(f"{server.url}/ui/usage")
+    assert "smollm2" in page.inner_text("table.usage >> nth=1")  # by model: the requests made above
+    page.goto(f"{server.url}/ui/keys")
+    page.fill("input[name=name]", "from-the-browser")
+    page.click("form[action$='/keys/create'] button")
+    key = page.inner_text("#new-key")
+    assert key.startswith("ldk_")
+    page.screenshot(path=str(shots / "keys.png"), full_page=True)
+    page.goto(f"{server.url}/ui/keys")
+    assert key not in page.content()  # shown once
+    assert httpx.get(f"{server.v1}/models", headers={"authorization": f"Bearer {key}"}).status_code == 200

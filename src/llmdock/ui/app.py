@@ -20,7 +20,15 @@ from starlette.templating import Jinja2Templates
 
 from llmdock.errors import AuthError, Forbidden, LlmdockError
 from llmdock.runtime import Runtime
-from llmdock.ui import eval_pages, monitor_pages, prompt_pages, trace_pages
+from llmdock.ui import (
+    eval_pages,
+    experiment_pages,
+    model_pages,
+    monitor_pages,
+    prompt_pages,
+    trace_pages,
+    usage_pages,
+)
 from llmdock.ui.pages import LOCAL_ADMIN, Ui, environment, error_page, http_error, render, ui_of
 from llmdock.ui.session import COOKIE, SESSION_TTL_S, Sessions, Viewer
 
@@ -125,7 +133,15 @@ def create_ui(runtime: Runtime) -> Starlette:
         Route("/logout", page(logout), methods=["POST"]),
         *[
             Route(path, page(h, changes=c), methods=[m])
-            for module in (trace_pages, prompt_pages, eval_pages, monitor_pages)
+            for module in (
+                trace_pages,
+                prompt_pages,
+                model_pages,
+                eval_pages,
+                experiment_pages,
+                usage_pages,
+                monitor_pages,
+            )
             for path, m, h, c in module.ROUTES
         ],
         Mount("/static", StaticFiles(directory=str(files("llmdock.ui").joinpath("static"))), name="static"),

@@ -1,31 +1,43 @@
-"""Monitoring: requests, errors, latency (mean and slowest) and cost per hour over the last day or week,
-of the viewer's team's traces (``monitor_hours``), drawn by uPlot (``static/app.js``)."""
+"""Monitoring: requests, errors, guard blocks, latency (mean and slowest) and cost per hour over the last day
+or week, of the viewer's team's traces (``monitor_hours``), drawn by uPlot (``static/app.js``); the alert
+firings the alert loop kept (``llmdock.monitor.alerts``, newest first: per model, every team's traffic); the
+drift references stored (``llmdock monitor reference set``) that ``llmdock monitor drift`` compares with."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
 
+from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import Response
 
-from llmdock.errors import InvalidRequest
+from llmdock.store.monitor_eval_rows import DriftReference
+from llmdock.store.monitor_rows import AlertFiring, list_firings
 from llmdock.ui.monitor_hours import hourly
-from llmdock.ui.pages import Ui, render
+from llmdock.ui.pages import Ui, chosen_period, render
 from llmdock.ui.session import Viewer
 from llmdock.ui.trace_pages import store_of
 
 PERIODS = {"24h": 24, "7d": 24 * 7}
+ALERTS_SHOWN = 50
+
+
+def _alerts_and_references(ui: Ui) -> tuple[list[AlertFiring], list[DriftReference]]:
+    store = store_of(ui)
+    with store.session() as s:
+        references = list(s.scalars(select(DriftReference).order_by(DriftReference.model)))
+    return list_firings(store, limit=ALERTS_SHOWN), references
 
 
 async def monitoring(request: Request, viewer: Viewer, ui: Ui) -> Response:
-    period = request.query_params.get("period", "24h")
-    if period not in PERIODS:
-        raise InvalidRequest(f"period: one of {', '.join(PERIODS)}, not {period[:20]!r}", param="period")
-    data = await asyncio.to_thread(hourly, store_of(ui), viewer.scope, PERIODS[period])
+    hours_back, shown = chosen_period(request, PERIODS)
+    data = await asyncio.to_thread(hourly, store_of(ui), viewer.scope, hours_back)
+    alerts, references = await asyncio.to_thread(_alerts_and_references, ui)
     totals = {
         "requests": int(sum(data["requests"])),
         "errors": int(sum(data["errors"])),
+        "blocked": int(sum(data["blocked"])),
         "cost": sum(data["cost"]),
     }
     hours = [datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:00") for t in data["t"]]
@@ -33,11 +45,12 @@ async def monitoring(request: Request, viewer: Viewer, ui: Ui) -> Response:
         request,
         "monitoring.html",
         viewer,
-        period=period,
-        periods=list(PERIODS),
+        **shown,
         data=data,
         totals=totals,
         hours=hours,
+        alerts=alerts,
+        references=references,
     )
 
 

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
 from llmdock import __version__
+from llmdock.errors import InvalidRequest
 from llmdock.runtime import Runtime
 from llmdock.ui.session import LOCAL_ADMIN, Sessions, Viewer
 
@@ -67,6 +68,15 @@ def render(
     response = ui.templates.TemplateResponse(request, template, context, status_code=status)
     response.headers.update(HEADERS)
     return response
+
+
+def chosen_period(request: Request, periods: dict[str, int]) -> tuple[int, dict[str, Any]]:
+    """The ``period`` asked for (the first of ``periods`` when none): its hours, and what the page's period
+    links need; InvalidRequest for another value."""
+    period = request.query_params.get("period", next(iter(periods)))
+    if period not in periods:
+        raise InvalidRequest(f"period: one of {', '.join(periods)}, not {period[:20]!r}", param="period")
+    return periods[period], {"period": period, "periods": list(periods)}
 
 
 def error_page(request: Request, status: int, message: str) -> Response:

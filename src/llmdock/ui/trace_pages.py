@@ -45,10 +45,15 @@ async def traces(request: Request, viewer: Viewer, ui: Ui) -> Response:
         "next_query": filters.query_string(after=next_cursor) if next_cursor else None,
         "first_query": filters.query_string(after=""),
         "models": sorted(ui.runtime.backends),
+        "prompts": await asyncio.to_thread(_prompt_names, ui),
     }
     partial = request.headers.get("hx-request") == "true" and request.headers.get("hx-target") == "results"
     status = 400 if problems and not partial else 200  # htmx swaps only 2xx answers in
     return render(request, "trace_rows.html" if partial else "traces.html", viewer, status, **context)
+
+
+def _prompt_names(ui: Ui) -> list[str]:
+    return [n for n, _, _ in ui.runtime.prompts.registry.names()] if ui.runtime.prompts is not None else []
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +132,15 @@ def _trace_page_data(store: Store, trace_id: str, viewer: Viewer) -> dict[str, A
         "feedback": feedback,
         "attributes": sorted((k, json.dumps(v, default=str)) for k, v in attrs.items()),
         "prompt": (str(prompt), attrs.get("llmdock.prompt_version")) if prompt else None,
+        "served": served_version(attrs),
     }
+
+
+def served_version(attrs: dict[str, Any]) -> tuple[str, str] | None:
+    """(model name, version) of the registered model version that answered (``models:/NAME/3`` settings
+    record ``llmdock.served_model_version`` as ``NAME/3``), or None."""
+    name, _, version = str(attrs.get("llmdock.served_model_version") or "").rpartition("/")
+    return (name, version) if name and version.isdigit() else None
 
 
 async def trace_page(request: Request, viewer: Viewer, ui: Ui) -> Response:

@@ -3,9 +3,10 @@
 Pages are keyset pages, newest first: the cursor is the last row's ``(created_at, id)``, so page 1,000 costs
 what page 1 costs (no OFFSET). Filters on model, status and team use the indexes of ``store/ui_rows.py``;
 a user (the request's ``user``, stored as given or as its pseudonym
-when ``privacy.pii`` is on) uses the subject index; latency and time range narrow the same scan; text is a
-case-insensitive substring of the stored (redacted) input or output, found through the search index of
-store/trace_search.py (SQLite FTS5 trigrams, PostgreSQL pg_trgm; bodies stored encrypted cannot be searched).
+when ``privacy.pii`` is on) uses the subject index; a prompt template and a guard verdict (``_prompt_and_guard``)
+narrow the scan; latency and time range narrow the same scan; text is a case-insensitive substring of the stored
+(redacted) input or output, found through the search index of store/trace_search.py (SQLite FTS5 trigrams,
+PostgreSQL pg_trgm; bodies stored encrypted cannot be searched).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import Select, String, cast, func, or_, select, tuple_
 
 from llmdock.errors import NotFound
 from llmdock.feedback import Scope
@@ -26,9 +27,11 @@ from llmdock.store.engine import Store
 from llmdock.store.keyring import is_sealed
 from llmdock.store.models import Trace
 from llmdock.store.trace_search import text_match
+from llmdock.ui.monitor_hours import BLOCKED
 
 PAGE_ROWS = 50
 PREVIEW_CHARS = 120
+PROMPT_ATTRIBUTE = "llmdock.prompt_template"
 
 
 class TraceFilters(BaseModel):
@@ -42,6 +45,8 @@ class TraceFilters(BaseModel):
     until: datetime | None = None
     text: str = Field(default="", max_length=200)
     user: str = Field(default="", max_length=200)  # the end user (``user`` of the request) as stored
+    prompt: str = Field(default="", max_length=200)  # the prompt template the request used
+    guard: Literal["", "blocked", "flagged", "passed"] = ""  # the guards' verdict
     min_ms: float | None = Field(default=None, ge=0)
     max_ms: float | None = Field(default=None, ge=0)
     after: str = Field(default="", max_length=200)  # the cursor: the last row of the page before
@@ -140,6 +145,7 @@ def list_page(
         q = q.where(Trace.duration_ms >= filters.min_ms)
     if filters.max_ms is not None:
         q = q.where(Trace.duration_ms <= filters.max_ms)
+    q = _prompt_and_guard(q, filters)
     cursor = decode_cursor(filters.after) if filters.after else None
     if cursor is not None:
         q = q.where(tuple_(Trace.created_at, Trace.id) < tuple_(*cursor))
@@ -154,6 +160,34 @@ def list_page(
     more = len(rows) > PAGE_ROWS
     rows = rows[:PAGE_ROWS]
     return rows, encode_cursor(rows[-1].created_at, rows[-1].id) if more else ""
+
+
+FLAGGED = (
+    '"flagged":true',
+    '"flagged": true',
+)  # a detector's span that flagged (the writer's compact JSON, or not)
+CALM = ('"flagged":false', '"flagged": false')
+
+
+def _holds(spans: Any, words: tuple[str, ...]) -> Any:
+    return or_(*(spans.contains(w, autoescape=True) for w in words))
+
+
+def _prompt_and_guard(q: Select[Any], filters: TraceFilters) -> Select[Any]:
+    """The prompt template (the attribute the prompt stage sets) and the guards' verdict: ``blocked`` (a
+    guard refused the request: an error, on the status index), ``flagged`` (a detector flagged, whatever it
+    did), ``passed`` (the guards ran and none flagged). Neither has an index of its own: the scan reads rows
+    newest first until a page is full."""
+    if filters.prompt:
+        q = q.where(Trace.attributes[PROMPT_ATTRIBUTE].as_string() == filters.prompt)
+    spans = cast(Trace.spans, String)
+    if filters.guard == "blocked":
+        q = q.where(Trace.status == "error", Trace.error.startswith(BLOCKED, autoescape=True))
+    elif filters.guard == "flagged":
+        q = q.where(_holds(spans, FLAGGED))
+    elif filters.guard == "passed":
+        q = q.where(_holds(spans, CALM), ~_holds(spans, FLAGGED))
+    return q
 
 
 def _shown(preview: str | None) -> str:

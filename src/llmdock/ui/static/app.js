@@ -7,6 +7,7 @@
     var d = JSON.parse(holder.textContent);
     var sets = {
       requests: [[d.t, d.requests, d.errors], [{ label: "requests", stroke: "#3b6fd1" }, { label: "errors", stroke: "#b3261e" }]],
+      guard: [[d.t, d.blocked], [{ label: "guard blocks", stroke: "#7a5200" }]],
       latency: [[d.t, d.mean_ms, d.max_ms], [{ label: "mean ms", stroke: "#146c2e" }, { label: "max ms", stroke: "#7a5200" }]],
       cost: [[d.t, d.cost], [{ label: "cost", stroke: "#6b3fa0" }]]
     };
