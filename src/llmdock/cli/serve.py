@@ -74,7 +74,10 @@ def serve(
             "%d workers without redis_url: caches and rate limits are per worker", workers
         )
     try:
-        uvicorn.run("llmdock.gateway.asgi:app_from_env", factory=True, workers=workers, **common)
+        # uvicorn kills a worker that does not answer its health ping within 5 s: on a loaded machine a worker
+        # still importing its models (the GIL held in C) missed it, and was killed and restarted for ever.
+        uvicorn.run("llmdock.gateway.asgi:app_from_env", factory=True, workers=workers,
+                    timeout_worker_healthcheck=60, **common)  # fmt: skip
     finally:
         if run_dir is not None:
             shutil.rmtree(run_dir, ignore_errors=True)
