@@ -5,8 +5,8 @@ experiments are read again and the table replaced (prompt templates whose experi
 from the worker's prompt cache, so a label ``conclude`` moved is served at once). Every ``GUARD_S`` seconds,
 the running experiments with guard rails are measured from their traces and a variant past a bound is
 stopped (audited as ``experiment.stop_variant`` by ``experiment-guard``); every worker may do it, the first
-one wins and the others find it stopped. Canary releases' promote and rollback rules are applied on the same
-beat (``experiments.release``).
+one wins and the others find it stopped. Canary releases' promote, step and rollback rules are applied on the
+same beat (``experiments.release``), and at once when this worker could not load a release's challenger.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -37,10 +37,13 @@ class ExperimentWatch:
         store: Store,
         forget_prompt: Callable[[str], None] | None = None,
         on_table: Callable[[ExperimentTable], None] | None = None,
+        load_errors: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         self.book = ExperimentBook(store)
         self.forget_prompt = forget_prompt
         self.on_table = on_table  # told each new table, on the event loop (variant routes to load or drop)
+        self.load_errors = load_errors  # served name -> why this worker could not load it (variant routes)
+        self._failed: set[str] = set()
         self._table_changed = False
         self.table = ExperimentTable()
         self._seen: tuple[int, int] = (-1, -1)
@@ -102,7 +105,7 @@ class ExperimentWatch:
             return []
         from llmdock.experiments.release import judge_releases  # scipy: imported only once a release runs
 
-        done = judge_releases(self.book, rows)
+        done = judge_releases(self.book, rows, dict(self.load_errors()))
         for name, action, why in done:
             log.warning(
                 "release %s: %s (%s)", name, "promoted" if action == "promote" else "rolled back", why
@@ -124,6 +127,11 @@ class ExperimentWatch:
     def _tick(self, guards: bool) -> None:
         try:
             self.load()
+            failed = set(self.load_errors())
+            if failed - self._failed:  # a challenger that cannot load here: roll its release back now
+                self.apply_releases()
+                self.load()
+            self._failed = failed
             if guards and time.monotonic() - self._guarded >= GUARD_S:
                 self._guarded = time.monotonic()
                 self.apply_guards()
