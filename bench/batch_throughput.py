@@ -18,6 +18,10 @@ waiting for a busy core make every figure noise), default settings otherwise.
 Both are timed on the same blocks of ``--block`` rows, alternating a/b, b/a, ... (drift on a shared machine
 falls on both). Target (issue 22): (a) >= 1.3x (b)'s rows/s.
 
+Each block also prints what the engine did for (a) — llama.cpp steps, tokens per step, milliseconds per step
+(``BatchEngine.stats``) — and the load average (``os.getloadavg``) is printed beside every figure: on a shared
+2-core machine the rates mean little without it. Run the full figure when ``uptime`` shows the lowest load.
+
 Overhead, with the fake backend (no model): (c) ``run_rows`` over 20,000 rows with an answerer that returns at
 once (reading, journal write, output line, final assembly: the runner alone); (d) PipelineRows on the fake
 model row after row, with and without ``run_rows`` around it: the difference per row. Target: <= 0.5 ms.
@@ -28,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -64,6 +69,16 @@ async def runner(runtime: Runtime, src: Path, work: Path, concurrency: int) -> f
     return elapsed
 
 
+def load() -> str:
+    return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def engine_stats(runtime: Runtime) -> dict[str, int]:
+    """The embedded model's continuous-batching counters (steps, tokens decoded) in this process."""
+    info = runtime.backends["smollm2"].deployments[0].backend.info()
+    return dict(info.get("batching", {}))
+
+
 def one_by_one(client: httpx.Client, bodies: list[dict[str, Any]]) -> float:
     t0 = time.perf_counter()
     for body in bodies:
@@ -98,16 +113,22 @@ async def model_figures(args: Any, work: Path) -> None:
         ):
             one_by_one(client, bodies[:2])  # warm-up, untimed
             await runner(runtime, write_rows(work / "warm.jsonl", bodies[:4]), work, args.concurrency)
+            print(f"start: {load()}", flush=True)
             for k, block in enumerate(blocks):
                 src = write_rows(work / f"block{k}.jsonl", block)
                 order = ("a", "b") if k % 2 == 0 else ("b", "a")
                 for variant in order:
                     if variant == "a":
+                        before = engine_stats(runtime)
                         times["a"].append(await runner(runtime, src, work, args.concurrency))
+                        after = engine_stats(runtime)
                     else:
                         times["b"].append(await asyncio.to_thread(one_by_one, client, block))
-                print(f"block {k + 1}/{len(blocks)}: a {len(block) / times['a'][-1]:.2f} rows/s, "
-                      f"b {len(block) / times['b'][-1]:.2f} rows/s", flush=True)  # fmt: skip
+                steps = max(1, after.get("steps", 0) - before.get("steps", 0))
+                tokens = after.get("decoded_tokens", 0) - before.get("decoded_tokens", 0)
+                print(f"block {k + 1}/{len(blocks)}: a {len(block) / times['a'][-1]:.2f} rows/s "
+                      f"({tokens / steps:.1f} tokens per step, {times['a'][-1] / steps * 1000:.0f} ms per step), "
+                      f"b {len(block) / times['b'][-1]:.2f} rows/s; {load()}", flush=True)  # fmt: skip
     finally:
         await runtime.close()
     a, b = len(bodies) / sum(times["a"]), len(bodies) / sum(times["b"])
@@ -117,7 +138,7 @@ async def model_figures(args: Any, work: Path) -> None:
     )
     print(f"(a) batch runner, concurrency {args.concurrency}: {a:.2f} rows/s ({sum(times['a']):.1f} s)")
     print(f"(b) gateway, one by one:          {b:.2f} rows/s ({sum(times['b']):.1f} s)")
-    print(f"(a)/(b): {a / b:.2f}x (median of the blocks' ratios {per_block:.2f}x; target >= 1.3x)")
+    print(f"(a)/(b): {a / b:.2f}x (median of the blocks' ratios {per_block:.2f}x; target >= 1.3x); {load()}")
 
 
 class Instant:
@@ -160,7 +181,7 @@ async def overhead_figures(work: Path) -> None:
     print(f"\n(c) runner alone (answer returns at once), {n} rows: {runner_alone:.3f} ms per row")
     print(f"(d) fake model through the pipeline, {m} rows: {min(bare) / m * 1000:.3f} ms per row called directly, "
           f"{min(wrapped) / m * 1000:.3f} ms through run_rows: overhead {(min(wrapped) - min(bare)) / m * 1000:.3f} ms "
-          "per row (target <= 0.5 ms)")  # fmt: skip
+          f"per row (target <= 0.5 ms); {load()}")  # fmt: skip
 
 
 def main() -> None:

@@ -172,7 +172,10 @@ class Runtime:
         self.prompts = PromptResolver(PromptRegistry(self.store), self.settings.prompts.cache_ttl_s)
         self.follow = follow = RegistryFollow(self.backends, self.store)
         self.experiments = ExperimentWatch(
-            self.store, self.prompts.forget, lambda table: follow.want(table.registry_variants())
+            self.store,
+            self.prompts.forget,
+            lambda table: follow.want(table.registry_variants()),
+            load_errors=lambda: follow.variant_errors,
         )
         t = self.settings.trace
         if not t.enabled:

@@ -78,7 +78,9 @@ MATRIX: dict[tuple[str, str], Row] = {
     ),
     ("POST", "/v1/files"): Row("/v1/files", "inference", 400),  # no multipart file
     ("GET", "/v1/prompts/{name}"): Row("/v1/prompts/none", "inference", 404),  # no such template
+    ("GET", "/v1/files"): Row("/v1/files", "inference", 200),
     ("GET", "/v1/files/{file_id}"): Row("/v1/files/file-none", "inference", 404),
+    ("DELETE", "/v1/files/{file_id}"): Row("/v1/files/file-none", "inference", 404),
     ("GET", "/v1/files/{file_id}/content"): Row("/v1/files/file-none/content", "inference", 404),
     ("POST", "/v1/batches"): Row(
         "/v1/batches",

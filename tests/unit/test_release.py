@@ -4,11 +4,14 @@ tagged traces, and the one-command rollback."""
 
 from __future__ import annotations
 
+import re
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from llmdock.config import ModelConfig
 from llmdock.errors import Conflict, InvalidRequest, NotFound
@@ -29,6 +32,7 @@ from llmdock.registry.models import ModelRegistry
 from llmdock.store import Store, TraceRecord, write_traces
 from llmdock.store.audit import Actor
 from llmdock.store.feedback_rows import FeedbackRow
+from llmdock.store.models import AuditRow
 
 ME = Actor("test", "pytest")
 SERVED = {
@@ -222,3 +226,103 @@ async def test_a_key_that_may_not_use_the_variants_model_stays_out_instead_of_be
             assert resp.status_code == 200, resp.text
             seen[who].add(resp.json()["choices"][0]["message"]["content"])
     assert seen == {"scoped": {"stable"}, "free": {"stable", "other"}}
+
+
+@pytest.mark.parametrize(
+    ("kw", "says"),
+    [
+        ({"ramp": "5,50,25"}, "increasing percents"),
+        ({"ramp": "5"}, "two or more"),
+        ({"ramp": "5,lots"}, "whole percents"),
+        ({"ramp": "5,100"}, "from 1 to 99"),
+        ({"ramp": "5,10", "step_after": "soon"}, "a number of requests (200) or a duration"),
+        ({"ramp": "5,10", "step_after": "2.5"}, "a number of requests"),
+        ({"ramp": "5,10", "share": 20}, "starts at its first step (5)"),
+        ({"step_after": "200"}, "give --ramp too"),
+    ],
+)
+def test_a_bad_ramp_is_refused_and_nothing_is_stored(
+    registry: ModelRegistry, kw: dict[str, Any], says: str
+) -> None:
+    with pytest.raises(InvalidRequest, match=re.escape(says)):
+        start(registry, **({"share": None} | kw))
+    assert ExperimentBook(registry.store).rows() == []
+
+
+def test_a_ramp_climbs_a_step_per_requests_only_while_not_worse_then_the_promote_rule_decides(
+    registry: ModelRegistry,
+) -> None:
+    store, book = registry.store, ExperimentBook(registry.store)
+    watch = ExperimentWatch(store)
+    row = start(registry, share=None, ramp="10,30,60", step_after="20", promote_when="requests >= 60 and not worse",
+                rollback_when="error_rate > 0.5")  # fmt: skip
+    assert [v["weight"] for v in row.variants] == [90, 10]
+    traces(store, row.name, "stable", 100, 0, 0)
+    traces(store, row.name, "challenger", 19, 0, 1000)
+    assert watch.apply_releases() == []  # 19 < 20 requests
+    traces(store, row.name, "challenger", 1, 0, 1100)
+    assert watch.apply_releases() == [(row.name, "step", "requests >= 20 since the last step and not worse")]
+    row = book.get(row.name)
+    assert [v["weight"] for v in row.variants] == [70, 30]
+    assert (
+        row.guard["release"]["share"],
+        row.guard["release"]["step"],
+        row.guard["release"]["step_from"],
+    ) == (30, 1, 20)
+    live = live_experiment(row)
+    assert live is not None
+    assert [v.upto for v in live.variants] == [
+        7000,
+        10000,
+    ]  # the challenger keeps its users
+    assert watch.apply_releases() == []  # the step's requests count from the step
+    # significantly slower now: no step up (and no rollback: the rule here reads errors only)
+    write_traces(store, [TraceRecord(f"{5000 + i:032x}", datetime.now(UTC), "chat", "assistant", "ok", 900.0 + i % 5,
+                                     attributes={"llmdock.experiment": row.name, "llmdock.experiment_variant": "challenger"})
+                         for i in range(40)], yield_gil=False)  # fmt: skip
+    assert watch.apply_releases() == []
+    assert book.get(row.name).guard["release"]["step"] == 1
+    audit = [a for a in audit_actions(store) if a == "experiment.reweigh"]
+    assert audit == ["experiment.reweigh"]
+
+
+def test_a_time_ramp_steps_once_the_time_has_passed_and_the_last_step_reads_the_promote_rule(
+    registry: ModelRegistry,
+) -> None:
+    store, book = registry.store, ExperimentBook(registry.store)
+    watch = ExperimentWatch(store)
+    row = start(registry, share=None, ramp="20,50", step_after="1s", promote_when="requests >= 1")
+    traces(store, row.name, "challenger", 5, 0, 0)
+    assert watch.apply_releases() == []  # a second has not passed: no step, and no promotion before the last
+    time.sleep(1.05)
+    assert watch.apply_releases() == [
+        (row.name, "step", "minutes >= 0.0166667 since the last step and not worse")
+    ]
+    assert book.get(row.name).guard["release"]["share"] == 50
+    assert watch.apply_releases() == [(row.name, "promote", "requests >= 1")]
+
+
+def test_a_challenger_that_cannot_load_is_rolled_back_by_the_gateway_that_tried(
+    registry: ModelRegistry,
+) -> None:
+    errors: dict[str, str] = {}
+    watch = ExperimentWatch(registry.store, load_errors=lambda: errors)
+    row = start(registry)
+    watch._tick(guards=False)
+    assert book_status(registry, row.name) == "running"
+    errors["assistant@release"] = "ModelLoadError: not a GGUF file"
+    watch._tick(guards=False)
+    row = ExperimentBook(registry.store).get(row.name)
+    assert row.status == "stopped"
+    assert row.guard["reason"].startswith("rolled back: the challenger failed to load on ")
+    assert row.guard["reason"].endswith(": ModelLoadError: not a GGUF file")
+    assert registry.labels.get("smol", "production") == 1
+
+
+def book_status(registry: ModelRegistry, name: str) -> str:
+    return ExperimentBook(registry.store).get(name).status
+
+
+def audit_actions(store: Store) -> list[str]:
+    with store.session() as s:
+        return [a for (a,) in s.execute(select(AuditRow.action).order_by(AuditRow.seq))]

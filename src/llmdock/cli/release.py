@@ -35,7 +35,11 @@ def _book(config: Path | None) -> Any:
 def start(
     model: str = typer.Argument(..., help="the served model (its model_path: models:/NAME@alias)"),
     challenger: str = typer.Option(..., help="the version to release: models:/NAME/N or models:/NAME@alias"),
-    share: int = typer.Option(10, help="percent of the model's traffic the challenger gets"),
+    share: int | None = typer.Option(None, help="percent of the model's traffic the challenger gets (10)"),
+    ramp: str | None = typer.Option(None, help="shares to climb, e.g. 5,10,25,50 (instead of --share)"),
+    step_after: str | None = typer.Option(
+        None, help="with --ramp: next step after N challenger requests (200) or a time (30m); never if worse"
+    ),
     promote_when: str | None = typer.Option(None, help="rule, e.g. 'requests >= 200 and not worse'"),
     rollback_when: str | None = typer.Option(None, help="rule, e.g. 'worse or error_rate > 0.05'"),
     sticky: str = typer.Option("user", help="user, session or key: who always sees the same version"),
@@ -47,14 +51,17 @@ def start(
 
     book, settings = _book(config)
     request = {"model": model, "challenger": challenger, "share": share, "promote_when": promote_when,
-               "rollback_when": rollback_when, "sticky": sticky}  # fmt: skip
+               "rollback_when": rollback_when, "sticky": sticky, "ramp": ramp, "step_after": step_after}  # fmt: skip
     row = start_release(book, ModelRegistry(book.store, settings.home), settings.all_models(), request, who())
     rel = row.guard["release"]
     typer.echo(
-        f"release {row.name}: {share}% of {model} to {rel['registered']}/{rel['version']} "
+        f"release {row.name}: {rel['share']}% of {model} to {rel['registered']}/{rel['version']} "
         f"(now {rel['registered']}@{rel['alias']} = {rel['stable_version']})\n"
         f"  promote when: {rel['promote_when']}\n  rollback when: {rel['rollback_when']}"
     )
+    if rel.get("ramp"):
+        typer.echo(f"  ramp: {' -> '.join(f'{s}%' for s in rel['ramp'])}, a step after {rel['step_after']} "
+                   "while not worse; the promote rule is read at the last step")  # fmt: skip
 
 
 @app.command("status")
@@ -73,6 +80,9 @@ def status(model: str = typer.Argument(...), as_json: bool = AS_JSON, config: Pa
         return
     typer.echo(f"{view['name']}: {view['status']}  {view['share']}% of {view['model']} to "
                f"{view['registered']}/{view['version']} (stable {view['stable_version']})  {view['reason']}")  # fmt: skip
+    if view.get("ramp"):
+        typer.echo(f"ramp: {' -> '.join(f'{s}%' for s in view['ramp'])}, at step {view['step'] + 1} of "
+                   f"{len(view['ramp'])} (a step after {view['step_after']})")  # fmt: skip
     typer.echo(f"rules now: {view['rules_now']}")
     table = Table("version", "requests", "errors", "guard blocks", "p50 ms", "p95 ms", "feedback")
     for v in view["variants"]:

@@ -164,14 +164,19 @@ class ExperimentBook:
         with self.store.session() as s:
             return list(s.scalars(q))
 
-    def _change(self, name: str, actor: Actor, action: str, **values: Any) -> ExperimentRow:
-        """Update a running experiment's row (bumping its revision), audited as ``experiment.<action>``."""
+    def _change(
+        self, name: str, actor: Actor, action: str, revision: int | None = None, **values: Any
+    ) -> ExperimentRow:
+        """Update a running experiment's row (bumping its revision), audited as ``experiment.<action>``; with
+        ``revision``, only if the row is still at it (else Conflict: someone changed it first)."""
         with self.store.session() as s, s.begin():
             row = s.get(ExperimentRow, name, with_for_update=True)
             if row is None:
                 raise NotFound(f"no experiment {name!r}", param="name")
             if row.status != RUNNING:
                 raise Conflict(f"experiment {name!r} is {row.status} already", param="name")
+            if revision is not None and row.revision != revision:
+                raise Conflict(f"experiment {name!r} changed meanwhile", param="name")
             before = {k: getattr(row, k) for k in values}
             for k, v in values.items():
                 setattr(row, k, v)
@@ -195,6 +200,14 @@ class ExperimentBook:
         if not live:
             values["status"] = "stopped"
         return self._change(name, actor, "stop_variant", **values)
+
+    def reweigh(
+        self, name: str, weights: Mapping[str, int], actor: Actor, guard: dict[str, Any], revision: int
+    ) -> ExperimentRow:
+        """New shares for a running experiment's variants and its ``guard`` replaced (a canary release's ramp),
+        if it is still at ``revision``; audited as ``experiment.reweigh``."""
+        variants = [v | {"weight": weights.get(v["name"], v["weight"])} for v in self.get(name).variants]
+        return self._change(name, actor, "reweigh", revision, variants=variants, guard=guard)
 
     def stop(self, name: str, actor: Actor, reason: str = "") -> ExperimentRow:
         """End the split without a winner (labels stay where they are); ``reason`` is kept with the row."""

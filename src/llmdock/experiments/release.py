@@ -11,12 +11,16 @@ gateway every ``GUARD_S`` seconds (the first to act wins, the others find it end
 
 Promoting concludes the experiment with the challenger as the winner, which moves the alias to its version:
 every gateway then follows the alias. Rolling back stops the experiment: gateways drop the challenger within
-a second. Both are audited (``experiment.conclude`` / ``experiment.stop``, and ``model.promote``).
+a second. Both are audited (``experiment.conclude`` / ``experiment.stop``, and ``model.promote``). A
+challenger that fails to load on a gateway is rolled back by that gateway at once (a release nobody can serve
+teaches nothing); a release with a ramp (``release_ramp``) climbs its shares before the promote rule is read.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 from collections.abc import Collection, Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -25,9 +29,11 @@ from typing import Any
 from llmdock.config import ModelConfig
 from llmdock.errors import Conflict, InvalidRequest, LlmdockError, NotFound
 from llmdock.experiments.book import RUNNING, ExperimentBook
+from llmdock.experiments.release_ramp import ramp_fields, ramping, step_due, step_up
 from llmdock.experiments.release_rules import (
     DEFAULT_PROMOTE,
     DEFAULT_ROLLBACK,
+    Evidence,
     evidence,
     holds,
     parse_rule,
@@ -72,8 +78,11 @@ def start_release(
     actor: Actor,
 ) -> ExperimentRow:
     """Check everything, then create the release's experiment (audited as ``experiment.create``). ``request``:
-    model, challenger (a registry URI), share (percent), promote_when, rollback_when, sticky."""
-    model, share = request["model"], int(request["share"])
+    model, challenger (a registry URI), share (percent), promote_when, rollback_when, sticky, and optionally
+    ramp (``5,10,25,50``: the shares to climb, the first one instead of share) and step_after."""
+    model, now = request["model"], datetime.now(UTC)
+    ramp = ramp_fields(request, now)
+    share = int(ramp["ramp"][0] if ramp else request.get("share") or 10)
     if model not in models:
         raise NotFound(f"no model {model!r} (served: {', '.join(sorted(models))})", param="model")
     ref = served_alias(model, models[model])
@@ -97,11 +106,10 @@ def start_release(
     if sticky not in STICKY:
         raise InvalidRequest(f"sticky {sticky!r}: one of {', '.join(STICKY)}", param="sticky")
     slug = re.sub(r"[^a-z0-9_.-]+", "-", model.lower()).strip("-")[:32] or "model"
-    now = datetime.now(UTC)
     release = {
         "model": model, "registered": ref.name, "alias": ref.alias, "stable_version": stable,
         "challenger": uri, "version": version, "share": share,
-        "promote_when": promote.text, "rollback_when": rollback.text,
+        "promote_when": promote.text, "rollback_when": rollback.text, **ramp,
     }  # fmt: skip
     spec = ExperimentSpec(
         f"release-{slug}-{now:%Y%m%d%H%M%S}{now.microsecond // 1000:03d}",
@@ -142,16 +150,26 @@ def running_release(book: ExperimentBook, model: str) -> ExperimentRow:
     return row
 
 
-def decide(book: ExperimentBook, row: ExperimentRow) -> tuple[str, str] | None:
-    """("rollback" | "promote", the rule's alternative that holds) — rollback first — or None: keep going."""
+def decide(
+    book: ExperimentBook, row: ExperimentRow, load_error: str = ""
+) -> tuple[str, str, Evidence | None] | None:
+    """("rollback" | "step" | "promote", why, the evidence read) — rollback first, a step of the ramp before
+    promotion — or None: keep going. ``load_error``: why this gateway could not load the challenger (rolled
+    back without reading the traces)."""
+    if load_error:
+        where = f"{socket.gethostname()}:{os.getpid()}"
+        return "rollback", f"the challenger failed to load on {where}: {load_error}", None
     rel = row.guard["release"]
     stats = variant_stats(book.store, row)
     started = row.starts_at if row.starts_at.tzinfo else row.starts_at.replace(tzinfo=UTC)
     minutes = (datetime.now(UTC) - started).total_seconds() / 60
     ev = evidence(stats[STABLE], stats[CHALLENGER], minutes)
-    for action, rule in (("rollback", rel["rollback_when"]), ("promote", rel["promote_when"])):
-        if why := holds(parse_rule(rule, f"{action}_when"), ev):
-            return action, why
+    if why := holds(parse_rule(rel["rollback_when"], "rollback_when"), ev):
+        return "rollback", why, ev
+    if ramping(rel):
+        return ("step", why, ev) if (why := step_due(rel, ev)) else None
+    if why := holds(parse_rule(rel["promote_when"], "promote_when"), ev):
+        return "promote", why, ev
     return None
 
 
@@ -167,18 +185,27 @@ def rollback(book: ExperimentBook, row: ExperimentRow, actor: Actor, reason: str
     return book.stop(row.name, actor, reason=f"rolled back: {reason}")
 
 
-def judge_releases(book: ExperimentBook, rows: Collection[ExperimentRow]) -> list[tuple[str, str, str]]:
-    """Apply the rules of the running releases among ``rows``: (release, action, why) for each one ended."""
+def judge_releases(
+    book: ExperimentBook, rows: Collection[ExperimentRow], load_errors: Mapping[str, str] | None = None
+) -> list[tuple[str, str, str]]:
+    """Apply the rules of the running releases among ``rows``: (release, action, why) for each one ended or
+    stepped. ``load_errors``: served name -> why this gateway could not load it (a challenger that cannot
+    load is rolled back)."""
     done = []
     for row in rows:
         if row.status != RUNNING or "release" not in row.guard:
             continue
-        decision = decide(book, row)
+        failed = (load_errors or {}).get(challenger_route(row.guard["release"]["model"]), "")
+        decision = decide(book, row, failed)
         if decision is None:
             continue
-        action, why = decision
+        action, why, ev = decision
         try:
-            (promote if action == "promote" else rollback)(book, row, RULES_ACTOR, why)
+            if action == "step":
+                assert ev is not None  # a step is always read from the traces
+                step_up(book, row, (STABLE, CHALLENGER), ev, RULES_ACTOR, why)
+            else:
+                (promote if action == "promote" else rollback)(book, row, RULES_ACTOR, why)
         except LlmdockError:  # another gateway acted first (or someone by hand)
             continue
         done.append((row.name, action, why))
@@ -197,4 +224,8 @@ def release_view(book: ExperimentBook, row: ExperimentRow) -> dict[str, Any]:
     view["differences"] = [asdict(d) for d in report.differences.get(CHALLENGER, [])]
     decision = decide(book, row) if row.status == RUNNING else None
     view["rules_now"] = "keep going" if decision is None else f"{decision[0]}: {decision[1]}"
+    if row.status == RUNNING and ramping(row.guard["release"]) and decision is None:
+        view["rules_now"] = (
+            f"keep going: the next step after {row.guard['release']['step_after']} (and not worse)"
+        )
     return view

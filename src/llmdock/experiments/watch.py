@@ -6,8 +6,9 @@ from the worker's prompt cache, so a label ``conclude`` moved is served at once)
 the request path (``guard_tally``: the trace sink calls ``observe``); on the same beat, a variant a request
 took past a bound is stopped (audited as ``experiment.stop_variant`` by ``experiment-guard``) and the table
 reloaded, so it stops within ``SYNC_S`` of the request that crossed the bound; every worker may do it, the
-first one wins and the others find it stopped. Every ``GUARD_S`` seconds, canary releases' promote and
-rollback rules are applied (``experiments.release``: they read the traces, for the sequential test).
+first one wins and the others find it stopped. Every ``GUARD_S`` seconds, canary releases' promote, step and
+rollback rules are applied (``experiments.release``: they read the traces, for the sequential test), and at
+once when this worker could not load a release's challenger.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -40,10 +41,13 @@ class ExperimentWatch:
         store: Store,
         forget_prompt: Callable[[str], None] | None = None,
         on_table: Callable[[ExperimentTable], None] | None = None,
+        load_errors: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         self.book = ExperimentBook(store)
         self.forget_prompt = forget_prompt
         self.on_table = on_table  # told each new table, on the event loop (variant routes to load or drop)
+        self.load_errors = load_errors  # served name -> why this worker could not load it (variant routes)
+        self._failed: set[str] = set()
         self._table_changed = False
         self.table = ExperimentTable()
         self._seen: tuple[int, int] = (-1, -1)
@@ -122,7 +126,7 @@ class ExperimentWatch:
             return []
         from llmdock.experiments.release import judge_releases  # scipy: imported only once a release runs
 
-        done = judge_releases(self.book, rows)
+        done = judge_releases(self.book, rows, dict(self.load_errors()))
         for name, action, why in done:
             log.warning(
                 "release %s: %s (%s)", name, "promoted" if action == "promote" else "rolled back", why
@@ -144,6 +148,11 @@ class ExperimentWatch:
     def _tick(self, guards: bool) -> None:
         try:
             self.load()
+            failed = set(self.load_errors())
+            if failed - self._failed:  # a challenger that cannot load here: roll its release back now
+                self.apply_releases()
+                self.load()
+            self._failed = failed
             if not guards:
                 return
             acted = bool(self.apply_guards())

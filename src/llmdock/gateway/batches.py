@@ -43,7 +43,7 @@ class CreateBatchBody(BaseModel):
 
     input_file_id: str = Field(min_length=1)
     endpoint: str
-    completion_window: Literal["24h"] = "24h"
+    completion_window: str = "24h"
     metadata: dict[str, str] | None = Field(default=None, max_length=16)
 
 
@@ -104,6 +104,49 @@ def _keep_upload(store: Store, home: Path, scope: str, upload: UploadFile) -> An
             os.unlink(tmp)
 
 
+@router.get("/v1/files")
+async def list_files(
+    request: Request,
+    runtime: RuntimeDep,
+    purpose: str | None = None,
+    after: str | None = None,
+    limit: int = 10_000,
+    order: Literal["asc", "desc"] = "desc",
+) -> Response:
+    """The key's files (of ``purpose``), newest first unless ``order=asc``, a page of ``limit`` after ``after``."""
+    limit = max(1, min(limit, 10_000))
+    rows = await asyncio.to_thread(
+        db.list_files,
+        store_of(runtime),
+        scope_of(principal_of(request)),
+        purpose=purpose,
+        after=after,
+        limit=limit + 1,
+        newest_first=order == "desc",
+    )
+    return JSONResponse(page([db.file_object(r) for r in rows], limit))
+
+
+def page(objects: list[dict[str, Any]], limit: int) -> dict[str, Any]:
+    """A cursor page as OpenAI's list routes answer it (``objects`` holds one more than ``limit`` if more)."""
+    data = objects[:limit]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": len(objects) > limit,
+    }
+
+
+@router.delete("/v1/files/{file_id}")
+async def delete_file(file_id: str, request: Request, runtime: RuntimeDep) -> Response:
+    """Forget a file and its content (refused while a running batch reads it)."""
+    scope = scope_of(principal_of(request))
+    await asyncio.to_thread(db.delete_file, store_of(runtime), runtime.settings.home, scope, file_id)
+    return JSONResponse({"id": file_id, "object": "file", "deleted": True})
+
+
 @router.get("/v1/files/{file_id}")
 async def retrieve_file(file_id: str, request: Request, runtime: RuntimeDep) -> Response:
     row = await asyncio.to_thread(db.get_file, store_of(runtime), scope_of(principal_of(request)), file_id)
@@ -121,6 +164,7 @@ async def create_batch(request: Request, runtime: RuntimeDep) -> Response:
     body = await body_of(request, CreateBatchBody, runtime)
     if body.endpoint not in BODIES:
         raise InvalidRequest(f"endpoint must be one of {', '.join(BODIES)}", param="endpoint")
+    window = db.window_seconds(body.completion_window)
     store, principal = store_of(runtime), principal_of(request)
     source = await asyncio.to_thread(db.get_file, store, scope_of(principal), body.input_file_id)
     if source.purpose != "batch":
@@ -138,7 +182,7 @@ async def create_batch(request: Request, runtime: RuntimeDep) -> Response:
         completed=0,
         failed=0,
         errors="",
-        times={"expires": int(datetime.now(UTC).timestamp()) + 24 * 3600},
+        times={"expires": int(datetime.now(UTC).timestamp()) + window},
         created_at=datetime.now(UTC),
         lease_owner="",
     )
@@ -160,16 +204,7 @@ async def list_batches(
     rows = await asyncio.to_thread(
         db.list_batches, store_of(runtime), scope_of(principal_of(request)), after, limit + 1
     )
-    data = [db.batch_object(r) for r in rows[:limit]]
-    return JSONResponse(
-        {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": len(rows) > limit,
-        }
-    )
+    return JSONResponse(page([db.batch_object(r) for r in rows], limit))
 
 
 @router.post("/v1/batches/{batch_id}/cancel")

@@ -13,21 +13,38 @@ resumes it from its progress journal.
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, tuple_, update
 
-from llmdock.errors import NotFound
+from llmdock.errors import Conflict, InvalidRequest, NotFound
 from llmdock.registry.artifacts import artifact_path, put
+from llmdock.store.dataset_rows import DatasetVersion
 from llmdock.store.engine import Store
 from llmdock.store.jobs_rows import BatchFile, BatchJob
+from llmdock.store.models import ModelVersion
 
-LEASE_S = 15.0
+LEASE_S = 10.0
 RUNNABLE = ("validating", "in_progress", "finalizing", "cancelling")
+WINDOW_RE = re.compile(r"^([1-9][0-9]*)([smh])$")
+MAX_WINDOW_S = 7 * 24 * 3600
+
+
+def window_seconds(window: str) -> int:
+    """``completion_window`` (``24h``, as OpenAI takes it; also ``30m``, ``90s``… up to a week) in seconds."""
+    m = WINDOW_RE.match(window)
+    seconds = int(m[1]) * {"s": 1, "m": 60, "h": 3600}[m[2]] if m else 0
+    if not 0 < seconds <= MAX_WINDOW_S:
+        raise InvalidRequest(
+            f"completion_window {window!r}: a duration such as 24h, 30m or 90s, at most 168h",
+            param="completion_window",
+        )
+    return seconds
 
 
 def new_id(prefix: str) -> str:
@@ -104,6 +121,44 @@ def get_file(store: Store, scope: str, file_id: str) -> BatchFile:
     if row is None:
         raise NotFound(f"No such File object: {file_id}", param="file_id")
     return row
+
+
+def list_files(
+    store: Store, scope: str, *, purpose: str | None, after: str | None, limit: int, newest_first: bool
+) -> list[BatchFile]:
+    """The scope's files (of ``purpose``), by creation time, those after the file ``after`` (the cursor)."""
+    query = select(BatchFile).where(BatchFile.scope == scope)
+    if purpose:
+        query = query.where(BatchFile.purpose == purpose)
+    key = (BatchFile.created_at, BatchFile.id)
+    if after:
+        cursor = get_file(store, scope, after)
+        if newest_first:
+            query = query.where(tuple_(*key) < tuple_(cursor.created_at, cursor.id))
+        else:
+            query = query.where(tuple_(*key) > tuple_(cursor.created_at, cursor.id))
+    order = [k.desc() if newest_first else k.asc() for k in key]
+    with store.session() as s:
+        return list(s.scalars(query.order_by(*order).limit(limit)))
+
+
+def delete_file(store: Store, home: Path, scope: str, file_id: str) -> None:
+    """Forget a file; its content goes too unless another file, a model version or a dataset version shares
+    it (content-addressed: one copy for all)."""
+    row = get_file(store, scope, file_id)
+    with store.session() as s, s.begin():
+        running = select(BatchJob.id).where(BatchJob.input_file_id == row.id, BatchJob.status.in_(RUNNABLE))
+        if (batch_id := s.scalar(running.limit(1))) is not None:
+            raise Conflict(f"file {row.id} is the input of {batch_id}, still running", param="file_id")
+        s.execute(delete(BatchFile).where(BatchFile.id == row.id))
+        shared = [
+            select(BatchFile.id).where(BatchFile.sha256 == row.sha256),
+            select(ModelVersion.name).where(ModelVersion.artifact == row.sha256),
+            select(DatasetVersion.name).where(DatasetVersion.digest == row.sha256),
+        ]
+        if any(s.execute(q.limit(1)).first() for q in shared):
+            return
+    file_path(home, row).unlink(missing_ok=True)
 
 
 def file_path(home: Path, row: BatchFile) -> Path:

@@ -10,7 +10,7 @@ PostgreSQL: ``pg_trgm`` (created if the server has it; a trusted extension since
 trigram indexes on ``output`` and ``CAST(input AS VARCHAR)``; without the extension the indexes are skipped.
 
 Revision ID: 0023
-Revises: 0020
+Revises: 0022
 Create Date: 2026-12-07
 """
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0023"
-down_revision = "0020"
+down_revision = "0022"
 branch_labels = None
 depends_on = None
 

@@ -2,7 +2,7 @@
 lease ran out is `failed: runner lost` (or resumed by `llmdock jobs resume`)
 
 Revision ID: 0025
-Revises: 0020
+Revises: 0024
 Create Date: 2026-12-07
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0025"
-down_revision = "0020"
+down_revision = "0024"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """finetune_search_logs: optuna's journal of fine-tuning hyperparameter searches (llmdock finetune search)
 
 Revision ID: 0027
-Revises: 0020
+Revises: 0026
 Create Date: 2026-12-07
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0027"
-down_revision = "0020"
+down_revision = "0026"
 branch_labels = None
 depends_on = None
 

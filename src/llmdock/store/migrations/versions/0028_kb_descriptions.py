@@ -1,7 +1,7 @@
 """kb_bases.description: what a knowledge base holds, in words, for the ground stage's router
 
 Revision ID: 0028
-Revises: 0020
+Revises: 0027
 Create Date: 2026-12-07
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0028"
-down_revision = "0020"
+down_revision = "0027"
 branch_labels = None
 depends_on = None
 

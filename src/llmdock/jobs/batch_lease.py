@@ -1,0 +1,62 @@
+"""The lease that makes exactly one gateway worker process run the Batch API's batches.
+
+Every worker of every gateway on one store asks for the ``batch-runner`` lease before it takes a batch; one
+conditional UPDATE gives it to a worker when it is free, lapsed, or already that worker's, so exactly one
+worker holds it. The holder renews it while it lives (``LEADER_S / 3``); a holder that dies (``kill -9``, a
+lost machine) stops renewing, and ``LEADER_S`` later the next worker to ask takes it over and resumes the
+batch it left, from the batch's progress journal. A holder that shuts down cleanly gives it back at once.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import or_, update
+from sqlalchemy.exc import IntegrityError
+
+from llmdock.store.batch_lease_rows import BatchLease
+from llmdock.store.engine import Store
+
+RUNNER = "batch-runner"
+LEADER_S = 10.0
+
+
+def lead(store: Store, worker: str, name: str = RUNNER) -> bool:
+    """Take or renew the lease ``name`` for ``worker``: True while ``worker`` holds it."""
+    now = datetime.now(UTC)
+    until = now + timedelta(seconds=LEADER_S)
+    free = or_(BatchLease.owner == worker, BatchLease.until.is_(None), BatchLease.until < now)
+    with store.engine.begin() as conn:
+        won = conn.execute(
+            update(BatchLease).where(BatchLease.name == name, free).values(owner=worker, until=until)
+        ).rowcount
+    if won:
+        return True
+    try:  # the first worker ever: the row does not exist yet (a second one inserting it fails)
+        with store.session() as s, s.begin():
+            if s.get(BatchLease, name) is not None:
+                return False
+            s.add(BatchLease(name=name, owner=worker, until=until))
+    except IntegrityError:
+        return False
+    return True
+
+
+def holder(store: Store, name: str = RUNNER) -> str:
+    """The worker holding the lease now ("" when nobody does)."""
+    with store.session() as s:
+        row = s.get(BatchLease, name)
+    if row is None or row.until is None:
+        return ""
+    until = row.until if row.until.tzinfo else row.until.replace(tzinfo=UTC)
+    return row.owner if until >= datetime.now(UTC) else ""
+
+
+def resign(store: Store, worker: str, name: str = RUNNER) -> None:
+    """Give the lease back (a worker shutting down): the next worker takes it without waiting."""
+    with store.engine.begin() as conn:
+        conn.execute(
+            update(BatchLease)
+            .where(BatchLease.name == name, BatchLease.owner == worker)
+            .values(owner="", until=None)
+        )
