@@ -200,7 +200,7 @@ def _arguments(config: FinetuneConfig, checkpoints: Path, *, evaluate: bool) -> 
 
     t = config.training
     every = config.search.eval_every if config.search is not None else t.max_steps
-    during = {"eval_strategy": "steps", "eval_steps": every, "save_strategy": "no"}
+    during: dict[str, Any] = {"eval_strategy": "steps", "eval_steps": every, "save_strategy": "no"}
     if not evaluate:
         during = {"save_strategy": "steps"}
     return TrainingArguments(
