@@ -31,9 +31,11 @@ def purge(store: Store, policy: RetentionPolicy, actor: Actor, *, now: datetime 
     deleted: list[int] = []
     feedback = [0]
     for clause, days in policy.scopes():
-        cutoff = None if days is None else now - timedelta(days=days)
-        condition = and_(clause, Trace.created_at < cutoff)
-        deleted.append(0 if cutoff is None else _delete_where(store, condition, feedback))
+        if days is None:  # kept
+            deleted.append(0)
+            continue
+        condition = and_(clause, Trace.created_at < now - timedelta(days=days))
+        deleted.append(_delete_where(store, condition, feedback))
     finite = [days for _, days in policy.rules] + [policy.default]
     if all(d is not None for d in finite):
         # Claims on traces deleted earlier some other way (by hand, before claims went with their traces):
