@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import importlib
 import io
 import json
 import os
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,9 +50,6 @@ def run_cmd(
     err = Console(stderr=True)
     for line in suite.skipped:
         err.print(f"[yellow]skipped[/] {line}", highlight=False)
-    # The summary's intervals need scipy.stats, ~1 s to import: done in the background while cases wait on
-    # their answers, instead of after the last one.
-    threading.Thread(target=importlib.import_module, args=("llmdock.evaluate.stats",), daemon=True).start()
     if spec.remote:
         from llmdock.cli.executors import eval_on_ray
 
