@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -55,8 +56,18 @@ def test_serve_with_workers_gives_uvicorn_the_configured_healthcheck(tmp_path, m
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: seen.update(kwargs))
     monkeypatch.setenv("LLMDOCK_HOME", str(tmp_path))
     config = tmp_path / "llmdock.yaml"
-    config.write_text("worker_healthcheck_s: 45\nmodels:\n  fake: {backend: fake}\ndefault_model: fake\n")
-    result = CliRunner().invoke(build_app(["serve"]), ["serve", "-c", str(config), "--workers", "2"])
+    config.write_text(
+        "worker_healthcheck_s: 45\nmetrics: {enabled: false}\nmodels:\n  fake: {backend: fake}\n"
+        "default_model: fake\n"
+    )
+    saved = dict(
+        os.environ
+    )  # serve hands its workers the config through the environment: keep it to this test
+    try:
+        result = CliRunner().invoke(build_app(["serve"]), ["serve", "-c", str(config), "--workers", "2"])
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     assert result.exit_code == 0, result.output
     assert seen["workers"] == 2
     assert seen["timeout_worker_healthcheck"] == 45
