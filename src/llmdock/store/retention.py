@@ -29,13 +29,15 @@ def purge(store: Store, policy: RetentionPolicy, actor: Actor, *, now: datetime 
     """Apply ``policy`` now: how many traces were deleted."""
     now = now or datetime.now(UTC)
     deleted: list[int] = []
-    feedback = [0]
+    feedback = 0
     for clause, days in policy.scopes():
         if days is None:  # kept
             deleted.append(0)
             continue
         condition = and_(clause, Trace.created_at < now - timedelta(days=days))
-        deleted.append(_delete_where(store, condition, feedback))
+        traces, on_them = _delete_where(store, condition)
+        deleted.append(traces)
+        feedback += on_them
     finite = [days for _, days in policy.rules] + [policy.default]
     if all(d is not None for d in finite):
         # Claims on traces deleted earlier some other way (by hand, before claims went with their traces):
@@ -46,11 +48,11 @@ def purge(store: Store, policy: RetentionPolicy, actor: Actor, *, now: datetime 
             # feedback older than that is on a trace older still: gone already (purged before feedback went
             # with its traces)
             old = delete(FeedbackRow).where(FeedbackRow.created_at < oldest)
-            feedback[0] += s.execute(old).rowcount or 0  # type: ignore[attr-defined]
+            feedback += s.execute(old).rowcount or 0  # type: ignore[attr-defined]
     total = sum(deleted)
-    if total or feedback[0]:
+    if total or feedback:
         after: dict[str, object] = {"older_than_days": policy.default, "traces_deleted": total}
-        after["feedback_deleted"] = feedback[0]
+        after["feedback_deleted"] = feedback
         if policy.rules:
             after["rules"] = [_describe(m, d) for m, d in policy.rules]
             after["deleted_by_rule"] = deleted[: len(policy.rules)]
@@ -58,17 +60,17 @@ def purge(store: Store, policy: RetentionPolicy, actor: Actor, *, now: datetime 
     return total
 
 
-def _delete_where(store: Store, condition: object, feedback: list[int]) -> int:
-    """Delete the traces matching ``condition`` with their claims and feedback (counted into ``feedback``)."""
-    total = 0
+def _delete_where(store: Store, condition: object) -> tuple[int, int]:
+    """Delete the traces matching ``condition`` with their claims and feedback: (traces, feedback rows)."""
+    total = feedback = 0
     while True:
         with store.session() as s, s.begin():
             ids = list(s.scalars(select(Trace.id).where(condition).limit(CHUNK)))  # type: ignore[arg-type]
             if not ids:
-                return total
+                return total, feedback
             s.execute(delete(EvalClaim).where(EvalClaim.trace_id.in_(ids)))
             on_them = delete(FeedbackRow).where(FeedbackRow.trace_id.in_(ids))
-            feedback[0] += s.execute(on_them).rowcount or 0  # type: ignore[attr-defined]
+            feedback += s.execute(on_them).rowcount or 0  # type: ignore[attr-defined]
             s.execute(delete(Trace).where(Trace.id.in_(ids)))
             total += len(ids)
 
