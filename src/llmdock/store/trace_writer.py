@@ -118,6 +118,10 @@ class TraceWriter:
         return False
 
     def close(self, timeout: float = 10.0) -> None:
+        if self.journal is not None and self.failing_since is not None:
+            # The store is away and the journal holds every trace: waiting for the store loses nothing by
+            # being short (the next start stores what the journal holds), and a stop should not hang on it.
+            timeout = min(timeout, 1.0)
         flushed = self.flush(timeout)
         with self._cond:
             self._stop = True
