@@ -36,12 +36,16 @@ lint: install
 	$(PY) scripts/clones.py src       # no copied code, renamed copies included
 	$(PY) scripts/structure.py src    # no module over 400 lines, no function over 80
 
+# Two pytest-xdist workers: the tests that start servers or databases, load a real model or open a browser run on
+# one of them, one at a time (tests/conftest.py groups them); the rest run on the other beside them.
+XDIST = -n 2 --dist loadgroup
+
 test: install system-deps lint
-	LLMDOCK_REQUIRE_SERVICES=1 bash scripts/pytest.sh --durations=30 $(PYTEST_ARGS)
+	LLMDOCK_REQUIRE_SERVICES=1 bash scripts/pytest.sh $(XDIST) --durations=30 $(PYTEST_ARGS)
 
 # The fast tier: no real model, no database server, no server process, no browser.
 test-fast: install
-	bash scripts/pytest.sh -m "not model and not postgres and not redis and not server and not browser" $(PYTEST_ARGS)
+	bash scripts/pytest.sh $(XDIST) -m "not model and not postgres and not redis and not server and not browser" $(PYTEST_ARGS)
 
 bench: install
 	bash scripts/system-deps.sh bench

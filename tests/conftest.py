@@ -15,6 +15,17 @@ from llmdock.gateway import create_app
 from llmdock.runtime import Runtime
 from tests.pgserver import PgServer, pg_server_or_skip
 
+# Tests that start a server or a database, load a real model or open a browser. `make test` runs pytest-xdist
+# with two workers and ``--dist loadgroup``: these all go to one worker, one at a time as without xdist (their
+# kill tests and timeouts assume a machine that runs one of them), while the other worker runs the rest.
+SERIAL_MARKS = frozenset({"model", "postgres", "redis", "server", "browser", "clients", "fuzz"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERIAL_MARKS & {mark.name for mark in item.iter_markers()}:
+            item.add_marker(pytest.mark.xdist_group("services"))
+
 
 def free_port() -> int:
     with socket.socket() as s:
