@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from llmdock.config import load_settings
+from llmdock.jobs.deploy import BuildPlan, write_files
 from llmdock.jobs.pipeline_spec import load_pipeline
 from llmdock.plugins import load_plugins
 from llmdock.registry import ModelRegistry
@@ -76,6 +77,19 @@ def test_build_writes_a_linted_image_compose_and_kubernetes_files_for_a_register
     assert kinds["Deployment"]["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
     metrics = kinds["HorizontalPodAutoscaler"]["spec"]["metrics"]
     assert metrics[0]["pods"]["metric"]["name"] == "llmdock_in_flight_requests"
+
+
+def test_build_on_another_base_image_with_wheels_used_before_any_index(tmp_path: Path) -> None:
+    """Where no registry is reachable, scripts/image_smoke.sh builds on a base made from Debian's packages."""
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    plan = BuildPlan(project, project / "deploy", "llmdock:t", None, "localhost/python:3.11-bookworm")
+    write_files(plan, None)
+    dockerfile = (project / "deploy" / "Dockerfile").read_text()
+    assert re.findall(r"^FROM (\S+)", dockerfile, re.M) == ["localhost/python:3.11-bookworm"] * 2
+    assert (project / "deploy" / "wheels").is_dir()
+    assert "COPY deploy/wheels /wheels" in dockerfile
+    assert "ARG PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu" in dockerfile  # torch's CPU build
 
 
 def test_build_outside_a_source_tree_says_where_to_run_it(tmp_path: Path) -> None:

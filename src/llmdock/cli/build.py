@@ -17,6 +17,9 @@ def build(
     model: str | None = typer.Option(None, "--model", help="A registered model to serve: models:/NAME@alias"),
     out: Path = typer.Option(Path("deploy"), "--out", "-o", help="Where to write the files"),
     image: str = typer.Option("", "--image", help="Image name (default llmdock:VERSION)"),
+    base: str = typer.Option(
+        "", "--base", help="Base image of both stages (default python:X.Y.Z-slim-bookworm, this Python's)"
+    ),
     config: Path | None = CONFIG,
 ) -> None:
     """Write a Dockerfile, the image's llmdock.yaml, a compose file (PostgreSQL, Redis) and Kubernetes
@@ -25,7 +28,7 @@ def build(
     from llmdock.jobs.deploy import BuildPlan, find_project, write_files
 
     project = find_project(Path.cwd())
-    plan = BuildPlan(project, out, image or f"llmdock:{llmdock.__version__}", model)
+    plan = BuildPlan(project, out, image or f"llmdock:{llmdock.__version__}", model, base)
     registry = None
     if model:
         from llmdock.config import load_settings

@@ -40,6 +40,7 @@ class BuildPlan:
     out: Path
     image: str
     model_uri: str | None = None
+    base: str = ""  # the base image of both stages (default: base_image())
 
 
 def find_project(start: Path) -> Path:
@@ -72,7 +73,7 @@ def write_files(plan: BuildPlan, registry: ModelRegistry | None) -> list[Path]:
         "out": rel,
         "context": os.path.relpath(plan.project.resolve(), out),
         "image": plan.image,
-        "base": base_image(),
+        "base": plan.base or base_image(),
         "postgres": POSTGRES,
         "redis": REDIS,
         "model_file": "",
@@ -94,6 +95,8 @@ def write_files(plan: BuildPlan, registry: ModelRegistry | None) -> list[Path]:
             "model_version": row.version,
             "model_sha": row.artifact[:12],
         }
+    # Wheels put here are used before any index: a prebuilt llama-cpp-python, an air-gapped mirror.
+    (out / "wheels").mkdir(parents=True, exist_ok=True)
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("llmdock.jobs", "templates"),
         undefined=jinja2.StrictUndefined,
