@@ -37,6 +37,7 @@ lora: {r: 8, alpha: 16, target_modules: [q_proj, v_proj]}
 training: {max_steps: 3, batch_size: 2, learning_rate: 2.0e-3, max_length: 64, checkpoint_every: 3}
 export: {quantize: [q8_0], alias: candidate, speed_tokens: 4, lora_adapter: true}
 """
+SMALL: dict[str, Any] = {"n_ctx": 256, "n_parallel": 1}  # one short request each: a small KV cache
 PIPELINE = """\
 steps:
   - id: tune
@@ -154,11 +155,12 @@ async def test_a_lora_pipeline_is_exported_registered_and_served_merged_and_as_a
         default_model="tuned",
         default_embedding_model="",
         models={
-            "tuned": ModelConfig(backend="llamacpp", model_path="models:/smollm2-pelican@candidate"),
+            "tuned": ModelConfig(backend="llamacpp", model_path="models:/smollm2-pelican@candidate", **SMALL),
             "adapted": ModelConfig(
                 backend="llamacpp",
                 model_path=str(SMOLLM2),
                 lora_path="models:/smollm2-pelican-lora@production",
+                **SMALL,
             ),
         },
     )
