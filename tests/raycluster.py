@@ -1,5 +1,6 @@
 """A throwaway local Ray cluster for tests and benches: ``ray start --head --block`` on a free port of
-127.0.0.1 with 2 CPUs, no dashboard, its own temp dir, this checkout's sources on the workers' path.
+127.0.0.1 with 2 CPUs, no dashboard, its own temp dir, this checkout's sources (and its ``tests`` package,
+whose builders a test may hand the workers) on the workers' path.
 ``stop()`` ends that process (Ray then ends the processes it started) and, should one be left, its process
 group: never anything but what this cluster started."""
 
@@ -15,7 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
 
 
 def free_port() -> int:
@@ -32,7 +34,7 @@ class RayCluster:
         self.client_address = f"ray://127.0.0.1:{self.client_port}"
         self.tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's socket paths have a length limit
         ray = Path(sys.executable).with_name("ray")
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(ROOT), os.environ.get("PYTHONPATH", "")]),
                "RAY_USAGE_STATS_ENABLED": "0"}  # fmt: skip
         self.proc = subprocess.Popen(
             [str(ray), "start", "--head", "--block", "--port", str(self.port), "--node-ip-address",

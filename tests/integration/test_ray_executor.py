@@ -1,6 +1,7 @@
 """``--executor ray`` on a real local Ray cluster (``ray start --head`` on 127.0.0.1, 2 CPUs, stopped at the
-end): a batch and an evaluation computed by Ray workers equal the local executor's, row for row and case for
-case; a Ray address that does not answer is a clear error with nothing written.
+end, shared by this module's tests): a batch and an evaluation computed by Ray workers equal the local
+executor's, row for row and case for case; optuna trials run on two workers at once, sharing the study kept
+in the store; a Ray address that does not answer is a clear error with nothing written.
 
 The rows and cases are answered by the ``fake`` backend (``fake answer to: <question>``: deterministic, no
 model), through the whole served pipeline on each worker. The commands run in this process (typer's runner),
@@ -9,16 +10,24 @@ so only the Ray workers pay for importing llmdock.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from llmdock.cli.main import app
+from llmdock.finetune.config import FinetuneConfig
+from llmdock.finetune.search import open_study, search
+from llmdock.jobs.executor import ExecutorSpec
+from llmdock.jobs.ray_search import trials_on_ray
+from llmdock.store import Store
 from tests.raycluster import RayCluster, free_port
 
 FAKE = "include_builtin_models: false\ndefault_model: fake\ndefault_embedding_model: ''\nmodels:\n  fake: {backend: fake}\n"
@@ -101,14 +110,48 @@ def test_a_batch_and_an_evaluation_on_ray_equal_the_local_executors(
     assert ray_results == local_results
 
 
+@pytest.mark.server
+def test_optuna_trials_run_on_two_ray_workers_at_once_sharing_the_study_in_the_store(
+    cluster: RayCluster, tmp_path: Path
+) -> None:
+    from tests.unit.test_finetune_search import DATA, tiny_search_worker  # what each worker builds
+
+    config = FinetuneConfig.model_validate(DATA)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = Store(url)
+    try:
+        build = functools.partial(tiny_search_worker, url, str(tmp_path))
+        run_trials = trials_on_ray(build, ExecutorSpec(kind="ray", address=cluster.address, workers=2))
+        best_file = tmp_path / "tiny.best.yaml"
+        outcome = search(config, DATA, store, 4, best_file=best_file, run_trials=run_trials)
+        stored = open_study(config, store).get_trials(deepcopy=False)
+    finally:
+        store.close()
+    assert [n for n, _, _ in outcome.trials] == [0, 1, 2, 3]
+    assert {s for _, s, _ in outcome.trials} <= {"complete", "pruned"}
+    workers = {t.user_attrs["worker"] for t in stored}
+    assert len(workers) == 2  # both workers ran trials, into the one study
+    assert not any(w.endswith(f":{os.getpid()}") for w in workers)  # none ran here
+    params = [t.params["training.learning_rate"] for t in stored]
+    assert len(set(params)) == 4  # each trial's sampler seeded apart: four different values tried
+    assert (
+        yaml.safe_load(best_file.read_text())["training"]["learning_rate"]
+        == outcome.best_params["training.learning_rate"]
+    )
+
+
 def test_a_ray_address_that_does_not_answer_is_a_clear_error_and_nothing_is_written(tmp_path: Path) -> None:
     (tmp_path / "llmdock.yaml").write_text(f"home: {tmp_path}\n{FAKE}")
     src = tmp_path / "in.jsonl"
     src.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
     port = free_port()  # nothing listens there
+    (tmp_path / "tune.yaml").write_text(
+        "name: t\nbase_model: smollm2\ndataset: in.jsonl\nsearch: {space: {lora.r: {low: 4, high: 8}}}\n"
+    )
     for args in (
         ["batch", "run", str(src), "-o", str(tmp_path / "out.jsonl"), "-m", "fake"],
         ["eval", "run", str(tmp_path / "suite.yaml")],
+        ["finetune", "search", str(tmp_path / "tune.yaml")],
     ):
         if args[0] == "eval":
             (tmp_path / "cases.jsonl").write_text(
@@ -124,9 +167,11 @@ def test_a_ray_address_that_does_not_answer_is_a_clear_error_and_nothing_is_writ
         assert f"127.0.0.1:{port}" in str(done.exception)
     assert not (tmp_path / "out.jsonl").exists()
     assert not (tmp_path / "out.jsonl.progress").exists()
-    assert not (tmp_path / "llmdock.db").exists() or _no_eval_runs(tmp_path)
+    assert not (tmp_path / "llmdock.db").exists() or _nothing_stored(tmp_path)
 
 
-def _no_eval_runs(home: Path) -> bool:
+def _nothing_stored(home: Path) -> bool:
     with sqlite3.connect(home / "llmdock.db") as db:
-        return db.execute("SELECT count(*) FROM eval_runs").fetchone()[0] == 0
+        runs = db.execute("SELECT count(*) FROM eval_runs").fetchone()[0]
+        studies = db.execute("SELECT count(*) FROM finetune_search_logs").fetchone()[0]
+    return runs == studies == 0

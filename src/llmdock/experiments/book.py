@@ -24,6 +24,7 @@ from llmdock.store import audit
 from llmdock.store.audit import Actor
 from llmdock.store.engine import Store
 from llmdock.store.experiment_rows import ExperimentRow
+from llmdock.store.lease import guarded_update
 
 RUNNING = "running"
 
@@ -175,12 +176,13 @@ class ExperimentBook:
                 raise NotFound(f"no experiment {name!r}", param="name")
             if row.status != RUNNING:
                 raise Conflict(f"experiment {name!r} is {row.status} already", param="name")
-            if revision is not None and row.revision != revision:
-                raise Conflict(f"experiment {name!r} changed meanwhile", param="name")
             before = {k: getattr(row, k) for k in values}
-            for k, v in values.items():
-                setattr(row, k, v)
-            row.revision, row.updated_at = self._next_revision(s), datetime.now(UTC)
+            at = row.revision if revision is None else revision
+            changed = values | {"revision": self._next_revision(s), "updated_at": datetime.now(UTC)}
+            if not guarded_update(
+                s, ExperimentRow, [ExperimentRow.name == name, ExperimentRow.revision == at], changed
+            ):
+                raise Conflict(f"experiment {name!r} changed meanwhile", param="name")
         audit.record(self.store, f"experiment.{action}", actor, target=name, before=before, after=values)
         return row
 

@@ -11,6 +11,9 @@ The study lives in the store through optuna's journal storage (:class:`StoreJour
 continues with the trials it still lacks when run again (a trial that was running is marked failed and
 retried). The best trial's values are written back as a runnable config beside the original
 (``NAME.best.yaml``) for ``llmdock finetune run``.
+
+Trials run here one after the other (:func:`in_process`), or on Ray workers sharing the study through the
+store (``--executor ray``: ``llmdock.jobs.ray_search`` and :mod:`llmdock.finetune.search_worker`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from optuna.storages.journal import BaseJournalBackend
 from pydantic import ValidationError as PydanticValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy import select
+from sqlalchemy import select, text
 from transformers import TrainerCallback
 
 from llmdock.errors import ConfigError
@@ -51,7 +54,12 @@ class StoreJournal(BaseJournalBackend):
             return [json.loads(text) for text in s.scalars(query)]
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        """Appended in one transaction. Several processes append to one study (Ray workers), and every
+        reader must see the log in one order with no gap: on PostgreSQL, where ids are drawn before commit
+        and commits may land out of id order, appends take turns on the table (SQLite's writes always do)."""
         with self.store.session() as s, s.begin():
+            if s.get_bind().dialect.name == "postgresql":
+                s.execute(text(f"LOCK TABLE {FinetuneSearchLog.__tablename__} IN EXCLUSIVE MODE"))
             s.add_all([FinetuneSearchLog(log=json.dumps(entry)) for entry in logs])
 
 
@@ -80,17 +88,17 @@ def study_name(config: FinetuneConfig) -> str:
     return config.search.study or f"finetune:{config.name}"
 
 
-def search(
-    config: FinetuneConfig,
-    inputs: SearchInputs,
-    store: Store,
-    trials: int,
-    *,
-    best_file: Path,
-    workdir: Path,
-    restart: bool = False,
-) -> SearchOutcome:
-    """Run the trials the study still lacks (of ``trials`` finished ones) and write the best config."""
+TrialRunner = Callable[[Any, int, Callable[[], None]], None]
+"""Runs ``n`` more trials of the study, calling ``tick`` after each: :func:`in_process`, or the Ray
+executor's (``llmdock.jobs.ray_search``: workers sharing the study through the store)."""
+
+
+def open_study(
+    config: FinetuneConfig, store: Store, *, seed_offset: int = 0, restart: bool = False, owner: bool = False
+) -> Any:
+    """The config's study in the store (created when missing) with its sampler and pruner. The ``owner`` (the
+    search's own process, not a worker) marks failed a trial a killed search left ``running``: it is retried.
+    ``seed_offset`` sets apart the samplers of workers sharing the study."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.trial import TrialState
@@ -106,27 +114,55 @@ def search(
         storage=storage,
         direction="minimize",
         load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=config.search.seed),
+        sampler=optuna.samplers.TPESampler(seed=config.search.seed + seed_offset),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=config.search.startup_trials),
     )
-    for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        storage.set_trial_state_values(stale._trial_id, state=TrialState.FAIL)  # killed while it ran
+    if owner:
+        for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            storage.set_trial_state_values(stale._trial_id, state=TrialState.FAIL)  # killed while it ran
+    return study
+
+
+def in_process(config: FinetuneConfig, inputs: SearchInputs, workdir: Path) -> TrialRunner:
+    """The trials one after the other in this process."""
+
+    def run(study: Any, n: int, tick: Callable[[], None]) -> None:
+        study.optimize(
+            lambda trial: objective(trial, config, inputs, workdir),
+            n_trials=n,
+            callbacks=[lambda _study, _trial: tick()],
+        )
+
+    return run
+
+
+def search(
+    config: FinetuneConfig,
+    data: dict[str, Any],
+    store: Store,
+    trials: int,
+    *,
+    best_file: Path,
+    run_trials: TrialRunner,
+    restart: bool = False,
+) -> SearchOutcome:
+    """Run the trials the study still lacks (of ``trials`` finished ones) and write the best config (``data``,
+    the config file as written, with the best trial's values)."""
+    from optuna.trial import TrialState
+
+    study = open_study(config, store, restart=restart, owner=True)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     done = len(study.get_trials(deepcopy=False, states=finished))
     with _TrialsBar(trials, done) as bar:
         if trials > done:
-            study.optimize(
-                lambda trial: _objective(trial, config, inputs, workdir),
-                n_trials=trials - done,
-                callbacks=[bar.update],
-            )
+            run_trials(study, trials - done, lambda: bar.update(study))
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
-        raise ConfigError(f"study {name!r} has no complete trial: every one was pruned or failed")
+        raise ConfigError(f"study {study.study_name!r} has no complete trial: every one was pruned or failed")
     best = study.best_trial
-    _write_best(inputs.data, best.params, best_file)
+    _write_best(data, best.params, best_file)
     return SearchOutcome(
-        study=name,
+        study=study.study_name,
         trials=[(t.number, t.state.name.lower(), t.value) for t in study.get_trials(deepcopy=False)],
         best_params=dict(best.params),
         best_value=float(best.value or 0.0),
@@ -134,7 +170,8 @@ def search(
     )
 
 
-def _objective(trial: Any, config: FinetuneConfig, inputs: SearchInputs, workdir: Path) -> float:
+def objective(trial: Any, config: FinetuneConfig, inputs: SearchInputs, workdir: Path) -> float:
+    """One trial: train from the base with optuna's suggestions, reporting validation losses (pruning)."""
     import optuna
 
     from llmdock.finetune.train import train
@@ -207,7 +244,7 @@ class _TrialsBar:
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def update(self, study: Any, trial: Any) -> None:
+    def update(self, study: Any) -> None:
         from optuna.trial import TrialState
 
         best = "-"
@@ -227,16 +264,15 @@ def _write_best(data: dict[str, Any], params: dict[str, Any], path: Path) -> Non
     tmp.replace(path)
 
 
-def run_search(config_path: Path, settings: Any, trials: int, *, restart: bool = False) -> SearchOutcome:
-    """The search of a config file on its real base: rows checked, the base loaded once per trial."""
+def search_inputs(config_path: Path, settings: Any) -> tuple[FinetuneConfig, SearchInputs, Path]:
+    """What the trials of a config file share: its rows checked and encoded, the base loaded (dequantised once,
+    cached), and the directory trials train in. A Ray worker makes its own."""
     from llmdock.config.yaml_source import load_yaml_file
     from llmdock.finetune import mixing
     from llmdock.finetune.base import load_for_training, prepare_base
-    from llmdock.finetune.config import load_config
 
-    config, where = load_config(config_path, settings)
-    if config.search is None:
-        raise ConfigError("no search: section (search.space names what to search)", where=str(config_path))
+    config, where = checked_config(config_path, settings)
+    assert config.search is not None
     here = Path(config_path).parent
     train_sources = mixing.load_sources(
         config, settings, split=config.train_split, relative_to=here, where=where
@@ -260,9 +296,40 @@ def run_search(config_path: Path, settings: Any, trials: int, *, restart: bool =
     )
     workdir = Path(settings.home) / "tmp"
     workdir.mkdir(parents=True, exist_ok=True)
+    return config, inputs, workdir
+
+
+def checked_config(config_path: Path, settings: Any) -> tuple[FinetuneConfig, Any]:
+    from llmdock.finetune.config import load_config
+
+    config, where = load_config(config_path, settings)
+    if config.search is None:
+        raise ConfigError("no search: section (search.space names what to search)", where=str(config_path))
+    return config, where
+
+
+def run_search(
+    config_path: Path,
+    settings: Any,
+    trials: int,
+    *,
+    restart: bool = False,
+    run_trials: TrialRunner | None = None,
+) -> SearchOutcome:
+    """The search of a config file on its real base, in this process or by ``run_trials`` (the Ray
+    executor's: the base is then loaded by each worker, not here)."""
+    from llmdock.config.yaml_source import load_yaml_file
+
+    config, _ = checked_config(config_path, settings)
+    if run_trials is None:
+        config, inputs, workdir = search_inputs(config_path, settings)
+        run_trials = in_process(config, inputs, workdir)
     store = Store(settings.resolved_database_url())
     try:
         best_file = Path(config_path).with_name(f"{Path(config_path).stem}.best.yaml")
-        return search(config, inputs, store, trials, best_file=best_file, workdir=workdir, restart=restart)
+        data = load_yaml_file(Path(config_path))[0]
+        return search(
+            config, data, store, trials, best_file=best_file, run_trials=run_trials, restart=restart
+        )
     finally:
         store.close()

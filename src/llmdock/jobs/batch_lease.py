@@ -11,32 +11,27 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
 
 from llmdock.store.batch_lease_rows import BatchLease
 from llmdock.store.engine import Store
+from llmdock.store.lease import Lease
 
 RUNNER = "batch-runner"
 LEADER_S = 10.0
+LEASE = Lease(BatchLease, BatchLease.owner, BatchLease.until)
 
 
 def lead(store: Store, worker: str, name: str = RUNNER) -> bool:
     """Take or renew the lease ``name`` for ``worker``: True while ``worker`` holds it."""
-    now = datetime.now(UTC)
-    until = now + timedelta(seconds=LEADER_S)
-    free = or_(BatchLease.owner == worker, BatchLease.until.is_(None), BatchLease.until < now)
-    with store.engine.begin() as conn:
-        won = conn.execute(
-            update(BatchLease).where(BatchLease.name == name, free).values(owner=worker, until=until)
-        ).rowcount
-    if won:
-        return True
+    with store.session() as s, s.begin():
+        if LEASE.take(s, [BatchLease.name == name], worker, LEADER_S):
+            return True
     try:  # the first worker ever: the row does not exist yet (a second one inserting it fails)
         with store.session() as s, s.begin():
             if s.get(BatchLease, name) is not None:
                 return False
-            s.add(BatchLease(name=name, owner=worker, until=until))
+            s.add(BatchLease(name=name, owner=worker, until=datetime.now(UTC) + timedelta(seconds=LEADER_S)))
     except IntegrityError:
         return False
     return True
@@ -45,18 +40,10 @@ def lead(store: Store, worker: str, name: str = RUNNER) -> bool:
 def holder(store: Store, name: str = RUNNER) -> str:
     """The worker holding the lease now ("" when nobody does)."""
     with store.session() as s:
-        row = s.get(BatchLease, name)
-    if row is None or row.until is None:
-        return ""
-    until = row.until if row.until.tzinfo else row.until.replace(tzinfo=UTC)
-    return row.owner if until >= datetime.now(UTC) else ""
+        return LEASE.holder(s, [BatchLease.name == name])
 
 
 def resign(store: Store, worker: str, name: str = RUNNER) -> None:
     """Give the lease back (a worker shutting down): the next worker takes it without waiting."""
-    with store.engine.begin() as conn:
-        conn.execute(
-            update(BatchLease)
-            .where(BatchLease.name == name, BatchLease.owner == worker)
-            .values(owner="", until=None)
-        )
+    with store.session() as s, s.begin():
+        LEASE.resign(s, [BatchLease.name == name], worker)

@@ -23,11 +23,12 @@ class FinetuneParams(StepParams):
 
 
 class FinetuneStep:
-    """``llmdock finetune run CONFIG`` as a step: outputs the registered model (first quantization)."""
+    """``llmdock finetune run CONFIG`` as a step: outputs the registered model (first quantization) and,
+    with ``export.lora_adapter``, the GGUF LoRA adapter (``lora``: "" without)."""
 
     name: ClassVar[str] = "finetune"
     Params: ClassVar[type[StepParams]] = FinetuneParams
-    outputs: ClassVar[tuple[str, ...]] = ("model", "version", "versions", "run", "steps", "loss")
+    outputs: ClassVar[tuple[str, ...]] = ("model", "version", "versions", "lora", "run", "steps", "loss")
 
     async def run(self, params: FinetuneParams, ctx: StepContext) -> dict[str, Any]:
         from llmdock.finetune.run import run_finetune
@@ -41,12 +42,18 @@ class FinetuneStep:
             run_finetune, path, services.settings, services.actor, resume=params.resume
         )
         versions = [f"models:/{v.name}/{v.version}" for v in outcome.versions]
+        lora = [
+            f"models:/{v.name}/{v.version}"
+            for v in outcome.versions
+            if "adapter_of" in v.lineage and v.format == "gguf"
+        ]
         losses = outcome.training.losses
         ctx.log(f"run {outcome.run_id}: {outcome.training.steps} steps, registered {', '.join(versions)}")
         return {
             "model": versions[0],
             "version": outcome.versions[0].version,
             "versions": versions,
+            "lora": lora[0] if lora else "",  # the GGUF LoRA (export.lora_adapter), for lora_path on the base
             "run": outcome.run_id,
             "steps": outcome.training.steps,
             "loss": losses[-1][1] if losses else None,

@@ -86,9 +86,9 @@ def endpoint(address: str) -> tuple[str, int, str]:
     return parts.hostname, port, given
 
 
-def connect(spec: ExecutorSpec) -> None:
-    """``ray.init`` at the spec's address once it answers; ExecutorUnavailable (in seconds) when it does not."""
-    ray = _ray()
+def probe(spec: ExecutorSpec) -> str:
+    """What ``ray.init`` is given for the spec's address, once something answers there; ExecutorUnavailable
+    (in seconds) when nothing does."""
     host, port, address = endpoint(spec.address)
     try:
         socket.create_connection((host, port), timeout=PROBE_S).close()
@@ -98,6 +98,13 @@ def connect(spec: ExecutorSpec) -> None:
             f"nothing was run; {HINT}",
             param="address",
         ) from None
+    return address
+
+
+def connect(spec: ExecutorSpec) -> None:
+    """``ray.init`` at the spec's address once it answers; ExecutorUnavailable (in seconds) when it does not."""
+    ray = _ray()
+    address = probe(spec)
     if ray.is_initialized():
         ray.shutdown()
     try:

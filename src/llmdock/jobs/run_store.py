@@ -16,17 +16,19 @@ import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from llmdock.errors import Conflict, NotFound
 from llmdock.jobs.pipeline_spec import Pipeline
 from llmdock.store.engine import Store
 from llmdock.store.jobs_rows import JobRun, JobStepRun
+from llmdock.store.lease import Lease
 
 FINAL = ("succeeded", "failed", "cancelled")
 LIVE = ("running", "cancelling")
 LEASE_S = 30.0
 KEPT = ("succeeded", "cached")  # a resumed run keeps these steps' outputs
+LEASE = Lease(JobRun, JobRun.lease_owner, JobRun.lease_until)
 
 
 def runner_name() -> str:
@@ -77,12 +79,7 @@ def renew(store: Store, run_id: str, lease_s: float = LEASE_S) -> bool:
     """The heartbeat: extend this runner's lease; False when the run is no longer this runner's (reaped as
     lost after a stall longer than the lease, or taken over by a resume)."""
     with store.session() as s, s.begin():
-        done = s.execute(
-            update(JobRun)
-            .where(JobRun.id == run_id, JobRun.lease_owner == runner_name(), JobRun.status.in_(LIVE))
-            .values(lease_until=_until(lease_s))
-        )
-    return bool(done.rowcount)  # type: ignore[attr-defined]
+        return LEASE.renew(s, [JobRun.id == run_id, JobRun.status.in_(LIVE)], runner_name(), lease_s)
 
 
 def reap_lost(store: Store) -> list[str]:
