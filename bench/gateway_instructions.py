@@ -75,7 +75,12 @@ def count(
     (home / "llmdock.yaml").write_text(
         "include_builtin_models: false\ndefault_model: fake\ndefault_embedding_model: ''\nmodels:\n"
         f"  fake: {{backend: openai_compat, base_url: 'http://127.0.0.1:{upstream_port}/v1', upstream_model: fake}}\n"
-        + (f"pipeline: {GUARDED_PIPELINE}\nguards: {{model_dir: '{guards}'}}\n" if guards else "")
+        # valgrind runs the detectors ~50 times slower: their 250 ms fail-closed timeout would block requests
+        + (
+            f"pipeline: {GUARDED_PIPELINE}\nguards: {{model_dir: '{guards}', timeout_ms: 60000}}\n"
+            if guards
+            else ""
+        )
     )
     body = GUARDED_BODY if guards else BODY
     port = free_port()

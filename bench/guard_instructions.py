@@ -125,6 +125,9 @@ def worker_main(model_dir: Path, prompts_file: Path) -> None:
 
 def count(src: Path, model_dir: Path, prompts_file: Path, work: Path) -> dict[str, float]:
     """Instructions per text of each part, for the tree ``src``."""
+    work = Path(
+        tempfile.mkdtemp(dir=work)
+    )  # a tree's dumps of their own (callgrind numbers them from 1 again)
     out = work / "callgrind.out"
     worker = f"{sys.executable} {__file__} --worker --model-dir {model_dir} --prompts-file {prompts_file}"
     cmd = [
