@@ -9,7 +9,11 @@ background loops) is counted alone first and its share subtracted in a second co
 fewer requests fit in the counted seconds, and the idle work would otherwise inflate the per-request figure. Give ``--src`` several times to compare
 source trees (e.g. ``git archive <commit> src | tar -x -C /tmp/old``) in one run.
 
-Usage: .venv/bin/python bench/gateway_instructions.py [--seconds 40] [--src src --src /tmp/old/src]
+With ``--guards MODEL_DIR`` the pipeline has ``guard_in`` and ``guard_out`` (their default detectors, the
+classifiers trained into MODEL_DIR first, as gateway_overhead.sh's guarded run has them) and every request
+carries issue 16's 291-character parcel enquiry.
+
+Usage: .venv/bin/python bench/gateway_instructions.py [--seconds 40] [--src src --src /tmp/old/src] [--guards DIR]
 Needs Debian's valgrind, nginx and wrk. A run takes about 2 minutes per source tree (valgrind is slow).
 """
 
@@ -30,6 +34,13 @@ from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 BODY = '{"model":"fake","messages":[{"role":"user","content":"hello"}],"max_tokens":8}'
+PARCEL = (
+    "Hello, I ordered two novels last Tuesday and the parcel has not arrived yet. The tracking page says it "
+    "left the warehouse on Wednesday. Could you tell me what usually happens in such cases and whether I "
+    "should wait a few more days before asking for a replacement? Thanks a lot for your help."
+)
+GUARDED_BODY = BODY.replace('"hello"', f'"{PARCEL}"')
+GUARDED_PIPELINE = "[preprocess, guard_in, cache, generate, structured, guard_out, postprocess]"
 UPSTREAM = """worker_processes 1; daemon off; pid {dir}/nginx.pid; error_log {dir}/nginx.err warn;
 events {{ worker_connections 1024; }}
 http {{ access_log off;
@@ -53,7 +64,9 @@ def wrk(url: str, seconds: int, lua: Path) -> int:
     return int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
 
 
-def count(src: Path, upstream_port: int, seconds: int, idle_seconds: int, work: Path) -> tuple[int, int, int]:
+def count(
+    src: Path, upstream_port: int, seconds: int, idle_seconds: int, work: Path, guards: Path | None = None
+) -> tuple[int, int, int]:
     """(requests, instructions, idle share) of one gateway built from ``src`` while wrk runs at concurrency 1.
 
     The idle share is what the server would have spent in the same seconds without requests.
@@ -62,7 +75,14 @@ def count(src: Path, upstream_port: int, seconds: int, idle_seconds: int, work: 
     (home / "llmdock.yaml").write_text(
         "include_builtin_models: false\ndefault_model: fake\ndefault_embedding_model: ''\nmodels:\n"
         f"  fake: {{backend: openai_compat, base_url: 'http://127.0.0.1:{upstream_port}/v1', upstream_model: fake}}\n"
+        # valgrind runs the detectors ~50 times slower: their 250 ms fail-closed timeout would block requests
+        + (
+            f"pipeline: {GUARDED_PIPELINE}\nguards: {{model_dir: '{guards}', timeout_ms: 60000}}\n"
+            if guards
+            else ""
+        )
     )
+    body = GUARDED_BODY if guards else BODY
     port = free_port()
     out = home / "callgrind.out"
     server = Spawned(
@@ -81,12 +101,12 @@ def count(src: Path, upstream_port: int, seconds: int, idle_seconds: int, work: 
     try:
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         try:
-            server.wait_answering(url, BODY, timeout_s=900)  # valgrind starts slowly
+            server.wait_answering(url, body, timeout_s=900)  # valgrind starts slowly
         except (RuntimeError, TimeoutError) as exc:
             sys.exit(str(exc))
         lua = home / "post.lua"
         lua.write_text(
-            f"wrk.method = 'POST'\nwrk.headers['Content-Type'] = 'application/json'\nwrk.body = '{BODY}'\n"
+            f"wrk.method = 'POST'\nwrk.headers['Content-Type'] = 'application/json'\nwrk.body = '{body}'\n"
         )
         wrk(url, 8, lua)  # warm up: caches, connections, first collections
         control = ["callgrind_control", "--instr=on", pid]
@@ -125,10 +145,16 @@ def main() -> None:
     parser.add_argument("--src", type=Path, action="append", help="source tree(s) to measure [src]")
     parser.add_argument("--seconds", type=int, default=40, help="counted seconds of wrk per tree")
     parser.add_argument("--idle-seconds", type=int, default=10, help="seconds of idle work counted first")
+    parser.add_argument("--guards", type=Path, help="guard_in + guard_out, classifiers trained into this dir")
     args = parser.parse_args()
     for tool in ("valgrind", "callgrind_control", "nginx", "wrk"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is missing: apt-get install valgrind nginx wrk")
+    if args.guards is not None:
+        from guard_timing import ensure_models
+
+        args.guards = args.guards.resolve()
+        ensure_models(args.guards)
     work = Path(tempfile.mkdtemp(prefix="llmdock-instructions-"))
     upstream_port = free_port()
     (work / "nginx.conf").write_text(UPSTREAM.format(dir=work, port=upstream_port))
@@ -140,13 +166,13 @@ def main() -> None:
         "idle work",
         "per request",
         "per request - idle",
-        title="llmdock gateway, c=1",
+        title="llmdock gateway, c=1" + (", guard_in + guard_out, parcel enquiry" if args.guards else ""),
     )
     try:
         time.sleep(0.5)
         for src in args.src or [ROOT / "src"]:
             requests, instructions, idle = count(
-                src.resolve(), upstream_port, args.seconds, args.idle_seconds, work
+                src.resolve(), upstream_port, args.seconds, args.idle_seconds, work, args.guards
             )
             table.add_row(
                 str(src),

@@ -321,14 +321,17 @@ SECRETS = [
 ]
 
 
-async def test_skipping_credential_shapes_that_need_a_longer_token_finds_the_same() -> None:
+async def test_skipping_credential_shapes_that_need_a_longer_token_or_a_missing_literal_finds_the_same() -> (
+    None
+):
     detector = SecretsDetector(SecretsParams(entropy=False), ENV)
-    assert any(run >= 20 for _, _, run in detector.patterns)  # the shortcut applies to most shapes
+    assert any(run >= 20 for _, _, run, _ in detector.patterns)  # the shortcut applies to most shapes
+    assert any(run == 0 and needles for _, _, run, needles in detector.patterns)  # and a literal to others
 
     def every_pattern(text: str) -> list[tuple[int, int, str]]:
         return sorted(
             (m.start(), m.end(), kind)
-            for kind, pattern, _ in detector.patterns
+            for kind, pattern, *_ in detector.patterns
             for m in pattern.finditer(text)
             if m.end() > m.start()
         )

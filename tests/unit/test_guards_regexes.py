@@ -8,7 +8,7 @@ import pytest
 
 from llmdock.guards.base import GuardText
 from llmdock.guards.detectors.injection import HEURISTICS, InjectionDetector, InjectionParams
-from llmdock.guards.regexes import required_literals, required_run
+from llmdock.guards.regexes import required_groups, required_literals, required_run
 from llmdock.guards.training import data_path, load_rows
 from tests.unit.test_guards_detectors import ENV
 
@@ -20,13 +20,21 @@ from tests.unit.test_guards_detectors import ENV
         (r"\b(?:reveal|show)\s+the\s+(?:system|hidden)\s+prompt", ("system", "hidden")),
         (r"(?:^|\W)(?:new|real)\s+instructions?\s*:", ("instruction",)),
         (r"cat|dog", ("cat", "dog")),
-        (r"(?:a|)b+", None),  # an empty branch and a repeat: nothing required
+        (r"(?:a|)b*", None),  # an empty branch and an optional repeat: nothing required
+        (r"(?:a|)b+", ("b",)),  # a repeat of at least one
         (r"(?i)ignore", None),  # case-insensitive literals do not appear verbatim
         (r"x(?i:ignore)", ("x",)),
     ],
 )
 def test_required_literals_are_read_off_the_pattern(pattern: str, literals: tuple[str, ...] | None) -> None:
     assert required_literals(re.compile(pattern)) == literals
+
+
+def test_every_group_is_required_and_each_alternative_contributes() -> None:
+    pattern = re.compile(r"\b(?:ignore|drop)\s+(?:all\s+)?(?:rules|instructions?)|<\|im_start\|>")
+    assert required_groups(pattern) == [("rules", "instruction", "<|im_start|>")]  # each branch's best
+    groups = required_groups(re.compile(r"\b(?:ignore|drop)\s+(?:all\s+)?(?:rules|instructions?)"))
+    assert groups == [("ignore", "drop"), ("rules", "instruction")]
 
 
 @pytest.mark.parametrize(
@@ -46,8 +54,9 @@ def test_required_run_is_read_off_the_pattern(pattern: str, run: int) -> None:
 async def test_skipping_heuristics_that_cannot_match_gives_the_same_verdicts() -> None:
     fast = InjectionDetector(InjectionParams(), ENV)
     slow = InjectionDetector(InjectionParams(), ENV)
-    slow.needles = [None] * len(HEURISTICS)
-    assert sum(n is not None for n in fast.needles) >= len(HEURISTICS) - 1
+    slow.needles = [[] for _ in HEURISTICS]
+    assert all(fast.needles)
+    assert sum(len(groups) > 1 for groups in fast.needles) >= len(HEURISTICS) - 2  # every group must be there
     fired = 0
     for row in load_rows(data_path(), "injection")[:2500]:
         mine = await fast.detect(GuardText(row["text"], "user", "input"))

@@ -57,48 +57,55 @@ def required_run(pattern: re.Pattern[str]) -> int:
 
 
 def required_literals(pattern: re.Pattern[str]) -> tuple[str, ...] | None:
-    """Strings one of which every match of ``pattern`` contains (``None``: no such list found).
+    """Strings one of which every match of ``pattern`` contains (``None``: no such list found): of
+    :func:`required_groups`, the one whose shortest string is longest."""
+    return _best(required_groups(pattern))
 
-    From the elements every match goes through (the pattern's top level, and groups there): a run of
-    literal characters, or an alternation whose every branch starts with literal characters. Of those,
-    the one whose shortest string is longest. Case-insensitive patterns (or groups) give nothing: their
-    literals do not appear verbatim.
+
+def required_groups(pattern: re.Pattern[str]) -> list[tuple[str, ...]]:
+    """Groups of strings such that every match of ``pattern`` contains one string of each group.
+
+    A text that lacks every string of any one group cannot match, so the pattern need not run on it. The
+    groups come from the elements every match goes through (the pattern's top level, groups there, and
+    repeats of at least one): a run of literal characters, or an alternation whose every branch has such
+    a group (one string from each branch's best group). Case-insensitive patterns (or groups) give
+    nothing: their literals do not appear verbatim.
     """
-    c = _constants
-    best: tuple[str, ...] | None = None
-
-    def prefix(sequence: Any) -> str:
-        chars = []
-        for op, av in sequence:
-            if op is not c.LITERAL:
-                break
-            chars.append(chr(av))
-        return "".join(chars)
-
-    def consider(found: tuple[str, ...]) -> None:
-        nonlocal best
-        if all(found) and (best is None or min(map(len, found)) > min(map(len, best))):
-            best = found
-
-    def walk(sequence: Any) -> None:
-        items = list(sequence)
-        i = 0
-        while i < len(items):
-            op, av = items[i]
-            if op is c.LITERAL:
-                j = i
-                while j < len(items) and items[j][0] is c.LITERAL:
-                    j += 1
-                consider(("".join(chr(code) for _, code in items[i:j]),))
-                i = j
-                continue
-            if op is c.SUBPATTERN and not av[1] & re.IGNORECASE:
-                walk(av[-1])
-            elif op is c.BRANCH:
-                consider(tuple(prefix(branch) for branch in av[1]))
-            i += 1
-
     if pattern.flags & re.IGNORECASE:
-        return None
-    walk(_parser.parse(pattern.pattern, pattern.flags))
+        return []
+    return _groups(_parser.parse(pattern.pattern, pattern.flags))
+
+
+def _best(groups: list[tuple[str, ...]]) -> tuple[str, ...] | None:
+    """The group whose shortest string is longest (the first of equals): likely the rarest in a text."""
+    best: tuple[str, ...] | None = None
+    for group in groups:
+        if best is None or min(map(len, group)) > min(map(len, best)):
+            best = group
     return best
+
+
+def _groups(sequence: Any) -> list[tuple[str, ...]]:
+    c = _constants
+    found: list[tuple[str, ...]] = []
+    items = list(sequence)
+    i = 0
+    while i < len(items):
+        op, av = items[i]
+        if op is c.LITERAL:
+            j = i
+            while j < len(items) and items[j][0] is c.LITERAL:
+                j += 1
+            found.append(("".join(chr(code) for _, code in items[i:j]),))
+            i = j
+            continue
+        if op is c.SUBPATTERN and not av[1] & re.IGNORECASE:
+            found += _groups(av[-1])
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT) and av[0] >= 1:
+            found += _groups(av[2])
+        elif op is c.BRANCH:
+            branches = [_best(_groups(branch)) for branch in av[1]]
+            if all(b is not None for b in branches):
+                found.append(tuple(s for b in branches if b is not None for s in b))
+        i += 1
+    return found

@@ -31,7 +31,7 @@ from llmdock.guards.cues import cues_in
 from llmdock.guards.features import Ngrams
 from llmdock.guards.normalize import warm_up
 from llmdock.guards.policy import DetectorEnv
-from llmdock.guards.regexes import required_literals
+from llmdock.guards.regexes import required_groups
 from llmdock.guards.training import TextClassifier, data_path, ensure_model, load_rows
 
 _IGNORE = r"(?:ignore|disregard|forget|skip|override|bypass|drop)"
@@ -115,7 +115,7 @@ class InjectionDetector(
         self.params = params
         self.env = env
         self.model: TextClassifier = ensure_model(env.model_dir, "injection")
-        self.needles = [required_literals(pattern) for _, _, pattern in HEURISTICS]
+        self.needles = [required_groups(pattern) for _, _, pattern in HEURISTICS]
         warm_up()
         self.attacks: np.ndarray | None = None
         if params.embedding:
@@ -125,10 +125,11 @@ class InjectionDetector(
         norm = item.normalized()
         if "tag-smuggling" in norm.tricks:
             return Verdict(0.99, norm.layer, [Finding(0, len(item.text), "tag-smuggling", 0.99)])
-        for (rule, score, pattern), needles in zip(HEURISTICS, self.needles, strict=True):
-            if needles is not None and not any(n in norm.text for n in needles):
-                continue  # the pattern cannot match without one of them: skip the search
-            match = pattern.search(norm.text)
+        view = norm.text
+        for (rule, score, pattern), groups in zip(HEURISTICS, self.needles, strict=True):
+            if not all(any(n in view for n in group) for group in groups):
+                continue  # the pattern cannot match without a string of each group: skip the search
+            match = pattern.search(view)
             if match is not None:
                 finding = _finding_in(item.text, match.group(), rule, score)
                 return Verdict(score, _layer(f"heuristic:{rule}", norm.layer), [finding])

@@ -5,7 +5,8 @@ Slack, Stripe, OpenAI, private keys, JWTs, basic-auth URLs … Its ``scan_line``
 its filters and costs about 8 ms per 1,000 characters while answering without offsets, so the regex
 plugins' own patterns (``denylist``) are used here directly: the same shapes, with the spans a redaction
 needs, in about 0.5 ms, and about 0.15 ms as most shapes need a long token (``required_run``) and are
-skipped when the text holds none. Its high-entropy plugins are meant for source code and fire on ordinary words in
+skipped when the text holds none; most others need a literal (``BEGIN RSA PRIVATE KEY``, ``eyJ``, ``://``) and
+are skipped when the text lacks it (``required_literals``). Its high-entropy plugins are meant for source code and fire on ordinary words in
 prose; here the entropy layer only looks at long tokens mixing letters and digits (``entropy: true``).
 """
 
@@ -18,7 +19,7 @@ from pydantic import Field
 
 from llmdock.guards.base import CLEAN, BaseDetector, DetectorParams, Finding, GuardText, Verdict
 from llmdock.guards.policy import DetectorEnv
-from llmdock.guards.regexes import required_run
+from llmdock.guards.regexes import required_literals, required_run
 
 _TOKEN = re.compile(r"(?<![A-Za-z0-9+/_\-])[A-Za-z0-9+/_\-]{24,}={0,2}")
 _RUN = re.compile(r"[\w\-]+")
@@ -43,8 +44,8 @@ class SecretsDetector(
 
         skip = SKIPPED | set(params.skip)
         plugins: dict[str, Any] = get_mapping_from_secret_type_to_class()
-        self.patterns: list[tuple[str, re.Pattern[str], int]] = [
-            (kind, pattern, required_run(pattern))
+        self.patterns: list[tuple[str, re.Pattern[str], int, tuple[str, ...] | None]] = [
+            (kind, pattern, required_run(pattern), required_literals(pattern))
             for kind, cls in plugins.items()
             if issubclass(cls, RegexBasedDetector) and kind not in skip
             for pattern in cls.denylist
@@ -56,8 +57,10 @@ class SecretsDetector(
         longest = max(map(len, _RUN.findall(text)), default=0)
         findings = [
             Finding(m.start(), m.end(), _label(kind))
-            for kind, pattern, run in self.patterns
-            if run <= longest  # most credential shapes need a long token: skip them when none is there
+            for kind, pattern, run, needles in self.patterns
+            # most credential shapes need a long token, or a literal ("BEGIN RSA", "eyJ"): skip them when
+            # the text has none (exact: such a pattern cannot match there)
+            if run <= longest and (needles is None or any(n in text for n in needles))
             for m in pattern.finditer(text)
             if m.end() > m.start()
         ]

@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from functools import partial
+from operator import is_not
 from typing import Any
 
 import numpy as np
 from pydantic import Field
 
 from llmdock.guards.base import BaseDetector, DetectorParams, Finding, GuardText, Verdict
+from llmdock.guards.features import Stacked
 from llmdock.guards.normalize import warm_up
 from llmdock.guards.policy import DetectorEnv
 from llmdock.guards.training import CATEGORIES, TextClassifier, ensure_model
@@ -39,6 +42,9 @@ SELF_HARM = re.compile(
 )
 
 
+_FOUND = partial(is_not, None)  # a vocabulary row (0 included), not a miss
+
+
 class ProfanityModel:
     """alt-profanity-check's calibrated linear SVMs, evaluated as one matrix product."""
 
@@ -46,8 +52,11 @@ class ProfanityModel:
         from profanity_check import profanity_check
 
         vectorizer = profanity_check.vectorizer
-        self.analyze = vectorizer.build_analyzer()  # lower-case, token pattern, English stop words
-        self.vocabulary: dict[str, int] = vectorizer.vocabulary_
+        # its analyzer (words of 2+ characters of the lower-cased text, less English stop words), in two C
+        # calls: the tokens are found here, and a stop word, never in the vocabulary, finds no row
+        self.tokens = re.compile(vectorizer.token_pattern).findall
+        stop = vectorizer.get_stop_words() or frozenset()
+        self.vocabulary: dict[str, int] = {w: i for w, i in vectorizer.vocabulary_.items() if w not in stop}
         self.idf = vectorizer.idf_
         folds = profanity_check.model.calibrated_classifiers_
         weights = np.stack([f.estimator.coef_[0] for f in folds], axis=1)
@@ -58,7 +67,7 @@ class ProfanityModel:
 
     def score(self, text: str) -> float:
         """The mean of the five calibrated SVMs' probabilities for the text's L2-normalised TF-IDF vector."""
-        counts = Counter(i for w in self.analyze(text) if (i := self.vocabulary.get(w)) is not None)
+        counts = Counter(filter(_FOUND, map(self.vocabulary.get, self.tokens(text.lower()))))
         decision = self.intercepts
         if counts:
             rows = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
@@ -93,6 +102,11 @@ class ToxicityDetector(
             if params.categories
             else {}
         )
+        # the overall classifier and the categories score the same features: one gather for all of them
+        models = [self.model, *self.categories.values()]
+        self.stacked = Stacked([(m.char_coef, m.word_coef, m.intercept) for m in models])
+        for i, m in enumerate(models):  # the models keep views of the stacked weights, not a second copy
+            m.char_coef, m.word_coef = self.stacked.char[:, i], self.stacked.word[:, i]
 
     async def detect(self, item: GuardText) -> Verdict:
         norm = item.normalized()
@@ -101,13 +115,16 @@ class ToxicityDetector(
             start = item.text.lower().find(match.group())
             span = (start, start + len(match.group())) if start >= 0 else (0, len(item.text))
             return Verdict(0.9, "heuristic:self-harm", [Finding(*span, "self-harm", 0.9)])
-        grams = item.ngrams()
-        score = self.model.score_span(grams)
+        overall, *categories = self.stacked.logits(item.ngrams().ids())
+        score = self.model._rescaled(overall)
         layer = "classifier"
         details: dict[str, Any] = {"classifier": round(score, 4)}
         label = "toxic"
         if self.categories:
-            per = {c: round(m.score_span(grams), 4) for c, m in self.categories.items()}
+            per = {
+                c: round(m._rescaled(z), 4)
+                for (c, m), z in zip(self.categories.items(), categories, strict=True)
+            }
             details["categories"] = per
             label = max(per, key=per.__getitem__)
         if self.profanity is not None:
