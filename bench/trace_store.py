@@ -6,8 +6,9 @@ migrations ship), generates N traces spread over the last 14 days in the server 
 5 teams, lognormal latencies, a rare word in 0.1 % of answers, six stage spans — with the secondary indexes
 dropped during the load and built again after it (their definitions read from the database, so they are the
 migrations' own; the search indexes after a first ingest run, to show what they cost on inserts), then times the queries the dashboard (llmdock.ui.trace_query) and ``llmdock traces`` /
-``llmdock usage`` make, each --repeat times with varying arguments, and prints P50/P95 in ms and each one's
-plan. Last, the insert throughput of one gateway's trace path: the traces a worker journals (store/journal.py)
+``llmdock usage`` make, each --repeat times with varying arguments after a first run, and prints the first
+run's time, P50/P95 in ms and each one's plan (the first usage query keeps the hourly totals it reads later:
+store/usage_hours.py). Last, the insert throughput of one gateway's trace path: the traces a worker journals (store/journal.py)
 stored by the ingester (store/ingest.py) into the full table, all indexes on.
 
     nice -n 10 python bench/trace_store.py --traces 1000000
@@ -170,14 +171,13 @@ def queries(store: Store, n: int, rng: random.Random) -> dict[str, Callable[[], 
 
 
 def measure(store: Store, n: int, repeat: int, seed: int) -> dict[str, list[float]]:
+    """Each query's times in ms: the first run (a warm-up, as a user clicking around has; for usage, the one that
+    keeps the hourly totals) first, then ``repeat`` runs."""
     rng = random.Random(seed)
     out: dict[str, list[float]] = {}
     for name, run in queries(store, n, rng).items():
-        slow = name.startswith("usage")  # seconds each at 10M: a few runs, no warm-up
-        if not slow:
-            run()  # warm, as a user clicking around has
         times = []
-        for _ in range(max(2, repeat // 10) if slow else repeat):
+        for _ in range(1 + repeat):
             t = time.perf_counter()
             run()
             times.append((time.perf_counter() - t) * 1000)
@@ -277,6 +277,26 @@ def explain(store: Store) -> None:
             print(f"  {where or '(no filter)'}: {buffers}\n      " + "\n      ".join(nodes))
 
 
+def report(results: dict[str, list[float]], n: int, repeat: int) -> None:
+    print(f"\n{n:,} traces in PostgreSQL; {repeat} runs per query; ms")
+    print(f"{'query':<40} {'first':>8} {'P50':>8} {'P95':>8}")
+    for name, (first, *times) in results.items():
+        print(f"{name:<40} {first:>8.1f} {pct(times, 50):>8.1f} {pct(times, 95):>8.1f}")
+
+
+def load_average() -> None:
+    with open("/proc/loadavg") as fh:
+        print(f"\nload average: {fh.read().split()[:3]}")
+
+
+def queries_only(store: Store, n: int, repeat: int, seed: int) -> None:
+    """The queries' times and plans on a store loaded by an earlier run (after a change to the queries)."""
+    report(measure(store, n, repeat, seed), n, repeat)
+    explain(store)
+    load_average()
+    store.close()
+
+
 def main() -> None:
     parser = options(__doc__ or "")
     parser.add_argument("--traces", type=int, default=100_000)
@@ -284,7 +304,15 @@ def main() -> None:
     parser.add_argument("--ingest", type=int, default=50_000, help="traces stored through the ingester")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--store", default="", help="a PostgreSQL URL (default: a throwaway server)")
+    parser.add_argument(
+        "--loaded",
+        action="store_true",
+        help="--store holds the traces of an earlier run: time the queries only",
+    )
     args = parser.parse_args()
+    if args.loaded:
+        queries_only(Store(args.store), args.traces, args.repeat, args.seed)
+        return
 
     server = None
     url = args.store
@@ -310,18 +338,14 @@ def main() -> None:
         print(f"generated {args.traces:,} traces at {rate:,.0f} rows/s (server-side)", file=sys.stderr)
         results = measure(store, args.traces, args.repeat, args.seed)
         searched = ingest_rate(store, args.ingest, args.seed, "b", postmaster)
-        print(f"\n{args.traces:,} traces in PostgreSQL; {args.repeat} runs per query; ms")
-        print(f"{'query':<40} {'P50':>8} {'P95':>8}")
-        for name, times in results.items():
-            print(f"{name:<40} {pct(times, 50):>8.1f} {pct(times, 95):>8.1f}")
+        report(results, args.traces, args.repeat)
         print(f"\none gateway's trace path, {args.ingest:,} traces each into the full table:")
         print(f"{'':<32} {'journaled/s':>12} {'stored/s':>9} {'CPU us/trace: ingester':>23} {'server':>7}")
         for label, (journaled, stored, cpu, srv) in (("B-tree indexes", plain), ("+ pg_trgm GIN", searched)):
             print(f"  {label:<30} {journaled:>12,.0f} {stored:>9,.0f} {cpu * 1e6:>23,.0f} {srv * 1e6:>7,.0f}")
             print(f"  {'':<30} one core each: {1 / max(cpu, srv, 1e-9):,.0f} traces/s")
         explain(store)
-        with open("/proc/loadavg") as fh:
-            print(f"\nload average: {fh.read().split()[:3]}")
+        load_average()
         store.close()
     finally:
         if server is not None:

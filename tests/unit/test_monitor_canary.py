@@ -4,15 +4,17 @@ resolved by a clean run; an interval becomes a cron expression or is refused."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from llmdock.errors import NotFound
 from llmdock.evaluate.case import CaseResult, Output, Score
-from llmdock.monitor.canary import every_cron
-from llmdock.monitor.canary_alert import list_firings, record_run
+from llmdock.monitor.canary import every_cron, get_canary
+from llmdock.monitor.canary_alert import claim_baseline, list_firings, record_run
 from llmdock.monitor.canary_check import Thresholds, Verdict, check
 from llmdock.store import Store
 from llmdock.store.canary_rows import Canary
@@ -102,6 +104,21 @@ def test_an_interval_that_does_not_divide_a_day_is_refused(every: str) -> None:
         every_cron(every)
 
 
+CANARY = {
+    "name": "probe",
+    "target": "hosted",
+    "suite_path": "suite.yaml",
+    "suite_sha256": "0" * 64,
+    "cron": "0 */6 * * *",
+    "every": "6h",
+    "schedule_id": "",
+    "channels": ["hook"],
+    "thresholds": {},
+    "baseline_run": "",
+    "created_by": "test",
+}
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     s = Store(f"sqlite:///{tmp_path / 'canary.db'}")
@@ -111,20 +128,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 def test_a_firing_is_notified_once_per_kind_and_resolved_by_a_clean_run(store: Store) -> None:
     now = datetime.now(UTC)
-    canary = Canary(
-        name="probe",
-        target="hosted",
-        suite_path="suite.yaml",
-        suite_sha256="0" * 64,
-        cron="0 */6 * * *",
-        every="6h",
-        schedule_id="",
-        channels=["hook"],
-        thresholds={},
-        baseline_run="",
-        created_by="test",
-        created_at=now,
-    )
+    canary = Canary(**{**CANARY, "created_at": now})
     with store.session() as s, s.begin():
         s.add(canary)
     base = results(TEXTS)
@@ -150,3 +154,85 @@ def test_a_firing_is_notified_once_per_kind_and_resolved_by_a_clean_run(store: S
     assert firing.repeats == 2
     assert firing.resolved_at is not None
     assert firing.kinds == ["answers", "served"]
+
+
+def race(store: Store, name: str) -> dict[str, bool]:
+    """Two first runs claiming the baseline at the same moment, from two threads: which one won."""
+    barrier = threading.Barrier(2)
+    won: dict[str, bool] = {}
+
+    def first_run(run: str) -> None:
+        barrier.wait()
+        won[run] = claim_baseline(store, name, run)
+
+    threads = [threading.Thread(target=first_run, args=(f"run-{c}",)) for c in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return won
+
+
+def test_of_two_overlapping_first_runs_exactly_one_becomes_the_baseline(db_url: str) -> None:
+    """Twenty times over, on SQLite and PostgreSQL: one run wins each time, the stored baseline is the winner's,
+    and a canary with a baseline is not claimed again."""
+    store = Store(db_url)
+    now = datetime.now(UTC)
+    try:
+        for i in range(20):
+            name = f"race{i}"
+            with store.session() as s, s.begin():
+                s.add(Canary(**{**CANARY, "name": name, "created_at": now}))
+            won = race(store, name)
+            assert sorted(won.values()) == [False, True]
+            assert get_canary(store, name).baseline_run == next(r for r, w in won.items() if w)
+            assert not claim_baseline(store, name, "run-c")
+    finally:
+        store.close()
+
+
+def test_a_canary_firing_is_listed_silenced_and_resolved_among_the_alerts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from llmdock.cli.main import app
+
+    monkeypatch.setenv("LLMDOCK_HOME", str(tmp_path))
+    monkeypatch.setenv("LLMDOCK_CONFIG", str(tmp_path / "llmdock.yaml"))
+    monkeypatch.setenv("COLUMNS", "250")
+    (tmp_path / "llmdock.yaml").write_text(f"home: {tmp_path}\n")
+
+    def alerts(*args: str) -> str:
+        out = CliRunner().invoke(app, ["alerts", *args])
+        assert out.exit_code == 0, out.output
+        return out.output
+
+    store = Store(f"sqlite:///{tmp_path / 'llmdock.db'}")
+    now = datetime.now(UTC)
+    canary = Canary(**{**CANARY, "created_at": now})
+    with store.session() as s, s.begin():
+        s.add(canary)
+    base = results(TEXTS)
+    record_run(store, canary, "run-base", now, None)
+    assert "until" in alerts("silence", "canary:probe", "--for", "1h", "--reason", "provider maintenance")
+    row, notice = record_run(
+        store, canary, "run-2", now, check(base, results([f"x{i}" for i in range(8)]), TH)
+    )
+    assert row.status == "changed"
+    assert notice is None  # silenced: nothing sent
+    listed = alerts("list")
+    line = next(x for x in listed.splitlines() if "canary:probe" in x)
+    assert "hosted" in line
+    assert "changed: answers" in line
+    assert "silenced" in line
+    assert "firing" in line
+    assert "canary:probe" in alerts("list", "--rule", "canary:probe")
+    assert "canary:probe" not in alerts("list", "--rule", "latency")
+    record_run(store, canary, "run-3", now, check(base, results(TEXTS), TH))
+    line = next(x for x in alerts("list").splitlines() if "canary:probe" in x)
+    assert "firing" not in line  # resolved by the clean run: its time shown instead
+    unknown = CliRunner().invoke(app, ["alerts", "silence", "canary:nope"])
+    assert isinstance(unknown.exception, NotFound)  # the CLI prints it as `error: no canary 'nope' …`
+    assert "no canary 'nope'" in str(unknown.exception)
+    store.close()

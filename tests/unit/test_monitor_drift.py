@@ -123,25 +123,41 @@ def test_the_cli_prints_the_table_and_writes_the_report(tmp_path: Path) -> None:
     assert "malformed duration" in bad.stderr
 
 
+def drift_in_process(cfg: Path, model: str, html: Path) -> str:
+    """``llmdock monitor drift`` run in this process."""
+    from typer.testing import CliRunner
+
+    from llmdock.cli.main import app
+
+    args = ["monitor", "drift", "--model", model, "--config", str(cfg), "--html", str(html)]
+    out = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    return out.output
+
+
+def verdict(table: str, statistic: str) -> str:
+    return next(x for x in table.splitlines() if statistic in x).rstrip(" │").split()[-1]
+
+
 @pytest.mark.model
 def test_minilm_embeddings_see_a_change_of_topic_and_not_a_rephrasing(tmp_path: Path) -> None:
-    topic = make_store(tmp_path / "topic", sentences(CODE, 40))
-    out = run_drift(topic, "--html", str(tmp_path / "topic.html"))
-    assert out.returncode == 0, out.stderr
-    line = next(x for x in out.stdout.splitlines() if "inputs: meaning" in x)
-    assert line.rstrip(" │").endswith("yes"), out.stdout
-    topics = next(
-        x for x in out.stdout.splitlines() if "inputs: topic" in x
-    )  # the reference's k-means topics
-    assert topics.rstrip(" │").endswith("yes"), out.stdout
+    # One home for both runs: the model is exported to ONNX once (into the home), which took most of the time
+    # when each run had its own; and in this process, not two subprocesses.
+    cfg = tmp_path / "llmdock.yaml"
+    cfg.write_text(f"home: {tmp_path}\n")
+    store = Store(load_settings(cfg).resolved_database_url())
+    now = datetime.now(UTC)
+    for model, current in (("topic", sentences(CODE, 24)), ("same", sentences(COOKING, 24, offset=5))):
+        add(store, model, sentences(COOKING, 48), now - timedelta(days=3))
+        add(store, model, current, now - timedelta(hours=1))
+    store.close()
+    out = drift_in_process(cfg, "topic", tmp_path / "topic.html")
+    assert verdict(out, "inputs: meaning") == "yes", out
+    assert verdict(out, "inputs: topic") == "yes", out  # the reference's k-means topics
     assert "<h2>inputs: topic</h2>" in (tmp_path / "topic.html").read_text()
-    same = make_store(tmp_path / "same", sentences(COOKING, 40, offset=5))
-    out = run_drift(same, "--html", str(tmp_path / "same.html"))
-    assert out.returncode == 0, out.stderr
-    line = next(x for x in out.stdout.splitlines() if "inputs: meaning" in x)
-    assert line.rstrip(" │").endswith("no"), out.stdout
-    topics = next(x for x in out.stdout.splitlines() if "inputs: topic" in x)
-    assert topics.rstrip(" │").endswith("no"), out.stdout
+    out = drift_in_process(cfg, "same", tmp_path / "same.html")
+    assert verdict(out, "inputs: meaning") == "no", out
+    assert verdict(out, "inputs: topic") == "no", out
 
 
 ENGLISH = "Could you tell me how long to roast a chicken for a family dinner tonight?"

@@ -8,7 +8,8 @@ per slot however many schedulers run) and the alert channels it notifies (``aler
 
 Each run asks the suite's cases of the model with temperature 0 and the suite's seed, through preprocess,
 generate and postprocess only (no cache, guards or grounding: what is seen is the provider), and stores an
-evaluation run. The first run becomes the baseline; each later one is compared with it
+evaluation run. The first run becomes the baseline (one conditional UPDATE: of two overlapping first runs,
+one); each later one is compared with it
 (``canary_check.check``). A run that finds a change opens a firing (``canary_runs.firing_id``) and notifies;
 later runs finding the same kinds of change only update it, a run finding a new kind notifies again, and a run
 finding none resolves it. ``rebaseline`` makes a run the new baseline (the provider's change was accepted).
@@ -35,7 +36,7 @@ from llmdock.evaluate.results import load_results
 from llmdock.evaluate.runner import run
 from llmdock.evaluate.suite import Suite, TargetSpec, load_suite
 from llmdock.evaluate.targets import Serving
-from llmdock.monitor.canary_alert import record_run, resolve_open
+from llmdock.monitor.canary_alert import claim_baseline, record_run, resolve_open
 from llmdock.monitor.canary_check import Thresholds, Verdict, check
 from llmdock.monitor.notify import Notice
 from llmdock.store.canary_rows import Canary, CanaryRun
@@ -166,14 +167,18 @@ async def run_canary(
     started = datetime.now(UTC)
     outcome = await run(suite, store, metrics, serving, show_progress=show_progress, by=by)
     results = await asyncio.to_thread(load_results, store, outcome.run_id)
+    if (rebaseline or not canary.baseline_run) and all(r.error for r in results):
+        raise InvalidRequest(  # nothing to compare later runs with
+            f"canary {canary.name}: every case errored ({results[0].error}); no baseline taken"
+        )
+    if not (canary.baseline_run or rebaseline) and not await asyncio.to_thread(
+        claim_baseline, store, canary.name, outcome.run_id
+    ):  # an overlapping first run became the baseline first: this one is compared with it
+        canary = await asyncio.to_thread(get_canary, store, canary.name)
     verdict = None
     if canary.baseline_run and not rebaseline:
         base = await asyncio.to_thread(load_results, store, canary.baseline_run)
         verdict = check(base, results, Thresholds.model_validate(canary.thresholds))
-    elif all(r.error for r in results):  # nothing to compare later runs with
-        raise InvalidRequest(
-            f"canary {canary.name}: every case errored ({results[0].error}); no baseline taken"
-        )
     row, notice = await asyncio.to_thread(record_run, store, canary, outcome.run_id, started, verdict)
     return CanaryOutcome(row, verdict, notice)
 

@@ -3,7 +3,9 @@
 
 Deduplicated by kind of change: while a firing is open, a run that finds only kinds it already names updates it
 (``repeats``, ``last_seen_at``, the message) without a notice; a run that finds a new kind (the answers changed,
-and now the fingerprint too) notifies again; a run that finds nothing resolves it.
+and now the fingerprint too) notifies again; a run that finds nothing resolves it. ``llmdock alerts silence
+canary:NAME`` holds the notices (the firing is stored, marked silenced); ``llmdock alerts list`` lists the
+firings among the alert rules'.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from llmdock.config.monitor_settings import AlertChannel
@@ -20,6 +22,7 @@ from llmdock.monitor.canary_check import Verdict
 from llmdock.monitor.notify import Notice, deliver
 from llmdock.store.canary_rows import Canary, CanaryFiring, CanaryRun
 from llmdock.store.engine import Store
+from llmdock.store.monitor_rows import AlertSilence
 
 
 def _open(s: Session, name: str) -> CanaryFiring | None:
@@ -32,6 +35,17 @@ def resolve_open(store: Store, name: str, now: datetime) -> None:
         firing = _open(s, name)
         if firing is not None:
             firing.resolved_at = now
+
+
+def claim_baseline(store: Store, name: str, eval_run: str) -> bool:
+    """Make ``eval_run`` the canary's baseline if it has none yet: whether it did. One conditional UPDATE, so of
+    two first runs that overlap (``canary run`` by hand while the schedule fires) exactly one becomes the
+    baseline; the other is compared with it."""
+    with store.session() as s, s.begin():
+        claimed = s.execute(
+            update(Canary).where(Canary.name == name, Canary.baseline_run == "").values(baseline_run=eval_run)
+        )
+        return bool(claimed.rowcount)  # type: ignore[attr-defined]
 
 
 def record_run(
@@ -61,13 +75,30 @@ def record_run(
                 firing, fresh = _fire(s, canary, firing, verdict, now)
                 s.flush()
                 row.firing_id = firing.id
-                if fresh and canary.channels:
+                if fresh and canary.channels and _silenced(s, canary, now):
+                    firing.deliveries = {**firing.deliveries, "silenced": now.isoformat()}
+                elif fresh and canary.channels:
                     firing.notified_at = now
                     notice = _notice(canary, firing, verdict)
         s.add(row)
         s.flush()
         s.expunge(row)
     return row, notice
+
+
+def rule_name(canary: str) -> str:
+    """The name a canary's firings go by among the alert rules' (``llmdock alerts list``, ``alerts silence``)."""
+    return f"canary:{canary}"
+
+
+def _silenced(s: Session, canary: Canary, now: datetime) -> bool:
+    """Whether ``llmdock alerts silence canary:NAME`` holds the canary's notices now."""
+    silence = select(AlertSilence.id).where(
+        AlertSilence.rule == rule_name(canary.name),
+        AlertSilence.model.in_(["", canary.target]),
+        AlertSilence.until > now,
+    )
+    return s.scalars(silence.limit(1)).first() is not None
 
 
 def _fire(
@@ -92,7 +123,7 @@ def _fire(
 def _notice(canary: Canary, firing: CanaryFiring, verdict: Verdict) -> Notice:
     return Notice(
         id=firing.id,
-        rule=f"canary:{canary.name}",
+        rule=rule_name(canary.name),
         model=canary.target,
         metric="canary",
         condition="changed",

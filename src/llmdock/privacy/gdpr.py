@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
-from llmdock.store import audit
+from llmdock.store import audit, usage_hours
 from llmdock.store.access_views import key_view, user_view
 from llmdock.store.audit import Actor
 from llmdock.store.engine import Store
@@ -105,6 +105,7 @@ def erase_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> di
         trace_ids = list(s.scalars(select(Trace.id).where(Trace.subject.in_(ids))))
         for i in range(0, len(trace_ids), 500):
             chunk = trace_ids[i : i + 500]
+            usage_hours.forget(s, chunk)  # the usage totals kept per hour lose them too
             s.execute(delete(Trace).where(Trace.id.in_(chunk)))
             s.execute(delete(EvalClaim).where(EvalClaim.trace_id.in_(chunk)))
         feedback = s.execute(delete(FeedbackRow).where(FeedbackRow.subject.in_(ids))).rowcount  # type: ignore[attr-defined]

@@ -5,7 +5,7 @@ A trace's period is the first matching rule's, else the default; each period del
 ``CHUNK`` traces, one transaction each, through the ``(model, created_at, id)`` / ``(team_id, created_at, id)``
 and ``created_at`` indexes. The online evaluator's claims on a deleted trace (``monitor_eval_claims``, one row per
 sampled trace and rule) and the feedback on it (its comments and corrections quote the conversation) go in the
-same transaction, so neither outlives its trace. The purge is audited when it deleted anything.
+same transaction, so neither outlives its trace, and the deleted traces leave the kept hourly totals (``usage_hours.forget``). The purge is audited when it deleted anything.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import and_, delete, select
 
-from llmdock.store import audit
+from llmdock.store import audit, usage_hours
 from llmdock.store.audit import Actor
 from llmdock.store.engine import Store
 from llmdock.store.feedback_rows import FeedbackRow
@@ -68,6 +68,7 @@ def _delete_where(store: Store, condition: object) -> tuple[int, int]:
             ids = list(s.scalars(select(Trace.id).where(condition).limit(CHUNK)))  # type: ignore[arg-type]
             if not ids:
                 return total, feedback
+            usage_hours.forget(s, ids)
             s.execute(delete(EvalClaim).where(EvalClaim.trace_id.in_(ids)))
             on_them = delete(FeedbackRow).where(FeedbackRow.trace_id.in_(ids))
             feedback += s.execute(on_them).rowcount or 0  # type: ignore[attr-defined]

@@ -1,13 +1,13 @@
-"""Usage and cost summaries over the traces: by day (UTC), model and deployment, aggregated in SQL."""
+"""Usage and cost summaries over the traces: by day (UTC), model and deployment, from the hourly totals."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import select
 
+from llmdock.store import usage_hours
 from llmdock.store.engine import Store
 from llmdock.store.models import Trace
 
@@ -25,48 +25,31 @@ class UsageRow:
     cost: float
 
 
-def _day(store: Store) -> Any:
-    if store.engine.dialect.name == "postgresql":
-        return func.to_char(func.timezone("UTC", Trace.created_at), "YYYY-MM-DD")
-    return func.date(Trace.created_at)  # SQLite keeps UTC text (see UTCDateTime)
-
-
 def usage_summary(store: Store, *, days: int = 7, model: str | None = None) -> list[UsageRow]:
-    since = datetime.now(UTC) - timedelta(days=days)
-    day = _day(store).label("day")
-    q = (
-        select(
-            day,
-            Trace.model,
-            Trace.deployment,
-            func.count().label("requests"),
-            func.sum(case((Trace.status == "error", 1), else_=0)).label("errors"),
-            func.sum(case((Trace.cache.in_(["hit", "semantic-hit"]), 1), else_=0)).label("cache_hits"),
-            func.sum(Trace.prompt_tokens).label("prompt_tokens"),
-            func.sum(Trace.completion_tokens).label("completion_tokens"),
-            func.sum(Trace.cost).label("cost"),
-        )
-        .where(Trace.created_at >= since)
-        .group_by(day, Trace.model, Trace.deployment)
-        .order_by(day.desc(), Trace.model, Trace.deployment)
+    """The traces of the last ``days`` days, totalled per UTC day, model and deployment (newest day first),
+    from the kept hourly totals (store/usage_hours.py) and the traces at the window's edges."""
+    now = datetime.now(UTC)
+    found = usage_hours.totals(
+        store, now - timedelta(days=days), now, ("day", "model", "deployment"), model=model
     )
-    if model:
-        q = q.where(Trace.model == model)
-    with store.session() as s:
-        return [
-            UsageRow(
-                str(r.day),
-                r.model,
-                r.deployment,
-                int(r.requests),
-                int(r.errors or 0),
-                int(r.cache_hits or 0),
-                int(r.prompt_tokens or 0),
-                int(r.completion_tokens or 0),
-                float(r.cost or 0.0),
-            )
-            for r in s.execute(q)
-        ]
+    at = {n: usage_hours.TOTALS.index(n) for n in usage_hours.TOTALS}
+    rows = [
+        UsageRow(
+            day,
+            m,
+            deployment,
+            int(t[at["requests"]]),
+            int(t[at["errors"]]),
+            int(t[at["cache_hits"]]),
+            int(t[at["prompt_tokens"]]),
+            int(t[at["completion_tokens"]]),
+            t[at["cost"]],
+        )
+        for (day, m, deployment), t in found.items()
+    ]
+    rows.sort(key=lambda r: (r.model, r.deployment))
+    rows.sort(key=lambda r: r.day, reverse=True)
+    return rows
 
 
 def last_minute(store: Store, scope: str) -> list[tuple[float, int]]:
