@@ -30,13 +30,13 @@ ATTACK = (
 BENIGN = "Could you suggest a simple recipe for banana bread that uses walnuts and not too much sugar?"
 
 
-def small_set(tmp_path: Path, per_label: int = 60) -> tuple[Path, list[dict[str, object]]]:
+def small_set(tmp_path: Path, per_label: int = 40) -> tuple[Path, list[dict[str, object]]]:
     """A training file of ``per_label`` attacks and benign prompts (short ones, from several sources), and
     rows of the same kinds left out of it."""
     rows = [r for r in load_rows(data_path(), "injection") if len(r["text"]) < 400]
     rnd = random.Random(3)
     rnd.shuffle(rows)
-    chosen = [r for y in (0, 1) for r in [r for r in rows if r["label"] == y][: per_label + 20]]
+    chosen = [r for y in (0, 1) for r in [r for r in rows if r["label"] == y][: per_label + 15]]
     train = [r for y in (0, 1) for r in [r for r in chosen if r["label"] == y][:per_label]]
     left = [r for r in chosen if r not in train]
     path = tmp_path / "small.jsonl.gz"
@@ -54,7 +54,7 @@ def test_the_embedding_classifier_trains_separates_and_reloads(tmp_path: Path) -
     path, left = small_set(tmp_path)
     encode = embedding.shared_encoder(guard_model_dir())
     model = embedding.train("injection", path, encode, "both", per_source=1000)
-    assert model.manifest["rows"] == 120
+    assert model.manifest["rows"] == 80
     assert model.ngrams is not None
     scores = [score(model, str(r["text"])) for r in left]
     attacks = np.mean([s for s, r in zip(scores, left, strict=True) if r["label"] == 1])
