@@ -95,12 +95,13 @@ def capped(rows: list[dict[str, Any]], cap: int) -> list[dict[str, Any]]:
     return [r for _, group in sorted(by_source.items()) for r in rnd.sample(group, min(cap, len(group)))]
 
 
-def detector_for(task: str, model_dir: Path) -> Any:
+def detector_for(task: str, model_dir: Path, model: str = "ngram") -> Any:
     from llmdock.config import Settings
     from llmdock.guards.policy import DetectorEnv, build_policies
     from llmdock.plugins import load_plugins
 
-    settings = Settings(guards={"model_dir": str(model_dir), "input": {task: {}}, "output": {}})
+    params = {} if model == "ngram" else {"model": model}
+    settings = Settings(guards={"model_dir": str(model_dir), "input": {task: params}, "output": {}})
     return (
         build_policies(settings, load_plugins().detectors, DetectorEnv(model_dir))
         .base["input"][task]
@@ -148,6 +149,13 @@ def leave_one_out(
     """
     from llmdock.guards.training import train
 
+    trainer: Any = train
+    kind = getattr(detector.model, "kind", "ngram")
+    if kind != "ngram":  # the embedding layer (its encoder memoises: every fold embeds the same texts)
+        from llmdock.guards import embedding
+
+        encode = detector.model.encode
+        trainer = lambda task, path: embedding.train(task, path, encode, kind)  # noqa: E731
     families = sorted({family(r["source"]) for r in pool})
     results = {}
     with Progress(console=console) as progress, tempfile.TemporaryDirectory() as tmp:
@@ -156,7 +164,7 @@ def leave_one_out(
             held = [i for i, r in enumerate(pool) if family(r["source"]) == fam]
             path = Path(tmp) / "fold.jsonl.gz"
             write(path, [r for r in everything if family(r["source"]) != fam])
-            detector.model = train(task, path)
+            detector.model = trainer(task, path)
             rows = [pool[i] for i in held]
             results[fam] = (rows, asyncio.run(score(detector, rows)), [peer[i] for i in held])
             progress.advance(bar)
@@ -220,6 +228,42 @@ def print_never_used(rows: list[dict[str, Any]], ours: list[float], theirs: list
     console.print(table)
 
 
+def cpu_per_prompt(detector: Any, model: str, count: int = 30) -> None:
+    """The injection detector's CPU time (this thread) per 1,000-character prompt (texts of the test split)."""
+    import time
+
+    from guard_timing import test_rows, thousand_char_prompts
+
+    from llmdock.guards.base import GuardText
+
+    prompts = thousand_char_prompts(test_rows())[:count]
+    asyncio.run(detector.detect(GuardText(prompts[0], "user", "input")))  # warm
+    spent = []
+    for prompt in prompts:
+        started = time.thread_time()
+        asyncio.run(detector.detect(GuardText(prompt, "user", "input")))
+        spent.append(time.thread_time() - started)
+    spent.sort()
+    console.print(f"injection ({model}): CPU per 1,000-character prompt P50 {spent[len(spent) // 2] * 1000:.1f} ms, "
+                  f"max {spent[-1] * 1000:.1f} ms ({count} prompts, one thread; load average {os.getloadavg()[0]:.1f})")  # fmt: skip
+
+
+def memo_embeddings(home: Path, cache: Path, save: bool = False) -> None:
+    """The embedding layer's encoder for ``home`` memoises texts, starting from (or saved to) ``cache``."""
+    import numpy as np
+
+    from llmdock.guards.embedding import shared_encoder
+
+    encode = shared_encoder(home)
+    if save and encode.memo:
+        np.savez(cache, keys=np.array(list(encode.memo)), vectors=np.stack(list(encode.memo.values())))
+    elif not save:
+        encode.memo = {}
+        if cache.exists():
+            with np.load(cache) as z:
+                encode.memo = dict(zip(z["keys"].tolist(), z["vectors"], strict=True))
+
+
 def main(argv: list[str] | None = None) -> None:
     from guard_quality import ensure_peer_venv
 
@@ -230,18 +274,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", nargs="+", default=["injection", "toxicity"])
     parser.add_argument("--cap", type=int, default=0,
                         help="at most this many rows per source in the pool (a seeded sample), to run on a busy machine")  # fmt: skip
+    parser.add_argument("--model", choices=["ngram", "embedding", "both"], default="ngram",
+                        help="the injection classifier (guards.input.injection.model); toxicity keeps its own")  # fmt: skip
+    parser.add_argument("--heldout-cap", type=int, default=0, help="the same cap on the never-used sources")
+    parser.add_argument("--embedding-cache", type=Path, default=Path(tempfile.gettempdir()) / "llmdock-guard-embeddings.npz",
+                        help="texts already embedded (by a previous run), reused and extended")  # fmt: skip
     args = parser.parse_args(argv)
     import llmdock
 
     console.print(f"llmdock from {Path(llmdock.__file__).parent}")
     python = ensure_peer_venv(args.peer_venv)
-    heldout = [r for task in args.tasks for r in load(HELDOUT) if r["task"] == task]
+    heldout = [r for task in args.tasks for r in capped(load(HELDOUT), args.heldout_cap) if r["task"] == task]
     ours: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
+        if args.model != "ngram":
+            memo_embeddings(Path(tmp), args.embedding_cache)
         for task in args.tasks:
             with console.status(f"{task}: training the shipped classifier"):
-                detector = detector_for(task, Path(tmp))
+                detector = detector_for(task, Path(tmp), args.model if task == "injection" else "ngram")
             ours += asyncio.run(score(detector, [r for r in heldout if r["task"] == task]))
+            if task == "injection":
+                cpu_per_prompt(detector, args.model)
             everything = capped(load(TRAIN) + load(TEST), args.cap)
             pool = [r for r in everything if r["task"] == task] + (
                 [{**r, "task": task} for r in everything if r["task"] == "injection" and r["label"] == 0]
@@ -251,6 +304,8 @@ def main(argv: list[str] | None = None) -> None:
             with console.status(f"{task}: the peer on {len(pool)} rows"):
                 peer = peer_scores(python, pool)
             print_folds(task, leave_one_out(detector, task, peer, pool, everything))
+    if args.model != "ngram":
+        memo_embeddings(Path(tmp), args.embedding_cache, save=True)
     with console.status("never-used sources: the peers"):
         theirs = peer_scores(python, heldout)
     print_never_used(heldout, ours, theirs)

@@ -145,8 +145,7 @@ def train(task: str, path: Path, category: str | None = None) -> TextClassifier:
         raise ValueError(f"no training rows for {task!r} in {path}")
     views = [normalize(r["text"]).text for r in rows]
     labels = np.array([r["label"] for r in rows])
-    groups = [hashlib.sha256(f"{r['source']}:{r['group']}".encode()).digest()[0] for r in rows]
-    held = np.array([g / 256 < VALIDATION_SHARE for g in groups])
+    held = validation_mask(rows)
     matrix = features.matrix(views)
 
     def fit(mask: np.ndarray) -> LogisticRegression:
@@ -156,14 +155,7 @@ def train(task: str, path: Path, category: str | None = None) -> TextClassifier:
         return model.fit(matrix[mask], labels[mask])
 
     probe = fit(~held)
-    val_scores = probe.predict_proba(matrix[held])[:, 1]
-    threshold = _threshold_for(val_scores, labels[held])
-    sensitive = np.array([r["source"] in SENSITIVE_SOURCES for r in rows])[held]
-    if sensitive.any():  # and under SENSITIVE_FPR on benign text about sensitive subjects
-        threshold = max(
-            threshold, _threshold_for(val_scores[sensitive], labels[held][sensitive], SENSITIVE_FPR)
-        )
-    recall = float((val_scores[labels[held] == 1] >= threshold).mean()) if (labels[held] == 1).any() else 0.0
+    threshold, recall = choose_threshold(probe.predict_proba(matrix[held])[:, 1], rows, held)
     model = fit(np.ones(len(rows), dtype=bool))
     coef = model.coef_[0].astype(np.float32)
     sources = sorted({r["source"] for r in rows})
@@ -181,6 +173,27 @@ def train(task: str, path: Path, category: str | None = None) -> TextClassifier:
     }
     split = features.CHAR_FEATURES
     return TextClassifier(task, coef[:split], coef[split:], float(model.intercept_[0]), threshold, manifest)
+
+
+def validation_mask(rows: list[dict[str, Any]]) -> np.ndarray:
+    """Which rows are the validation part (whole groups of a source, about ``VALIDATION_SHARE``)."""
+    groups = [hashlib.sha256(f"{r['source']}:{r['group']}".encode()).digest()[0] for r in rows]
+    return np.array([g / 256 < VALIDATION_SHARE for g in groups])
+
+
+def choose_threshold(
+    val_scores: np.ndarray, rows: list[dict[str, Any]], held: np.ndarray
+) -> tuple[float, float]:
+    """(threshold, validation recall at it): at most ``TARGET_FPR`` of benign validation rows above it, and at
+    most ``SENSITIVE_FPR`` of benign rows on sensitive subjects (a probe model fitted without ``held`` scored
+    the ``held`` rows)."""
+    labels = np.array([r["label"] for r in rows])[held]
+    threshold = _threshold_for(val_scores, labels)
+    sensitive = np.array([r["source"] in SENSITIVE_SOURCES for r in rows])[held]
+    if sensitive.any():  # and under SENSITIVE_FPR on benign text about sensitive subjects
+        threshold = max(threshold, _threshold_for(val_scores[sensitive], labels[sensitive], SENSITIVE_FPR))
+    recall = float((val_scores[labels == 1] >= threshold).mean()) if (labels == 1).any() else 0.0
+    return threshold, recall
 
 
 def _threshold_for(scores: np.ndarray, labels: np.ndarray, target_fpr: float = TARGET_FPR) -> float:

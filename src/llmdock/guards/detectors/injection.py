@@ -13,6 +13,7 @@ Layers, cheapest first, each recorded as the ``layer`` of the verdict when it de
    A flagged text's structure cues (:mod:`llmdock.guards.cues`: addressed to the model, task take-over,
    role switch…) are named in the verdict, and a short request whose only cue is an "ignore" aimed at
    something other than the model's instructions is let through (capped at 0.45);
+   ``model: embedding`` or ``both`` swaps in the heavier classifier of :mod:`llmdock.guards.embedding`;
 4. optionally, embedding similarity to known attacks (``embedding: true``; all-MiniLM-L6-v2, about
    12 ms per text on one core, so off by default). It is a weak layer: it recognises close variants of
    known jailbreaks but adds little recall over the classifier on the test split.
@@ -21,18 +22,20 @@ Layers, cheapest first, each recorded as the ``layer`` of the verdict when it de
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
 
 from llmdock.guards.base import BaseDetector, DetectorParams, Finding, GuardText, Verdict
 from llmdock.guards.cues import cues_in
+from llmdock.guards.embedding import SpanScorer
+from llmdock.guards.embedding import ensure_model as ensure_embedding_model
 from llmdock.guards.features import Ngrams
 from llmdock.guards.normalize import warm_up
 from llmdock.guards.policy import DetectorEnv
 from llmdock.guards.regexes import required_groups
-from llmdock.guards.training import TextClassifier, data_path, ensure_model, load_rows
+from llmdock.guards.training import data_path, ensure_model, load_rows
 
 _IGNORE = r"(?:ignore|disregard|forget|skip|override|bypass|drop)"
 _PRIOR = r"(?:all\s+|any\s+|the\s+|your\s+|my\s+|of\s+)*(?:previous|prior|above|earlier|preceding|former|initial|original|system|old)"
@@ -98,6 +101,11 @@ MUNDANE_CHARS, MUNDANE_CAP = 300, 0.45
 
 class InjectionParams(DetectorParams):
     window_chars: int = Field(default=600, ge=100, description="longer texts are also scored in windows")
+    model: Literal["ngram", "embedding", "both"] = Field(
+        default="ngram",
+        description="the classifier: n-grams; or all-MiniLM-L6-v2 embeddings alone or with the n-grams "
+        "(heavier: see llmdock.guards.embedding)",
+    )
     embedding: bool = Field(default=False, description="add embedding similarity to known attacks")
     embedding_threshold: float = Field(default=0.7, gt=0, le=1)
 
@@ -114,7 +122,11 @@ class InjectionDetector(
     def __init__(self, params: InjectionParams, env: DetectorEnv) -> None:
         self.params = params
         self.env = env
-        self.model: TextClassifier = ensure_model(env.model_dir, "injection")
+        self.model: SpanScorer = (
+            ensure_model(env.model_dir, "injection")
+            if params.model == "ngram"
+            else ensure_embedding_model(env.model_dir, "injection", params.model)
+        )
         self.needles = [required_groups(pattern) for _, _, pattern in HEURISTICS]
         warm_up()
         self.attacks: np.ndarray | None = None
