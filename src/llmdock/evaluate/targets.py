@@ -18,7 +18,6 @@ from llmdock.evaluate.suite import TargetSpec
 if TYPE_CHECKING:
     from llmdock.backends.base import Backend
     from llmdock.config import Settings
-    from llmdock.evaluate.local_target import LocalTarget
     from llmdock.pipeline.env import StageEnv
     from llmdock.pipeline.runner import Pipeline
     from llmdock.prompts import PromptResolver
@@ -127,12 +126,3 @@ def build_target(spec: TargetSpec, serving: Serving | None) -> Target:
     from llmdock.evaluate.local_target import LocalTarget  # the pipeline's modules: only for these
 
     return LocalTarget(spec, serving)
-
-
-def __getattr__(name: str) -> type[LocalTarget]:
-    """``LocalTarget`` is still importable from here, its module loaded on first use."""
-    if name == "LocalTarget":
-        from llmdock.evaluate.local_target import LocalTarget
-
-        return LocalTarget
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
