@@ -1,31 +1,72 @@
-"""Plugin loading: llmdock's built-ins (``llmdock.default_plugins``), then third-party packages, by the same hooks."""
+"""Plugin loading: llmdock's built-ins (``llmdock.default_plugins``), then third-party packages, by the same hooks.
+
+Each kind (backends, stages, detectors, metrics, job steps, dataset steps) is collected the first time it is
+asked for: its hook is called then, and only then are the modules behind it imported. A url-only ``llmdock
+eval run`` asks for the metrics alone, so it never imports the guards, the model backends or the pipeline's
+stages; a third-party plugin is registered exactly as before, whichever hooks it implements.
+"""
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from llmdock.backends.base import Backend
-from llmdock.datasets.steps.base import Step
 from llmdock.default_plugins import DEFAULT_PLUGINS
-from llmdock.evaluate.case import MetricFactory
-from llmdock.guards.base import DetectorFactory
 from llmdock.hookspecs import LlmdockSpec, StageFactory
-from llmdock.jobs.steps import StepFactory
+
+if TYPE_CHECKING:
+    from llmdock.backends.base import Backend
+    from llmdock.datasets.steps.base import Step
+    from llmdock.evaluate.case import MetricFactory
+    from llmdock.guards.base import DetectorFactory
+    from llmdock.jobs.steps import StepFactory
 
 
-@dataclass(frozen=True)
+def _by_name(groups: Iterable[Iterable[Any]], key: str) -> dict[str, Any]:
+    """One hook's answers merged: later-registered plugins (called first by pluggy) win on a name clash."""
+    found: dict[str, Any] = {}
+    for group in reversed(list(groups)):
+        found.update({getattr(cls, key): cls for cls in group})
+    return found
+
+
 class Plugins:
-    backends: dict[str, type[Backend]]
-    stages: dict[str, StageFactory]
-    detectors: dict[str, DetectorFactory]
-    metrics: dict[str, MetricFactory]
-    names: list[str]
-    job_steps: dict[str, StepFactory] = field(default_factory=dict)
-    dataset_steps: dict[str, type[Step]] = field(default_factory=dict)
+    """The registered plugins; each kind is built from its hook on first use (then kept)."""
+
+    def __init__(self, pm: pluggy.PluginManager) -> None:
+        self._hook = pm.hook
+        self.names: list[str] = [name for name, _ in pm.list_name_plugin()]
+
+    @cached_property
+    def backends(self) -> dict[str, type[Backend]]:
+        return _by_name(self._hook.llmdock_backends(), "kind")
+
+    @cached_property
+    def stages(self) -> dict[str, StageFactory]:
+        stages: dict[str, StageFactory] = {}
+        for group in reversed(self._hook.llmdock_stages()):
+            stages.update(group)
+        return stages
+
+    @cached_property
+    def detectors(self) -> dict[str, DetectorFactory]:
+        return _by_name(self._hook.llmdock_detectors(), "name")
+
+    @cached_property
+    def metrics(self) -> dict[str, MetricFactory]:
+        return _by_name(self._hook.llmdock_metrics(), "name")
+
+    @cached_property
+    def job_steps(self) -> dict[str, StepFactory]:
+        return _by_name(self._hook.llmdock_job_steps(), "name")
+
+    @cached_property
+    def dataset_steps(self) -> dict[str, type[Step]]:
+        return _by_name(self._hook.llmdock_dataset_steps(), "name")
 
     def registered(self) -> dict[str, dict[str, object]]:
         """What stages may look up by kind (``StageEnv.plugins``): everything but stages and backends."""
@@ -35,7 +76,9 @@ class Plugins:
 def load_plugins(entry_points: bool = True, extra: Sequence[object] = ()) -> Plugins:
     """Built-ins first (``DEFAULT_PLUGINS``), then every ``llmdock.plugins`` entry point, then ``extra``.
 
-    A later plugin's backend, stage, detector or metric replaces a built-in of the same name.
+    A later plugin's backend, stage, detector or metric replaces a built-in of the same name. Registering
+    imports the plugin modules (the built-ins import their classes only inside their hooks); no hook is
+    called until its kind is asked for.
     """
     pm = pluggy.PluginManager("llmdock")
     pm.add_hookspecs(LlmdockSpec)
@@ -45,29 +88,4 @@ def load_plugins(entry_points: bool = True, extra: Sequence[object] = ()) -> Plu
         pm.load_setuptools_entrypoints("llmdock.plugins")
     for plugin in extra:
         pm.register(plugin)
-    backends: dict[str, type[Backend]] = {}
-    for group in reversed(pm.hook.llmdock_backends()):
-        backends.update({cls.kind: cls for cls in group})
-    stages: dict[str, StageFactory] = {}
-    for stage_group in reversed(pm.hook.llmdock_stages()):
-        stages.update(stage_group)
-    detectors: dict[str, DetectorFactory] = {}
-    for detector_group in reversed(pm.hook.llmdock_detectors()):
-        detectors.update({cls.name: cls for cls in detector_group})
-    metrics: dict[str, MetricFactory] = {}
-    for metric_group in reversed(pm.hook.llmdock_metrics()):
-        metrics.update({cls.name: cls for cls in metric_group})
-    names = [name for name, _ in pm.list_name_plugin()]
-    job_steps: dict[str, StepFactory] = {}
-    for step_group in reversed(pm.hook.llmdock_job_steps()):
-        job_steps.update({cls.name: cls for cls in step_group})
-    steps = {cls.name: cls for group in reversed(pm.hook.llmdock_dataset_steps()) for cls in group}
-    return Plugins(
-        backends=backends,
-        stages=stages,
-        detectors=detectors,
-        metrics=metrics,
-        names=names,
-        job_steps=job_steps,
-        dataset_steps=steps,
-    )
+    return Plugins(pm)

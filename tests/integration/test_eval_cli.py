@@ -16,6 +16,12 @@ import pytest
 
 from tests.integration.conftest import run_cli
 
+# The fake model's home. PII masking off: these tests are about runs, resumes and gates, and the Presidio engine
+# that masking loads costs every `eval run` / `eval gate` process a second or two.
+FAKE_CONFIG = (
+    "include_builtin_models: false\ndefault_model: fake\ndefault_embedding_model: ''\n"
+    "models:\n  fake: {backend: fake}\nprivacy: {pii: 'off'}\n"
+)
 CAPITALS = [
     {"id": "france", "input": "What is the capital of France? Answer in one word.", "expected": "Paris"},
     {"id": "japan", "input": "What is the capital of Japan? Answer in one word.", "expected": "Tokyo"},
@@ -23,12 +29,14 @@ CAPITALS = [
 ]
 
 
-def write_suite(home: Path, model: str, rows: list[dict[str, str]], checks: str) -> Path:
+def write_suite(
+    home: Path, model: str, rows: list[dict[str, str]], checks: str, max_tokens: int = 24
+) -> Path:
     (home / "cases.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     suite = home / "suite.yaml"
     suite.write_text(
         f"name: capitals\ndataset: cases.jsonl\ntargets:\n  - model: {model}\n"
-        f"    params: {{temperature: 0}}\nassert:\n{checks}max_tokens: 24\nconcurrency: 3\n"
+        f"    params: {{temperature: 0}}\nassert:\n{checks}max_tokens: {max_tokens}\nconcurrency: 3\n"
     )
     return suite
 
@@ -36,8 +44,8 @@ def write_suite(home: Path, model: str, rows: list[dict[str, str]], checks: str)
 @pytest.mark.model
 def test_the_embedded_model_runs_a_suite_and_the_run_can_be_shown_and_exported(tmp_path: Path) -> None:
     suite = write_suite(
-        tmp_path, "smollm2", CAPITALS, "  - type: icontains\n  - type: rouge-l\n    threshold: 0\n"
-    )
+        tmp_path, "smollm2", CAPITALS, "  - type: icontains\n  - type: rouge-l\n    threshold: 0\n", 8
+    )  # one-word answers: 8 tokens hold them (nothing here depends on the answer's length)
     done = run_cli(tmp_path, "eval", "run", str(suite))
     assert done.returncode == 0, done.stderr
     assert "smollm2: 3 results, 0 errored" in done.stdout
@@ -62,7 +70,7 @@ def test_the_embedded_model_runs_a_suite_and_the_run_can_be_shown_and_exported(t
 def test_a_run_killed_mid_way_is_finished_by_resume_without_loss_or_duplicates(tmp_path: Path) -> None:
     (tmp_path / "llmdock.yaml").write_text(
         "include_builtin_models: false\ndefault_model: slow\ndefault_embedding_model: ''\n"
-        "models:\n  slow: {backend: fake, delay_s: 0.15}\n"
+        "models:\n  slow: {backend: fake, delay_s: 0.15}\nprivacy: {pii: 'off'}\n"
     )
     rows = [{"id": f"q{i}", "input": f"question {i}", "expected": "answer"} for i in range(40)]
     suite = write_suite(tmp_path, "slow", rows, "  - type: icontains\n")
@@ -74,7 +82,7 @@ def test_a_run_killed_mid_way_is_finished_by_resume_without_loss_or_duplicates(t
         stderr=subprocess.DEVNULL,
     )
     db = tmp_path / "llmdock.db"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # the client starting on a loaded machine: main took over 60 s there
     stored = 0
     while time.monotonic() < deadline and stored < 6:
         time.sleep(0.1)
@@ -87,7 +95,7 @@ def test_a_run_killed_mid_way_is_finished_by_resume_without_loss_or_duplicates(t
     proc.wait()
     assert 6 <= stored < 40, "the run should have been killed mid-way"
     (run_id,) = sqlite3.connect(db).execute("select id from eval_runs").fetchone()
-    resumed = run_cli(tmp_path, "eval", "run", str(suite), "--resume", run_id[:10])
+    resumed = run_cli(tmp_path, "eval", "run", str(suite), "--resume", run_id[:10], "--concurrency", "8")
     assert resumed.returncode == 0, resumed.stderr
     con = sqlite3.connect(db)
     keys = con.execute("select case_id from eval_results where run_id = ?", (run_id,)).fetchall()
@@ -96,10 +104,7 @@ def test_a_run_killed_mid_way_is_finished_by_resume_without_loss_or_duplicates(t
 
 
 def test_the_gate_exits_1_on_a_missed_bound_and_writes_junit(tmp_path: Path) -> None:
-    (tmp_path / "llmdock.yaml").write_text(
-        "include_builtin_models: false\ndefault_model: fake\ndefault_embedding_model: ''\n"
-        "models:\n  fake: {backend: fake}\n"
-    )
+    (tmp_path / "llmdock.yaml").write_text(FAKE_CONFIG)
     rows = [{"id": f"q{i}", "input": f"question {i}", "expected": "question"} for i in range(5)]
     suite = write_suite(tmp_path, "fake", rows, "  - type: icontains\n  - type: rouge-l\n    threshold: 0\n")
     first = run_cli(tmp_path, "eval", "run", str(suite))

@@ -7,13 +7,11 @@ import json
 from pathlib import Path
 
 from tests.integration.conftest import run_cli
+from tests.integration.test_eval_cli import FAKE_CONFIG
 
 
 def test_the_gate_compares_with_the_newest_run_of_the_prompt_version_a_label_names(tmp_path: Path) -> None:
-    (tmp_path / "llmdock.yaml").write_text(
-        "include_builtin_models: false\ndefault_model: fake\ndefault_embedding_model: ''\n"
-        "models:\n  fake: {backend: fake}\n"
-    )
+    (tmp_path / "llmdock.yaml").write_text(FAKE_CONFIG)
     template = tmp_path / "support.yaml"
     template.write_text("name: support\nmessages:\n  - {role: user, content: 'question about {{ topic }}'}\n")
     assert run_cli(tmp_path, "prompts", "push", str(template), "--label", "production").returncode == 0

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.test_eval_cli import write_suite
+from tests.integration.test_eval_cli import FAKE_CONFIG, write_suite
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW = ROOT / "examples" / "ci" / "eval-gate.yml"
@@ -81,10 +81,7 @@ def test_a_push_records_the_baseline_and_a_pull_request_gates_against_it(tmp_pat
     home.mkdir()
     (bin_dir / "llmdock").write_text(f'#!/bin/sh\nexec {sys.executable} -m llmdock "$@"\n')
     (bin_dir / "llmdock").chmod(0o755)
-    (home / "llmdock.yaml").write_text(
-        "include_builtin_models: false\ndefault_model: fake\ndefault_embedding_model: ''\n"
-        "models:\n  fake: {backend: fake}\n"
-    )
+    (home / "llmdock.yaml").write_text(FAKE_CONFIG)
     rows = [{"id": f"q{i}", "input": f"question {i}", "expected": "question"} for i in range(5)]
     suite = write_suite(home, "fake", rows, "  - type: icontains\n")
     env = {

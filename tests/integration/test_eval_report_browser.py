@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import run_cli
+from tests.integration.test_eval_cli import FAKE_CONFIG
 
 pytestmark = pytest.mark.browser
 
@@ -93,10 +94,7 @@ def case_rows(dom: str) -> list[tuple[str, str, bool]]:
 
 def test_the_report_renders_in_chromium_and_its_filters_work(tmp_path: Path) -> None:
     chromium = chromium_or_skip()
-    (tmp_path / "llmdock.yaml").write_text(
-        "include_builtin_models: false\ndefault_model: fake\ndefault_embedding_model: ''\n"
-        "models:\n  fake: {backend: fake}\n"
-    )
+    (tmp_path / "llmdock.yaml").write_text(FAKE_CONFIG)
     run_a = run_suite(tmp_path, "a", ROWS)
     changed = {"spain": "capital", "italy": "rome"}  # B: spain now passes, italy fails
     run_b = run_suite(tmp_path, "b", [{**r, "expected": changed.get(r["id"], r["expected"])} for r in ROWS])

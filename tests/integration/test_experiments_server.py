@@ -1,5 +1,5 @@
 """An A/B experiment for real: two prompt versions served by ``llmdock serve`` on the embedded SmolLM2,
-200 requests from 50 users, feedback through the SDK and the CLI, ``status`` and ``conclude --auto``."""
+100 requests from 50 users, feedback through the SDK and the CLI, ``status`` and ``conclude --auto``."""
 
 from __future__ import annotations
 
@@ -63,14 +63,14 @@ def test_two_prompt_versions_split_scored_and_concluded(tmp_path: Path) -> None:
 
         seen: dict[str, str] = {}
         traces: dict[str, list[str]] = {"a": [], "b": []}
-        for i in range(200):
+        for i in range(100):  # every user twice: stickiness is seen, each half gets about 25 users
             user = f"user-{i % 50}"
             resp = ask(server.url, user)
             variant = resp.headers["x-llmdock-experiment"]
             assert seen.setdefault(user, variant) == variant  # sticky: one user, one variant
             traces[variant.split("/")[1]].append(resp.headers["x-llmdock-trace-id"])
         counts = {v: len(t) for v, t in traces.items()}
-        assert min(counts.values()) >= 40  # 50 users over two halves: both get real traffic
+        assert min(counts.values()) >= 20  # 50 users over two halves: both get real traffic
 
         time.sleep(1.5)  # the ingester stores the journaled traces
         for trace_id in traces["a"]:
@@ -82,7 +82,7 @@ def test_two_prompt_versions_split_scored_and_concluded(tmp_path: Path) -> None:
 
         deadline = time.monotonic() + 30
         found = status(home)
-        while sum(int(v["requests"]) for v in found.values()) < 201:  # type: ignore[call-overload]
+        while sum(int(v["requests"]) for v in found.values()) < 101:  # type: ignore[call-overload]
             assert time.monotonic() < deadline, found
             time.sleep(0.5)
             found = status(home)

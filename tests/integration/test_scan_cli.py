@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,8 +37,24 @@ def scan_fake(home: Path, report: Path) -> dict:  # type: ignore[type-arg]
     return dict(json.loads(report.with_suffix(".json").read_text()))
 
 
-def test_a_scan_with_guards_off_and_on_shows_what_the_guards_stop(tmp_path: Path) -> None:
-    data = scan_fake(tmp_path, fake_home(tmp_path))
+@dataclass(frozen=True)
+class Scanned:
+    home: Path
+    report: Path
+    data: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def scanned(tmp_path_factory: pytest.TempPathFactory) -> Scanned:
+    """One scan of the fake model, guards off and on, shared by the tests that only read it (each scan is a
+    process that loads the guards' models)."""
+    home = tmp_path_factory.mktemp("scan")
+    report = fake_home(home)
+    return Scanned(home, report, scan_fake(home, report))
+
+
+def test_a_scan_with_guards_off_and_on_shows_what_the_guards_stop(scanned: Scanned) -> None:
+    tmp_path, data = scanned.home, scanned.data
     tallies = {(t["category"], t["target"]): t["counts"] for t in data["tallies"]}
     off, on = tallies[("injection", "fake guards off")], tallies[("injection", "fake guards on")]
     assert off["found"] == 2  # the fake model echoes the user's message: the direct and document injections
@@ -57,9 +75,8 @@ def test_a_scan_with_guards_off_and_on_shows_what_the_guards_stop(tmp_path: Path
     assert re.search(rf"scan\s+.*done\s+.*{12 - blocked}/12", listed.stdout), listed.stdout
 
 
-def test_a_kept_scan_writes_the_same_report_again_from_the_store_alone(tmp_path: Path) -> None:
-    report = fake_home(tmp_path)
-    data = scan_fake(tmp_path, report)
+def test_a_kept_scan_writes_the_same_report_again_from_the_store_alone(scanned: Scanned) -> None:
+    tmp_path, report, data = scanned.home, scanned.report, scanned.data
     asked = run_cli(tmp_path, "eval", "list").stdout
     again = tmp_path / "again" / "scan.html"
     again.parent.mkdir()
@@ -84,10 +101,10 @@ def test_a_kept_scan_writes_the_same_report_again_from_the_store_alone(tmp_path:
     assert "--target is required" in no_target.stderr
 
 
-def test_the_reproduction_line_asks_the_same_question(tmp_path: Path) -> None:
+def test_the_reproduction_line_asks_the_same_question(scanned: Scanned) -> None:
     import shlex
 
-    data = scan_fake(tmp_path, fake_home(tmp_path))
+    tmp_path, data = scanned.home, scanned.data
     finding = next(f for f in data["findings"] if f["category"] == "injection")
     example = finding["examples"][0]
     args = shlex.split(example["reproduce"])
@@ -129,10 +146,9 @@ def test_smollm2_discloses_or_follows_an_injection_and_the_report_says_so(tmp_pa
 
 
 @pytest.mark.browser
-def test_the_scan_report_renders_in_chromium(tmp_path: Path) -> None:
+def test_the_scan_report_renders_in_chromium(scanned: Scanned, tmp_path: Path) -> None:
     chromium = chromium_or_skip()
-    report = fake_home(tmp_path)
-    data = scan_fake(tmp_path, report)
+    report, data = scanned.report, scanned.data
     dom = browse(chromium, tmp_path / "profile", report.as_uri(), "--dump-dom")
     assert len(re.findall(r'<svg class="plot bars"', dom)) == 2  # found, and stopped by guards
     assert dom.count("<rect") >= 2

@@ -9,9 +9,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from llmdock.cli.eval_cmd import remote_only
+from llmdock.cli.eval_cmd import _run, remote_only
+from llmdock.config.sections import PrivacySettings
+from llmdock.evaluate.case import BaseMetric, Case, CaseResult, MetricFactory, Output, Score
+from llmdock.evaluate.results import load_results
+from llmdock.evaluate.runner import run
 from llmdock.evaluate.suite import load_suite
+from llmdock.guards.base import DetectorFactory
+from llmdock.hookspecs import hookimpl
 from llmdock.plugins import load_plugins
+from llmdock.runtime import Runtime
+from tests.conftest import fake_settings
+from tests.upstream import Upstream
 
 PROBE = """
 import asyncio, sys
@@ -25,7 +34,8 @@ print(len(results), "presidio_analyzer" in sys.modules)
 
 
 def suite(tmp_path: Path, target: str, check: str = "icontains") -> Path:
-    (tmp_path / "cases.jsonl").write_text(json.dumps({"id": "q", "input": "hi", "expected": "hi"}) + "\n")
+    if not (tmp_path / "cases.jsonl").exists():  # else the test's own cases
+        (tmp_path / "cases.jsonl").write_text(json.dumps({"id": "q", "input": "hi", "expected": "hi"}) + "\n")
     path = tmp_path / f"suite-{len(list(tmp_path.glob('suite-*')))}.yaml"
     path.write_text(f"name: s\ndataset: cases.jsonl\ntargets:\n  - {target}\nassert:\n  - type: {check}\n")
     return path
@@ -61,3 +71,101 @@ def test_a_url_run_loads_no_pii_engine_and_a_local_one_does(tmp_path: Path) -> N
 
     assert loaded(URL) == "1 False"
     assert loaded("{model: fake}") == "1 True"
+
+
+# What a url-only `llmdock eval run` leaves out of the client: the guards, the runtime, the structured stage,
+# the CLI's access commands, and scipy.stats when no interval needs a bootstrap (every case passing: the pass
+# rate's interval is a Wilson one, the check's a constant).
+HEAVY = ("llmdock.guards", "llmdock.runtime", "llmdock.structured", "llmdock.cli.access", "scipy.stats")
+CLI_PROBE = f"""
+import atexit, sys
+atexit.register(lambda: print("LOADED", *[m for m in {HEAVY!r} if m in sys.modules]))
+sys.argv = ["llmdock", "eval", "run", *sys.argv[1:]]
+from llmdock.cli.main import main
+main()
+"""
+
+
+def _cases(tmp_path: Path, expected: list[str]) -> Path:
+    rows = [{"id": f"c{i}", "input": f"question {i}", "expected": e} for i, e in enumerate(expected)]
+    (tmp_path / "cases.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return tmp_path / "cases.jsonl"
+
+
+def test_a_url_only_eval_run_imports_only_the_metrics_and_the_store(tmp_path: Path) -> None:
+    upstream = Upstream("far")
+    try:
+        _cases(tmp_path, ["reply", "REPLY FROM", "far"])
+        path = suite(tmp_path, f"{{url: '{upstream.url}', model: m}}")
+        (tmp_path / "llmdock.yaml").write_text("log_level: warning\n")
+        env = {**os.environ, "LLMDOCK_HOME": str(tmp_path), "LLMDOCK_CONFIG": str(tmp_path / "llmdock.yaml")}
+        done = subprocess.run(
+            [sys.executable, "-c", CLI_PROBE, str(path)], capture_output=True, text=True, timeout=300, env=env
+        )
+    finally:
+        upstream.stop()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "LOADED"  # none of HEAVY
+    assert "3 results, 0 errored" in done.stdout
+    assert upstream.hits == 3
+
+
+async def test_a_url_only_run_scores_as_the_runtime_path_does(tmp_path: Path) -> None:
+    """The lean path (store only, the metrics hook alone) and the runtime's give the same results."""
+    upstream = Upstream("far")
+    try:
+        _cases(tmp_path, ["reply", "nope", "far", "elsewhere", "FROM"])
+        loaded = load_suite(suite(tmp_path, f"{{url: '{upstream.url}', model: m}}", "icontains"))
+        # no Presidio, no guard models: what the runtime path adds is beside the point here
+        pipeline = ["preprocess", "generate", "postprocess"]
+        settings = fake_settings(tmp_path, privacy=PrivacySettings(pii="off"), pipeline=pipeline)
+        assert remote_only(loaded, load_plugins().metrics)
+        lean_id, lean = await _run(settings, loaded, None, None, "test")
+        plugins = load_plugins()
+        runtime = Runtime(settings, plugins=plugins)
+        try:
+            assert runtime.store is not None
+            full = await run(loaded, runtime.store, plugins.metrics, runtime, show_progress=False)
+            full_results = load_results(runtime.store, full.run_id)
+        finally:
+            await runtime.close()
+    finally:
+        upstream.stop()
+
+    def key(results: list[CaseResult]) -> list[tuple[str, bool, float, str, dict[str, Score]]]:
+        return sorted((r.case_id, r.passed, r.score, r.output.text, r.scores) for r in results)
+
+    assert lean_id != full.run_id
+    assert key(lean) == key(full_results)
+    assert [r.passed for r in sorted(lean, key=lambda r: r.case_id)] == [True, False, True, False, True]
+
+
+def test_asking_for_the_metrics_calls_no_other_hook_and_keeps_third_party_metrics() -> None:
+    calls: list[str] = []
+
+    class ThirdParty:
+        @hookimpl
+        def llmdock_metrics(self) -> list[MetricFactory]:
+            calls.append("metrics")
+            return [ShoutMetric]
+
+        @hookimpl
+        def llmdock_detectors(self) -> list[DetectorFactory]:
+            calls.append("detectors")
+            return []
+
+    plugins = load_plugins(entry_points=False, extra=[ThirdParty()])
+    assert plugins.metrics["shout"] is ShoutMetric
+    assert plugins.metrics["icontains"].name == "icontains"  # the built-ins beside it
+    assert calls == ["metrics"]
+    assert "injection" in plugins.detectors  # asked for: collected then, the plugin's hook called too
+    assert calls == ["metrics", "detectors"]
+    plugins.metrics  # noqa: B018 -- kept: the hook is not called twice
+    assert calls == ["metrics", "detectors"]
+
+
+class ShoutMetric(BaseMetric):
+    name = "shout"
+
+    async def score(self, case: Case, output: Output) -> Score:
+        return Score(float(output.text.isupper()), output.text.isupper())

@@ -11,9 +11,10 @@ import httpx
 import pytest
 
 from llmdock.evaluate import Case, Check, MetricError, Output
+from llmdock.evaluate.local_target import LocalTarget
 from llmdock.evaluate.metrics.perplexity import PerplexityMetric
 from llmdock.evaluate.suite import TargetSpec
-from llmdock.evaluate.targets import LocalTarget, UrlTarget
+from llmdock.evaluate.targets import UrlTarget
 from llmdock.prompts import PromptRegistry
 from llmdock.runtime import Runtime
 from llmdock.store.audit import Actor

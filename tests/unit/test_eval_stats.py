@@ -308,3 +308,14 @@ def test_a_gate_with_nothing_to_judge_fails() -> None:
     verdict = gate(everything_errored, {}, compare(run([0.9, 0.8]), everything_errored))
     assert not verdict.ok
     assert verdict.reasons[0] == "no case could be paired with the baseline: nothing shows it did not regress"
+
+
+def test_the_wilson_interval_is_scipys_without_importing_it() -> None:
+    from scipy import stats as sps
+
+    for n in (1, 2, 3, 7, 10, 50, 200, 1000):
+        for k in sorted({0, 1, n // 3, n // 2, n - 1, n}):
+            for confidence in (0.9, 0.95, 0.99):
+                ci = sps.binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+                est = wilson(k, n, confidence)
+                assert (est.low, est.high) == pytest.approx((ci.low, ci.high), abs=1e-12), (k, n, confidence)

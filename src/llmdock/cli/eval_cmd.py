@@ -37,7 +37,6 @@ def run_cmd(
     config: Path | None = CONFIG,
 ) -> None:
     """Run every case on every target, store each result as it finishes, print a summary."""
-    from llmdock.cli.access import who
     from llmdock.errors import InvalidRequest
     from llmdock.evaluate.suite import load_suite
     from llmdock.jobs.executor import chosen
@@ -53,19 +52,28 @@ def run_cmd(
     if spec.remote:
         from llmdock.cli.executors import eval_on_ray
 
-        run_id, results = asyncio.run(eval_on_ray(settings, suite, spec, resume, concurrency, who().name))
+        run_id, results = asyncio.run(eval_on_ray(settings, suite, spec, resume, concurrency, cli_user()))
     else:
-        run_id, results = asyncio.run(_run(settings, suite, resume, concurrency, who().name))
+        run_id, results = asyncio.run(_run(settings, suite, resume, concurrency, cli_user()))
     print_summary(results)
     typer.echo(f"run {run_id}: llmdock eval show {run_id[:12]}", err=True)
 
 
+def cli_user() -> str:
+    """Who runs the suite (``cli:<os user>``), as the audit log names CLI actions."""
+    from llmdock.store.audit import cli_actor
+
+    return cli_actor()[0]
+
+
 async def _run(settings: Any, suite: Any, resume: str | None, concurrency: int | None, by: str) -> Any:
+    """The suite run in this process. Only what it needs is imported: a url-only run with checks that use
+    no local model asks the plugins for their metrics alone and opens the store; anything else builds the
+    runtime (models, guards, the served pipeline)."""
     from llmdock.errors import ConfigError
     from llmdock.evaluate.results import load_results
     from llmdock.evaluate.runner import run
     from llmdock.plugins import load_plugins
-    from llmdock.runtime import Runtime
 
     plugins = load_plugins()
     if remote_only(suite, plugins.metrics):  # nothing runs here but HTTP and the checks: only the store
@@ -77,6 +85,8 @@ async def _run(settings: Any, suite: Any, resume: str | None, concurrency: int |
             return outcome.run_id, await asyncio.to_thread(load_results, store, outcome.run_id)
         finally:
             store.close()
+    from llmdock.runtime import Runtime
+
     runtime = Runtime(settings, plugins=plugins)
     try:
         if runtime.store is None or runtime.store_error:

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from llmdock.cli.eval_cmd import _run, app, print_summary, write_atomic
+from llmdock.cli.eval_cmd import _run, app, cli_user, print_summary, write_atomic
 from llmdock.cli.options import CONFIG, open_store
 from llmdock.config import load_settings
 
@@ -78,7 +78,6 @@ def gate_cmd(
     config: Path | None = CONFIG,
 ) -> None:
     """Run the suite; exit 1 when a metric is below its bound or regresses significantly against the baseline."""
-    from llmdock.cli.access import who
     from llmdock.errors import InvalidRequest
     from llmdock.evaluate.baseline import find_baseline
     from llmdock.evaluate.compare import compare
@@ -103,7 +102,7 @@ def gate_cmd(
         found = find_baseline(store, settings.home, suite.name, baseline)
         typer.echo(found.why, err=True)
         base = load_results(store, found.run.id)
-    run_id, results = asyncio.run(_run(settings, suite, None, None, who().name))
+    run_id, results = asyncio.run(_run(settings, suite, None, None, cli_user()))
     print_summary(results)
     comparison = compare(base, results, alpha=alpha) if base is not None else None
     if comparison is not None:

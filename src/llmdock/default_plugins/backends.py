@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from llmdock.backends.base import Backend
+from typing import TYPE_CHECKING
+
 from llmdock.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from llmdock.backends.base import Backend
 
 
 @hookimpl

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from llmdock.hookspecs import StageFactory, hookimpl
-from llmdock.pipeline.stages import GenerateStage, PostprocessStage, PreprocessStage
 
 
 @hookimpl
 def llmdock_stages() -> dict[str, StageFactory]:
+    from llmdock.pipeline.stages import GenerateStage, PostprocessStage, PreprocessStage
+
     return {"preprocess": PreprocessStage, "generate": GenerateStage, "postprocess": PostprocessStage}

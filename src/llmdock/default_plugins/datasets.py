@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from llmdock.datasets.steps.base import Step
+from typing import TYPE_CHECKING
+
 from llmdock.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from llmdock.datasets.steps.base import Step
 
 
 @hookimpl

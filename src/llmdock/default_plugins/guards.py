@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from llmdock.guards.base import DetectorFactory
+from typing import TYPE_CHECKING
+
 from llmdock.hookspecs import StageFactory, hookimpl
+
+if TYPE_CHECKING:
+    from llmdock.guards.base import DetectorFactory
 
 
 @hookimpl

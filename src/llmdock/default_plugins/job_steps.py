@@ -4,8 +4,12 @@ and ``canary.run``."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from llmdock.hookspecs import hookimpl
-from llmdock.jobs.steps import StepFactory
+
+if TYPE_CHECKING:
+    from llmdock.jobs.steps import StepFactory
 
 
 @hookimpl

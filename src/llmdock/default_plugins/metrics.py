@@ -3,8 +3,12 @@ guard detectors as metrics (``guard:toxicity``…) and the LLM judge (``llm-rubr
 
 from __future__ import annotations
 
-from llmdock.evaluate.case import MetricFactory
+from typing import TYPE_CHECKING
+
 from llmdock.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from llmdock.evaluate.case import MetricFactory
 
 
 @hookimpl

@@ -4,8 +4,12 @@ context-precision, context-recall, context-recall-claims)."""
 
 from __future__ import annotations
 
-from llmdock.evaluate.case import MetricFactory
+from typing import TYPE_CHECKING
+
 from llmdock.hookspecs import StageFactory, hookimpl
+
+if TYPE_CHECKING:
+    from llmdock.evaluate.case import MetricFactory
 
 
 @hookimpl

@@ -8,9 +8,10 @@ suite from that check, that scores one case's output.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from llmdock.pipeline.env import StageEnv
+if TYPE_CHECKING:
+    from llmdock.pipeline.env import StageEnv
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,9 +6,10 @@ a run resumes with ``run_id``: only what is missing (or errored) is asked again.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -17,9 +18,10 @@ from llmdock.evaluate.case import Case, CaseResult, Check, Metric, MetricError, 
 from llmdock.evaluate.results import create_run, done_keys, finish_run, get_run, save_result
 from llmdock.evaluate.suite import Suite
 from llmdock.evaluate.targets import Serving, Target, build_target
-from llmdock.pipeline.context import new_trace_id
-from llmdock.pipeline.env import StageEnv
 from llmdock.store.engine import Store
+
+if TYPE_CHECKING:
+    from llmdock.pipeline.env import StageEnv
 
 
 @dataclass
@@ -110,7 +112,7 @@ def _start(
     suite: Suite, store: Store, run_id: str | None, n_expected: int, by: str
 ) -> tuple[str, set[tuple[str, str, int]]]:
     if run_id is None:
-        run_id = new_trace_id()
+        run_id = secrets.token_hex(16)  # 32 hex digits, like a trace id
         config = suite.spec.model_dump(by_alias=True, mode="json")
         create_run(store, run_id, suite.name, str(suite.path), suite.sha256, config, n_expected, by)
         return run_id, set()

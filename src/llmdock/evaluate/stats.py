@@ -13,9 +13,9 @@ import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import numpy as np
-from scipy import stats as sps
 
 from llmdock.evaluate.case import CaseResult
 
@@ -103,11 +103,22 @@ class TargetSummary:
 
 
 def wilson(successes: int, n: int, confidence: float = CONFIDENCE) -> Estimate:
-    """A proportion with its Wilson score interval (good at small n and near 0 or 1, unlike the normal one)."""
+    """A proportion with its Wilson score interval (good at small n and near 0 or 1, unlike the normal one).
+
+    Newcombe's (1998) closed form without continuity correction: what ``scipy.stats.binomtest(k, n)
+    .proportion_ci(method="wilson")`` computes (a test holds the two equal), written out so that a summary
+    whose intervals are all proportions or constants never imports ``scipy.stats`` (a second of start-up).
+    """
     if n == 0:
         return Estimate(math.nan, math.nan, math.nan, 0, "none")
-    ci = sps.binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
-    return Estimate(successes / n, float(ci.low), float(ci.high), n, "wilson")
+    p = successes / n
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    denom = 2 * (n + z * z)
+    center = (2 * n * p + z * z) / denom
+    delta = z / denom * math.sqrt(4 * n * p * (1 - p) + z * z)
+    low = 0.0 if successes == 0 else center - delta
+    high = 1.0 if successes == n else center + delta
+    return Estimate(p, low, high, n, "wilson")
 
 
 def mean_ci(values: Iterable[float], confidence: float = CONFIDENCE, seed: int = BOOTSTRAP_SEED) -> Estimate:
@@ -134,6 +145,8 @@ def mean_ci(values: Iterable[float], confidence: float = CONFIDENCE, seed: int =
 
 
 def _bootstrap(x: np.ndarray, method: str, confidence: float, seed: int) -> tuple[float, float] | None:
+    from scipy import stats as sps  # imported when an interval needs it (a second), on the calling thread
+
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         try:
@@ -155,6 +168,8 @@ def _bootstrap(x: np.ndarray, method: str, confidence: float, seed: int) -> tupl
 
 
 def _t_interval(x: np.ndarray, confidence: float) -> Estimate:
+    from scipy import stats as sps
+
     n = int(x.size)
     mean = float(x.mean())
     sem = float(x.std(ddof=1)) / math.sqrt(n)

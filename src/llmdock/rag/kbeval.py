@@ -31,10 +31,11 @@ from sqlalchemy import select
 
 from llmdock.errors import ConfigError
 from llmdock.evaluate.case import CaseResult, Check, Metric, MetricFactory
+from llmdock.evaluate.local_target import LocalTarget
 from llmdock.evaluate.results import create_run, finish_run, save_result
 from llmdock.evaluate.runner import score_case
 from llmdock.evaluate.suite import TargetSpec
-from llmdock.evaluate.targets import LocalTarget, Serving
+from llmdock.evaluate.targets import Serving
 from llmdock.pipeline.context import new_trace_id
 from llmdock.rag import bases
 from llmdock.rag.judge_noise import Noise, merged, noise

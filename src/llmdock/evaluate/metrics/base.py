@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmdock.evaluate.case import BaseMetric, Case, Check, MetricError
-from llmdock.pipeline.env import StageEnv
+
+if TYPE_CHECKING:
+    from llmdock.pipeline.env import StageEnv
 
 SIMILARITY_THRESHOLD = 0.5
 """Where a similarity-type score (0..1) passes when the check gives no threshold."""

@@ -4,18 +4,20 @@
 from __future__ import annotations
 
 import json
-from typing import Any
-
-import jsonschema
-from jsonschema.exceptions import SchemaError
+from typing import TYPE_CHECKING, Any
 
 from llmdock.evaluate.case import BaseMetric, Case, Check, MetricError, Output, Score
-from llmdock.pipeline.env import StageEnv
+
+if TYPE_CHECKING:
+    from llmdock.pipeline.env import StageEnv
 
 
 def _schema(check: Check) -> dict[str, Any] | None:
     """The check's ``value`` as a JSON schema (a mapping, or JSON text of one), checked against its
     meta-schema; ``None`` when the check gives none."""
+    from jsonschema.exceptions import SchemaError
+    from jsonschema.validators import validator_for
+
     value: Any = check.value
     if value is None:
         return None
@@ -27,7 +29,7 @@ def _schema(check: Check) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise MetricError(f"{check.label}: `value` must be a JSON schema (an object)")
     try:
-        jsonschema.validators.validator_for(value).check_schema(value)
+        validator_for(value).check_schema(value)
     except SchemaError as exc:
         raise MetricError(f"{check.label}: bad JSON schema: {exc.message}") from exc
     return value
@@ -42,8 +44,10 @@ class IsJsonMetric(BaseMetric):
 
     def __init__(self, check: Check, env: StageEnv | None) -> None:
         super().__init__(check, env)
+        from jsonschema.validators import validator_for  # imported by the checks that use it
+
         schema = _schema(check)
-        self.validator = None if schema is None else jsonschema.validators.validator_for(schema)(schema)
+        self.validator = None if schema is None else validator_for(schema)(schema)
 
     async def score(self, case: Case, output: Output) -> Score:
         try:
@@ -51,7 +55,9 @@ class IsJsonMetric(BaseMetric):
         except ValueError as exc:
             return Score(0.0, self.passes(0.0), f"not JSON: {exc}")
         if self.validator is not None:
-            error = jsonschema.exceptions.best_match(self.validator.iter_errors(document))
+            from jsonschema.exceptions import best_match
+
+            error = best_match(self.validator.iter_errors(document))
             if error is not None:
                 where = "/".join(str(part) for part in error.absolute_path) or "(root)"
                 return Score(0.0, self.passes(0.0), f"schema: {where}: {error.message}")

@@ -16,16 +16,17 @@ found". The prefix keeps the names apart from every other metric: no built-in me
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import ValidationError as PydanticValidationError
 
 from llmdock.errors import LlmdockError
 from llmdock.evaluate.case import BaseMetric, Case, Check, MetricError, Output, Score
-from llmdock.guards.base import Detector, DetectorFactory, GuardText, Verdict
-from llmdock.guards.policy import POLICY_FIELDS, DetectorEnv
-from llmdock.pipeline.env import StageEnv
-from llmdock.pipeline.stages import flatten_content
+
+if TYPE_CHECKING:  # the guards are imported when a check builds a detector, not when the metrics register
+    from llmdock.guards.base import Detector, DetectorFactory, GuardText, Verdict
+    from llmdock.guards.policy import DetectorEnv
+    from llmdock.pipeline.env import StageEnv
 
 PREFIX = "guard:"
 SYSTEM_ROLES = ("system", "developer")
@@ -38,6 +39,8 @@ def detector_env(env: StageEnv | None) -> tuple[Mapping[str, DetectorFactory], D
     Without a local runtime (a remote target evaluated alone) the built-in detectors are used, on the model
     directory the configuration names, and detectors that would ask a model skip that layer.
     """
+    from llmdock.guards.policy import DetectorEnv
+
     if env is None:
         from llmdock.config import load_settings
         from llmdock.guards.detectors import BUILTIN_DETECTORS
@@ -54,6 +57,8 @@ def build_detector(
     label: str, name: str, params: Mapping[str, Any], env: StageEnv | None
 ) -> tuple[Detector, DetectorFactory]:
     """The detector ``name`` built from ``params`` (a MetricError names a bad parameter or a missing model)."""
+    from llmdock.guards.policy import POLICY_FIELDS
+
     detectors, denv = detector_env(env)
     factory = detectors.get(name)
     if factory is None:
@@ -78,6 +83,8 @@ def build_detector(
 
 
 def _role_text(case: Case, roles: tuple[str, ...]) -> str:
+    from llmdock.pipeline.stages import flatten_content
+
     return "\n".join(flatten_content(m.get("content")) for m in case.messages or [] if m.get("role") in roles)
 
 
@@ -85,6 +92,8 @@ def guard_text(case: Case, output: Output) -> GuardText:
     """The answer as the ``guard_out`` stage shows it to a detector: with the case's system prompt (its
     system messages) and the context the answer should rest on (the case's ``context``, else what its
     messages give, as the guard stage takes it)."""
+    from llmdock.guards.base import GuardText
+
     context = case.context
     if context is None:
         context = _role_text(case, CONTEXT_ROLES) if case.messages else (case.input or "")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -40,12 +40,9 @@ from llmdock.evaluate.metrics.judge_prompt import (
     VerdictForm,
     load_prompt,
 )
-from llmdock.pipeline.env import StageEnv
-from llmdock.pipeline.stages import flatten_content
-from llmdock.structured.grammar import GrammarUnavailable, json_grammar, schema_grammar
-from llmdock.structured.judge import judge
-from llmdock.structured.plan import CompiledSchema, StructuredPlan, route_backends
-from llmdock.structured.schemas import SchemaValidator
+
+if TYPE_CHECKING:  # the structured stage's pieces are imported when a judge is built, not at registration
+    from llmdock.pipeline.env import StageEnv
 
 PASS_AT = 0.5
 Enforcement = Literal["response_format", "grammar", "prompt"]
@@ -83,6 +80,8 @@ def _spec(check: Check) -> JudgeSpec:
 
 @functools.cache
 def _grammar(form: VerdictForm) -> str:
+    from llmdock.structured.grammar import GrammarUnavailable, json_grammar, schema_grammar
+
     try:
         return schema_grammar(SCHEMAS[form])
     except GrammarUnavailable:
@@ -91,6 +90,8 @@ def _grammar(form: VerdictForm) -> str:
 
 def enforcement_of(backend: Backend) -> Enforcement:
     """How a JSON answer can be made valid by construction on this backend (its every deployment)."""
+    from llmdock.structured.plan import route_backends
+
     deployments = route_backends(backend)
     if all(type(b).native_structured_output for b in deployments):
         return "response_format"
@@ -125,6 +126,8 @@ async def ask_json(
             "json_schema": {"name": name, "schema": schema, "strict": True},
         }
     elif enforcement == "grammar":
+        from llmdock.structured.grammar import json_grammar
+
         req.grammar = grammar or json_grammar("object")
     await backend.ensure_started()
     backend.prepare(req)
@@ -145,6 +148,9 @@ class LlmRubricMetric(BaseMetric):
     )
 
     def __init__(self, check: Check, env: StageEnv | None) -> None:
+        from llmdock.structured.plan import CompiledSchema, StructuredPlan
+        from llmdock.structured.schemas import SchemaValidator
+
         super().__init__(check, env)
         assert env is not None  # needs_env: BaseMetric refused None
         self.spec = _spec(check)
@@ -174,6 +180,8 @@ class LlmRubricMetric(BaseMetric):
         self.cache = JudgeCache(env.settings.home / "judge-cache") if self.spec.cache else None
 
     def variables(self, case: Case, output: Output) -> dict[str, Any]:
+        from llmdock.pipeline.stages import flatten_content
+
         question = case.input
         if question is None:
             question = "\n".join(
@@ -215,6 +223,8 @@ class LlmRubricMetric(BaseMetric):
         return found
 
     async def score(self, case: Case, output: Output) -> Score:
+        from llmdock.structured.judge import judge
+
         try:
             messages = self.prompt.messages(self.variables(case, output), self.form)
         except LlmdockError as exc:

@@ -13,11 +13,12 @@ in every score's reason (``judge prompt llmdock-judge v3``, or ``judge prompt bu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from llmdock.errors import NotFound
-from llmdock.prompts import PromptRegistry, render
-from llmdock.store.engine import Store
+
+if TYPE_CHECKING:  # the prompt registry is imported when a judge loads its template
+    from llmdock.store.engine import Store
 
 PROMPT_NAME = "llmdock-judge"
 BUILTIN_VERSION = "builtin-1"
@@ -93,6 +94,8 @@ class JudgePrompt:
     def messages(self, variables: dict[str, Any], form: VerdictForm) -> list[dict[str, Any]]:
         """The rendered prompt as chat messages, with the reply instructions for ``form``."""
         values = {**variables, "format": FORMATS[form]}
+        from llmdock.prompts import render
+
         rendered = render(self.kind, self.template, values, self.version)
         messages: list[dict[str, Any]] = (
             [{"role": "user", "content": rendered}] if isinstance(rendered, str) else list(rendered)
@@ -116,6 +119,8 @@ def load_prompt(store: Store | None, name: str) -> JudgePrompt:
             raise NotFound(f"prompt template {name!r}: the runtime has no store")
         return BUILTIN
     try:
+        from llmdock.prompts import PromptRegistry
+
         row = PromptRegistry(store).get(name)
     except NotFound:
         if name != PROMPT_NAME:

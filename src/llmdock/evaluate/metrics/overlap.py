@@ -10,11 +10,13 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmdock.evaluate.case import Case, Check, Output, Score
 from llmdock.evaluate.metrics.base import SIMILARITY_THRESHOLD, ComparisonMetric
-from llmdock.pipeline.env import StageEnv
+
+if TYPE_CHECKING:
+    from llmdock.pipeline.env import StageEnv
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)

@@ -13,13 +13,15 @@ reference's tokens only (a token that straddles the prompt's end counts with the
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from llmdock.backends.base import Backend, GenerationRequest, SamplingParams
 from llmdock.backends.logprobs import Logprobs, perplexity, require_logprobs
 from llmdock.errors import LlmdockError
 from llmdock.evaluate.case import BaseMetric, Case, Check, MetricError, Output, Score
-from llmdock.pipeline.env import StageEnv
-from llmdock.structured.plan import route_backends
+
+if TYPE_CHECKING:
+    from llmdock.pipeline.env import StageEnv
 
 
 def reference_logprobs(logprobs: Logprobs, prompt_chars: int) -> list[float]:
@@ -63,6 +65,8 @@ class PerplexityMetric(BaseMetric):
             )  # an unknown model, or one without log-probabilities: the suite's file:line
 
     def backend(self, model: str) -> Backend:
+        from llmdock.structured.plan import route_backends
+
         try:
             backend = self.models.backend(model)
             require_logprobs(model, route_backends(backend), "logprobs")

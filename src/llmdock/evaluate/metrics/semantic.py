@@ -3,11 +3,15 @@ embedding model (``env.embed``), the same model the gateway's ``/v1/embeddings``
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from llmdock.evaluate.case import Case, Check, MetricError, Output, Score
 from llmdock.evaluate.metrics.base import SIMILARITY_THRESHOLD, ComparisonMetric
-from llmdock.pipeline.env import StageEnv
+
+if TYPE_CHECKING:
+    from llmdock.pipeline.env import StageEnv
 
 
 class SimilarMetric(ComparisonMetric):

@@ -6,10 +6,13 @@ The type names are promptfoo's. Each passes at 1 unless the check sets another t
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from llmdock.evaluate.case import Case, Check, MetricError, Output, Score
 from llmdock.evaluate.metrics.base import ComparisonMetric, clip
-from llmdock.pipeline.env import StageEnv
+
+if TYPE_CHECKING:
+    from llmdock.pipeline.env import StageEnv
 
 
 class _BooleanMetric(ComparisonMetric):

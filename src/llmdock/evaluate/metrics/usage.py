@@ -3,8 +3,12 @@ passes when it stays at or under the threshold. Without a threshold the figure i
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from llmdock.evaluate.case import BaseMetric, Case, Check, MetricError, Output, Score
-from llmdock.pipeline.env import StageEnv
+
+if TYPE_CHECKING:
+    from llmdock.pipeline.env import StageEnv
 
 
 class _UsageMetric(BaseMetric):
