@@ -10,6 +10,7 @@ from llmdock.jobs.steps import StepFactory
 
 @hookimpl
 def llmdock_job_steps() -> list[StepFactory]:
+    from llmdock.jobs.drift_days_step import DriftDaysStep
     from llmdock.jobs.eval_steps import EvalGateStep, EvalRunStep, ScanStep
     from llmdock.jobs.finetune_step import FinetuneStep
     from llmdock.jobs.monitor_steps import CanaryRunStep
@@ -32,4 +33,5 @@ def llmdock_job_steps() -> list[StepFactory]:
         ScanStep,
         FinetuneStep,
         CanaryRunStep,
+        DriftDaysStep,
     ]

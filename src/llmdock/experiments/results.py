@@ -21,6 +21,7 @@ from llmdock.store.engine import Store
 from llmdock.store.experiment_rows import ExperimentRow
 from llmdock.store.feedback_rows import FeedbackRow
 from llmdock.store.models import Trace
+from llmdock.store.ui_rows import trace_attribute  # as the experiment index is written
 
 BLOCKED = GuardBlocked.code + ":"
 EVALUATOR = "evaluator"  # feedback from an automatic evaluator (online evaluation): reported on its own
@@ -66,7 +67,7 @@ def variant_stats(store: Store, row: ExperimentRow) -> dict[str, VariantStats]:
         Trace.duration_ms,
         Trace.prompt_tokens + Trace.completion_tokens,
         Trace.cost,
-    ).where(Trace.created_at >= row.starts_at, Trace.attributes[EXPERIMENT].as_string() == row.name)
+    ).where(Trace.created_at >= row.starts_at, trace_attribute(EXPERIMENT) == row.name)
     variant_of: dict[str, str] = {}
     with store.session() as s:
         for tid, attrs, status, error, ms, tokens, cost in cast(Iterable[TraceFacts], s.execute(q)):
