@@ -40,7 +40,7 @@ def drift_models(store: Store, scope: Scope, days: int = DAYS) -> list[str]:
     q = select(UiDriftDay.model).distinct().where(UiDriftDay.day >= _first_day(days))
     with store.session() as s:
         models = set(s.scalars(q))
-    if scope.team is not None:
+    if models and scope.team is not None:  # the team's hourly totals only when there is something to scope
         models &= set(totals_by(store, scope, days * 24, ("model",))["model"])
     return sorted(models)
 
