@@ -1,7 +1,7 @@
 """Each dashboard page's server time with N traces in the store (issue 23 asks for 1,000,000; target P95
 <= 150 ms).
 
-Fills a fresh SQLite store (or --database-url, e.g. PostgreSQL) with N traces spread over the last 7 days —
+Fills a fresh SQLite store (or --postgres, a throwaway PostgreSQL; or --database-url) with N traces spread over the last 7 days —
 4 models (one at 1 %), 2 % errors (half of them guard blocks), 5 teams (one at 0.5 %), 20 keys, lognormal
 latencies, a rare word in 0.1 % of answers, a prompt template on 1 %, an A/B experiment on 2 %, a guard
 detector's span flagging on 1 %, spans of a real pipeline — through the trace writer's own insert
@@ -14,6 +14,8 @@ the monitoring charts and alerts. Prints each page's P50/P95 in ms and the query
 of the list's queries (which index SQLite uses).
 
     python bench/ui_pages.py --traces 200000
+    python bench/ui_pages.py --postgres --traces 200000
+    python bench/ui_pages.py --home DIR [--database-url URL]   # measure again what a run left
 """
 
 from __future__ import annotations
@@ -107,7 +109,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL (tests/pgserver.py)")
-    parser.add_argument("--home", help="measure the store an earlier run left in this home (no new traces)")
+    parser.add_argument(
+        "--home", help="the home to fill, or to measure again if a run filled it already (no new traces)"
+    )
+    parser.add_argument(
+        "--database-url",
+        default="",
+        help="the store's database (e.g. a PostgreSQL kept between runs) [the home's SQLite]",
+    )
     args = parser.parse_args()
     pg = None
     if args.postgres:
@@ -127,14 +136,15 @@ def main() -> None:
         models={"fake": ModelConfig(backend="fake")},
         default_model="fake",
         default_embedding_model="",
-        database_url=pg.url() if pg else "",
+        database_url=pg.url if pg else args.database_url,
     )
     runtime = Runtime(settings)
     assert runtime.store is not None
-    if args.home:  # a store an earlier run filled (stopped while writing, say): measure what it holds
+    with runtime.store.session() as s:
+        stored = int(s.scalar(select(func.count()).select_from(Trace)) or 0)
+    if stored:  # a store an earlier run filled (stopped while writing, say): measure what it holds
         admin_key, viewer_key, tiny_key = keys_again(runtime)
-        with runtime.store.session() as s:
-            args.traces = int(s.scalar(select(func.count()).select_from(Trace)) or 0)
+        args.traces = stored
     else:
         admin_key, viewer_key, tiny_key, teams = people(runtime)
         t0 = time.perf_counter()
@@ -142,16 +152,16 @@ def main() -> None:
         print(f"{args.traces:,} traces written in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     if not ModelRegistry(runtime.store, home).names():
         beside_the_traces(runtime, home)
+    drift_points(runtime)
     with TestClient(create_app(runtime)) as client:  # one event loop for every request, as a server has
         pages = measure(client, admin_key, viewer_key, tiny_key, args.repeat)
-    kind = "PostgreSQL" if pg else "SQLite"
+        explain(client, runtime, admin_key)
+    kind = "SQLite" if runtime.store.engine.dialect.name == "sqlite" else "PostgreSQL"
     print(f"\n{args.traces:,} traces in {kind}; {args.repeat} requests per page; server time in ms")
     print(f"{'page':<34} {'P50':>8} {'P95':>8} {'rows':>6}")
     for name, (times, rows) in pages.items():
         print(f"{name:<34} {pct(times, 50):>8.1f} {pct(times, 95):>8.1f} {rows:>6}")
-    if pg is None:
-        explain(runtime)
-    else:
+    if pg is not None:
         runtime.store.close()
         pg.destroy()
 
@@ -228,6 +238,34 @@ def beside_the_traces(runtime: object, home: Path) -> None:
         )  # fmt: skip
 
 
+def drift_points(runtime: object) -> None:
+    """30 days of daily drift points for each model, 12 statistics each (as the ``monitor.drift_days`` step
+    keeps them; the values are made up: the bench measures the pages, not the tests), unless kept already."""
+    from llmdock.store.ui_rows import UiDriftDay
+
+    store = runtime.store  # type: ignore[attr-defined]
+    with store.session() as s:
+        if s.scalar(select(func.count()).select_from(UiDriftDay)):
+            return
+    rng, now = random.Random(5), datetime.now(UTC)
+    statistics = [f"statistic {i}" for i in range(12)]
+    rows = []
+    for model in sorted(set(MODELS)):
+        for back in range(30, 0, -1):
+            day = (now - timedelta(days=back)).strftime("%Y-%m-%d")
+            for name in statistics:
+                p = rng.random() ** 3
+                rows.append(
+                    UiDriftDay(
+                        model=model, day=day, statistic=name, test="Kolmogorov-Smirnov", value=rng.random(),
+                        p_value=p, adjusted_p=min(1.0, p * 6), drifted=p * 6 < 0.05, reference="median 12",
+                        current="median 14", traces=1000, computed_at=now,
+                    )
+                )  # fmt: skip
+    with store.session() as s, s.begin():
+        s.add_all(rows)
+
+
 def measure(
     client: object, admin_key: str, viewer_key: str, tiny_key: str, repeat: int
 ) -> dict[str, tuple[list[float], int]]:
@@ -235,13 +273,7 @@ def measure(
 
     assert isinstance(client, TestClient)
 
-    def sign_in(key: str) -> None:
-        client.cookies.clear()
-        form = client.get("/ui/login").text
-        csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)  # type: ignore[union-attr]
-        assert client.post("/ui/login", data={"key": key, "csrf": csrf}).status_code == 200
-
-    sign_in(admin_key)
+    sign_in(client, admin_key)
     first = client.get("/ui/traces").text
     page2 = re.search(r'rel="next" href="([^"]+)"', first).group(1).replace("&amp;", "&")  # type: ignore[union-attr]
     trace_id = re.search(r'href="/ui/traces/(\w+)"', first).group(1)  # type: ignore[union-attr]
@@ -268,6 +300,7 @@ def measure(
         "prompt diff": "/ui/prompts/greet/diff?a=1&b=5",
         "monitoring 24h": "/ui/monitoring?period=24h",
         "monitoring 7d": "/ui/monitoring?period=7d",
+        "monitoring drift chart data (30 d)": "/ui/monitoring/drift.json?model=smollm2",
         "traces prompt (1 %)": "/ui/traces?prompt=greet",
         "traces guard=blocked (1 %)": "/ui/traces?guard=blocked",
         "traces guard=flagged (1 %)": "/ui/traces?guard=flagged",
@@ -286,13 +319,21 @@ def measure(
     client.get("/ui/usage?period=30d")  # the first view keeps the month's closed hours (monitor_hours)
     print(f"usage 30d, first view (keeps the closed hours): {(time.perf_counter() - cold) * 1000:.0f} ms")
     out = {name: timed(client, url, repeat) for name, url in admin_pages.items()}
-    sign_in(viewer_key)
+    sign_in(client, viewer_key)
     out["traces, team view (viewer)"] = timed(client, "/ui/traces", repeat)
     out["monitoring 24h, team (viewer)"] = timed(client, "/ui/monitoring?period=24h", repeat)
+    out["drift chart data, team (viewer)"] = timed(client, "/ui/monitoring/drift.json?model=smollm2", repeat)
     out["usage 7d, team (viewer)"] = timed(client, "/ui/usage?period=7d", repeat)
-    sign_in(tiny_key)
+    sign_in(client, tiny_key)
     out["traces, team of 0.5 % (viewer)"] = timed(client, "/ui/traces", repeat)
     return out
+
+
+def sign_in(client: object, key: str) -> None:
+    client.cookies.clear()  # type: ignore[attr-defined]
+    form = client.get("/ui/login").text  # type: ignore[attr-defined]
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)  # type: ignore[union-attr]
+    assert client.post("/ui/login", data={"key": key, "csrf": csrf}).status_code == 200  # type: ignore[attr-defined]
 
 
 def timed(client: object, url: str, repeat: int) -> tuple[list[float], int]:
@@ -311,17 +352,48 @@ def timed(client: object, url: str, repeat: int) -> tuple[list[float], int]:
     return times, rows
 
 
-def explain(runtime: object) -> None:
-    """The query plan SQLite picks for the list under each indexed filter."""
-    from sqlalchemy import text
+PLANNED = {
+    "traces": "/ui/traces",
+    "traces model (1 %)": "/ui/traces?model=rare-model",
+    "traces status=error": "/ui/traces?status=error",
+    "traces prompt": "/ui/traces?prompt=greet",
+    "traces guard=flagged": "/ui/traces?guard=flagged",
+    "experiment": "/ui/experiments/tone",
+}
 
-    store = runtime.store  # type: ignore[attr-defined]
-    base = "SELECT id FROM traces {} ORDER BY created_at DESC, id DESC LIMIT 51"
-    print("\nquery plans (SQLite EXPLAIN QUERY PLAN):")
-    with store.engine.connect() as conn:
-        for where in ("", "WHERE model = 'rare-model'", "WHERE status = 'error'", "WHERE team_id = 'x'"):
-            plan = conn.execute(text("EXPLAIN QUERY PLAN " + base.format(where))).all()
-            print(f"  {where or '(no filter)':<28} {' / '.join(str(r[-1]) for r in plan)}")
+
+def explain(client: object, runtime: object, admin_key: str) -> None:
+    """The plan the database picks for each query on ``traces`` that these pages send (captured as sent,
+    with their parameters): which index serves them."""
+    from sqlalchemy import event
+
+    engine = runtime.store.engine  # type: ignore[attr-defined]
+    sqlite = engine.dialect.name == "sqlite"
+    seen: list[tuple[str, object]] = []
+
+    def heard(
+        conn: object, cursor: object, statement: str, params: object, context: object, many: bool
+    ) -> None:
+        if re.search(r"\bFROM traces\b", statement) and "EXPLAIN" not in statement:
+            seen.append((statement, params))
+
+    sign_in(client, admin_key)
+    print(f"\nquery plans ({'SQLite EXPLAIN QUERY PLAN' if sqlite else 'PostgreSQL EXPLAIN'}):")
+    for name, url in PLANNED.items():
+        event.listen(engine, "before_cursor_execute", heard)
+        try:
+            client.get(url)  # type: ignore[attr-defined]
+        finally:
+            event.remove(engine, "before_cursor_execute", heard)
+        with engine.connect() as conn:
+            for statement, params in seen:
+                rows = conn.exec_driver_sql(
+                    ("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + statement, params
+                )
+                lines = [str(r[-1] if sqlite else r[0]).strip() for r in rows]
+                shown = [ln for ln in lines if sqlite or "Index" in ln or "Scan" in ln][:3]
+                print(f"  {name:<22} {' / '.join(shown)}")
+        seen.clear()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 @hookimpl
 def llmdock_job_steps() -> list[StepFactory]:
+    from llmdock.jobs.drift_days_step import DriftDaysStep
     from llmdock.jobs.eval_steps import EvalGateStep, EvalRunStep, ScanStep
     from llmdock.jobs.finetune_step import FinetuneStep
     from llmdock.jobs.monitor_steps import CanaryRunStep
@@ -36,4 +37,5 @@ def llmdock_job_steps() -> list[StepFactory]:
         ScanStep,
         FinetuneStep,
         CanaryRunStep,
+        DriftDaysStep,
     ]

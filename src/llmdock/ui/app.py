@@ -21,6 +21,7 @@ from starlette.templating import Jinja2Templates
 from llmdock.errors import AuthError, Forbidden, LlmdockError
 from llmdock.runtime import Runtime
 from llmdock.ui import (
+    drift_chart,
     eval_pages,
     experiment_pages,
     model_pages,
@@ -141,6 +142,7 @@ def create_ui(runtime: Runtime) -> Starlette:
                 experiment_pages,
                 usage_pages,
                 monitor_pages,
+                drift_chart,
             )
             for path, m, h, c in module.ROUTES
         ],

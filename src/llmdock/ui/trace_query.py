@@ -3,8 +3,8 @@
 Pages are keyset pages, newest first: the cursor is the last row's ``(created_at, id)``, so page 1,000 costs
 what page 1 costs (no OFFSET). Filters on model, status and team use the indexes of ``store/ui_rows.py``;
 a user (the request's ``user``, stored as given or as its pseudonym
-when ``privacy.pii`` is on) uses the subject index; a prompt template and a guard verdict (``_prompt_and_guard``)
-narrow the scan; latency and time range narrow the same scan; text is a case-insensitive substring of the stored
+when ``privacy.pii`` is on) uses the subject index; a prompt template and a guard detector's flag
+(``_prompt_and_guard``) their partial indexes; latency and time range narrow the same scan; text is a case-insensitive substring of the stored
 (redacted) input or output, found through the search index of store/trace_search.py (SQLite FTS5 trigrams,
 PostgreSQL pg_trgm; bodies stored encrypted cannot be searched).
 """
@@ -27,11 +27,11 @@ from llmdock.store.engine import Store
 from llmdock.store.keyring import is_sealed
 from llmdock.store.models import Trace
 from llmdock.store.trace_search import text_match
+from llmdock.store.ui_rows import PROMPT_ATTRIBUTE, flagged_spans, trace_attribute
 from llmdock.ui.monitor_hours import BLOCKED
 
 PAGE_ROWS = 50
 PREVIEW_CHARS = 120
-PROMPT_ATTRIBUTE = "llmdock.prompt_template"
 
 
 class TraceFilters(BaseModel):
@@ -162,31 +162,24 @@ def list_page(
     return rows, encode_cursor(rows[-1].created_at, rows[-1].id) if more else ""
 
 
-FLAGGED = (
-    '"flagged":true',
-    '"flagged": true',
-)  # a detector's span that flagged (the writer's compact JSON, or not)
-CALM = ('"flagged":false', '"flagged": false')
-
-
-def _holds(spans: Any, words: tuple[str, ...]) -> Any:
-    return or_(*(spans.contains(w, autoescape=True) for w in words))
+CALM = ('"flagged":false', '"flagged": false')  # a detector's span that did not flag
 
 
 def _prompt_and_guard(q: Select[Any], filters: TraceFilters) -> Select[Any]:
     """The prompt template (the attribute the prompt stage sets) and the guards' verdict: ``blocked`` (a
     guard refused the request: an error, on the status index), ``flagged`` (a detector flagged, whatever it
-    did), ``passed`` (the guards ran and none flagged). Neither has an index of its own: the scan reads rows
-    newest first until a page is full."""
+    did), ``passed`` (the guards ran and none flagged). The prompt and ``flagged`` have partial indexes of
+    their own (store/ui_rows.py, written as the indexes are); ``passed`` holds for most traces, so reading
+    rows newest first fills a page at once."""
     if filters.prompt:
-        q = q.where(Trace.attributes[PROMPT_ATTRIBUTE].as_string() == filters.prompt)
-    spans = cast(Trace.spans, String)
+        q = q.where(trace_attribute(PROMPT_ATTRIBUTE) == filters.prompt)
     if filters.guard == "blocked":
         q = q.where(Trace.status == "error", Trace.error.startswith(BLOCKED, autoescape=True))
     elif filters.guard == "flagged":
-        q = q.where(_holds(spans, FLAGGED))
+        q = q.where(flagged_spans())
     elif filters.guard == "passed":
-        q = q.where(_holds(spans, CALM), ~_holds(spans, FLAGGED))
+        spans = cast(Trace.spans, String)
+        q = q.where(or_(*(spans.contains(w, autoescape=True) for w in CALM)), ~flagged_spans())
     return q
 
 
