@@ -1,5 +1,6 @@
 """Conversation memory (the memory stage, fake models): a session's turns come back before the new question,
-trimmed oldest-first to the model's window, scoped to the session and its team, and erased with the subject."""
+trimmed oldest-first to the model's window, scoped to the session and its team, sealed at rest with
+``privacy.encrypt_bodies``, and erased with the subject."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ import pytest
 from llmdock.backends.base import GenerationRequest, SamplingParams
 from llmdock.config import ModelConfig
 from llmdock.pipeline.context import RequestContext
+from llmdock.privacy.crypto import new_key
 from llmdock.privacy.gdpr import erase_subject, export_subject
 from llmdock.rag.memory import MemoryStage, load_turns
+from llmdock.rag.summary import load_summary, save_summary
 from llmdock.runtime import Runtime
 from llmdock.store.audit import Actor
+from llmdock.store.keyring import is_sealed
 from tests.conftest import Gateway, fake_settings
 
 MODELS = {
@@ -124,3 +128,45 @@ async def test_a_session_id_too_long_is_refused_with_the_header_named(gw: Gatewa
     )
     assert r.status_code == 400
     assert "x-llmdock-session: longer than 200 characters" in r.json()["error"]["message"]
+
+
+async def test_with_encrypt_bodies_the_turns_are_sealed_at_rest_and_still_remembered(
+    tmp_path: Path, gateway_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain: Gateway = await gateway_factory(fake_settings(tmp_path, models=MODELS, pipeline=PIPELINE))
+    await chat(plain, "s1", "My cat is called Miso.", user="ana")  # stored before encryption was turned on
+    await memory_of(plain)
+    await plain.runtime.close()
+    monkeypatch.setenv("LLMDOCK_ENCRYPTION_KEY", new_key())
+    settings = fake_settings(tmp_path, models=MODELS, pipeline=PIPELINE, privacy={"encrypt_bodies": True})
+    gw: Gateway = await gateway_factory(settings)
+    store = gw.runtime.store
+    assert store is not None
+    await chat(gw, "s1", "The vault codeword is zanzibar-1187.", user="ana")
+    stage = await memory_of(gw)
+    save_summary(store, "", "s2", "ana", "The user's codeword is quokka-42.", 0, stage.privacy.keyring)  # type: ignore[union-attr]
+    gw.flush_traces()
+    with store.engine.connect() as conn:
+        stored = [c for (c,) in conn.exec_driver_sql("SELECT content FROM kb_memory ORDER BY id")]
+    assert stored[:2] == ["My cat is called Miso.", "fake answer to: My cat is called Miso."]
+    assert len(stored) == 5
+    assert all(is_sealed(c) for c in stored[2:])
+    disk = b"".join(p.read_bytes() for p in tmp_path.glob("llmdock.db*"))
+    assert b"zanzibar-1187" not in disk
+    assert b"quokka-42" not in disk
+    assert b"Miso" in disk  # the check can fail: text stored in the clear is found
+    contents = (await sent(stage, gw.runtime, "s1"))[0]  # the next turn still recalls it, old rows too
+    assert contents[1:-1] == [
+        "My cat is called Miso.",
+        "fake answer to: My cat is called Miso.",
+        "The vault codeword is zanzibar-1187.",
+        "fake answer to: The vault codeword is zanzibar-1187.",
+    ]
+    assert load_summary(store, "", "s2") == ("The user's codeword is quokka-42.", 0)
+    actor, secret = Actor("test", "pytest"), gw.runtime.auth.secret
+    exported = [m["content"] for m in export_subject(store, "ana", actor, secret)["memory"]]
+    assert len(exported) == 5
+    assert "The vault codeword is zanzibar-1187." in exported
+    assert erase_subject(store, "ana", actor, secret)["memory_turns_deleted"] == 5
+    assert load_turns(store, "", "s1", 20) == []
+    assert load_summary(store, "", "s2") is None

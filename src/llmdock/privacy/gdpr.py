@@ -23,7 +23,7 @@ from llmdock.store.access_views import key_view, user_view
 from llmdock.store.audit import Actor
 from llmdock.store.engine import Store
 from llmdock.store.feedback_rows import FeedbackRow, feedback_view
-from llmdock.store.kb_rows import KbMemoryRow
+from llmdock.store.kb_rows import KbMemoryRow, opened_memory
 from llmdock.store.keyring import Keyring, open_trace_bodies
 from llmdock.store.models import ApiKey, AuditRow, StoredResponse, Trace, User
 from llmdock.store.monitor_eval_rows import EvalClaim
@@ -69,7 +69,12 @@ def export_subject(store: Store, subject: str, actor: Actor, secret: bytes) -> d
         rows = list(s.scalars(select(AuditRow).where(AuditRow.target.in_(targets)).order_by(AuditRow.seq)))
         feedback = list(s.scalars(select(FeedbackRow).where(FeedbackRow.subject.in_(ids))))
         memory = [
-            {"session": m.session, "role": m.role, "content": m.content, "created_at": m.created_at}
+            {
+                "session": m.session,
+                "role": m.role,
+                "content": opened_memory(store.keyring, m.id, m.content),  # sealed: exported in the clear
+                "created_at": m.created_at,
+            }
             for m in s.scalars(
                 select(KbMemoryRow).where(KbMemoryRow.subject.in_(ids)).order_by(KbMemoryRow.id)
             )

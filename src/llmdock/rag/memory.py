@@ -9,7 +9,8 @@ stage's sources (listed after ``memory``, it drops sources only once the history
 
 When the request succeeds, its last user turn (as sent, before any sources were added) and the answer are
 stored in ``kb_memory`` with the request's subject, so a GDPR erase of the subject deletes them; with
-``privacy.pii`` on they are stored redacted, as traces are (the next turn then sees the redacted text).
+``privacy.pii`` on they are stored redacted, as traces are (the next turn then sees the redacted text), and
+with ``privacy.encrypt_bodies`` sealed under the store's key, as trace bodies are (``kb_rows.add_memory``).
 
 With ``rag.memory_summary_model`` set, the turns the window could not hold are not simply lost: once the
 request is answered they are summarised by that model in the background (``llmdock.rag.summary``), and the
@@ -37,7 +38,8 @@ from llmdock.privacy.privacy_policy import PrivacyPolicy
 from llmdock.rag.summary import SUMMARY, load_summary, save_summary, summarise, with_summary
 from llmdock.rag.window import shrink_to_fit
 from llmdock.store import Store
-from llmdock.store.kb_rows import KbMemoryRow
+from llmdock.store.kb_rows import KbMemoryRow, add_memory, opened_memory
+from llmdock.store.keyring import Keyring
 
 log = logging.getLogger(__name__)
 TURN_OVERHEAD = 8  # tokens a chat template adds around one message (role markers), counted generously
@@ -67,7 +69,7 @@ def load_turns(store: Store, team: str, session: str, exchanges: int, after: int
             .order_by(KbMemoryRow.id.desc())
             .limit(exchanges * 2)
         )
-        turns = [Turn(r.role, r.content, r.id) for r in rows]
+        turns = [Turn(r.role, opened_memory(store.keyring, r.id, r.content), r.id) for r in rows]
     turns.reverse()
     if turns and turns[0].role != "user":
         turns = turns[1:]  # the limit cut an exchange in two
@@ -85,24 +87,30 @@ def save_exchange(
     store: Store, ctx: RequestContext, question: str, privacy: PrivacyPolicy | None = None
 ) -> None:
     """Store the question and the answer, redacted per ``privacy.pii`` like traces (the subject as its
-    pseudonym then, which GDPR erase also looks for)."""
+    pseudonym then, which GDPR erase also looks for), sealed per ``privacy.encrypt_bodies``."""
     texts, subject = [question, ctx.output_text], stored_subject(ctx, privacy)
     if privacy is not None and privacy.engine is not None:
         texts = privacy.redact_json(texts)
     now = datetime.now(UTC)
+    rows = [
+        KbMemoryRow(
+            team_id=ctx.team_id,
+            session=ctx.session,
+            subject=subject,
+            role=role,
+            content=content,
+            trace_id=ctx.trace_id,
+            created_at=now,
+        )
+        for role, content in zip(("user", "assistant"), texts, strict=True)
+    ]
     with store.session() as s, s.begin():
-        for role, content in zip(("user", "assistant"), texts, strict=True):
-            s.add(
-                KbMemoryRow(
-                    team_id=ctx.team_id,
-                    session=ctx.session,
-                    subject=subject,
-                    role=role,
-                    content=content,
-                    trace_id=ctx.trace_id,
-                    created_at=now,
-                )
-            )
+        add_memory(s, rows, sealing(privacy))
+
+
+def sealing(privacy: PrivacyPolicy | None) -> Keyring | None:
+    """The keyring memory is sealed with: the store's, when ``privacy.encrypt_bodies`` is on."""
+    return privacy.keyring if privacy is not None and privacy.encrypt_bodies else None
 
 
 def fitting(
@@ -226,7 +234,14 @@ class MemoryStage:
         )
         subject = stored_subject(ctx, self.privacy)
         await asyncio.to_thread(
-            save_summary, self.store, ctx.team_id, ctx.session, subject, text, dropped[-1].id
+            save_summary,
+            self.store,
+            ctx.team_id,
+            ctx.session,
+            subject,
+            text,
+            dropped[-1].id,
+            sealing(self.privacy),
         )
 
     def _summarised(self, key: tuple[str, str], session: str, task: asyncio.Task[None]) -> None:

@@ -18,7 +18,8 @@ from sqlalchemy import select
 from llmdock.backends.base import Backend, GenerationRequest, SamplingParams
 from llmdock.rag.window import shrink_to_fit
 from llmdock.store import Store
-from llmdock.store.kb_rows import KbMemoryRow
+from llmdock.store.kb_rows import KbMemoryRow, add_memory, opened_memory
+from llmdock.store.keyring import Keyring
 
 if TYPE_CHECKING:
     from llmdock.rag.memory import Turn
@@ -35,27 +36,37 @@ def load_summary(store: Store, team: str, session: str) -> tuple[str, int] | Non
     """The session's newest summary and the id of the newest turn it covers."""
     with store.session() as s:
         found = s.execute(
-            select(KbMemoryRow.content, KbMemoryRow.covers_to)
+            select(KbMemoryRow.id, KbMemoryRow.content, KbMemoryRow.covers_to)
             .where(KbMemoryRow.team_id == team, KbMemoryRow.session == session, KbMemoryRow.role == SUMMARY)
             .order_by(KbMemoryRow.id.desc())
             .limit(1)
         ).first()
-    return (found[0], int(found[1] or 0)) if found is not None else None
+    if found is None:
+        return None
+    return opened_memory(store.keyring, found[0], found[1]), int(found[2] or 0)
 
 
-def save_summary(store: Store, team: str, session: str, subject: str, text: str, covers_to: int) -> None:
+def save_summary(
+    store: Store,
+    team: str,
+    session: str,
+    subject: str,
+    text: str,
+    covers_to: int,
+    keyring: Keyring | None = None,
+) -> None:
+    """Store the summary, sealed under ``keyring`` when one is given (``privacy.encrypt_bodies``)."""
+    row = KbMemoryRow(
+        team_id=team,
+        session=session,
+        subject=subject,
+        role=SUMMARY,
+        content=text,
+        covers_to=covers_to,
+        created_at=datetime.now(UTC),
+    )
     with store.session() as s, s.begin():
-        s.add(
-            KbMemoryRow(
-                team_id=team,
-                session=session,
-                subject=subject,
-                role=SUMMARY,
-                content=text,
-                covers_to=covers_to,
-                created_at=datetime.now(UTC),
-            )
-        )
+        add_memory(s, [row], keyring)
 
 
 def with_summary(messages: list[dict[str, Any]], summary: str) -> list[dict[str, Any]]:

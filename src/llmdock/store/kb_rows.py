@@ -4,7 +4,8 @@ Vectors are float32 blobs keyed by (embedding model, chunk content hash) in ``kb
 every knowledge base: a chunk is embedded once, and re-ingests, other knowledge bases holding the same text,
 test-set generation and evaluation reuse the stored vector. The same tables work on SQLite and PostgreSQL;
 the vector index is built in process from them (``llmdock.rag.index``). ``kb_memory`` holds conversation
-turns by (team, session id), for the ``memory`` stage.
+turns by (team, session id), for the ``memory`` stage; with ``privacy.encrypt_bodies`` their text is sealed
+like trace bodies, bound to the row (``kb_memory:<id>:content``), and rows stored in the clear still read.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from llmdock.store.keyring import DecryptionError, Keyring, is_sealed
 from llmdock.store.models import Base
 
 
@@ -96,3 +98,35 @@ class KbMemoryRow(Base):
     trace_id: Mapped[str] = mapped_column(String(32), default="")
     created_at: Mapped[datetime] = mapped_column()
     covers_to: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)  # summaries only
+
+
+def memory_context(row_id: int) -> str:
+    """What a memory row's sealed text is bound to: it opens only as that row's."""
+    return f"kb_memory:{row_id}:content"
+
+
+def add_memory(s: Session, rows: list[KbMemoryRow], keyring: Keyring | None) -> None:
+    """Add the rows, their text sealed under ``keyring`` when one is given. The text is never written in the
+    clear, not even for a moment: the rows go in empty to get their ids, then take the sealed text."""
+    if keyring is None:
+        s.add_all(rows)
+        return
+    texts = [r.content for r in rows]
+    for r in rows:
+        r.content = ""
+    s.add_all(rows)
+    s.flush()
+    for r, text in zip(rows, texts, strict=True):
+        r.content = keyring.seal_text(text, memory_context(r.id))
+
+
+def opened_memory(keyring: Keyring | None, row_id: int, content: str) -> str:
+    """A memory row's text in the clear (as it is when it was stored unsealed)."""
+    if not is_sealed(content):
+        return content
+    if keyring is None:
+        raise DecryptionError(
+            "conversation memory is encrypted and no key is configured (privacy.encryption_key_env)",
+            where=f"kb_memory {row_id}",
+        )
+    return keyring.open_text(content, memory_context(row_id))
