@@ -21,6 +21,7 @@ from tests.pgserver import PgServer, pg_server_or_skip
 SERIAL_MARKS = frozenset({"model", "postgres", "redis", "server", "browser", "clients", "fuzz"})
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the test ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if SERIAL_MARKS & {mark.name for mark in item.iter_markers()}:
