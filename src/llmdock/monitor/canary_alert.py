@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from llmdock.config.monitor_settings import AlertChannel
@@ -22,6 +22,7 @@ from llmdock.monitor.canary_check import Verdict
 from llmdock.monitor.notify import Notice, deliver
 from llmdock.store.canary_rows import Canary, CanaryFiring, CanaryRun
 from llmdock.store.engine import Store
+from llmdock.store.lease import guarded_update
 from llmdock.store.monitor_rows import AlertSilence
 
 
@@ -42,10 +43,8 @@ def claim_baseline(store: Store, name: str, eval_run: str) -> bool:
     two first runs that overlap (``canary run`` by hand while the schedule fires) exactly one becomes the
     baseline; the other is compared with it."""
     with store.session() as s, s.begin():
-        claimed = s.execute(
-            update(Canary).where(Canary.name == name, Canary.baseline_run == "").values(baseline_run=eval_run)
-        )
-        return bool(claimed.rowcount)  # type: ignore[attr-defined]
+        unset = [Canary.name == name, Canary.baseline_run == ""]
+        return guarded_update(s, Canary, unset, {"baseline_run": eval_run})
 
 
 def record_run(
