@@ -56,6 +56,13 @@ class RayCluster:
         self.stop()
         raise RuntimeError(f"ray start did not answer on {self.address} in {timeout_s:g} s")
 
+    def logs(self, pattern: str = "ray_client_server*.err", tail: int = 3000) -> str:
+        """The end of each of this cluster's log files matching ``pattern``: for a failed assertion's message."""
+        found = sorted(Path(self.tmp).glob(f"session_latest/logs/{pattern}"))
+        return (
+            "\n".join(f"--- {f.name}\n{f.read_text(errors='replace')[-tail:]}" for f in found) or "(no logs)"
+        )
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

@@ -102,7 +102,7 @@ def test_a_batch_and_an_evaluation_on_ray_equal_the_local_executors(
     runs = []
     for extra in ([], ["--executor", "ray", "--address", cluster.client_address]):  # ray:// this time
         done = cli("eval", "run", str(suite), "-c", str(config), *extra)
-        assert done.exit_code == 0, (done.output, done.exception)
+        assert done.exit_code == 0, (done.output, done.exception, cluster.logs())
         runs.append(done.output.split("run ")[-1].split(":")[0])
     local_results, ray_results = results(tmp_path, runs[0]), results(tmp_path, runs[1])
     assert len(ray_results) == 12

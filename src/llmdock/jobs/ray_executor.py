@@ -14,8 +14,10 @@ The address is checked before anything is sent: a Ray address that does not answ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +27,8 @@ from llmdock.jobs.batch import RowAnswer
 from llmdock.jobs.executor import Builder, ExecutorSpec, ExecutorUnavailable
 
 PROBE_S = 3.0
+CLIENT_ATTEMPTS = 3
+CLIENT_RETRY_S = 1.0
 HINT = "start one (ray start --head) or give its address: --address HOST:PORT or ray://HOST:10001"
 
 
@@ -102,15 +106,30 @@ def probe(spec: ExecutorSpec) -> str:
 
 
 def connect(spec: ExecutorSpec) -> None:
-    """``ray.init`` at the spec's address once it answers; ExecutorUnavailable (in seconds) when it does not."""
+    """``ray.init`` at the spec's address once it answers; ExecutorUnavailable (in seconds) when it does not.
+
+    A ``ray://`` join is tried up to :data:`CLIENT_ATTEMPTS` times: the cluster's client proxy starts one server
+    process per client, and one that dies while starting (a busy head, a port of its range taken) fails only
+    that join, while the next gets a new process on the next port. A failed join is shut down before the next
+    try or the error, so a later ``connect`` in this process starts from a clean state (a half-made client
+    connection otherwise breaks every later ``ray.init``)."""
     ray = _ray()
     address = probe(spec)
-    if ray.is_initialized():
-        ray.shutdown()
-    try:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, namespace="llmdock")
-    except (ConnectionError, RuntimeError) as exc:
-        raise ExecutorUnavailable(f"could not join the Ray cluster at {spec.address}: {exc}") from None
+    attempts = CLIENT_ATTEMPTS if address.startswith("ray://") else 1
+    for attempt in range(1, attempts + 1):
+        if ray.is_initialized():
+            ray.shutdown()
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, namespace="llmdock")
+            return
+        except (ConnectionError, RuntimeError) as exc:
+            error = exc
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        if attempt < attempts:
+            time.sleep(CLIENT_RETRY_S * attempt)
+    tried = f" ({attempts} tries)" if attempts > 1 else ""
+    raise ExecutorUnavailable(f"could not join the Ray cluster at {spec.address}{tried}: {error}") from None
 
 
 async def _wait(ref: Any) -> Any:
