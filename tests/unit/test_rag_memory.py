@@ -14,7 +14,7 @@ from llmdock.backends.base import GenerationRequest, SamplingParams
 from llmdock.config import ModelConfig
 from llmdock.pipeline.context import RequestContext
 from llmdock.privacy.crypto import new_key
-from llmdock.privacy.gdpr import erase_subject, export_subject
+from llmdock.privacy.gdpr import erase_session, erase_subject, export_subject
 from llmdock.rag.memory import MemoryStage, load_turns
 from llmdock.rag.summary import load_summary, save_summary
 from llmdock.runtime import Runtime
@@ -118,6 +118,32 @@ async def test_gdpr_erase_deletes_the_subjects_turns_only(gw: Gateway) -> None:
     assert erase_subject(store, "ana", actor, secret)["memory_turns_deleted"] == 2
     assert load_turns(store, "", "s1", 20) == []
     assert len(load_turns(store, "", "s2", 20)) == 2
+
+
+async def test_erasing_a_session_deletes_its_turns_and_traces_and_keeps_the_subjects_others(
+    gw: Gateway,
+) -> None:
+    await chat(gw, "s1", "The sky is green.", user="ana")
+    await chat(gw, "s1", "And the sea?", user="ana")
+    await chat(gw, "s2", "The grass is red.", user="ana")
+    await memory_of(gw)
+    gw.flush_traces()
+    store, secret = gw.runtime.store, gw.runtime.auth.secret
+    assert store is not None
+    with store.engine.connect() as conn:
+        before = {t for (t,) in conn.exec_driver_sql("SELECT id FROM traces")}
+    report = erase_session(store, "s1", Actor("test", "pytest"), secret)
+    assert (report["memory_turns_deleted"], report["traces_deleted"]) == (4, 2)
+    assert load_turns(store, "", "s1", 20) == []
+    assert [t.content for t in load_turns(store, "", "s2", 20)] == [
+        "The grass is red.",
+        "fake answer to: The grass is red.",
+    ]
+    with store.engine.connect() as conn:
+        after = {t for (t,) in conn.exec_driver_sql("SELECT id FROM traces")}
+        s2 = {t for (t,) in conn.exec_driver_sql("SELECT trace_id FROM kb_memory WHERE session = 's2'")}
+    assert len(before) == 3
+    assert after == s2 < before  # the other conversation's request, the same subject's
 
 
 async def test_a_session_id_too_long_is_refused_with_the_header_named(gw: Gateway) -> None:

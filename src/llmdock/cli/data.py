@@ -50,17 +50,34 @@ def export(
 
 @app.command("erase")
 def erase(
-    subject: str = typer.Option(..., help="The request `user` value or a user id/name"),
+    subject: str | None = typer.Option(None, help="The request `user` value or a user id/name"),
+    session: str | None = typer.Option(
+        None,
+        help="A conversation (x-llmdock-session): its memory turns and traces, not the subject's other data",
+    ),
+    team: str | None = typer.Option(
+        None, help="With --session: the team (id or name) whose conversation it is"
+    ),
     yes: bool = typer.Option(False, "--yes", help="Do not ask"),
     config: Path | None = CONFIG,
 ) -> None:
-    """Delete a subject's traces, revoke its keys and anonymise its user record (audited)."""
-    from llmdock.privacy.gdpr import erase_subject
+    """Delete a subject's traces, revoke its keys and anonymise its user record; or delete one conversation
+    (audited)."""
+    from llmdock.errors import InvalidRequest
+    from llmdock.privacy.gdpr import erase_session, erase_subject
 
+    if (subject is None) == (session is None):
+        raise InvalidRequest("give exactly one of --subject and --session", where="data erase")
+    if team is not None and session is None:
+        raise InvalidRequest("--team goes with --session", where="data erase")
+    what = f"subject {subject!r}" if subject is not None else f"conversation {session!r}"
     if not yes:
-        typer.confirm(f"Erase all data of {subject!r}? This cannot be undone", abort=True)
+        typer.confirm(f"Erase all data of {what}? This cannot be undone", abort=True)
     store, actor, secret = _context(config)
-    typer.echo(json.dumps(erase_subject(store, subject, actor, secret)))
+    if subject is not None:
+        typer.echo(json.dumps(erase_subject(store, subject, actor, secret)))
+    else:
+        typer.echo(json.dumps(erase_session(store, session or "", actor, secret, team)))
 
 
 @app.command("purge")

@@ -1,6 +1,6 @@
 """Key rotation: re-encrypt every stored encrypted value under the keyring's current key, resumably.
 
-Each table is walked in primary-key order in batches; each batch — its re-encrypted rows and the
+Each table is walked in primary-key order (a string or an integer key) in batches; each batch — its re-encrypted rows and the
 table's progress row in ``key_rotations`` — commits in one transaction. A run that is killed loses at most
 the batch it was in (rolled back, so still under the old key, which still opens it); the next run for the
 same target key starts after the last committed batch. Values under any key in the keyring open at every
@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, delete, func, select, update
+from sqlalchemy import Column, ColumnElement, Integer, delete, func, select, true, update
 from sqlalchemy.sql.schema import Table
 
 from llmdock.privacy.crypto import Keyring
 from llmdock.store.engine import Store
 from llmdock.store.feedback_rows import FeedbackRow
+from llmdock.store.kb_rows import KbMemoryRow, memory_context
 from llmdock.store.keyring import SEALED, is_sealed, sealed_key_id
 from llmdock.store.models import Trace
 from llmdock.store.secret_rows import KeyRotation, Secret, secret_context
@@ -33,14 +34,21 @@ class SealedColumn:
 
     name: str
     json: bool
-    context: Callable[[str], str]  # the row's primary key -> the sealing context
+    context: Callable[[Any], str]  # the row's primary key -> the sealing context
 
 
 @dataclass(frozen=True)
 class SealedTable:
     table: Table
-    key: str  # a string primary key column
+    key: str  # the primary key column, a string or an integer
     columns: tuple[SealedColumn, ...]
+
+    def after(self, cursor: str) -> ColumnElement[bool]:
+        """The rows past the cursor (the last key done, kept as text in ``key_rotations``; empty: none)."""
+        if not cursor:
+            return true()
+        key = self.table.c[self.key]
+        return key > (int(cursor) if isinstance(key.type, Integer) else cursor)
 
 
 def sealed_tables() -> list[SealedTable]:
@@ -67,6 +75,11 @@ def sealed_tables() -> list[SealedTable]:
                 SealedColumn("correction", False, lambda pk: f"feedback:{pk}:correction"),
             ),
         ),
+        SealedTable(
+            KbMemoryRow.__table__,  # type: ignore[arg-type]
+            "id",
+            (SealedColumn("content", False, memory_context),),  # conversation memory (the memory stage)
+        ),
     ]
 
 
@@ -78,7 +91,7 @@ class RotationResult:
     resumed: bool = False  # this run continued an interrupted one
 
 
-def _reseal(keyring: Keyring, col: SealedColumn, pk: str, value: Any) -> Any:
+def _reseal(keyring: Keyring, col: SealedColumn, pk: Any, value: Any) -> Any:
     """The value under the current key, or None if it needs no change."""
     if col.json:
         token = value.get(SEALED) if isinstance(value, dict) else None
@@ -118,7 +131,7 @@ def rotate(
         cols: list[Column[Any]] = [spec.table.c[c.name] for c in spec.columns]
         with store.engine.connect() as conn:
             total = done_before + int(
-                conn.scalar(select(func.count()).select_from(spec.table).where(key > cursor)) or 0
+                conn.scalar(select(func.count()).select_from(spec.table).where(spec.after(cursor))) or 0
             )
         done = done_before
         if progress is not None:
@@ -126,7 +139,7 @@ def rotate(
         while True:
             with store.engine.begin() as conn:
                 rows = conn.execute(
-                    select(key, *cols).where(key > cursor).order_by(key).limit(batch_size)
+                    select(key, *cols).where(spec.after(cursor)).order_by(key).limit(batch_size)
                 ).all()
                 resealed = 0
                 for row in rows:
@@ -139,7 +152,7 @@ def rotate(
                         conn.execute(update(spec.table).where(key == row[0]).values(**changes))
                         resealed += len(changes)
                 if rows:
-                    cursor = rows[-1][0]
+                    cursor = str(rows[-1][0])
                 conn.execute(
                     update(KeyRotation)
                     .where(KeyRotation.target_key == keyring.current_id, KeyRotation.table_name == name)
