@@ -99,7 +99,9 @@ class Store:
             return False
         try:
             with self.engine.connect() as conn:
-                versions = list(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
+                versions: list[Any] = list(
+                    conn.execute(text("SELECT version_num FROM alembic_version")).scalars()
+                )
         except SQLAlchemyError:
             return False
         return [str(v) for v in versions] == [head]
