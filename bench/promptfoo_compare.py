@@ -4,6 +4,7 @@
     .venv/bin/python bench/promptfoo_compare.py             # 200 cases, concurrency 4: minutes on idle cores
     .venv/bin/python bench/promptfoo_compare.py --cases 40 --rounds 3 --no-in-process
     .venv/bin/python bench/promptfoo_compare.py --model fake --rounds 3   # the clients' own cost only
+    .venv/bin/python bench/promptfoo_compare.py --concurrency 0          # each tool at its own default
 
 promptfoo 0.118.0 (npm, Node 20 from Debian) is installed into bench/.node/ by ``bash scripts/system-deps.sh
 bench`` (``make bench`` runs it). The cases are eval_speed.py's (harness.make_rows: sentences of mypyc's docs
@@ -26,6 +27,10 @@ server's peak while each client ran is a column of its own (it is the same serve
 rounds every client runs an untimed 4-case warm-up (the disk cache then holds Node's 700 MB of modules and
 Python's packages alike). With --rounds N each client runs the suite N times, the order rotating; the wall
 time is the median, the ratio column is the median of each round's ratio to promptfoo.
+
+``--concurrency 0`` runs each tool as a new user would, at its own default: no ``concurrency`` in the llmdock
+suite and no ``--concurrency`` flag (llmdock's default, 4), no ``-j`` for promptfoo (its default
+maxConcurrency, 4); the server decodes ``n_parallel`` (4 for the built-in SmolLM2) sequences at once.
 
 Equivalent on both sides: the messages (one user message, the question; promptfoo's prompt is ``{{input}}``),
 model, temperature 0 (promptfoo 0.118.0 drops a configured 0 from the body, so its config also passes it
@@ -91,7 +96,8 @@ def write_inputs(folder: Path, rows: list[dict[str, Any]], url: str, args: Any) 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "cases.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     common = f"assert:\n  - {{type: icontains}}\nmax_tokens: {args.max_tokens}\nseed: 0\n"
-    common += f"concurrency: {args.concurrency}\n"
+    if args.concurrency:  # 0: the tools' defaults, nothing said
+        common += f"concurrency: {args.concurrency}\n"
     (folder / "url.yaml").write_text(
         f"name: promptfoo-compare\ndataset: cases.jsonl\ntargets:\n  - url: {url}/v1\n    model: {args.model}\n"
         f"    params: {{temperature: 0}}\n{common}"
@@ -144,12 +150,17 @@ def promptfoo_bin() -> Path:
 def command(client: str, folder: Path, args: Any) -> tuple[list[str], dict[str, str]]:
     if client == "promptfoo":
         env = {**os.environ, **PROMPTFOO_ENV, "PROMPTFOO_CONFIG_DIR": str(folder / "promptfoo-home")}
-        cmd = [str(promptfoo_bin()), "eval", "-c", "promptfooconfig.yaml", "-j", str(args.concurrency)]
+        cmd = [str(promptfoo_bin()), "eval", "-c", "promptfooconfig.yaml", *concurrency_flag("-j", args)]
         return [*cmd, "--no-cache", "-o", "results.json"], env
     suite = "url.yaml" if client == "llmdock (url)" else "local.yaml"
     env = {**os.environ, "LLMDOCK_HOME": str(folder / f"home-{suite.split('.')[0]}")}
-    cmd = llmdock_command("eval", "run", suite, "--concurrency", str(args.concurrency), "-c", "client.yaml")
+    cmd = llmdock_command("eval", "run", suite, *concurrency_flag("--concurrency", args), "-c", "client.yaml")
     return cmd, env
+
+
+def concurrency_flag(flag: str, args: Any) -> list[str]:
+    """``flag C`` at an equal concurrency; nothing (each tool's default) with ``--concurrency 0``."""
+    return [flag, str(args.concurrency)] if args.concurrency else []
 
 
 def read_answers(client: str, folder: Path, log: Path, env: dict[str, str]) -> dict[str, Any]:
@@ -267,7 +278,9 @@ def main() -> None:
     parser = options(__doc__)
     parser.add_argument("--cases", type=int, default=200, help="cases in the suite [200]")
     parser.add_argument("--max-tokens", type=int, default=32, help="max_tokens of every answer [32]")
-    parser.add_argument("--concurrency", type=int, default=4, help="cases at once, both tools [4]")
+    parser.add_argument(
+        "--concurrency", type=int, default=4, help="cases at once, both tools; 0: each tool's default [4]"
+    )
     parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads of the model [2]")
     parser.add_argument("--rounds", type=int, default=1, help="timed runs of each tool, order rotating [1]")
     parser.add_argument("--seed", type=int, default=14, help="shuffles the sentences [14]")
@@ -304,7 +317,8 @@ def main() -> None:
     report(
         clients,
         args.rounds,
-        f"{len(rows)} cases, concurrency {args.concurrency}, max_tokens {args.max_tokens}, "
+        f"{len(rows)} cases, concurrency {args.concurrency or 'of each tool (default)'}, "
+        f"max_tokens {args.max_tokens}, "
         f"{args.threads} threads, promptfoo {PROMPTFOO_VERSION} on Node {node_version()}",
     )
 

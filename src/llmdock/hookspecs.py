@@ -54,6 +54,7 @@ class LlmdockSpec:
         """Pipeline step classes (see llmdock.jobs.steps); each is known by its ``name`` in a pipeline
         YAML's ``uses:``."""
 
+    @hookspec
     def llmdock_dataset_steps(self) -> list[type[Step]]:  # type: ignore[empty-body]
         """Dataset cleaning step classes (see llmdock.datasets.steps.base); each is known by its ``name`` in
         ``llmdock datasets clean --step`` and recipes."""

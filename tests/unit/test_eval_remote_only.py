@@ -74,9 +74,20 @@ def test_a_url_run_loads_no_pii_engine_and_a_local_one_does(tmp_path: Path) -> N
 
 
 # What a url-only `llmdock eval run` leaves out of the client: the guards, the runtime, the structured stage,
-# the CLI's access commands, and scipy.stats when no interval needs a bootstrap (every case passing: the pass
-# rate's interval is a Wilson one, the check's a constant).
-HEAVY = ("llmdock.guards", "llmdock.runtime", "llmdock.structured", "llmdock.cli.access", "scipy.stats")
+# the pipeline's modules, the CLI's access commands; numpy and scipy.stats when no interval needs a bootstrap
+# (pass/fail checks: their intervals, like the pass rate's, are Wilson ones); Alembic when the store is at
+# its newest revision; httpx when no proxy is configured (the calls go through the gateway's own pool).
+HEAVY = (
+    "llmdock.guards",
+    "llmdock.runtime",
+    "llmdock.structured",
+    "llmdock.pipeline",
+    "llmdock.cli.access",
+    "scipy.stats",
+    "numpy",
+    "alembic",
+    "httpx",
+)
 CLI_PROBE = f"""
 import atexit, sys
 atexit.register(lambda: print("LOADED", *[m for m in {HEAVY!r} if m in sys.modules]))
@@ -95,19 +106,25 @@ def _cases(tmp_path: Path, expected: list[str]) -> Path:
 def test_a_url_only_eval_run_imports_only_the_metrics_and_the_store(tmp_path: Path) -> None:
     upstream = Upstream("far")
     try:
-        _cases(tmp_path, ["reply", "REPLY FROM", "far"])
+        _cases(tmp_path, ["reply", "REPLY FROM", "far", "elsewhere"])
         path = suite(tmp_path, f"{{url: '{upstream.url}', model: m}}")
         (tmp_path / "llmdock.yaml").write_text("log_level: warning\n")
         env = {**os.environ, "LLMDOCK_HOME": str(tmp_path), "LLMDOCK_CONFIG": str(tmp_path / "llmdock.yaml")}
-        done = subprocess.run(
-            [sys.executable, "-c", CLI_PROBE, str(path)], capture_output=True, text=True, timeout=300, env=env
-        )
+        env = {k: v for k, v in env.items() if k.lower() not in ("http_proxy", "all_proxy")}
+
+        def eval_run() -> subprocess.CompletedProcess[str]:
+            command = [sys.executable, "-c", CLI_PROBE, str(path)]
+            return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+
+        first, second = eval_run(), eval_run()  # the first creates the store (Alembic), the second opens it
     finally:
         upstream.stop()
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "LOADED"  # none of HEAVY
-    assert "3 results, 0 errored" in done.stdout
-    assert upstream.hits == 3
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip().splitlines()[-1] == "LOADED alembic"
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip().splitlines()[-1] == "LOADED"  # none of HEAVY
+    assert "4 results, 0 errored" in second.stdout
+    assert upstream.hits == 8
 
 
 async def test_a_url_only_run_scores_as_the_runtime_path_does(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from llmdock.evaluate import Case, Check, MetricError, Output
@@ -19,6 +18,7 @@ from llmdock.prompts import PromptRegistry
 from llmdock.runtime import Runtime
 from llmdock.store.audit import Actor
 from tests.conftest import fake_settings
+from tests.upstream import Upstream
 
 CASE = Case(
     id="paris", input="Where is Paris?", expected="France", vars={"tone": "terse"}, where="qa.jsonl:1"
@@ -46,27 +46,27 @@ async def test_a_local_target_records_the_rendered_template_and_system_prompt(tm
 
 
 async def test_a_url_target_knows_what_it_sent_unless_the_server_renders_a_template() -> None:
-    def server(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json={"model": "m", "choices": [{"message": {"content": "France"}}]})
+    upstream = Upstream("far")
 
     async def sent(spec: TargetSpec) -> list[dict[str, Any]] | None:
         target = UrlTarget(spec)
-        target.client = httpx.AsyncClient(
-            base_url="http://upstream/v1", transport=httpx.MockTransport(server)
-        )
         try:
             output = await target.answer(CASE, seed=0, max_tokens=8)
         finally:
             await target.close()
-        assert output.text == "France"
+        assert output.text == "reply from far"
         return output.messages
 
-    plain = TargetSpec(url="http://upstream/v1", model="m", system="Be brief.")
-    assert await sent(plain) == [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "Where is Paris?"},
-    ]
-    assert await sent(TargetSpec(url="http://upstream/v1", model="m", prompt="guide@production")) is None
+    try:
+        plain = TargetSpec(url=upstream.url, model="m", system="Be brief.")
+        assert await sent(plain) == [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Where is Paris?"},
+        ]
+        assert await sent(TargetSpec(url=upstream.url, model="m", prompt="guide@production")) is None
+    finally:
+        upstream.stop()
+    assert upstream.bodies[0]["messages"][0] == {"role": "system", "content": "Be brief."}
 
 
 async def test_perplexity_refuses_an_output_whose_served_conversation_is_unknown(tmp_path: Path) -> None:

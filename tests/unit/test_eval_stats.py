@@ -17,7 +17,7 @@ import pytest
 from llmdock.evaluate.case import CaseResult, Output, Score
 from llmdock.evaluate.compare import MCNEMAR, WILCOXON, compare, mcnemar, wilcoxon
 from llmdock.evaluate.gate import Bound, gate, junit_xml
-from llmdock.evaluate.stats import PASS_RATE, SCORE, mean_ci, summarize, wilson
+from llmdock.evaluate.stats import PASS_RATE, SCORE, mean_ci, percentile, share_or_mean, summarize, wilson
 
 pytestmark = pytest.mark.filterwarnings("error")  # no warning may leak out of the statistics
 
@@ -89,6 +89,25 @@ def test_too_little_or_constant_data_gives_a_quiet_fallback_interval() -> None:
     two = mean_ci([0.4, 0.6])
     assert two.method == "t"
     assert two.low < 0.5 < two.high
+
+
+def test_percentiles_are_numpys_linear_ones() -> None:
+    np = pytest.importorskip("numpy")
+    rng = random.Random(3)
+    for n in (2, 3, 7, 200):
+        values = [rng.expovariate(1 / 200) for _ in range(n)]
+        for q in (1, 25, 50, 95, 99):
+            assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)), rel=1e-12)
+    assert percentile([42.0], 95) == 42.0
+    assert math.isnan(percentile([], 50))
+
+
+def test_a_pass_fail_check_gets_a_proportions_interval_other_scores_a_bootstrap() -> None:
+    assert share_or_mean([1.0, 0.0, 1.0, 1.0, 1.0]) == wilson(4, 5)
+    assert share_or_mean([1.0, 1.0, 1.0]) == wilson(3, 3)  # all passing: not a collapsed [1, 1]
+    assert share_or_mean([0.5, 1.0, 0.0, 0.25]).method == "bca"
+    (summary,) = summarize([result("a", 1.0, label="icontains"), result("b", 0.0, label="icontains")])
+    assert summary.metrics["icontains"] == summary.pass_rate == summary.score == wilson(1, 2)
 
 
 # -- the summary -----------------------------------------------------------------------------------

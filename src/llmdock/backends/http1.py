@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import urllib.request
 import zlib
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -130,6 +131,16 @@ class _Connection(asyncio.Protocol):
         self.reusable = self.open and self.parser.should_keep_alive()
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(Response(self._status, self._headers, body))
+
+
+def proxied(url: str) -> bool:
+    """Whether the proxy variables (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY) send ``url`` via a proxy,
+    which this pool does not speak (its callers then use httpx)."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(parts.netloc)
 
 
 class ConnectionPool:

@@ -14,11 +14,9 @@ import asyncio
 import os
 import re
 import ssl
-import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -33,7 +31,7 @@ from llmdock.backends.base import (
     StreamChunk,
     tool_calls_text,
 )
-from llmdock.backends.http1 import ConnectionPool
+from llmdock.backends.http1 import ConnectionPool, proxied
 from llmdock.backends.logprobs import Logprobs, Placer, TokenLogprob, placed
 from llmdock.backends.operations import EMBEDDING
 from llmdock.backends.upstream_errors import TRANSPORT_FAILURES, transport_error, upstream_error
@@ -58,15 +56,6 @@ class OpenAICompatParams(BackendParams):
     tls_verify: bool = Field(default=True, description="false: accept any certificate (testing only)")
 
 
-def _proxied(url: str) -> bool:
-    """Whether the proxy variables (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY) send ``url`` via a proxy."""
-    parts = urlsplit(url)
-    proxies = urllib.request.getproxies()
-    if not (proxies.get(parts.scheme) or proxies.get("all")):
-        return False
-    return not urllib.request.proxy_bypass(parts.netloc)
-
-
 class OpenAICompatBackend(Backend):
     kind = "openai_compat"
     Params = OpenAICompatParams
@@ -86,7 +75,7 @@ class OpenAICompatBackend(Backend):
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._tls = self._tls_context()
         # Through an HTTP(S)_PROXY every call goes via httpx (which speaks to proxies); direct ones use the pool.
-        self._proxied = _proxied(self.params.base_url)
+        self._proxied = proxied(self.params.base_url)
         self._client = httpx.AsyncClient(
             base_url=self.params.base_url.rstrip("/"),
             headers=headers,

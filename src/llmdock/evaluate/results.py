@@ -78,9 +78,10 @@ def done_keys(store: Store, run_id: str) -> set[Key]:
         return {(t, c, r) for t, c, r in s.execute(query)}
 
 
-def save_result(store: Store, run_id: str, case: Case, result: CaseResult) -> bool:
+def save_result(store: Store, run_id: str, case: Case, result: CaseResult, *, resuming: bool = True) -> bool:
     """Store one result, replacing an errored one of the same key (a resume redoing it); ``False`` when a
-    good result was stored already."""
+    good result was stored already. ``resuming=False`` (a new run, which holds no errored result to replace)
+    skips looking for one."""
     out = result.output
     row = EvalResult(
         run_id=run_id,
@@ -103,15 +104,16 @@ def save_result(store: Store, run_id: str, case: Case, result: CaseResult) -> bo
     )
     try:
         with store.session() as s, s.begin():
-            s.execute(
-                delete(EvalResult).where(
-                    EvalResult.run_id == run_id,
-                    EvalResult.target == result.target,
-                    EvalResult.case_id == result.case_id,
-                    EvalResult.repeat == result.repeat,
-                    EvalResult.error != "",
+            if resuming:
+                s.execute(
+                    delete(EvalResult).where(
+                        EvalResult.run_id == run_id,
+                        EvalResult.target == result.target,
+                        EvalResult.case_id == result.case_id,
+                        EvalResult.repeat == result.repeat,
+                        EvalResult.error != "",
+                    )
                 )
-            )
             s.add(row)
     except IntegrityError:
         return False

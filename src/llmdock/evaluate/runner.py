@@ -160,7 +160,7 @@ async def run(
         async def one(label: str, case: Case, repeat: int) -> None:
             async with gate:
                 result = await scorer.score(label, case, repeat)
-                await asyncio.to_thread(save_result, store, run_id, case, result)
+                await asyncio.to_thread(save_result, store, run_id, case, result, resuming=resume is not None)
                 results.append(result)
                 progress.advance(task)
 

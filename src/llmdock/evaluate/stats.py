@@ -9,15 +9,18 @@ with repeats a case's values are averaged first and the intervals are over cases
 from __future__ import annotations
 
 import math
+import statistics
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from llmdock.evaluate.case import CaseResult
+
+if TYPE_CHECKING:  # numpy (and scipy) load only when an interval needs a bootstrap or a t quantile
+    import numpy as np
 
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 2000
@@ -127,15 +130,18 @@ def mean_ci(values: Iterable[float], confidence: float = CONFIDENCE, seed: int =
     Too little data for a bootstrap falls back quietly: one value or all values equal give a degenerate
     interval, two values (or a bootstrap that yields no finite bounds) a t-interval. No warning escapes.
     """
-    x = np.asarray(list(values), dtype=float)
-    n = int(x.size)
+    listed = [float(v) for v in values]
+    n = len(listed)
     if n == 0:
         return Estimate(math.nan, math.nan, math.nan, 0, "none")
-    mean = float(x.mean())
     if n == 1:
-        return Estimate(mean, mean, mean, 1, "single")
-    if bool(np.all(x == x[0])):
-        return Estimate(mean, mean, mean, n, "constant")
+        return Estimate(listed[0], listed[0], listed[0], 1, "single")
+    if all(v == listed[0] for v in listed):
+        return Estimate(listed[0], listed[0], listed[0], n, "constant")
+    import numpy as np
+
+    x = np.asarray(listed, dtype=float)
+    mean = float(x.mean())
     if n >= 3:
         for method in ("BCa", "percentile"):
             bounds = _bootstrap(x, method, confidence, seed)
@@ -145,6 +151,7 @@ def mean_ci(values: Iterable[float], confidence: float = CONFIDENCE, seed: int =
 
 
 def _bootstrap(x: np.ndarray, method: str, confidence: float, seed: int) -> tuple[float, float] | None:
+    import numpy as np
     from scipy import stats as sps  # imported when an interval needs it (a second), on the calling thread
 
     with warnings.catch_warnings(), np.errstate(all="ignore"):
@@ -177,9 +184,23 @@ def _t_interval(x: np.ndarray, confidence: float) -> Estimate:
     return Estimate(mean, mean - half, mean + half, n, "t")
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0..100, linear interpolation); NaN for no values."""
-    return float(np.percentile(values, q)) if len(values) else math.nan
+def percentile(values: Sequence[float], q: int) -> float:
+    """The ``q``-th percentile (a whole percent, 1..99), interpolated linearly between the closest ranks as
+    ``numpy.percentile`` does by default (``statistics.quantiles``' inclusive method; a test holds the two
+    equal); NaN for no values."""
+    if len(values) < 2:
+        return float(values[0]) if values else math.nan
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def share_or_mean(values: Iterable[float]) -> Estimate:
+    """Per-case values that are all 0 or 1 (a pass/fail check, or the weighted score of one check) are a
+    proportion: its Wilson interval, as the pass rate has (a bootstrap of 0/1 values would also collapse to
+    [1, 1] when every case passes). Any other values: :func:`mean_ci`."""
+    listed = list(values)
+    if listed and all(v in (0.0, 1.0) for v in listed):
+        return wilson(int(sum(listed)), len(listed))
+    return mean_ci(listed)
 
 
 # -- per-case views (repeats averaged) -------------------------------------------------------------
@@ -267,8 +288,8 @@ def _summarize_target(target: str, rows: list[CaseResult]) -> TargetSummary:
         errored=len(rows) - len(ok),
         repeats=repeats,
         pass_rate=pass_rate,
-        score=mean_ci(m[SCORE] for m in means.values()),
-        metrics={label: mean_ci(m[label] for m in means.values() if label in m) for label in labels},
+        score=share_or_mean(m[SCORE] for m in means.values()),
+        metrics={label: share_or_mean(m[label] for m in means.values() if label in m) for label in labels},
         latency_p50_ms=percentile(latencies, 50),
         latency_p95_ms=percentile(latencies, 95),
         mean_prompt_tokens=_mean(r.output.prompt_tokens for r in ok),

@@ -64,6 +64,8 @@ class TargetSpec(BaseModel):
             raise ValueError("a target needs `model` (and/or `prompt`, or `url` + `model`)")
         if self.url is not None and self.model is None:
             raise ValueError("a `url` target needs `model` too")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"`url` is an http:// or https:// address, not {self.url!r}")
         unknown = sorted(set(self.params) - set(SAMPLING))
         if unknown:
             raise ValueError(f"unknown sampling parameter(s) {unknown} (known: {', '.join(SAMPLING)})")

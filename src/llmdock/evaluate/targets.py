@@ -5,22 +5,32 @@ asks for it); or it goes to any OpenAI-compatible URL.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-import httpx
+import orjson
 
+from llmdock.backends.http1 import ConnectionPool, InvalidResponse, proxied
 from llmdock.errors import InvalidRequest
 from llmdock.evaluate.case import Case, Output
 from llmdock.evaluate.suite import TargetSpec
 
 if TYPE_CHECKING:
+    import httpx
+
     from llmdock.backends.base import Backend
     from llmdock.config import Settings
     from llmdock.pipeline.env import StageEnv
     from llmdock.pipeline.runner import Pipeline
     from llmdock.prompts import PromptResolver
+
+
+TIMEOUT_S = 600.0  # one answer, from the request to its last byte (a slow model under a full batch)
+CONNECT_TIMEOUT_S = 30.0
+MAX_CONNECTIONS = 1024  # a cap only: the runner's concurrency bounds the cases in flight, one connection each
 
 
 class Serving(Protocol):
@@ -70,17 +80,23 @@ def parse_prompt_ref(ref: str) -> tuple[str, int | None, str | None]:
 
 
 class UrlTarget:
-    """Any OpenAI-compatible endpoint (another llmdock, vLLM, a hosted provider)."""
+    """Any OpenAI-compatible endpoint (another llmdock, vLLM, a hosted provider).
+
+    Its calls go through the gateway's own lean keep-alive pool (:mod:`llmdock.backends.http1`: one
+    connection per case in flight, reused from case to case, the body written and read with orjson), the
+    client the gateway uses for its upstreams; through httpx only when a proxy variable covers the URL
+    (httpx speaks to proxies, the pool does not)."""
 
     def __init__(self, spec: TargetSpec) -> None:
         assert spec.url is not None
         assert spec.model is not None
         self.spec = spec
         self.label = spec.label
+        self.base_url = spec.url.rstrip("/")
         key = os.environ.get(spec.api_key_env, "unused")
-        self.client = httpx.AsyncClient(
-            base_url=spec.url.rstrip("/"), headers={"Authorization": f"Bearer {key}"}, timeout=600
-        )
+        self.headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        self.pool: ConnectionPool | None = None  # made on the running loop, at the first case
+        self.client: httpx.AsyncClient | None = None  # instead, when a proxy is configured
 
     async def answer(self, case: Case, seed: int, max_tokens: int) -> Output:
         body = {
@@ -95,27 +111,78 @@ class UrlTarget:
             )
         t0 = time.perf_counter()
         try:
-            resp = await self.client.post("/chat/completions", json=body)
-        except httpx.HTTPError as exc:
-            return Output(latency_ms=(time.perf_counter() - t0) * 1000, error=f"{self.spec.url}: {exc}")
+            status, headers, content = await self._post(orjson.dumps(body))
+        except (OSError, InvalidResponse) as exc:  # refused, reset, timed out; or not an HTTP answer
+            error = f"{self.spec.url}: {str(exc) or type(exc).__name__}"
+            return Output(latency_ms=(time.perf_counter() - t0) * 1000, error=error)
         latency = (time.perf_counter() - t0) * 1000
-        data = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
-        if resp.status_code != 200:
-            message = (data.get("error") or {}).get("message") if isinstance(data, dict) else None
-            return Output(latency_ms=latency, error=f"HTTP {resp.status_code}: {message or resp.text[:200]}")
+        data = json_body(headers, content)
+        if status != 200 or not isinstance(data, dict) or not data.get("choices"):
+            return Output(latency_ms=latency, error=failure(status, data, content))
         usage = data.get("usage") or {}
         return Output(
             text=data["choices"][0]["message"].get("content") or "",
             latency_ms=latency,
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", 0)),
-            trace_id=resp.headers.get("x-llmdock-trace-id", ""),
+            trace_id=headers.get("x-llmdock-trace-id", ""),
             served={"model": data.get("model", self.spec.model), "url": self.spec.url},
             messages=None if self.spec.prompt else body["messages"],  # a template is rendered over there
         )
 
+    async def _post(self, body: bytes) -> tuple[int, Mapping[str, str], bytes]:
+        """POST /chat/completions: (status, headers with lower-case names, body)."""
+        if self.pool is None and self.client is None:
+            if proxied(self.base_url):
+                import httpx  # only here: a url-only run through no proxy never loads it
+
+                self.client = httpx.AsyncClient(
+                    base_url=self.base_url, headers=self.headers, timeout=TIMEOUT_S
+                )
+            else:
+                self.pool = ConnectionPool(
+                    self.base_url,
+                    headers=self.headers,
+                    max_connections=MAX_CONNECTIONS,
+                    connect_timeout_s=CONNECT_TIMEOUT_S,
+                )
+        if self.client is not None:
+            import httpx
+
+            try:
+                resp = await self.client.post("/chat/completions", content=body)
+            except httpx.HTTPError as exc:
+                raise OSError(str(exc) or type(exc).__name__) from None
+            return resp.status_code, resp.headers, resp.content
+        assert self.pool is not None
+        async with asyncio.timeout(TIMEOUT_S):
+            got = await self.pool.post("/chat/completions", body)
+        return got.status, got.headers, got.body
+
     async def close(self) -> None:
-        await self.client.aclose()
+        if self.pool is not None:
+            self.pool.close()
+        if self.client is not None:
+            await self.client.aclose()
+
+
+def json_body(headers: Mapping[str, str], content: bytes) -> Any:
+    """The answer's JSON, or None when it is not JSON."""
+    if not headers.get("content-type", "").startswith("application/json"):
+        return None
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def failure(status: int, data: Any, content: bytes) -> str:
+    """One line for an answer that is not a chat completion: the server's error message where it gave one."""
+    error = data.get("error") if isinstance(data, dict) else None
+    message = error.get("message") if isinstance(error, dict) else error
+    if status == 200 and not message:
+        return f"HTTP 200 without a chat completion: {content[:200].decode(errors='replace')}"
+    return f"HTTP {status}: {message or content[:200].decode(errors='replace')}"
 
 
 def build_target(spec: TargetSpec, serving: Serving | None) -> Target:

@@ -22,18 +22,21 @@ from __future__ import annotations
 
 import functools
 from dataclasses import replace
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmdock.evaluate.case import Case, Check, MetricError, Output, Score
 from llmdock.evaluate.metrics.base import clip
 from llmdock.evaluate.metrics.judge import PASS_AT, LlmRubricMetric
-from llmdock.pipeline.env import StageEnv
-from llmdock.pipeline.stages import flatten_content
+
+if TYPE_CHECKING:  # the pipeline's modules load only when a RAG metric runs, not when the plugins register
+    from llmdock.pipeline.env import StageEnv
 
 
 def given_context(case: Case, output: Output) -> str:
     """The context the model answered from: the last user turn it was sent, when that is more than the case's
     own question (the ground stage's sources are in it), else the case's ``context``."""
+    from llmdock.pipeline.stages import flatten_content
+
     users = [m for m in output.messages or [] if m.get("role") == "user"]
     if users:
         sent = flatten_content(users[-1].get("content"))

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from llmdock.evaluate.case import Case, Check, MetricError, Output, Score
 from llmdock.evaluate.metrics.base import SIMILARITY_THRESHOLD, ComparisonMetric
 
@@ -37,6 +35,8 @@ class SimilarMetric(ComparisonMetric):
                 f"{self.check.label}: no embedding model is configured (default_embedding_model), "
                 f"so case {case.id} ({case.where}) cannot be scored"
             )
+        import numpy as np  # here, not at the top: registering the metrics must not load numpy
+
         first, second = (np.asarray(vector, dtype=np.float64) for vector in embedded.vectors)
         norms = float(np.linalg.norm(first) * np.linalg.norm(second))
         value = float(first @ second) / norms if norms else 0.0
