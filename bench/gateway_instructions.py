@@ -65,11 +65,18 @@ def wrk(url: str, seconds: int, lua: Path) -> int:
 
 
 def count(
-    src: Path, upstream_port: int, seconds: int, idle_seconds: int, work: Path, guards: Path | None = None
+    src: Path,
+    upstream_port: int,
+    seconds: int,
+    idle_seconds: int,
+    work: Path,
+    guards: Path | None = None,
+    pii: str = "mask",
 ) -> tuple[int, int, int]:
     """(requests, instructions, idle share) of one gateway built from ``src`` while wrk runs at concurrency 1.
 
-    The idle share is what the server would have spent in the same seconds without requests.
+    The idle share is what the server would have spent in the same seconds without requests. ``pii`` is
+    ``privacy.pii`` (``mask``, the default, redacts every trace before it is journaled).
     """
     home = Path(tempfile.mkdtemp(prefix="home-", dir=work))
     (home / "llmdock.yaml").write_text(
@@ -81,6 +88,7 @@ def count(
             if guards
             else ""
         )
+        + f"privacy: {{pii: {pii}}}\n"
     )
     body = GUARDED_BODY if guards else BODY
     port = free_port()
@@ -146,6 +154,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=40, help="counted seconds of wrk per tree")
     parser.add_argument("--idle-seconds", type=int, default=10, help="seconds of idle work counted first")
     parser.add_argument("--guards", type=Path, help="guard_in + guard_out, classifiers trained into this dir")
+    parser.add_argument(
+        "--pii-off",
+        action="store_true",
+        help="each tree also with privacy.pii: off (the difference is what the trace's PII mask costs)",
+    )
     args = parser.parse_args()
     for tool in ("valgrind", "callgrind_control", "nginx", "wrk"):
         if shutil.which(tool) is None:
@@ -170,12 +183,15 @@ def main() -> None:
     )
     try:
         time.sleep(0.5)
-        for src in args.src or [ROOT / "src"]:
+        runs = [
+            (src, pii) for src in args.src or [ROOT / "src"] for pii in ("mask", "off")[: 1 + args.pii_off]
+        ]
+        for src, pii in runs:
             requests, instructions, idle = count(
-                src.resolve(), upstream_port, args.seconds, args.idle_seconds, work, args.guards
+                src.resolve(), upstream_port, args.seconds, args.idle_seconds, work, args.guards, pii
             )
             table.add_row(
-                str(src),
+                f"{src}, privacy.pii: {pii}",
                 f"{requests:,}",
                 f"{instructions / 1e6:,.0f} M",
                 f"{idle / 1e6:,.0f} M",
