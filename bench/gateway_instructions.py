@@ -11,9 +11,11 @@ source trees (e.g. ``git archive <commit> src | tar -x -C /tmp/old``) in one run
 
 With ``--guards MODEL_DIR`` the pipeline has ``guard_in`` and ``guard_out`` (their default detectors, the
 classifiers trained into MODEL_DIR first, as gateway_overhead.sh's guarded run has them) and every request
-carries issue 16's 291-character parcel enquiry.
+carries issue 16's 291-character parcel enquiry. ``--pii-off`` measures each tree a second time with
+``privacy.pii: off``: the difference is what the trace's PII mask costs per request.
 
 Usage: .venv/bin/python bench/gateway_instructions.py [--seconds 40] [--src src --src /tmp/old/src] [--guards DIR]
+       [--pii-off]
 Needs Debian's valgrind, nginx and wrk. A run takes about 2 minutes per source tree (valgrind is slow).
 """
 

@@ -84,7 +84,8 @@ def reuse(
         return None
     if not engine.separable.issuperset(engine.possible_entities(PART_SEPARATOR.join(texts))):
         return None
-    rest = [i for i, t in enumerate(texts) if i not in reused and engine.possible_entities(t)]
+    holds = {t: bool(engine.possible_entities(t)) for t in set(texts).difference(known)}  # "none" x 9: once
+    rest = [i for i, t in enumerate(texts) if i not in reused and holds[t]]
     found: dict[int, Sequence[PiiFinding]] = {i: a.findings for i, a in reused.items()}
     if rest:
         analysis = engine.analyse(PART_SEPARATOR.join(texts[i] for i in rest))
