@@ -11,9 +11,11 @@ source trees (e.g. ``git archive <commit> src | tar -x -C /tmp/old``) in one run
 
 With ``--guards MODEL_DIR`` the pipeline has ``guard_in`` and ``guard_out`` (their default detectors, the
 classifiers trained into MODEL_DIR first, as gateway_overhead.sh's guarded run has them) and every request
-carries issue 16's 291-character parcel enquiry.
+carries issue 16's 291-character parcel enquiry. ``--pii-off`` measures each tree a second time with
+``privacy.pii: off``: the difference is what the trace's PII mask costs per request.
 
 Usage: .venv/bin/python bench/gateway_instructions.py [--seconds 40] [--src src --src /tmp/old/src] [--guards DIR]
+       [--pii-off]
 Needs Debian's valgrind, nginx and wrk. A run takes about 2 minutes per source tree (valgrind is slow).
 """
 
@@ -65,11 +67,18 @@ def wrk(url: str, seconds: int, lua: Path) -> int:
 
 
 def count(
-    src: Path, upstream_port: int, seconds: int, idle_seconds: int, work: Path, guards: Path | None = None
+    src: Path,
+    upstream_port: int,
+    seconds: int,
+    idle_seconds: int,
+    work: Path,
+    guards: Path | None = None,
+    pii: str = "mask",
 ) -> tuple[int, int, int]:
     """(requests, instructions, idle share) of one gateway built from ``src`` while wrk runs at concurrency 1.
 
-    The idle share is what the server would have spent in the same seconds without requests.
+    The idle share is what the server would have spent in the same seconds without requests. ``pii`` is
+    ``privacy.pii`` (``mask``, the default, redacts every trace before it is journaled).
     """
     home = Path(tempfile.mkdtemp(prefix="home-", dir=work))
     (home / "llmdock.yaml").write_text(
@@ -81,6 +90,7 @@ def count(
             if guards
             else ""
         )
+        + f"privacy: {{pii: {pii}}}\n"
     )
     body = GUARDED_BODY if guards else BODY
     port = free_port()
@@ -146,6 +156,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=40, help="counted seconds of wrk per tree")
     parser.add_argument("--idle-seconds", type=int, default=10, help="seconds of idle work counted first")
     parser.add_argument("--guards", type=Path, help="guard_in + guard_out, classifiers trained into this dir")
+    parser.add_argument(
+        "--pii-off",
+        action="store_true",
+        help="each tree also with privacy.pii: off (the difference is what the trace's PII mask costs)",
+    )
     args = parser.parse_args()
     for tool in ("valgrind", "callgrind_control", "nginx", "wrk"):
         if shutil.which(tool) is None:
@@ -170,12 +185,15 @@ def main() -> None:
     )
     try:
         time.sleep(0.5)
-        for src in args.src or [ROOT / "src"]:
+        runs = [
+            (src, pii) for src in args.src or [ROOT / "src"] for pii in ("mask", "off")[: 1 + args.pii_off]
+        ]
+        for src, pii in runs:
             requests, instructions, idle = count(
-                src.resolve(), upstream_port, args.seconds, args.idle_seconds, work, args.guards
+                src.resolve(), upstream_port, args.seconds, args.idle_seconds, work, args.guards, pii
             )
             table.add_row(
-                str(src),
+                f"{src}, privacy.pii: {pii}",
                 f"{requests:,}",
                 f"{instructions / 1e6:,.0f} M",
                 f"{idle / 1e6:,.0f} M",

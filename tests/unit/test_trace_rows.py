@@ -10,5 +10,5 @@ from llmdock.store.traces import _TRACE_COLUMNS
 
 def test_trace_rows_write_every_field_of_a_trace_record() -> None:
     assert sorted(_TRACE_COLUMNS) == sorted(
-        f.name for f in fields(TraceRecord) if f.name not in ("prepared", "seq", "replayed")
+        f.name for f in fields(TraceRecord) if f.name not in ("prepared", "seq", "replayed", "pii_analyses")
     )

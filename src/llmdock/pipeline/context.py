@@ -65,6 +65,9 @@ class RequestContext:
     # Set by the trace sink when traces are fsynced before answering (trace.journal_sync: fsync): done once
     # this request's trace is on disk. The gateway awaits it before the answer leaves.
     durable: Awaitable[None] | None = None
+    # PII analyses made while serving, {(engine, text): llmdock.privacy PiiAnalysis}: the `pii` guard leaves
+    # them for the trace's PII mask, which reuses what it can (llmdock.privacy.findings)
+    pii_analyses: dict[tuple[object, str], object] | None = None
     _span_attrs: dict[str, Any] = field(default_factory=dict)
 
     def annotate(self, **attrs: Any) -> None:

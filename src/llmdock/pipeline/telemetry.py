@@ -207,4 +207,6 @@ class TraceSink:
         if self.writer is not None:
             if self.sampling is not None:
                 self.sampling.apply(rec)
+            if self.writer.prepare is not None:  # it takes them off the record before the trace is written
+                rec.pii_analyses = ctx.pii_analyses
             ctx.durable = self.writer.submit(rec)

@@ -24,14 +24,15 @@ import hmac
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Literal
 
 from llmdock.config import DEFAULT_PHONE_REGIONS, DEFAULT_PII_ENTITIES
 from llmdock.errors import ConfigError
+from llmdock.privacy.findings import NOTHING, PiiAnalysis, PiiFinding, reuse, split
 from llmdock.privacy.presidio_setup import (
     NER_MODEL,
+    PART_SEPARATOR,
     configured_recognizer,
     context_enhancer,
     import_presidio,
@@ -39,6 +40,7 @@ from llmdock.privacy.presidio_setup import (
     nlp_engine_class,
     phone_min_digits,
 )
+from llmdock.privacy.separable import separable_entities
 
 NER_ENTITIES = frozenset({"PERSON", "LOCATION", "NRP", "ORGANIZATION"})
 # What llmdock.privacy.recognizers finds (imported with Presidio, on first use).
@@ -48,7 +50,6 @@ Mode = Literal["mask", "pseudonymize"]
 TOKEN_HEX = 8
 # A pseudonym this module wrote: <ENTITY_hex>.
 PSEUDONYM_RE = re.compile(rf"<[A-Z][A-Z0-9_]*_[0-9a-f]{{{TOKEN_HEX}}}>")
-_SEPARATOR = "\n\n"
 # Addresses that name this machine, not a person (the server logs "running on http://127.0.0.1:8000").
 ALLOW_LIST = ("127.0.0.1", "0.0.0.0", "::1")
 
@@ -74,14 +75,6 @@ POSSIBLE: dict[str, Callable[[str, int], bool]] = {
     "ID_NUMBER": lambda text, digits: digits >= 3,
     "PERSON": lambda text, digits: _CAPITAL.search(text) is not None,  # unless spaCy's NER runs too
 }
-
-
-@dataclass(frozen=True, slots=True)
-class PiiFinding:
-    entity: str
-    start: int
-    end: int
-    score: float
 
 
 def _normalise(entity: str, value: str) -> str:
@@ -158,12 +151,15 @@ class PiiEngine:
             registry.add_recognizer(
                 SpacyRecognizer(supported_language=language, supported_entities=ner_wanted)
             )
+        self._enhancer = context_enhancer(score_threshold)
         self._analyzer = AnalyzerEngine(
             registry=registry,
             nlp_engine=nlp_engine,
             supported_languages=[language],
-            context_aware_enhancer=context_enhancer(score_threshold),
+            context_aware_enhancer=self._enhancer,
         )
+        # Where only these entities are looked for, texts joined by a blank line are analysed part by part
+        self.separable = separable_entities(self.entities, registry.recognizers)
         self._anonymizer = AnonymizerEngine()  # type: ignore[no-untyped-call]
         phone_digits = phone_min_digits(tuple(phone_regions))
         self._possible: dict[str, Callable[[str, int], bool]] = {
@@ -181,12 +177,16 @@ class PiiEngine:
         return bool(getattr(self._inside, "on", False))
 
     def find(self, text: str) -> list[PiiFinding]:
+        return list(self.analyse(text).findings)
+
+    def analyse(self, text: str) -> PiiAnalysis:
+        """What :meth:`find` returns, and whether it may be reused inside a joined analysis."""
         if not text:
-            return []
+            return NOTHING
         # Only the recognizers that can match this text run (an empty list would mean all to Presidio).
         entities = self.possible_entities(text)
         if not entities:
-            return []
+            return NOTHING
         with self._lock:
             self._inside.on = True
             try:
@@ -197,12 +197,14 @@ class PiiEngine:
                     score_threshold=self.score_threshold,
                     allow_list=list(ALLOW_LIST),
                 )
+                local = not self._enhancer.reached_out
             finally:
                 self._inside.on = False
-        return sorted(
+        found = sorted(
             (PiiFinding(r.entity_type, r.start, r.end, float(r.score)) for r in results),
             key=lambda f: (f.start, -f.end),
         )
+        return PiiAnalysis(tuple(found), local)
 
     def possible_entities(self, text: str) -> list[str]:
         """The configured entities whose recognizers can match ``text`` (NER ones always can)."""
@@ -212,32 +214,49 @@ class PiiEngine:
     def redact(self, text: str, mode: Mode = "mask", key: bytes | None = None) -> str:
         return self._replace(text, self.find(text), mode, key)
 
-    def redact_many(self, texts: Sequence[str], mode: Mode = "mask", key: bytes | None = None) -> list[str]:
-        """Redact several texts with one analyzer call (Presidio's per-call cost is paid once)."""
+    def redact_many(
+        self,
+        texts: Sequence[str],
+        mode: Mode = "mask",
+        key: bytes | None = None,
+        known: Mapping[str, PiiAnalysis] | None = None,
+    ) -> list[str]:
+        """Redact several texts with one analyzer call (Presidio's per-call cost is paid once); ``known``:
+        see :meth:`find_many`."""
         texts = list(texts)
+        return [
+            self._replace(text, found, mode, key)
+            for text, found in zip(texts, self.find_many(texts, known), strict=True)
+        ]
+
+    def find_many(
+        self, texts: Sequence[str], known: Mapping[str, PiiAnalysis] | None = None
+    ) -> list[Sequence[PiiFinding]]:
+        """Each text's findings in one analysis of the texts joined by a blank line (one text: alone).
+
+        ``known`` holds analyses this engine already made of some of the texts alone (the ``pii`` guard's,
+        of the request's messages). They stand in for their texts' share when that share is provably the
+        same (``reuse``); else the texts are analysed joined, as without them.
+        """
         if len(texts) <= 1:
-            return [self.redact(t, mode, key) for t in texts]
-        joined = _SEPARATOR.join(texts)
-        findings = self.find(joined)
-        out, offset = [], 0
-        for text in texts:
-            end = offset + len(text)
-            # A finding that crosses a separator is clipped to each side: redacting more is the safe way.
-            mine = [
-                PiiFinding(f.entity, max(f.start, offset) - offset, min(f.end, end) - offset, f.score)
-                for f in findings
-                if f.start < end and f.end > offset
-            ]
-            out.append(self._replace(text, mine, mode, key))
-            offset = end + len(_SEPARATOR)
-        return out
+            return [self._alone(text, known) for text in texts]
+        if known and not self.uses_ner:
+            reused = reuse(self, texts, known)
+            if reused is not None:
+                return reused
+        return split(texts, self.find(PART_SEPARATOR.join(texts)))
+
+    def _alone(self, text: str, known: Mapping[str, PiiAnalysis] | None) -> Sequence[PiiFinding]:
+        analysis = known.get(text) if known else None
+        return analysis.findings if analysis is not None else self.find(text)
 
     def _replace(self, text: str, findings: Iterable[PiiFinding], mode: Mode, key: bytes | None) -> str:
+        findings = list(findings)
+        if not findings:
+            return text
         from presidio_anonymizer.entities import OperatorConfig, RecognizerResult
 
         results = [RecognizerResult(f.entity, f.start, f.end, f.score) for f in findings]
-        if not results:
-            return text
         if mode == "pseudonymize":
             if not key:
                 raise ValueError("pseudonymize needs a key")

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ import orjson
 from llmdock.config import Settings
 from llmdock.errors import ConfigError
 from llmdock.privacy.crypto import Keyring, parse_keys
+from llmdock.privacy.findings import PiiAnalysis
 from llmdock.privacy.gdpr import subject_pseudonym
 from llmdock.store.keyring import SEALED
 from llmdock.store.trace_records import TraceRecord
@@ -117,16 +118,32 @@ class PrivacyPolicy:
             return text
         return self.engine.redact(text, "mask" if self.mode == "mask" else "pseudonymize", self.pseudonym_key)
 
-    def redact_json(self, value: Any) -> Any:
-        """Every string inside ``value`` (dicts, lists) redacted, with one analyzer call for all of them."""
+    def redact_json(self, value: Any, known: Mapping[str, PiiAnalysis] | None = None) -> Any:
+        """Every string inside ``value`` (dicts, lists) redacted, with one analyzer call for all of them;
+        ``known``: this engine's analyses of some of the strings alone (``PiiEngine.find_many``)."""
         if self.engine is None:
             return value
         texts = list(_strings(value))
         if not texts:
             return value
         mode: Mode = "mask" if self.mode == "mask" else "pseudonymize"
-        redacted = iter(self.engine.redact_many(texts, mode, self.pseudonym_key))
-        return _rebuild(value, lambda _s: next(redacted))
+        redacted = self.engine.redact_many(texts, mode, self.pseudonym_key, known)
+        if redacted == texts:
+            return value  # nothing found: the structure as it is (no copy)
+        replaced = iter(redacted)
+        return _rebuild(value, lambda _s: next(replaced))
+
+    def known_analyses(self, rec: TraceRecord) -> dict[str, PiiAnalysis] | None:
+        """What this policy's engine already found in the trace's texts (the ``pii`` guard shares the engine
+        when its settings match), taken off the record: it is never stored."""
+        memo, rec.pii_analyses = rec.pii_analyses, None
+        if not memo or self.engine is None:
+            return None
+        return {
+            text: analysis
+            for (engine, text), analysis in memo.items()
+            if engine is self.engine and isinstance(analysis, PiiAnalysis)
+        }
 
     def prepare_trace(self, rec: TraceRecord) -> None:
         """Redact, then (if configured) encrypt a trace in place. Runs in the trace writer's thread."""
@@ -134,9 +151,10 @@ class PrivacyPolicy:
             # Who the data is about may itself be personal (an e-mail in `user`): stored as a keyed
             # pseudonym, which GDPR export/erase compute from the subject they are given.
             rec.subject = subject_pseudonym(self.subject_key, rec.subject)
+        known = self.known_analyses(rec)
         if self.engine is not None:
             parts = self.redact_json(
-                [rec.input, rec.output, rec.error, rec.attributes, [s.attributes for s in rec.spans]]
+                [rec.input, rec.output, rec.error, rec.attributes, [s.attributes for s in rec.spans]], known
             )
             rec.input, rec.output, rec.error, rec.attributes, span_attrs = parts
             for span, attrs in zip(rec.spans, span_attrs, strict=True):

@@ -81,6 +81,12 @@ class NameListRecognizer(EntityRecognizer):
     def load(self) -> None:
         pass
 
+    @property
+    def line_patterns(self) -> list[tuple[str, int]]:
+        """The expressions ``analyze`` reads the text with (privacy.separable: none reads across a line)."""
+        expressions = (_NAME_RUN, _AFTER_TITLE, _AFTER_GREETING, _AFTER_INTRODUCTION, _EPONYM)
+        return [(e.pattern, e.flags) for e in expressions]
+
     def _is_name(self, word: str) -> bool:
         return word in self.first or word in self.last
 

@@ -59,3 +59,6 @@ class TraceRecord:
     # came back from a journal at start-up (it may be in the store already).
     seq: int = 0
     replayed: bool = False
+    # Not stored either: PII analyses the request's guards made, {(engine, text): analysis}, for the privacy
+    # policy to reuse when it prepares the trace (it takes them off the record before anything is written).
+    pii_analyses: dict[tuple[object, str], object] | None = None

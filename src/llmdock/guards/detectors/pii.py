@@ -32,18 +32,28 @@ class PiiDetector(BaseDetector, name="pii", directions={"input", "output"}, Para
     """
 
     def __init__(self, params: PiiParams, env: DetectorEnv) -> None:
-        from llmdock.privacy.pii_engine import PiiEngine
+        from llmdock.privacy.pii_engine import shared_engine
 
-        self.engine = PiiEngine(
-            params.entities,
-            score_threshold=params.score_threshold,
-            phone_regions=params.phone_regions,
+        # The engine of the same settings is the privacy policy's too (one per process): the trace's PII
+        # mask then reuses what this detector found (llmdock.privacy.findings) instead of looking again.
+        self.engine = shared_engine(
+            tuple(params.entities),
+            "en",
+            params.score_threshold,
+            tuple(params.phone_regions),
             ner=params.ner,
         )
         self.engine.find("warm up: a@example.com")  # the first call builds spaCy's tokenizer caches
 
     async def detect(self, item: GuardText) -> Verdict:
-        found = self.engine.find(item.text)
+        analysis = self.engine.analyse(item.text)
+        ctx = item.ctx
+        # A streamed answer is checked again as it grows: keeping every prefix would cost memory for nothing.
+        if ctx is not None and not (ctx.stream and item.direction == "output"):
+            if ctx.pii_analyses is None:
+                ctx.pii_analyses = {}
+            ctx.pii_analyses[(self.engine, item.text)] = analysis
+        found = analysis.findings
         if not found:
             return CLEAN
         findings = [Finding(f.start, f.end, f.entity.lower().replace("_", "-"), f.score) for f in found]
