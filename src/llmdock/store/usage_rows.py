@@ -8,7 +8,7 @@ traces (retention, erasure) subtracts them from the kept rows in the same transa
 The primary key starts with the hour's ``day`` (its first ten characters, kept as a column for this): the
 usage page totals a week or a month per day, team, model and key, and on SQLite, where the table is kept in
 key order (``WITHOUT ROWID``), those totals then stream in key order instead of sorting every hour's row
-(a week at a million traces: about 50,000 rows; 55 ms sorted, 17 ms streamed).
+(a week at a million traces, about 50,000 rows, is grouped three times faster so).
 """
 
 from __future__ import annotations
