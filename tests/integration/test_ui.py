@@ -328,7 +328,7 @@ def test_an_evaluation_run_its_intervals_and_its_report(app: Any) -> None:
 def test_monitoring_keeps_closed_hours_and_counts_the_open_one_live(app: Any) -> None:
     from sqlalchemy import func, select
 
-    from llmdock.store.ui_rows import UiTraceHour
+    from llmdock.store.usage_rows import UsageHour
 
     client, runtime = app
     k = keys(runtime)
@@ -359,7 +359,7 @@ def test_monitoring_keeps_closed_hours_and_counts_the_open_one_live(app: Any) ->
     assert totals(k["root"]) == (3, 1, 150.0)  # every team: mean of 100, 300, 50
     assert totals(k["vera"]) == (2, 1, 200.0)  # team blue only
     with runtime.store.session() as s:
-        kept = s.scalar(select(func.count()).select_from(UiTraceHour).where(UiTraceHour.team_id != "*"))
+        kept = s.scalar(select(func.count()).select_from(UsageHour).where(UsageHour.team_id != "*"))
     assert kept == 2  # the closed hour, once per team
     write_traces(runtime.store, [record(4, created_at=datetime.now(UTC), team_id=blue)])
     assert totals(k["vera"])[:2] == (3, 1)  # the open hour is counted live

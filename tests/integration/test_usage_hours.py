@@ -17,7 +17,7 @@ from llmdock.store.audit import Actor
 from llmdock.store.retention import purge
 from llmdock.store.trace_policy import Match, RetentionPolicy
 from llmdock.store.usage import UsageRow, usage_summary
-from llmdock.store.usage_hours import KEPT, TOTALS, totals
+from llmdock.store.usage_hours import KEPT, TOTALS, rollups, totals
 from llmdock.store.usage_rows import UsageHour
 
 ACTOR = Actor("test", "usage_hours")
@@ -75,6 +75,20 @@ def expected(records: list[TraceRecord], days: float, since: datetime | None = N
     return sorted(out, key=lambda r: (r.day, r.model, r.deployment))
 
 
+def by(records: list[TraceRecord], since: datetime, group: tuple[str, ...]) -> dict[tuple[str, ...], tuple]:
+    """Requests and cost of the records created since ``since``, per value of the ``group`` columns."""
+    field = {"day": "created_at", "key": "api_key_id", "team": "team_id", "model": "model"}
+    out: dict[tuple[str, ...], list[float]] = {}
+    for r in records:
+        if r.created_at >= since:
+            values = [getattr(r, field[g]) for g in group]
+            key = tuple(v.strftime("%Y-%m-%d") if isinstance(v, datetime) else v for v in values)
+            t = out.setdefault(key, [0, 0.0])
+            t[0] += 1
+            t[1] += r.cost
+    return {k: (n, round(c, 9)) for k, (n, c) in out.items()}
+
+
 def summary(store: Store, days: int) -> list[UsageRow]:
     rows = [UsageRow(**{**vars(r), "cost": round(r.cost, 9)}) for r in usage_summary(store, days=days)]
     return sorted(rows, key=lambda r: (r.day, r.model, r.deployment))
@@ -100,6 +114,11 @@ def test_usage_read_from_kept_hours_equals_the_traces_at_the_edges_and_after_del
         ]
         rows = [UsageRow(*k, *(int(t[i]) for i in at), round(t[-1], 9)) for k, t in found.items()]
         assert sorted(rows, key=lambda r: (r.day, r.model, r.deployment)) == expected(records, 0, start)
+        # The dashboard's: several groupings from one read of the kept hours, per key too.
+        groups = [("day",), ("key",), ("team", "model")]
+        found_each = rollups(store, start, datetime.now(UTC), groups)
+        for group, found in zip(groups, found_each, strict=True):
+            assert {k: (t[0], round(t[-1], 9)) for k, t in found.items()} == by(records, start, group)
 
     # Retention (chatty: 1 day) and erasure (ann) delete traces: the kept hours lose them too.
     deleted = purge(store, RetentionPolicy(None, ((Match(frozenset({"chatty"}), frozenset()), 1),)), ACTOR)

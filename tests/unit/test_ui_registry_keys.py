@@ -3,6 +3,7 @@ and usage (by day, model, team, key; team-scoped) pages, in process on the fake 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,11 +14,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from llmdock.gateway import create_app
+from llmdock.privacy.gdpr import erase_subject
 from llmdock.registry import ModelRegistry
 from llmdock.runtime import Runtime
 from llmdock.store import audit
+from llmdock.store.retention import purge
+from llmdock.store.trace_policy import Match, RetentionPolicy
 from llmdock.store.traces import write_traces
 from tests.conftest import fake_settings
+from tests.integration.in_process import llmdock
 from tests.integration.test_ui import ACTOR, HOSTILE, csrf_of, keys, record, sign_in, team_id
 
 
@@ -210,3 +215,42 @@ def test_usage_by_day_model_team_and_key_scoped_to_the_team(app: Any) -> None:
     team = client.get("/ui/usage")
     assert table(team.text, "team") == {"blue": (2, "0.7500")}
     assert client.get("/ui/usage?period=1y").status_code == 400
+
+
+def test_erased_and_expired_traces_leave_the_usage_page_and_llmdock_usage(app: Any, tmp_path: Path) -> None:
+    """Both read the same kept hours, which erasure and retention subtract from (the dashboard's own hours
+    kept counting them)."""
+    client, runtime = app
+    k = keys(runtime)
+    three_hours_ago, two_days_ago = (datetime.now(UTC) - timedelta(hours=h) for h in (3, 40))
+    write_traces(
+        runtime.store,
+        [record(i, created_at=three_hours_ago, subject="ann", cost=1.0) for i in range(3)]
+        + [record(3 + i, created_at=three_hours_ago, subject="bob", cost=0.25) for i in range(2)]
+        + [record(5 + i, created_at=two_days_ago, model="chatty", cost=0.5) for i in range(2)],
+    )
+    sign_in(client, k["root"])
+
+    def page() -> tuple[int, dict[str, str]]:
+        html = client.get("/ui/usage?period=7d").text
+        total = re.search(r"<p>(\d+) requests", html)
+        body = re.search(r'aria-labelledby="u-model">.*?<tbody>(.*?)</tbody>', html, re.S)
+        assert total is not None
+        assert body is not None
+        rows = re.findall(r'<th scope="row">([^<]*)</th>.*?<td class="num">([\d.]+)</td></tr>', body.group(1))
+        return int(total.group(1)), dict(rows)
+
+    def cli() -> dict[str, tuple[int, float]]:
+        result = llmdock(tmp_path, "usage", "--json", "--days", "3")
+        assert result.exit_code == 0, result.output
+        return {r["model"]: (r["requests"], round(r["cost"], 6)) for r in json.loads(result.stdout)}
+
+    assert page() == (7, {"fake": "3.5000", "chatty": "1.0000"})  # the first view keeps the closed hours
+    assert cli() == {"fake": (5, 3.5), "chatty": (2, 1.0)}
+    assert erase_subject(runtime.store, "ann", ACTOR, b"k" * 32)["traces_deleted"] == 3
+    assert (
+        purge(runtime.store, RetentionPolicy(None, ((Match(frozenset({"chatty"}), frozenset()), 1),)), ACTOR)
+        == 2
+    )
+    assert page() == (2, {"fake": "0.5000"})
+    assert cli() == {"fake": (2, 0.5)}

@@ -114,27 +114,6 @@ TRACE_INDEXES = (
 )
 
 
-class UiTraceHour(Base):
-    """Hourly totals of the traces of one team, model and key, kept once an hour has closed (computed on the
-    first view that needs them): the monitoring charts and the usage page read these instead of the traces.
-    A row with ``team_id`` ``"*"`` marks an hour as computed, traffic or not."""
-
-    __tablename__ = "ui_trace_hours"
-
-    hour: Mapped[str] = mapped_column(String(13), primary_key=True)  # "YYYY-MM-DD HH", UTC
-    team_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    model: Mapped[str] = mapped_column(String(200), primary_key=True)
-    api_key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    requests: Mapped[int] = mapped_column(Integer)
-    errors: Mapped[int] = mapped_column(Integer)
-    blocked: Mapped[int] = mapped_column(Integer)  # refused by a guard (``content_policy`` errors)
-    sum_ms: Mapped[float] = mapped_column(Float)
-    max_ms: Mapped[float] = mapped_column(Float)
-    prompt_tokens: Mapped[int] = mapped_column(Integer)
-    completion_tokens: Mapped[int] = mapped_column(Integer)
-    cost: Mapped[float] = mapped_column(Float)
-
-
 class UiDriftDay(Base):
     """One drift statistic of one model's traffic on one UTC day against its reference (``llmdock.monitor``'s
     drift tests), kept once the day has closed (``ui.drift_days``): the monitoring page charts these."""

@@ -28,7 +28,7 @@ from llmdock.store.keyring import is_sealed
 from llmdock.store.models import Trace
 from llmdock.store.trace_search import text_match
 from llmdock.store.ui_rows import PROMPT_ATTRIBUTE, flagged_spans, trace_attribute
-from llmdock.ui.monitor_hours import BLOCKED
+from llmdock.store.usage_hours import BLOCKED
 
 PAGE_ROWS = 50
 PREVIEW_CHARS = 120

@@ -16,8 +16,9 @@ from starlette.responses import Response
 from llmdock.auth.keys import Directory
 from llmdock.errors import Forbidden, InvalidRequest
 from llmdock.store.access_views import key_state
+from llmdock.store.usage_hours import TOTALS, add
 from llmdock.ui.labels import source_of
-from llmdock.ui.monitor_hours import TOTALS, add, totals_by
+from llmdock.ui.monitor_hours import totals_by
 from llmdock.ui.pages import Ui, chosen_period, render
 from llmdock.ui.session import Viewer
 from llmdock.ui.trace_pages import store_of
