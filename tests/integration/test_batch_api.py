@@ -7,9 +7,11 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from llmdock.config import ModelConfig, Settings
 from llmdock.gateway import batches
@@ -17,6 +19,7 @@ from llmdock.gateway.batch_rows import PipelineRows
 from llmdock.jobs.batch_lease import holder
 from llmdock.jobs.batch_worker import BatchWorker
 from llmdock.store.audit import Actor
+from llmdock.store.batch_lease_rows import BatchLease
 from llmdock.store.jobs_rows import BatchFile
 from tests.conftest import Gateway
 
@@ -230,7 +233,7 @@ async def test_one_worker_runs_the_batches_and_the_next_takes_over_when_it_stops
     store, home = gateway.runtime.store, gateway.runtime.settings.home
     assert store is not None
     rows = lambda owner: PipelineRows(gateway.runtime)  # noqa: E731
-    workers = [BatchWorker(store, home, rows, poll_s=0.05) for _ in range(3)]
+    workers = [BatchWorker(store, home, rows, poll_s=0.05, lease_s=2) for _ in range(3)]
     tasks = [asyncio.create_task(w.run_forever()) for w in workers]
     try:
         for _ in range(100):
@@ -241,6 +244,9 @@ async def test_one_worker_runs_the_batches_and_the_next_takes_over_when_it_stops
         assert [w.leading for w in workers].count(True) == 1
         first = next(i for i, w in enumerate(workers) if w.leading)
         assert holder(store) == workers[first].name
+        with store.session() as s:  # held for batch.lease_s, not a fixed 10 s
+            until = s.scalars(select(BatchLease.until)).one()
+        assert 0 < (until.replace(tzinfo=UTC) - datetime.now(UTC)).total_seconds() <= 2
         tasks[first].cancel()  # a clean stop gives the lease back: the next one takes it at its next poll
         with contextlib.suppress(asyncio.CancelledError):
             await tasks[first]

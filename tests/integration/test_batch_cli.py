@@ -29,6 +29,7 @@ def test_a_batch_killed_mid_way_resumes_without_redoing_rows_or_duplicating_them
     try:
         (tmp_path / "llmdock.yaml").write_text(
             f"home: {tmp_path}\ninclude_builtin_models: false\ndefault_model: up\ndefault_embedding_model: ''\n"
+            "privacy:\n  pii: off\n"  # no PII models to load: each of the two runs starts sooner
             f"models:\n  up:\n    backend: openai_compat\n    base_url: {up.url}\n    upstream_model: m\n"
         )
         src = tmp_path / "in.jsonl"

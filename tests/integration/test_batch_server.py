@@ -23,6 +23,7 @@ from tests.upstream import Upstream
 
 pytestmark = pytest.mark.server
 ROWS = 120
+LEASE_S = 3
 
 
 def sdk(url: str) -> openai.OpenAI:
@@ -56,8 +57,9 @@ def test_a_batch_survives_a_killed_runner_and_a_killed_gateway_and_completes_eve
 ) -> None:
     up = Upstream("up", delay=0.1)
     cfg = tmp_path / "llmdock.yaml"
-    cfg.write_text(
-        "include_builtin_models: false\ndefault_model: up\ndefault_embedding_model: ''\n"
+    cfg.write_text(  # a short lease (batch.lease_s): a killed runner is taken over after 3 s, not 10
+        f"include_builtin_models: false\ndefault_model: up\ndefault_embedding_model: ''\nbatch:\n  lease_s: {LEASE_S}\n"
+        "privacy:\n  pii: off\n"  # no PII models to load: the workers start sooner
         f"models:\n  up:\n    backend: openai_compat\n    base_url: {up.url}\n    upstream_model: m\n"
     )
     src = tmp_path / "in.jsonl"
@@ -91,6 +93,7 @@ def test_a_batch_survives_a_killed_runner_and_a_killed_gateway_and_completes_eve
             assert time.monotonic() - t_kill < 30, "no worker took the batches over"
             time.sleep(0.2)
         assert now[1] != pid
+        assert time.monotonic() - t_kill >= LEASE_S / 2, "taken over before the killed runner's lease lapsed"
         after = wait_rows(progress, before + 5)
         print(
             f"runner killed at row {before}: {now[0]} took over, rows again after {time.monotonic() - t_kill:.1f} s"

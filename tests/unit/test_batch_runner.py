@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from llmdock.errors import Conflict
+from llmdock.config import load_settings
+from llmdock.errors import ConfigError, Conflict
 from llmdock.jobs.batch import RowAnswer, override, run_rows
 from llmdock.jobs.batch_input import read_rows
 from llmdock.jobs.batch_journal import ProgressJournal
@@ -154,3 +155,13 @@ def test_model_and_prompt_options_apply_to_every_row() -> None:
         "prompt_label": "production",
     }
     assert override(body, None, "greet/3")["prompt_version"] == 3
+
+
+def test_a_batch_lease_under_a_second_is_refused_naming_file_line_and_field(tmp_path: Path) -> None:
+    cfg = tmp_path / "llmdock.yaml"
+    cfg.write_text("batch:\n  lease_s: 3\n")
+    assert load_settings(cfg).batch.lease_s == 3
+    cfg.write_text("batch:\n  lease_s: 0.2\n")
+    with pytest.raises(ConfigError, match="greater than or equal to 1") as info:
+        load_settings(cfg)
+    assert info.value.where == f"{cfg}:2: batch.lease_s"

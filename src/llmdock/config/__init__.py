@@ -3,6 +3,7 @@
 ``load_settings`` builds them; a bad config raises ``ConfigError`` naming file, line and field.
 """
 
+from llmdock.config.batch_settings import BatchSettings
 from llmdock.config.models import (
     ROUTING_FIELDS,
     BreakerConfig,
@@ -35,6 +36,7 @@ __all__ = [
     "DEFAULT_PII_ENTITIES",
     "ROUTING_FIELDS",
     "AuthSettings",
+    "BatchSettings",
     "BreakerConfig",
     "CacheSettings",
     "DeploymentConfig",

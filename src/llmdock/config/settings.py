@@ -14,6 +14,7 @@ from pydantic import Field, PrivateAttr, field_validator
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from llmdock.config.batch_settings import BatchSettings
 from llmdock.config.models import ModelConfig, builtin_models
 from llmdock.config.monitor_settings import AlertSettings, MetricsSettings, OnlineEvalSettings
 from llmdock.config.sections import (
@@ -72,6 +73,7 @@ class Settings(BaseSettings):
     job_scheduler: bool = Field(
         default=False, description="fire the stored schedules (llmdock jobs schedule) in each gateway worker"
     )
+    batch: BatchSettings = Field(default_factory=BatchSettings)
 
     @field_validator("home")
     @classmethod

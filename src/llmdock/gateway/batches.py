@@ -223,4 +223,7 @@ def start_worker(runtime: Runtime) -> asyncio.Task[None] | None:
     def rows_for(owner: dict[str, Any]) -> PipelineRows:
         return PipelineRows(runtime, principal_from(owner))
 
-    return asyncio.create_task(BatchWorker(runtime.store, runtime.settings.home, rows_for).run_forever())
+    worker = BatchWorker(
+        runtime.store, runtime.settings.home, rows_for, lease_s=runtime.settings.batch.lease_s
+    )
+    return asyncio.create_task(worker.run_forever())

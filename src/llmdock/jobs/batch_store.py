@@ -7,8 +7,8 @@ scope (team) is "not found", exactly as one that never existed.
 
 The lease: a worker takes a batch by one conditional UPDATE (the batch is runnable and nobody's lease is
 current), so of several gateway workers polling one store exactly one wins it; the winner renews the lease
-while it runs; a worker that dies stops renewing, and after ``LEASE_S`` another takes the batch over and
-resumes it from its progress journal.
+while it runs; a worker that dies stops renewing, and once the lease has lapsed (``batch.lease_s``) another
+takes the batch over and resumes it from its progress journal.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from llmdock.store.engine import Store
 from llmdock.store.jobs_rows import BatchFile, BatchJob
 from llmdock.store.models import ModelVersion
 
-LEASE_S = 10.0
 RUNNABLE = ("validating", "in_progress", "finalizing", "cancelling")
 WINDOW_RE = re.compile(r"^([1-9][0-9]*)([smh])$")
 MAX_WINDOW_S = 7 * 24 * 3600
@@ -211,8 +210,8 @@ def request_cancel(store: Store, scope: str, batch_id: str) -> BatchJob:
     return get_batch(store, scope, batch_id)
 
 
-def claim(store: Store, worker: str) -> BatchJob | None:
-    """Take the oldest runnable batch whose lease is free or lapsed; None if there is none."""
+def claim(store: Store, worker: str, seconds: float) -> BatchJob | None:
+    """Take the oldest runnable batch whose lease is free or lapsed, for ``seconds``; None if there is none."""
     now = datetime.now(UTC)
     with store.session() as s:
         candidates = list(
@@ -225,13 +224,14 @@ def claim(store: Store, worker: str) -> BatchJob | None:
             )
         )
     for batch_id in candidates:
-        if renew(store, batch_id, worker, take=True):
+        if renew(store, batch_id, worker, seconds, take=True):
             return get_batch(store, None, batch_id)
     return None
 
 
-def renew(store: Store, batch_id: str, worker: str, *, take: bool = False) -> bool:
-    """Extend ``worker``'s lease (or take a free or lapsed one); False when another worker holds it."""
+def renew(store: Store, batch_id: str, worker: str, seconds: float, *, take: bool = False) -> bool:
+    """Extend ``worker``'s lease by ``seconds`` from now (or take a free or lapsed one); False when another
+    worker holds it."""
     now = datetime.now(UTC)
     held = BatchJob.lease_owner == worker
     if take:
@@ -240,7 +240,7 @@ def renew(store: Store, batch_id: str, worker: str, *, take: bool = False) -> bo
         won = conn.execute(
             update(BatchJob)
             .where(BatchJob.id == batch_id, held)
-            .values(lease_owner=worker, lease_until=now + timedelta(seconds=LEASE_S))
+            .values(lease_owner=worker, lease_until=now + timedelta(seconds=seconds))
         ).rowcount
     return bool(won)
 

@@ -26,12 +26,13 @@ from typing import Any
 
 import orjson
 
+from llmdock.config.batch_settings import DEFAULT_LEASE_S
 from llmdock.errors import InvalidRequest
 from llmdock.jobs import batch_store as db
 from llmdock.jobs.batch import RowAnswer, RowAnswerer, run_rows
 from llmdock.jobs.batch_input import Row, count_rows, read_rows
 from llmdock.jobs.batch_journal import ProgressJournal
-from llmdock.jobs.batch_lease import LEADER_S, lead, resign
+from llmdock.jobs.batch_lease import lead, resign
 from llmdock.store.engine import Store
 from llmdock.store.jobs_rows import BatchJob
 
@@ -67,11 +68,13 @@ class BatchWorker:
         rows_for: Callable[[dict[str, Any]], RowAnswerer],
         *,
         poll_s: float = POLL_S,
+        lease_s: float = DEFAULT_LEASE_S,
     ) -> None:
         self.store = store
         self.home = Path(home).expanduser()
         self.rows_for = rows_for
         self.poll_s = poll_s
+        self.lease_s = lease_s  # both leases (the runner's, the batch's), renewed every third of it
         self.name = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.leading = False
         self._led = 0.0
@@ -84,7 +87,7 @@ class BatchWorker:
                     if not await self._lead():
                         await asyncio.sleep(self.poll_s)
                         continue
-                    job = await asyncio.to_thread(db.claim, self.store, self.name)
+                    job = await asyncio.to_thread(db.claim, self.store, self.name, self.lease_s)
                     if job is None:
                         await asyncio.sleep(self.poll_s)
                         continue
@@ -102,11 +105,11 @@ class BatchWorker:
                 await asyncio.shield(asyncio.to_thread(resign, self.store, self.name))
 
     async def _lead(self) -> bool:
-        """Whether this worker is the runner: renewed every ``LEADER_S / 3`` by the holder, asked for by the
-        others at every poll (one conditional UPDATE, which fails while the holder lives)."""
-        if self.leading and time.monotonic() - self._led < LEADER_S / 3:
+        """Whether this worker is the runner: renewed every third of ``lease_s`` by the holder, asked for by
+        the others at every poll (one conditional UPDATE, which fails while the holder lives)."""
+        if self.leading and time.monotonic() - self._led < self.lease_s / 3:
             return True
-        was, self.leading = self.leading, await asyncio.to_thread(lead, self.store, self.name)
+        was, self.leading = self.leading, await asyncio.to_thread(lead, self.store, self.name, self.lease_s)
         if self.leading:
             self._led = time.monotonic()
             if not was:
@@ -155,8 +158,8 @@ class BatchWorker:
     async def _heartbeat(self, job: BatchJob, journal: ProgressJournal, state: dict[str, bool]) -> None:
         """Renew the runner lease and the batch's, publish the counts, notice a cancel."""
         while True:
-            await asyncio.sleep(min(db.LEASE_S, LEADER_S) / 3)
-            held = await asyncio.to_thread(db.renew, self.store, job.id, self.name)
+            await asyncio.sleep(self.lease_s / 3)
+            held = await asyncio.to_thread(db.renew, self.store, job.id, self.name, self.lease_s)
             if not held or not await self._lead():
                 state["lost"] = True
                 return
