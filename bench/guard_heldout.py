@@ -179,6 +179,8 @@ def leave_one_out(
             detector.model = trainer(task, path)
             rows = [pool[i] for i in held]
             results[fam] = (rows, asyncio.run(score(detector, rows)), [peer[i] for i in held])
+            recall, fpr = rates(results[fam][1], [r["label"] for r in rows])
+            progress.console.print(f"{task}: {fam} held out: recall {fmt(recall)}, FPR {fmt(fpr)}")
             progress.advance(bar)
     return results
 
@@ -346,17 +348,14 @@ def main(argv: list[str] | None = None) -> None:
                 )
                 with console.status(f"{task}: training the shipped classifier ({model})"):
                     detector = detector_for(task, Path(tmp), model)
-                ours = asyncio.run(score(detector, [heldout[i] for i in never_rows]))
+                rows = [heldout[i] for i in never_rows]
+                ours = asyncio.run(score(detector, rows))
+                never = print_never_used(model, rows, ours, [theirs[i] for i in never_rows])
                 cpu = cpu_per_prompt(detector, model) if task == "injection" else 0.0
                 summary = print_folds(
                     task, model, leave_one_out(trainer, detector, task, peer, pool, everything)
                 )
-                rows = [heldout[i] for i in never_rows]
-                summaries[model] = {
-                    **summary,
-                    "cpu": cpu,
-                    "never": print_never_used(model, rows, ours, [theirs[i] for i in never_rows]),
-                }
+                summaries[model] = {**summary, "cpu": cpu, "never": never}
         if task == "injection":
             print_comparison(summaries)
 
