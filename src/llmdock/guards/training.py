@@ -119,12 +119,19 @@ class TextClassifier:
         return self._rescaled(features.logit_of(ids, self.char_coef, self.word_coef, self.intercept))
 
     def _rescaled(self, z: float) -> float:
-        p = 1.0 / (1.0 + math.exp(-z)) if z > -500 else 0.0
-        t = self.threshold
-        return 0.5 * p / t if p < t else 0.5 + 0.5 * (p - t) / (1.0 - t)
+        return rescaled(z, self.threshold)
+
+    def score_spans(self, grams: features.Ngrams, spans: list[tuple[int, int | None]]) -> list[float]:
+        return [self.score_span(grams, start, end) for start, end in spans]
 
     def scores(self, texts: list[str]) -> list[float]:
         return [self.score(normalize(t).text) for t in texts]
+
+
+def rescaled(z: float, t: float) -> float:
+    """P(positive) of logit ``z``, rescaled so that the operating point ``t`` chosen on validation is 0.5."""
+    p = 1.0 / (1.0 + math.exp(-z)) if z > -500 else 0.0
+    return 0.5 * p / t if p < t else 0.5 + 0.5 * (p - t) / (1.0 - t)
 
 
 def _fingerprint(path: Path, task: str, category: str | None = None) -> str:

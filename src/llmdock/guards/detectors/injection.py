@@ -13,7 +13,9 @@ Layers, cheapest first, each recorded as the ``layer`` of the verdict when it de
    A flagged text's structure cues (:mod:`llmdock.guards.cues`: addressed to the model, task take-over,
    role switch…) are named in the verdict, and a short request whose only cue is an "ignore" aimed at
    something other than the model's instructions is let through (capped at 0.45);
-   ``model: embedding`` or ``both`` swaps in the heavier classifier of :mod:`llmdock.guards.embedding`;
+   ``model: embedding`` or ``both`` swaps in the heavier classifier of :mod:`llmdock.guards.embedding`,
+   ``model: finetuned`` the fine-tuned MiniLM of :mod:`llmdock.guards.finetuned` (a text's windows are
+   scored in one batch);
 4. optionally, embedding similarity to known attacks (``embedding: true``; all-MiniLM-L6-v2, about
    12 ms per text on one core, so off by default). It is a weak layer: it recognises close variants of
    known jailbreaks but adds little recall over the classifier on the test split.
@@ -32,6 +34,7 @@ from llmdock.guards.cues import cues_in
 from llmdock.guards.embedding import SpanScorer
 from llmdock.guards.embedding import ensure_model as ensure_embedding_model
 from llmdock.guards.features import Ngrams
+from llmdock.guards.finetuned import ensure_model as ensure_finetuned_model
 from llmdock.guards.normalize import warm_up
 from llmdock.guards.policy import DetectorEnv
 from llmdock.guards.regexes import required_groups
@@ -101,10 +104,11 @@ MUNDANE_CHARS, MUNDANE_CAP = 300, 0.45
 
 class InjectionParams(DetectorParams):
     window_chars: int = Field(default=600, ge=100, description="longer texts are also scored in windows")
-    model: Literal["ngram", "embedding", "both"] = Field(
+    model: Literal["ngram", "embedding", "both", "finetuned"] = Field(
         default="ngram",
         description="the classifier: n-grams; or all-MiniLM-L6-v2 embeddings alone or with the n-grams "
-        "(heavier: see llmdock.guards.embedding)",
+        "(heavier: see llmdock.guards.embedding); or all-MiniLM-L6-v2 fine-tuned here (heaviest: see "
+        "llmdock.guards.finetuned)",
     )
     embedding: bool = Field(default=False, description="add embedding similarity to known attacks")
     embedding_threshold: float = Field(default=0.7, gt=0, le=1)
@@ -122,11 +126,13 @@ class InjectionDetector(
     def __init__(self, params: InjectionParams, env: DetectorEnv) -> None:
         self.params = params
         self.env = env
-        self.model: SpanScorer = (
-            ensure_model(env.model_dir, "injection")
-            if params.model == "ngram"
-            else ensure_embedding_model(env.model_dir, "injection", params.model)
-        )
+        self.model: SpanScorer
+        if params.model == "ngram":
+            self.model = ensure_model(env.model_dir, "injection")
+        elif params.model == "finetuned":
+            self.model = ensure_finetuned_model(env.model_dir, "injection")
+        else:
+            self.model = ensure_embedding_model(env.model_dir, "injection", params.model)
         self.needles = [required_groups(pattern) for _, _, pattern in HEURISTICS]
         warm_up()
         self.attacks: np.ndarray | None = None
@@ -164,21 +170,19 @@ class InjectionDetector(
 
     def _classify(self, grams: Ngrams) -> tuple[float, Finding | None]:
         """The whole text's score, or a window's when one scores higher (at most 16 windows)."""
-        view = grams.text
-        size = self.params.window_chars
-        best = self.model.score_span(grams)
-        if len(view) <= size:
-            return best, None
+        spans = self.spans(len(grams.text))
+        best, *windows = self.model.score_spans(grams, spans)
         found = None
-        stride = max(size // 2, (len(view) - size) // 15 + 1)
-        for start in range(0, len(view) - size + stride, stride):
-            score = self.model.score_span(grams, start, start + size)
+        for (start, end), score in zip(spans[1:], windows, strict=True):
             if score > best or (found is None and score >= 0.5 and score >= best - 0.05):
                 best, found = (
                     max(best, score),
-                    Finding(start, min(start + size, len(view)), "injection", score),
+                    Finding(start, min(end or 0, len(grams.text)), "injection", score),
                 )
         return best, found
+
+    def spans(self, length: int) -> list[tuple[int, int | None]]:
+        return window_spans(length, self.params.window_chars)
 
     async def _similarity(self, text: str) -> float:
         stages = self.env.stages
@@ -211,3 +215,12 @@ def _finding_in(text: str, matched: str, label: str, score: float) -> Finding:
     if start >= 0:
         return Finding(start, start + len(matched), label, score)
     return Finding(0, len(text), label, score)
+
+
+def window_spans(length: int, size: int) -> list[tuple[int, int | None]]:
+    """What the classifier scores in a normalised text of ``length`` characters: the whole text, then (when
+    longer than ``size``) windows of ``size`` overlapping by at least half, at most 16, scored in one batch."""
+    if length <= size:
+        return [(0, None)]
+    stride = max(size // 2, (length - size) // 15 + 1)
+    return [(0, None), *((s, s + size) for s in range(0, length - size + stride, stride))]
