@@ -9,12 +9,21 @@ from pathlib import Path
 import pytest
 
 from llmdock.errors import ConfigError
-from llmdock.evaluate import Case
+from llmdock.evaluate import Case, Output
 from llmdock.evaluate.suite import TargetSpec, load_suite
 from llmdock.evaluate.targets import UrlTarget, failure
 from tests.upstream import Upstream
 
 CASE = Case(id="q1", input="Where is Paris?", expected="France", where="qa.jsonl:1")
+
+
+async def ask_once(url: str) -> tuple[UrlTarget, Output]:
+    """One case asked of ``url`` by a new target, closed afterwards."""
+    target = UrlTarget(TargetSpec(url=url, model="m"))
+    try:
+        return target, await target.answer(CASE, seed=0, max_tokens=8)
+    finally:
+        await target.close()
 
 
 async def test_cases_share_one_kept_alive_connection_and_read_the_answer_and_usage() -> None:
@@ -37,18 +46,10 @@ async def test_cases_share_one_kept_alive_connection_and_read_the_answer_and_usa
 
 async def test_a_failing_or_unreachable_server_makes_the_case_errored_with_its_reason() -> None:
     upstream = Upstream("far", mode="500")
-    target = UrlTarget(TargetSpec(url=upstream.url, model="m"))
-    try:
-        broken = await target.answer(CASE, seed=0, max_tokens=8)
-    finally:
-        await target.close()
+    _, broken = await ask_once(upstream.url)
     upstream.stop()
     assert broken.error == "HTTP 500: far is broken"
-    gone = UrlTarget(TargetSpec(url=upstream.url, model="m"))  # the server stopped: connection refused
-    try:
-        refused = await gone.answer(CASE, seed=0, max_tokens=8)
-    finally:
-        await gone.close()
+    _, refused = await ask_once(upstream.url)  # the server stopped: connection refused
     assert refused.error.startswith(f"{upstream.url}: ")
     assert "Connect" in refused.error or "refused" in refused.error
 
@@ -58,11 +59,9 @@ async def test_through_a_proxy_variable_the_target_asks_via_httpx(monkeypatch: p
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    target = UrlTarget(TargetSpec(url="http://upstream.invalid/v1", model="m"))
     try:
-        output = await target.answer(CASE, seed=0, max_tokens=8)
+        target, output = await ask_once("http://upstream.invalid/v1")
     finally:
-        await target.close()
         proxy.stop()
     assert output.error == ""
     assert output.text == "reply from proxy"

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -72,6 +72,22 @@ class TeamBody(_Limits):
 
 class SubjectBody(_Body):
     subject: str = Field(min_length=1)
+
+
+class EraseBody(_Body):
+    """One data subject, or one conversation (``session``, with ``team`` when the id is in several teams)."""
+
+    subject: str | None = Field(default=None, min_length=1)
+    session: str | None = Field(default=None, min_length=1)
+    team: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> EraseBody:
+        if (self.subject is None) == (self.session is None):
+            raise ValueError("give exactly one of subject and session")
+        if self.team is not None and self.session is None:
+            raise ValueError("team goes with session")
+        return self
 
 
 def directory(runtime: Runtime) -> Directory:
@@ -167,8 +183,8 @@ async def usage(runtime: RuntimeDep, days: Days = 7, model: str | None = None) -
     return listed(rows, asdict)
 
 
-def subject_route(act: Callable[..., dict[str, Any]], refresh: bool) -> Handler:
-    """POST a GDPR request about one data subject (export, erase)."""
+def subject_route(act: Callable[..., dict[str, Any]]) -> Handler:
+    """POST a GDPR request about one data subject (export)."""
 
     async def handler(request: Request) -> Response:
         runtime = runtime_of(request)
@@ -177,11 +193,25 @@ def subject_route(act: Callable[..., dict[str, Any]], refresh: bool) -> Handler:
         result = await asyncio.to_thread(
             act, directory(runtime).store, body.subject, actor_of(request), service.secret
         )
-        if refresh:
-            service.refresh()
         return JSONResponse(result)
 
     return handler
+
+
+async def erase(request: Request) -> Response:
+    """POST /admin/data/erase: a data subject's data (as ``llmdock data erase --subject``) or one conversation
+    (``--session``, with ``team``)."""
+    runtime = runtime_of(request)
+    body = await body_of(request, EraseBody, runtime)
+    store, actor, secret = directory(runtime).store, actor_of(request), runtime.auth.secret
+    if body.session is not None:
+        result = await asyncio.to_thread(
+            gdpr.erase_session, store, body.session, actor, secret, body.team, where="team"
+        )
+    else:
+        result = await asyncio.to_thread(gdpr.erase_subject, store, body.subject or "", actor, secret)
+        runtime.auth.refresh()
+    return JSONResponse(result)
 
 
 ROUTES: list[tuple[str, str, str, Handler]] = [
@@ -198,15 +228,15 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
     ("traces", "GET", "/traces", traces),
     ("trace", "GET", "/traces/{trace_id}", trace),
     ("usage", "GET", "/usage", usage),
-    ("export", "POST", "/data/export", subject_route(gdpr.export_subject, refresh=False)),
-    ("erase", "POST", "/data/erase", subject_route(gdpr.erase_subject, refresh=True)),
+    ("export", "POST", "/data/export", subject_route(gdpr.export_subject)),
+    ("erase", "POST", "/data/erase", erase),
 ]
 BODIES: dict[str, type[BaseModel]] = {  # the body each POST route parses (for the OpenAPI document)
     "/keys": KeyBody,
     "/users": UserBody,
     "/teams": TeamBody,
     "/data/export": SubjectBody,
-    "/data/erase": SubjectBody,
+    "/data/erase": EraseBody,
 }
 admin_router = APIRouter(prefix="/admin")
 for _name, _method, _path, _handler in ROUTES:

@@ -223,7 +223,8 @@ def start_worker(runtime: Runtime) -> asyncio.Task[None] | None:
     def rows_for(owner: dict[str, Any]) -> PipelineRows:
         return PipelineRows(runtime, principal_from(owner))
 
+    cfg = runtime.settings.batch
     worker = BatchWorker(
-        runtime.store, runtime.settings.home, rows_for, lease_s=runtime.settings.batch.lease_s
+        runtime.store, runtime.settings.home, rows_for, lease_s=cfg.lease_s, concurrency=cfg.concurrency
     )
     return asyncio.create_task(worker.run_forever())

@@ -3,7 +3,7 @@
 Every worker process starts a ``BatchWorker``; only the one holding the ``batch-runner`` lease
 (``batch_lease``) takes batches, so of every worker of every gateway on one store exactly one runs them, the
 others wait to take over. A batch is run by the worker holding its own lease too (``batch_store.claim``),
-``CONCURRENCY`` rows at once. Rows finish into the batch's progress journal under ``<home>/batches/``, so a
+``batch.concurrency`` rows at once (8 by default). Rows finish into the batch's progress journal under ``<home>/batches/``, so a
 runner killed mid-batch loses nothing: when its leases lapse, the next worker to ask (of this gateway, or
 the restarted one) takes over and answers only the rows not recorded. At the end the output and error files
 are assembled in input order, each row exactly once, and stored as files. A batch past its completion
@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from llmdock.config.batch_settings import DEFAULT_LEASE_S
+from llmdock.config.batch_settings import DEFAULT_CONCURRENCY, DEFAULT_LEASE_S
 from llmdock.errors import InvalidRequest
 from llmdock.jobs import batch_store as db
 from llmdock.jobs.batch import RowAnswer, RowAnswerer, run_rows
@@ -37,7 +37,6 @@ from llmdock.store.engine import Store
 from llmdock.store.jobs_rows import BatchJob
 
 log = logging.getLogger("llmdock.jobs")
-CONCURRENCY = 8  # rows at once per gateway worker process, beside the interactive traffic
 POLL_S = 1.0
 EXPIRED = "This request could not be executed before the completion window expired."
 
@@ -69,12 +68,14 @@ class BatchWorker:
         *,
         poll_s: float = POLL_S,
         lease_s: float = DEFAULT_LEASE_S,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         self.store = store
         self.home = Path(home).expanduser()
         self.rows_for = rows_for
         self.poll_s = poll_s
         self.lease_s = lease_s  # both leases (the runner's, the batch's), renewed every third of it
+        self.concurrency = concurrency  # rows at once (batch.concurrency), beside the interactive traffic
         self.name = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.leading = False
         self._led = 0.0
@@ -137,7 +138,7 @@ class BatchWorker:
                     EndpointRows(self.rows_for(job.owner), job.endpoint),
                     journal,
                     batch_id=job.id.removeprefix("batch_"),
-                    concurrency=CONCURRENCY,
+                    concurrency=self.concurrency,
                     stopping=lambda: state["cancel"] or state["lost"] or time.time() >= expires,
                 )
         finally:

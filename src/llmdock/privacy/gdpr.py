@@ -180,30 +180,31 @@ def session_traces(s: Session, session: str) -> dict[str, str]:
     return found
 
 
-def _session_team(s: Session, session: str, team: str | None, teams: set[str]) -> str:
+def _session_team(s: Session, session: str, team: str | None, teams: set[str], where: str) -> str:
     """The team whose conversation ``session`` is: sessions are per team, so an id found in several needs
     ``team`` (a team id or name)."""
     if team is None and len(teams) > 1:
         names = ", ".join(sorted(repr(t) for t in teams))
-        raise InvalidRequest(f"session {session!r} exists in teams {names}: name one", where="--team")
+        raise InvalidRequest(f"session {session!r} exists in teams {names}: name one", where=where)
     if team is None or team in teams or not teams:  # nothing of it anywhere: nothing to erase
         return next(iter(teams), "") if team is None else team
     named = set(s.scalars(select(Team.id).where(Team.name == team))) & teams
     if len(named) != 1:
-        raise InvalidRequest(f"no conversation {session!r} in team {team!r}", where="--team")
+        raise InvalidRequest(f"no conversation {session!r} in team {team!r}", where=where)
     return named.pop()
 
 
 def erase_session(
-    store: Store, session: str, actor: Actor, secret: bytes, team: str | None = None
+    store: Store, session: str, actor: Actor, secret: bytes, team: str | None = None, *, where: str = "--team"
 ) -> dict[str, Any]:
     """Delete one conversation: its memory turns and summaries, and its traces (with their feedback). The
-    erasure is audited under a keyed pseudonym of the session id, as a subject's is."""
+    erasure is audited under a keyed pseudonym of the session id, as a subject's is. ``where``: what an error
+    about ``team`` names (the CLI's option or the API's field)."""
     anon = subject_pseudonym(secret, session, kind="session")
     with store.session() as s, s.begin():
         traces = session_traces(s, session)
         in_memory = set(s.scalars(select(KbMemoryRow.team_id).where(KbMemoryRow.session == session)))
-        owner = _session_team(s, session, team, in_memory | set(traces.values()))
+        owner = _session_team(s, session, team, in_memory | set(traces.values()), where)
         trace_ids = [tid for tid, t in traces.items() if t == owner]
         feedback = _delete_traces(s, trace_ids)
         memory = s.execute(
