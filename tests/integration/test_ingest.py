@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
 import llmdock.store.ingest as ingest_module
 import llmdock.store.journal as journal_module
@@ -222,3 +223,23 @@ def test_behind_at_low_priority_it_hands_over_and_keeps_its_status(
     assert ingester.handed_over
     assert read_status(tmp_path / "journal")["ok"]
     ingester.store.close()
+
+
+def test_batches_of_any_size_use_a_few_insert_statements(tmp_path: Path) -> None:
+    """Each distinct row count of a multi-row INSERT is a statement sqlite3 keeps prepared (128 of them per
+    connection): batches of every size grew the ingester's memory by ~60 MiB (bench/ingest_memory.py)."""
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    statements: set[str] = set()
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.startswith("INSERT INTO traces"):
+            statements.add(statement)
+
+    event.listen(store.engine, "before_cursor_execute", seen)
+    n = 0
+    for size in range(1, 257):
+        write_traces(store, [make_trace(tid(n + i)) for i in range(size)])
+        n += size
+    assert count_traces(store) == n
+    assert len(statements) <= 9  # 1, 2, 4, ..., 256 rows
+    store.close()
