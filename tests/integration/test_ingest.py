@@ -10,17 +10,30 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
+import llmdock.store.ingest as ingest_module
 import llmdock.store.journal as journal_module
 from llmdock.store import Journal, Store, count_traces, write_traces
-from llmdock.store.ingest import CURSOR, MARKER, Ingester, read_cursor, read_status
+from llmdock.store.ingest import CURSOR, LOW_NICE, MARKER, URL_ENV, Ingester, read_cursor, read_status
 from llmdock.store.ingest_client import IngestedWriter
 from tests.integration.test_store import make_trace, tid, wait_until
 
 UNREACHABLE = "postgresql+psycopg://llmdock@127.0.0.1:1/none?connect_timeout=1"
+
+
+def live_journal(root: Path, traces: int) -> Journal:
+    """A serve worker's journal (marked for the ingester) holding ``traces`` traces."""
+    journal = Journal(root)
+    (journal.dir / MARKER).touch()
+    for i in range(traces):
+        journal.append(make_trace(tid(i)))
+    return journal
 
 
 def drain(ingester: Ingester, rounds: int = 50) -> None:
@@ -62,10 +75,7 @@ def test_live_and_crashed_journals_are_stored_once_and_the_crashed_one_removed(
 def test_a_crash_between_commit_and_cursor_stores_nothing_twice(db_url: str, tmp_path: Path) -> None:
     store = Store(db_url)
     root = tmp_path / "journal"
-    journal = Journal(root)
-    (journal.dir / MARKER).touch()
-    for i in range(20):
-        journal.append(make_trace(tid(i)))
+    journal = live_journal(root, 20)
     drain(Ingester(store, root))
     (journal.dir / CURSOR).unlink()  # the ingester was killed after its commit, before its cursor
     for i in range(20, 25):
@@ -167,4 +177,69 @@ def test_the_status_file_never_holds_the_store_url(tmp_path: Path) -> None:
     assert "secret-name" not in (root / "ingest.json").read_text()
     assert json.loads((root / "ingest.json").read_text())["ok"] is True
     journal.close(remove=True)
+    store.close()
+
+
+def _nice(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_the_ingester_lowers_its_priority_once_it_has_caught_up(tmp_path: Path) -> None:
+    """Its batches held the core a woken worker needed (bench/tail_c1.py): caught up, it runs at nice 19."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    store = Store(url)
+    root = tmp_path / "journal"
+    live = live_journal(root, 20)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmdock.store.ingest", str(root), "256", "0.05"],
+        env={**os.environ, URL_ENV: url},
+    )
+    try:
+        wait_until(lambda: count_traces(store) == 20, 60, "the ingester to store the journal")
+        wait_until(lambda: _nice(proc.pid) == LOW_NICE, 10, f"the ingester at nice {LOW_NICE}")
+    finally:
+        proc.kill()
+        proc.wait()
+        live.close(remove=True)
+        store.close()
+
+
+def test_behind_at_low_priority_it_hands_over_and_keeps_its_status(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Low priority cannot be undone: saturated cores starve it, so it exits and a worker starts a new one
+    at the workers' priority (its status stays fresh meanwhile: /ready does not flap)."""
+    lowered: list[bool] = []
+    monkeypatch.setattr(ingest_module, "lower_priority", lambda: lowered.append(True) or True)
+    monkeypatch.setattr(ingest_module, "BEHIND_S", 0.0)
+    (tmp_path / "journal").mkdir()
+    ingester = Ingester(Store(f"sqlite:///{tmp_path / 'db.sqlite'}"), tmp_path / "journal", batch_size=8)
+    rounds = iter([0, 3, 8, 8])  # caught up (lowered), caught up, then full batches: behind
+    monkeypatch.setattr(ingester, "run_once", lambda: next(rounds))
+    monkeypatch.setattr(ingest_module.time, "sleep", lambda _s: None)
+    ingester.run()
+    assert lowered == [True]  # once
+    assert ingester.handed_over
+    assert read_status(tmp_path / "journal")["ok"]
+    ingester.store.close()
+
+
+def test_batches_of_any_size_use_a_few_insert_statements(tmp_path: Path) -> None:
+    """Each distinct row count of a multi-row INSERT is a statement sqlite3 keeps prepared (128 of them per
+    connection): batches of every size grew the ingester's memory by ~60 MiB (bench/ingest_memory.py)."""
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    statements: set[str] = set()
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.startswith("INSERT INTO traces"):
+            statements.add(statement)
+
+    event.listen(store.engine, "before_cursor_execute", seen)
+    n = 0
+    for size in range(1, 257):
+        write_traces(store, [make_trace(tid(n + i)) for i in range(size)])
+        n += size
+    assert count_traces(store) == n
+    assert len(statements) <= 9  # 1, 2, 4, ..., 256 rows
     store.close()

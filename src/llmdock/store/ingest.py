@@ -17,6 +17,13 @@ until the workers have closed their journals (each waits for its last traces to 
 most; it also exits once no worker's journal is alive and everything is stored. Workers start it when no
 process holds the lock (at start-up and every few seconds after), so a ``kill -9`` of any process, this one
 included, loses nothing: the journals hold whatever is not stored yet.
+
+Priority: once it has caught up, it lowers its own (nice 19). Storing a batch takes it tens of milliseconds of
+CPU every ``flush_interval_s``; at the workers' priority, a worker woken by a request on the core it held
+waited for its time slice, which made most of the gateway's P99 at c=1 (bench/tail_c1.py: the event loop's
+waits for a core, by who held it). A process cannot raise its priority again, so if it then falls behind
+for ``BEHIND_S`` (the cores are saturated and it gets almost none of them) it exits, its status kept fresh,
+and the workers start a new one at their own priority, which catches up and lowers itself again.
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ URL_ENV = "LLMDOCK_INGEST_DATABASE_URL"  # the store's URL reaches the process i
 READ_BYTES = 1 << 20
 IDLE_EXIT_S = 2.0  # no live journal and nothing left to store for this long: exit
 STOP_GRACE_S = 10.0  # after SIGTERM, how long it keeps storing while workers close their journals
+LOW_NICE = 19  # the ingester's niceness once it has caught up
+BEHIND_S = 5.0  # reading full batches this long at low priority: hand over to one at the workers' priority
 
 
 def url_tag(url: str) -> str:
@@ -115,6 +124,9 @@ class Ingester:
         self._draining = -1
         self.stopping = False
         self.stop_by = 0.0
+        self.lowered = False  # runs at LOW_NICE (caught up once)
+        self.behind_since: float | None = None  # reading full batches at low priority since then
+        self.handed_over = False  # exited behind at low priority: a worker starts a new ingester
 
     # --- one round --------------------------------------------------------------------------------------
     def run_once(self) -> int:
@@ -257,6 +269,10 @@ class Ingester:
                 self._report(force=True)
             backoff = self.flush_interval_s
             self._report()
+            if self._behind(read):
+                log.warning("the trace ingester fell behind at low priority: handing over to a new one")
+                self.handed_over = True
+                return
             live = any(src.lock_fd < 0 for src in self.sources.values())
             if read or live:
                 idle_since = None
@@ -268,6 +284,21 @@ class Ingester:
                 return
             if read < self.batch_size:
                 time.sleep(self.flush_interval_s)
+
+    def _behind(self, read: int) -> bool:
+        """Lower the priority once caught up (a round read less than a batch); True once behind for
+        ``BEHIND_S`` at low priority (full batches only), when a new ingester at normal priority should go on."""
+        if read < self.batch_size:
+            self.behind_since = None
+            if not self.lowered:
+                self.lowered = lower_priority()
+            return False
+        if not self.lowered or self.stopping:
+            return False
+        now = time.monotonic()
+        if self.behind_since is None:
+            self.behind_since = now
+        return now - self.behind_since >= BEHIND_S
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """Stop once the workers' journals are closed (they wait for it to store their last traces on a
@@ -296,6 +327,16 @@ class Ingester:
             _replace(self.root / STATUS, json.dumps(state))
         except OSError as exc:
             log.warning("cannot write %s: %s", self.root / STATUS, exc)
+
+
+def lower_priority() -> bool:
+    """This process at ``LOW_NICE`` (it cannot go back): True if it is there now."""
+    try:
+        os.nice(LOW_NICE - os.nice(0))
+    except OSError as exc:  # not permitted here (a sandbox): the ingester runs as it is
+        log.warning("cannot lower the trace ingester's priority: %s", exc)
+        return False
+    return True
 
 
 def take_lock(root: Path, wait_s: float) -> int:
@@ -336,7 +377,8 @@ def main(argv: list[str]) -> int:
     finally:
         ingester.close()
         ingester.store.close()
-        (root / STATUS).unlink(missing_ok=True)
+        if not ingester.handed_over:  # else its fresh status covers the seconds until the next one reports
+            (root / STATUS).unlink(missing_ok=True)
     return 0
 
 
