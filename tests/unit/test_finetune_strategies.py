@@ -170,3 +170,39 @@ def test_a_raw_text_row_without_text_is_named_by_its_line(tmp_path: Path) -> Non
     with pytest.raises(ConfigError) as err:
         mixing.load_sources(config, _settings(tmp_path), split="train", relative_to=tmp_path, where=where)
     assert err.value.one_line().startswith(f"{tmp_path / 'domain.jsonl'}:2: text: ")
+
+
+def test_training_threads_apply_while_training_only_and_do_not_change_the_run(
+    tokenizer: Any,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    import torch
+    from transformers import TrainerCallback
+
+    from llmdock.finetune.config import run_id
+
+    seen: list[int] = []
+
+    class Threads(TrainerCallback):
+        def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
+            seen.append(torch.get_num_threads())
+
+    config = FinetuneConfig.model_validate(dict(BASE, dataset="x.jsonl"))
+    one = config.model_copy(update={"training": config.training.model_copy(update={"threads": 1})})
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        train(
+            one,
+            _tiny_model(tokenizer),
+            tokenizer,
+            encode_all(tokenizer, [ROW], 64),
+            tmp_path,
+            callbacks=[Threads()],
+        )
+        assert torch.get_num_threads() == 2  # given back after training
+    finally:
+        torch.set_num_threads(before)
+    assert seen
+    assert set(seen) == {1}
+    assert run_id(one, "base", "data") == run_id(config, "base", "data")  # how fast, not which weights

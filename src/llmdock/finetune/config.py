@@ -59,6 +59,14 @@ class TrainingSettings(_Strict):
     max_length: int = Field(default=256, ge=16, le=8192, description="tokens per example, longer are cut")
     seed: int = 7
     checkpoint_every: int = Field(default=20, ge=1, description="steps between checkpoints")
+    threads: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="torch's intra-op threads while training (0: torch's default, one per core). On a host "
+        "busy with other work, 1 is faster: torch's threads wait for each other at every operation "
+        "(bench/README.md, finetune_gain.py). Not part of the run's identity",
+    )
 
     @model_validator(mode="after")
     def _checkpoints_happen(self) -> TrainingSettings:
@@ -110,7 +118,7 @@ class FinetuneConfig(_Strict):
         found: dict[str, Any] = {"task": self.task, "method": self.method, "train_split": self.train_split}
         if self.method == "lora":
             found["lora"] = self.lora.model_dump()
-        found["training"] = self.training.model_dump()
+        found["training"] = self.training.model_dump(exclude={"threads"})  # how fast, not which weights
         if self.mixture:
             found["mixture"] = [m.model_dump() for m in self.mixture]
         if self.replay is not None:

@@ -146,7 +146,9 @@ def train(
         callbacks=[progress, *callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # the rich bar shows the loss; no dict per step on stdout
-    started = time.monotonic()
+    started, threads = time.monotonic(), torch.get_num_threads()
+    if config.training.threads:
+        torch.set_num_threads(config.training.threads)
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except (torch.OutOfMemoryError, MemoryError) as exc:
@@ -156,6 +158,8 @@ def train(
             f"grad_accum to keep the effective batch) or training.max_length (now {config.training.max_length}), "
             "then run again with --resume"
         ) from None
+    finally:
+        torch.set_num_threads(threads)  # the process goes on as it was (a pipeline's later steps)
     out = run_dir / ("model" if config.method == "full" else "adapter")
     trained.save_pretrained(str(out))
     if config.method == "full":
