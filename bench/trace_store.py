@@ -289,19 +289,75 @@ def load_average() -> None:
         print(f"\nload average: {fh.read().split()[:3]}")
 
 
-def queries_only(store: Store, n: int, repeat: int, seed: int) -> None:
-    """The queries' times and plans on a store loaded by an earlier run (after a change to the queries)."""
+def queries_only(store: Store, n: int, repeat: int, seed: int, ingest: int) -> None:
+    """The queries' times and plans on a store loaded by an earlier run (after a change to the queries), and
+    with ``ingest`` the insert rate into it, every index on."""
     report(measure(store, n, repeat, seed), n, repeat)
+    if ingest:
+        print_ingest(
+            ingest, [("every index", ingest_rate(store, ingest, seed, "c", local_postmaster(store)))]
+        )
     explain(store)
+    search_pages(store)
     load_average()
     store.close()
+
+
+def local_postmaster(store: Store) -> int | None:
+    """The PostgreSQL server's process when it runs on this machine (its CPU is then counted), else None."""
+    import psutil
+    from sqlalchemy import text
+
+    with store.engine.connect() as conn:
+        backend = int(conn.scalar(text("SELECT pg_backend_pid()")) or 0)
+    try:
+        return psutil.Process(backend).ppid()
+    except psutil.NoSuchProcess:
+        return None
+
+
+def search_pages(store: Store, word: str = "zanzibar") -> None:
+    """The statements the dashboard's text search runs for the rare word, each one's pages (PostgreSQL's
+    EXPLAIN (ANALYZE, BUFFERS) of the same statement: hits and reads) and server time."""
+    from sqlalchemy import event
+
+    from llmdock.ui.trace_query import TraceFilters, list_page
+
+    seen: list[str] = []
+
+    def plan(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        if statement.lstrip().startswith("SELECT") and "FROM traces" in statement:
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, params)
+            got = cursor.fetchone()[0][0]
+            top = got["Plan"]
+            pages = top.get("Shared Hit Blocks", 0) + top.get("Shared Read Blocks", 0)
+            what = " ".join(statement.split())[:70]
+            seen.append(f"{pages:>8,} pages {got['Execution Time']:>8.1f} ms  {top['Node Type']:<10} {what}")
+
+    event.listen(store.engine, "before_cursor_execute", plan)
+    try:
+        list_page(store, TraceFilters(text=word), Scope(None))
+    finally:
+        event.remove(store.engine, "before_cursor_execute", plan)
+    print(f"\nthe dashboard's text search for {word!r}, statement by statement:")
+    print("\n".join("  " + line for line in seen))
+
+
+def print_ingest(count: int, rates: list[tuple[str, tuple[float, float, float, float]]]) -> None:
+    print(f"\none gateway's trace path, {count:,} traces each into the full table:")
+    print(f"{'':<32} {'journaled/s':>12} {'stored/s':>9} {'CPU us/trace: ingester':>23} {'server':>7}")
+    for label, (journaled, stored, cpu, srv) in rates:
+        print(f"  {label:<30} {journaled:>12,.0f} {stored:>9,.0f} {cpu * 1e6:>23,.0f} {srv * 1e6:>7,.0f}")
+        print(f"  {'':<30} one core each: {1 / max(cpu, srv, 1e-9):,.0f} traces/s")
 
 
 def main() -> None:
     parser = options(__doc__ or "")
     parser.add_argument("--traces", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=30)
-    parser.add_argument("--ingest", type=int, default=50_000, help="traces stored through the ingester")
+    parser.add_argument(
+        "--ingest", type=int, default=None, help="traces stored through the ingester (50,000; --loaded: none)"
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--store", default="", help="a PostgreSQL URL (default: a throwaway server)")
     parser.add_argument(
@@ -311,8 +367,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.loaded:
-        queries_only(Store(args.store), args.traces, args.repeat, args.seed)
+        queries_only(Store(args.store), args.traces, args.repeat, args.seed, args.ingest or 0)
         return
+    ingest = 50_000 if args.ingest is None else args.ingest
 
     server = None
     url = args.store
@@ -324,8 +381,8 @@ def main() -> None:
     try:
         store = Store(url)
         took, search_indexes = load(url, args.traces, args.seed)
-        postmaster = server._postmaster_pid() if server is not None else None
-        plain = ingest_rate(store, args.ingest, args.seed, "a", postmaster)  # before the search indexes
+        postmaster = server._postmaster_pid() if server is not None else local_postmaster(store)
+        plain = ingest_rate(store, ingest, args.seed, "a", postmaster)  # before the search indexes
         import psycopg
 
         with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
@@ -337,14 +394,11 @@ def main() -> None:
         rate = args.traces / took["insert"]
         print(f"generated {args.traces:,} traces at {rate:,.0f} rows/s (server-side)", file=sys.stderr)
         results = measure(store, args.traces, args.repeat, args.seed)
-        searched = ingest_rate(store, args.ingest, args.seed, "b", postmaster)
+        searched = ingest_rate(store, ingest, args.seed, "b", postmaster)
         report(results, args.traces, args.repeat)
-        print(f"\none gateway's trace path, {args.ingest:,} traces each into the full table:")
-        print(f"{'':<32} {'journaled/s':>12} {'stored/s':>9} {'CPU us/trace: ingester':>23} {'server':>7}")
-        for label, (journaled, stored, cpu, srv) in (("B-tree indexes", plain), ("+ pg_trgm GIN", searched)):
-            print(f"  {label:<30} {journaled:>12,.0f} {stored:>9,.0f} {cpu * 1e6:>23,.0f} {srv * 1e6:>7,.0f}")
-            print(f"  {'':<30} one core each: {1 / max(cpu, srv, 1e-9):,.0f} traces/s")
+        print_ingest(ingest, [("B-tree indexes", plain), ("+ pg_trgm GIN", searched)])
         explain(store)
+        search_pages(store)
         load_average()
         store.close()
     finally:

@@ -79,6 +79,59 @@ def test_the_indexed_search_finds_exactly_the_rows_the_substring_test_finds(
     assert len(ids(store, "zanzibar", indexed=True)) > 12  # the answers (i % 50 == 3) and some questions
 
 
+def test_pages_of_a_word_in_many_traces_are_the_newest_matches(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More matches than the ids step takes, too few for the newest rows to fill a page: PostgreSQL looks in
+    growing time windows. Rows in a burst at the end (a thousand in 1 s, as the probe sees them) and in threes
+    sharing a timestamp: each page and filter gives what the unindexed query gives."""
+    n = 3000
+    records = [
+        TraceRecord(
+            id=f"{(i * 7919) % n:032x}",  # ids not in time order
+            created_at=NOW
+            - (timedelta(minutes=(2000 - i) // 3) if i < 2000 else timedelta(microseconds=n - i)),
+            operation="chat",
+            model="rare" if i % 5 == 0 else "fake",
+            status="ok",
+            duration_ms=1.0,
+            input={"messages": [{"role": "user", "content": f"question {i}"}]},
+            output=f"answer {i} " + ("Zanzibar" if i % 17 == 0 and i < 2000 else "plain"),
+        )
+        for i in range(n)
+    ]
+    write_traces(store, records)
+    if store.engine.dialect.name == "postgresql":
+        with store.engine.begin() as conn:
+            conn.execute(text("ANALYZE traces"))  # the row count the first window is sized from
+    monkeypatch.setattr(trace_search, "PROBE_ROWS", 100)
+    monkeypatch.setattr(trace_search, "PG_ID_ROWS", 20)
+    monkeypatch.setattr(trace_search, "MAX_GROWTH", 2)  # several windows
+    windows = []
+    bitmap_only = trace_search._bitmap_only
+    monkeypatch.setattr(trace_search, "_bitmap_only", lambda s: windows.append(1) or bitmap_only(s))
+
+    def unindexed(model: str) -> list[str]:
+        q = select(Trace.id).where(substring("zanzibar")).order_by(Trace.created_at.desc(), Trace.id.desc())
+        q = q.where(Trace.model == model) if model else q
+        return list(store.session().scalars(q))
+
+    for model in ("", "rare"):
+        pages, cursor = [], ""
+        while True:
+            rows, cursor = list_page(
+                store, TraceFilters(text="zanzibar", model=model, after=cursor), Scope(None)
+            )
+            pages += [r.id for r in rows]
+            if not cursor:
+                break
+        assert pages == unindexed(model), model
+    assert len(pages) == len(range(0, 2000, 85))  # the "rare" model's matches: every 85th trace
+    assert [t.id for t in list_traces(store, limit=60, text="zanzibar")] == unindexed("")[:60]
+    if store.engine.dialect.name == "postgresql":
+        assert windows  # the windowed search ran
+
+
 def test_deleted_and_updated_traces_leave_the_index(store: Store) -> None:
     fill(store, 100)
     with store.engine.begin() as conn:

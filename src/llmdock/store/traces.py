@@ -19,7 +19,7 @@ from llmdock.store.engine import Store
 from llmdock.store.keyring import open_trace_bodies
 from llmdock.store.models import Trace
 from llmdock.store.trace_records import StoredSpan, TraceRecord
-from llmdock.store.trace_search import text_match
+from llmdock.store.trace_search import newest_matching
 
 log = logging.getLogger("llmdock.traces")
 
@@ -194,9 +194,7 @@ def list_traces(
             q = q.where(Trace.model == model)
         if status:
             q = q.where(Trace.status == status)
-        if text:
-            q = q.where(text_match(s, text))
-        traces = list(s.scalars(q))
+        traces = [r[0] for r in newest_matching(s, q, text, limit)] if text else list(s.scalars(q))
     # Without a key the list is still shown (it holds no bodies); with one, the bodies come decrypted.
     return [_opened(store, t) for t in traces] if store.keyring is not None else traces
 

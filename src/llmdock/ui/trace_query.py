@@ -26,7 +26,7 @@ from llmdock.feedback import Scope
 from llmdock.store.engine import Store
 from llmdock.store.keyring import is_sealed
 from llmdock.store.models import Trace
-from llmdock.store.trace_search import text_match
+from llmdock.store.trace_search import newest_matching
 from llmdock.store.ui_rows import PROMPT_ATTRIBUTE, flagged_spans, trace_attribute
 from llmdock.store.usage_hours import BLOCKED
 
@@ -151,11 +151,11 @@ def list_page(
         q = q.where(tuple_(Trace.created_at, Trace.id) < tuple_(*cursor))
     q = q.order_by(Trace.created_at.desc(), Trace.id.desc()).limit(PAGE_ROWS + 1)
     with store.session() as s:
-        if filters.text:  # the search index (store/trace_search.py) where it serves
-            q = q.where(text_match(s, filters.text))
+        # text: through the search index (store/trace_search.py) where it serves
+        found = newest_matching(s, q, filters.text, PAGE_ROWS + 1) if filters.text else s.execute(q).all()
         rows = [
             TraceRow(**{**r._mapping, "tokens": int(r.tokens or 0), "preview": _shown(r.preview)})
-            for r in s.execute(q)
+            for r in found
         ]
     more = len(rows) > PAGE_ROWS
     rows = rows[:PAGE_ROWS]
