@@ -409,6 +409,8 @@ PLANNED = {
     "traces prompt": "/ui/traces?prompt=greet",
     "traces guard=flagged": "/ui/traces?guard=flagged",
     "experiment": "/ui/experiments/tone",
+    "usage 30d": "/ui/usage?period=30d",
+    "monitoring 7d": "/ui/monitoring?period=7d",
 }
 
 
@@ -424,7 +426,7 @@ def explain(client: object, runtime: object, admin_key: str) -> None:
     def heard(
         conn: object, cursor: object, statement: str, params: object, context: object, many: bool
     ) -> None:
-        if re.search(r"\bFROM traces\b", statement) and "EXPLAIN" not in statement:
+        if re.search(r"\bFROM (traces|usage_hours)\b", statement) and "EXPLAIN" not in statement:
             seen.append((statement, params))
 
     sign_in(client, admin_key)
