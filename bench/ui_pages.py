@@ -15,6 +15,7 @@ CPU time (the process's, SQLite's work included: load barely changes it) and the
     python bench/ui_pages.py --traces 200000
     python bench/ui_pages.py --postgres --traces 200000
     python bench/ui_pages.py --home DIR [--database-url URL]   # measure again what a run left
+    python bench/ui_pages.py --postgres-dir PGDIR --home DIR    # a PostgreSQL kept in PGDIR between runs
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from harness import options, pct
 from rich.progress import Progress
@@ -109,6 +111,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL (tests/pgserver.py)")
     parser.add_argument(
+        "--postgres-dir",
+        default="",
+        help="a PostgreSQL cluster kept in DIR between runs (made there on the first; started, then stopped)",
+    )
+    parser.add_argument(
         "--home", help="the home to fill, or to measure again if a run filled it already (no new traces)"
     )
     parser.add_argument(
@@ -117,7 +124,7 @@ def main() -> None:
         help="the store's database (e.g. a PostgreSQL kept between runs) [the home's SQLite]",
     )
     args = parser.parse_args()
-    pg = None
+    pg = kept_postgres(Path(args.postgres_dir)) if args.postgres_dir else None
     if args.postgres:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         from tests.pgserver import start_pg_server
@@ -157,12 +164,43 @@ def main() -> None:
         explain(client, runtime, admin_key)
     kind = "SQLite" if runtime.store.engine.dialect.name == "sqlite" else "PostgreSQL"
     print(f"\n{args.traces:,} traces in {kind}; {args.repeat} requests per page; server and CPU time in ms")
-    print(f"{'page':<34} {'P50':>8} {'P95':>8} {'CPU P50':>8} {'rows':>6}")
-    for name, (times, cpu, rows) in pages.items():
-        print(f"{name:<34} {pct(times, 50):>8.1f} {pct(times, 95):>8.1f} {pct(cpu, 50):>8.1f} {rows:>6}")
+    print(f"{'page':<34} {'P50':>8} {'P95':>8} {'CPU P50':>8} {'rows':>6} {'KiB read':>9}")
+    for name, (times, cpu, rows, kib) in pages.items():
+        line = f"{pct(times, 50):>8.1f} {pct(times, 95):>8.1f} {pct(cpu, 50):>8.1f} {rows:>6} {pct(kib, 50):>9.0f}"
+        print(f"{name:<34} {line}")
     if pg is not None:
         runtime.store.close()
-        pg.destroy()
+        if args.postgres_dir:
+            pg.stop()
+        else:
+            pg.destroy()
+
+
+def kept_postgres(where: Path) -> Any:
+    """A PostgreSQL cluster in ``where`` (tests/pgserver.py's settings) that outlives the run: made on the first
+    run, started again on the next ones (the 1,000,000 traces are written once)."""
+    import atexit
+    import shutil
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.pgserver import PgServer
+
+    pg = PgServer()
+    atexit.unregister(pg.destroy)
+    shutil.rmtree(pg.base)
+    made = (where / "data").is_dir()
+    where.mkdir(parents=True, exist_ok=True)
+    pg.base, pg.datadir, pg.logfile = where, where / "data", where / "server.log"
+    if not made:
+        pg.init()
+        with (pg.datadir / "postgresql.conf").open("a", encoding="utf-8") as conf:
+            conf.write("shared_buffers = 1GB\n")  # the default 128 MB holds a tenth of 1M traces' pages
+    pg._initialised = True
+    pg.start()
+    atexit.register(pg.stop)
+    if not made:
+        pg.create_database(pg.dbname)
+    return pg
 
 
 def people(runtime: Runtime) -> tuple[str, str, str, list[str]]:
@@ -267,7 +305,7 @@ def drift_points(runtime: object) -> None:
 
 def measure(
     client: object, admin_key: str, viewer_key: str, tiny_key: str, repeat: int
-) -> dict[str, tuple[list[float], list[float], int]]:
+) -> dict[str, Timings]:
     from fastapi.testclient import TestClient
 
     assert isinstance(client, TestClient)
@@ -335,21 +373,33 @@ def sign_in(client: object, key: str) -> None:
     assert client.post("/ui/login", data={"key": key, "csrf": csrf}).status_code == 200  # type: ignore[attr-defined]
 
 
-def timed(client: object, url: str, repeat: int) -> tuple[list[float], list[float], int]:
+def read_bytes() -> int:
+    """The bytes this process has read through system calls (``rchar``): on SQLite, the pages it read that its
+    own page cache (2 MB) did not hold, from the OS's cache or the disk; on PostgreSQL, the results over the
+    socket. Load does not change it."""
+    with open("/proc/self/io", encoding="ascii") as io:
+        return int(next(line for line in io if line.startswith("rchar:")).split()[1])
+
+
+Timings = tuple[list[float], list[float], int, list[float]]  # ms, CPU ms, table rows shown, KiB read
+
+
+def timed(client: object, url: str, repeat: int) -> Timings:
     """``repeat`` timed GETs of ``url`` after one untimed (warm caches, as a user clicking around has)."""
     client.get(url)  # type: ignore[attr-defined]
-    times, cpu, rows = [], [], 0
+    times, cpu, rows, kib = [], [], 0, []
     for _ in range(repeat):
-        t, c = time.perf_counter(), time.process_time()
+        t, c, r = time.perf_counter(), time.process_time(), read_bytes()
         resp = client.get(url)  # type: ignore[attr-defined]
         times.append((time.perf_counter() - t) * 1000)
         cpu.append((time.process_time() - c) * 1000)
+        kib.append((read_bytes() - r) / 1024)
         assert resp.status_code == 200, (url, resp.status_code, resp.text[-300:])
         rows = resp.text.count("<tr>")
     print(
         f"  {url[:60]:<60} P50 {pct(times, 50):8.1f}  P95 {pct(times, 95):8.1f}", file=sys.stderr, flush=True
     )
-    return times, cpu, rows
+    return times, cpu, rows, kib
 
 
 PLANNED = {
@@ -359,6 +409,8 @@ PLANNED = {
     "traces prompt": "/ui/traces?prompt=greet",
     "traces guard=flagged": "/ui/traces?guard=flagged",
     "experiment": "/ui/experiments/tone",
+    "usage 30d": "/ui/usage?period=30d",
+    "monitoring 7d": "/ui/monitoring?period=7d",
 }
 
 
@@ -374,7 +426,7 @@ def explain(client: object, runtime: object, admin_key: str) -> None:
     def heard(
         conn: object, cursor: object, statement: str, params: object, context: object, many: bool
     ) -> None:
-        if re.search(r"\bFROM traces\b", statement) and "EXPLAIN" not in statement:
+        if re.search(r"\bFROM (traces|usage_hours)\b", statement) and "EXPLAIN" not in statement:
             seen.append((statement, params))
 
     sign_in(client, admin_key)
@@ -387,13 +439,24 @@ def explain(client: object, runtime: object, admin_key: str) -> None:
             event.remove(engine, "before_cursor_execute", heard)
         with engine.connect() as conn:
             for statement, params in seen:
-                rows = conn.exec_driver_sql(
-                    ("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + statement, params
-                )
-                lines = [str(r[-1] if sqlite else r[0]).strip() for r in rows]
-                shown = [ln for ln in lines if sqlite or "Index" in ln or "Scan" in ln][:3]
-                print(f"  {name:<22} {' / '.join(shown)}")
+                print(f"  {name:<22} {planned(conn, statement, params, sqlite)}")
         seen.clear()
+
+
+def planned(conn: Any, statement: str, params: object, sqlite: bool) -> str:
+    """The plan of one statement, and what running it read: on SQLite the KiB read from outside its page cache
+    (``read_bytes``), on PostgreSQL the buffers (EXPLAIN ANALYZE BUFFERS: 8 KiB pages, hit in shared buffers or
+    read) and the rows the scan returned."""
+    if sqlite:
+        plan = [str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)]
+        before = read_bytes()
+        rows = len(conn.exec_driver_sql(statement, params).all())
+        return f"{' / '.join(plan[:3])}  [{rows} rows out, {(read_bytes() - before) / 1024:.0f} KiB read]"
+    lines = [
+        str(r[0]).strip() for r in conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + statement, params)
+    ]
+    keep = ("Index", "Scan", "Buffers", "Sort", "Aggregate")
+    return " / ".join(ln for ln in lines if any(k in ln for k in keep))[:600]
 
 
 if __name__ == "__main__":

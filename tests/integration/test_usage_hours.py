@@ -1,6 +1,6 @@
 """``llmdock usage`` reads hourly totals kept in ``usage_hours``: on SQLite and on a throwaway PostgreSQL server,
-its figures equal the traces' own, to the trace, at the window's edges (part hours), once the hours are kept,
-and after retention and erasure delete traces."""
+its figures equal the traces' own, to the trace, at the window's edges (part hours), once the hours (and the
+whole days, as day rows) are kept, and after retention and erasure delete traces."""
 
 from __future__ import annotations
 
@@ -103,6 +103,11 @@ def test_usage_read_from_kept_hours_equals_the_traces_at_the_edges_and_after_del
         kept = s.scalar(select(func.count()).select_from(UsageHour).where(UsageHour.team_id == KEPT))
     assert kept is not None
     assert kept >= 48  # the closed hours of the 3-day window are kept now
+    with store.session() as s:
+        days = s.scalar(
+            select(func.count()).where(UsageHour.team_id == KEPT, UsageHour.hour == UsageHour.day)
+        )
+    assert (days or 0) >= 1  # its whole days, as days: read from their day rows from now on
     assert summary(store, 2) == expected(records, 2)  # read again from the kept rows
     # A window starting early in an hour takes the hour whole and subtracts the traces before its start.
     hour = (NOW - timedelta(days=1)).replace(minute=0, second=0, microsecond=0)

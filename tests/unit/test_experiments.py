@@ -322,7 +322,7 @@ def test_variant_facts_come_from_the_tagged_traces_on_each_store(db_url: str) ->
     )
     assert stats["a"].scores == {"thumbs": [1.0]}
     assert stats["a"].cost == pytest.approx(5.0)
-    assert stats["a"].tokens == [7] * 10
+    assert (stats["a"].tokens, stats["a"].answered) == (70, 10)
     bounds = Bounds.of(row)
     assert bounds is not None
     verdicts = {v: bounds.verdict(Tally.of(st, bounds.max_p50_ms)) for v, st in stats.items()}

@@ -25,7 +25,7 @@ from llmdock.experiments.release import (
     start_release,
 )
 from llmdock.experiments.release_rules import DEFAULT_PROMOTE, DEFAULT_ROLLBACK, evidence, holds, parse_rule
-from llmdock.experiments.results import VariantStats
+from llmdock.experiments.results import Latencies, VariantStats
 from llmdock.experiments.spec import ExperimentSpec, VariantSpec
 from llmdock.experiments.watch import ExperimentWatch
 from llmdock.registry.models import ModelRegistry
@@ -45,7 +45,8 @@ SERVED = {
 def stats(
     name: str, n: int, errors: int = 0, ms: float = 100.0, thumbs: list[float] | None = None
 ) -> VariantStats:
-    st = VariantStats(name, n=n, errors=errors, latencies_ms=[ms + (i % 7) for i in range(n - errors)])
+    latency = Latencies.of([ms + (i % 7) for i in range(n - errors)])
+    st = VariantStats(name, n=n, errors=errors, latency=latency)
     if thumbs is not None:
         st.scores["thumbs"] = thumbs
     return st

@@ -39,8 +39,10 @@ class Tally:
 
     @classmethod
     def of(cls, stats: VariantStats, max_p50_ms: float | None) -> Tally:
-        slow = 0 if max_p50_ms is None else sum(ms > max_p50_ms for ms in stats.latencies_ms)
-        return cls(stats.n, stats.errors, stats.blocked, len(stats.latencies_ms), slow)
+        """``stats`` as ``variant_stats`` read them for the experiment whose latency bound is ``max_p50_ms``
+        (its slow requests were counted against that bound)."""
+        slow = 0 if max_p50_ms is None else stats.latency.slow
+        return cls(stats.n, stats.errors, stats.blocked, stats.answered, slow)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from llmdock.errors import InvalidRequest
 from llmdock.experiments.results import VariantStats
-from llmdock.experiments.sequential import Difference, compare_means, compare_rates
+from llmdock.experiments.sequential import Difference, compare_means, compare_moments, compare_rates
 
 DEFAULT_PROMOTE = "requests >= 200 and not worse"
 DEFAULT_ROLLBACK = "worse or requests >= 20 and error_rate > 0.2"
@@ -139,7 +139,7 @@ def evidence(stable: VariantStats, challenger: VariantStats, minutes: float) -> 
     found = {
         "error_rate": compare_rates("error rate", s.errors, s.n, c.errors, c.n),
         "block_rate": compare_rates("guard-block rate", s.blocked, s.n, c.blocked, c.n),
-        "latency": compare_means("latency ms", s.latencies_ms, c.latencies_ms),
+        "latency": compare_moments("latency ms", s.latency.moments, c.latency.moments),
         "thumbs_up": compare_rates("thumbs-up rate", int(sum(ts)), len(ts), int(sum(thumbs)), len(thumbs)),
     }
     for name in sorted((set(s.scores) & set(c.scores)) - {"thumbs"}):

@@ -15,7 +15,13 @@ from typing import Any
 
 from llmdock.evaluate.stats import mean_ci, wilson
 from llmdock.experiments.results import VariantStats, variant_stats
-from llmdock.experiments.sequential import SEQUENTIAL_TEST, Difference, compare_means, compare_rates
+from llmdock.experiments.sequential import (
+    SEQUENTIAL_TEST,
+    Difference,
+    compare_means,
+    compare_moments,
+    compare_rates,
+)
 from llmdock.experiments.spec import VariantSpec
 from llmdock.store.engine import Store
 from llmdock.store.experiment_rows import ExperimentRow
@@ -67,7 +73,7 @@ def _variant_view(spec: VariantSpec, st: VariantStats) -> dict[str, Any]:
         "guard_blocked": st.blocked,
         "latency_p50_ms": st.p50_ms,
         "latency_p95_ms": st.p95_ms,
-        "mean_tokens": sum(st.tokens) / len(st.tokens) if st.tokens else math.nan,
+        "mean_tokens": st.tokens / st.answered if st.answered else math.nan,
         "cost": st.cost,
         "feedback": len(thumbs) + sum(len(v) for k, v in st.scores.items() if k != "thumbs"),
         "scores": scores,
@@ -78,7 +84,7 @@ def _variant_view(spec: VariantSpec, st: VariantStats) -> dict[str, Any]:
 def _differences(a: VariantStats, b: VariantStats) -> list[Difference]:
     found = [
         compare_rates("error rate", a.errors, a.n, b.errors, b.n),
-        compare_means("latency ms", a.latencies_ms, b.latencies_ms),
+        compare_moments("latency ms", a.latency.moments, b.latency.moments),
     ]
     ta, tb = a.scores.get("thumbs", []), b.scores.get("thumbs", [])
     found.append(compare_rates(THUMBS_UP, int(sum(ta)), len(ta), int(sum(tb)), len(tb)))

@@ -107,22 +107,60 @@ def compare_rates(
     )  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class Moments:
+    """A sample as the comparison of means needs it: its size, mean and variance (``ddof=1``)."""
+
+    n: int = 0
+    mean: float = math.nan
+    var: float = math.nan
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Moments:
+        x = np.asarray(values, dtype=float)
+        if x.size == 0:
+            return cls()
+        return cls(int(x.size), float(x.mean()), float(x.var(ddof=1)) if x.size > 1 else math.nan)
+
+    @classmethod
+    def of_sums(cls, n: int, total: float, squares: float, constant: bool) -> Moments:
+        """From the count, sum and sum of squares a database adds up (``constant``: every value the same,
+        the variance then exactly 0, as ``of`` gives it)."""
+        if n == 0:
+            return cls()
+        mean = total / n
+        if n == 1:
+            return cls(1, mean, math.nan)
+        return cls(n, mean, 0.0 if constant else max(0.0, (squares - total * mean) / (n - 1)))
+
+
 def compare_means(
     measure: str, a: Sequence[float], b: Sequence[float], alpha: float = ALPHA
 ) -> Difference | None:
     """Two samples of a score: B's mean minus A's (None with fewer than two values on a side)."""
-    if len(a) < 2 or len(b) < 2:
+    return compare_moments(measure, Moments.of(a), Moments.of(b), alpha)
+
+
+def compare_moments(measure: str, a: Moments, b: Moments, alpha: float = ALPHA) -> Difference | None:
+    """``compare_means`` from the two samples' moments (None with fewer than two values on a side)."""
+    if a.n < 2 or b.n < 2:
         return None
-    xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    var_a, var_b = float(xa.var(ddof=1)), float(xb.var(ddof=1))
-    delta = float(xb.mean() - xa.mean())
-    v = var_a / xa.size + var_b / xb.size
+    delta = b.mean - a.mean
+    v = a.var / a.n + b.var / b.n
     constant = 1.0 if delta == 0 else 0.0
-    p_fixed = constant if v == 0 else float(sps.ttest_ind(xb, xa, equal_var=False).pvalue)
-    sd = math.sqrt((var_a + var_b) / 2)
+    p_fixed = constant if v == 0 else _welch(a, b)
+    sd = math.sqrt((a.var + b.var) / 2)
     p_seq, half = _msprt(delta, v, (SMALL_EFFECT * sd) ** 2, alpha)
-    needed = _needed(var_a, var_b, delta, sd, alpha, min(xa.size, xb.size))
+    needed = _needed(a.var, b.var, delta, sd, alpha, min(a.n, b.n))
     return Difference(
-        measure, int(xa.size), int(xb.size), float(xa.mean()), float(xb.mean()), delta,
+        measure, a.n, b.n, a.mean, b.mean, delta,
         delta - half, delta + half, p_seq, "Welch's t", p_fixed, p_seq < alpha, 0 if p_seq < alpha else needed,
     )  # fmt: skip
+
+
+def _welch(a: Moments, b: Moments) -> float:
+    """Welch's t-test's p-value, B against A (``scipy.stats.ttest_ind(b, a, equal_var=False)``)."""
+    found = sps.ttest_ind_from_stats(
+        b.mean, math.sqrt(b.var), b.n, a.mean, math.sqrt(a.var), a.n, equal_var=False
+    )
+    return float(found.pvalue)

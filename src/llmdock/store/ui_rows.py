@@ -7,7 +7,8 @@ key again: a revoked or expired key ends its sessions at once, and logging out d
 The indexes serve the trace list's keyset pagination (newest first, ``created_at, id``) under its most
 selective filters: a model, a status (errors are rare), a team (every non-admin view is one team's); and,
 partial (migration 0030: only the rows that have it), a prompt template, an experiment (the experiment
-page reads its traces since its start) and a guard detector's flag. An expression index serves a query only
+page adds up its traces since its start per variant and status: migration 0032 put in the index every column
+it reads, so that SQLite never reads a trace's row) and a guard detector's flag. An expression index serves a query only
 when the query writes the same expression: the page queries use :func:`trace_attribute` and
 :func:`flagged_spans`, which write the attribute's name and the patterns into the SQL (bound parameters
 would not match the index).
@@ -39,6 +40,7 @@ class UiSession(Base):
 
 
 EXPERIMENT_ATTRIBUTE = "llmdock.experiment"  # set by the experiments' assignment (experiments.live)
+VARIANT_ATTRIBUTE = "llmdock.experiment_variant"
 PROMPT_ATTRIBUTE = "llmdock.prompt_template"  # set by the prompt stage
 # A guard detector's span that flagged, as the trace writer stores it (compact JSON on SQLite, json.dumps'
 # spacing on PostgreSQL): neither pattern holds a LIKE wildcard.
@@ -90,10 +92,17 @@ TRACE_INDEXES = (
     Index("ix_traces_ui_model", Trace.model, Trace.created_at, Trace.id),
     Index("ix_traces_ui_status", Trace.status, Trace.created_at, Trace.id),
     Index("ix_traces_ui_team", Trace.team_id, Trace.created_at, Trace.id),
-    Index(
+    Index(  # as SQLite has it (migration 0032; PostgreSQL's stops at created_at)
         "ix_traces_ui_experiment",
         trace_attribute(EXPERIMENT_ATTRIBUTE),
+        trace_attribute(VARIANT_ATTRIBUTE),
+        Trace.status,
+        Trace.duration_ms,
         Trace.created_at,
+        Trace.error,
+        Trace.prompt_tokens,
+        Trace.completion_tokens,
+        Trace.cost,
         Trace.id,
         **_present(EXPERIMENT_ATTRIBUTE),
     ),

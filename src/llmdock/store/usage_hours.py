@@ -22,12 +22,14 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    and_,
     bindparam,
     case,
     delete,
     func,
     insert,
     literal_column,
+    or_,
     select,
     true,
     union_all,
@@ -39,6 +41,7 @@ from sqlalchemy.orm import Session
 from llmdock.errors import GuardBlocked
 from llmdock.store.engine import Store
 from llmdock.store.models import Base, Trace
+from llmdock.store.usage_days import as_days, day_rows, hour_rows, keep_days, whole_days
 from llmdock.store.usage_rows import UsageHour
 
 SETTLE = timedelta(minutes=10)
@@ -139,6 +142,7 @@ def _hours(first: datetime, last: datetime) -> list[ColumnElement[bool]]:
         t.day.in_([(first + timedelta(days=d)).strftime("%Y-%m-%d") for d in days]),
         t.hour >= first.strftime(HOUR_FORMAT),
         t.hour < last.strftime(HOUR_FORMAT),
+        hour_rows(),
     ]
 
 
@@ -267,7 +271,7 @@ def _kept(
     are grouped in the key's order (``every``), so that SQLite streams them rather than sorting them."""
     t = UsageHour.__table__.c
     columns = {"hour": t.hour, "day": t.day, **{g: t[c] for g, c in COLUMNS.items()}}
-    where = (*_hours(first, last), *wanted)
+    where = (_rows(store, first, last, "hour" not in every), *wanted)
     by = [columns[g] for g in every]
     if len(groups) == 1 and set(groups[0]) == set(every):
         q = select(*(columns[g] for g in groups[0]), *_totalled(t)).where(*where).group_by(*by)
@@ -293,6 +297,16 @@ def _kept(
             i = int(r[0])
             out[i][_key(r[1 : 1 + len(groups[i])])] = _floats(r[1 + widest :])
     return out
+
+
+def _rows(store: Store, first: datetime, last: datetime, days: bool) -> ColumnElement[bool]:
+    """The kept rows of [first, last): with ``days``, its whole days' day rows (kept now if need be) and the
+    hours of its part days; else every hour."""
+    whole, start, end = whole_days(first, last) if days else ([], first, first)
+    if not keep_days(store, whole, _totalled(UsageHour.__table__.c), TOTALS):
+        return and_(*_hours(first, last))
+    parts = [and_(*_hours(a, b)) for a, b in ((first, start), (end, last)) if a < b]
+    return or_(day_rows(whole), *parts)
 
 
 def _labelled(sums: list[Any]) -> list[Any]:
@@ -323,10 +337,12 @@ def forget(session: Session, ids: list[str]) -> None:
         for h in found
     ]
     session.execute(update(t).where(*key).values(less), params)
+    session.execute(update(t).where(*key).values(less), as_days(params))  # the day rows, where kept
     hours = sorted({h.hour for h in found})
     days = sorted({h[:10] for h in hours})
-    gone = (t.c.day.in_(days), t.c.hour.in_(hours), t.c.team_id != KEPT, t.c.requests <= 0)
-    session.execute(delete(t).where(*gone))
+    empty = (t.c.team_id != KEPT, t.c.requests <= 0)
+    session.execute(delete(t).where(t.c.day.in_(days), t.c.hour.in_(hours), *empty))
+    session.execute(delete(t).where(t.c.day.in_(days), t.c.hour == t.c.day, *empty))
 
 
 def add(into: list[float], totals: list[float]) -> None:
