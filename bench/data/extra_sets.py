@@ -34,13 +34,10 @@ import hashlib
 import json
 import random
 import zipfile
-from collections.abc import Callable
 from typing import Any
 
-from more_sets import _jsonl, _read, make
+from more_sets import Row, Wheel, _jsonl, _read, make
 
-Row = dict[str, Any]
-Wheel = Callable[[str], zipfile.ZipFile]
 PACKAGES = {
     "inspect_evals": "0.26.0",
     "hermes_jailbench": "0.2.2",

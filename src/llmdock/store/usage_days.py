@@ -15,11 +15,9 @@ from sqlalchemy import ColumnElement, and_, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from llmdock.store.engine import Store
-from llmdock.store.usage_rows import UsageHour
+from llmdock.store.usage_rows import DIMS, KEPT, UsageHour
 
 DAY = timedelta(days=1)
-KEPT = "*"  # as usage_hours.KEPT
-DIMS = ("team_id", "model", "api_key_id", "deployment")
 
 
 def hour_rows() -> ColumnElement[bool]:

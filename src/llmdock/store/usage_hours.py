@@ -42,13 +42,11 @@ from llmdock.errors import GuardBlocked
 from llmdock.store.engine import Store
 from llmdock.store.models import Base, Trace
 from llmdock.store.usage_days import as_days, day_rows, hour_rows, keep_days, whole_days
-from llmdock.store.usage_rows import UsageHour
+from llmdock.store.usage_rows import DIMS, KEPT, UsageHour
 
 SETTLE = timedelta(minutes=10)
 HOUR = timedelta(hours=1)
-KEPT = "*"  # the team_id of the row that marks an hour as kept
 HOUR_FORMAT = "%Y-%m-%d %H"
-DIMS = ("team_id", "model", "deployment", "api_key_id")
 TOTALS = (
     "requests",
     "errors",

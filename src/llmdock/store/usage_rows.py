@@ -18,6 +18,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from llmdock.store.models import Base
 
+KEPT = "*"  # the team_id of the row that marks an hour (or a day) as kept
+DIMS = ("team_id", "model", "deployment", "api_key_id")  # what a row totals per (after its day and hour)
+
 
 class UsageHour(Base):
     __tablename__ = "usage_hours"
